@@ -1,0 +1,192 @@
+//! The wasm side of the ABI (see `ABI.md`): raw imports and the exports the macros emit.
+//!
+//! This file and the code the SDK's macros emit are the only places in a guest with `unsafe`.
+//! Nothing here is for rule authors; it is public only so macro output can reach it.
+
+/// Version of the contract in `ABI.md`. The engine refuses a module reporting another one.
+pub const ABI_VERSION: u32 = 1;
+
+/// `sluice_init` / `sluice_on_msg` status codes.
+pub const STATUS_OK: u32 = 0;
+/// The node returned an error; its text was passed to `fail`.
+pub const STATUS_ERROR: u32 = 1;
+/// The config did not parse; `fail` got `{"field": …, "message": …}` as JSON.
+pub const STATUS_CONFIG_ERROR: u32 = 2;
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod imports {
+    #[link(wasm_import_module = "sluice")]
+    unsafe extern "C" {
+        pub fn log(level: u32, ptr: *const u8, len: usize);
+        pub fn now_ms() -> i64;
+        pub fn emit(rel_ptr: *const u8, rel_len: usize, msg_ptr: *const u8, msg_len: usize);
+        pub fn forward(rel_ptr: *const u8, rel_len: usize);
+        pub fn fail(ptr: *const u8, len: usize);
+        pub fn state_get(key_ptr: *const u8, key_len: usize) -> i64;
+        pub fn take_value(dst: *mut u8);
+        pub fn state_put(key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize);
+        pub fn state_delete(key_ptr: *const u8, key_len: usize);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use glue::*;
+
+#[cfg(target_arch = "wasm32")]
+mod glue {
+    use std::cell::RefCell;
+
+    use super::{STATUS_CONFIG_ERROR, STATUS_ERROR, STATUS_OK, imports};
+    use crate::{Msg, Node, Output, Outputs};
+
+    /// A cell usable from a `static` in a single-threaded wasm module.
+    pub struct GuestCell<T>(RefCell<T>);
+
+    // SAFETY: wasm32-unknown-unknown without the `atomics` feature has exactly one thread, so a
+    // value in a static can never be reached from two threads.
+    unsafe impl<T> Sync for GuestCell<T> {}
+
+    impl<T> GuestCell<T> {
+        pub const fn new(value: T) -> Self {
+            GuestCell(RefCell::new(value))
+        }
+    }
+
+    /// Where the host writes configs and messages; grown on request by `sluice_reserve`.
+    static INPUT: GuestCell<Vec<u8>> = GuestCell::new(Vec::new());
+    /// Reused for serializing outputs, so a steady stream allocates nothing per message.
+    static OUTPUT: GuestCell<Vec<u8>> = GuestCell::new(Vec::new());
+
+    pub(crate) fn fail(text: &str) {
+        // SAFETY: pointer and length describe a live, initialised byte slice.
+        unsafe { imports::fail(text.as_ptr(), text.len()) }
+    }
+
+    /// `sluice_reserve(len) -> ptr`: makes the input buffer at least `len` bytes long.
+    pub fn reserve(len: u32) -> u32 {
+        let mut input = INPUT.0.borrow_mut();
+        if input.len() < len as usize {
+            input.resize(len as usize, 0);
+        }
+        input.as_mut_ptr() as u32
+    }
+
+    fn install_panic_hook() {
+        std::panic::set_hook(Box::new(|info| fail(&format!("guest panicked: {info}"))));
+    }
+
+    /// The running node of this module.
+    pub struct Slot<N>(GuestCell<Option<N>>);
+
+    impl<N: Node> Default for Slot<N> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl<N: Node> Slot<N> {
+        pub const fn new() -> Self {
+            Slot(GuestCell::new(None))
+        }
+
+        /// `sluice_init(len)`: config JSON is in the input buffer.
+        pub fn init(&self, len: u32) -> u32 {
+            install_panic_hook();
+            let input = INPUT.0.borrow();
+            let config = match crate::config::parse::<N::Config>(&input[..len as usize]) {
+                Ok(config) => config,
+                Err(err) => {
+                    let json = serde_json::json!({"field": err.field, "message": err.message});
+                    fail(&json.to_string());
+                    return STATUS_CONFIG_ERROR;
+                }
+            };
+            drop(input);
+            match N::init(config) {
+                Ok(node) => {
+                    *self.0.0.borrow_mut() = Some(node);
+                    STATUS_OK
+                }
+                Err(err) => {
+                    fail(err.message());
+                    STATUS_ERROR
+                }
+            }
+        }
+
+        /// `sluice_on_msg(len)`: message JSON is in the input buffer.
+        pub fn on_msg(&self, len: u32) -> u32 {
+            let msg: Msg = {
+                let input = INPUT.0.borrow();
+                match serde_json::from_slice(&input[..len as usize]) {
+                    Ok(msg) => msg,
+                    Err(err) => {
+                        fail(&format!("message does not parse: {err}"));
+                        return STATUS_ERROR;
+                    }
+                }
+            };
+            let mut slot = self.0.0.borrow_mut();
+            let Some(node) = slot.as_mut() else {
+                fail("node called before sluice_init succeeded");
+                return STATUS_ERROR;
+            };
+            let mut out = Outputs::new();
+            if let Err(err) = node.on_msg(msg, &mut out) {
+                fail(err.message());
+                return STATUS_ERROR;
+            }
+            drop(slot);
+            let mut buf = OUTPUT.0.borrow_mut();
+            for (relation, output) in out.drain() {
+                match output {
+                    // SAFETY: pointer and length describe a live string.
+                    Output::Forward => unsafe { imports::forward(relation.as_ptr(), relation.len()) },
+                    Output::Msg(msg) => {
+                        buf.clear();
+                        if let Err(err) = serde_json::to_writer(&mut *buf, &msg) {
+                            fail(&format!("output does not serialize: {err}"));
+                            return STATUS_ERROR;
+                        }
+                        // SAFETY: both pointer/length pairs describe live byte slices.
+                        unsafe { imports::emit(relation.as_ptr(), relation.len(), buf.as_ptr(), buf.len()) }
+                    }
+                }
+            }
+            STATUS_OK
+        }
+    }
+}
+
+/// Exports a [`Node`](crate::Node) type as this module's node. Emitted by `#[node]`,
+/// `#[filter]` and `#[transform]`; a module holds exactly one node.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! export_node {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            static SLOT: $crate::abi::Slot<$ty> = $crate::abi::Slot::new();
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn sluice_abi_version() -> u32 {
+                $crate::abi::ABI_VERSION
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn sluice_reserve(len: u32) -> u32 {
+                $crate::abi::reserve(len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn sluice_init(len: u32) -> u32 {
+                SLOT.init(len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn sluice_on_msg(len: u32) -> u32 {
+                SLOT.on_msg(len)
+            }
+        };
+    };
+}

@@ -1,0 +1,51 @@
+//! # sluice-sdk: write Sluice rule nodes in plain Rust
+//!
+//! A rule node is a small Rust crate compiled to `wasm32-unknown-unknown`. The engine hands it
+//! its config once and then messages ([`Msg`], ThingsBoard's `TbMsg`); the node answers with
+//! zero or more `(relation, message)` outputs. Everything else — time, state, actions — comes
+//! from the host through the safe wrappers in [`host`].
+//!
+//! ```
+//! use sluice_sdk::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Config { device_type: String }
+//!
+//! /// Keeps weather-station telemetry that carries a wind speed.
+//! #[filter]                       // Ok(true) → "True", Ok(false) → "False", Err → "Failure"
+//! fn weather_station(msg: &Msg, cfg: &Config) -> Result<bool> {
+//!     Ok(msg.meta("deviceType") == Some(cfg.device_type.as_str()) && msg.field("windSpeed").is_some())
+//! }
+//! ```
+//!
+//! The attribute writes the wasm exports (only when compiling for wasm32); the function stays a
+//! plain function that [`testing::TestDriver`] runs natively. The wire contract is `ABI.md`.
+
+pub mod abi;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod msg;
+pub mod node;
+pub mod relation;
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use host::{clock, log, state};
+pub use msg::{Metadata, Msg, Originator, as_number, msg_type};
+pub use node::{NoConfig, Node, Output, Outputs};
+pub use sluice_sdk_macros::{filter, node, transform};
+
+/// Re-exported for convenience (`#[derive(Deserialize)]` still needs `serde` in the rule crate).
+pub use serde;
+pub use serde_json;
+
+/// Everything a rule file usually needs.
+pub mod prelude {
+    pub use crate::host::{clock, log, state};
+    pub use crate::relation;
+    pub use crate::{Error, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, bail};
+    pub use crate::{filter, node, transform};
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::{Value, json};
+}

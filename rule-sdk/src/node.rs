@@ -1,0 +1,102 @@
+//! What a node is: a typed config parsed once, then messages in and `(relation, message)` out.
+//!
+//! Most rules are a single function under [`macro@crate::filter`] or [`macro@crate::transform`].
+//! A node that keeps fields between messages, or emits several outputs, implements [`Node`] and
+//! puts [`macro@crate::node`] on the impl.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Msg, Result};
+
+/// A rule node.
+///
+/// ```
+/// use sluice_sdk::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Config { relation: String }
+///
+/// struct Tag { relation: String, seen: u64 }
+///
+/// #[node]
+/// impl Node for Tag {
+///     type Config = Config;
+///     fn init(cfg: Config) -> Result<Self> { Ok(Tag { relation: cfg.relation, seen: 0 }) }
+///     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
+///         self.seen += 1;
+///         out.emit(&self.relation, msg.with_meta("seen", self.seen.to_string()));
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Node: Sized + 'static {
+    /// The node's `config` from the chain JSON. Parsed once, at load; a config that does not
+    /// deserialize is a load error naming the node and the field.
+    type Config: DeserializeOwned;
+
+    /// Builds the node from its config. An `Err` here refuses the chain at load.
+    fn init(config: Self::Config) -> Result<Self>;
+
+    /// Handles one message, pushing zero or more outputs.
+    fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()>;
+}
+
+/// Config of a node that takes none: accepts an absent/`null` config or `{}`, and nothing else.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+/// What a node hands on, in order.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    items: Vec<(String, Output)>,
+}
+
+/// One output's message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// The incoming message, exactly as it arrived. Nothing is serialized: this is how a filter
+    /// stays cheap.
+    Forward,
+    /// A new or changed message.
+    Msg(Msg),
+}
+
+impl Outputs {
+    pub fn new() -> Self {
+        Outputs::default()
+    }
+
+    /// Sends `msg` down every connection labelled `relation`.
+    pub fn emit(&mut self, relation: impl Into<String>, msg: Msg) {
+        self.items.push((relation.into(), Output::Msg(msg)));
+    }
+
+    /// Sends the incoming message, unchanged, down every connection labelled `relation`.
+    pub fn forward(&mut self, relation: impl Into<String>) {
+        self.items.push((relation.into(), Output::Forward));
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = (String, Output)> + '_ {
+        self.items.drain(..)
+    }
+}
+
+/// The adapter behind `#[filter]`: `true` → `True`, `false` → `False`.
+pub fn filter_outputs(keep: bool, out: &mut Outputs) {
+    out.forward(if keep { crate::relation::TRUE } else { crate::relation::FALSE });
+}
+
+/// The adapter behind `#[transform]`: the returned message goes to `Success`.
+pub fn transform_outputs(msg: Msg, out: &mut Outputs) {
+    out.emit(crate::relation::SUCCESS, msg);
+}
