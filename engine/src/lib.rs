@@ -1,1 +1,22 @@
+//! # Sluice: a rule engine for IoT telemetry with WebAssembly rule nodes
+//!
+//! Modules in the order a message travels:
+//!
+//! - [`sources`] turn input into messages with ack handles;
+//! - [`flow`] routes them onto workers and through the chain;
+//! - [`chain`] is the graph they run through (loaded and validated from JSON);
+//! - [`runtime`] runs each node's WASM module in a sandbox, with the [`host`] services as its
+//!   only imports and [`state`] kept by the host;
+//! - [`sinks`] write results and ack them.
+//!
+//! [`run`] ties them together for `sluice run`; [`toolchain`] builds and scaffolds rule crates.
 
+pub mod chain;
+pub mod flow;
+pub mod host;
+pub mod run;
+pub mod runtime;
+pub mod sinks;
+pub mod sources;
+pub mod state;
+pub mod toolchain;

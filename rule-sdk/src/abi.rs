@@ -126,6 +126,7 @@ mod glue {
                     }
                 }
             };
+            let parent_id = msg.id.clone();
             let mut slot = self.0.0.borrow_mut();
             let Some(node) = slot.as_mut() else {
                 fail("node called before sluice_init succeeded");
@@ -138,11 +139,14 @@ mod glue {
             }
             drop(slot);
             let mut buf = OUTPUT.0.borrow_mut();
-            for (relation, output) in out.drain() {
+            for (n, (relation, output)) in out.drain().enumerate() {
                 match output {
                     // SAFETY: pointer and length describe a live string.
                     Output::Forward => unsafe { imports::forward(relation.as_ptr(), relation.len()) },
-                    Output::Msg(msg) => {
+                    Output::Msg(mut msg) => {
+                        if msg.id.is_empty() {
+                            msg.id = crate::derived_id(&parent_id, n);
+                        }
                         buf.clear();
                         if let Err(err) = serde_json::to_writer(&mut *buf, &msg) {
                             fail(&format!("output does not serialize: {err}"));

@@ -25,9 +25,17 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parses config JSON (`null` or empty input counts as no config).
+/// Parses config JSON. No config (empty or `null`) is read as `{}` — so a config struct whose
+/// fields all have defaults needs nothing in the chain — or, failing that, as `null`.
 pub fn parse<C: DeserializeOwned>(json: &[u8]) -> Result<C, ConfigError> {
-    let json = if json.iter().all(u8::is_ascii_whitespace) { b"null".as_slice() } else { json };
+    let trimmed = json.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" {
+        return parse_one::<C>(b"{}").or_else(|err| parse_one::<C>(b"null").map_err(|_| err));
+    }
+    parse_one(json)
+}
+
+fn parse_one<C: DeserializeOwned>(json: &[u8]) -> Result<C, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let parsed: Result<C, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {
@@ -96,6 +104,8 @@ mod tests {
     #[test]
     fn empty_config_is_null() {
         parse::<()>(b"").unwrap();
+        parse::<Option<u8>>(b"null").unwrap();
+        assert_eq!(parse::<Cfg>(b"null").unwrap_err().field, "key");
         parse::<crate::NoConfig>(b"{}").unwrap();
         assert!(parse::<crate::NoConfig>(br#"{"x":1}"#).is_err());
     }

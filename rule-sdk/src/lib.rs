@@ -32,7 +32,7 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use host::{clock, log, state};
-pub use msg::{Metadata, Msg, Originator, as_number, msg_type};
+pub use msg::{Metadata, Msg, Originator, as_number, derived_id, msg_type};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
 

@@ -140,6 +140,13 @@ impl Msg {
     }
 }
 
+/// The id of the `n`-th output of a node handling the message `parent`, when the node created a
+/// message without an id: deterministic, so a replay produces the same ids and duplicates can be
+/// recognised downstream.
+pub fn derived_id(parent: &str, n: usize) -> String {
+    format!("{parent}:{n}")
+}
+
 /// Reads a JSON value as a number, accepting numeric strings such as `"33.5"`.
 pub fn as_number(value: &Value) -> Option<f64> {
     match value {

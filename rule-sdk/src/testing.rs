@@ -120,9 +120,15 @@ impl TestDriver {
         let outputs = match result {
             Ok(()) => out
                 .drain()
-                .map(|(relation, output)| match output {
+                .enumerate()
+                .map(|(n, (relation, output))| match output {
                     Output::Forward => (relation, msg.clone()),
-                    Output::Msg(m) => (relation, m),
+                    Output::Msg(mut m) => {
+                        if m.id.is_empty() {
+                            m.id = crate::derived_id(&msg.id, n);
+                        }
+                        (relation, m)
+                    }
                 })
                 .collect(),
             Err(err) => vec![(relation::FAILURE.to_string(), msg.with_meta("error", err.message()))],

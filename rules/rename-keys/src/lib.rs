@@ -69,7 +69,8 @@ mod tests {
     #[test]
     fn renames_metadata_keys() -> Result<()> {
         let cfg = Config { rename_keys_mapping: mapping(), rename_in: RenameIn::Metadata };
-        let out = TestDriver::transform(rename_keys, cfg).send(Msg::telemetry("T", json!({})).with_meta("temp", "x"))?;
+        let out =
+            TestDriver::transform(rename_keys, cfg).send(Msg::telemetry("T", json!({})).with_meta("temp", "x"))?;
         assert_eq!(out.messages()[0].meta("temperature"), Some("x"));
         Ok(())
     }

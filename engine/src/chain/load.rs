@@ -1,0 +1,358 @@
+//! Loading: chain JSON → validated [`Chain`].
+//!
+//! Everything that can be checked before the first message is checked here, and each error names
+//! the file, the node and the field: the JSON's syntax (line and column), its shape (unknown or
+//! missing fields, wrong types), ids and connections, modules (missing, not wasm, breaking the
+//! ABI), each node's config (by running the node's own `init` on it), nested chains, and cycles
+//! that no `maxHops` bounds.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::error::{LoadError, LoadErrorKind};
+use super::graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
+use super::spec::{ChainSpec, NodeSpec};
+use crate::host::Clock;
+use crate::runtime::{Limits, Module, NodeErrorKind, Runtime};
+use crate::state::NodeState;
+
+/// Loads chains, resolving built-in module names in `module_dirs`.
+pub struct Loader<'r> {
+    runtime: &'r Runtime,
+    module_dirs: Vec<PathBuf>,
+}
+
+/// The file name cargo gives a rule crate's module: `check-fields` → `check_fields.wasm`.
+pub fn module_file_name(name: &str) -> String {
+    format!("{}.wasm", name.replace('-', "_"))
+}
+
+impl<'r> Loader<'r> {
+    pub fn new(runtime: &'r Runtime, module_dirs: Vec<PathBuf>) -> Self {
+        Loader { runtime, module_dirs }
+    }
+
+    /// Loads and validates the chain in `file`.
+    pub fn load(&self, file: &Path) -> Result<Chain, LoadError> {
+        let mut nodes = Vec::new();
+        let mut including = Vec::new();
+        let (spec, entry) = self.add_chain(file, "", None, &mut including, &mut nodes)?;
+        let cycle = find_cycle(&nodes);
+        let max_hops = match (spec.max_hops, cycle) {
+            (Some(0), _) => {
+                return Err(LoadError::new(file, LoadErrorKind::Invalid("must be at least 1".into())).field("maxHops"));
+            }
+            (Some(n), _) => n,
+            (None, Some(cycle)) => {
+                let path: Vec<_> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
+                return Err(LoadError::new(
+                    file,
+                    LoadErrorKind::Invalid(format!(
+                        "connections form a cycle ({}) and `maxHops` does not bound it",
+                        path.join(" → ")
+                    )),
+                )
+                .node(path[0])
+                .field("connections"));
+            }
+            (None, None) => nodes.len() as u32 + 1,
+        };
+        Ok(Chain {
+            file: file.to_path_buf(),
+            name: spec.name.clone().unwrap_or_else(|| file.display().to_string()),
+            entry,
+            max_hops,
+            nodes,
+        })
+    }
+
+    /// Reads the spec of `file` without loading modules (for tools that only inspect chains).
+    pub fn read_spec(file: &Path) -> Result<ChainSpec, LoadError> {
+        let text = std::fs::read_to_string(file).map_err(|e| LoadError::new(file, LoadErrorKind::Io(e.to_string())))?;
+        parse_spec(file, &text)
+    }
+
+    /// Adds the nodes of `file` (ids prefixed with `prefix`) to `nodes`; returns the spec and
+    /// the index of its entry node.
+    fn add_chain(
+        &self,
+        file: &Path,
+        prefix: &str,
+        exit: Option<NodeIdx>,
+        including: &mut Vec<PathBuf>,
+        nodes: &mut Vec<GraphNode>,
+    ) -> Result<(ChainSpec, NodeIdx), LoadError> {
+        let spec = Self::read_spec(file)?;
+        let invalid = |msg: String| LoadError::new(file, LoadErrorKind::Invalid(msg));
+        let base = nodes.len();
+        let mut index: HashMap<&str, NodeIdx> = HashMap::new();
+        for (i, node) in spec.nodes.iter().enumerate() {
+            let field = format!("nodes[{i}].id");
+            if node.id.trim().is_empty() {
+                return Err(invalid("node id is empty".into()).field(field));
+            }
+            if index.insert(&node.id, base + i).is_some() {
+                return Err(invalid("duplicate node id".into()).node(&node.id).field(field));
+            }
+            let kinds = [&node.module, &node.chain, &node.sink].iter().filter(|k| k.is_some()).count();
+            if kinds != 1 {
+                return Err(invalid("a node has exactly one of `module`, `chain` or `sink`".into())
+                    .node(&node.id)
+                    .field("module"));
+            }
+            nodes.push(GraphNode {
+                id: format!("{prefix}{}", node.id),
+                name: node.name.clone(),
+                kind: NodeKind::Sink(SinkKind::Output), // placeholder until resolved below
+                routes: HashMap::new(),
+                exit,
+                debug: node.debug,
+            });
+        }
+        let Some(&entry) = index.get(spec.entry.as_str()) else {
+            return Err(invalid(format!("entry node `{}` is not among the nodes", spec.entry)).field("entry"));
+        };
+        for (i, conn) in spec.connections.iter().enumerate() {
+            let Some(&from) = index.get(conn.from.as_str()) else {
+                return Err(invalid(format!("connection from unknown node `{}`", conn.from))
+                    .node(&conn.from)
+                    .field(format!("connections[{i}].from")));
+            };
+            let Some(&to) = index.get(conn.to.as_str()) else {
+                return Err(invalid(format!("connection to unknown node `{}`", conn.to))
+                    .node(&conn.from)
+                    .field(format!("connections[{i}].to")));
+            };
+            if conn.relation.trim().is_empty() {
+                return Err(invalid("relation is empty".into())
+                    .node(&conn.from)
+                    .field(format!("connections[{i}].relation")));
+            }
+            if let NodeSpec { sink: Some(_), .. } = &spec.nodes[from - base] {
+                return Err(invalid("a sink has no outputs to connect".into())
+                    .node(&conn.from)
+                    .field(format!("connections[{i}].from")));
+            }
+            let targets = nodes[from].routes.entry(conn.relation.clone()).or_default();
+            if !targets.contains(&to) {
+                targets.push(to);
+            }
+        }
+        including.push(canonical(file));
+        for (i, node) in spec.nodes.iter().enumerate() {
+            let idx = base + i;
+            nodes[idx].kind = self.resolve_kind(file, node, idx, including, nodes)?;
+        }
+        including.pop();
+        Ok((spec, entry))
+    }
+
+    fn resolve_kind(
+        &self,
+        file: &Path,
+        node: &NodeSpec,
+        idx: NodeIdx,
+        including: &mut Vec<PathBuf>,
+        nodes: &mut Vec<GraphNode>,
+    ) -> Result<NodeKind, LoadError> {
+        let at = |kind| LoadError::new(file, kind).node(&node.id);
+        if let Some(sink) = &node.sink {
+            return SinkKind::parse(sink).map(NodeKind::Sink).ok_or_else(|| {
+                at(LoadErrorKind::Invalid(format!("unknown sink `{sink}` (known: {})", SinkKind::NAMES.join(", "))))
+                    .field("sink")
+            });
+        }
+        if let Some(sub) = &node.chain {
+            let path = relative_to(file, sub);
+            if including.contains(&canonical(&path)) {
+                return Err(at(LoadErrorKind::Invalid(format!(
+                    "`{sub}` includes itself (directly or through others)"
+                )))
+                .field("chain"));
+            }
+            if !path.exists() {
+                return Err(
+                    at(LoadErrorKind::Invalid(format!("nested chain `{}` not found", path.display()))).field("chain")
+                );
+            }
+            let prefix = format!("{}/", nodes[idx].id);
+            let (_, entry) = self.add_chain(&path, &prefix, Some(idx), including, nodes)?;
+            return Ok(NodeKind::Chain { entry });
+        }
+        let name = node.module.as_deref().unwrap_or_default();
+        let limits = Limits::from_spec(node.limits.as_ref())
+            .map_err(|(field, msg)| at(LoadErrorKind::Invalid(msg)).field(field))?;
+        let module = self.module(file, name).map_err(|kind| at(kind).field("module"))?;
+        let config = serde_json::to_vec(&node.config).unwrap_or_default();
+        self.check_init(&module, &nodes[idx].id, &config, limits).map_err(|(field, kind)| at(kind).field(field))?;
+        Ok(NodeKind::Rule(RuleNode { module, config, limits }))
+    }
+
+    /// Resolves and loads a module reference: a path (relative to the chain file) or a built-in
+    /// name looked up in the module directories.
+    fn module(&self, file: &Path, name: &str) -> Result<Arc<Module>, LoadErrorKind> {
+        let module_err = |message: String| LoadErrorKind::Module { module: name.to_string(), message };
+        let path = if name.ends_with(".wasm") || name.ends_with(".wat") || name.contains('/') {
+            let path = relative_to(file, name);
+            if !path.exists() {
+                return Err(module_err(format!("file `{}` not found", path.display())));
+            }
+            path
+        } else {
+            let file_name = module_file_name(name);
+            match self.module_dirs.iter().map(|d| d.join(&file_name)).find(|p| p.exists()) {
+                Some(path) => path,
+                None => {
+                    let dirs: Vec<_> = self.module_dirs.iter().map(|d| d.display().to_string()).collect();
+                    return Err(module_err(format!(
+                        "no built-in rule `{name}` ({file_name} is in none of: {}; build the rules with `sluice rules \
+                         build`)",
+                        if dirs.is_empty() { "no module directories".to_string() } else { dirs.join(", ") }
+                    )));
+                }
+            }
+        };
+        self.runtime.load_module(&path).map_err(|e| module_err(e.to_string()))
+    }
+
+    /// Runs the node's `init` on its config in a scratch instance: a config the node refuses
+    /// refuses the chain, naming the field the node named.
+    fn check_init(
+        &self,
+        module: &Module,
+        node: &str,
+        config: &[u8],
+        limits: Limits,
+    ) -> Result<(), (String, LoadErrorKind)> {
+        let scratch = NodeState::default();
+        match self.runtime.instantiate(module, node.into(), config, limits, scratch, Clock::System) {
+            Ok(_) => Ok(()),
+            Err(err) => Err(match err.kind {
+                NodeErrorKind::Config { field, message } => (
+                    if field.is_empty() { "config".into() } else { format!("config.{field}") },
+                    LoadErrorKind::Config(message),
+                ),
+                NodeErrorKind::Init(message) => ("config".into(), LoadErrorKind::Config(message)),
+                other => (
+                    "module".into(),
+                    LoadErrorKind::Module { module: module.source.display().to_string(), message: other.to_string() },
+                ),
+            }),
+        }
+    }
+}
+
+/// Parses chain JSON: syntax errors with line and column, shape errors with the field's path and,
+/// where the path is inside `nodes[i]`, that node's id.
+fn parse_spec(file: &Path, text: &str) -> Result<ChainSpec, LoadError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        LoadError::new(
+            file,
+            LoadErrorKind::Syntax { line: e.line(), column: e.column(), message: strip_position(&e.to_string()) },
+        )
+    })?;
+    serde_path_to_error::deserialize::<_, ChainSpec>(&value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = strip_position(&err.inner().to_string());
+        let mut field = if path == "." { String::new() } else { path };
+        if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some(end) = rest.find('`')
+        {
+            field = if field.is_empty() { rest[..end].to_string() } else { format!("{field}.{}", &rest[..end]) };
+        }
+        let mut error = LoadError::new(file, LoadErrorKind::Invalid(message));
+        if let Some(node) = node_of(&value, &field) {
+            error = error.node(node);
+        }
+        if !field.is_empty() {
+            error = error.field(field);
+        }
+        error
+    })
+}
+
+/// The id of the node a `nodes[i]…` path points into, if it has one.
+fn node_of(value: &Value, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("nodes[")?;
+    let i: usize = rest[..rest.find(']')?].parse().ok()?;
+    value["nodes"][i]["id"].as_str().map(str::to_string)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn relative_to(file: &Path, reference: &str) -> PathBuf {
+    let reference = Path::new(reference);
+    if reference.is_absolute() {
+        return reference.to_path_buf();
+    }
+    file.parent().unwrap_or(Path::new(".")).join(reference)
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A cycle in the flattened graph, as node indices, if there is one. Edges: connections, a chain
+/// node to its nested entry, and a nested node to whatever its enclosing chain node connects.
+fn find_cycle(nodes: &[GraphNode]) -> Option<Vec<NodeIdx>> {
+    let successors = |i: NodeIdx| -> Vec<NodeIdx> {
+        let mut out: Vec<NodeIdx> = nodes[i].routes.values().flatten().copied().collect();
+        if let NodeKind::Chain { entry } = nodes[i].kind {
+            out.push(entry);
+        }
+        let mut exit = nodes[i].exit;
+        while let Some(e) = exit {
+            out.extend(nodes[e].routes.values().flatten().copied());
+            exit = nodes[e].exit;
+        }
+        out
+    };
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut mark = vec![Mark::New; nodes.len()];
+    let mut done: HashSet<NodeIdx> = HashSet::new();
+    for start in 0..nodes.len() {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (node, its successors, next successor to visit).
+        let mut stack = vec![(start, successors(start), 0usize)];
+        mark[start] = Mark::Open;
+        while let Some((node, succ, next)) = stack.last_mut() {
+            if let Some(&s) = succ.get(*next) {
+                *next += 1;
+                match mark[s] {
+                    Mark::New => {
+                        mark[s] = Mark::Open;
+                        let succ_s = successors(s);
+                        stack.push((s, succ_s, 0));
+                    }
+                    Mark::Open => {
+                        let from = stack.iter().position(|(n, _, _)| *n == s).unwrap_or(0);
+                        let mut cycle: Vec<NodeIdx> = stack[from..].iter().map(|(n, _, _)| *n).collect();
+                        cycle.push(s);
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[*node] = Mark::Done;
+                done.insert(*node);
+                stack.pop();
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,90 @@
+//! The chain file as the user wrote it (`ChainSpec`), before any validation.
+//!
+//! Unknown fields are refused, so a typo (`"conections"`) is an error rather than a silently
+//! ignored key. `chains/chain.schema.json` is generated from these types (`sluice schema`), so the
+//! schema and the loader cannot drift apart.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A rule chain: nodes, the relation-labelled connections between them, and the entry node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "Sluice rule chain")]
+pub struct ChainSpec {
+    /// Human-readable name of the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Id of the node every message enters first.
+    pub entry: String,
+    /// Most node visits one message may make. Required when connections form a cycle (a message
+    /// past the bound goes to `Failure`); otherwise it defaults to the number of nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hops: Option<u32>,
+    pub nodes: Vec<NodeSpec>,
+    #[serde(default)]
+    pub connections: Vec<ConnectionSpec>,
+}
+
+/// One node. Exactly one of `module`, `chain` or `sink` says what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Unique within the chain; connections refer to it.
+    pub id: String,
+    /// Human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A WASM rule: a path to a `.wasm` file (relative to this chain file), or the name of a
+    /// built-in rule (`check-fields`), looked up in the module directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// A nested chain: a path to another chain file (relative to this one). The message enters
+    /// that chain's entry node; outputs the nested chain does not connect leave this node with
+    /// their relation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// A host sink: `output` writes the message to the run's output (`--output`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+    /// The rule's configuration, handed to its `init` once at load.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub config: Value,
+    /// Log every message in and out of this node (target `sluice::debug`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub debug: bool,
+    /// Sandbox limits of this node; unset fields take the engine's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+}
+
+/// Per-node sandbox limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Wall-clock deadline for one message, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Most linear memory the module may grow to, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Disable the node after this many consecutive crashes (trap, deadline, out of memory);
+    /// 0 never disables. A disabled node sends every message to `Failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_after: Option<u32>,
+}
+
+/// A connection: outputs of `from` labelled `relation` go to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSpec {
+    pub from: String,
+    pub to: String,
+    pub relation: String,
+}
+
+/// The JSON Schema of chain files.
+pub fn schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(ChainSpec)).unwrap_or(Value::Null)
+}

@@ -1,0 +1,188 @@
+//! The command line: clap definitions and what each command does. `anyhow` lives here and in
+//! `main.rs` only.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use sluice::chain::Loader;
+use sluice::flow::PipelineConfig;
+use sluice::run::{RunOptions, Stream};
+use sluice::runtime::Runtime;
+use sluice::toolchain;
+
+/// Sluice: a rule engine for IoT telemetry whose rule nodes are sandboxed WebAssembly modules.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a chain over JSON lines: full TbMsg or `{"ts", "deviceName", "deviceType", <values>}`.
+    Run(RunArgs),
+    /// Load and validate chain files (modules, configs, connections) without running them.
+    Validate {
+        #[arg(required = true)]
+        chains: Vec<PathBuf>,
+        #[command(flatten)]
+        modules: ModuleArgs,
+    },
+    /// Build or scaffold rule crates.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Print the JSON Schema of chain files.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile a rule workspace or crate to wasm32 with whichever toolchain is present.
+    Build {
+        /// The workspace or crate (default: ./rules).
+        dir: Option<PathBuf>,
+    },
+    /// Scaffold a rule crate that builds and tests out of the box.
+    New {
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ModuleArgs {
+    /// Directory of built-in modules (repeatable; also $SLUICE_MODULES, colon-separated).
+    #[arg(long = "modules", value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The chain file.
+    #[arg(long)]
+    pub chain: PathBuf,
+    /// Input JSON lines: a file or `-` for stdin.
+    #[arg(long, default_value = "-")]
+    pub input: String,
+    /// Output JSON lines: a file or `-` for stdout.
+    #[arg(long, default_value = "-")]
+    pub output: String,
+    /// Stop at the first malformed input line (exit code 1).
+    #[arg(long)]
+    pub strict: bool,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Write the run's counts (per node and relation) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    #[command(flatten)]
+    pub modules: ModuleArgs,
+}
+
+impl ModuleArgs {
+    /// The flags, then $SLUICE_MODULES, then the repository's built rules next to the chain,
+    /// the working directory and the binary.
+    fn resolve(&self, chain: Option<&Path>) -> Vec<PathBuf> {
+        let mut dirs = self.dirs.clone();
+        if let Some(env) = std::env::var_os("SLUICE_MODULES") {
+            dirs.extend(std::env::split_paths(&env));
+        }
+        let built = |root: &Path| toolchain::module_dir(&root.join("rules"));
+        if let Some(parent) = chain.and_then(Path::parent) {
+            dirs.push(built(&parent.join("..")));
+        }
+        dirs.push(built(Path::new(".")));
+        if let Ok(exe) = std::env::current_exe()
+            && let Some(root) = exe.parent().and_then(Path::parent).and_then(Path::parent)
+        {
+            dirs.push(built(root));
+        }
+        dirs
+    }
+}
+
+pub fn main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Validate { chains, modules } => validate(&chains, &modules),
+        Command::Rules(RulesCommand::Build { dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("rules"));
+            let out = toolchain::build(&dir)?;
+            eprintln!("modules in {}", out.display());
+            Ok(0)
+        }
+        Command::Rules(RulesCommand::New { name, dir }) => {
+            let created = toolchain::scaffold(&dir, &name)?;
+            eprintln!(
+                "created {0}\n  cd {0} && cargo test && sluice rules build . && sluice run --chain chain.json --input input.jsonl",
+                created.display()
+            );
+            Ok(0)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&sluice::chain::spec::schema())?);
+            Ok(0)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<Arc<Runtime>> {
+    Ok(Arc::new(Runtime::with_default_cache().context("cannot start the WebAssembly runtime")?))
+}
+
+fn validate(chains: &[PathBuf], modules: &ModuleArgs) -> anyhow::Result<i32> {
+    let runtime = runtime()?;
+    let mut failed = 0;
+    for chain in chains {
+        let loader = Loader::new(&runtime, modules.resolve(Some(chain)));
+        match loader.load(chain) {
+            Ok(c) => println!("ok: {} ({} nodes)", chain.display(), c.nodes.len()),
+            Err(err) => {
+                failed += 1;
+                eprintln!("error: {err}");
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let mut pipeline = PipelineConfig::default();
+    if let Some(n) = args.workers {
+        if n == 0 {
+            bail!("--workers must be at least 1");
+        }
+        pipeline.workers = n;
+    }
+    let options = RunOptions {
+        module_dirs: args.modules.resolve(Some(&args.chain)),
+        chain: args.chain,
+        input: Stream::parse(&args.input),
+        output: Stream::parse(&args.output),
+        pipeline,
+        strict: args.strict,
+    };
+    let runtime = runtime()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (report, stopped_at) = tokio.block_on(sluice::run::run(runtime, options))?;
+    eprintln!(
+        "sluice: {} lines, {} messages, {} malformed, {} acked, {} written",
+        report.lines, report.messages, report.malformed, report.acked, report.written
+    );
+    if let Some(path) = &args.stats {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write stats to {}", path.display()))?;
+    }
+    if let Some(err) = stopped_at {
+        eprintln!("error: stopped at the first malformed line (--strict): {err}");
+        return Ok(1);
+    }
+    Ok(0)
+}

@@ -1,0 +1,80 @@
+//! Host services: the only imports a guest gets (module `sluice`). Each capability adds its
+//! functions to the linker from its own file; [`HostState`] is what they share per instance.
+//!
+//! Guest pointers are checked against the guest's memory on every call: a bad pointer is a trap
+//! in that guest, never a host crash.
+
+pub mod clock;
+pub mod emit;
+pub mod log;
+pub mod state;
+
+use std::sync::Arc;
+
+use wasmtime::{Caller, Linker, Memory};
+
+pub use clock::Clock;
+pub use emit::Emitted;
+
+use crate::runtime::limits::MemoryCap;
+use crate::state::NodeState;
+
+/// Per-instance data of the store.
+pub struct HostState {
+    /// The node this instance runs, for logs and errors.
+    pub node: Arc<str>,
+    pub memory: Option<Memory>,
+    pub limiter: MemoryCap,
+    /// Outputs of the current call, in emission order.
+    pub outputs: Vec<(String, Emitted)>,
+    /// The text the guest passed to `fail` during the current call.
+    pub failure: Option<String>,
+    /// A value `state_get` found, waiting for `take_value`.
+    pub staged: Option<Vec<u8>>,
+    pub state: NodeState,
+    pub clock: Clock,
+}
+
+impl HostState {
+    pub fn new(node: Arc<str>, memory_cap: usize, state: NodeState, clock: Clock) -> Self {
+        HostState {
+            node,
+            memory: None,
+            limiter: MemoryCap { cap: memory_cap, hit: false },
+            outputs: Vec::new(),
+            failure: None,
+            staged: None,
+            state,
+            clock,
+        }
+    }
+}
+
+/// Adds every host service to `linker`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    log::add_to_linker(linker)?;
+    clock::add_to_linker(linker)?;
+    emit::add_to_linker(linker)?;
+    state::add_to_linker(linker)?;
+    Ok(())
+}
+
+/// The guest's memory and the host state, for a host function's use.
+fn split<'a>(caller: &'a mut Caller<'_, HostState>) -> wasmtime::Result<(&'a mut [u8], &'a mut HostState)> {
+    let memory = caller.data().memory.ok_or_else(|| wasmtime::Error::msg("guest memory not bound"))?;
+    Ok(memory.data_and_store_mut(caller))
+}
+
+/// `len` bytes of guest memory at `ptr`, or a trap.
+fn slice(memory: &[u8], ptr: u32, len: u32) -> wasmtime::Result<&[u8]> {
+    let start = ptr as usize;
+    memory
+        .get(start..start + len as usize)
+        .ok_or_else(|| wasmtime::Error::msg(format!("guest passed an out-of-bounds slice {ptr}+{len}")))
+}
+
+/// A guest string, or a trap.
+fn string(memory: &[u8], ptr: u32, len: u32) -> wasmtime::Result<String> {
+    let bytes = slice(memory, ptr, len)?;
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}

@@ -1,0 +1,135 @@
+//! One running instance of a node's module: its own store (memory, limits, host state), created
+//! cheaply from the module's `InstancePre` and reused for every message until it crashes.
+
+use std::time::Duration;
+
+use wasmtime::{Engine, InstancePre, Memory, Store, Trap, TypedFunc};
+
+use super::limits::{INIT_DEADLINE, Limits};
+use super::{NodeError, NodeErrorKind, ticks};
+use crate::host::{Emitted, HostState};
+use sluice_sdk::abi::{STATUS_CONFIG_ERROR, STATUS_ERROR, STATUS_OK};
+
+pub struct NodeInstance {
+    store: Store<HostState>,
+    memory: Memory,
+    reserve: TypedFunc<u32, u32>,
+    on_msg: TypedFunc<u32, u32>,
+    /// The guest's input buffer (see `sluice_reserve`), so most calls need no extra round trip.
+    buf_ptr: u32,
+    buf_cap: u32,
+    deadline: Duration,
+    deadline_ticks: u64,
+}
+
+impl NodeInstance {
+    /// Instantiates and runs `sluice_init` with `config`.
+    pub(super) fn new(
+        engine: &Engine,
+        pre: &InstancePre<HostState>,
+        host: HostState,
+        config: &[u8],
+        limits: Limits,
+    ) -> Result<Self, NodeError> {
+        let node = host.node.to_string();
+        let err = |kind| NodeError { node: node.clone(), kind };
+        let mut store = Store::new(engine, host);
+        store.limiter(|h| &mut h.limiter);
+        store.set_epoch_deadline(ticks(INIT_DEADLINE));
+        let instance = pre.instantiate(&mut store).map_err(|e| err(NodeErrorKind::Trap(e.to_string())))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| err(NodeErrorKind::Abi("no exported memory".into())))?;
+        store.data_mut().memory = Some(memory);
+        let typed = |store: &mut Store<HostState>, name: &str| {
+            instance.get_typed_func::<u32, u32>(store, name).map_err(|e| err(NodeErrorKind::Abi(e.to_string())))
+        };
+        let reserve = typed(&mut store, "sluice_reserve")?;
+        let init = typed(&mut store, "sluice_init")?;
+        let on_msg = typed(&mut store, "sluice_on_msg")?;
+        let mut this = NodeInstance {
+            store,
+            memory,
+            reserve,
+            on_msg,
+            buf_ptr: 0,
+            buf_cap: 0,
+            deadline: limits.deadline,
+            deadline_ticks: ticks(limits.deadline),
+        };
+        let status = this.invoke(init, config, INIT_DEADLINE)?;
+        let failure = this.store.data_mut().failure.take().unwrap_or_default();
+        match status {
+            STATUS_OK => Ok(this),
+            STATUS_CONFIG_ERROR => {
+                let parsed: serde_json::Value = serde_json::from_str(&failure).unwrap_or_default();
+                let field = parsed["field"].as_str().unwrap_or_default().to_string();
+                let message = parsed["message"].as_str().map_or(failure.clone(), str::to_string);
+                Err(err(NodeErrorKind::Config { field, message }))
+            }
+            STATUS_ERROR => Err(err(NodeErrorKind::Init(failure))),
+            other => Err(err(NodeErrorKind::Abi(format!("sluice_init returned unknown status {other}")))),
+        }
+    }
+
+    /// Copies `input` into the guest and calls `func(len)` under `deadline`.
+    fn invoke(&mut self, func: TypedFunc<u32, u32>, input: &[u8], deadline: Duration) -> Result<u32, NodeError> {
+        let node = self.store.data().node.clone();
+        let len = u32::try_from(input.len())
+            .map_err(|_| NodeError { node: node.to_string(), kind: NodeErrorKind::Guest("input over 4 GiB".into()) })?;
+        self.store.set_epoch_deadline(if deadline == self.deadline { self.deadline_ticks } else { ticks(deadline) });
+        let host = self.store.data_mut();
+        host.outputs.clear();
+        host.failure = None;
+        let result = (|| {
+            if len > self.buf_cap {
+                self.buf_ptr = self.reserve.call(&mut self.store, len)?;
+                self.buf_cap = len;
+            }
+            self.memory.write(&mut self.store, self.buf_ptr as usize, input)?;
+            func.call(&mut self.store, len)
+        })();
+        result.map_err(|e| NodeError { node: node.to_string(), kind: self.classify(e, deadline) })
+    }
+
+    fn classify(&mut self, error: wasmtime::Error, deadline: Duration) -> NodeErrorKind {
+        let host = self.store.data_mut();
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return NodeErrorKind::Deadline(deadline);
+        }
+        if std::mem::take(&mut host.limiter.hit) {
+            return NodeErrorKind::OutOfMemory { cap_mb: host.limiter.cap >> 20 };
+        }
+        let what = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => error.to_string(),
+        };
+        match host.failure.take() {
+            Some(said) => NodeErrorKind::Trap(format!("{what}; {said}")),
+            None => NodeErrorKind::Trap(what),
+        }
+    }
+
+    /// Runs one message. On success `outputs` holds what the guest emitted, in order; a guest
+    /// `Err` is [`NodeErrorKind::Guest`]; a crash leaves this instance unusable (the caller
+    /// replaces it).
+    pub fn call(&mut self, msg: &[u8], outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+        let status = self.invoke(self.on_msg.clone(), msg, self.deadline)?;
+        let host = self.store.data_mut();
+        match status {
+            STATUS_OK => {
+                outputs.clear();
+                std::mem::swap(outputs, &mut host.outputs);
+                Ok(())
+            }
+            STATUS_ERROR => Err(NodeError {
+                node: host.node.to_string(),
+                kind: NodeErrorKind::Guest(host.failure.take().unwrap_or_else(|| "unspecified error".into())),
+            }),
+            other => Err(NodeError {
+                node: host.node.to_string(),
+                kind: NodeErrorKind::Abi(format!("sluice_on_msg returned unknown status {other}")),
+            }),
+        }
+    }
+}

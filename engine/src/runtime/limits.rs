@@ -1,0 +1,77 @@
+//! Sandbox limits per node: a deadline per call (epoch interruption), a memory cap (a store
+//! resource limiter) and how many consecutive crashes disable the node.
+
+use std::time::Duration;
+
+use crate::chain::LimitsSpec;
+
+/// Default deadline for one message. Generous for telemetry rules (µs each), tight enough that a
+/// runaway loop costs a fraction of a second.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(200);
+/// Deadline for `init` (a script node may compile its script there).
+pub const INIT_DEADLINE: Duration = Duration::from_secs(10);
+/// Default linear-memory cap.
+pub const DEFAULT_MEMORY: usize = 128 << 20;
+/// Default: disable a node after this many consecutive crashes (ThingsBoard blacklists a script
+/// after repeated errors in the same way).
+pub const DEFAULT_DISABLE_AFTER: u32 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    /// 0: never disable.
+    pub disable_after: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { deadline: DEFAULT_DEADLINE, memory_bytes: DEFAULT_MEMORY, disable_after: DEFAULT_DISABLE_AFTER }
+    }
+}
+
+impl Limits {
+    /// The spec's values over the defaults.
+    pub fn from_spec(spec: Option<&LimitsSpec>) -> Result<Limits, (&'static str, String)> {
+        let mut limits = Limits::default();
+        let Some(spec) = spec else { return Ok(limits) };
+        if let Some(ms) = spec.deadline_ms {
+            if ms == 0 {
+                return Err(("limits.deadlineMs", "must be at least 1".into()));
+            }
+            limits.deadline = Duration::from_millis(ms);
+        }
+        if let Some(mb) = spec.memory_mb {
+            if !(1..=4096).contains(&mb) {
+                return Err(("limits.memoryMb", format!("{mb} is outside 1..=4096")));
+            }
+            limits.memory_bytes = (mb as usize) << 20;
+        }
+        if let Some(n) = spec.disable_after {
+            limits.disable_after = n;
+        }
+        Ok(limits)
+    }
+}
+
+/// The store's resource limiter: refuses memory growth past the cap, and remembers that it did,
+/// so the trap that follows (Rust aborts on a failed allocation) is reported as out of memory.
+#[derive(Debug)]
+pub struct MemoryCap {
+    pub cap: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

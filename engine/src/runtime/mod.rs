@@ -1,0 +1,202 @@
+//! The WASM runtime: the only code that sees wasmtime.
+//!
+//! One [`Runtime`] holds one wasmtime `Engine` (epoch interruption on, a ticker thread driving
+//! it) and one `Linker` with the host services. A [`Module`] is compiled once — from the on-disk
+//! cache when possible — checked against the ABI, and kept as an `InstancePre`, so that a fresh
+//! [`NodeInstance`] after a crash costs an instantiation, not a compile.
+
+pub mod abi;
+pub mod cache;
+pub mod instance;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstancePre, Linker, OptLevel, Store};
+
+pub use instance::NodeInstance;
+pub use limits::Limits;
+
+use crate::host::{self, Clock, HostState};
+use crate::state::NodeState;
+use cache::DiskCache;
+
+/// How often the epoch advances: the granularity of deadlines.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// Epoch ticks for a deadline (rounded up, plus one for the tick in progress).
+pub(crate) fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_nanos().div_ceil(TICK.as_nanos()) as u64).saturating_add(1)
+}
+
+/// A node failed to run a message, or to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node `{node}`: {kind}")]
+pub struct NodeError {
+    pub node: String,
+    pub kind: NodeErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeErrorKind {
+    #[error("deadline of {0:?} exceeded")]
+    Deadline(Duration),
+    #[error("out of memory: the module exceeded its cap of {cap_mb} MiB")]
+    OutOfMemory { cap_mb: usize },
+    #[error("trap: {0}")]
+    Trap(String),
+    /// The node returned an `Err`: an outcome, not a crash.
+    #[error("{0}")]
+    Guest(String),
+    #[error("config rejected: {message}")]
+    Config { field: String, message: String },
+    #[error("init failed: {0}")]
+    Init(String),
+    #[error("ABI violation: {0}")]
+    Abi(String),
+    #[error("disabled after {0} consecutive crashes")]
+    Disabled(u32),
+}
+
+impl NodeErrorKind {
+    /// A crash leaves the instance unusable: it is replaced, and the crash counts towards
+    /// disabling the node.
+    pub fn is_crash(&self) -> bool {
+        matches!(self, Self::Deadline(_) | Self::OutOfMemory { .. } | Self::Trap(_) | Self::Abi(_))
+    }
+}
+
+/// A module could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    #[error("cannot read {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("not a valid WebAssembly module: {0}")]
+    Compile(String),
+    #[error("refused: {0}")]
+    Contract(String),
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// A compiled, checked module, ready to instantiate.
+pub struct Module {
+    /// Where it came from, for messages.
+    pub source: PathBuf,
+    /// SHA-256 of its bytes.
+    pub hash: String,
+    pre: InstancePre<HostState>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("source", &self.source).field("hash", &self.hash).finish()
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<DiskCache>,
+    modules: Mutex<HashMap<String, Arc<Module>>>,
+}
+
+impl Runtime {
+    /// A runtime caching compiled modules in `cache_dir` (`None`: no disk cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, ModuleError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| ModuleError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(|e| ModuleError::Engine(format!("{e:#}")))?;
+        start_ticker(&engine);
+        let cache = cache_dir.map(|dir| DiskCache::new(dir, &engine));
+        Ok(Runtime { engine, linker, cache, modules: Mutex::new(HashMap::new()) })
+    }
+
+    /// A runtime with the default on-disk cache.
+    pub fn with_default_cache() -> Result<Self, ModuleError> {
+        Self::new(cache::default_dir())
+    }
+
+    /// Loads the module at `path` (compiled once per content hash, in memory and on disk).
+    pub fn load_module(&self, path: &Path) -> Result<Arc<Module>, ModuleError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| ModuleError::Io { path: path.to_path_buf(), message: e.to_string() })?;
+        self.load_module_bytes(path, &bytes)
+    }
+
+    /// Loads a module from bytes (`.wasm` or `.wat` text); `source` only names it in messages.
+    pub fn load_module_bytes(&self, source: &Path, bytes: &[u8]) -> Result<Arc<Module>, ModuleError> {
+        let hash = cache::content_hash(bytes);
+        if let Some(module) = self.modules.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+            return Ok(module.clone());
+        }
+        let compiled = match &self.cache {
+            Some(cache) if bytes.starts_with(b"\0asm") => cache.load_or_compile(&self.engine, &hash, bytes),
+            _ => wasmtime::Module::new(&self.engine, bytes),
+        }
+        .map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
+        abi::check(&compiled).map_err(ModuleError::Contract)?;
+        let pre = self.linker.instantiate_pre(&compiled).map_err(|e| ModuleError::Contract(e.to_string()))?;
+        check_version(&self.engine, &pre)?;
+        let module = Arc::new(Module { source: source.to_path_buf(), hash: hash.clone(), pre });
+        self.modules.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, module.clone());
+        Ok(module)
+    }
+
+    /// A fresh instance of `module` for node `node`, initialised with `config`.
+    pub fn instantiate(
+        &self,
+        module: &Module,
+        node: Arc<str>,
+        config: &[u8],
+        limits: Limits,
+        state: NodeState,
+        clock: Clock,
+    ) -> Result<NodeInstance, NodeError> {
+        let host = HostState::new(node, limits.memory_bytes, state, clock);
+        NodeInstance::new(&self.engine, &module.pre, host, config, limits)
+    }
+}
+
+/// Calls `sluice_abi_version` on a scratch instance.
+fn check_version(engine: &Engine, pre: &InstancePre<HostState>) -> Result<(), ModuleError> {
+    let host = HostState::new("abi-check".into(), limits::DEFAULT_MEMORY, NodeState::default(), Clock::System);
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limiter);
+    store.set_epoch_deadline(ticks(Duration::from_secs(5)));
+    let version = (|| {
+        let instance = pre.instantiate(&mut store)?;
+        let f = instance.get_typed_func::<(), u32>(&mut store, "sluice_abi_version")?;
+        f.call(&mut store, ())
+    })()
+    .map_err(|e| ModuleError::Contract(format!("sluice_abi_version failed: {e}")))?;
+    if version != abi::ABI_VERSION {
+        return Err(ModuleError::Contract(format!(
+            "module speaks ABI version {version}; this engine speaks version {} (rebuild it against a matching \
+             sluice-sdk)",
+            abi::ABI_VERSION
+        )));
+    }
+    Ok(())
+}
+
+/// Advances the engine's epoch every [`TICK`] while the engine lives.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(TICK);
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::error!(%err, "cannot start the epoch ticker: deadlines will not fire");
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks: where messages leave. Each acks a message once it is written.
+
+pub mod jsonl;

@@ -1,0 +1,117 @@
+//! JSON lines in: the embedded default source (a file or stdin).
+//!
+//! A line is either a full TbMsg or ThingsBoard's simple telemetry form
+//! `{"ts": …, "deviceName": …, "deviceType": …, <values>}`, which becomes a
+//! `POST_TELEMETRY_REQUEST` from that device with the values as data. A malformed line is
+//! reported with its line number and counted; the run goes on (unless strict).
+
+use serde_json::{Map, Value};
+use sluice_sdk::{Msg, Originator, msg_type};
+use uuid::Uuid;
+
+/// Namespace of the ids given to input messages without one: uuid v5 of `source:line`, so the
+/// same input gets the same ids on every run.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_736c_7569_6365);
+
+/// A line that is not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input} line {line}: {message}")]
+pub struct LineError {
+    pub input: String,
+    pub line: u64,
+    pub message: String,
+}
+
+/// Parses one input line (1-based `line`) from `source`. `Ok(None)` for a blank line.
+pub fn parse_line(source: &str, line: u64, text: &str, now_ms: i64) -> Result<Option<Msg>, LineError> {
+    let err = |message: String| LineError { input: source.to_string(), line, message };
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(err("not a JSON object".into()));
+    };
+    let mut msg = if obj.contains_key("originator") {
+        serde_json::from_value::<Msg>(Value::Object(obj)).map_err(|e| err(format!("not a message: {e}")))?
+    } else {
+        simple_form(&mut obj, now_ms).map_err(err)?
+    };
+    if msg.id.is_empty() {
+        msg.id = Uuid::new_v5(&ID_NAMESPACE, format!("{source}:{line}").as_bytes()).to_string();
+    }
+    Ok(Some(msg))
+}
+
+/// `{"ts", "deviceName", "deviceType", <values>}` → telemetry from `deviceName`.
+fn simple_form(obj: &mut Map<String, Value>, now_ms: i64) -> Result<Msg, String> {
+    let device = match obj.remove("deviceName") {
+        Some(Value::String(name)) if !name.is_empty() => name,
+        Some(other) => return Err(format!("`deviceName` must be a non-empty string, not {other}")),
+        None => return Err("neither a message (no `originator`) nor telemetry (no `deviceName`)".into()),
+    };
+    let ts = match obj.remove("ts") {
+        None => now_ms,
+        Some(v) => v.as_i64().ok_or_else(|| format!("`ts` must be an integer of milliseconds, not {v}"))?,
+    };
+    let mut msg = Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(&device), Value::Null).with_ts(ts);
+    msg.metadata.insert("deviceName".into(), device);
+    msg.metadata.insert("ts".into(), ts.to_string());
+    match obj.remove("deviceType") {
+        None => {}
+        Some(Value::String(t)) => {
+            msg.metadata.insert("deviceType".into(), t);
+        }
+        Some(other) => return Err(format!("`deviceType` must be a string, not {other}")),
+    }
+    msg.data = Value::Object(std::mem::take(obj));
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn simple_form_becomes_telemetry() {
+        let msg =
+            parse_line("in", 1, r#"{"ts":5,"deviceName":"WS-1","deviceType":"WeatherStation","windSpeed":"33"}"#, 0)
+                .unwrap()
+                .unwrap();
+        assert_eq!(msg.msg_type, "POST_TELEMETRY_REQUEST");
+        assert_eq!(msg.originator, Originator::device("WS-1"));
+        assert_eq!(msg.ts, 5);
+        assert_eq!(msg.meta("deviceType"), Some("WeatherStation"));
+        assert_eq!(msg.data, json!({"windSpeed": "33"}));
+        assert!(!msg.id.is_empty());
+    }
+
+    #[test]
+    fn ids_are_deterministic_per_line() {
+        let a = parse_line("in", 3, r#"{"deviceName":"d","x":1}"#, 0).unwrap().unwrap();
+        let b = parse_line("in", 3, r#"{"deviceName":"d","x":1}"#, 0).unwrap().unwrap();
+        let c = parse_line("in", 4, r#"{"deviceName":"d","x":1}"#, 0).unwrap().unwrap();
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+    }
+
+    #[test]
+    fn full_messages_keep_their_id() {
+        let line = r#"{"id":"m1","type":"X","originator":{"entityType":"ASSET","name":"a"},"data":{}}"#;
+        assert_eq!(parse_line("in", 1, line, 0).unwrap().unwrap().id, "m1");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse_line("input.jsonl", 7, "{oops", 0).unwrap_err();
+        assert_eq!(e.line, 7);
+        assert!(e.to_string().starts_with("input.jsonl line 7: not JSON"), "{e}");
+        assert!(parse_line("in", 1, "[1]", 0).is_err());
+        assert!(parse_line("in", 1, r#"{"x":1}"#, 0).unwrap_err().message.contains("deviceName"));
+        assert!(parse_line("in", 1, r#"{"deviceName":"d","ts":"soon"}"#, 0).is_err());
+        assert!(parse_line("in", 1, r#"{"originator":{"entityType":"DEVICE","name":"d"}}"#, 0).is_err());
+        assert_eq!(parse_line("in", 1, "   ", 0), Ok(None));
+    }
+}
