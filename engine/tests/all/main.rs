@@ -1,0 +1,7 @@
+//! The engine's integration tests: one binary, one module per concern. Guests are built from
+//! source (the `rules/` workspace) by [`support`], never committed.
+
+mod chain_load;
+mod routing;
+mod sandbox;
+mod support;

@@ -1,0 +1,173 @@
+//! Hostile guests: each is cut off, its message goes to `Failure` with the reason in
+//! `metadata.error`, and the messages after it are processed normally.
+
+use serde_json::{Value, json};
+use sluice_sdk::Msg;
+
+use crate::support::{ChainDir, run_chain};
+
+/// `guest` → True → out; Failure → out (so failures are visible in the output).
+fn chain(guest: &str, limits: Value) -> Value {
+    json!({
+        "entry": "guest",
+        "nodes": [
+            {"id": "guest", "module": guest, "limits": limits},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "guest", "to": "out", "relation": "True"},
+            {"from": "guest", "to": "out", "relation": "Failure"}
+        ]
+    })
+}
+
+fn msg(id: &str, data: Value) -> Msg {
+    Msg::telemetry("dev", data).with_id(id)
+}
+
+fn error_of(m: &Msg) -> &str {
+    m.meta("error").unwrap_or("")
+}
+
+#[test]
+fn infinite_loop_is_cut_off_by_the_deadline() {
+    let ran = run_chain(
+        &chain("looper", json!({"deadlineMs": 50})),
+        &[msg("1", json!({})), msg("2", json!({"loop": true})), msg("3", json!({})), msg("4", json!({}))],
+        1,
+    );
+    let ids: Vec<_> = ran.output.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4"]);
+    assert!(error_of(&ran.output[1]).contains("deadline of 50ms exceeded"), "{:?}", ran.output[1]);
+    assert_eq!(error_of(&ran.output[2]), "");
+    let stats = ran.stats.node("guest");
+    assert_eq!((stats.crashes, stats.failures), (1, 1));
+    assert_eq!(ran.acked, 4);
+}
+
+#[test]
+fn unbounded_allocation_is_capped() {
+    let ran = run_chain(
+        &chain("allocator", json!({"memoryMb": 16})),
+        &[msg("1", json!({"grow": true})), msg("2", json!({})), msg("3", json!({"grow": true})), msg("4", json!({}))],
+        1,
+    );
+    let ids: Vec<_> = ran.output.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4"]);
+    for failed in [&ran.output[0], &ran.output[2]] {
+        assert!(error_of(failed).contains("out of memory"), "{failed:?}");
+        assert!(error_of(failed).contains("16 MiB"), "{failed:?}");
+    }
+    assert_eq!(ran.output[1].meta("error"), None);
+    assert_eq!(ran.stats.node("guest").crashes, 2);
+}
+
+#[test]
+fn a_panic_is_a_crash_with_its_message_and_an_err_is_not() {
+    let ran = run_chain(
+        &chain("panicker", json!({})),
+        &[msg("1", json!({"panic": true})), msg("2", json!({})), msg("3", json!({"fail": true})), msg("4", json!({}))],
+        1,
+    );
+    let ids: Vec<_> = ran.output.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4"]);
+    let panicked = error_of(&ran.output[0]);
+    assert!(panicked.contains("guest panicked") && panicked.contains("asked to panic by dev"), "{panicked}");
+    assert_eq!(error_of(&ran.output[2]), "asked to fail by dev");
+    let stats = ran.stats.node("guest");
+    assert_eq!((stats.crashes, stats.failures), (1, 2));
+    assert_eq!(stats.outputs.get("True"), Some(&2));
+    assert_eq!(stats.outputs.get("Failure"), Some(&2));
+}
+
+#[test]
+fn repeated_crashes_disable_the_node() {
+    let looping = || msg("loop", json!({"loop": true}));
+    let ran = run_chain(
+        &chain("looper", json!({"deadlineMs": 10, "disableAfter": 2})),
+        &[looping(), looping(), msg("after", json!({}))],
+        1,
+    );
+    assert_eq!(ran.output.len(), 3);
+    assert!(error_of(&ran.output[2]).contains("disabled after 2 consecutive crashes"), "{:?}", ran.output[2]);
+    let stats = ran.stats.node("guest");
+    assert!(stats.disabled);
+    assert_eq!(stats.crashes, 2);
+}
+
+#[test]
+fn a_success_resets_the_crash_count() {
+    let looping = || msg("loop", json!({"loop": true}));
+    let ran = run_chain(
+        &chain("looper", json!({"deadlineMs": 10, "disableAfter": 2})),
+        &[looping(), msg("ok", json!({})), looping(), msg("ok2", json!({}))],
+        1,
+    );
+    assert_eq!(ran.output[3].meta("error"), None);
+    assert!(!ran.stats.node("guest").disabled);
+}
+
+const UNKNOWN_IMPORT: &str = r#"(module
+  (import "env" "open_socket" (func (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
+
+const WASI_IMPORT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
+
+const FUTURE_ABI: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
+
+const WRONG_SIGNATURE: &str = r#"(module
+  (import "sluice" "emit" (func (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
+
+fn load_guest(wat: &str) -> String {
+    let dir = ChainDir::new();
+    dir.write("guest.wat", wat);
+    let err = dir.load("chain.json", &chain("guest.wat", json!({}))).expect_err("module must be refused");
+    assert_eq!(err.node.as_deref(), Some("guest"));
+    assert_eq!(err.field.as_deref(), Some("module"));
+    err.to_string()
+}
+
+#[test]
+fn a_module_importing_an_unknown_function_is_refused_at_load() {
+    let err = load_guest(UNKNOWN_IMPORT);
+    assert!(err.contains("imports `env::open_socket`, which the host does not provide"), "{err}");
+    assert!(err.contains("chain.json: node `guest`: field `module`"), "{err}");
+}
+
+#[test]
+fn a_module_importing_wasi_is_refused_at_load() {
+    let err = load_guest(WASI_IMPORT);
+    assert!(err.contains("`wasi_snapshot_preview1::fd_write`"), "{err}");
+}
+
+#[test]
+fn a_module_with_another_abi_version_is_refused_at_load() {
+    let err = load_guest(FUTURE_ABI);
+    assert!(err.contains("ABI version 2; this engine speaks version 1"), "{err}");
+}
+
+#[test]
+fn a_host_import_with_the_wrong_signature_is_refused_at_load() {
+    let err = load_guest(WRONG_SIGNATURE);
+    assert!(err.contains("sluice::emit"), "{err}");
+}

@@ -1,0 +1,104 @@
+//! Shared test support: building the guest modules once, and running a chain in-process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use sluice::chain::{Chain, LoadError, Loader};
+use sluice::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, RunStats, Sinks};
+use sluice::runtime::Runtime;
+use sluice::state::StateStore;
+use sluice_sdk::Msg;
+use tokio::sync::mpsc;
+
+/// The directory of the built guest modules (built on first use, with the toolchain present).
+pub fn modules() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("rules");
+        sluice::toolchain::build(&rules).unwrap_or_else(|e| panic!("building the guest modules failed: {e}"))
+    })
+}
+
+/// One runtime for the whole test binary (as in production: one engine, many modules).
+pub fn runtime() -> Arc<Runtime> {
+    static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
+    // Compiled modules are cached under target/, so a rerun skips Cranelift.
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("sluice-module-cache");
+    RT.get_or_init(|| Arc::new(Runtime::new(Some(cache)).expect("runtime"))).clone()
+}
+
+/// A scratch directory holding chain files.
+pub struct ChainDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ChainDir {
+    pub fn new() -> Self {
+        ChainDir { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    /// Writes `name` with `text` and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    pub fn write_json(&self, name: &str, value: &Value) -> PathBuf {
+        self.write(name, &serde_json::to_string_pretty(value).expect("json"))
+    }
+
+    pub fn load(&self, name: &str, value: &Value) -> Result<Chain, LoadError> {
+        let path = self.write_json(name, value);
+        Loader::new(&runtime(), vec![modules().to_path_buf()]).load(&path)
+    }
+}
+
+/// What a chain produced.
+pub struct Ran {
+    pub output: Vec<Msg>,
+    pub stats: RunStats,
+    pub acked: u64,
+}
+
+/// Runs `msgs` through `chain` (JSON) with `workers` workers; returns the output sink's messages
+/// in the order they were written.
+pub fn run_chain(chain: &Value, msgs: &[Msg], workers: usize) -> Ran {
+    let dir = ChainDir::new();
+    let path = dir.write_json("chain.json", chain);
+    run_chain_file(&path, msgs, workers)
+}
+
+/// [`run_chain`] for a chain file.
+pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
+    let loaded = Loader::new(&runtime(), vec![modules().to_path_buf()]).load(path);
+    let chain = Arc::new(loaded.unwrap_or_else(|e| panic!("chain does not load: {e}")));
+    let (tx, mut rx) = mpsc::channel(16);
+    let config = PipelineConfig { workers, queue: 4, ..PipelineConfig::default() };
+    let pipeline =
+        Pipeline::start(runtime(), chain, StateStore::default(), Sinks { output: Some(tx) }, config).expect("pipeline");
+    let acks = Arc::new(AckCounter::default());
+    let collector = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while let Some((bytes, _ack)) = rx.blocking_recv() {
+            out.push(serde_json::from_slice::<Msg>(&bytes).expect("output is a message"));
+        }
+        out
+    });
+    for (i, msg) in msgs.iter().enumerate() {
+        let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
+        let bytes = serde_json::to_vec(msg).expect("serialize");
+        pipeline
+            .send_blocking(Envelope { msg: bytes.into(), key, ack: Ack::new(acks.clone(), i as u64) })
+            .expect("send");
+    }
+    let stats = pipeline.shutdown();
+    let output = collector.join().expect("collector");
+    Ran { output, stats, acked: acks.count() }
+}
+
+/// The path of a built module, for chains that name modules by path.
+pub fn module_path(name: &str) -> String {
+    modules().join(sluice::chain::load::module_file_name(name)).display().to_string()
+}
