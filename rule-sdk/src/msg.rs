@@ -178,6 +178,17 @@ mod tests {
         assert_eq!(msg.number("missing"), None);
     }
 
+    /// Telemetry values cross the engine unchanged: serde_json's default float parser can be one
+    /// ulp off (11.399999999999999 read as 11.4); the SDK turns on `float_roundtrip`.
+    #[test]
+    fn floats_round_trip_exactly() {
+        for x in [11.399999999999999f64, 0.40000000000000036, 1e-300, 123456.78901234567] {
+            let text = serde_json::to_string(&json!({ "v": x })).unwrap();
+            let back: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back["v"].as_f64(), Some(x), "{text}");
+        }
+    }
+
     #[test]
     fn unknown_fields_are_rejected() {
         let text = r#"{"type":"X","originator":{"entityType":"DEVICE","name":"D"},"colour":1}"#;

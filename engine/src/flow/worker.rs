@@ -211,6 +211,11 @@ impl EntryRef for std::collections::BTreeMap<String, u64> {
 /// The message with `metadata.error` set, for the `Failure` relation.
 fn with_error(msg: &[u8], err: &NodeError) -> Vec<u8> {
     let text = err.kind.to_string();
+    if let Ok(mut parsed) = serde_json::from_slice::<sluice_sdk::Msg>(msg) {
+        parsed.metadata.insert("error".into(), text);
+        return serde_json::to_vec(&parsed).unwrap_or_else(|_| msg.to_vec());
+    }
+    // Not a TbMsg (a foreign guest's output): set the field on whatever JSON it is.
     match serde_json::from_slice::<serde_json::Value>(msg) {
         Ok(mut value) => {
             if !value["metadata"].is_object() {

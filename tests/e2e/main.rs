@@ -1,0 +1,6 @@
+//! End-to-end tests across crates: the `sluice` binary on real chain files, and every built-in
+//! rule run both natively (the SDK's TestDriver) and in wasmtime, which must agree.
+
+mod agreement;
+mod cli;
+mod support;
