@@ -1,1 +1,161 @@
-fn main() {}
+//! What a message costs in Sluice, against a plain native Rust loop doing the same work.
+//!
+//! - `call/noop-wat`: the bare ABI crossing: copy ~150 bytes in, call, `forward` — a hand-written
+//!   module that does not parse the message;
+//! - `call/noop-sdk`: an SDK `#[filter]` returning `true` (the glue parses the message);
+//! - `call/check-fields`: a filter that reads JSON fields;
+//! - `chain/3-node`: json-decoder → check-fields → rename-keys on one worker (routing included);
+//! - `native/3-node`: the same work as one plain Rust function (the baseline).
+//!
+//! Guests are built from `rules/` first (`sluice rules build rules`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Map, Value, json};
+use sluice::chain::Loader;
+use sluice::flow::worker::Worker;
+use sluice::flow::{Ack, Envelope, Sinks};
+use sluice::host::Clock;
+use sluice::runtime::{Limits, Runtime};
+use sluice::state::NodeState;
+use sluice_sdk::{Msg, Originator};
+
+fn modules() -> PathBuf {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    sluice::toolchain::build(&rules).expect("build the rules")
+}
+
+/// An uplink as a gateway forwards it: ~150 bytes of payload JSON in `data.payload`.
+fn uplink() -> Msg {
+    let payload =
+        json!({"deviceName": "Thermometer-42", "deviceType": "Thermometer", "temp": 21.5, "hum": 40, "battery": 97});
+    Msg::new("UPLINK", Originator::device("gateway-1"), json!({ "payload": payload.to_string() }))
+        .with_id("0f5e4c1a-3b7d-4a8e-9c2f-6d1e8b7a5c43")
+        .with_ts(1_700_000_000_000)
+}
+
+fn telemetry() -> Msg {
+    Msg::telemetry("Thermometer-42", json!({"temp": 21.5, "hum": 40, "battery": 97}))
+        .with_id("0f5e4c1a-3b7d-4a8e-9c2f-6d1e8b7a5c43")
+        .with_meta("deviceType", "Thermometer")
+        .with_ts(1_700_000_000_000)
+}
+
+const NOOP_WAT: &str = r#"(module
+  (import "sluice" "forward" (func $forward (param i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "Success")
+  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32)
+    (call $forward (i32.const 16) (i32.const 7))
+    i32.const 0))"#;
+
+fn bench_calls(c: &mut Criterion) {
+    let modules = modules();
+    let rt = Runtime::new(None).expect("runtime");
+    let mut group = c.benchmark_group("call");
+    group.throughput(Throughput::Elements(1));
+    let msg = serde_json::to_vec(&telemetry()).unwrap();
+    let cases: [(&str, Vec<u8>, Value); 3] = [
+        ("noop-wat", NOOP_WAT.as_bytes().to_vec(), Value::Null),
+        ("noop-sdk", std::fs::read(modules.join("noop.wasm")).unwrap(), Value::Null),
+        (
+            "check-fields",
+            std::fs::read(modules.join("check_fields.wasm")).unwrap(),
+            json!({"messageNames": ["temp", "hum"], "metadataNames": ["deviceType"]}),
+        ),
+    ];
+    for (name, bytes, config) in cases {
+        let module = rt.load_module_bytes(Path::new(name), &bytes).expect("module");
+        let config = serde_json::to_vec(&config).unwrap();
+        let mut instance = rt
+            .instantiate(&module, name.into(), &config, Limits::default(), NodeState::default(), Clock::System)
+            .expect("instance");
+        let mut outputs = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                instance.call(&msg, &mut outputs).expect("call");
+                assert_eq!(outputs.len(), 1);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_chain(c: &mut Criterion) {
+    let modules = modules();
+    let rt = Arc::new(Runtime::new(None).expect("runtime"));
+    let dir = tempfile::tempdir().unwrap();
+    let chain_path = dir.path().join("chain.json");
+    let chain = json!({
+        "entry": "decode",
+        "nodes": [
+            {"id": "decode", "module": "json-decoder"},
+            {"id": "check", "module": "check-fields", "config": {"messageNames": ["temp"], "metadataNames": ["deviceType"]}},
+            {"id": "rename", "module": "rename-keys", "config": {"renameKeysMapping": {"temp": "temperature", "hum": "humidity"}}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "decode", "to": "check", "relation": "Success"},
+            {"from": "check", "to": "rename", "relation": "True"},
+            {"from": "rename", "to": "out", "relation": "Success"}
+        ]
+    });
+    std::fs::write(&chain_path, chain.to_string()).unwrap();
+    let chain = Arc::new(Loader::new(&rt, vec![modules]).load(&chain_path).expect("chain"));
+    let mut worker = Worker::standalone(rt, chain, Sinks::default());
+    let input: bytes::Bytes = serde_json::to_vec(&uplink()).unwrap().into();
+    let key = Envelope::key_of("DEVICE", "gateway-1");
+
+    let mut group = c.benchmark_group("3-node");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("wasm-chain", |b| {
+        b.iter(|| worker.process(Envelope { msg: input.clone(), key, ack: Ack::none() }))
+    });
+    let stats = worker.into_stats();
+    assert!(stats.output > 0 && stats.node("out").received == stats.output, "the chain must reach the sink");
+    group.bench_function("native", |b| b.iter(|| native_chain(&input).expect("native")));
+    group.finish();
+}
+
+/// The 3-node chain's work as plain Rust: decode the payload into telemetry, keep it if it has
+/// `temp` and a `deviceType`, rename keys, serialize.
+fn native_chain(input: &[u8]) -> Option<Vec<u8>> {
+    let uplink: Msg = serde_json::from_slice(input).ok()?;
+    let Value::Object(mut payload) = serde_json::from_str::<Value>(uplink.data["payload"].as_str()?).ok()? else {
+        return None;
+    };
+    let Some(Value::String(device)) = payload.remove("deviceName") else { return None };
+    let device_type = match payload.remove("deviceType") {
+        Some(Value::String(t)) => Some(t),
+        _ => None,
+    };
+    let mut msg = Msg::telemetry(&device, Value::Null).with_ts(uplink.ts).with_id(format!("{}:0", uplink.id));
+    msg.metadata = uplink.metadata.clone();
+    msg.metadata.insert("deviceName".into(), device);
+    if let Some(t) = device_type {
+        msg.metadata.insert("deviceType".into(), t);
+    }
+    msg.metadata.insert("ts".into(), uplink.ts.to_string());
+    if !(payload.get("temp").is_some_and(|v| !v.is_null()) && msg.metadata.contains_key("deviceType")) {
+        return None;
+    }
+    let mut data = Map::new();
+    for (k, v) in payload {
+        let k = match k.as_str() {
+            "temp" => "temperature".to_string(),
+            "hum" => "humidity".to_string(),
+            _ => k,
+        };
+        data.insert(k, v);
+    }
+    msg.data = Value::Object(data);
+    serde_json::to_vec(&msg).ok()
+}
+
+criterion_group!(benches, bench_calls, bench_chain);
+criterion_main!(benches);

@@ -47,8 +47,15 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-/// The toolchain this machine has, preferring rustup's.
+/// The toolchain this machine has, preferring rustup's. `SLUICE_WASM_TOOLCHAIN=rustup|debian`
+/// forces one (to exercise the fallback on a machine that has both).
 pub fn detect() -> Option<WasmToolchain> {
+    let forced = std::env::var("SLUICE_WASM_TOOLCHAIN").unwrap_or_default();
+    let debian_ready =
+        || Path::new(DEBIAN_RUSTC).is_file() && Path::new(DEBIAN_STD_SRC).is_dir() && on_path(DEBIAN_LINKER);
+    if forced == "debian" {
+        return debian_ready().then_some(WasmToolchain::DebianBuildStd);
+    }
     let rustup_has_target = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -56,7 +63,7 @@ pub fn detect() -> Option<WasmToolchain> {
     if rustup_has_target {
         return Some(WasmToolchain::Rustup);
     }
-    if Path::new(DEBIAN_RUSTC).is_file() && Path::new(DEBIAN_STD_SRC).is_dir() && on_path(DEBIAN_LINKER) {
+    if forced != "rustup" && debian_ready() {
         return Some(WasmToolchain::DebianBuildStd);
     }
     None

@@ -68,8 +68,9 @@ impl Originator {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Msg {
-    /// Unique id. Empty on a message a node created: the host then assigns a deterministic id
-    /// derived from the parent message, the node and the output's position.
+    /// Unique id. Left empty on a message a node creates, it becomes [`derived_id`] of the
+    /// incoming message's id and the output's position (`"<parent>:<n>"`): deterministic, so a
+    /// replay yields the same ids.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// Event time in milliseconds since the Unix epoch.

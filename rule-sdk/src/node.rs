@@ -31,8 +31,9 @@ use crate::{Msg, Result};
 /// }
 /// ```
 pub trait Node: Sized + 'static {
-    /// The node's `config` from the chain JSON. Parsed once, at load; a config that does not
-    /// deserialize is a load error naming the node and the field.
+    /// The node's `config` from the chain JSON, parsed whenever an instance starts (first at load,
+    /// to validate it); a config that does not deserialize is a load error naming the node and
+    /// the field.
     type Config: DeserializeOwned;
 
     /// Builds the node from its config. An `Err` here refuses the chain at load.

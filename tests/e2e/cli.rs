@@ -34,7 +34,7 @@ fn workload(n: usize) -> Vec<Case> {
                        "data": data})
             };
             let (payload, expected) = match k % 6 {
-                0 | 1 | 2 => (
+                0..=2 => (
                     json!({"deviceName": device, "deviceType": "Thermometer", "temp": temp, "hum": hum}),
                     vec![decoded(0, ts, json!({"temperature": temp, "humidity": hum}))],
                 ),

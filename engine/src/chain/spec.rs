@@ -13,14 +13,19 @@ use serde_json::Value;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "Sluice rule chain")]
 pub struct ChainSpec {
+    /// The JSON Schema this file follows (for editors); ignored by the loader.
+    #[serde(default, rename = "$schema", skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     /// Human-readable name of the chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Id of the node every message enters first.
     pub entry: String,
-    /// Most node visits one message may make. Required when connections form a cycle (a message
-    /// past the bound goes to `Failure`); otherwise it defaults to the number of nodes.
+    /// Most node visits one message may make. Required when connections form a cycle: a message
+    /// that would go past the bound is stopped, logged and counted (`hop_limit`). Without cycles it
+    /// defaults to the number of nodes (nested chains included) plus one, which no path exceeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_hops: Option<u32>,
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
@@ -36,8 +41,9 @@ pub struct NodeSpec {
     /// Human-readable name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// A WASM rule: a path to a `.wasm` file (relative to this chain file), or the name of a
-    /// built-in rule (`check-fields`), looked up in the module directories.
+    /// A WASM rule: a path (relative to this chain file) to a `.wasm` module — or a `.wat` text
+    /// module; anything ending so or containing `/` is a path — or else the name of a built-in
+    /// rule (`check-fields`), looked up in the module directories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
     /// A nested chain: a path to another chain file (relative to this one). The message enters
@@ -48,7 +54,8 @@ pub struct NodeSpec {
     /// A host sink: `output` writes the message to the run's output (`--output`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<String>,
-    /// The rule's configuration, handed to its `init` once at load.
+    /// The rule's configuration, handed to its `init`: at load (to validate it), then whenever an
+    /// instance starts (one per worker, and a fresh one after a crash).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub config: Value,
     /// Log every message in and out of this node (target `sluice::debug`).
@@ -65,9 +72,11 @@ pub struct NodeSpec {
 pub struct LimitsSpec {
     /// Wall-clock deadline for one message, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub deadline_ms: Option<u64>,
     /// Most linear memory the module may grow to, in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
     pub memory_mb: Option<u64>,
     /// Disable the node after this many consecutive crashes (trap, deadline, out of memory);
     /// 0 never disables. A disabled node sends every message to `Failure`.

@@ -26,22 +26,24 @@ pub struct NodeHealth {
     pub disabled: AtomicBool,
 }
 
-pub(super) struct Worker {
-    pub runtime: Arc<Runtime>,
-    pub chain: Arc<Chain>,
-    pub health: Arc<Vec<NodeHealth>>,
-    pub state: StateStore,
-    pub clock: Clock,
-    pub sinks: Sinks,
-    pub instances: Vec<Option<NodeInstance>>,
-    pub stats: Vec<NodeStats>,
-    pub output_count: u64,
+/// Runs messages through a chain on the calling thread. [`super::Pipeline`] runs one per worker
+/// thread; it is public so that benchmarks and embedders can drive a chain synchronously.
+pub struct Worker {
+    runtime: Arc<Runtime>,
+    chain: Arc<Chain>,
+    health: Arc<Vec<NodeHealth>>,
+    state: StateStore,
+    clock: Clock,
+    sinks: Sinks,
+    instances: Vec<Option<NodeInstance>>,
+    stats: Vec<NodeStats>,
+    output_count: u64,
     /// Reused output buffer of node calls.
-    pub outputs: Vec<(String, Emitted)>,
+    outputs: Vec<(String, Emitted)>,
 }
 
 impl Worker {
-    pub fn new(
+    pub(super) fn new(
         runtime: Arc<Runtime>,
         chain: Arc<Chain>,
         health: Arc<Vec<NodeHealth>>,
@@ -64,14 +66,21 @@ impl Worker {
         }
     }
 
-    pub fn run(mut self, mut inbox: mpsc::Receiver<Envelope>) -> RunStats {
+    /// A worker with its own crash bookkeeping (for use outside a [`super::Pipeline`]).
+    pub fn standalone(runtime: Arc<Runtime>, chain: Arc<Chain>, sinks: Sinks) -> Self {
+        let health = Arc::new(chain.nodes.iter().map(|_| NodeHealth::default()).collect());
+        Worker::new(runtime, chain, health, StateStore::default(), Clock::System, sinks)
+    }
+
+    pub(super) fn run(mut self, mut inbox: mpsc::Receiver<Envelope>) -> RunStats {
         while let Some(envelope) = inbox.blocking_recv() {
             self.process(envelope);
         }
         self.into_stats()
     }
 
-    fn into_stats(self) -> RunStats {
+    /// The counts so far.
+    pub fn into_stats(self) -> RunStats {
         let mut stats = RunStats { output: self.output_count, ..Default::default() };
         for ((node, health), mut s) in self.chain.nodes.iter().zip(self.health.iter()).zip(self.stats) {
             s.disabled = health.disabled.load(Ordering::Relaxed);
@@ -115,9 +124,16 @@ impl Worker {
             };
             // Pushed in reverse so that outputs are processed in the order they were emitted.
             for (n, (relation, emitted)) in outputs.into_iter().enumerate().rev() {
-                let out_msg = match emitted {
-                    Emitted::Forward => msg.clone(),
-                    Emitted::Msg(bytes) => Bytes::from(ensure_id(bytes, &msg, n)),
+                let (relation, out_msg) = match emitted {
+                    Emitted::Forward => (relation, msg.clone()),
+                    Emitted::Msg(bytes) => match ensure_id(bytes, &msg, n) {
+                        Ok(checked) => (relation, Bytes::from(checked)),
+                        Err(error) => {
+                            self.stats[idx].failures += 1;
+                            let err = NodeError { node: node.id.clone(), kind: NodeErrorKind::Abi(error) };
+                            (FAILURE.to_string(), Bytes::from(with_error(&msg, &err)))
+                        }
+                    },
                 };
                 if node.debug {
                     tracing::info!(target: "sluice::debug", node = %node.id, event = "out", %relation,
@@ -158,22 +174,30 @@ impl Worker {
         if health.disabled.load(Ordering::Relaxed) {
             return Err(NodeError { node: id.clone(), kind: NodeErrorKind::Disabled(rule.limits.disable_after) });
         }
-        let instance = match &mut self.instances[idx] {
-            Some(instance) => instance,
+        let result = match &mut self.instances[idx] {
+            Some(instance) => instance.call(msg, &mut self.outputs),
             slot @ None => {
                 let state = self.state.node(id);
-                let fresh = self.runtime.instantiate(
+                let clock = self.clock.clone();
+                match self.runtime.instantiate(
                     &rule.module,
                     id.as_str().into(),
                     &rule.config,
                     rule.limits,
                     state,
-                    self.clock.clone(),
-                )?;
-                slot.insert(fresh)
+                    clock,
+                ) {
+                    Ok(fresh) => slot.insert(fresh).call(msg, &mut self.outputs),
+                    // A node whose init passed at load but fails now (it traps, or depends on
+                    // something that changed) counts as crashing, so that it can be disabled.
+                    Err(err) => Err(NodeError {
+                        node: err.node,
+                        kind: NodeErrorKind::Trap(format!("init failed: {}", err.kind)),
+                    }),
+                }
             }
         };
-        match instance.call(msg, &mut self.outputs) {
+        match result {
             Ok(()) => {
                 health.consecutive_crashes.store(0, Ordering::Relaxed);
                 Ok(())
@@ -235,22 +259,24 @@ fn error_of(msg: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// A node that is not built with sluice-sdk may emit a message without an id: give it the same
-/// deterministic id the SDK would have.
-fn ensure_id(bytes: Vec<u8>, parent: &[u8], n: usize) -> Vec<u8> {
-    if bytes.starts_with(b"{\"id\":\"") {
-        return bytes;
+/// Checks an emitted message. sluice-sdk always writes `{"id":"<non-empty>",…` from a `Msg`, so
+/// that shape passes untouched (the hot path). Anything else — a guest in another language — is
+/// parsed: it must be a TbMsg, and gets the deterministic id the SDK would have given it.
+fn ensure_id(bytes: Vec<u8>, parent: &[u8], n: usize) -> Result<Vec<u8>, String> {
+    const SDK_PREFIX: &[u8] = b"{\"id\":\"";
+    if bytes.starts_with(SDK_PREFIX) && bytes.get(SDK_PREFIX.len()).is_some_and(|&b| b != b'"') {
+        return Ok(bytes);
     }
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return bytes };
-    if value.get("id").and_then(|v| v.as_str()).is_some_and(|s| !s.is_empty()) {
-        return bytes;
+    let mut msg: sluice_sdk::Msg =
+        serde_json::from_slice(&bytes).map_err(|e| format!("node emitted something that is not a message: {e}"))?;
+    if msg.id.is_empty() {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            #[serde(default)]
+            id: String,
+        }
+        let parent_id = serde_json::from_slice::<IdOnly>(parent).map(|p| p.id).unwrap_or_default();
+        msg.id = sluice_sdk::derived_id(&parent_id, n);
     }
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        #[serde(default)]
-        id: String,
-    }
-    let parent_id = serde_json::from_slice::<IdOnly>(parent).map(|p| p.id).unwrap_or_default();
-    value["id"] = serde_json::Value::String(sluice_sdk::derived_id(&parent_id, n));
-    serde_json::to_vec(&value).unwrap_or(bytes)
+    serde_json::to_vec(&msg).map_err(|e| e.to_string())
 }

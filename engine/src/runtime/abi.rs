@@ -58,12 +58,15 @@ pub fn check(module: &Module) -> Result<(), String> {
         };
         match import.ty() {
             ExternType::Func(f) if same(f.params(), params) && same(f.results(), results) => {}
-            other => {
+            ExternType::Func(f) => {
+                let (p, r): (Vec<_>, Vec<_>) = (f.params().collect(), f.results().collect());
                 return Err(format!(
-                    "imports `{IMPORT_MODULE}::{name}` as {other:?}; the host provides a function {}",
+                    "imports `{IMPORT_MODULE}::{name}` as {}; the host provides {}",
+                    describe(&p, &r),
                     describe(params, results)
                 ));
             }
+            _ => return Err(format!("imports `{IMPORT_MODULE}::{name}` as something other than a function")),
         }
     }
     let exports: Vec<_> = module.exports().map(|e| (e.name().to_string(), e.ty())).collect();

@@ -81,6 +81,7 @@ impl NodeInstance {
         let host = self.store.data_mut();
         host.outputs.clear();
         host.failure = None;
+        host.limiter.hit = false;
         let result = (|| {
             if len > self.buf_cap {
                 self.buf_ptr = self.reserve.call(&mut self.store, len)?;
@@ -100,9 +101,11 @@ impl NodeInstance {
         if std::mem::take(&mut host.limiter.hit) {
             return NodeErrorKind::OutOfMemory { cap_mb: host.limiter.cap >> 20 };
         }
+        // A trap's code, or the root cause of a host function's error (an out-of-bounds slice…),
+        // not the wasm backtrace around it.
         let what = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => error.to_string(),
+            None => error.root_cause().to_string(),
         };
         match host.failure.take() {
             Some(said) => NodeErrorKind::Trap(format!("{what}; {said}")),

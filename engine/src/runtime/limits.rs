@@ -12,6 +12,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(200);
 pub const INIT_DEADLINE: Duration = Duration::from_secs(10);
 /// Default linear-memory cap.
 pub const DEFAULT_MEMORY: usize = 128 << 20;
+/// Largest cap a chain may set (`limits.memoryMb`).
+pub const MAX_MEMORY: usize = 4096 << 20;
 /// Default: disable a node after this many consecutive crashes (ThingsBoard blacklists a script
 /// after repeated errors in the same way).
 pub const DEFAULT_DISABLE_AFTER: u32 = 10;
@@ -42,7 +44,7 @@ impl Limits {
             limits.deadline = Duration::from_millis(ms);
         }
         if let Some(mb) = spec.memory_mb {
-            if !(1..=4096).contains(&mb) {
+            if !(1..=(MAX_MEMORY >> 20) as u64).contains(&mb) {
                 return Err(("limits.memoryMb", format!("{mb} is outside 1..=4096")));
             }
             limits.memory_bytes = (mb as usize) << 20;

@@ -166,7 +166,8 @@ impl Runtime {
 
 /// Calls `sluice_abi_version` on a scratch instance.
 fn check_version(engine: &Engine, pre: &InstancePre<HostState>) -> Result<(), ModuleError> {
-    let host = HostState::new("abi-check".into(), limits::DEFAULT_MEMORY, NodeState::default(), Clock::System);
+    // The largest cap a node may ask for: the node's own cap applies to its real instances.
+    let host = HostState::new("abi-check".into(), limits::MAX_MEMORY, NodeState::default(), Clock::System);
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limiter);
     store.set_epoch_deadline(ticks(Duration::from_secs(5)));

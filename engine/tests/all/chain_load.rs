@@ -243,3 +243,18 @@ fn truncated_files_are_errors_not_panics() {
         assert!(loader.load(&path).is_err(), "prefix of {cut} bytes loaded");
     }
 }
+
+#[test]
+fn a_schema_reference_is_allowed() {
+    let mut c = valid();
+    c["$schema"] = json!("../chains/chain.schema.json");
+    ChainDir::new().load("ok.json", &c).expect("loads");
+}
+
+/// The committed schema is the one the loader's types generate.
+#[test]
+fn the_committed_schema_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../chains/chain.schema.json");
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(committed, sluice::chain::spec::schema(), "run `sluice schema > chains/chain.schema.json`");
+}

@@ -169,5 +169,53 @@ fn a_module_with_another_abi_version_is_refused_at_load() {
 #[test]
 fn a_host_import_with_the_wrong_signature_is_refused_at_load() {
     let err = load_guest(WRONG_SIGNATURE);
-    assert!(err.contains("sluice::emit"), "{err}");
+    assert!(
+        err.contains("imports `sluice::emit` as (i32, i32) -> (); the host provides (i32, i32, i32, i32) -> ()"),
+        "{err}"
+    );
+}
+
+/// A guest (not built with the SDK) that emits bytes that are not a message, or passes a pointer
+/// outside its memory: its message goes to `Failure` saying so, and the engine carries on.
+const EMITS_GARBAGE: &str = r#"(module
+  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "True")
+  (data (i32.const 32) "hello")
+  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32)
+    (call $emit (i32.const 16) (i32.const 4) (i32.const 32) (i32.const 5))
+    i32.const 0))"#;
+
+const OUT_OF_BOUNDS: &str = r#"(module
+  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32)
+    (call $emit (i32.const 0) (i32.const 4) (i32.const 65530) (i32.const 100))
+    i32.const 0))"#;
+
+#[test]
+fn a_foreign_guest_emitting_a_non_message_fails_that_message() {
+    let dir = ChainDir::new();
+    dir.write("guest.wat", EMITS_GARBAGE);
+    let path = dir.write_json("chain.json", &chain("guest.wat", json!({})));
+    let ran = crate::support::run_chain_file(&path, &[msg("1", json!({})), msg("2", json!({}))], 1);
+    assert_eq!(ran.output.len(), 2);
+    assert!(error_of(&ran.output[0]).contains("not a message"), "{:?}", ran.output[0]);
+}
+
+#[test]
+fn an_out_of_bounds_pointer_is_reported_as_such() {
+    let dir = ChainDir::new();
+    dir.write("guest.wat", OUT_OF_BOUNDS);
+    let path = dir.write_json("chain.json", &chain("guest.wat", json!({})));
+    let ran = crate::support::run_chain_file(&path, &[msg("1", json!({}))], 1);
+    let error = error_of(&ran.output[0]);
+    assert!(error.contains("guest passed an out-of-bounds slice 65530+100"), "{error}");
+    assert_eq!(ran.stats.node("guest").crashes, 1);
 }

@@ -97,8 +97,3 @@ pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
     let output = collector.join().expect("collector");
     Ran { output, stats, acked: acks.count() }
 }
-
-/// The path of a built module, for chains that name modules by path.
-pub fn module_path(name: &str) -> String {
-    modules().join(sluice::chain::load::module_file_name(name)).display().to_string()
-}

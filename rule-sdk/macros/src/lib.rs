@@ -107,6 +107,8 @@ fn expand_fn_inner(func: &ItemFn, kind: Kind) -> syn::Result<proc_macro2::TokenS
         (Kind::Transform, false) => quote_spanned!(span=> ::sluice_sdk::node::transform_outputs(#name(msg)?, out)),
     };
     Ok(quote! {
+        // Natively the function is only called by tests; in wasm, by the exports below.
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
         #func
 
         #[cfg(target_arch = "wasm32")]

@@ -1,4 +1,4 @@
-//! Test guest: forwards every message on `Success`. Measures the bare per-call cost.
+//! Test guest: forwards every message on `True`. Measures the bare per-call cost.
 use sluice_sdk::prelude::*;
 
 #[filter]

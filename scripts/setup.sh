@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what Sluice needs to build its rules and run its tests. Idempotent: a second run only
+# checks. Used by scripts/demo.sh, scripts/test.sh and .ci/run.
+#
+# The wasm32 toolchain, in order of preference:
+#   1. rustup's own target:   rustup target add wasm32-unknown-unknown   (a normal machine)
+#   2. Debian's packages:     rustc-web rust-web-src lld-19, which build std for wasm32 from
+#                             source (-Zbuild-std); for machines whose rustup cannot download.
+# `sluice rules build` picks whichever is present (SLUICE_WASM_TOOLCHAIN=rustup|debian forces one).
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+        log "need root for: $*"; return 1
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "please install: ${missing[*]} (no apt-get here)"; return 1
+    fi
+    if [ $apt_updated -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+    log "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+wasm_toolchain() {
+    if [ "${SLUICE_WASM_TOOLCHAIN:-}" != "debian" ] && command -v rustup >/dev/null 2>&1; then
+        if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+            log "wasm32: rustup target present"; return 0
+        fi
+        if timeout 300 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
+            log "wasm32: rustup target added"; return 0
+        fi
+        log "wasm32: rustup cannot add the target here; falling back to Debian's rustc-web"
+    fi
+    apt_install rustc-web rust-web-src lld-19
+    log "wasm32: Debian rustc-web + rust-web-src + lld-19 (build-std)"
+}
+
+wasm_toolchain
+log "ready"

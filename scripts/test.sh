@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: sets up the toolchain, builds the rules to wasm, then the rule crates' native
+# tests, the engine's and the end-to-end tests, formatting and lints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --quiet -p sluice-engine --bin sluice
+./target/debug/sluice rules build rules
+(cd rules && cargo test --workspace --quiet)
+cargo test --workspace
+cargo fmt --all -- --check
+(cd rules && cargo fmt --all -- --check)
+cargo clippy --workspace --all-targets --quiet -- -D warnings
