@@ -4,13 +4,13 @@ use sluice_sdk::prelude::*;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub struct Config {
     /// Relation for the stamped message.
-    relation: String,
+    pub relation: String,
 }
 
-struct Counter {
-    relation: String,
+pub struct Counter {
+    pub relation: String,
 }
 
 #[node]
