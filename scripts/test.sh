@@ -10,4 +10,5 @@ cargo build --quiet -p sluice-engine --bin sluice
 cargo test --workspace
 cargo fmt --all -- --check
 (cd rules && cargo fmt --all -- --check)
+(cd rules && cargo clippy --workspace --all-targets --quiet -- -D warnings)
 cargo clippy --workspace --all-targets --quiet -- -D warnings
