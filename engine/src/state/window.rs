@@ -1,0 +1,504 @@
+//! Windows per key: tumbling, hopping and session, with a grace period, closed by the watermark.
+//!
+//! A window `[start, end)` closes when the watermark reaches `end + grace`: from then on nothing
+//! more can land in it, so it is emitted exactly once (Kafka Streams' `suppress(untilWindowCloses)`).
+//! An event whose every window is already closed — judged by the watermark the source stamped on
+//! its message — is late: counted, and reported to the guest so the node can route it to `Late`.
+//!
+//! What a window accumulates depends on its [`Mode`]: host aggregates of a number (count, sum,
+//! avg, min, max, first, last, stddev), every item (group-collect), items of two sides (a
+//! windowed join), or guest-defined accumulators folded by the guest.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A window definition, as a guest declares it at init.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WindowSpec {
+    /// Name, unique within the node: it keys the window's state across restarts and reloads.
+    pub name: String,
+    pub kind: WindowKind,
+    /// How long after its end a window still takes events, in ms.
+    #[serde(default)]
+    pub grace_ms: u64,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Also hand the guest an update after every event (marked `early`), before the final result.
+    #[serde(default)]
+    pub early_updates: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum WindowKind {
+    #[serde(rename_all = "camelCase")]
+    Tumbling { size_ms: u64 },
+    #[serde(rename_all = "camelCase")]
+    Hopping { size_ms: u64, advance_ms: u64 },
+    #[serde(rename_all = "camelCase")]
+    Session { gap_ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Host aggregates of one number per event.
+    #[default]
+    Aggregate,
+    /// Every item of the window, handed over on close.
+    Collect,
+    /// Items of a left and a right stream, for a windowed join.
+    Join,
+    /// A guest-defined accumulator, updated by the guest on every event.
+    Fold,
+}
+
+impl WindowSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("window name is empty".into());
+        }
+        match self.kind {
+            WindowKind::Tumbling { size_ms: 0 } | WindowKind::Session { gap_ms: 0 } => {
+                Err(format!("window `{}`: size/gap must be at least 1 ms", self.name))
+            }
+            WindowKind::Hopping { size_ms, advance_ms } if size_ms == 0 || advance_ms == 0 || advance_ms > size_ms => {
+                Err(format!("window `{}`: hopping needs 0 < advanceMs <= sizeMs", self.name))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Which side of a join an item belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// Running aggregates of a window. Mean and variance use Welford's method (stable, mergeable).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Acc {
+    pub count: u64,
+    pub sum: f64,
+    mean: f64,
+    m2: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// (event time, value) of the earliest and the latest event.
+    pub first: Option<(i64, f64)>,
+    pub last: Option<(i64, f64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub right: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folds: Vec<Value>,
+}
+
+impl Acc {
+    fn add(&mut self, ts: i64, value: f64) {
+        self.count += 1;
+        self.sum += value;
+        let delta = value - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (value - self.mean);
+        self.min = Some(self.min.map_or(value, |m| m.min(value)));
+        self.max = Some(self.max.map_or(value, |m| m.max(value)));
+        if self.first.is_none_or(|(t, _)| ts < t) {
+            self.first = Some((ts, value));
+        }
+        if self.last.is_none_or(|(t, _)| ts >= t) {
+            self.last = Some((ts, value));
+        }
+    }
+
+    fn merge(&mut self, other: Acc) {
+        if other.count > 0 {
+            let n = self.count + other.count;
+            let delta = other.mean - self.mean;
+            self.mean += delta * other.count as f64 / n as f64;
+            self.m2 += other.m2 + delta * delta * self.count as f64 * other.count as f64 / n as f64;
+            self.count = n;
+            self.sum += other.sum;
+            self.min = match (self.min, other.min) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.max = match (self.max, other.max) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(f) = other.first
+                && self.first.is_none_or(|(t, _)| f.0 < t)
+            {
+                self.first = Some(f);
+            }
+            if let Some(l) = other.last
+                && self.last.is_none_or(|(t, _)| l.0 >= t)
+            {
+                self.last = Some(l);
+            }
+        } else {
+            self.count += other.count;
+        }
+        self.items.extend(other.items);
+        self.right.extend(other.right);
+        self.folds.extend(other.folds);
+    }
+
+    /// Population standard deviation.
+    pub fn stddev(&self) -> Option<f64> {
+        (self.count > 0).then(|| (self.m2 / self.count as f64).max(0.0).sqrt())
+    }
+
+    pub fn avg(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// One open window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Open {
+    end: i64,
+    acc: Acc,
+}
+
+/// A window handed to the guest: closed (final) or an early update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Closed {
+    pub window: String,
+    pub key: String,
+    pub start: i64,
+    pub end: i64,
+    pub early: bool,
+    pub acc: Acc,
+}
+
+/// What adding an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Added {
+    /// Landed in these windows (start, end).
+    Windows(Vec<(i64, i64)>),
+    /// Every window of the event had closed: late.
+    Late,
+}
+
+/// The windows of one definition, for every key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowStore {
+    pub spec: WindowSpec,
+    /// (key, start) → open window.
+    #[serde(with = "pairs")]
+    open: BTreeMap<(String, i64), Open>,
+    /// (close time, key, start), to find due windows in order.
+    #[serde(skip)]
+    closing: BTreeSet<(i64, String, i64)>,
+    /// Late events so far.
+    pub late: u64,
+}
+
+mod pairs {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<(String, i64), Open>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<(String, i64), Open>, D::Error> {
+        let entries: Vec<((String, i64), Open)> = Vec::deserialize(d)?;
+        Ok(entries.into_iter().collect())
+    }
+}
+
+impl WindowStore {
+    pub fn new(spec: WindowSpec) -> Self {
+        WindowStore { spec, open: BTreeMap::new(), closing: BTreeSet::new(), late: 0 }
+    }
+
+    /// Rebuilds the close-time index (after deserializing).
+    pub fn reindex(&mut self) {
+        let grace = self.spec.grace_ms as i64;
+        self.closing = self.open.iter().map(|((k, s), w)| (w.end.saturating_add(grace), k.clone(), *s)).collect();
+    }
+
+    fn close_at(&self, end: i64) -> i64 {
+        end.saturating_add(self.spec.grace_ms as i64)
+    }
+
+    /// Windows `[start, end)` that contain `ts` (not for sessions).
+    fn fixed_windows(&self, ts: i64) -> Vec<(i64, i64)> {
+        match self.spec.kind {
+            WindowKind::Tumbling { size_ms } => {
+                let size = size_ms as i64;
+                let start = ts.div_euclid(size) * size;
+                vec![(start, start + size)]
+            }
+            WindowKind::Hopping { size_ms, advance_ms } => {
+                let (size, advance) = (size_ms as i64, advance_ms as i64);
+                let last_start = ts.div_euclid(advance) * advance;
+                let mut out = Vec::new();
+                let mut start = last_start;
+                while start > ts - size {
+                    out.push((start, start + size));
+                    start -= advance;
+                }
+                out.reverse();
+                out
+            }
+            WindowKind::Session { .. } => Vec::new(),
+        }
+    }
+
+    /// Adds an event at `ts`, judged against `watermark`; `update` changes each window's acc.
+    pub fn add(&mut self, key: &str, ts: i64, watermark: i64, mut update: impl FnMut(&mut Acc)) -> Added {
+        if let WindowKind::Session { gap_ms } = self.spec.kind {
+            return self.add_session(key, ts, gap_ms as i64, watermark, update);
+        }
+        let mut landed = Vec::new();
+        for (start, end) in self.fixed_windows(ts) {
+            let close_at = self.close_at(end);
+            if close_at <= watermark {
+                continue;
+            }
+            let slot = self.open.entry((key.to_string(), start)).or_insert_with(|| Open { end, acc: Acc::default() });
+            update(&mut slot.acc);
+            self.closing.insert((close_at, key.to_string(), start));
+            landed.push((start, end));
+        }
+        if landed.is_empty() {
+            self.late += 1;
+            return Added::Late;
+        }
+        Added::Windows(landed)
+    }
+
+    fn add_session(&mut self, key: &str, ts: i64, gap: i64, watermark: i64, mut update: impl FnMut(&mut Acc)) -> Added {
+        if self.close_at(ts + gap) <= watermark {
+            self.late += 1;
+            return Added::Late;
+        }
+        // Sessions of this key that the event touches: start <= ts + gap and end >= ts.
+        let touching: Vec<i64> = self
+            .open
+            .range((key.to_string(), i64::MIN)..=(key.to_string(), ts + gap))
+            .filter(|(_, w)| w.end >= ts)
+            .map(|((_, s), _)| *s)
+            .collect();
+        let (mut start, mut end, mut acc) = (ts, ts + gap, Acc::default());
+        for s in touching {
+            if let Some(w) = self.open.remove(&(key.to_string(), s)) {
+                self.closing.remove(&(self.close_at(w.end), key.to_string(), s));
+                start = start.min(s);
+                end = end.max(w.end);
+                acc.merge(w.acc);
+            }
+        }
+        update(&mut acc);
+        self.closing.insert((self.close_at(end), key.to_string(), start));
+        self.open.insert((key.to_string(), start), Open { end, acc });
+        Added::Windows(vec![(start, end)])
+    }
+
+    /// A number, for host aggregates.
+    pub fn add_value(&mut self, key: &str, ts: i64, watermark: i64, value: f64) -> Added {
+        self.add(key, ts, watermark, |acc| acc.add(ts, value))
+    }
+
+    /// An item, for group-collect (`Side::Left`) and joins.
+    pub fn add_item(&mut self, key: &str, ts: i64, watermark: i64, side: Side, item: &Value) -> Added {
+        self.add(key, ts, watermark, |acc| {
+            acc.count += 1;
+            match side {
+                Side::Left => acc.items.push(item.clone()),
+                Side::Right => acc.right.push(item.clone()),
+            }
+        })
+    }
+
+    /// The guest's accumulators of the windows of (`key`, `ts`), for a fold (empty if late).
+    pub fn folds(&self, key: &str, ts: i64, watermark: i64) -> Option<Vec<Option<Value>>> {
+        match self.spec.kind {
+            WindowKind::Session { gap_ms } => {
+                if self.close_at(ts + gap_ms as i64) <= watermark {
+                    return None;
+                }
+                // A session fold starts fresh; sessions that merge hand every part to the guest.
+                Some(vec![None])
+            }
+            _ => {
+                let open: Vec<_> = self
+                    .fixed_windows(ts)
+                    .into_iter()
+                    .filter(|(_, end)| self.close_at(*end) > watermark)
+                    .map(|(start, _)| {
+                        self.open.get(&(key.to_string(), start)).and_then(|w| w.acc.folds.first().cloned())
+                    })
+                    .collect();
+                (!open.is_empty()).then_some(open)
+            }
+        }
+    }
+
+    /// Stores the guest's new accumulators (in the order [`WindowStore::folds`] gave them).
+    pub fn put_folds(&mut self, key: &str, ts: i64, watermark: i64, values: Vec<Value>) -> Added {
+        let mut values = values.into_iter();
+        let session = matches!(self.spec.kind, WindowKind::Session { .. });
+        self.add(key, ts, watermark, |acc| {
+            acc.count += 1;
+            if let Some(v) = values.next() {
+                if session {
+                    acc.folds.push(v);
+                } else {
+                    acc.folds = vec![v];
+                }
+            }
+        })
+    }
+
+    /// The current state of (`key`, `start`), as an early update.
+    pub fn peek(&self, key: &str, start: i64) -> Option<Closed> {
+        let w = self.open.get(&(key.to_string(), start))?;
+        Some(Closed { window: self.spec.name.clone(), key: key.to_string(), start, end: w.end, early: true, acc: w.acc.clone() })
+    }
+
+    /// Removes and returns every window whose close time the watermark has reached, in close
+    /// order (then key, then start).
+    pub fn due(&mut self, watermark: i64) -> Vec<Closed> {
+        let mut out = Vec::new();
+        while let Some(first) = self.closing.first() {
+            if first.0 > watermark {
+                break;
+            }
+            let (_, key, start) = self.closing.pop_first().expect("checked above");
+            if let Some(w) = self.open.remove(&(key.clone(), start)) {
+                out.push(Closed { window: self.spec.name.clone(), key, start, end: w.end, early: false, acc: w.acc });
+            }
+        }
+        out
+    }
+
+    /// Open windows (for tests and metrics).
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(kind: WindowKind, grace: u64) -> WindowSpec {
+        WindowSpec { name: "w".into(), kind, grace_ms: grace, mode: Mode::Aggregate, early_updates: false }
+    }
+
+    #[test]
+    fn tumbling_windows_close_after_grace() {
+        let mut s = WindowStore::new(spec(WindowKind::Tumbling { size_ms: 10 }, 2));
+        assert_eq!(s.add_value("a", 3, 3, 1.0), Added::Windows(vec![(0, 10)]));
+        s.add_value("a", 9, 9, 3.0);
+        s.add_value("b", 5, 9, 10.0);
+        s.add_value("a", 11, 11, 100.0);
+        assert!(s.due(11).is_empty(), "grace: [0,10) closes at 12");
+        s.add_value("a", 8, 11, 2.0); // out of order, within grace
+        let closed = s.due(12);
+        assert_eq!(closed.len(), 2);
+        let a = &closed[0];
+        assert_eq!((a.key.as_str(), a.start, a.end, a.acc.count), ("a", 0, 10, 3));
+        assert_eq!(a.acc.sum, 6.0);
+        assert_eq!(a.acc.avg(), Some(2.0));
+        assert_eq!((a.acc.min, a.acc.max), (Some(1.0), Some(3.0)));
+        assert_eq!((a.acc.first, a.acc.last), (Some((3, 1.0)), Some((9, 3.0))));
+        assert!((a.acc.stddev().unwrap() - (2.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(closed[1].key, "b");
+        assert_eq!(s.add_value("a", 7, 12, 5.0), Added::Late);
+        assert_eq!(s.late, 1);
+        assert_eq!(s.due(i64::MAX).len(), 1, "[10,20) of a");
+    }
+
+    #[test]
+    fn hopping_windows_overlap() {
+        let mut s = WindowStore::new(spec(WindowKind::Hopping { size_ms: 10, advance_ms: 5 }, 0));
+        assert_eq!(s.add_value("k", 7, 0, 1.0), Added::Windows(vec![(0, 10), (5, 15)]));
+        assert_eq!(s.add_value("k", 12, 0, 1.0), Added::Windows(vec![(5, 15), (10, 20)]));
+        // Watermark 10: [0,10) closed, so the event at 7 lands only in [5,15).
+        assert_eq!(s.add_value("k", 7, 10, 1.0), Added::Windows(vec![(5, 15)]));
+        let closed: Vec<_> = s.due(i64::MAX).into_iter().map(|c| (c.start, c.acc.count)).collect();
+        assert_eq!(closed, [(0, 1), (5, 3), (10, 1)]);
+    }
+
+    #[test]
+    fn session_windows_merge() {
+        let mut s = WindowStore::new(spec(WindowKind::Session { gap_ms: 5 }, 0));
+        s.add_value("k", 0, 0, 1.0);
+        s.add_value("k", 20, 0, 2.0);
+        assert_eq!(s.open_count(), 2);
+        // 4 joins [0,5); 9 bridges [0,9) and [9,14)… then 14 reaches [20,25)'s start? no: 14+5=19 < 20.
+        s.add_value("k", 4, 0, 3.0);
+        s.add_value("k", 9, 0, 4.0);
+        assert_eq!(s.open_count(), 2);
+        s.add_value("k", 16, 0, 5.0); // [16,21) touches [20,25): merges
+        let closed: Vec<_> = s.due(i64::MAX).into_iter().map(|c| (c.start, c.end, c.acc.count, c.acc.sum)).collect();
+        assert_eq!(closed, [(0, 14, 3, 8.0), (16, 25, 2, 7.0)]);
+    }
+
+    #[test]
+    fn session_late_and_merge_of_welford() {
+        let mut s = WindowStore::new(spec(WindowKind::Session { gap_ms: 10 }, 0));
+        // [0,10) and [16,26); the event at 8 ([8,18)) touches both and merges them.
+        for (ts, v) in [(0, 2.0), (16, 4.0), (8, 6.0)] {
+            s.add_value("k", ts, 0, v);
+        }
+        let c = s.due(i64::MAX).remove(0);
+        assert_eq!((c.start, c.end, c.acc.count), (0, 26, 3));
+        let mean = 4.0;
+        let var: f64 = [2.0f64, 4.0, 6.0].iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 3.0;
+        assert!((c.acc.stddev().unwrap() - var.sqrt()).abs() < 1e-12);
+        assert_eq!(s.add_value("k", 1, 100, 1.0), Added::Late);
+    }
+
+    #[test]
+    fn collect_and_join_sides() {
+        let mut s = WindowStore::new(WindowSpec { mode: Mode::Join, ..spec(WindowKind::Tumbling { size_ms: 10 }, 0) });
+        s.add_item("k", 1, 0, Side::Left, &json!({"a": 1}));
+        s.add_item("k", 2, 0, Side::Right, &json!({"b": 2}));
+        let c = s.due(i64::MAX).remove(0);
+        assert_eq!((c.acc.items, c.acc.right), (vec![json!({"a": 1})], vec![json!({"b": 2})]));
+    }
+
+    #[test]
+    fn folds_keep_the_guest_accumulator() {
+        let mut s = WindowStore::new(WindowSpec { mode: Mode::Fold, ..spec(WindowKind::Tumbling { size_ms: 10 }, 0) });
+        assert_eq!(s.folds("k", 1, 0), Some(vec![None]));
+        s.put_folds("k", 1, 0, vec![json!(1)]);
+        assert_eq!(s.folds("k", 2, 0), Some(vec![Some(json!(1))]));
+        s.put_folds("k", 2, 0, vec![json!(3)]);
+        assert_eq!(s.folds("k", 3, 10), None, "closed");
+        assert_eq!(s.due(10).remove(0).acc.folds, vec![json!(3)]);
+    }
+
+    #[test]
+    fn survives_serialization() {
+        let mut s = WindowStore::new(spec(WindowKind::Tumbling { size_ms: 10 }, 0));
+        s.add_value("a", 1, 0, 1.0);
+        let mut back: WindowStore = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        back.reindex();
+        assert_eq!(back.due(10), s.due(10));
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        assert!(spec(WindowKind::Tumbling { size_ms: 0 }, 0).validate().is_err());
+        assert!(spec(WindowKind::Hopping { size_ms: 5, advance_ms: 10 }, 0).validate().is_err());
+        let parsed: WindowSpec =
+            serde_json::from_value(json!({"name": "x", "kind": {"type": "tumbling", "sizeMs": 10000}, "graceMs": 2000}))
+                .unwrap();
+        assert_eq!(parsed.kind, WindowKind::Tumbling { size_ms: 10000 });
+    }
+}
