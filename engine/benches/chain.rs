@@ -19,7 +19,7 @@ use sluice::flow::worker::Worker;
 use sluice::flow::{Ack, Envelope, Sinks};
 use sluice::host::Clock;
 use sluice::runtime::{Limits, Runtime};
-use sluice::state::NodeState;
+use sluice::state::NodeHandles;
 use sluice_sdk::{Msg, Originator};
 
 fn modules() -> PathBuf {
@@ -73,7 +73,7 @@ fn bench_calls(c: &mut Criterion) {
         let module = rt.load_module_bytes(Path::new(name), &bytes).expect("module");
         let config = serde_json::to_vec(&config).unwrap();
         let mut instance = rt
-            .instantiate(&module, name.into(), &config, Limits::default(), NodeState::default(), Clock::System)
+            .instantiate(&module, name.into(), &config, Limits::default(), NodeHandles::default(), Clock::System)
             .expect("instance");
         let mut outputs = Vec::new();
         group.bench_function(name, |b| {
@@ -113,9 +113,7 @@ fn bench_chain(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("3-node");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("wasm-chain", |b| {
-        b.iter(|| worker.process(Envelope { msg: input.clone(), key, ack: Ack::none() }))
-    });
+    group.bench_function("wasm-chain", |b| b.iter(|| worker.process(Envelope::new(input.clone(), key, Ack::none()))));
     let stats = worker.into_stats();
     assert!(stats.output > 0 && stats.node("out").received == stats.output, "the chain must reach the sink");
     group.bench_function("native", |b| b.iter(|| native_chain(&input).expect("native")));

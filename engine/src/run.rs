@@ -7,12 +7,13 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 
-use crate::chain::{LoadError, Loader};
+use crate::chain::{Chain, LoadError, Loader};
 use crate::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, RunStats, Sinks};
 use crate::runtime::Runtime;
 use crate::sinks::jsonl::write_lines;
 use crate::sources::jsonl::{LineError, parse_line};
 use crate::state::StateStore;
+use crate::state::time::Watermarks;
 
 /// Where lines come from / go to: a file, or stdin/stdout (`-`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,11 +91,12 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
         }
     };
     let sinks = Sinks { output: Some(out_tx) };
-    let pipeline = Pipeline::start(runtime.clone(), chain, StateStore::default(), sinks, options.pipeline.clone())
-        .map_err(RunError::Start)?;
+    let pipeline =
+        Pipeline::start(runtime.clone(), chain.clone(), StateStore::default(), sinks, options.pipeline.clone())
+            .map_err(RunError::Start)?;
     let acks = Arc::new(AckCounter::default());
     let mut report = RunReport::default();
-    let read = read_input(reader, &options, &pipeline, &acks, &mut report).await;
+    let read = read_input(reader, &options, &chain, &pipeline, &acks, &mut report).await;
     let pipeline_stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();
     report.written = match sink.await {
         Ok(Ok(n)) => n,
@@ -111,6 +113,7 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
 async fn read_input(
     reader: Box<dyn AsyncRead + Unpin + Send>,
     options: &RunOptions,
+    chain: &Chain,
     pipeline: &Pipeline,
     acks: &Arc<AckCounter>,
     report: &mut RunReport,
@@ -118,6 +121,7 @@ async fn read_input(
     let source = options.input.name();
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut buf = Vec::new();
+    let mut watermarks = Watermarks::new(&chain.event_time);
     loop {
         buf.clear();
         let n = reader
@@ -137,11 +141,13 @@ async fn read_input(
             Ok(None) => {}
             Ok(Some(msg)) => {
                 let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
+                let now = options.pipeline.clock.now_ms();
+                let watermark = watermarks.observe(0, chain.time_field.event_time(&msg, now), now);
                 let bytes = serde_json::to_vec(&msg)
                     .map_err(|e| RunError::Io { what: format!("line {line}"), source: std::io::Error::other(e) })?;
                 let ack = Ack::new(acks.clone(), line);
                 report.messages += 1;
-                if pipeline.send(Envelope { msg: bytes.into(), key, ack }).await.is_err() {
+                if pipeline.send(Envelope::new(bytes.into(), key, ack).with_watermark(watermark)).await.is_err() {
                     return Ok(None);
                 }
             }

@@ -32,6 +32,45 @@ pub(crate) mod imports {
         pub fn take_value(dst: *mut u8);
         pub fn state_put(key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize);
         pub fn state_delete(key_ptr: *const u8, key_len: usize);
+        pub fn watermark() -> i64;
+        pub fn window_define(spec_ptr: *const u8, spec_len: usize) -> i32;
+        pub fn window_add(handle: i32, key_ptr: *const u8, key_len: usize, ts: i64, value: f64) -> i32;
+        pub fn window_item(
+            handle: i32,
+            key_ptr: *const u8,
+            key_len: usize,
+            ts: i64,
+            side: i32,
+            item_ptr: *const u8,
+            item_len: usize,
+        ) -> i32;
+        pub fn window_fold_get(handle: i32, key_ptr: *const u8, key_len: usize, ts: i64) -> i64;
+        pub fn window_fold_put(
+            handle: i32,
+            key_ptr: *const u8,
+            key_len: usize,
+            ts: i64,
+            vals_ptr: *const u8,
+            vals_len: usize,
+        ) -> i32;
+        pub fn table_get(name_ptr: *const u8, name_len: usize, key_ptr: *const u8, key_len: usize) -> i64;
+        pub fn table_put(
+            name_ptr: *const u8,
+            name_len: usize,
+            key_ptr: *const u8,
+            key_len: usize,
+            val_ptr: *const u8,
+            val_len: usize,
+        );
+        pub fn table_delete(name_ptr: *const u8, name_len: usize, key_ptr: *const u8, key_len: usize);
+    }
+
+    /// Copies the value the last call staged (its length known from that call's result).
+    pub fn take_staged(len: usize) -> Vec<u8> {
+        let mut value = vec![0u8; len];
+        // SAFETY: the host writes exactly `len` bytes, the length it announced, into this buffer.
+        unsafe { take_value(value.as_mut_ptr()) };
+        value
     }
 }
 
@@ -79,6 +118,29 @@ mod glue {
 
     fn install_panic_hook() {
         std::panic::set_hook(Box::new(|info| fail(&format!("guest panicked: {info}"))));
+    }
+
+    fn send_outputs(out: &mut Outputs, parent_id: &str) -> u32 {
+        let mut buf = OUTPUT.0.borrow_mut();
+        for (n, (relation, output)) in out.drain().enumerate() {
+            match output {
+                // SAFETY: pointer and length describe a live string.
+                Output::Forward => unsafe { imports::forward(relation.as_ptr(), relation.len()) },
+                Output::Msg(mut msg) => {
+                    if msg.id.is_empty() {
+                        msg.id = crate::derived_id(parent_id, n);
+                    }
+                    buf.clear();
+                    if let Err(err) = serde_json::to_writer(&mut *buf, &msg) {
+                        fail(&format!("output does not serialize: {err}"));
+                        return STATUS_ERROR;
+                    }
+                    // SAFETY: both pointer/length pairs describe live byte slices.
+                    unsafe { imports::emit(relation.as_ptr(), relation.len(), buf.as_ptr(), buf.len()) }
+                }
+            }
+        }
+        STATUS_OK
     }
 
     /// The running node of this module.
@@ -144,26 +206,38 @@ mod glue {
                 return STATUS_ERROR;
             }
             drop(slot);
-            let mut buf = OUTPUT.0.borrow_mut();
-            for (n, (relation, output)) in out.drain().enumerate() {
-                match output {
-                    // SAFETY: pointer and length describe a live string.
-                    Output::Forward => unsafe { imports::forward(relation.as_ptr(), relation.len()) },
-                    Output::Msg(mut msg) => {
-                        if msg.id.is_empty() {
-                            msg.id = crate::derived_id(&parent_id, n);
-                        }
-                        buf.clear();
-                        if let Err(err) = serde_json::to_writer(&mut *buf, &msg) {
-                            fail(&format!("output does not serialize: {err}"));
-                            return STATUS_ERROR;
-                        }
-                        // SAFETY: both pointer/length pairs describe live byte slices.
-                        unsafe { imports::emit(relation.as_ptr(), relation.len(), buf.as_ptr(), buf.len()) }
+            send_outputs(&mut out, &parent_id)
+        }
+
+        /// `sluice_on_window(len)`: a closed window (JSON) is in the input buffer.
+        pub fn on_window(&self, len: u32) -> u32 {
+            let closed: crate::ClosedWindow = {
+                let input = INPUT.0.borrow();
+                match serde_json::from_slice(&input[..len as usize]) {
+                    Ok(closed) => closed,
+                    Err(err) => {
+                        fail(&format!("window does not parse: {err}"));
+                        return STATUS_ERROR;
                     }
                 }
+            };
+            let parent_id = closed.id.clone();
+            let mut slot = self.0.0.borrow_mut();
+            let Some(node) = slot.as_mut() else {
+                fail("node called before sluice_init succeeded");
+                return STATUS_ERROR;
+            };
+            let mut out = Outputs::new();
+            if let Err(err) = node.on_window(closed, &mut out) {
+                fail(err.message());
+                return STATUS_ERROR;
             }
-            STATUS_OK
+            drop(slot);
+            if out.has_forward() {
+                fail("a closed window has no incoming message to forward: emit a new message");
+                return STATUS_ERROR;
+            }
+            send_outputs(&mut out, &parent_id)
         }
     }
 }
@@ -196,6 +270,11 @@ macro_rules! export_node {
             #[unsafe(no_mangle)]
             pub extern "C" fn sluice_on_msg(len: u32) -> u32 {
                 SLOT.on_msg(len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn sluice_on_window(len: u32) -> u32 {
+                SLOT.on_window(len)
             }
         };
     };

@@ -29,12 +29,14 @@ pub mod msg;
 pub mod node;
 pub mod relation;
 pub mod testing;
+pub mod windows;
 
 pub use error::{Error, Result};
-pub use host::{clock, log, state};
+pub use host::{clock, log, state, table, window};
 pub use msg::{Metadata, Msg, Originator, as_number, derived_id, msg_type};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
+pub use windows::ClosedWindow;
 
 /// Re-exported for convenience (`#[derive(Deserialize)]` still needs `serde` in the rule crate).
 pub use serde;
@@ -42,9 +44,10 @@ pub use serde_json;
 
 /// Everything a rule file usually needs.
 pub mod prelude {
-    pub use crate::host::{clock, log, state};
+    pub use crate::host::window::{Added, Window};
+    pub use crate::host::{clock, log, state, table, window};
     pub use crate::relation;
-    pub use crate::{Error, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, bail};
+    pub use crate::{ClosedWindow, Error, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, bail};
     pub use crate::{filter, node, transform};
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{Value, json};

@@ -41,6 +41,14 @@ pub trait Node: Sized + 'static {
 
     /// Handles one message, pushing zero or more outputs.
     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()>;
+
+    /// Handles a window of this node that closed (or, with early updates, changed): build the
+    /// result message(s) from it. Messages emitted without an id get one derived from the
+    /// window's id, so a replay after a crash produces the same ids.
+    fn on_window(&mut self, closed: crate::ClosedWindow, out: &mut Outputs) -> Result<()> {
+        let _ = (closed, out);
+        Ok(())
+    }
 }
 
 /// Config of a node that takes none: accepts an absent/`null` config or `{}`, and nothing else.
@@ -85,6 +93,11 @@ impl Outputs {
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// Whether any output forwards the incoming message.
+    pub fn has_forward(&self) -> bool {
+        self.items.iter().any(|(_, o)| matches!(o, Output::Forward))
     }
 
     pub fn drain(&mut self) -> impl Iterator<Item = (String, Output)> + '_ {

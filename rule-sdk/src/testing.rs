@@ -27,16 +27,28 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::ClosedWindow;
 use crate::config::ConfigError;
 use crate::host::log::Level;
 use crate::{Msg, Node, Output, Outputs, Result, relation};
 
 type Handler = Box<dyn FnMut(Msg, &mut Outputs) -> Result<()>>;
+type WindowHandler = Box<dyn FnMut(ClosedWindow, &mut Outputs) -> Result<()>>;
 
 /// Drives one node natively, as the engine would drive its wasm build.
+///
+/// Event time is each message's `ts`; the watermark stamped on a message is the greatest `ts`
+/// sent so far minus the lateness ([`TestDriver::with_lateness`]), as a single-partition source
+/// would stamp it. Windows that the watermark closes are handed to `on_window` right after the
+/// message, and their outputs are part of that message's [`Outcome`]; [`TestDriver::flush`] closes
+/// the rest, as the end of a finite input does.
 pub struct TestDriver {
     handler: Handler,
+    on_window: Option<WindowHandler>,
     host: native::NativeHost,
+    node_id: String,
+    lateness: i64,
+    max_ts: Option<i64>,
 }
 
 /// What one message produced: `(relation, message)` pairs in emission order.
@@ -67,7 +79,26 @@ impl Outcome {
 
 impl TestDriver {
     fn with_handler(handler: Handler) -> Self {
-        TestDriver { handler, host: native::NativeHost::default() }
+        TestDriver {
+            handler,
+            on_window: None,
+            host: native::NativeHost::default(),
+            node_id: "node".into(),
+            lateness: 0,
+            max_ts: None,
+        }
+    }
+
+    /// The node's id (it prefixes window ids, and so the ids of window results).
+    pub fn named(mut self, id: &str) -> Self {
+        self.node_id = id.into();
+        self
+    }
+
+    /// How far the watermark trails the greatest `ts` sent.
+    pub fn with_lateness(mut self, ms: i64) -> Self {
+        self.lateness = ms;
+        self
     }
 
     /// A `#[filter]` function with its config.
@@ -89,8 +120,10 @@ impl TestDriver {
     /// A [`Node`] built from a typed config.
     pub fn node<N: Node>(config: N::Config) -> Result<Self> {
         let mut driver = Self::with_handler(Box::new(|_, _| Ok(())));
-        let mut node = driver.host.enter(|| N::init(config))?;
-        driver.handler = Box::new(move |msg, out| node.on_msg(msg, out));
+        let node = std::rc::Rc::new(std::cell::RefCell::new(driver.host.enter(|| N::init(config))?));
+        let for_windows = node.clone();
+        driver.handler = Box::new(move |msg, out| node.borrow_mut().on_msg(msg, out));
+        driver.on_window = Some(Box::new(move |closed, out| for_windows.borrow_mut().on_window(closed, out)));
         Ok(driver)
     }
 
@@ -114,10 +147,14 @@ impl TestDriver {
 
     /// Sends one message through the node.
     pub fn send(&mut self, msg: Msg) -> Result<Outcome> {
+        let max_ts = self.max_ts.map_or(msg.ts, |m| m.max(msg.ts));
+        self.max_ts = Some(max_ts);
+        let watermark = max_ts.saturating_sub(self.lateness);
+        self.host.watermark = watermark;
         let mut out = Outputs::new();
         let handler = &mut self.handler;
         let result = self.host.enter(|| handler(msg.clone(), &mut out));
-        let outputs = match result {
+        let mut outputs = match result {
             Ok(()) => out
                 .drain()
                 .enumerate()
@@ -133,7 +170,45 @@ impl TestDriver {
                 .collect(),
             Err(err) => vec![(relation::FAILURE.to_string(), msg.with_meta("error", err.message()))],
         };
+        outputs.extend(self.fire(watermark)?);
         Ok(Outcome { outputs })
+    }
+
+    /// Closes every open window, as the end of a finite input does; returns their outputs.
+    pub fn flush(&mut self) -> Result<Outcome> {
+        Ok(Outcome { outputs: self.fire(i64::MAX)? })
+    }
+
+    /// Early updates the last message caused, then windows the watermark closed.
+    fn fire(&mut self, watermark: i64) -> Result<Vec<(String, Msg)>> {
+        let mut closed = std::mem::take(&mut self.host.early);
+        for store in &mut self.host.windows {
+            closed.extend(store.due(watermark));
+        }
+        let mut outputs = Vec::new();
+        let Some(on_window) = self.on_window.as_mut() else { return Ok(outputs) };
+        for c in closed {
+            let window = ClosedWindow::new(&self.node_id, c);
+            let parent = window.id.clone();
+            let mut out = Outputs::new();
+            match self.host.enter(|| on_window(window, &mut out)) {
+                Ok(()) => {
+                    for (n, (relation, output)) in out.drain().enumerate() {
+                        match output {
+                            Output::Forward => crate::bail!("a closed window has no incoming message to forward"),
+                            Output::Msg(mut m) => {
+                                if m.id.is_empty() {
+                                    m.id = crate::derived_id(&parent, n);
+                                }
+                                outputs.push((relation, m));
+                            }
+                        }
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(outputs)
     }
 
     /// Sends a message given as JSON (a full TbMsg).
@@ -158,12 +233,18 @@ pub(crate) mod native {
     use std::collections::BTreeMap;
 
     use crate::host::log::Level;
+    use crate::windows::{Added, Closed, Side, WindowSpec, WindowStore};
+    use crate::{Error, Result};
 
     #[derive(Debug, Default)]
     pub(crate) struct NativeHost {
         pub now_ms: Option<i64>,
         pub state: BTreeMap<Vec<u8>, Vec<u8>>,
         pub logs: Vec<(Level, String)>,
+        pub watermark: i64,
+        pub windows: Vec<WindowStore>,
+        pub early: Vec<Closed>,
+        pub tables: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     }
 
     thread_local! {
@@ -207,5 +288,94 @@ pub(crate) mod native {
 
     pub fn state_delete(key: &[u8]) {
         with(|h| h.state.remove(key));
+    }
+
+    fn host<T>(f: impl FnOnce(&mut NativeHost) -> Result<T>) -> Result<T> {
+        with(f).unwrap_or_else(|| Err(Error::new("windows and tables need a TestDriver")))
+    }
+
+    fn store(h: &mut NativeHost, handle: i32) -> Result<&mut WindowStore> {
+        h.windows.get_mut(handle as usize).ok_or_else(|| Error::new(format!("no window with handle {handle}")))
+    }
+
+    fn landed(h: &mut NativeHost, handle: i32, key: &str, added: Added) -> i32 {
+        match added {
+            Added::Late => 1,
+            Added::Windows(windows) => {
+                let store = &h.windows[handle as usize];
+                if store.spec.early_updates {
+                    let early: Vec<_> = windows.iter().filter_map(|(start, _)| store.peek(key, *start)).collect();
+                    h.early.extend(early);
+                }
+                0
+            }
+        }
+    }
+
+    pub fn window_define(spec: &[u8]) -> Result<i32> {
+        let spec: WindowSpec = serde_json::from_slice(spec)?;
+        host(|h| {
+            if let Some(i) = h.windows.iter().position(|w| w.spec.name == spec.name) {
+                if h.windows[i].spec != spec {
+                    crate::bail!("window `{}` is already defined differently", spec.name);
+                }
+                return Ok(i as i32);
+            }
+            h.windows.push(WindowStore::new(spec));
+            Ok(h.windows.len() as i32 - 1)
+        })
+    }
+
+    pub fn window_add(handle: i32, key: &str, ts: i64, value: f64) -> Result<i32> {
+        host(|h| {
+            let wm = h.watermark;
+            let added = store(h, handle)?.add_value(key, ts, wm, value);
+            Ok(landed(h, handle, key, added))
+        })
+    }
+
+    pub fn window_item(handle: i32, key: &str, ts: i64, side: i32, item: &[u8]) -> Result<i32> {
+        let item: serde_json::Value = serde_json::from_slice(item)?;
+        let side = if side == 0 { Side::Left } else { Side::Right };
+        host(|h| {
+            let wm = h.watermark;
+            let added = store(h, handle)?.add_item(key, ts, wm, side, &item);
+            Ok(landed(h, handle, key, added))
+        })
+    }
+
+    pub fn window_fold_get(handle: i32, key: &str, ts: i64) -> Result<Option<Vec<u8>>> {
+        host(|h| {
+            let wm = h.watermark;
+            match store(h, handle)?.folds(key, ts, wm) {
+                None => Ok(None),
+                Some(folds) => Ok(Some(serde_json::to_vec(&folds)?)),
+            }
+        })
+    }
+
+    pub fn window_fold_put(handle: i32, key: &str, ts: i64, values: &[u8]) -> Result<i32> {
+        let values: Vec<serde_json::Value> = serde_json::from_slice(values)?;
+        host(|h| {
+            let wm = h.watermark;
+            let added = store(h, handle)?.put_folds(key, ts, wm, values);
+            Ok(landed(h, handle, key, added))
+        })
+    }
+
+    pub fn window_watermark() -> i64 {
+        with(|h| h.watermark).unwrap_or(i64::MIN)
+    }
+
+    pub fn table_get(table: &str, key: &str) -> Option<Vec<u8>> {
+        with(|h| h.tables.get(table).and_then(|t| t.get(key)).cloned()).flatten()
+    }
+
+    pub fn table_put(table: &str, key: &str, value: Vec<u8>) {
+        with(|h| h.tables.entry(table.to_string()).or_default().insert(key.to_string(), value));
+    }
+
+    pub fn table_delete(table: &str, key: &str) {
+        with(|h| h.tables.get_mut(table).map(|t| t.remove(key)));
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::runtime::{Limits, Module};
+use crate::state::time::{EventTimeSpec, TimeField};
 
 /// Index of a node in [`Chain::nodes`].
 pub type NodeIdx = usize;
@@ -18,6 +19,11 @@ pub struct Chain {
     pub entry: NodeIdx,
     /// Most node visits one message may make (see `ChainSpec::max_hops`).
     pub max_hops: u32,
+    pub event_time: EventTimeSpec,
+    pub time_field: TimeField,
+    /// Rule nodes upstream first (index order where connections form a cycle): windows fire in
+    /// this order, so results of an upstream window reach a downstream one before it closes.
+    pub fire_order: Vec<NodeIdx>,
     pub nodes: Vec<GraphNode>,
 }
 
@@ -84,6 +90,40 @@ impl Chain {
             }
             at = node.exit?;
         }
+    }
+
+    /// Topological order of the nodes (Kahn), or index order if there is a cycle.
+    pub fn topological_order(nodes: &[GraphNode]) -> Vec<NodeIdx> {
+        let successors = |i: NodeIdx| -> Vec<NodeIdx> {
+            let mut out: Vec<NodeIdx> = nodes[i].routes.values().flatten().copied().collect();
+            if let NodeKind::Chain { entry } = nodes[i].kind {
+                out.push(entry);
+            }
+            let mut exit = nodes[i].exit;
+            while let Some(e) = exit {
+                out.extend(nodes[e].routes.values().flatten().copied());
+                exit = nodes[e].exit;
+            }
+            out
+        };
+        let mut indegree = vec![0usize; nodes.len()];
+        for i in 0..nodes.len() {
+            for s in successors(i) {
+                indegree[s] += 1;
+            }
+        }
+        let mut ready: std::collections::VecDeque<NodeIdx> = (0..nodes.len()).filter(|&i| indegree[i] == 0).collect();
+        let mut order = Vec::with_capacity(nodes.len());
+        while let Some(i) = ready.pop_front() {
+            order.push(i);
+            for s in successors(i) {
+                indegree[s] -= 1;
+                if indegree[s] == 0 {
+                    ready.push_back(s);
+                }
+            }
+        }
+        if order.len() < nodes.len() { (0..nodes.len()).collect() } else { order }
     }
 
     /// Finds a node by its (qualified) id.

@@ -17,7 +17,8 @@ use super::graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
 use super::spec::{ChainSpec, NodeSpec};
 use crate::host::Clock;
 use crate::runtime::{Limits, Module, NodeErrorKind, Runtime};
-use crate::state::NodeState;
+use crate::state::NodeHandles;
+use crate::state::time::TimeField;
 
 /// Loads chains, resolving built-in module names in `module_dirs`.
 pub struct Loader<'r> {
@@ -60,11 +61,20 @@ impl<'r> Loader<'r> {
             }
             (None, None) => nodes.len() as u32 + 1,
         };
+        let event_time = spec.event_time.clone().unwrap_or_default();
+        let time_field = TimeField::parse(&event_time.from)
+            .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("eventTime.from"))?;
         Ok(Chain {
             file: file.to_path_buf(),
             name: spec.name.clone().unwrap_or_else(|| file.display().to_string()),
             entry,
             max_hops,
+            event_time,
+            time_field,
+            fire_order: Chain::topological_order(&nodes)
+                .into_iter()
+                .filter(|&i| matches!(nodes[i].kind, NodeKind::Rule(_)))
+                .collect(),
             nodes,
         })
     }
@@ -227,7 +237,7 @@ impl<'r> Loader<'r> {
         config: &[u8],
         limits: Limits,
     ) -> Result<(), (String, LoadErrorKind)> {
-        let scratch = NodeState::default();
+        let scratch = NodeHandles::default();
         match self.runtime.instantiate(module, node.into(), config, limits, scratch, Clock::System) {
             Ok(_) => Ok(()),
             Err(err) => Err(match err.kind {

@@ -27,6 +27,10 @@ pub struct ChainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_hops: Option<u32>,
+    /// Where each message's event time comes from, and the allowed lateness that sets the
+    /// watermark windows close by. Default: the message's `ts`, no lateness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<crate::state::time::EventTimeSpec>,
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub connections: Vec<ConnectionSpec>,

@@ -12,6 +12,7 @@
 //! holds, while different originators run in parallel.
 
 pub mod ack;
+pub mod progress;
 pub mod stats;
 pub mod worker;
 
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use ack::{Ack, AckCounter, AckTarget};
+pub use progress::{Progress, ProgressToken};
 pub use stats::{NodeStats, RunStats};
 
 use crate::chain::Chain;
@@ -30,15 +32,28 @@ use crate::runtime::Runtime;
 use crate::state::StateStore;
 use worker::{NodeHealth, Worker};
 
-/// A message on its way in: its JSON, its partition key and its ack handle.
+/// A message on its way in: its JSON, its partition key, its ack handle and the watermark its
+/// source stamped on it.
 #[derive(Debug)]
 pub struct Envelope {
     pub msg: Bytes,
     pub key: u64,
     pub ack: Ack,
+    pub watermark: i64,
+    /// Set by the pipeline: marks the message done when dropped.
+    pub progress: Option<ProgressToken>,
 }
 
 impl Envelope {
+    pub fn new(msg: Bytes, key: u64, ack: Ack) -> Self {
+        Envelope { msg, key, ack, watermark: crate::state::time::NO_WATERMARK, progress: None }
+    }
+
+    pub fn with_watermark(mut self, watermark: i64) -> Self {
+        self.watermark = watermark;
+        self
+    }
+
     /// Partition key of an originator: messages with equal keys keep their order.
     pub fn key_of(entity_type: &str, name: &str) -> u64 {
         let mut h = fxhash::FxHasher64::default();
@@ -61,12 +76,14 @@ pub struct PipelineConfig {
     /// Messages waiting per worker before the source is made to wait.
     pub queue: usize,
     pub clock: Clock,
+    /// Close every window when the input ends (a finite input: a file, stdin).
+    pub flush_at_end: bool,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        PipelineConfig { workers: cores, queue: 1024, clock: Clock::System }
+        PipelineConfig { workers: cores, queue: 1024, clock: Clock::System, flush_at_end: true }
     }
 }
 
@@ -74,6 +91,8 @@ impl Default for PipelineConfig {
 pub struct Pipeline {
     inboxes: Vec<mpsc::Sender<Envelope>>,
     workers: Vec<std::thread::JoinHandle<RunStats>>,
+    progress: Arc<Progress>,
+    state: StateStore,
 }
 
 /// The pipeline has stopped taking messages.
@@ -89,10 +108,24 @@ impl Pipeline {
         sinks: Sinks,
         config: PipelineConfig,
     ) -> std::io::Result<Pipeline> {
+        Self::start_with_progress(runtime, chain, state, sinks, config, Arc::new(Progress::default()))
+    }
+
+    /// [`Pipeline::start`] continuing from `progress` (a restored checkpoint's watermark).
+    pub fn start_with_progress(
+        runtime: Arc<Runtime>,
+        chain: Arc<Chain>,
+        state: StateStore,
+        sinks: Sinks,
+        config: PipelineConfig,
+        progress: Arc<Progress>,
+    ) -> std::io::Result<Pipeline> {
         let health: Arc<Vec<NodeHealth>> = Arc::new(chain.nodes.iter().map(|_| NodeHealth::default()).collect());
+        let n = config.workers.max(1);
+        let barrier = Arc::new(std::sync::Barrier::new(n));
         let mut inboxes = Vec::new();
         let mut workers = Vec::new();
-        for i in 0..config.workers.max(1) {
+        for i in 0..n {
             let (tx, rx) = mpsc::channel(config.queue.max(1));
             let worker = Worker::new(
                 runtime.clone(),
@@ -101,23 +134,34 @@ impl Pipeline {
                 state.clone(),
                 config.clock.clone(),
                 sinks.clone(),
-            );
-            let handle =
-                std::thread::Builder::new().name(format!("sluice-worker-{i}")).spawn(move || worker.run(rx))?;
+            )
+            .with_progress(progress.clone());
+            let barrier = barrier.clone();
+            let flush = config.flush_at_end;
+            let handle = std::thread::Builder::new()
+                .name(format!("sluice-worker-{i}"))
+                .spawn(move || worker.run(rx, barrier, flush))?;
             inboxes.push(tx);
             workers.push(handle);
         }
-        Ok(Pipeline { inboxes, workers })
+        Ok(Pipeline { inboxes, workers, progress, state })
+    }
+
+    /// The watermark of completed work.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// Hands a message to its worker, waiting while that worker's queue is full.
-    pub async fn send(&self, envelope: Envelope) -> Result<(), Closed> {
+    pub async fn send(&self, mut envelope: Envelope) -> Result<(), Closed> {
+        envelope.progress = Some(self.progress.issue(envelope.watermark));
         let i = (envelope.key % self.inboxes.len() as u64) as usize;
         self.inboxes[i].send(envelope).await.map_err(|_| Closed)
     }
 
     /// Blocking [`Pipeline::send`], for callers outside the async runtime.
-    pub fn send_blocking(&self, envelope: Envelope) -> Result<(), Closed> {
+    pub fn send_blocking(&self, mut envelope: Envelope) -> Result<(), Closed> {
+        envelope.progress = Some(self.progress.issue(envelope.watermark));
         let i = (envelope.key % self.inboxes.len() as u64) as usize;
         self.inboxes[i].blocking_send(envelope).map_err(|_| Closed)
     }
@@ -130,6 +174,12 @@ impl Pipeline {
             match worker.join() {
                 Ok(s) => stats.merge(s),
                 Err(_) => tracing::error!("a worker thread panicked"),
+            }
+        }
+        for id in self.state.node_ids() {
+            let late: u64 = self.state.node(&id).windows.lock().iter().map(|s| s.late).sum();
+            if late > 0 {
+                stats.nodes.entry(id).or_default().late += late;
             }
         }
         stats

@@ -23,6 +23,11 @@ pub struct NodeStats {
     pub hop_limit: u64,
     /// Set once the node was disabled for repeated crashes.
     pub disabled: bool,
+    /// Events that came after all their windows had closed.
+    pub late: u64,
+    /// Windows handed to the node (`on_window`), and those it failed on.
+    pub windows_fired: u64,
+    pub window_failures: u64,
 }
 
 /// Counts for a whole run.
@@ -44,6 +49,9 @@ impl RunStats {
             mine.unhandled_failures += n.unhandled_failures;
             mine.hop_limit += n.hop_limit;
             mine.disabled |= n.disabled;
+            mine.late += n.late;
+            mine.windows_fired += n.windows_fired;
+            mine.window_failures += n.window_failures;
             for (r, c) in n.outputs {
                 *mine.outputs.entry(r).or_default() += c;
             }

@@ -5,18 +5,21 @@
 //! sends an originator's messages to one worker) and what lets a node instance be reused for
 //! every message without locks.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::progress::Progress;
 use super::stats::{NodeStats, RunStats};
-use super::{Envelope, Sinks};
+use super::{Ack, Envelope, Sinks};
 use crate::chain::{Chain, NodeIdx, NodeKind, RuleNode, SinkKind};
 use crate::host::{Clock, Emitted};
 use crate::runtime::{NodeError, NodeErrorKind, NodeInstance, Runtime};
-use crate::state::StateStore;
+use crate::state::time::{END_OF_INPUT, NO_WATERMARK};
+use crate::state::window::{Closed, ClosedWindow};
+use crate::state::{NodeWindows, StateStore};
 use sluice_sdk::relation::FAILURE;
 
 /// Crash bookkeeping shared by every worker's instance of a node.
@@ -35,12 +38,23 @@ pub struct Worker {
     state: StateStore,
     clock: Clock,
     sinks: Sinks,
+    progress: Arc<Progress>,
     instances: Vec<Option<NodeInstance>>,
+    /// The window stores of each rule node (empty for nodes that declare none).
+    windows: Vec<Option<NodeWindows>>,
     stats: Vec<NodeStats>,
     output_count: u64,
     /// Reused output buffer of node calls.
     outputs: Vec<(String, Emitted)>,
+    /// The watermark of the message being processed.
+    watermark: i64,
+    /// Windows already fired up to this watermark (by this worker).
+    fired: i64,
+    /// Early updates the current message caused: (node, window).
+    early: Vec<(NodeIdx, Closed)>,
 }
+
+type Pending = Vec<(NodeIdx, Bytes, u32)>;
 
 impl Worker {
     pub(super) fn new(
@@ -52,6 +66,11 @@ impl Worker {
         sinks: Sinks,
     ) -> Self {
         let n = chain.nodes.len();
+        let windows = chain
+            .nodes
+            .iter()
+            .map(|node| matches!(node.kind, NodeKind::Rule(_)).then(|| state.node(&node.id).windows))
+            .collect();
         Worker {
             runtime,
             chain,
@@ -59,11 +78,21 @@ impl Worker {
             state,
             clock,
             sinks,
+            progress: Arc::new(Progress::default()),
             instances: (0..n).map(|_| None).collect(),
+            windows,
             stats: vec![NodeStats::default(); n],
             output_count: 0,
             outputs: Vec::new(),
+            watermark: NO_WATERMARK,
+            fired: NO_WATERMARK,
+            early: Vec::new(),
         }
+    }
+
+    pub(super) fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// A worker with its own crash bookkeeping (for use outside a [`super::Pipeline`]).
@@ -72,9 +101,20 @@ impl Worker {
         Worker::new(runtime, chain, health, StateStore::default(), Clock::System, sinks)
     }
 
-    pub(super) fn run(mut self, mut inbox: mpsc::Receiver<Envelope>) -> RunStats {
+    pub(super) fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Envelope>,
+        all_drained: Arc<Barrier>,
+        flush: bool,
+    ) -> RunStats {
         while let Some(envelope) = inbox.blocking_recv() {
             self.process(envelope);
+        }
+        // Every worker has run everything it was given: the end of the input closes every window.
+        all_drained.wait();
+        if flush {
+            self.progress.end_of_input();
+            self.fire_due(END_OF_INPUT);
         }
         self.into_stats()
     }
@@ -89,10 +129,21 @@ impl Worker {
         stats
     }
 
-    /// Runs one message through the chain.
+    /// Runs one message through the chain, then the windows its completion closed.
     pub fn process(&mut self, envelope: Envelope) {
+        let Envelope { msg, ack, watermark, progress, .. } = envelope;
+        self.watermark = watermark;
+        self.run_from(vec![(self.chain.entry, msg, 1)], &ack);
+        for (idx, closed) in std::mem::take(&mut self.early) {
+            self.run_window(idx, closed, watermark);
+        }
+        drop(progress);
+        self.fire_due(self.progress.completed());
+    }
+
+    /// Depth-first through the chain from `pending`.
+    fn run_from(&mut self, mut pending: Pending, ack: &Ack) {
         let chain = self.chain.clone();
-        let mut pending: Vec<(NodeIdx, Bytes, u32)> = vec![(chain.entry, envelope.msg, 1)];
         while let Some((idx, msg, hops)) = pending.pop() {
             let node = &chain.nodes[idx];
             self.stats[idx].received += 1;
@@ -103,7 +154,7 @@ impl Worker {
                 NodeKind::Sink(SinkKind::Output) => {
                     self.output_count += 1;
                     if let Some(out) = &self.sinks.output
-                        && out.blocking_send((msg, envelope.ack.clone())).is_err()
+                        && out.blocking_send((msg, ack.clone())).is_err()
                     {
                         tracing::error!(node = %node.id, "output sink closed: message not written");
                     }
@@ -122,42 +173,123 @@ impl Worker {
                     vec![(FAILURE.to_string(), Emitted::Msg(with_error(&msg, &err)))]
                 }
             };
-            // Pushed in reverse so that outputs are processed in the order they were emitted.
-            for (n, (relation, emitted)) in outputs.into_iter().enumerate().rev() {
-                let (relation, out_msg) = match emitted {
-                    Emitted::Forward => (relation, msg.clone()),
-                    Emitted::Msg(bytes) => match ensure_id(bytes, &msg, n) {
-                        Ok(checked) => (relation, Bytes::from(checked)),
-                        Err(error) => {
-                            self.stats[idx].failures += 1;
-                            let err = NodeError { node: node.id.clone(), kind: NodeErrorKind::Abi(error) };
-                            (FAILURE.to_string(), Bytes::from(with_error(&msg, &err)))
-                        }
-                    },
-                };
-                if node.debug {
-                    tracing::info!(target: "sluice::debug", node = %node.id, event = "out", %relation,
-                        msg = %String::from_utf8_lossy(&out_msg));
+            self.route(idx, outputs, Some(&msg), hops, &mut pending);
+        }
+    }
+
+    /// Sends a node's outputs down its connections (pushed in reverse, so that they run in the
+    /// order they were emitted). `input` is what `forward` refers to (none for a window).
+    fn route(
+        &mut self,
+        idx: NodeIdx,
+        outputs: Vec<(String, Emitted)>,
+        input: Option<&Bytes>,
+        hops: u32,
+        pending: &mut Pending,
+    ) {
+        let chain = self.chain.clone();
+        let node = &chain.nodes[idx];
+        let empty = Bytes::new();
+        let parent = input.unwrap_or(&empty);
+        for (n, (relation, emitted)) in outputs.into_iter().enumerate().rev() {
+            let checked = match emitted {
+                Emitted::Forward if input.is_some() => Ok(parent.clone()),
+                Emitted::Forward => Err("a window result cannot forward: there is no incoming message".to_string()),
+                Emitted::Msg(bytes) => ensure_id(bytes, parent, n).map(Bytes::from),
+            };
+            let (relation, out_msg) = match checked {
+                Ok(msg) => (relation, msg),
+                Err(error) => {
+                    self.stats[idx].failures += 1;
+                    let err = NodeError { node: node.id.clone(), kind: NodeErrorKind::Abi(error) };
+                    (FAILURE.to_string(), Bytes::from(with_error(parent, &err)))
                 }
-                *self.stats[idx].outputs.entry_ref(&relation) += 1;
-                match chain.targets(idx, &relation) {
-                    Some(targets) => {
-                        for &target in targets.iter().rev() {
-                            self.push(&mut pending, idx, target, out_msg.clone(), hops);
-                        }
+            };
+            if node.debug {
+                tracing::info!(target: "sluice::debug", node = %node.id, event = "out", %relation,
+                    msg = %String::from_utf8_lossy(&out_msg));
+            }
+            *self.stats[idx].outputs.entry_ref(&relation) += 1;
+            match chain.targets(idx, &relation) {
+                Some(targets) => {
+                    for &target in targets.iter().rev() {
+                        self.push(pending, idx, target, out_msg.clone(), hops);
                     }
-                    None if relation == FAILURE => {
-                        self.stats[idx].unhandled_failures += 1;
-                        let error = error_of(&out_msg);
-                        tracing::warn!(node = %node.id, %error, "failure with no Failure connection");
-                    }
-                    None => *self.stats[idx].dropped.entry_ref(&relation) += 1,
                 }
+                None if relation == FAILURE => {
+                    self.stats[idx].unhandled_failures += 1;
+                    let error = error_of(&out_msg);
+                    tracing::warn!(node = %node.id, %error, "failure with no Failure connection");
+                }
+                None => *self.stats[idx].dropped.entry_ref(&relation) += 1,
             }
         }
     }
 
-    fn push(&mut self, pending: &mut Vec<(NodeIdx, Bytes, u32)>, from: NodeIdx, to: NodeIdx, msg: Bytes, hops: u32) {
+    /// Fires every window the completed watermark closed, once (whichever worker pops a window
+    /// from the shared store fires it).
+    fn fire_due(&mut self, watermark: i64) {
+        if watermark <= self.fired {
+            return;
+        }
+        self.fired = watermark;
+        let progress = self.progress.clone();
+        let _gate = progress.gate();
+        let chain = self.chain.clone();
+        for &idx in &chain.fire_order {
+            let Some(windows) = &self.windows[idx] else { continue };
+            let due: Vec<(Closed, i64)> = {
+                let mut stores = windows.lock();
+                let mut due = Vec::new();
+                for store in stores.iter_mut() {
+                    let grace = store.spec.grace_ms as i64;
+                    // A result carries the last watermark at which its window was open, so a
+                    // downstream window of the same size and grace still takes it.
+                    due.extend(store.due(watermark).into_iter().map(|c| {
+                        let open_until = c.end.saturating_add(grace).saturating_sub(1);
+                        (c, open_until)
+                    }));
+                }
+                due
+            };
+            for (closed, open_until) in due {
+                self.run_window(idx, closed, open_until);
+            }
+        }
+    }
+
+    /// Hands one window to its node and runs the results down the chain.
+    fn run_window(&mut self, idx: NodeIdx, closed: Closed, watermark: i64) {
+        let chain = self.chain.clone();
+        let NodeKind::Rule(rule) = &chain.nodes[idx].kind else { return };
+        let window = ClosedWindow::new(&chain.nodes[idx].id, closed);
+        let bytes = serde_json::to_vec(&window).unwrap_or_default();
+        let result = self.ensure_instance(idx, rule).and_then(|()| {
+            let instance = self.instances[idx].as_mut().expect("ensured above");
+            instance.set_watermark(watermark);
+            instance.call_window(&bytes, &mut self.outputs)
+        });
+        match result {
+            Ok(()) => {
+                self.stats[idx].windows_fired += 1;
+                let outputs = std::mem::take(&mut self.outputs);
+                let mut pending = Vec::new();
+                self.route(idx, outputs, None, 1, &mut pending);
+                let outer = std::mem::replace(&mut self.watermark, watermark);
+                self.run_from(pending, &Ack::none());
+                self.watermark = outer;
+            }
+            Err(err) => {
+                self.stats[idx].window_failures += 1;
+                if err.kind.is_crash() {
+                    self.instances[idx] = None;
+                }
+                tracing::error!(node = %chain.nodes[idx].id, window = %window.id, error = %err.kind, "window result failed");
+            }
+        }
+    }
+
+    fn push(&mut self, pending: &mut Pending, from: NodeIdx, to: NodeIdx, msg: Bytes, hops: u32) {
         if hops >= self.chain.max_hops {
             self.stats[from].hop_limit += 1;
             tracing::warn!(node = %self.chain.nodes[from].id, max_hops = self.chain.max_hops,
@@ -167,36 +299,43 @@ impl Worker {
         pending.push((to, msg, hops + 1));
     }
 
-    /// Calls the rule node `idx` with `msg`; outputs land in `self.outputs`.
-    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &[u8]) -> Result<(), NodeError> {
-        let health = &self.health[idx];
-        let id = &self.chain.nodes[idx].id;
-        if health.disabled.load(Ordering::Relaxed) {
-            return Err(NodeError { node: id.clone(), kind: NodeErrorKind::Disabled(rule.limits.disable_after) });
-        }
-        let result = match &mut self.instances[idx] {
-            Some(instance) => instance.call(msg, &mut self.outputs),
-            slot @ None => {
-                let state = self.state.node(id);
-                let clock = self.clock.clone();
-                match self.runtime.instantiate(
-                    &rule.module,
-                    id.as_str().into(),
-                    &rule.config,
-                    rule.limits,
-                    state,
-                    clock,
-                ) {
-                    Ok(fresh) => slot.insert(fresh).call(msg, &mut self.outputs),
-                    // A node whose init passed at load but fails now (it traps, or depends on
-                    // something that changed) counts as crashing, so that it can be disabled.
-                    Err(err) => Err(NodeError {
+    /// Starts the node's instance if it has none. A start that fails counts as a crash.
+    fn ensure_instance(&mut self, idx: NodeIdx, rule: &RuleNode) -> Result<(), NodeError> {
+        if self.instances[idx].is_none() {
+            let id = &self.chain.nodes[idx].id;
+            let state = self.state.node(id);
+            let clock = self.clock.clone();
+            match self.runtime.instantiate(&rule.module, id.as_str().into(), &rule.config, rule.limits, state, clock) {
+                Ok(fresh) => self.instances[idx] = Some(fresh),
+                // A node whose init passed at load but fails now (it traps, or depends on
+                // something that changed) counts as crashing, so that it can be disabled.
+                Err(err) => {
+                    return Err(NodeError {
                         node: err.node,
                         kind: NodeErrorKind::Trap(format!("init failed: {}", err.kind)),
-                    }),
+                    });
                 }
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// Calls the rule node `idx` with `msg`; outputs land in `self.outputs`.
+    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &[u8]) -> Result<(), NodeError> {
+        let health = self.health.clone();
+        let health = &health[idx];
+        if health.disabled.load(Ordering::Relaxed) {
+            let id = self.chain.nodes[idx].id.clone();
+            return Err(NodeError { node: id, kind: NodeErrorKind::Disabled(rule.limits.disable_after) });
+        }
+        let watermark = self.watermark;
+        let result = self.ensure_instance(idx, rule).and_then(|()| {
+            let instance = self.instances[idx].as_mut().expect("ensured above");
+            instance.set_watermark(watermark);
+            let result = instance.call(msg, &mut self.outputs);
+            self.early.extend(instance.take_early().into_iter().map(|c| (idx, c)));
+            result
+        });
         match result {
             Ok(()) => {
                 health.consecutive_crashes.store(0, Ordering::Relaxed);
@@ -207,6 +346,7 @@ impl Worker {
                 self.stats[idx].crashes += 1;
                 let crashes = health.consecutive_crashes.fetch_add(1, Ordering::Relaxed) + 1;
                 let limit = rule.limits.disable_after;
+                let id = &self.chain.nodes[idx].id;
                 tracing::warn!(node = %id, error = %err.kind, crashes, "node crashed; a fresh instance takes the next message");
                 if limit > 0 && crashes >= limit && !health.disabled.swap(true, Ordering::Relaxed) {
                     tracing::error!(node = %id, crashes, "node disabled after consecutive crashes");

@@ -8,6 +8,8 @@ pub mod clock;
 pub mod emit;
 pub mod log;
 pub mod state;
+pub mod table;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ pub use clock::Clock;
 pub use emit::Emitted;
 
 use crate::runtime::limits::MemoryCap;
-use crate::state::NodeState;
+use crate::state::NodeHandles;
+use crate::state::window::Closed;
 
 /// Per-instance data of the store.
 pub struct HostState {
@@ -31,12 +34,16 @@ pub struct HostState {
     pub failure: Option<String>,
     /// A value `state_get` found, waiting for `take_value`.
     pub staged: Option<Vec<u8>>,
-    pub state: NodeState,
+    pub state: NodeHandles,
     pub clock: Clock,
+    /// The watermark stamped on the message being handled.
+    pub watermark: i64,
+    /// Early updates the current call caused, handed to `sluice_on_window` after it.
+    pub early: Vec<Closed>,
 }
 
 impl HostState {
-    pub fn new(node: Arc<str>, memory_cap: usize, state: NodeState, clock: Clock) -> Self {
+    pub fn new(node: Arc<str>, memory_cap: usize, state: NodeHandles, clock: Clock) -> Self {
         HostState {
             node,
             memory: None,
@@ -46,6 +53,8 @@ impl HostState {
             staged: None,
             state,
             clock,
+            watermark: crate::state::time::NO_WATERMARK,
+            early: Vec::new(),
         }
     }
 }
@@ -56,6 +65,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     clock::add_to_linker(linker)?;
     emit::add_to_linker(linker)?;
     state::add_to_linker(linker)?;
+    window::add_to_linker(linker)?;
+    table::add_to_linker(linker)?;
     Ok(())
 }
 

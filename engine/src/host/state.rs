@@ -9,7 +9,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("sluice", "state_get", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
         let (memory, host) = split(&mut caller)?;
         let key = slice(memory, ptr, len)?;
-        host.staged = host.state.get(key);
+        host.staged = host.state.kv.get(key);
         Ok(host.staged.as_ref().map_or(-1, |v| v.len() as i64))
     })?;
     linker.func_wrap("sluice", "take_value", |mut caller: Caller<'_, HostState>, dst: u32| {
@@ -27,13 +27,13 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "state_put",
         |mut caller: Caller<'_, HostState>, kp: u32, kl: u32, vp: u32, vl: u32| {
             let (memory, host) = split(&mut caller)?;
-            host.state.put(slice(memory, kp, kl)?, slice(memory, vp, vl)?);
+            host.state.kv.put(slice(memory, kp, kl)?, slice(memory, vp, vl)?);
             Ok(())
         },
     )?;
     linker.func_wrap("sluice", "state_delete", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
         let (memory, host) = split(&mut caller)?;
-        host.state.delete(slice(memory, ptr, len)?);
+        host.state.kv.delete(slice(memory, ptr, len)?);
         Ok(())
     })?;
     Ok(())

@@ -10,7 +10,7 @@ pub const ABI_VERSION: u32 = sluice_sdk::abi::ABI_VERSION;
 /// The import module name of every host function.
 pub const IMPORT_MODULE: &str = "sluice";
 
-use ValType::{I32, I64};
+use ValType::{F64, I32, I64};
 
 /// Every host function a guest may import: name, parameters, results.
 pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
@@ -23,7 +23,20 @@ pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("take_value", &[I32], &[]),
     ("state_put", &[I32, I32, I32, I32], &[]),
     ("state_delete", &[I32, I32], &[]),
+    ("watermark", &[], &[I64]),
+    ("window_define", &[I32, I32], &[I32]),
+    ("window_add", &[I32, I32, I32, I64, F64], &[I32]),
+    ("window_item", &[I32, I32, I32, I64, I32, I32, I32], &[I32]),
+    ("window_fold_get", &[I32, I32, I32, I64], &[I64]),
+    ("window_fold_put", &[I32, I32, I32, I64, I32, I32], &[I32]),
+    ("table_get", &[I32, I32, I32, I32], &[I64]),
+    ("table_put", &[I32, I32, I32, I32, I32, I32], &[]),
+    ("table_delete", &[I32, I32, I32, I32], &[]),
 ];
+
+/// Exports a guest may have: `sluice_on_window(len) -> status`, required once it declares a
+/// window.
+pub const OPTIONAL_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[("sluice_on_window", &[I32], &[I32])];
 
 /// Every function a guest must export.
 pub const GUEST_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[

@@ -15,6 +15,7 @@ pub struct NodeInstance {
     memory: Memory,
     reserve: TypedFunc<u32, u32>,
     on_msg: TypedFunc<u32, u32>,
+    on_window: Option<TypedFunc<u32, u32>>,
     /// The guest's input buffer (see `sluice_reserve`), so most calls need no extra round trip.
     buf_ptr: u32,
     buf_cap: u32,
@@ -47,11 +48,13 @@ impl NodeInstance {
         let reserve = typed(&mut store, "sluice_reserve")?;
         let init = typed(&mut store, "sluice_init")?;
         let on_msg = typed(&mut store, "sluice_on_msg")?;
+        let on_window = instance.get_typed_func::<u32, u32>(&mut store, "sluice_on_window").ok();
         let mut this = NodeInstance {
             store,
             memory,
             reserve,
             on_msg,
+            on_window,
             buf_ptr: 0,
             buf_cap: 0,
             deadline: limits.deadline,
@@ -118,6 +121,30 @@ impl NodeInstance {
     /// replaces it).
     pub fn call(&mut self, msg: &[u8], outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
         let status = self.invoke(self.on_msg.clone(), msg, self.deadline)?;
+        self.finish(status, outputs)
+    }
+
+    /// Sets the watermark the next calls see (the one stamped on the message being handled).
+    pub fn set_watermark(&mut self, watermark: i64) {
+        self.store.data_mut().watermark = watermark;
+    }
+
+    /// Early updates the last call caused.
+    pub fn take_early(&mut self) -> Vec<crate::state::window::Closed> {
+        std::mem::take(&mut self.store.data_mut().early)
+    }
+
+    /// Hands a closed window (JSON of a `ClosedWindow`) to the guest.
+    pub fn call_window(&mut self, window: &[u8], outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+        let Some(on_window) = self.on_window.clone() else {
+            let node = self.store.data().node.to_string();
+            return Err(NodeError { node, kind: NodeErrorKind::Abi("module has no `sluice_on_window` export".into()) });
+        };
+        let status = self.invoke(on_window, window, self.deadline)?;
+        self.finish(status, outputs)
+    }
+
+    fn finish(&mut self, status: u32, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
         let host = self.store.data_mut();
         match status {
             STATUS_OK => {

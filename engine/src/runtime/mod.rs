@@ -21,7 +21,7 @@ pub use instance::NodeInstance;
 pub use limits::Limits;
 
 use crate::host::{self, Clock, HostState};
-use crate::state::NodeState;
+use crate::state::NodeHandles;
 use cache::DiskCache;
 
 /// How often the epoch advances: the granularity of deadlines.
@@ -156,7 +156,7 @@ impl Runtime {
         node: Arc<str>,
         config: &[u8],
         limits: Limits,
-        state: NodeState,
+        state: NodeHandles,
         clock: Clock,
     ) -> Result<NodeInstance, NodeError> {
         let host = HostState::new(node, limits.memory_bytes, state, clock);
@@ -167,7 +167,7 @@ impl Runtime {
 /// Calls `sluice_abi_version` on a scratch instance.
 fn check_version(engine: &Engine, pre: &InstancePre<HostState>) -> Result<(), ModuleError> {
     // The largest cap a node may ask for: the node's own cap applies to its real instances.
-    let host = HostState::new("abi-check".into(), limits::MAX_MEMORY, NodeState::default(), Clock::System);
+    let host = HostState::new("abi-check".into(), limits::MAX_MEMORY, NodeHandles::default(), Clock::System);
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limiter);
     store.set_epoch_deadline(ticks(Duration::from_secs(5)));

@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::table::Tables;
+use super::window::{WindowSpec, WindowStore};
+
 /// Plain keyed state of one node: bytes to bytes.
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
@@ -36,21 +39,94 @@ impl NodeState {
         self.lock().len()
     }
 
+    /// Every entry, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut entries: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        entries.sort();
+        entries
+    }
+
+    pub fn restore(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        *self.lock() = entries.into_iter().collect();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// The state of every node of a running chain, by node id.
+/// The windows one node declared, by handle (the order of declaration).
+#[derive(Debug, Clone, Default)]
+pub struct NodeWindows {
+    inner: Arc<Mutex<Vec<WindowStore>>>,
+}
+
+impl NodeWindows {
+    pub fn lock(&self) -> MutexGuard<'_, Vec<WindowStore>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Declares a window: a known name with the same definition reattaches its state; with a
+    /// different one it is refused, since the stored state was built under the old definition.
+    pub fn define(&self, node: &str, spec: WindowSpec) -> Result<usize, String> {
+        spec.validate()?;
+        let mut stores = self.lock();
+        if let Some(i) = stores.iter().position(|s| s.spec.name == spec.name) {
+            if stores[i].spec != spec {
+                return Err(format!(
+                    "node `{node}`: window `{}` has state built with {}; the module now declares {}. The state \
+                     schema changed: keep the old definition, rename the window, or delete the state directory",
+                    spec.name,
+                    serde_json::to_string(&stores[i].spec).unwrap_or_default(),
+                    serde_json::to_string(&spec).unwrap_or_default()
+                ));
+            }
+            return Ok(i);
+        }
+        stores.push(WindowStore::new(spec));
+        Ok(stores.len() - 1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// What a node instance reaches of the host's state.
+#[derive(Debug, Clone, Default)]
+pub struct NodeHandles {
+    pub kv: NodeState,
+    pub windows: NodeWindows,
+    pub tables: Tables,
+}
+
+/// The state of every node of a running chain, by node id, and the chain's tables.
 #[derive(Debug, Clone, Default)]
 pub struct StateStore {
-    nodes: Arc<Mutex<HashMap<String, NodeState>>>,
+    nodes: Arc<Mutex<HashMap<String, (NodeState, NodeWindows)>>>,
+    tables: Tables,
 }
 
 impl StateStore {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (NodeState, NodeWindows)>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The state of `node`, created empty on first use.
-    pub fn node(&self, node: &str) -> NodeState {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        nodes.entry(node.to_string()).or_default().clone()
+    pub fn node(&self, node: &str) -> NodeHandles {
+        let mut nodes = self.lock();
+        let (kv, windows) = nodes.entry(node.to_string()).or_default().clone();
+        NodeHandles { kv, windows, tables: self.tables.clone() }
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Node ids with state, sorted.
+    pub fn node_ids(&self) -> Vec<String> {
+        let mut ids: Vec<_> = self.lock().keys().cloned().collect();
+        ids.sort();
+        ids
     }
 }

@@ -14,6 +14,10 @@ pub mod checkpoint;
 pub mod kv;
 pub mod table;
 pub mod time;
-pub mod window;
+pub mod window {
+    //! The window store is defined once, in sluice-sdk, so that the native test harness closes
+    //! windows exactly as the engine does.
+    pub use sluice_sdk::windows::*;
+}
 
-pub use kv::{NodeState, StateStore};
+pub use kv::{NodeHandles, NodeState, NodeWindows, StateStore};

@@ -86,11 +86,13 @@ pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
         }
         out
     });
+    let mut watermark = i64::MIN;
     for (i, msg) in msgs.iter().enumerate() {
+        watermark = watermark.max(msg.ts);
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
         let bytes = serde_json::to_vec(msg).expect("serialize");
         pipeline
-            .send_blocking(Envelope { msg: bytes.into(), key, ack: Ack::new(acks.clone(), i as u64) })
+            .send_blocking(Envelope::new(bytes.into(), key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
             .expect("send");
     }
     let stats = pipeline.shutdown();

@@ -364,7 +364,14 @@ impl WindowStore {
     /// The current state of (`key`, `start`), as an early update.
     pub fn peek(&self, key: &str, start: i64) -> Option<Closed> {
         let w = self.open.get(&(key.to_string(), start))?;
-        Some(Closed { window: self.spec.name.clone(), key: key.to_string(), start, end: w.end, early: true, acc: w.acc.clone() })
+        Some(Closed {
+            window: self.spec.name.clone(),
+            key: key.to_string(),
+            start,
+            end: w.end,
+            early: true,
+            acc: w.acc.clone(),
+        })
     }
 
     /// Removes and returns every window whose close time the watermark has reached, in close
@@ -496,9 +503,75 @@ mod tests {
     fn specs_are_validated() {
         assert!(spec(WindowKind::Tumbling { size_ms: 0 }, 0).validate().is_err());
         assert!(spec(WindowKind::Hopping { size_ms: 5, advance_ms: 10 }, 0).validate().is_err());
-        let parsed: WindowSpec =
-            serde_json::from_value(json!({"name": "x", "kind": {"type": "tumbling", "sizeMs": 10000}, "graceMs": 2000}))
-                .unwrap();
+        let parsed: WindowSpec = serde_json::from_value(
+            json!({"name": "x", "kind": {"type": "tumbling", "sizeMs": 10000}, "graceMs": 2000}),
+        )
+        .unwrap();
         assert_eq!(parsed.kind, WindowKind::Tumbling { size_ms: 10000 });
+    }
+}
+
+/// A window handed to [`crate::Node::on_window`]: final, or an early update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedWindow {
+    /// `node/window/key/start`: deterministic, and the parent of the ids of messages the node
+    /// emits for this window.
+    pub id: String,
+    pub window: String,
+    pub key: String,
+    pub start: i64,
+    pub end: i64,
+    pub early: bool,
+    pub acc: Acc,
+}
+
+impl ClosedWindow {
+    pub fn new(node: &str, closed: Closed) -> Self {
+        ClosedWindow {
+            id: format!("{node}/{}/{}/{}", closed.window, closed.key, closed.start),
+            window: closed.window,
+            key: closed.key,
+            start: closed.start,
+            end: closed.end,
+            early: closed.early,
+            acc: closed.acc,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.acc.count
+    }
+    pub fn sum(&self) -> f64 {
+        self.acc.sum
+    }
+    pub fn avg(&self) -> Option<f64> {
+        self.acc.avg()
+    }
+    pub fn min(&self) -> Option<f64> {
+        self.acc.min
+    }
+    pub fn max(&self) -> Option<f64> {
+        self.acc.max
+    }
+    pub fn first(&self) -> Option<f64> {
+        self.acc.first.map(|(_, v)| v)
+    }
+    pub fn last(&self) -> Option<f64> {
+        self.acc.last.map(|(_, v)| v)
+    }
+    pub fn stddev(&self) -> Option<f64> {
+        self.acc.stddev()
+    }
+    /// Group-collect items (or a join's left side).
+    pub fn items(&self) -> &[Value] {
+        &self.acc.items
+    }
+    /// A join's right side.
+    pub fn right(&self) -> &[Value] {
+        &self.acc.right
+    }
+    /// The guest's accumulators: one, or one per merged session.
+    pub fn folds(&self) -> &[Value] {
+        &self.acc.folds
     }
 }

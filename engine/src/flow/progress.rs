@@ -1,0 +1,126 @@
+//! Progress: the watermark of the work that is *done*.
+//!
+//! The source stamps each message with its watermark, and messages run on several workers at
+//! once. A window may only close when every message stamped before the watermark reached its
+//! close time has been processed — otherwise a message still queued on a slower worker would
+//! find its (not late) window gone. So windows close by the *completed* watermark: the stamp of
+//! the newest message all of whose predecessors are done. Work that is not a message — firing
+//! windows — is tracked too, so a checkpoint can wait until nothing at all is in flight.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::state::time::{END_OF_INPUT, NO_WATERMARK};
+
+#[derive(Debug)]
+pub struct Progress {
+    inner: Mutex<Inner>,
+    completed: AtomicI64,
+    /// Held by whoever fires windows (one worker at a time, so a downstream window never closes
+    /// while an upstream result for it is still on its way) and by a checkpoint (so that no
+    /// window is popped from the state and not yet written out while it is taken).
+    gate: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    next_seq: u64,
+    /// In-flight message → the watermark as it was before that message.
+    in_flight: BTreeMap<u64, i64>,
+    latest: i64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            inner: Mutex::new(Inner { next_seq: 0, in_flight: BTreeMap::new(), latest: NO_WATERMARK }),
+            completed: AtomicI64::new(NO_WATERMARK),
+            gate: Mutex::new(()),
+        }
+    }
+}
+
+/// Held while a message is processed; dropping it marks the message done.
+#[derive(Debug)]
+pub struct ProgressToken {
+    progress: Arc<Progress>,
+    seq: u64,
+}
+
+impl Drop for ProgressToken {
+    fn drop(&mut self) {
+        self.progress.done(self.seq);
+    }
+}
+
+impl Progress {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A message stamped `watermark` enters.
+    pub fn issue(self: &Arc<Self>, watermark: i64) -> ProgressToken {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let before = inner.latest;
+        inner.in_flight.insert(seq, before);
+        inner.latest = inner.latest.max(watermark);
+        ProgressToken { progress: self.clone(), seq }
+    }
+
+    fn done(&self, seq: u64) {
+        let mut inner = self.lock();
+        inner.in_flight.remove(&seq);
+        let completed = inner.in_flight.first_key_value().map_or(inner.latest, |(_, before)| *before);
+        self.completed.fetch_max(completed, Ordering::SeqCst);
+    }
+
+    /// The watermark every finished message allows.
+    pub fn completed(&self) -> i64 {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// The input ended: every window may close.
+    pub fn end_of_input(&self) {
+        self.completed.store(END_OF_INPUT, Ordering::SeqCst);
+    }
+
+    /// Restores the watermark a checkpoint recorded.
+    pub fn restore(&self, watermark: i64) {
+        let mut inner = self.lock();
+        inner.latest = inner.latest.max(watermark);
+        self.completed.fetch_max(watermark, Ordering::SeqCst);
+    }
+
+    /// Held while windows fire, and while a checkpoint is taken.
+    pub fn gate(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// No message in flight.
+    pub fn idle(&self) -> bool {
+        self.lock().in_flight.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_watermark_waits_for_the_slowest_message() {
+        let p = Arc::new(Progress::default());
+        let a = p.issue(10);
+        let b = p.issue(20);
+        let c = p.issue(30);
+        drop(b);
+        assert_eq!(p.completed(), NO_WATERMARK, "a (stamped 10) is still running");
+        drop(a);
+        assert_eq!(p.completed(), 20, "c is running: everything up to b is done");
+        drop(c);
+        assert_eq!(p.completed(), 30);
+        assert!(p.idle());
+    }
+}
