@@ -82,6 +82,18 @@ pub struct RunArgs {
     /// Write the run's counts (per node and relation) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
+    /// Where state is checkpointed; a run killed mid-way resumes from there.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub state_dir: PathBuf,
+    /// Keep state in memory only (no checkpoints, no resume).
+    #[arg(long)]
+    pub no_state: bool,
+    /// Ignore any checkpoint and start from the first line.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Milliseconds between checkpoints.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub checkpoint_ms: u64,
     #[command(flatten)]
     pub modules: ModuleArgs,
 }
@@ -168,13 +180,19 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         output: Stream::parse(&args.output),
         pipeline,
         strict: args.strict,
+        state_dir: (!args.no_state).then_some(args.state_dir),
+        checkpoint_every: std::time::Duration::from_millis(args.checkpoint_ms.max(1)),
+        fresh: args.fresh,
     };
     let runtime = runtime()?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (report, stopped_at) = tokio.block_on(sluice::run::run(runtime, options))?;
+    if report.resumed_after > 0 {
+        eprintln!("sluice: resumed after line {} (covered by the last checkpoint)", report.resumed_after);
+    }
     eprintln!(
-        "sluice: {} lines, {} messages, {} malformed, {} acked, {} written",
-        report.lines, report.messages, report.malformed, report.acked, report.written
+        "sluice: {} lines, {} messages, {} malformed, {} acked, {} written, {} checkpoints",
+        report.lines, report.messages, report.malformed, report.acked, report.written, report.checkpoints
     );
     if let Some(path) = &args.stats {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)

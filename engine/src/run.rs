@@ -1,18 +1,26 @@
 //! `sluice run`, embedded: JSON lines in, the chain, JSON lines out. No broker needed.
+//!
+//! With a state directory (the default, `./data`), state is checkpointed every
+//! `checkpoint_every` together with the number of input lines it reflects. A run that was killed
+//! resumes from its last checkpoint: the state is restored, the lines it covers are skipped, the
+//! rest replayed, and the output file is appended to — results written after the checkpoint come
+//! again with the same ids. A run that reached the end of its input marks its checkpoint
+//! complete, so running it again starts fresh.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::chain::{Chain, LoadError, Loader};
-use crate::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, RunStats, Sinks};
+use crate::chain::{Chain, LoadError, Loader, NodeKind};
+use crate::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
-use crate::sinks::jsonl::write_lines;
+use crate::sinks::jsonl::{self as output, SinkSender, Target};
 use crate::sources::jsonl::{LineError, parse_line};
 use crate::state::StateStore;
+use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
 use crate::state::time::Watermarks;
 
 /// Where lines come from / go to: a file, or stdin/stdout (`-`).
@@ -30,7 +38,7 @@ impl Stream {
     fn name(&self) -> String {
         match self {
             Stream::Std => "stdin".into(),
-            Stream::File(p) => p.display().to_string(),
+            Stream::File(p) => p.canonicalize().unwrap_or_else(|_| p.clone()).display().to_string(),
         }
     }
 }
@@ -44,13 +52,20 @@ pub struct RunOptions {
     pub pipeline: PipelineConfig,
     /// Stop at the first malformed input line.
     pub strict: bool,
+    /// Where checkpoints live (`None`: state in memory only).
+    pub state_dir: Option<PathBuf>,
+    pub checkpoint_every: Duration,
+    /// Ignore any checkpoint and start over.
+    pub fresh: bool,
 }
 
 /// What a run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
-    /// Input lines read (blank lines included).
+    /// Input lines read (blank lines and lines skipped on resume included).
     pub lines: u64,
+    /// Lines a restored checkpoint already covered (not run again).
+    pub resumed_after: u64,
     /// Messages handed to the chain.
     pub messages: u64,
     /// Lines that were not messages (reported with their line numbers).
@@ -59,6 +74,7 @@ pub struct RunReport {
     pub acked: u64,
     /// Lines written to the output.
     pub written: u64,
+    pub checkpoints: u64,
     pub stats: RunStats,
 }
 
@@ -70,94 +86,243 @@ pub enum RunError {
     Io { what: String, source: std::io::Error },
     #[error("cannot start workers: {0}")]
     Start(std::io::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    State(String),
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> RunError {
+    move |source| RunError::Io { what, source }
+}
+
+/// The checkpoint file of a chain: one per chain file, under the state directory.
+fn checkpoint_path(dir: &std::path::Path, chain: &std::path::Path) -> PathBuf {
+    let canonical = chain.canonicalize().unwrap_or_else(|_| chain.to_path_buf());
+    let hash = crate::runtime::cache::content_hash(canonical.display().to_string().as_bytes());
+    let stem = chain.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "chain".into());
+    dir.join(format!("{stem}-{}.redb", &hash[..12]))
 }
 
 /// Loads the chain and runs the input through it to the end.
 pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunReport, Option<LineError>), RunError> {
     let chain = Arc::new(Loader::new(&runtime, options.module_dirs.clone()).load(&options.chain)?);
-    let io = |what: String| move |source| RunError::Io { what, source };
-    let (out_tx, out_rx) = mpsc::channel(4096);
-    let writer: Box<dyn AsyncWrite + Unpin + Send> = match &options.output {
-        Stream::Std => Box::new(tokio::io::stdout()),
+    let state = StateStore::default();
+    let source = options.input.name();
+    let checkpoints = match &options.state_dir {
+        Some(dir) => Some(Arc::new(Checkpoints::open(&checkpoint_path(dir, &options.chain))?)),
+        None => None,
+    };
+    let mut resume = None;
+    if let Some(cp) = &checkpoints
+        && let Some(position) = cp.position()?
+    {
+        if !options.fresh && !position.complete && position.source == source {
+            cp.restore(&state)?;
+            tracing::info!(lines = position.position, "resuming from the last checkpoint");
+            resume = Some(position);
+        } else {
+            tracing::info!("previous state is complete or of another input: starting fresh");
+        }
+    }
+    check_state(&runtime, &chain, &state)?;
+
+    let target = match &options.output {
+        Stream::Std => Target::Stdout,
         Stream::File(p) => {
-            Box::new(tokio::fs::File::create(p).await.map_err(io(format!("cannot create {}", p.display())))?)
+            let mut open = std::fs::OpenOptions::new();
+            open.create(true);
+            if resume.is_some() {
+                open.append(true)
+            } else {
+                open.write(true).truncate(true)
+            };
+            Target::File(open.open(p).map_err(io(format!("cannot open {} for writing", p.display())))?)
         }
     };
-    let sink = tokio::spawn(write_lines(out_rx, writer));
+    let (out_tx, writer) = output::spawn(target, 4096).map_err(RunError::Start)?;
     let reader: Box<dyn AsyncRead + Unpin + Send> = match &options.input {
         Stream::Std => Box::new(tokio::io::stdin()),
         Stream::File(p) => {
             Box::new(tokio::fs::File::open(p).await.map_err(io(format!("cannot open {}", p.display())))?)
         }
     };
-    let sinks = Sinks { output: Some(out_tx) };
-    let pipeline =
-        Pipeline::start(runtime.clone(), chain.clone(), StateStore::default(), sinks, options.pipeline.clone())
-            .map_err(RunError::Start)?;
+    let progress = Arc::new(Progress::default());
+    if let Some(position) = &resume {
+        progress.restore(position.completed);
+    }
+    let sinks = Sinks { output: Some(out_tx.clone()) };
+    let pipeline = Pipeline::start_with_progress(
+        runtime.clone(),
+        chain.clone(),
+        state.clone(),
+        sinks,
+        options.pipeline.clone(),
+        progress.clone(),
+    )
+    .map_err(RunError::Start)?;
     let acks = Arc::new(AckCounter::default());
     let mut report = RunReport::default();
-    let read = read_input(reader, &options, &chain, &pipeline, &acks, &mut report).await;
-    let pipeline_stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();
-    report.written = match sink.await {
+    let mut reading = Reading {
+        options: &options,
+        chain: &chain,
+        pipeline: &pipeline,
+        acks: &acks,
+        state: &state,
+        checkpoints: checkpoints.clone(),
+        out_tx: &out_tx,
+        source: source.clone(),
+        watermarks: resume.as_ref().map_or_else(|| Watermarks::new(&chain.event_time), |p| p.watermarks.clone()),
+        skip: resume.as_ref().map_or(0, |p| p.position),
+    };
+    let read = reading.read(reader, &mut report).await;
+    let watermarks = reading.watermarks.clone();
+    let stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();
+    let ended = matches!(read, Ok(None));
+    if let Some(cp) = &checkpoints
+        && ended
+    {
+        // The input ended and every window was flushed: a complete checkpoint, so that running
+        // the same input again starts over instead of resuming.
+        let position = SourcePosition {
+            source,
+            position: report.lines,
+            watermarks,
+            completed: progress.completed(),
+            complete: true,
+        };
+        output::flush(&out_tx).map_err(io("cannot flush the output".into()))?;
+        cp.save(&state, &position)?;
+        report.checkpoints += 1;
+    }
+    drop(out_tx);
+    report.written = match writer.join() {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return Err(RunError::Io { what: "cannot write output".into(), source: e }),
         Err(_) => 0,
     };
-    report.stats = pipeline_stats;
+    report.stats = stats;
     report.acked = acks.count();
     let stopped_at = read?;
     Ok((report, stopped_at))
 }
 
-/// Reads lines until EOF (or, when strict, the first bad line, which is returned).
-async fn read_input(
-    reader: Box<dyn AsyncRead + Unpin + Send>,
-    options: &RunOptions,
-    chain: &Chain,
-    pipeline: &Pipeline,
-    acks: &Arc<AckCounter>,
-    report: &mut RunReport,
-) -> Result<Option<LineError>, RunError> {
-    let source = options.input.name();
-    let mut reader = BufReader::with_capacity(1 << 16, reader);
-    let mut buf = Vec::new();
-    let mut watermarks = Watermarks::new(&chain.event_time);
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .await
-            .map_err(|source| RunError::Io { what: format!("cannot read {}", options.input.name()), source })?;
-        if n == 0 {
-            return Ok(None);
+/// Starts every rule node once against the real (possibly restored) state, so a state schema
+/// the module no longer accepts stops the run here, with the node's own message.
+fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), RunError> {
+    for node in &chain.nodes {
+        if let NodeKind::Rule(rule) = &node.kind {
+            let handles = state.node(&node.id);
+            runtime
+                .instantiate(
+                    &rule.module,
+                    node.id.as_str().into(),
+                    &rule.config,
+                    rule.limits,
+                    handles,
+                    Default::default(),
+                )
+                .map_err(|e| RunError::State(format!("{}: {e}", chain.file.display())))?;
         }
-        report.lines += 1;
-        let line = report.lines;
-        let parsed = match std::str::from_utf8(&buf) {
-            Ok(text) => parse_line(&source, line, text, options.pipeline.clock.now_ms()),
-            Err(e) => Err(LineError { input: source.clone(), line, message: format!("not UTF-8: {e}") }),
+    }
+    Ok(())
+}
+
+struct Reading<'a> {
+    options: &'a RunOptions,
+    chain: &'a Chain,
+    pipeline: &'a Pipeline,
+    acks: &'a Arc<AckCounter>,
+    state: &'a StateStore,
+    checkpoints: Option<Arc<Checkpoints>>,
+    out_tx: &'a SinkSender,
+    source: String,
+    watermarks: Watermarks,
+    /// Lines a restored checkpoint covers.
+    skip: u64,
+}
+
+impl Reading<'_> {
+    /// Reads lines until EOF (or, when strict, the first bad line, which is returned).
+    async fn read(
+        &mut self,
+        reader: Box<dyn AsyncRead + Unpin + Send>,
+        report: &mut RunReport,
+    ) -> Result<Option<LineError>, RunError> {
+        let options = self.options;
+        let mut reader = BufReader::with_capacity(1 << 16, reader);
+        let mut buf = Vec::new();
+        let mut last_checkpoint = Instant::now();
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).await.map_err(io(format!("cannot read {}", self.source)))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            report.lines += 1;
+            let line = report.lines;
+            if line <= self.skip {
+                report.resumed_after = line;
+                continue;
+            }
+            if self.checkpoints.is_some() && last_checkpoint.elapsed() >= options.checkpoint_every {
+                self.checkpoint(line - 1).await?;
+                report.checkpoints += 1;
+                last_checkpoint = Instant::now();
+            }
+            let now = options.pipeline.clock.now_ms();
+            let parsed = match std::str::from_utf8(&buf) {
+                Ok(text) => parse_line(&self.source, line, text, now),
+                Err(e) => Err(LineError { input: self.source.clone(), line, message: format!("not UTF-8: {e}") }),
+            };
+            match parsed {
+                Ok(None) => {}
+                Ok(Some(msg)) => {
+                    let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
+                    let watermark = self.watermarks.observe(0, self.chain.time_field.event_time(&msg, now), now);
+                    let bytes = serde_json::to_vec(&msg)
+                        .map_err(|e| RunError::Io { what: format!("line {line}"), source: std::io::Error::other(e) })?;
+                    let ack = Ack::new(self.acks.clone(), line);
+                    report.messages += 1;
+                    let envelope = Envelope::new(bytes.into(), key, ack).with_watermark(watermark);
+                    if self.pipeline.send(envelope).await.is_err() {
+                        return Ok(None);
+                    }
+                }
+                Err(err) => {
+                    report.malformed += 1;
+                    tracing::warn!("{err}");
+                    if options.strict {
+                        return Ok(Some(err));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A consistent cut: no message in flight, no window firing, the output on disk — then the
+    /// state and the position (`lines` consumed) in one transaction.
+    async fn checkpoint(&self, lines: u64) -> Result<(), RunError> {
+        let Some(cp) = self.checkpoints.clone() else { return Ok(()) };
+        let progress = self.pipeline.progress().clone();
+        while !progress.idle() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let (state, out_tx) = (self.state.clone(), self.out_tx.clone());
+        let mut position = SourcePosition {
+            source: self.source.clone(),
+            position: lines,
+            watermarks: self.watermarks.clone(),
+            completed: 0,
+            complete: false,
         };
-        match parsed {
-            Ok(None) => {}
-            Ok(Some(msg)) => {
-                let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-                let now = options.pipeline.clock.now_ms();
-                let watermark = watermarks.observe(0, chain.time_field.event_time(&msg, now), now);
-                let bytes = serde_json::to_vec(&msg)
-                    .map_err(|e| RunError::Io { what: format!("line {line}"), source: std::io::Error::other(e) })?;
-                let ack = Ack::new(acks.clone(), line);
-                report.messages += 1;
-                if pipeline.send(Envelope::new(bytes.into(), key, ack).with_watermark(watermark)).await.is_err() {
-                    return Ok(None);
-                }
-            }
-            Err(err) => {
-                report.malformed += 1;
-                tracing::warn!("{err}");
-                if options.strict {
-                    return Ok(Some(err));
-                }
-            }
-        }
+        tokio::task::spawn_blocking(move || {
+            let _gate = progress.gate();
+            position.completed = progress.completed();
+            output::flush(&out_tx).map_err(io("cannot flush the output".into()))?;
+            cp.save(&state, &position).map_err(RunError::from)
+        })
+        .await
+        .map_err(|e| RunError::State(format!("checkpoint task failed: {e}")))?
     }
 }

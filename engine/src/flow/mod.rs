@@ -67,7 +67,7 @@ impl Envelope {
 #[derive(Debug, Clone, Default)]
 pub struct Sinks {
     /// The run's output (`sink: "output"`); `None` discards (still counted).
-    pub output: Option<mpsc::Sender<(Bytes, Ack)>>,
+    pub output: Option<crate::sinks::jsonl::SinkSender>,
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ use super::{Ack, Envelope, Sinks};
 use crate::chain::{Chain, NodeIdx, NodeKind, RuleNode, SinkKind};
 use crate::host::{Clock, Emitted};
 use crate::runtime::{NodeError, NodeErrorKind, NodeInstance, Runtime};
+use crate::sinks::jsonl::SinkItem;
 use crate::state::time::{END_OF_INPUT, NO_WATERMARK};
 use crate::state::window::{Closed, ClosedWindow};
 use crate::state::{NodeWindows, StateStore};
@@ -154,7 +155,7 @@ impl Worker {
                 NodeKind::Sink(SinkKind::Output) => {
                     self.output_count += 1;
                     if let Some(out) = &self.sinks.output
-                        && out.blocking_send((msg, ack.clone())).is_err()
+                        && out.send(SinkItem::Msg(msg, ack.clone())).is_err()
                     {
                         tracing::error!(node = %node.id, "output sink closed: message not written");
                     }

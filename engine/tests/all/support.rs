@@ -7,9 +7,9 @@ use serde_json::Value;
 use sluice::chain::{Chain, LoadError, Loader};
 use sluice::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, RunStats, Sinks};
 use sluice::runtime::Runtime;
+use sluice::sinks::jsonl::SinkItem;
 use sluice::state::StateStore;
 use sluice_sdk::Msg;
-use tokio::sync::mpsc;
 
 /// The directory of the built guest modules (built on first use, with the toolchain present).
 pub fn modules() -> &'static Path {
@@ -74,15 +74,17 @@ pub fn run_chain(chain: &Value, msgs: &[Msg], workers: usize) -> Ran {
 pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
     let loaded = Loader::new(&runtime(), vec![modules().to_path_buf()]).load(path);
     let chain = Arc::new(loaded.unwrap_or_else(|e| panic!("chain does not load: {e}")));
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
     let config = PipelineConfig { workers, queue: 4, ..PipelineConfig::default() };
     let pipeline =
         Pipeline::start(runtime(), chain, StateStore::default(), Sinks { output: Some(tx) }, config).expect("pipeline");
     let acks = Arc::new(AckCounter::default());
     let collector = std::thread::spawn(move || {
         let mut out = Vec::new();
-        while let Some((bytes, _ack)) = rx.blocking_recv() {
-            out.push(serde_json::from_slice::<Msg>(&bytes).expect("output is a message"));
+        for item in rx {
+            if let SinkItem::Msg(bytes, _ack) = item {
+                out.push(serde_json::from_slice::<Msg>(&bytes).expect("output is a message"));
+            }
         }
         out
     });
