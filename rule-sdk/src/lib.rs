@@ -33,7 +33,7 @@ pub mod windows;
 
 pub use error::{Error, Result};
 pub use host::{clock, log, state, table, window};
-pub use msg::{Metadata, Msg, Originator, as_number, derived_id, msg_type};
+pub use msg::{FieldPath, Metadata, Msg, Originator, as_number, derived_id, msg_type};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
 pub use windows::ClosedWindow;
@@ -47,7 +47,7 @@ pub mod prelude {
     pub use crate::host::window::{Added, Window};
     pub use crate::host::{clock, log, state, table, window};
     pub use crate::relation;
-    pub use crate::{ClosedWindow, Error, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, bail};
+    pub use crate::{ClosedWindow, Error, FieldPath, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, bail};
     pub use crate::{filter, node, transform};
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{Value, json};

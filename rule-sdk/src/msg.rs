@@ -141,6 +141,85 @@ impl Msg {
     }
 }
 
+/// Where a value lives in a message, as rule configs name it: `originator` (its name), `type`,
+/// `ts`, `metadata.<key>` or `data.<key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldPath {
+    Originator,
+    Type,
+    Ts,
+    Metadata(String),
+    Data(String),
+}
+
+impl FieldPath {
+    pub fn parse(text: &str) -> Result<FieldPath, String> {
+        match text {
+            "originator" => Ok(FieldPath::Originator),
+            "type" => Ok(FieldPath::Type),
+            "ts" => Ok(FieldPath::Ts),
+            _ => match text.split_once('.') {
+                Some(("metadata", key)) if !key.is_empty() => Ok(FieldPath::Metadata(key.into())),
+                Some(("data", key)) if !key.is_empty() => Ok(FieldPath::Data(key.into())),
+                _ => Err(format!(
+                    "`{text}` is not a field: use `originator`, `type`, `ts`, `metadata.<key>` or `data.<key>`"
+                )),
+            },
+        }
+    }
+
+    /// The value as text (numbers and booleans rendered; objects and null are not text).
+    pub fn text(&self, msg: &Msg) -> Option<String> {
+        match self {
+            FieldPath::Originator => Some(msg.originator.name.clone()),
+            FieldPath::Type => Some(msg.msg_type.clone()),
+            FieldPath::Ts => Some(msg.ts.to_string()),
+            FieldPath::Metadata(k) => msg.metadata.get(k).cloned(),
+            FieldPath::Data(k) => match msg.data.get(k)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            },
+        }
+    }
+
+    /// The value as a number (numeric strings count).
+    pub fn number(&self, msg: &Msg) -> Option<f64> {
+        match self {
+            FieldPath::Ts => Some(msg.ts as f64),
+            FieldPath::Data(k) => as_number(msg.data.get(k)?),
+            other => other.text(msg)?.trim().parse().ok(),
+        }
+    }
+
+    /// The value as JSON.
+    pub fn value(&self, msg: &Msg) -> Option<Value> {
+        match self {
+            FieldPath::Data(k) => msg.data.get(k).cloned(),
+            FieldPath::Ts => Some(Value::from(msg.ts)),
+            other => other.text(msg).map(Value::String),
+        }
+    }
+
+    /// The key's last part, to name it in an output (`data.panel` → `panel`).
+    pub fn name(&self) -> &str {
+        match self {
+            FieldPath::Originator => "originator",
+            FieldPath::Type => "type",
+            FieldPath::Ts => "ts",
+            FieldPath::Metadata(k) | FieldPath::Data(k) => k,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        FieldPath::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The id of the `n`-th output of a node handling the message `parent`, when the node created a
 /// message without an id: deterministic, so a replay produces the same ids and duplicates can be
 /// recognised downstream.

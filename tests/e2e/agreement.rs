@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{Value, json};
 use sluice::host::{Clock, Emitted};
 use sluice::runtime::{Limits, NodeErrorKind, Runtime};
-use sluice::state::NodeState;
+use sluice::state::NodeHandles;
 use sluice_sdk::testing::TestDriver;
 use sluice_sdk::{Msg, Originator};
 
@@ -25,7 +25,7 @@ fn in_wasm(module: &str, config: &Value, msgs: &[Msg]) -> Vec<Vec<(String, Msg)>
     let module = rt.load_module(&path).expect("module loads");
     let config = serde_json::to_vec(config).unwrap();
     let mut instance = rt
-        .instantiate(&module, "node".into(), &config, Limits::default(), NodeState::default(), Clock::System)
+        .instantiate(&module, "node".into(), &config, Limits::default(), NodeHandles::default(), Clock::System)
         .expect("instantiates");
     msgs.iter()
         .map(|msg| {

@@ -30,7 +30,8 @@ use crate::chain::Chain;
 use crate::host::Clock;
 use crate::runtime::Runtime;
 use crate::state::StateStore;
-use worker::{NodeHealth, Worker};
+pub use worker::NodeHealth;
+use worker::Worker;
 
 /// A message on its way in: its JSON, its partition key, its ack handle and the watermark its
 /// source stamped on it.
@@ -93,6 +94,40 @@ pub struct Pipeline {
     workers: Vec<std::thread::JoinHandle<RunStats>>,
     progress: Arc<Progress>,
     state: StateStore,
+    version: Arc<ChainVersion>,
+}
+
+/// The chain workers run, swappable while they run: each worker checks the generation before a
+/// message, so a message in flight finishes on the version it started with and the next one
+/// takes the new version. State is keyed by node id, so nodes whose id is unchanged keep theirs.
+#[derive(Debug)]
+pub struct ChainVersion {
+    current: std::sync::RwLock<(Arc<Chain>, Arc<Vec<NodeHealth>>)>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl ChainVersion {
+    fn new(chain: Arc<Chain>) -> Self {
+        let health = Arc::new(chain.nodes.iter().map(|_| NodeHealth::default()).collect());
+        ChainVersion {
+            current: std::sync::RwLock::new((chain, health)),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn current(&self) -> (Arc<Chain>, Arc<Vec<NodeHealth>>) {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace(&self, chain: Arc<Chain>) {
+        let health = Arc::new(chain.nodes.iter().map(|_| NodeHealth::default()).collect());
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (chain, health);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The pipeline has stopped taking messages.
@@ -120,7 +155,8 @@ impl Pipeline {
         config: PipelineConfig,
         progress: Arc<Progress>,
     ) -> std::io::Result<Pipeline> {
-        let health: Arc<Vec<NodeHealth>> = Arc::new(chain.nodes.iter().map(|_| NodeHealth::default()).collect());
+        let version = Arc::new(ChainVersion::new(chain.clone()));
+        let (_, health) = version.current();
         let n = config.workers.max(1);
         let barrier = Arc::new(std::sync::Barrier::new(n));
         let mut inboxes = Vec::new();
@@ -135,7 +171,8 @@ impl Pipeline {
                 config.clock.clone(),
                 sinks.clone(),
             )
-            .with_progress(progress.clone());
+            .with_progress(progress.clone())
+            .with_version(version.clone());
             let barrier = barrier.clone();
             let flush = config.flush_at_end;
             let handle = std::thread::Builder::new()
@@ -144,7 +181,18 @@ impl Pipeline {
             inboxes.push(tx);
             workers.push(handle);
         }
-        Ok(Pipeline { inboxes, workers, progress, state })
+        Ok(Pipeline { inboxes, workers, progress, state, version })
+    }
+
+    /// Swaps in a new version of the chain (validated already): messages in flight finish on the
+    /// old one, the next ones take the new. State of nodes whose id is unchanged carries over.
+    pub fn reload(&self, chain: Arc<Chain>) {
+        self.version.replace(chain);
+    }
+
+    /// The chain now running.
+    pub fn chain(&self) -> Arc<Chain> {
+        self.version.current().0
     }
 
     /// The watermark of completed work.

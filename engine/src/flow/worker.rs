@@ -40,6 +40,10 @@ pub struct Worker {
     clock: Clock,
     sinks: Sinks,
     progress: Arc<Progress>,
+    /// Where a reloaded chain comes from, and the generation this worker runs.
+    version: Option<(Arc<super::ChainVersion>, u64)>,
+    /// Counts of chain versions this worker ran before a reload.
+    retired: RunStats,
     instances: Vec<Option<NodeInstance>>,
     /// The window stores of each rule node (empty for nodes that declare none).
     windows: Vec<Option<NodeWindows>>,
@@ -80,6 +84,8 @@ impl Worker {
             clock,
             sinks,
             progress: Arc::new(Progress::default()),
+            version: None,
+            retired: RunStats::default(),
             instances: (0..n).map(|_| None).collect(),
             windows,
             stats: vec![NodeStats::default(); n],
@@ -94,6 +100,39 @@ impl Worker {
     pub(super) fn with_progress(mut self, progress: Arc<Progress>) -> Self {
         self.progress = progress;
         self
+    }
+
+    pub(super) fn with_version(mut self, version: Arc<super::ChainVersion>) -> Self {
+        let generation = version.generation();
+        self.version = Some((version, generation));
+        self
+    }
+
+    /// Takes a reloaded chain, if there is one: fresh instances of the new modules; the state
+    /// (by node id) stays.
+    fn adopt_reload(&mut self) {
+        let Some((version, generation)) = &self.version else { return };
+        let latest = version.generation();
+        if latest == *generation {
+            return;
+        }
+        let version = version.clone();
+        let (chain, health) = version.current();
+        let old = std::mem::replace(&mut self.stats, vec![NodeStats::default(); chain.nodes.len()]);
+        let mut retired = RunStats::default();
+        for (node, s) in self.chain.nodes.iter().zip(old) {
+            retired.nodes.insert(node.id.clone(), s);
+        }
+        self.retired.merge(retired);
+        self.windows = chain
+            .nodes
+            .iter()
+            .map(|node| matches!(node.kind, NodeKind::Rule(_)).then(|| self.state.node(&node.id).windows))
+            .collect();
+        self.instances = (0..chain.nodes.len()).map(|_| None).collect();
+        self.chain = chain;
+        self.health = health;
+        self.version = Some((version, latest));
     }
 
     /// A worker with its own crash bookkeeping (for use outside a [`super::Pipeline`]).
@@ -127,12 +166,16 @@ impl Worker {
             s.disabled = health.disabled.load(Ordering::Relaxed);
             stats.nodes.insert(node.id.clone(), s);
         }
+        stats.merge(self.retired);
         stats
     }
 
     /// Runs one message through the chain, then the windows its completion closed.
     pub fn process(&mut self, envelope: Envelope) {
         let Envelope { msg, ack, watermark, progress, .. } = envelope;
+        // A message handed straight to a standalone worker is tracked by the worker itself.
+        let progress = progress.or_else(|| Some(self.progress.issue(watermark)));
+        self.adopt_reload();
         self.watermark = watermark;
         self.run_from(vec![(self.chain.entry, msg, 1)], &ack);
         for (idx, closed) in std::mem::take(&mut self.early) {

@@ -5,3 +5,4 @@ mod chain_load;
 mod routing;
 mod sandbox;
 mod support;
+mod windows;

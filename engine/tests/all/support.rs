@@ -45,6 +45,12 @@ impl ChainDir {
         path
     }
 
+    pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
     pub fn write_json(&self, name: &str, value: &Value) -> PathBuf {
         self.write(name, &serde_json::to_string_pretty(value).expect("json"))
     }
