@@ -28,6 +28,8 @@ pub mod host;
 pub mod msg;
 pub mod node;
 pub mod relation;
+/// The native harness: for `cargo test`, never compiled into a module.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 pub mod windows;
 

@@ -9,6 +9,17 @@
 //!
 //! State belongs to the node id, not to a module instance: a trap (which replaces the instance)
 //! or a hot reload of the module leaves it in place.
+//!
+//! # Scale-out contract
+//!
+//! Every entry is keyed by (node id, window or table name, key). Several Sluice instances in one
+//! Kafka consumer group split the input partitions; each must hold the state of the keys its
+//! partitions carry. So a stateful node's key must be the partitioning key of its input (the
+//! message key, the originator by default), or the chain must re-key its input through a topic
+//! keyed by the node's key, as Kafka Streams' repartition topics do. On a rebalance an instance
+//! checkpoints and drops the entries whose key falls in a revoked partition
+//! (`murmur2(key) % partitions`, Kafka's default partitioner) and restores those of assigned
+//! partitions; watermarks are already tracked per source partition ([`time::Watermarks`]).
 
 pub mod checkpoint;
 pub mod kv;
