@@ -94,10 +94,13 @@ fn wind_input() -> &'static (PathBuf, Vec<Wind>) {
     })
 }
 
-/// (zone, window start) → (count, average), and the number of late events.
-fn wind_reference(events: &[Wind]) -> (BTreeMap<(String, i64), (u64, f64)>, u64) {
+/// (zone, window start) → (count, average).
+type ZoneResults = BTreeMap<(String, i64), (u64, f64)>;
+
+/// The zone results, and the number of late events.
+fn wind_reference(events: &[Wind]) -> (ZoneResults, u64) {
     let mut watermark = i64::MIN;
-    let mut sums: BTreeMap<(String, i64), (u64, f64)> = BTreeMap::new();
+    let mut sums: ZoneResults = BTreeMap::new();
     let mut late = 0;
     for e in events {
         watermark = watermark.max(e.ts);
@@ -142,7 +145,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Zone results as (zone, window start) → (count, avg).
-fn wind_results(lines: &[Value]) -> BTreeMap<(String, i64), (u64, f64)> {
+fn wind_results(lines: &[Value]) -> ZoneResults {
     lines
         .iter()
         .map(|m| {
@@ -153,7 +156,7 @@ fn wind_results(lines: &[Value]) -> BTreeMap<(String, i64), (u64, f64)> {
         .collect()
 }
 
-fn assert_wind_matches(actual: &BTreeMap<(String, i64), (u64, f64)>, expected: &BTreeMap<(String, i64), (u64, f64)>) {
+fn assert_wind_matches(actual: &ZoneResults, expected: &ZoneResults) {
     assert_eq!(actual.len(), expected.len(), "number of zone windows");
     for (key, (n, avg)) in expected {
         let Some((an, aavg)) = actual.get(key) else { panic!("missing result for {key:?}") };

@@ -135,7 +135,7 @@ impl Checkpoints {
             }
         }
         if let Ok(kv) = txn.open_table(KV) {
-            let mut by_node: std::collections::BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> = Default::default();
+            let mut by_node: std::collections::BTreeMap<String, super::kv::Entries> = Default::default();
             for entry in kv.iter().map_err(|e| self.err(e))? {
                 let (k, v) = entry.map_err(|e| self.err(e))?;
                 let key = k.value();

@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::table::Tables;
 use super::window::{WindowSpec, WindowStore};
 
+/// Key/value pairs of a node's keyed state, as a checkpoint holds them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Plain keyed state of one node: bytes to bytes.
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
@@ -40,13 +43,13 @@ impl NodeState {
     }
 
     /// Every entry, for a checkpoint.
-    pub fn snapshot(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn snapshot(&self) -> Entries {
         let mut entries: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         entries.sort();
         entries
     }
 
-    pub fn restore(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+    pub fn restore(&self, entries: Entries) {
         *self.lock() = entries.into_iter().collect();
     }
 
