@@ -63,6 +63,8 @@ pub(crate) mod imports {
             val_len: usize,
         );
         pub fn table_delete(name_ptr: *const u8, name_len: usize, key_ptr: *const u8, key_len: usize);
+        pub fn timer_set(key_ptr: *const u8, key_len: usize, at_ms: i64);
+        pub fn timer_cancel(key_ptr: *const u8, key_len: usize);
     }
 
     /// Copies the value the last call staged (its length known from that call's result).
@@ -209,6 +211,37 @@ mod glue {
             send_outputs(&mut out, &parent_id)
         }
 
+        /// `sluice_on_timer(len)`: a due timer (JSON) is in the input buffer.
+        pub fn on_timer(&self, len: u32) -> u32 {
+            let timer: crate::windows::Timer = {
+                let input = INPUT.0.borrow();
+                match serde_json::from_slice(&input[..len as usize]) {
+                    Ok(timer) => timer,
+                    Err(err) => {
+                        fail(&format!("timer does not parse: {err}"));
+                        return STATUS_ERROR;
+                    }
+                }
+            };
+            let parent_id = timer.id.clone();
+            let mut slot = self.0.0.borrow_mut();
+            let Some(node) = slot.as_mut() else {
+                fail("node called before sluice_init succeeded");
+                return STATUS_ERROR;
+            };
+            let mut out = Outputs::new();
+            if let Err(err) = node.on_timer(timer, &mut out) {
+                fail(err.message());
+                return STATUS_ERROR;
+            }
+            drop(slot);
+            if out.has_forward() {
+                fail("a timer has no incoming message to forward: emit a new message");
+                return STATUS_ERROR;
+            }
+            send_outputs(&mut out, &parent_id)
+        }
+
         /// `sluice_on_window(len)`: a closed window (JSON) is in the input buffer.
         pub fn on_window(&self, len: u32) -> u32 {
             let closed: crate::ClosedWindow = {
@@ -275,6 +308,11 @@ macro_rules! export_node {
             #[unsafe(no_mangle)]
             pub extern "C" fn sluice_on_window(len: u32) -> u32 {
                 SLOT.on_window(len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn sluice_on_timer(len: u32) -> u32 {
+                SLOT.on_timer(len)
             }
         };
     };

@@ -355,3 +355,28 @@ pub mod table {
         crate::testing::native::table_delete(table, key);
     }
 }
+
+/// Processing-time timers: `set(key, at_ms)` asks for [`crate::Node::on_timer`] once the host's
+/// clock reaches `at_ms` (a key set again moves its timer). Timers are kept by the host with the
+/// node's state, so they survive crashes, reloads and restarts.
+pub mod timer {
+    pub fn set(key: &str, at_ms: i64) {
+        #[cfg(target_arch = "wasm32")]
+        // SAFETY: pointer and length describe a live string.
+        unsafe {
+            crate::abi::imports::timer_set(key.as_ptr(), key.len(), at_ms)
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::native::timer_set(key, at_ms);
+    }
+
+    pub fn cancel(key: &str) {
+        #[cfg(target_arch = "wasm32")]
+        // SAFETY: pointer and length describe a live string.
+        unsafe {
+            crate::abi::imports::timer_cancel(key.as_ptr(), key.len())
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::native::timer_cancel(key);
+    }
+}

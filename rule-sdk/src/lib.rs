@@ -34,7 +34,7 @@ pub mod testing;
 pub mod windows;
 
 pub use error::{Error, Result};
-pub use host::{clock, log, state, table, window};
+pub use host::{clock, log, state, table, timer, window};
 pub use msg::{FieldPath, Metadata, Msg, Originator, as_number, derived_id, msg_type};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
@@ -47,8 +47,9 @@ pub use serde_json;
 /// Everything a rule file usually needs.
 pub mod prelude {
     pub use crate::host::window::{Added, Window};
-    pub use crate::host::{clock, log, state, table, window};
+    pub use crate::host::{clock, log, state, table, timer, window};
     pub use crate::relation;
+    pub use crate::windows::Timer;
     pub use crate::{ClosedWindow, Error, FieldPath, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, bail};
     pub use crate::{filter, node, transform};
     pub use serde::{Deserialize, Serialize};

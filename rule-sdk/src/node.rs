@@ -49,6 +49,13 @@ pub trait Node: Sized + 'static {
         let _ = (closed, out);
         Ok(())
     }
+
+    /// Handles a processing-time timer set with [`crate::timer::set`] that came due (generators,
+    /// timeouts).
+    fn on_timer(&mut self, timer: crate::windows::Timer, out: &mut Outputs) -> Result<()> {
+        let _ = (timer, out);
+        Ok(())
+    }
 }
 
 /// Config of a node that takes none: accepts an absent/`null` config or `{}`, and nothing else.

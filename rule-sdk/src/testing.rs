@@ -34,6 +34,7 @@ use crate::{Msg, Node, Output, Outputs, Result, relation};
 
 type Handler = Box<dyn FnMut(Msg, &mut Outputs) -> Result<()>>;
 type WindowHandler = Box<dyn FnMut(ClosedWindow, &mut Outputs) -> Result<()>>;
+type TimerHandler = Box<dyn FnMut(crate::windows::Timer, &mut Outputs) -> Result<()>>;
 
 /// Drives one node natively, as the engine would drive its wasm build.
 ///
@@ -45,6 +46,7 @@ type WindowHandler = Box<dyn FnMut(ClosedWindow, &mut Outputs) -> Result<()>>;
 pub struct TestDriver {
     handler: Handler,
     on_window: Option<WindowHandler>,
+    on_timer: Option<TimerHandler>,
     host: native::NativeHost,
     node_id: String,
     lateness: i64,
@@ -82,6 +84,7 @@ impl TestDriver {
         TestDriver {
             handler,
             on_window: None,
+            on_timer: None,
             host: native::NativeHost::default(),
             node_id: "node".into(),
             lateness: 0,
@@ -121,9 +124,10 @@ impl TestDriver {
     pub fn node<N: Node>(config: N::Config) -> Result<Self> {
         let mut driver = Self::with_handler(Box::new(|_, _| Ok(())));
         let node = std::rc::Rc::new(std::cell::RefCell::new(driver.host.enter(|| N::init(config))?));
-        let for_windows = node.clone();
+        let (for_windows, for_timers) = (node.clone(), node.clone());
         driver.handler = Box::new(move |msg, out| node.borrow_mut().on_msg(msg, out));
         driver.on_window = Some(Box::new(move |closed, out| for_windows.borrow_mut().on_window(closed, out)));
+        driver.on_timer = Some(Box::new(move |timer, out| for_timers.borrow_mut().on_timer(timer, out)));
         Ok(driver)
     }
 
@@ -171,6 +175,36 @@ impl TestDriver {
             Err(err) => vec![(relation::FAILURE.to_string(), msg.with_meta("error", err.message()))],
         };
         outputs.extend(self.fire(watermark)?);
+        Ok(Outcome { outputs })
+    }
+
+    /// Moves the host clock to `now_ms` and fires the timers that came due, in time order.
+    pub fn advance_to(&mut self, now_ms: i64) -> Result<Outcome> {
+        self.host.now_ms = Some(now_ms);
+        let mut due: Vec<(i64, String)> =
+            self.host.timers.iter().filter(|(_, at)| **at <= now_ms).map(|(k, at)| (*at, k.clone())).collect();
+        due.sort();
+        let mut outputs = Vec::new();
+        for (at, key) in due {
+            self.host.timers.remove(&key);
+            let timer =
+                crate::windows::Timer { id: format!("{}/timer/{key}/{at}", self.node_id), key, at, now: now_ms };
+            let parent = timer.id.clone();
+            let Some(on_timer) = self.on_timer.as_mut() else { break };
+            let mut out = Outputs::new();
+            self.host.enter(|| on_timer(timer, &mut out))?;
+            for (n, (relation, output)) in out.drain().enumerate() {
+                match output {
+                    Output::Forward => crate::bail!("a timer has no incoming message to forward"),
+                    Output::Msg(mut m) => {
+                        if m.id.is_empty() {
+                            m.id = crate::derived_id(&parent, n);
+                        }
+                        outputs.push((relation, m));
+                    }
+                }
+            }
+        }
         Ok(Outcome { outputs })
     }
 
@@ -245,6 +279,7 @@ pub(crate) mod native {
         pub windows: Vec<WindowStore>,
         pub early: Vec<Closed>,
         pub tables: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+        pub timers: BTreeMap<String, i64>,
     }
 
     thread_local! {
@@ -373,6 +408,14 @@ pub(crate) mod native {
 
     pub fn table_put(table: &str, key: &str, value: Vec<u8>) {
         with(|h| h.tables.entry(table.to_string()).or_default().insert(key.to_string(), value));
+    }
+
+    pub fn timer_set(key: &str, at: i64) {
+        with(|h| h.timers.insert(key.to_string(), at));
+    }
+
+    pub fn timer_cancel(key: &str) {
+        with(|h| h.timers.remove(key));
     }
 
     pub fn table_delete(table: &str, key: &str) {

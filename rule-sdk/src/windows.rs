@@ -511,6 +511,18 @@ mod tests {
     }
 }
 
+/// A processing-time timer that came due, handed to [`crate::Node::on_timer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    /// `node/timer/key/at`: deterministic; the parent of the ids of messages emitted for it.
+    pub id: String,
+    pub key: String,
+    /// When it was set to fire (ms since the epoch, processing time).
+    pub at: i64,
+    /// When it fired.
+    pub now: i64,
+}
+
 /// A window handed to [`crate::Node::on_window`]: final, or an early update.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClosedWindow {

@@ -43,11 +43,18 @@ pub struct Envelope {
     pub watermark: i64,
     /// Set by the pipeline: marks the message done when dropped.
     pub progress: Option<ProgressToken>,
+    /// Not a message: a wake-up to fire due timers and windows.
+    pub tick: bool,
 }
 
 impl Envelope {
     pub fn new(msg: Bytes, key: u64, ack: Ack) -> Self {
-        Envelope { msg, key, ack, watermark: crate::state::time::NO_WATERMARK, progress: None }
+        Envelope { msg, key, ack, watermark: crate::state::time::NO_WATERMARK, progress: None, tick: false }
+    }
+
+    /// A wake-up for a worker: fires due timers, and windows the completed watermark closed.
+    pub fn tick() -> Self {
+        Envelope { tick: true, ..Envelope::new(Bytes::new(), 0, Ack::none()) }
     }
 
     pub fn with_watermark(mut self, watermark: i64) -> Self {
@@ -79,12 +86,20 @@ pub struct PipelineConfig {
     pub clock: Clock,
     /// Close every window when the input ends (a finite input: a file, stdin).
     pub flush_at_end: bool,
+    /// How often a worker is woken to fire processing-time timers (and windows, when idle).
+    pub tick: std::time::Duration,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        PipelineConfig { workers: cores, queue: 1024, clock: Clock::System, flush_at_end: true }
+        PipelineConfig {
+            workers: cores,
+            queue: 1024,
+            clock: Clock::System,
+            flush_at_end: true,
+            tick: std::time::Duration::from_millis(50),
+        }
     }
 }
 
@@ -95,6 +110,7 @@ pub struct Pipeline {
     progress: Arc<Progress>,
     state: StateStore,
     version: Arc<ChainVersion>,
+    ticker: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// The chain workers run, swappable while they run: each worker checks the generation before a
@@ -181,7 +197,16 @@ impl Pipeline {
             inboxes.push(tx);
             workers.push(handle);
         }
-        Ok(Pipeline { inboxes, workers, progress, state, version })
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tick_tx, every, stopped) = (inboxes[0].clone(), config.tick, stop.clone());
+        let ticker = std::thread::Builder::new().name("sluice-ticker".into()).spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(every);
+                // Never waits: a busy worker will see the next tick.
+                let _ = tick_tx.try_send(Envelope::tick());
+            }
+        })?;
+        Ok(Pipeline { inboxes, workers, progress, state, version, ticker: Some((stop, ticker)) })
     }
 
     /// Swaps in a new version of the chain (validated already): messages in flight finish on the
@@ -215,7 +240,11 @@ impl Pipeline {
     }
 
     /// Stops taking messages, lets the workers finish what they have, and returns the counts.
-    pub fn shutdown(self) -> RunStats {
+    pub fn shutdown(mut self) -> RunStats {
+        if let Some((stop, ticker)) = self.ticker.take() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = ticker.join();
+        }
         drop(self.inboxes);
         let mut stats = RunStats::default();
         for worker in self.workers {

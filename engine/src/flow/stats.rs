@@ -25,8 +25,9 @@ pub struct NodeStats {
     pub disabled: bool,
     /// Events that came after all their windows had closed.
     pub late: u64,
-    /// Windows handed to the node (`on_window`), and those it failed on.
+    /// Windows handed to the node (`on_window`), timers (`on_timer`), and those it failed on.
     pub windows_fired: u64,
+    pub timers_fired: u64,
     pub window_failures: u64,
 }
 
@@ -51,6 +52,7 @@ impl RunStats {
             mine.disabled |= n.disabled;
             mine.late += n.late;
             mine.windows_fired += n.windows_fired;
+            mine.timers_fired += n.timers_fired;
             mine.window_failures += n.window_failures;
             for (r, c) in n.outputs {
                 *mine.outputs.entry(r).or_default() += c;

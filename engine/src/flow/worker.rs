@@ -19,7 +19,7 @@ use crate::host::{Clock, Emitted};
 use crate::runtime::{NodeError, NodeErrorKind, NodeInstance, Runtime};
 use crate::sinks::jsonl::SinkItem;
 use crate::state::time::{END_OF_INPUT, NO_WATERMARK};
-use crate::state::window::{Closed, ClosedWindow};
+use crate::state::window::{Closed, ClosedWindow, Timer};
 use crate::state::{NodeWindows, StateStore};
 use sluice_sdk::relation::FAILURE;
 
@@ -172,6 +172,12 @@ impl Worker {
 
     /// Runs one message through the chain, then the windows its completion closed.
     pub fn process(&mut self, envelope: Envelope) {
+        if envelope.tick {
+            self.adopt_reload();
+            self.fire_timers(self.clock.now_ms());
+            self.fire_due(self.progress.completed());
+            return;
+        }
         let Envelope { msg, ack, watermark, progress, .. } = envelope;
         // A message handed straight to a standalone worker is tracked by the worker itself.
         let progress = progress.or_else(|| Some(self.progress.issue(watermark)));
@@ -298,6 +304,48 @@ impl Worker {
             };
             for (closed, open_until) in due {
                 self.run_window(idx, closed, open_until);
+            }
+        }
+    }
+
+    /// Fires the processing-time timers due at `now`, node by node (upstream first).
+    fn fire_timers(&mut self, now: i64) {
+        let progress = self.progress.clone();
+        let _gate = progress.gate();
+        let chain = self.chain.clone();
+        for &idx in &chain.fire_order {
+            let id = &chain.nodes[idx].id;
+            for (at, key) in self.state.node(id).timers.take_due(now) {
+                let timer = Timer { id: format!("{id}/timer/{key}/{at}"), key, at, now };
+                self.run_timer(idx, timer);
+            }
+        }
+    }
+
+    fn run_timer(&mut self, idx: NodeIdx, timer: Timer) {
+        let chain = self.chain.clone();
+        let NodeKind::Rule(rule) = &chain.nodes[idx].kind else { return };
+        let bytes = serde_json::to_vec(&timer).unwrap_or_default();
+        let watermark = self.progress.completed();
+        let result = self.ensure_instance(idx, rule).and_then(|()| {
+            let instance = self.instances[idx].as_mut().expect("ensured above");
+            instance.set_watermark(watermark);
+            instance.call_timer(&bytes, &mut self.outputs)
+        });
+        match result {
+            Ok(()) => {
+                self.stats[idx].timers_fired += 1;
+                let outputs = std::mem::take(&mut self.outputs);
+                let mut pending = Vec::new();
+                self.route(idx, outputs, None, 1, &mut pending);
+                self.run_from(pending, &Ack::none());
+            }
+            Err(err) => {
+                self.stats[idx].window_failures += 1;
+                if err.kind.is_crash() {
+                    self.instances[idx] = None;
+                }
+                tracing::error!(node = %chain.nodes[idx].id, timer = %timer.id, error = %err.kind, "timer failed");
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Tables: `table_get(name, key) -> len | -1` (value staged for `take_value`), `table_put`,
-//! `table_delete`. Values are JSON.
+//! `table_delete`. Values are JSON. And processing-time timers: `timer_set(key, at_ms)`,
+//! `timer_cancel(key)`, fired through the optional `sluice_on_timer` export.
 
 use wasmtime::{Caller, Linker};
 
@@ -28,6 +29,16 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(())
         },
     )?;
+    linker.func_wrap("sluice", "timer_set", |mut caller: Caller<'_, HostState>, kp: u32, kl: u32, at: i64| {
+        let (memory, host) = split(&mut caller)?;
+        host.state.timers.set(&string(memory, kp, kl)?, at);
+        Ok(())
+    })?;
+    linker.func_wrap("sluice", "timer_cancel", |mut caller: Caller<'_, HostState>, kp: u32, kl: u32| {
+        let (memory, host) = split(&mut caller)?;
+        host.state.timers.cancel(&string(memory, kp, kl)?);
+        Ok(())
+    })?;
     linker.func_wrap(
         "sluice",
         "table_delete",

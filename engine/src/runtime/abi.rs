@@ -32,11 +32,14 @@ pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("table_get", &[I32, I32, I32, I32], &[I64]),
     ("table_put", &[I32, I32, I32, I32, I32, I32], &[]),
     ("table_delete", &[I32, I32, I32, I32], &[]),
+    ("timer_set", &[I32, I32, I64], &[]),
+    ("timer_cancel", &[I32, I32], &[]),
 ];
 
 /// Exports a guest may have: `sluice_on_window(len) -> status`, required once it declares a
 /// window.
-pub const OPTIONAL_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[("sluice_on_window", &[I32], &[I32])];
+pub const OPTIONAL_EXPORTS: &[(&str, &[ValType], &[ValType])] =
+    &[("sluice_on_window", &[I32], &[I32]), ("sluice_on_timer", &[I32], &[I32])];
 
 /// Every function a guest must export.
 pub const GUEST_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[

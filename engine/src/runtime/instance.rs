@@ -16,6 +16,7 @@ pub struct NodeInstance {
     reserve: TypedFunc<u32, u32>,
     on_msg: TypedFunc<u32, u32>,
     on_window: Option<TypedFunc<u32, u32>>,
+    on_timer: Option<TypedFunc<u32, u32>>,
     /// The guest's input buffer (see `sluice_reserve`), so most calls need no extra round trip.
     buf_ptr: u32,
     buf_cap: u32,
@@ -49,12 +50,14 @@ impl NodeInstance {
         let init = typed(&mut store, "sluice_init")?;
         let on_msg = typed(&mut store, "sluice_on_msg")?;
         let on_window = instance.get_typed_func::<u32, u32>(&mut store, "sluice_on_window").ok();
+        let on_timer = instance.get_typed_func::<u32, u32>(&mut store, "sluice_on_timer").ok();
         let mut this = NodeInstance {
             store,
             memory,
             reserve,
             on_msg,
             on_window,
+            on_timer,
             buf_ptr: 0,
             buf_cap: 0,
             deadline: limits.deadline,
@@ -141,6 +144,16 @@ impl NodeInstance {
             return Err(NodeError { node, kind: NodeErrorKind::Abi("module has no `sluice_on_window` export".into()) });
         };
         let status = self.invoke(on_window, window, self.deadline)?;
+        self.finish(status, outputs)
+    }
+
+    /// Hands a due timer (JSON of a `Timer`) to the guest.
+    pub fn call_timer(&mut self, timer: &[u8], outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+        let Some(on_timer) = self.on_timer.clone() else {
+            let node = self.store.data().node.to_string();
+            return Err(NodeError { node, kind: NodeErrorKind::Abi("module has no `sluice_on_timer` export".into()) });
+        };
+        let status = self.invoke(on_timer, timer, self.deadline)?;
         self.finish(status, outputs)
     }
 

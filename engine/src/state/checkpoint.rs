@@ -26,6 +26,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("windows");
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
+const TIMERS: TableDefinition<&str, i64> = TableDefinition::new("timers");
 
 /// Where the source was when the checkpoint was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,14 +77,19 @@ impl Checkpoints {
             txn.delete_table(def).map_err(|e| self.err(e))?;
         }
         txn.delete_table(KV).map_err(|e| self.err(e))?;
+        txn.delete_table(TIMERS).map_err(|e| self.err(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let pos = serde_json::to_vec(position).map_err(|e| self.err(e))?;
             meta.insert("position", pos.as_slice()).map_err(|e| self.err(e))?;
             let mut windows = txn.open_table(WINDOWS).map_err(|e| self.err(e))?;
             let mut kv = txn.open_table(KV).map_err(|e| self.err(e))?;
+            let mut timers = txn.open_table(TIMERS).map_err(|e| self.err(e))?;
             for node in state.node_ids() {
                 let handles = state.node(&node);
+                for (key, at) in handles.timers.snapshot() {
+                    timers.insert(format!("{node}\0{key}").as_str(), at).map_err(|e| self.err(e))?;
+                }
                 for store in handles.windows.lock().iter() {
                     let key = format!("{node}\0{}", store.spec.name);
                     let value = serde_json::to_vec(store).map_err(|e| self.err(e))?;
@@ -147,6 +153,13 @@ impl Checkpoints {
                 state.node(&node).kv.restore(entries);
             }
         }
+        if let Ok(timers) = txn.open_table(TIMERS) {
+            for entry in timers.iter().map_err(|e| self.err(e))? {
+                let (k, at) = entry.map_err(|e| self.err(e))?;
+                let (node, key) = k.value().split_once('\0').unwrap_or((k.value(), ""));
+                state.node(node).timers.set(key, at.value());
+            }
+        }
         if let Ok(tables) = txn.open_table(TABLES) {
             let mut all: std::collections::HashMap<String, std::collections::BTreeMap<String, serde_json::Value>> =
                 Default::default();
@@ -183,6 +196,7 @@ mod tests {
         let h = node.windows.define("avg", spec).unwrap();
         node.windows.lock()[h].add_value("zone", 3, 0, 2.5);
         node.kv.put(b"k", b"v");
+        node.timers.set("tick", 99);
         state.tables().put("registry", "d1", serde_json::json!({"region": "north"}));
         let position = SourcePosition {
             source: "in.jsonl".into(),
@@ -201,6 +215,7 @@ mod tests {
         cp.restore(&restored).unwrap();
         let node = restored.node("avg");
         assert_eq!(node.kv.get(b"k"), Some(b"v".to_vec()));
+        assert_eq!(node.timers.take_due(100), vec![(99, "tick".to_string())]);
         assert_eq!(restored.tables().get("registry", "d1"), Some(serde_json::json!({"region": "north"})));
         let closed = node.windows.lock()[0].due(i64::MAX);
         assert_eq!((closed[0].key.as_str(), closed[0].acc.sum), ("zone", 2.5));

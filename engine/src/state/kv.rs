@@ -95,31 +95,70 @@ impl NodeWindows {
     }
 }
 
+/// Processing-time timers of one node: key → when it fires (ms).
+#[derive(Debug, Clone, Default)]
+pub struct NodeTimers {
+    inner: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl NodeTimers {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set(&self, key: &str, at: i64) {
+        self.lock().insert(key.to_string(), at);
+    }
+
+    pub fn cancel(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Removes and returns the timers due at `now`, earliest first (then by key).
+    pub fn take_due(&self, now: i64) -> Vec<(i64, String)> {
+        let mut timers = self.lock();
+        let mut due: Vec<(i64, String)> =
+            timers.iter().filter(|(_, at)| **at <= now).map(|(k, at)| (*at, k.clone())).collect();
+        due.sort();
+        for (_, key) in &due {
+            timers.remove(key);
+        }
+        due
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, i64)> {
+        let mut all: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        all.sort();
+        all
+    }
+}
+
 /// What a node instance reaches of the host's state.
 #[derive(Debug, Clone, Default)]
 pub struct NodeHandles {
     pub kv: NodeState,
     pub windows: NodeWindows,
+    pub timers: NodeTimers,
     pub tables: Tables,
 }
 
 /// The state of every node of a running chain, by node id, and the chain's tables.
 #[derive(Debug, Clone, Default)]
 pub struct StateStore {
-    nodes: Arc<Mutex<HashMap<String, (NodeState, NodeWindows)>>>,
+    nodes: Arc<Mutex<HashMap<String, (NodeState, NodeWindows, NodeTimers)>>>,
     tables: Tables,
 }
 
 impl StateStore {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (NodeState, NodeWindows)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (NodeState, NodeWindows, NodeTimers)>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The state of `node`, created empty on first use.
     pub fn node(&self, node: &str) -> NodeHandles {
         let mut nodes = self.lock();
-        let (kv, windows) = nodes.entry(node.to_string()).or_default().clone();
-        NodeHandles { kv, windows, tables: self.tables.clone() }
+        let (kv, windows, timers) = nodes.entry(node.to_string()).or_default().clone();
+        NodeHandles { kv, windows, timers, tables: self.tables.clone() }
     }
 
     pub fn tables(&self) -> &Tables {
@@ -131,5 +170,36 @@ impl StateStore {
         let mut ids: Vec<_> = self.lock().keys().cloned().collect();
         ids.sort();
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::window::{Mode, WindowKind};
+
+    fn spec(size_ms: u64) -> WindowSpec {
+        WindowSpec {
+            name: "avg".into(),
+            kind: WindowKind::Tumbling { size_ms },
+            grace_ms: 0,
+            mode: Mode::Aggregate,
+            early_updates: false,
+        }
+    }
+
+    /// A module redeclaring a window with another definition gets a clear error, never the old
+    /// state read under the new shape; the same definition reattaches the state.
+    #[test]
+    fn a_changed_window_definition_is_refused() {
+        let windows = NodeWindows::default();
+        let handle = windows.define("zone-average", spec(10_000)).unwrap();
+        windows.lock()[handle].add_value("A", 1, 0, 1.0);
+        assert_eq!(windows.define("zone-average", spec(10_000)), Ok(handle));
+        let err = windows.define("zone-average", spec(60_000)).unwrap_err();
+        assert!(err.starts_with("node `zone-average`: window `avg` has state built with"), "{err}");
+        assert!(err.contains("state schema changed"), "{err}");
+        assert!(err.contains("10000") && err.contains("60000"), "{err}");
+        assert_eq!(windows.lock()[handle].open_count(), 1, "the state is untouched");
     }
 }

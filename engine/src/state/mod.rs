@@ -31,4 +31,4 @@ pub mod window {
     pub use sluice_sdk::windows::*;
 }
 
-pub use kv::{NodeHandles, NodeState, NodeWindows, StateStore};
+pub use kv::{NodeHandles, NodeState, NodeTimers, NodeWindows, StateStore};

@@ -191,3 +191,101 @@ fn swapping_a_module_keeps_its_open_windows() {
     assert_eq!(swapped, straight);
     assert_eq!(stats.node("avg").received, 400);
 }
+
+fn event(kind: &str, device: &str, ts: i64, data: Value) -> Msg {
+    Msg::new(kind, Originator::device(device), data).with_ts(ts).with_id(format!("{kind}-{ts}"))
+}
+
+fn features_chain() -> Value {
+    json!({
+        "entry": "f",
+        "nodes": [{"id": "f", "module": "features"}, {"id": "out", "sink": "output"}],
+        "connections": [
+            {"from": "f", "to": "out", "relation": "Success"},
+            {"from": "f", "to": "out", "relation": "Failure"}
+        ]
+    })
+}
+
+/// Tables (enrichment), a windowed join, a guest fold and early updates, through wasm. Expected
+/// outputs are worked out by hand from the inputs.
+#[test]
+fn tables_joins_folds_and_early_updates() {
+    let msgs = [
+        event("REGISTER", "d1", 0, json!({"region": "north"})),
+        event("ACCESS", "d1", 100, json!({"door": "A", "user": "u1"})),
+        event("ACCESS", "d1", 200, json!({"door": "A", "user": "u2"})),
+        event("ACCESS", "d1", 300, json!({"door": "A", "user": "u1"})),
+        event("ALARM", "d9", 400, json!({"door": "A", "alarm": "forced"})),
+        event("ACCESS", "d2", 500, json!({"door": "A", "user": "u9"})),
+        event("ACCESS", "d1", 1500, json!({"door": "B", "user": "u3"})),
+    ];
+    let ran = run_chain(&features_chain(), &msgs, 1);
+    let summary: Vec<String> = ran
+        .output
+        .iter()
+        .map(|m| match m.msg_type.as_str() {
+            _ if m.meta("error").is_some() => format!("{} {}", m.msg_type, m.meta("error").unwrap_or("")),
+            "ACCESS" => format!("ACCESS {} {}", m.id, m.meta("region").unwrap_or("-")),
+            "JOINED" => format!("JOINED {} {} {}", m.data["door"], m.data["user"], m.data["alarm"]),
+            "DISTINCT" => format!("DISTINCT {} {}", m.data["start"], m.data["users"]),
+            "COUNT" => format!("COUNT {} {} early={}", m.data["start"], m.data["count"], m.data["early"]),
+            other => format!("{other} {}", m.meta("error").unwrap_or("")),
+        })
+        .collect();
+    let expected = [
+        "ACCESS ACCESS-100 north",
+        "COUNT 0 1 early=true",
+        "ACCESS ACCESS-200 north",
+        "COUNT 0 2 early=true",
+        "ACCESS ACCESS-300 north",
+        "COUNT 0 3 early=true",
+        "ACCESS unknown device d2",
+        "ACCESS ACCESS-1500 north",
+        "COUNT 1000 1 early=true",
+        // ts 1500 moved the watermark past 1000: the [0, 1000) windows close (join, fold, count).
+        "JOINED \"A\" \"u1\" \"forced\"",
+        "JOINED \"A\" \"u2\" \"forced\"",
+        "JOINED \"A\" \"u1\" \"forced\"",
+        "DISTINCT 0 [\"u1\",\"u2\"]",
+        "COUNT 0 3 early=false",
+        // End of input: [1000, 2000).
+        "DISTINCT 1000 [\"u3\"]",
+        "COUNT 1000 1 early=false",
+    ];
+    assert_eq!(summary, expected);
+}
+
+/// A processing-time timer fires once the host clock reaches it, from a tick — with no message.
+#[test]
+fn processing_time_timers_fire_on_ticks() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let dir = ChainDir::new();
+    let path = dir.write_json("chain.json", &features_chain());
+    let runtime = runtime();
+    let chain = Arc::new(Loader::new(&runtime, vec![modules().to_path_buf()]).load(&path).unwrap());
+    let now = Arc::new(AtomicI64::new(1_000));
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let config = PipelineConfig {
+        workers: 1,
+        clock: sluice::host::Clock::Manual(now.clone()),
+        tick: std::time::Duration::from_millis(5),
+        ..PipelineConfig::default()
+    };
+    let pipeline =
+        Pipeline::start(runtime.clone(), chain, StateStore::default(), Sinks { output: Some(tx) }, config).unwrap();
+    let arm = event("ARM", "d1", 0, json!({"after": 500}));
+    pipeline.send_blocking(Envelope::new(serde_json::to_vec(&arm).unwrap().into(), 1, Ack::none())).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(rx.try_recv().is_err(), "not due yet at 1 000");
+    now.store(1_600, Ordering::SeqCst);
+    let fired = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the timer fires on a tick");
+    let SinkItem::Msg(bytes, _) = fired else { panic!("expected a message") };
+    let timeout: Msg = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(timeout.msg_type, "TIMEOUT");
+    assert_eq!(timeout.originator.name, "d1");
+    assert_eq!(timeout.data, json!({"at": 1_500, "now": 1_600}));
+    assert_eq!(timeout.id, "f/timer/d1/1500:0");
+    let stats = pipeline.shutdown();
+    assert_eq!(stats.node("f").timers_fired, 1);
+}
