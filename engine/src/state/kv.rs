@@ -142,15 +142,18 @@ pub struct NodeHandles {
     pub tables: Tables,
 }
 
+/// One node's state: keyed values, windows, timers.
+type NodeEntry = (NodeState, NodeWindows, NodeTimers);
+
 /// The state of every node of a running chain, by node id, and the chain's tables.
 #[derive(Debug, Clone, Default)]
 pub struct StateStore {
-    nodes: Arc<Mutex<HashMap<String, (NodeState, NodeWindows, NodeTimers)>>>,
+    nodes: Arc<Mutex<HashMap<String, NodeEntry>>>,
     tables: Tables,
 }
 
 impl StateStore {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (NodeState, NodeWindows, NodeTimers)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, NodeEntry>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
