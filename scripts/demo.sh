@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --quiet --release -p sluice-engine --bin sluice
-./target/release/sluice rules build rules
-exec ./target/release/sluice run \
+# The dev profile optimizes dependencies (see Cargo.toml), so it is quick enough for a demo and
+# shares its build with the tests.
+cargo build --quiet -p sluice-engine --bin sluice
+./target/debug/sluice rules build rules
+exec ./target/debug/sluice run \
     --chain chains/uplink-to-telemetry.json \
     --input examples/uplink-to-telemetry/input.jsonl \
     --output - "$@"
