@@ -192,28 +192,14 @@ pub enum Added {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowStore {
     pub spec: WindowSpec,
-    /// (key, start) → open window.
-    #[serde(with = "pairs")]
-    open: BTreeMap<(String, i64), Open>,
+    /// key → start → open window. Looked up by `&str`, so adding to an existing window
+    /// allocates nothing.
+    open: BTreeMap<String, BTreeMap<i64, Open>>,
     /// (close time, key, start), to find due windows in order.
     #[serde(skip)]
     closing: BTreeSet<(i64, String, i64)>,
     /// Late events so far.
     pub late: u64,
-}
-
-mod pairs {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(map: &BTreeMap<(String, i64), Open>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.iter())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<(String, i64), Open>, D::Error> {
-        let entries: Vec<((String, i64), Open)> = Vec::deserialize(d)?;
-        Ok(entries.into_iter().collect())
-    }
 }
 
 impl WindowStore {
@@ -224,7 +210,11 @@ impl WindowStore {
     /// Rebuilds the close-time index (after deserializing).
     pub fn reindex(&mut self) {
         let grace = self.spec.grace_ms as i64;
-        self.closing = self.open.iter().map(|((k, s), w)| (w.end.saturating_add(grace), k.clone(), *s)).collect();
+        self.closing = self
+            .open
+            .iter()
+            .flat_map(|(k, per_key)| per_key.iter().map(move |(s, w)| (w.end.saturating_add(grace), k.clone(), *s)))
+            .collect();
     }
 
     fn close_at(&self, end: i64) -> i64 {
@@ -266,9 +256,17 @@ impl WindowStore {
             if close_at <= watermark {
                 continue;
             }
-            let slot = self.open.entry((key.to_string(), start)).or_insert_with(|| Open { end, acc: Acc::default() });
-            update(&mut slot.acc);
-            self.closing.insert((close_at, key.to_string(), start));
+            if !self.open.contains_key(key) {
+                self.open.insert(key.to_string(), BTreeMap::new());
+            }
+            let per_key = self.open.get_mut(key).expect("inserted above");
+            match per_key.entry(start) {
+                std::collections::btree_map::Entry::Occupied(mut w) => update(&mut w.get_mut().acc),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    update(&mut slot.insert(Open { end, acc: Acc::default() }).acc);
+                    self.closing.insert((close_at, key.to_string(), start));
+                }
+            }
             landed.push((start, end));
         }
         if landed.is_empty() {
@@ -284,24 +282,21 @@ impl WindowStore {
             return Added::Late;
         }
         // Sessions of this key that the event touches: start <= ts + gap and end >= ts.
-        let touching: Vec<i64> = self
-            .open
-            .range((key.to_string(), i64::MIN)..=(key.to_string(), ts + gap))
-            .filter(|(_, w)| w.end >= ts)
-            .map(|((_, s), _)| *s)
-            .collect();
+        let grace = self.spec.grace_ms as i64;
+        let per_key = self.open.entry(key.to_string()).or_default();
+        let touching: Vec<i64> = per_key.range(..=ts + gap).filter(|(_, w)| w.end >= ts).map(|(s, _)| *s).collect();
         let (mut start, mut end, mut acc) = (ts, ts + gap, Acc::default());
         for s in touching {
-            if let Some(w) = self.open.remove(&(key.to_string(), s)) {
-                self.closing.remove(&(self.close_at(w.end), key.to_string(), s));
+            if let Some(w) = per_key.remove(&s) {
+                self.closing.remove(&(w.end.saturating_add(grace), key.to_string(), s));
                 start = start.min(s);
                 end = end.max(w.end);
                 acc.merge(w.acc);
             }
         }
         update(&mut acc);
-        self.closing.insert((self.close_at(end), key.to_string(), start));
-        self.open.insert((key.to_string(), start), Open { end, acc });
+        per_key.insert(start, Open { end, acc });
+        self.closing.insert((end.saturating_add(grace), key.to_string(), start));
         Added::Windows(vec![(start, end)])
     }
 
@@ -337,7 +332,7 @@ impl WindowStore {
                     .into_iter()
                     .filter(|(_, end)| self.close_at(*end) > watermark)
                     .map(|(start, _)| {
-                        self.open.get(&(key.to_string(), start)).and_then(|w| w.acc.folds.first().cloned())
+                        self.open.get(key).and_then(|m| m.get(&start)).and_then(|w| w.acc.folds.first().cloned())
                     })
                     .collect();
                 (!open.is_empty()).then_some(open)
@@ -363,7 +358,7 @@ impl WindowStore {
 
     /// The current state of (`key`, `start`), as an early update.
     pub fn peek(&self, key: &str, start: i64) -> Option<Closed> {
-        let w = self.open.get(&(key.to_string(), start))?;
+        let w = self.open.get(key)?.get(&start)?;
         Some(Closed {
             window: self.spec.name.clone(),
             key: key.to_string(),
@@ -383,7 +378,12 @@ impl WindowStore {
                 break;
             }
             let (_, key, start) = self.closing.pop_first().expect("checked above");
-            if let Some(w) = self.open.remove(&(key.clone(), start)) {
+            let Some(per_key) = self.open.get_mut(&key) else { continue };
+            let removed = per_key.remove(&start);
+            if per_key.is_empty() {
+                self.open.remove(&key);
+            }
+            if let Some(w) = removed {
                 out.push(Closed { window: self.spec.name.clone(), key, start, end: w.end, early: false, acc: w.acc });
             }
         }
@@ -392,7 +392,7 @@ impl WindowStore {
 
     /// Open windows (for tests and metrics).
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.open.values().map(BTreeMap::len).sum()
     }
 }
 

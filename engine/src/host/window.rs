@@ -62,15 +62,17 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "window_add",
         |mut caller: Caller<'_, HostState>, handle: i32, kp: u32, kl: u32, ts: i64, value: f64| {
             let (memory, host) = split(&mut caller)?;
-            let key = string(memory, kp, kl)?;
+            // The hot path: the key is read in place, not copied.
+            let key = std::str::from_utf8(slice(memory, kp, kl)?)
+                .map_err(|e| wasmtime::Error::msg(format!("window key is not UTF-8: {e}")))?;
             let windows = host.state.windows.clone();
             let mut stores = windows.lock();
             let Some(store) = stores.get_mut(handle as usize) else {
                 drop(stores);
                 return Ok(staged_error(host, format!("no window with handle {handle}")));
             };
-            let added = store.add_value(&key, ts, host.watermark, value);
-            Ok(outcome(host, handle as usize, &key, added, &stores))
+            let added = store.add_value(key, ts, host.watermark, value);
+            Ok(outcome(host, handle as usize, key, added, &stores))
         },
     )?;
     linker.func_wrap(
