@@ -115,7 +115,10 @@ fn bench_chain(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("wasm-chain", |b| b.iter(|| worker.process(Envelope::new(input.clone(), key, Ack::none()))));
     let stats = worker.into_stats();
-    assert!(stats.output > 0 && stats.node("out").received == stats.output, "the chain must reach the sink");
+    // (When a filter skips this benchmark, nothing ran.)
+    if stats.node("decode").received > 0 {
+        assert!(stats.output > 0 && stats.node("out").received == stats.output, "the chain must reach the sink");
+    }
     group.bench_function("native", |b| b.iter(|| native_chain(&input).expect("native")));
     group.finish();
 }
