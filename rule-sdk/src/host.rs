@@ -166,6 +166,11 @@ pub mod window {
             Self::builder(name, WindowKind::Session { gap_ms })
         }
 
+        /// A window of the kind a config names (`{"type": "tumbling", "sizeMs": …}` …).
+        pub fn of_kind(name: &str, kind: WindowKind) -> WindowBuilder {
+            Self::builder(name, kind)
+        }
+
         /// Adds a number: the host keeps count, sum, avg, min, max, first, last and stddev.
         pub fn add(&self, key: &str, ts: i64, value: f64) -> Result<Added> {
             status(backend::add(self.handle, key, ts, value))

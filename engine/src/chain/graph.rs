@@ -92,20 +92,25 @@ impl Chain {
         }
     }
 
+    /// Where a message at node `i` can go next in the flattened graph: its connections, a chain
+    /// node's nested entry, and — for a node of a nested chain — whatever the enclosing chain
+    /// nodes connect (outputs the nested chain leaves unconnected go there).
+    pub fn successors(nodes: &[GraphNode], i: NodeIdx) -> Vec<NodeIdx> {
+        let mut out: Vec<NodeIdx> = nodes[i].routes.values().flatten().copied().collect();
+        if let NodeKind::Chain { entry } = nodes[i].kind {
+            out.push(entry);
+        }
+        let mut exit = nodes[i].exit;
+        while let Some(e) = exit {
+            out.extend(nodes[e].routes.values().flatten().copied());
+            exit = nodes[e].exit;
+        }
+        out
+    }
+
     /// Topological order of the nodes (Kahn), or index order if there is a cycle.
     pub fn topological_order(nodes: &[GraphNode]) -> Vec<NodeIdx> {
-        let successors = |i: NodeIdx| -> Vec<NodeIdx> {
-            let mut out: Vec<NodeIdx> = nodes[i].routes.values().flatten().copied().collect();
-            if let NodeKind::Chain { entry } = nodes[i].kind {
-                out.push(entry);
-            }
-            let mut exit = nodes[i].exit;
-            while let Some(e) = exit {
-                out.extend(nodes[e].routes.values().flatten().copied());
-                exit = nodes[e].exit;
-            }
-            out
-        };
+        let successors = |i| Chain::successors(nodes, i);
         let mut indegree = vec![0usize; nodes.len()];
         for i in 0..nodes.len() {
             for s in successors(i) {

@@ -313,18 +313,7 @@ fn canonical(path: &Path) -> PathBuf {
 /// A cycle in the flattened graph, as node indices, if there is one. Edges: connections, a chain
 /// node to its nested entry, and a nested node to whatever its enclosing chain node connects.
 fn find_cycle(nodes: &[GraphNode]) -> Option<Vec<NodeIdx>> {
-    let successors = |i: NodeIdx| -> Vec<NodeIdx> {
-        let mut out: Vec<NodeIdx> = nodes[i].routes.values().flatten().copied().collect();
-        if let NodeKind::Chain { entry } = nodes[i].kind {
-            out.push(entry);
-        }
-        let mut exit = nodes[i].exit;
-        while let Some(e) = exit {
-            out.extend(nodes[e].routes.values().flatten().copied());
-            exit = nodes[e].exit;
-        }
-        out
-    };
+    let successors = |i| Chain::successors(nodes, i);
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,

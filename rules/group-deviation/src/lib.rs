@@ -97,11 +97,7 @@ impl Node for GroupDeviation {
         if config.result_type.is_empty() {
             bail!("resultType must not be empty");
         }
-        let builder = match config.window {
-            WindowKind::Tumbling { size_ms } => Window::tumbling(WINDOW, size_ms),
-            WindowKind::Hopping { size_ms, advance_ms } => Window::hopping(WINDOW, size_ms, advance_ms),
-            WindowKind::Session { gap_ms } => Window::session(WINDOW, gap_ms),
-        };
+        let builder = Window::of_kind(WINDOW, config.window);
         let window = builder.grace_ms(config.grace_ms).collect().define()?;
         Ok(GroupDeviation { config, window })
     }
