@@ -37,6 +37,8 @@ pub enum ToolchainError {
     Build(PathBuf),
     #[error("{0}")]
     Scaffold(String),
+    #[error("rule directory {0}: {1}")]
+    Dir(PathBuf, String),
 }
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -99,6 +101,8 @@ fn is_workspace(dir: &Path) -> bool {
 
 /// Builds the rule workspace or crate at `dir`; returns the directory holding the `.wasm` files.
 pub fn build(dir: &Path) -> Result<PathBuf, ToolchainError> {
+    // Absolute: cargo runs *in* `dir`, so a relative `--target-dir` would nest inside it.
+    let dir = &dir.canonicalize().map_err(|e| ToolchainError::Dir(dir.to_path_buf(), e.to_string()))?;
     let toolchain = detect().ok_or(ToolchainError::Missing)?;
     tracing::info!(dir = %dir.display(), ?toolchain, "building rules for {WASM_TARGET}");
     let status = build_command(dir, toolchain).status().map_err(ToolchainError::Spawn)?;

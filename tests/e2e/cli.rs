@@ -259,6 +259,20 @@ fn validate_reports_each_chain() {
     assert!(sluice(&["validate", shipped.to_str().unwrap()]).status.success());
 }
 
+/// `sluice rules build rules` from the repository root — a relative path, as the scripts call
+/// it — puts the modules in `rules/target/…`, where chains find them (not in a nested
+/// `rules/rules/target`).
+#[test]
+fn building_rules_by_relative_path_puts_modules_where_chains_look() {
+    let out = Command::new(sluice_bin()).current_dir(repo()).args(["rules", "build", "rules"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!repo().join("rules/rules").exists(), "modules went into a nested rules/rules/target");
+    assert!(repo().join("rules/target/wasm32-unknown-unknown/release/window_aggregate.wasm").is_file());
+    let missing = Command::new(sluice_bin()).args(["rules", "build", "/nonexistent/rules"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("rule directory /nonexistent/rules"), "{}", stderr(&missing));
+}
+
 /// `sluice rules new` gives a crate that tests natively, builds to wasm and runs in the engine.
 #[test]
 fn a_scaffolded_rule_tests_builds_and_runs() {
