@@ -61,6 +61,13 @@ pub struct Worker {
 
 type Pending = Vec<(NodeIdx, Bytes, u32)>;
 
+/// What [`Worker::run_event`] hands a node besides messages.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Window,
+    Timer,
+}
+
 impl Worker {
     pub(super) fn new(
         runtime: Arc<Runtime>,
@@ -322,48 +329,39 @@ impl Worker {
         }
     }
 
-    fn run_timer(&mut self, idx: NodeIdx, timer: Timer) {
-        let chain = self.chain.clone();
-        let NodeKind::Rule(rule) = &chain.nodes[idx].kind else { return };
-        let bytes = serde_json::to_vec(&timer).unwrap_or_default();
-        let watermark = self.progress.completed();
-        let result = self.ensure_instance(idx, rule).and_then(|()| {
-            let instance = self.instances[idx].as_mut().expect("ensured above");
-            instance.set_watermark(watermark);
-            instance.call_timer(&bytes, &mut self.outputs)
-        });
-        match result {
-            Ok(()) => {
-                self.stats[idx].timers_fired += 1;
-                let outputs = std::mem::take(&mut self.outputs);
-                let mut pending = Vec::new();
-                self.route(idx, outputs, None, 1, &mut pending);
-                self.run_from(pending, &Ack::none());
-            }
-            Err(err) => {
-                self.stats[idx].window_failures += 1;
-                if err.kind.is_crash() {
-                    self.instances[idx] = None;
-                }
-                tracing::error!(node = %chain.nodes[idx].id, timer = %timer.id, error = %err.kind, "timer failed");
-            }
-        }
-    }
-
     /// Hands one window to its node and runs the results down the chain.
     fn run_window(&mut self, idx: NodeIdx, closed: Closed, watermark: i64) {
+        let window = ClosedWindow::new(&self.chain.nodes[idx].id, closed);
+        let bytes = serde_json::to_vec(&window).unwrap_or_default();
+        self.run_event(idx, Event::Window, &window.id, &bytes, watermark);
+    }
+
+    fn run_timer(&mut self, idx: NodeIdx, timer: Timer) {
+        let bytes = serde_json::to_vec(&timer).unwrap_or_default();
+        let watermark = self.progress.completed();
+        self.run_event(idx, Event::Timer, &timer.id, &bytes, watermark);
+    }
+
+    /// Hands a window or a timer (JSON `bytes`) to its node, then runs the results down the
+    /// chain under `watermark`. A failure is logged and counted: there is no message to send to
+    /// `Failure`.
+    fn run_event(&mut self, idx: NodeIdx, event: Event, id: &str, bytes: &[u8], watermark: i64) {
         let chain = self.chain.clone();
         let NodeKind::Rule(rule) = &chain.nodes[idx].kind else { return };
-        let window = ClosedWindow::new(&chain.nodes[idx].id, closed);
-        let bytes = serde_json::to_vec(&window).unwrap_or_default();
         let result = self.ensure_instance(idx, rule).and_then(|()| {
             let instance = self.instances[idx].as_mut().expect("ensured above");
             instance.set_watermark(watermark);
-            instance.call_window(&bytes, &mut self.outputs)
+            match event {
+                Event::Window => instance.call_window(bytes, &mut self.outputs),
+                Event::Timer => instance.call_timer(bytes, &mut self.outputs),
+            }
         });
         match result {
             Ok(()) => {
-                self.stats[idx].windows_fired += 1;
+                match event {
+                    Event::Window => self.stats[idx].windows_fired += 1,
+                    Event::Timer => self.stats[idx].timers_fired += 1,
+                }
                 let outputs = std::mem::take(&mut self.outputs);
                 let mut pending = Vec::new();
                 self.route(idx, outputs, None, 1, &mut pending);
@@ -376,7 +374,7 @@ impl Worker {
                 if err.kind.is_crash() {
                     self.instances[idx] = None;
                 }
-                tracing::error!(node = %chain.nodes[idx].id, window = %window.id, error = %err.kind, "window result failed");
+                tracing::error!(node = %chain.nodes[idx].id, %id, error = %err.kind, "{event:?} failed");
             }
         }
     }
