@@ -28,6 +28,7 @@ pub mod host;
 pub mod msg;
 pub mod node;
 pub mod relation;
+pub mod template;
 /// The native harness: for `cargo test`, never compiled into a module.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -38,6 +39,7 @@ pub use host::{clock, log, state, table, timer, window};
 pub use msg::{FieldPath, Metadata, Msg, Originator, as_number, derived_id, msg_type};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
+pub use template::Template;
 pub use windows::ClosedWindow;
 
 /// Re-exported for convenience (`#[derive(Deserialize)]` still needs `serde` in the rule crate).
@@ -50,7 +52,9 @@ pub mod prelude {
     pub use crate::host::{clock, log, state, table, timer, window};
     pub use crate::relation;
     pub use crate::windows::Timer;
-    pub use crate::{ClosedWindow, Error, FieldPath, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, bail};
+    pub use crate::{
+        ClosedWindow, Error, FieldPath, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, Template, bail,
+    };
     pub use crate::{filter, node, transform};
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{Value, json};

@@ -3,5 +3,11 @@
 
 mod agreement;
 mod cli;
+mod nodes_actions;
+mod nodes_decoder;
+mod nodes_enrich;
+mod nodes_filters;
+mod nodes_script;
+mod nodes_timers;
 mod scenarios;
 mod support;

@@ -43,3 +43,85 @@ pub fn sluice(args: &[&str]) -> Output {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// One runtime per test binary; compiled modules are cached under target/.
+pub fn runtime() -> std::sync::Arc<sluice::runtime::Runtime> {
+    static RT: OnceLock<std::sync::Arc<sluice::runtime::Runtime>> = OnceLock::new();
+    let cache = repo().join("target").join("sluice-module-cache");
+    RT.get_or_init(|| std::sync::Arc::new(sluice::runtime::Runtime::new(Some(cache)).expect("runtime"))).clone()
+}
+
+/// A one-node chain: `module` with `config`, every relation in `relations` wired to the output.
+fn one_node_chain(module: &str, config: &serde_json::Value, relations: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "entry": "node",
+        "nodes": [
+            {"id": "node", "module": module, "config": config},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": relations.iter().map(|r| serde_json::json!({"from": "node", "to": "out", "relation": r})).collect::<Vec<_>>()
+    })
+}
+
+/// Loads a chain (JSON) from a scratch file with the built modules.
+pub fn load_chain(chain: &serde_json::Value) -> Result<sluice::chain::Chain, sluice::chain::LoadError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chain.json");
+    std::fs::write(&path, serde_json::to_string_pretty(chain).expect("json")).expect("write chain");
+    sluice::chain::Loader::new(&runtime(), vec![modules().to_path_buf()]).load(&path)
+}
+
+/// The load error of a one-node chain whose `module` gets `config` (panics if it loads).
+pub fn node_config_error(module: &str, config: serde_json::Value) -> String {
+    match load_chain(&one_node_chain(module, &config, &["Success"])) {
+        Ok(_) => panic!("{module} accepted the config {config}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Runs `msgs` through a chain on one worker (event time = `ts`, windows flushed at the end) and
+/// returns what reached its output sink, in order.
+pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::Msg]) -> Vec<sluice_sdk::Msg> {
+    use sluice::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Sinks};
+    use sluice::sinks::jsonl::SinkItem;
+    let chain = std::sync::Arc::new(load_chain(chain).unwrap_or_else(|e| panic!("chain does not load: {e}")));
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let config = PipelineConfig { workers: 1, queue: 4, ..PipelineConfig::default() };
+    let state = sluice::state::StateStore::default();
+    let pipeline = Pipeline::start(runtime(), chain, state, Sinks { output: Some(tx) }, config).expect("pipeline");
+    let acks = std::sync::Arc::new(AckCounter::default());
+    let collector = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        for item in rx {
+            if let SinkItem::Msg(bytes, _ack) = item {
+                out.push(serde_json::from_slice::<sluice_sdk::Msg>(&bytes).expect("output is a message"));
+            }
+        }
+        out
+    });
+    let mut watermark = i64::MIN;
+    for (i, msg) in msgs.iter().enumerate() {
+        watermark = watermark.max(msg.ts);
+        let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
+        let bytes = serde_json::to_vec(msg).expect("serialize");
+        pipeline
+            .send_blocking(Envelope::new(bytes.into(), key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
+            .expect("send");
+    }
+    pipeline.shutdown();
+    collector.join().expect("collector")
+}
+
+/// Runs `msgs` through the wasm build of `module` with `config`, once per relation, and returns
+/// the messages that left on each relation (relation → messages, in order).
+pub fn run_node(
+    module: &str,
+    config: serde_json::Value,
+    msgs: &[sluice_sdk::Msg],
+    relations: &[&str],
+) -> std::collections::BTreeMap<String, Vec<sluice_sdk::Msg>> {
+    relations
+        .iter()
+        .map(|relation| (relation.to_string(), run_chain(&one_node_chain(module, &config, &[relation]), msgs)))
+        .collect()
+}

@@ -1,0 +1,7 @@
+//! Placeholder while the node is being written: forwards every message on `True`.
+use sluice_sdk::prelude::*;
+
+#[filter]
+pub fn deduplicate(_msg: &Msg, _cfg: &NoConfig) -> Result<bool> {
+    Ok(true)
+}

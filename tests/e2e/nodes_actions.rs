@@ -1,0 +1,1 @@
+//! Wasm builds of the actions nodes, run in the engine.

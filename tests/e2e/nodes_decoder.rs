@@ -1,0 +1,1 @@
+//! Wasm builds of the decoder nodes, run in the engine.

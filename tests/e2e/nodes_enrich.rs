@@ -1,0 +1,1 @@
+//! Wasm builds of the enrich nodes, run in the engine.

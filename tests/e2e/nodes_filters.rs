@@ -1,0 +1,1 @@
+//! Wasm builds of the filters nodes, run in the engine.

@@ -1,0 +1,1 @@
+//! Wasm builds of the script nodes, run in the engine.

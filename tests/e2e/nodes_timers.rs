@@ -1,0 +1,1 @@
+//! Wasm builds of the timers nodes, run in the engine.
