@@ -7,11 +7,13 @@
 //! - [`chain`] is the graph they run through (loaded and validated from JSON);
 //! - [`runtime`] runs each node's WASM module in a sandbox, with the [`host`] services as its
 //!   only imports and [`state`] kept by the host;
-//! - [`sinks`] write results and ack them.
+//! - [`sinks`] write results and ack them; [`connectors`] deliver action nodes' requests
+//!   (Kafka, MQTT, HTTP, files).
 //!
 //! [`run`] ties them together for `sluice run`; [`toolchain`] builds and scaffolds rule crates.
 
 pub mod chain;
+pub mod connectors;
 pub mod flow;
 pub mod host;
 pub mod run;

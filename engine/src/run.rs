@@ -176,6 +176,9 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
         skip: resume.as_ref().map_or(0, |p| p.position),
     };
     let read = reading.read(reader, &mut report).await;
+    if matches!(read, Ok(None)) {
+        wait_for_timers(&state, &progress, options.pipeline.tick).await;
+    }
     let watermarks = reading.watermarks.clone();
     let stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();
     let ended = matches!(read, Ok(None));
@@ -207,6 +210,28 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
     Ok((report, stopped_at))
 }
 
+/// The input has ended; timers may still be due — a delay node holding messages, a generator
+/// that has not generated its `count` yet. The run ends when none is pending. Checked under the
+/// firing gate, which a worker holds while it runs timers: a timer taken but not yet handled
+/// (and perhaps about to re-arm itself) is never mistaken for "no timer left".
+async fn wait_for_timers(state: &StateStore, progress: &Progress, tick: Duration) {
+    let mut logged = false;
+    loop {
+        let pending = {
+            let _gate = progress.gate();
+            state.pending_timers()
+        };
+        if pending == 0 {
+            return;
+        }
+        if !logged {
+            tracing::info!(pending, "input ended; waiting for pending timers (delays, generators)");
+            logged = true;
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
 /// Starts every rule node once against the real (possibly restored) state, so a state schema
 /// the module no longer accepts stops the run here, with the node's own message.
 fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), RunError> {
@@ -221,6 +246,7 @@ fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(
                     rule.limits,
                     handles,
                     Default::default(),
+                    None,
                 )
                 .map_err(|e| RunError::State(format!("{}: {e}", chain.file.display())))?;
         }

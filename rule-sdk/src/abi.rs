@@ -65,6 +65,7 @@ pub(crate) mod imports {
         pub fn table_delete(name_ptr: *const u8, name_len: usize, key_ptr: *const u8, key_len: usize);
         pub fn timer_set(key_ptr: *const u8, key_len: usize, at_ms: i64);
         pub fn timer_cancel(key_ptr: *const u8, key_len: usize);
+        pub fn action_call(req_ptr: *const u8, req_len: usize) -> i64;
     }
 
     /// Copies the value the last call staged (its length known from that call's result).

@@ -385,3 +385,42 @@ pub mod timer {
         crate::testing::native::timer_cancel(key);
     }
 }
+
+/// Actions: the node's call to the connector its chain granted it (`"connector": NAME` on the
+/// node in the chain file; the chain's `connectors` say what NAME is — a Kafka producer, an MQTT
+/// client, an HTTP client, or a file while testing). The node builds the request; the host
+/// delivers it and answers:
+///
+/// | connector kind | request | answer |
+/// |---|---|---|
+/// | Kafka | `{"topic", "key"?, "headers"?: {..}, "value"}` | `{"partition", "offset"}` |
+/// | MQTT | `{"topic", "qos"?, "retain"?, "payload"}` | `{}` |
+/// | HTTP | `{"method", "url", "headers"?: {..}, "body"?}` | `{"status", "headers", "body"}` |
+/// | file | any of the above | `{"written": true}` (the request is appended as a JSON line) |
+///
+/// A node without a connector, or a connector that fails, gets `Err` with the host's reason —
+/// returned from `on_msg`, it routes the message to `Failure`. The call blocks the node until
+/// the host answers (that is what makes "acked when delivered" hold).
+pub mod action {
+    use serde_json::Value;
+
+    pub fn call(request: &Value) -> crate::Result<Value> {
+        let bytes = serde_json::to_vec(request)?;
+        #[cfg(target_arch = "wasm32")]
+        let answer: Result<Vec<u8>, String> = {
+            // SAFETY: pointer and length describe a live buffer.
+            let r = unsafe { crate::abi::imports::action_call(bytes.as_ptr(), bytes.len()) };
+            if r >= 0 {
+                Ok(crate::abi::imports::take_staged(r as usize))
+            } else {
+                Err(String::from_utf8_lossy(&crate::abi::imports::take_staged((-r - 1) as usize)).into_owned())
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let answer = crate::testing::native::action_call(&bytes);
+        match answer {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            Err(reason) => Err(crate::Error::new(reason)),
+        }
+    }
+}

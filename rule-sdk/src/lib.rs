@@ -35,7 +35,7 @@ pub mod testing;
 pub mod windows;
 
 pub use error::{Error, Result};
-pub use host::{clock, log, state, table, timer, window};
+pub use host::{action, clock, log, state, table, timer, window};
 pub use msg::{FieldPath, Metadata, Msg, Originator, as_number, derived_id, msg_type};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
@@ -49,7 +49,7 @@ pub use serde_json;
 /// Everything a rule file usually needs.
 pub mod prelude {
     pub use crate::host::window::{Added, Window};
-    pub use crate::host::{clock, log, state, table, timer, window};
+    pub use crate::host::{action, clock, log, state, table, timer, window};
     pub use crate::relation;
     pub use crate::windows::Timer;
     pub use crate::{

@@ -144,6 +144,19 @@ impl TestDriver {
         self
     }
 
+    /// Answers the node's actions with `respond` (a stand-in for the connector: an HTTP server,
+    /// a broker) instead of the file connector's `{"written": true}`. `Err(reason)` plays a
+    /// failed delivery.
+    pub fn with_actions(mut self, respond: impl FnMut(&Value) -> std::result::Result<Value, String> + 'static) -> Self {
+        self.host.responder = native::Responder(Some(Box::new(respond)));
+        self
+    }
+
+    /// Every action request the node made so far, in order.
+    pub fn actions(&self) -> &[Value] {
+        &self.host.actions
+    }
+
     /// Sets the host clock in place.
     pub fn set_time(&mut self, now_ms: i64) {
         self.host.now_ms = Some(now_ms);
@@ -280,6 +293,33 @@ pub(crate) mod native {
         pub early: Vec<Closed>,
         pub tables: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
         pub timers: BTreeMap<String, i64>,
+        /// Every action request the node made, in order.
+        pub actions: Vec<serde_json::Value>,
+        pub responder: Responder,
+    }
+
+    /// How the native host answers actions (default: as a file connector, `{"written": true}`).
+    #[derive(Default)]
+    pub(crate) struct Responder(pub Option<Box<dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String>>>);
+
+    impl std::fmt::Debug for Responder {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(if self.0.is_some() { "Responder(custom)" } else { "Responder(file)" })
+        }
+    }
+
+    pub fn action_call(request: &[u8]) -> Result<Vec<u8>, String> {
+        let request: serde_json::Value =
+            serde_json::from_slice(request).map_err(|e| format!("action request is not JSON: {e}"))?;
+        let answer = with(|h| {
+            h.actions.push(request.clone());
+            match &mut h.responder.0 {
+                Some(respond) => respond(&request),
+                None => Ok(serde_json::json!({"written": true})),
+            }
+        });
+        let answer = answer.unwrap_or_else(|| Err("actions need a TestDriver".into()))?;
+        Ok(serde_json::to_vec(&answer).unwrap_or_default())
     }
 
     thread_local! {

@@ -10,4 +10,5 @@ mod nodes_filters;
 mod nodes_script;
 mod nodes_timers;
 mod scenarios;
+mod seeds;
 mod support;

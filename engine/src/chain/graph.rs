@@ -58,6 +58,8 @@ pub struct RuleNode {
     /// The node's config as JSON, handed to `sluice_init`.
     pub config: Vec<u8>,
     pub limits: Limits,
+    /// The connector the chain grants this node's actions (`"connector"` on the node).
+    pub connector: Option<crate::connectors::Granted>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::error::{LoadError, LoadErrorKind};
 use super::graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
 use super::spec::{ChainSpec, NodeSpec};
+use crate::connectors::Granted;
 use crate::host::Clock;
 use crate::runtime::{Limits, Module, NodeErrorKind, Runtime};
 use crate::state::NodeHandles;
@@ -98,6 +99,13 @@ impl<'r> Loader<'r> {
         let spec = Self::read_spec(file)?;
         let invalid = |msg: String| LoadError::new(file, LoadErrorKind::Invalid(msg));
         let base = nodes.len();
+        let chain_dir = file.parent().unwrap_or(Path::new("."));
+        let mut connectors = HashMap::new();
+        for (name, connector) in &spec.connectors {
+            let opened = crate::connectors::open(name, connector, chain_dir)
+                .map_err(|msg| invalid(msg).field(format!("connectors.{name}")))?;
+            connectors.insert(name.clone(), Granted { name: name.as_str().into(), connector: opened });
+        }
         let mut index: HashMap<&str, NodeIdx> = HashMap::new();
         for (i, node) in spec.nodes.iter().enumerate() {
             let field = format!("nodes[{i}].id");
@@ -155,9 +163,39 @@ impl<'r> Loader<'r> {
         for (i, node) in spec.nodes.iter().enumerate() {
             let idx = base + i;
             nodes[idx].kind = self.resolve_kind(file, node, idx, including, nodes)?;
+            if let NodeKind::Rule(rule) = &mut nodes[idx].kind {
+                rule.connector = Self::grant(file, node, &connectors)?;
+            } else if node.connector.is_some() {
+                return Err(invalid("only a module node takes a connector".into()).node(&node.id).field("connector"));
+            }
         }
         including.pop();
         Ok((spec, entry))
+    }
+
+    /// The connector a node is granted, which the chain must declare.
+    fn grant(
+        file: &Path,
+        node: &NodeSpec,
+        connectors: &HashMap<String, Granted>,
+    ) -> Result<Option<Granted>, LoadError> {
+        let Some(name) = &node.connector else { return Ok(None) };
+        match connectors.get(name) {
+            Some(granted) => Ok(Some(granted.clone())),
+            None => {
+                let mut declared: Vec<_> = connectors.keys().map(String::as_str).collect();
+                declared.sort_unstable();
+                let known = if declared.is_empty() { "none".to_string() } else { declared.join(", ") };
+                Err(LoadError::new(
+                    file,
+                    LoadErrorKind::Invalid(format!(
+                        "connector `{name}` is not declared under `connectors` (declared: {known})"
+                    )),
+                )
+                .node(&node.id)
+                .field("connector"))
+            }
+        }
     }
 
     fn resolve_kind(
@@ -198,7 +236,7 @@ impl<'r> Loader<'r> {
         let module = self.module(file, name).map_err(|kind| at(kind).field("module"))?;
         let config = serde_json::to_vec(&node.config).unwrap_or_default();
         self.check_init(&module, &nodes[idx].id, &config, limits).map_err(|(field, kind)| at(kind).field(field))?;
-        Ok(NodeKind::Rule(RuleNode { module, config, limits }))
+        Ok(NodeKind::Rule(RuleNode { module, config, limits, connector: None }))
     }
 
     /// Resolves and loads a module reference: a path (relative to the chain file) or a built-in
@@ -238,7 +276,8 @@ impl<'r> Loader<'r> {
         limits: Limits,
     ) -> Result<(), (String, LoadErrorKind)> {
         let scratch = NodeHandles::default();
-        match self.runtime.instantiate(module, node.into(), config, limits, scratch, Clock::System) {
+        // No connector: validating a chain must not deliver anything.
+        match self.runtime.instantiate(module, node.into(), config, limits, scratch, Clock::System, None) {
             Ok(_) => Ok(()),
             Err(err) => Err(match err.kind {
                 NodeErrorKind::Config { field, message } => (

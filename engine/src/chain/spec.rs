@@ -7,6 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// A rule chain: nodes, the relation-labelled connections between them, and the entry node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -31,9 +32,35 @@ pub struct ChainSpec {
     /// watermark windows close by. Default: the message's `ts`, no lateness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<crate::state::time::EventTimeSpec>,
+    /// Where action nodes may deliver: name → connector. A node reaches one only when granted
+    /// it (`"connector": NAME` on the node).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connectors: BTreeMap<String, ConnectorSpec>,
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub connections: Vec<ConnectionSpec>,
+}
+
+/// A destination for action nodes' requests (see `engine/src/connectors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum ConnectorSpec {
+    /// Appends each request as a JSON line `{"connector", "node", "request"}` (tests, demos).
+    /// A relative `path` is relative to the working directory; `{chainDir}/…` to the chain file.
+    File { path: String },
+    /// HTTP calls (the REST action, the ThingsBoard flow).
+    #[serde(rename_all = "camelCase")]
+    Http {
+        /// Relative request URLs are resolved against this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_url: Option<String>,
+        /// Time for one exchange (default 10000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Headers sent with every request.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+    },
 }
 
 /// One node. Exactly one of `module`, `chain` or `sink` says what it is.
@@ -65,6 +92,9 @@ pub struct NodeSpec {
     /// Log every message in and out of this node (target `sluice::debug`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub debug: bool,
+    /// The connector (declared under the chain's `connectors`) this node's actions go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
     /// Sandbox limits of this node; unset fields take the engine's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,

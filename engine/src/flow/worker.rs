@@ -395,7 +395,16 @@ impl Worker {
             let id = &self.chain.nodes[idx].id;
             let state = self.state.node(id);
             let clock = self.clock.clone();
-            match self.runtime.instantiate(&rule.module, id.as_str().into(), &rule.config, rule.limits, state, clock) {
+            let action = rule.connector.clone();
+            match self.runtime.instantiate(
+                &rule.module,
+                id.as_str().into(),
+                &rule.config,
+                rule.limits,
+                state,
+                clock,
+                action,
+            ) {
                 Ok(fresh) => self.instances[idx] = Some(fresh),
                 // A node whose init passed at load but fails now (it traps, or depends on
                 // something that changed) counts as crashing, so that it can be disabled.

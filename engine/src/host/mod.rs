@@ -4,6 +4,7 @@
 //! Guest pointers are checked against the guest's memory on every call: a bad pointer is a trap
 //! in that guest, never a host crash.
 
+pub mod action;
 pub mod clock;
 pub mod emit;
 pub mod log;
@@ -40,6 +41,8 @@ pub struct HostState {
     pub watermark: i64,
     /// Early updates the current call caused, handed to `sluice_on_window` after it.
     pub early: Vec<Closed>,
+    /// The connector the chain granted this node (`action_call`), if any.
+    pub action: Option<crate::connectors::Granted>,
 }
 
 impl HostState {
@@ -55,6 +58,7 @@ impl HostState {
             clock,
             watermark: crate::state::time::NO_WATERMARK,
             early: Vec::new(),
+            action: None,
         }
     }
 }
@@ -67,6 +71,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     state::add_to_linker(linker)?;
     window::add_to_linker(linker)?;
     table::add_to_linker(linker)?;
+    action::add_to_linker(linker)?;
     Ok(())
 }
 

@@ -34,6 +34,7 @@ pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("table_delete", &[I32, I32, I32, I32], &[]),
     ("timer_set", &[I32, I32, I64], &[]),
     ("timer_cancel", &[I32, I32], &[]),
+    ("action_call", &[I32, I32], &[I64]),
 ];
 
 /// Exports a guest may have: `sluice_on_window(len) -> status`, required once it declares a

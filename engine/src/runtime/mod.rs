@@ -158,8 +158,10 @@ impl Runtime {
         limits: Limits,
         state: NodeHandles,
         clock: Clock,
+        action: Option<crate::connectors::Granted>,
     ) -> Result<NodeInstance, NodeError> {
-        let host = HostState::new(node, limits.memory_bytes, state, clock);
+        let mut host = HostState::new(node, limits.memory_bytes, state, clock);
+        host.action = action;
         NodeInstance::new(&self.engine, &module.pre, host, config, limits)
     }
 }

@@ -126,6 +126,15 @@ impl NodeTimers {
         due
     }
 
+    /// How many timers are waiting to fire.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     pub fn snapshot(&self) -> Vec<(String, i64)> {
         let mut all: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
         all.sort();
@@ -166,6 +175,12 @@ impl StateStore {
 
     pub fn tables(&self) -> &Tables {
         &self.tables
+    }
+
+    /// Timers waiting to fire, over every node. A finite run stays alive while this is not zero
+    /// (a delay still holding a message, a generator still generating).
+    pub fn pending_timers(&self) -> usize {
+        self.lock().values().map(|(_, _, timers)| timers.len()).sum()
     }
 
     /// Node ids with state, sorted.

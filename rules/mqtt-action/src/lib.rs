@@ -1,7 +1,126 @@
-//! Placeholder while the node is being written: forwards every message on `True`.
+//! MQTT action: publishes the message through the chain's MQTT connector — ThingsBoard's "mqtt"
+//! node (`TbMqttNode`, `topicPattern`), plus ThingsBoard's gateway API payload shapes.
+//!
+//! The node builds `{"topic", "qos", "retain", "payload"}` and calls the connector the chain
+//! granted it; QoS 1 by default, so the connector answers once the broker acknowledged it.
+//! `Success` carries the message on unchanged; a failed publish → `Failure`.
+//!
+//! Config:
+//! ```json
+//! {"topic": "v1/gateway/telemetry", "qos": 1, "retain": false, "payload": "gateway-telemetry"}
+//! ```
+//! - `topic` (required): a template (`${metadataKey}`, `$[dataKey]`).
+//! - `qos` (default 1): 0, 1 or 2.
+//! - `retain` (default false).
+//! - `payload` (default `"data"`): `"data"` — the message data; `"gateway-telemetry"` —
+//!   ThingsBoard's gateway telemetry shape `{"<originator name>": [{"ts": <ts>, "values": <data>}]}`;
+//!   `"gateway-attributes"` — `{"<originator name>": <data>}`; `"message"` — the whole message.
 use sluice_sdk::prelude::*;
 
-#[filter]
-pub fn mqtt_action(_msg: &Msg, _cfg: &NoConfig) -> Result<bool> {
-    Ok(true)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    pub topic: Template,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+    #[serde(default)]
+    pub payload: Payload,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// The shape of what is published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Payload {
+    #[default]
+    Data,
+    GatewayTelemetry,
+    GatewayAttributes,
+    Message,
+}
+
+/// The request the connector gets for `msg`.
+pub fn request(msg: &Msg, cfg: &Config) -> Result<Value> {
+    let device = msg.originator.name.clone();
+    let payload = match cfg.payload {
+        Payload::Data => msg.data.clone(),
+        Payload::GatewayTelemetry => json!({ device: [{"ts": msg.ts, "values": msg.data}] }),
+        Payload::GatewayAttributes => json!({ device: msg.data }),
+        Payload::Message => serde_json::to_value(msg)?,
+    };
+    Ok(json!({"topic": cfg.topic.render(msg)?, "qos": cfg.qos, "retain": cfg.retain, "payload": payload}))
+}
+
+pub struct MqttAction {
+    config: Config,
+}
+
+#[node]
+impl Node for MqttAction {
+    type Config = Config;
+
+    fn init(config: Config) -> Result<Self> {
+        if config.qos > 2 {
+            bail!("config field `qos`: {} is not an MQTT QoS (0, 1 or 2)", config.qos);
+        }
+        Ok(MqttAction { config })
+    }
+
+    fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
+        action::call(&request(&msg, &self.config)?)?;
+        out.forward(relation::SUCCESS);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::testing::TestDriver;
+
+    #[test]
+    fn gateway_shapes() -> Result<()> {
+        let msg = Msg::telemetry("Device A", json!({"temperature": 21.5})).with_ts(1_700_000_000_000);
+        let cfg = r#"{"topic": "v1/gateway/telemetry", "payload": "gateway-telemetry"}"#;
+        let mut d = TestDriver::node_from_json::<MqttAction>(cfg).unwrap();
+        assert_eq!(d.send(msg.clone())?.relations(), ["Success"]);
+        assert_eq!(
+            d.actions(),
+            [json!({"topic": "v1/gateway/telemetry", "qos": 1, "retain": false,
+                    "payload": {"Device A": [{"ts": 1_700_000_000_000_i64, "values": {"temperature": 21.5}}]}})]
+        );
+        let cfg = r#"{"topic": "v1/gateway/attributes", "payload": "gateway-attributes", "qos": 0, "retain": true}"#;
+        let mut d = TestDriver::node_from_json::<MqttAction>(cfg).unwrap();
+        d.send(msg)?;
+        assert_eq!(d.actions()[0]["payload"], json!({"Device A": {"temperature": 21.5}}));
+        assert_eq!((d.actions()[0]["qos"].clone(), d.actions()[0]["retain"].clone()), (json!(0), json!(true)));
+        Ok(())
+    }
+
+    #[test]
+    fn topic_template_and_failure() -> Result<()> {
+        let msg = Msg::telemetry("WS-1", json!({"windSpeed": 3})).with_meta("deviceName", "WS-1");
+        let mut d = TestDriver::node_from_json::<MqttAction>(r#"{"topic": "v1/devices/${deviceName}/telemetry"}"#)
+            .unwrap()
+            .with_actions(|_| Err("not connected".into()));
+        let out = d.send(msg)?;
+        assert_eq!(d.actions()[0]["topic"], "v1/devices/WS-1/telemetry");
+        assert_eq!(d.actions()[0]["payload"], json!({"windSpeed": 3}));
+        assert_eq!(out.relations(), ["Failure"]);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let parse = |text: &str| TestDriver::node_from_json::<MqttAction>(text).err().unwrap();
+        assert!(parse(r#"{"topic": "t", "qos": 3}"#).message.contains("`qos`"));
+        assert_eq!(parse(r#"{"topic": "t", "qos": -1}"#).field, "qos");
+        assert_eq!(parse(r#"{"topic": "t", "payload": "gateway"}"#).field, "payload");
+        assert_eq!(parse(r#"{"topic": "t", "retian": true}"#).field, "retian");
+    }
 }

@@ -23,8 +23,9 @@
 //! ```
 //! - `key` (required): the grouping key: `originator` (its name), `metadata.<k>` or `data.<k>` (a
 //!   string, or a number or boolean rendered as text).
-//! - `value` (required): `data.<k>` or `metadata.<k>`; numbers sent as strings (`"33"`) count, a
-//!   missing, non-numeric or non-finite value is an error.
+//! - `value`: `data.<k>` or `metadata.<k>`; numbers sent as strings (`"33"`) count, a
+//!   missing, non-numeric or non-finite value is an error. Without `value` each event counts as
+//!   1 (for event counts: `"aggregates": ["count"]`).
 //! - `window` (required): `{"type": "tumbling", "sizeMs"}`, `{"type": "hopping", "sizeMs",
 //!   "advanceMs"}` or `{"type": "session", "gapMs"}` (the host window is named `aggregate`).
 //! - `graceMs` (default 0): how long after its end a window still takes events.
@@ -42,7 +43,8 @@ use sluice_sdk::windows::WindowKind;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub key: FieldPath,
-    pub value: FieldPath,
+    #[serde(default)]
+    pub value: Option<FieldPath>,
     pub window: WindowKind,
     #[serde(default)]
     pub grace_ms: u64,
@@ -98,7 +100,7 @@ impl Node for WindowAggregate {
     type Config = Config;
 
     fn init(config: Config) -> Result<Self> {
-        for field in config.keep.iter().chain([&config.value]) {
+        for field in config.keep.iter().chain(config.value.as_ref()) {
             if !matches!(field, FieldPath::Data(_) | FieldPath::Metadata(_)) {
                 bail!("`value` and `keep` take `data.<key>` or `metadata.<key>`, not `{}`", field.name());
             }
@@ -114,8 +116,12 @@ impl Node for WindowAggregate {
     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
         let cfg = &self.config;
         let Some(key) = cfg.key.text(&msg) else { bail!("no key: the message has no `{}`", cfg.key.name()) };
-        let Some(value) = cfg.value.number(&msg).filter(|v| v.is_finite()) else {
-            bail!("no numeric `{}` in the message", cfg.value.name())
+        let value = match &cfg.value {
+            None => 1.0,
+            Some(field) => match field.number(&msg).filter(|v| v.is_finite()) {
+                Some(v) => v,
+                None => bail!("no numeric `{}` in the message", field.name()),
+            },
         };
         match self.window.add(&key, msg.ts, value)? {
             Added::Accepted if !cfg.keep.is_empty() => {
@@ -352,6 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn without_a_value_each_event_counts_one() -> Result<()> {
+        let mut d = driver(json!({"key": "metadata.k", "aggregates": ["count", "sum"],
+                                  "window": {"type": "tumbling", "sizeMs": 10}}));
+        for ts in [1, 2, 5] {
+            d.send(Msg::telemetry("d", json!({})).with_meta("k", "a").with_ts(ts))?;
+        }
+        let out = d.flush()?;
+        assert_eq!(out.messages()[0].data["count"], json!(3));
+        assert_eq!(out.messages()[0].data["sum"], json!(3.0));
+        Ok(())
+    }
+
+    #[test]
     fn missing_key_or_value_fails() -> Result<()> {
         let mut d = TestDriver::node_from_json::<WindowAggregate>(WIND_ZONES).unwrap();
         let no_zone = Msg::telemetry("WS", json!({"windSpeed": 1}));
@@ -401,7 +420,7 @@ mod tests {
         assert!(err.message.contains("median"), "{err}");
         let err = parse(r#"{"key": "zone", "value": "data.v", "window": {"type": "tumbling", "sizeMs": 10}}"#);
         assert_eq!(err.field, "key");
-        let err = parse(r#"{"key": "originator", "window": {"type": "tumbling", "sizeMs": 10}}"#);
+        let err = parse(r#"{"key": "originator", "value": 3, "window": {"type": "tumbling", "sizeMs": 10}}"#);
         assert_eq!(err.field, "value");
         let err = parse(r#"{"key": "originator", "value": "data.v", "window": {"type": "weekly"}}"#);
         assert_eq!(err.field, "window.type");

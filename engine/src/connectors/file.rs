@@ -1,0 +1,55 @@
+//! The file connector: every request is appended to a JSON-lines file as
+//! `{"connector", "node", "request"}` and answered `{"written": true}`. For tests, demos and
+//! air-gapped runs; the node that wrote the request does not know it was not a broker.
+//!
+//! The file is opened on first use and appended to (a resumed run adds to what the interrupted
+//! one wrote, as the output does); each line is flushed before the answer.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::Connector;
+
+#[derive(Debug)]
+pub struct FileConnector {
+    name: String,
+    path: PathBuf,
+    out: Mutex<Option<std::fs::File>>,
+}
+
+impl FileConnector {
+    pub fn new(name: &str, path: &Path) -> Self {
+        FileConnector { name: name.into(), path: path.to_path_buf(), out: Mutex::new(None) }
+    }
+}
+
+impl Connector for FileConnector {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn call(&self, node: &str, request: &Value) -> Result<Value, String> {
+        let mut line = serde_json::to_vec(&json!({"connector": self.name, "node": node, "request": request}))
+            .map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if out.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+            *out = Some(file);
+        }
+        let file = out.as_mut().expect("opened above");
+        // One write per line: with O_APPEND, lines from several workers never interleave.
+        file.write_all(&line).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        Ok(json!({"written": true}))
+    }
+}

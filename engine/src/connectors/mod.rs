@@ -1,0 +1,119 @@
+//! Connectors: where action nodes' requests go.
+//!
+//! An action node (Kafka produce, MQTT publish, REST call…) never opens a socket itself — a
+//! sandboxed module cannot. It builds a request and calls `sluice::action_call`; the host hands
+//! the request to the connector the chain *granted* that node (`"connector": NAME` on the node,
+//! NAME declared under the chain's `connectors`). So what a node can reach is decided in the
+//! chain file, in one place, and the same node runs against a real broker in production and a
+//! file in a test without changing.
+//!
+//! ```text
+//! node ──action_call(request)──▶ Granted{name, connector} ──▶ file | http | (kafka, mqtt: issue 5)
+//!      ◀──────────── answer JSON, or an error text (→ the node's Err → Failure) ────┘
+//! ```
+//!
+//! Calls block the worker until the connector answers: a message is done (and acked) only once
+//! its actions were delivered.
+
+pub mod file;
+pub mod http;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use crate::chain::spec::ConnectorSpec;
+
+/// A destination for action requests.
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    /// The kind, for messages (`file`, `http`…).
+    fn kind(&self) -> &'static str;
+    /// Delivers one request from `node`; blocks until it is delivered or has failed.
+    fn call(&self, node: &str, request: &Value) -> Result<Value, String>;
+}
+
+/// A connector as granted to a node: its name in the chain, and the connector.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub name: Arc<str>,
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Granted {
+    /// The connector's answer, or an error naming the connector.
+    pub fn call(&self, node: &str, request: &Value) -> Result<Value, String> {
+        self.connector
+            .call(node, request)
+            .map_err(|message| format!("connector `{}` ({}): {message}", self.name, self.connector.kind()))
+    }
+}
+
+/// Opens the connector `spec` describes. Nothing connects yet: connections are made on first
+/// use, in the worker that uses them (so validating a chain touches no network and no file).
+///
+/// Text fields may name environment variables — `${VAR}`, or `${VAR:-default}` — so that
+/// addresses and secrets stay out of chain files.
+pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<dyn Connector>, String> {
+    Ok(match spec {
+        ConnectorSpec::File { path } => {
+            Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)))
+        }
+        ConnectorSpec::Http { base_url, timeout_ms, headers } => {
+            let base_url = base_url.as_deref().map(expand_env).transpose()?;
+            let headers =
+                headers.iter().map(|(k, v)| Ok((k.clone(), expand_env(v)?))).collect::<Result<_, String>>()?;
+            Arc::new(http::HttpConnector::new(base_url.as_deref(), *timeout_ms, headers)?)
+        }
+    })
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` with the environment's values; an unset variable
+/// without a default is an error naming it.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in {text:?}"))?;
+        let (var, default) = match after[..end].split_once(":-") {
+            Some((var, default)) => (var, Some(default)),
+            None => (&after[..end], None),
+        };
+        match (std::env::var(var), default) {
+            (Ok(value), _) => out.push_str(&value),
+            (Err(_), Some(default)) => out.push_str(default),
+            (Err(_), None) => return Err(format!("environment variable `{var}` is not set (used in {text:?})")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A connector's path: absolute, or relative to the working directory — like `--output` — so a
+/// chain in `chains/` writes where it is run from. `{chainDir}` at the start means "next to the
+/// chain file".
+fn resolve(chain_dir: &Path, path: &str) -> std::path::PathBuf {
+    match path.strip_prefix("{chainDir}/") {
+        Some(rest) => chain_dir.join(rest),
+        None => Path::new(path).to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_variables_with_defaults() {
+        // SAFETY: this test is the only user of these variable names.
+        unsafe { std::env::set_var("SLUICE_TEST_CONNECTOR_HOST", "10.0.0.7") };
+        assert_eq!(expand_env("http://${SLUICE_TEST_CONNECTOR_HOST}:9").unwrap(), "http://10.0.0.7:9");
+        assert_eq!(expand_env("${SLUICE_TEST_UNSET_X:-out}/a.jsonl").unwrap(), "out/a.jsonl");
+        assert!(expand_env("${SLUICE_TEST_UNSET_X}").unwrap_err().contains("SLUICE_TEST_UNSET_X"));
+        assert!(expand_env("${OPEN").is_err());
+        assert_eq!(expand_env("no vars").unwrap(), "no vars");
+    }
+}

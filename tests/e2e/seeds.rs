@@ -1,0 +1,362 @@
+//! The seed scenarios as shipped: each chain in `chains/` run by `sluice run` on its example
+//! input in `examples/`, exactly as the README shows, with its actions delivered (Kafka topics to
+//! files, ThingsBoard to a stand-in server speaking its REST API). Expected results are computed
+//! here from the input with plain code that shares nothing with the nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::support::{modules, repo, sluice_bin, stderr};
+
+/// `sluice run --chain chains/NAME.json --input examples/NAME/input.jsonl`, with topics written
+/// under `out` (the chains' `${SLUICE_OUT}`) and extra environment.
+fn run_seed(name: &str, out: &Path, env: &[(&str, &str)]) -> (Output, Vec<Value>) {
+    let chain = repo().join("chains").join(format!("{name}.json"));
+    let input = repo().join("examples").join(name).join("input.jsonl");
+    let output = out.join("output.jsonl");
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["run", "--chain", chain.to_str().unwrap(), "--input", input.to_str().unwrap()])
+        .args(["--output", output.to_str().unwrap(), "--no-state", "--workers", "2"])
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .env("SLUICE_OUT", out);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let result = cmd.output().expect("run sluice");
+    let lines = if output.exists() { read_jsonl(&output) } else { Vec::new() };
+    (result, lines)
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+/// The input lines of an example.
+fn example(name: &str) -> Vec<Value> {
+    read_jsonl(&repo().join("examples").join(name).join("input.jsonl"))
+}
+
+/// What a Kafka connector (a file here) received: (topic, key, value) per record.
+fn topic(out: &Path, file: &str) -> Vec<(String, Option<String>, Value)> {
+    read_jsonl(&out.join(file))
+        .into_iter()
+        .map(|l| {
+            let r = &l["request"];
+            (r["topic"].as_str().unwrap().to_string(), r["key"].as_str().map(str::to_string), r["value"].clone())
+        })
+        .collect()
+}
+
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300)
+}
+
+/// Tumbling event-time windows as the chains document them: the watermark stamped on a line is
+/// the greatest `ts` read so far minus the lateness; an event is late when its window's end plus
+/// the grace is at or below it. `events`: (ts, Some((key, value)) when it reaches the window).
+/// Returns (key, window start) → values, and the late count.
+fn tumbling(
+    events: impl IntoIterator<Item = (i64, Option<(String, f64)>)>,
+    size: i64,
+    grace: i64,
+    lateness: i64,
+) -> (BTreeMap<(String, i64), Vec<f64>>, u64) {
+    let mut max_ts = i64::MIN;
+    let mut windows: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    let mut late = 0;
+    for (ts, kept) in events {
+        max_ts = max_ts.max(ts);
+        let Some((key, value)) = kept else { continue };
+        let start = ts.div_euclid(size) * size;
+        if start + size + grace <= max_ts - lateness {
+            late += 1;
+            continue;
+        }
+        windows.entry((key, start)).or_default().push(value);
+    }
+    (windows, late)
+}
+
+/// A stand-in ThingsBoard: JWT login, assets by name (get or create), asset telemetry. Records
+/// the assets it created and the telemetry posted to each.
+#[derive(Default)]
+struct ThingsBoard {
+    assets: BTreeMap<String, String>,
+    created: Vec<String>,
+    telemetry: Vec<(String, Value)>,
+    unauthorised: u64,
+}
+
+fn start_thingsboard()
+-> (String, Arc<Mutex<ThingsBoard>>, std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>) {
+    use axum::extract::{Path as UrlPath, Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    type Tb = Arc<Mutex<ThingsBoard>>;
+    fn authorised(headers: &HeaderMap, tb: &Tb) -> bool {
+        let ok = headers.get("x-authorization").and_then(|v| v.to_str().ok()) == Some("Bearer jwt-1");
+        if !ok {
+            tb.lock().unwrap().unauthorised += 1;
+        }
+        ok
+    }
+    let tb: Tb = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/api/auth/login",
+            post(|axum::Json(body): axum::Json<Value>| async move {
+                if body == json!({"username": "tenant@thingsboard.org", "password": "tenant"}) {
+                    (StatusCode::OK, axum::Json(json!({"token": "jwt-1", "refreshToken": "r"})))
+                } else {
+                    (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Invalid username or password"})))
+                }
+            }),
+        )
+        .route(
+            "/api/tenant/assets",
+            get(|State(tb): State<Tb>, headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>| async move {
+                if !authorised(&headers, &tb) {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(Value::Null));
+                }
+                match tb.lock().unwrap().assets.get(&q["assetName"]) {
+                    Some(id) => (StatusCode::OK, axum::Json(json!({"id": {"entityType": "ASSET", "id": id}}))),
+                    None => (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Requested item wasn't found!"}))),
+                }
+            }),
+        )
+        .route(
+            "/api/asset",
+            post(|State(tb): State<Tb>, headers: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+                if !authorised(&headers, &tb) {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(Value::Null));
+                }
+                let mut tb = tb.lock().unwrap();
+                let name = body["name"].as_str().unwrap().to_string();
+                let id = format!("00000000-0000-0000-0000-{:012}", tb.assets.len() + 1);
+                tb.assets.insert(name.clone(), id.clone());
+                tb.created.push(name.clone());
+                (StatusCode::OK, axum::Json(json!({"id": {"entityType": "ASSET", "id": id}, "name": name})))
+            }),
+        )
+        .route(
+            "/api/plugins/telemetry/ASSET/{id}/timeseries/values",
+            post(
+                |State(tb): State<Tb>,
+                 headers: HeaderMap,
+                 UrlPath(id): UrlPath<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    if !authorised(&headers, &tb) {
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                    tb.lock().unwrap().telemetry.push((id, body));
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(tb.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    (url, tb, server, stop)
+}
+
+#[test]
+fn wind_zones_averages_reach_kafka_and_thingsboard() {
+    let input = example("wind-zones");
+    let events = input.iter().map(|m| {
+        let md = &m["metadata"];
+        let kept = (md["deviceType"] == "WeatherStation" && md.get("cs_geoZone").is_some())
+            .then(|| number(&m["data"]["windSpeed"]).map(|v| (md["cs_geoZone"].as_str().unwrap().to_string(), v)))
+            .flatten();
+        (m["ts"].as_i64().unwrap(), kept)
+    });
+    let (expected, late) = tumbling(events, 10_000, 2_000, 0);
+    assert!(late > 0, "the example has late events");
+    let expected: BTreeMap<(String, i64), (usize, f64)> =
+        expected.into_iter().map(|(k, v)| (k, (v.len(), v.iter().sum::<f64>() / v.len() as f64))).collect();
+
+    let (url, tb, server, stop) = start_thingsboard();
+    let out = tempfile::tempdir().unwrap();
+    let (result, lines) = run_seed("wind-zones", out.path(), &[("THINGSBOARD_URL", &url)]);
+    let _ = stop.send(());
+    server.join().unwrap();
+    assert!(result.status.success(), "{}", stderr(&result));
+
+    let check = |what: &str, key: (String, i64), data: &Value| {
+        let (n, avg) = expected.get(&key).unwrap_or_else(|| panic!("{what}: unexpected window {key:?}"));
+        assert_eq!(data["count"].as_u64(), Some(*n as u64), "{what}: count of {key:?}");
+        assert!(close(data["avg"].as_f64().unwrap(), *avg), "{what}: avg of {key:?}: {data}");
+    };
+    // The output: one result per zone and window.
+    assert_eq!(lines.len(), expected.len(), "{lines:?}");
+    for m in &lines {
+        let key = (m["originator"]["name"].as_str().unwrap().to_string(), m["data"]["windowStart"].as_i64().unwrap());
+        check("output", key, &m["data"]);
+    }
+    // Kafka: the same results on weather-stations-data, keyed by zone.
+    let records = topic(out.path(), "weather-stations-data.jsonl");
+    assert_eq!(records.len(), expected.len());
+    let mut seen = BTreeSet::new();
+    for (topic, key, value) in &records {
+        assert_eq!(topic, "weather-stations-data");
+        let zone = key.clone().expect("keyed by zone");
+        check("kafka", (zone.clone(), value["windowStart"].as_i64().unwrap()), value);
+        seen.insert((zone, value["windowStart"].as_i64().unwrap()));
+    }
+    assert_eq!(seen.len(), expected.len(), "no window twice");
+    // ThingsBoard: one asset per zone, created once; every average posted to its zone's asset.
+    let tb = tb.lock().unwrap();
+    let zones: BTreeSet<&String> = expected.keys().map(|(z, _)| z).collect();
+    assert_eq!(tb.created.iter().collect::<BTreeSet<_>>(), zones, "assets created");
+    assert_eq!(tb.created.len(), zones.len(), "each asset created once");
+    assert_eq!(tb.telemetry.len(), expected.len());
+    let zone_of: BTreeMap<&String, &String> = tb.assets.iter().map(|(name, id)| (id, name)).collect();
+    for (asset, body) in &tb.telemetry {
+        let zone = zone_of[asset].clone();
+        let start = body["values"]["windowStart"].as_i64().unwrap();
+        assert_eq!(body["ts"].as_i64(), Some(start), "telemetry at the window's start");
+        check("thingsboard", (zone, start), &body["values"]);
+    }
+}
+
+#[test]
+fn solar_generators_flag_module_three_in_every_window() {
+    // The chain's three generators: 60 payloads each, one second of event time apart, powers 5,
+    // 5 and 3.5 (ThingsBoard's solar sample). Per 10 s window the module sums are 50, 50, 35:
+    // average 45, population deviation sqrt((25 + 25 + 100) / 3) = 7.071; module 3 scores
+    // 10 / 7.071 = 1.414 > 1, modules 1 and 2 score 0.707.
+    let out = tempfile::tempdir().unwrap();
+    let (result, lines) = run_seed("solar-anomaly", out.path(), &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let t0 = 1_700_000_000_000_i64;
+    let windows: BTreeSet<i64> = (0..60).map(|i| (t0 + i * 1000).div_euclid(10_000) * 10_000).collect();
+    assert_eq!(lines.len(), windows.len(), "one anomaly per window: {lines:?}");
+    for m in &lines {
+        let d = &m["data"];
+        assert_eq!(d["member"], "Module 3");
+        assert_eq!(d["group"], "Panel 1");
+        let z = d["z"].as_f64().unwrap();
+        assert!((z - 2f64.sqrt()).abs() < 1e-9, "z = {z}");
+        assert!(windows.contains(&d["windowStart"].as_i64().unwrap()));
+    }
+    let records = topic(out.path(), "solar-module-anomalies.jsonl");
+    assert_eq!(records.len(), windows.len());
+    assert!(records.iter().all(|(t, k, v)| t == "solar-module-anomalies"
+        && k.as_deref() == Some("Module 3")
+        && v["member"] == "Module 3"));
+}
+
+#[test]
+fn door_disruption_alerts_regions_with_bursts_of_rejections() {
+    let input = example("door-disruption");
+    let mut registry: BTreeMap<String, String> = BTreeMap::new();
+    let mut events = Vec::new();
+    for m in &input {
+        let door = m["originator"]["name"].as_str().unwrap().to_string();
+        match m["type"].as_str().unwrap() {
+            "POST_ATTRIBUTES_REQUEST" => {
+                registry.insert(door, m["data"]["region"].as_str().unwrap().to_string());
+                events.push((m["ts"].as_i64().unwrap(), None));
+            }
+            _ => {
+                let region = registry.get(&door).cloned();
+                let rejected = m["data"]["event"] == "accessRejected";
+                let ts = m["ts"].as_i64().unwrap();
+                events.push((ts, region.filter(|_| rejected).map(|r| (r, ts as f64))));
+            }
+        }
+    }
+    let (windows, _) = tumbling(events, 60_000, 5_000, 0);
+    let expected: BTreeMap<(String, i64), usize> =
+        windows.into_iter().map(|(k, v)| (k, v.len())).filter(|(_, n)| *n >= 5).collect();
+    assert!(!expected.is_empty(), "the example has a burst");
+
+    let out = tempfile::tempdir().unwrap();
+    let (result, lines) = run_seed("door-disruption", out.path(), &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let actual: BTreeMap<(String, i64), usize> = lines
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "DOOR_DISRUPTION_ALERT");
+            let key =
+                (m["originator"]["name"].as_str().unwrap().to_string(), m["data"]["windowStart"].as_i64().unwrap());
+            (key, m["data"]["count"].as_u64().unwrap() as usize)
+        })
+        .collect();
+    assert_eq!(actual, expected);
+    let records = topic(out.path(), "door-alerts.jsonl");
+    assert_eq!(records.len(), expected.len());
+    assert!(records.iter().all(|(t, k, _)| t == "door-alerts" && expected.keys().any(|(r, _)| Some(r) == k.as_ref())));
+}
+
+#[test]
+fn threshold_anomalies_are_exact_whatever_the_order() {
+    let input = example("threshold-anomaly");
+    let value = |m: &Value| number(&m["data"]["value"]).unwrap();
+    // Every reading above 100 is an anomaly, in or out of order: (sensor, value) pairs.
+    let mut anomalies: Vec<(String, String)> = input
+        .iter()
+        .filter(|m| value(m) > 100.0)
+        .map(|m| (m["originator"]["name"].as_str().unwrap().to_string(), m["data"]["value"].to_string()))
+        .collect();
+    anomalies.sort();
+    let events = input.iter().map(|m| {
+        let kept = (value(m) > 100.0).then(|| (m["originator"]["name"].as_str().unwrap().to_string(), value(m)));
+        (m["ts"].as_i64().unwrap(), kept)
+    });
+    let (per_minute, late) = tumbling(events, 60_000, 10_000, 5_000);
+    assert!(late > 0, "the example has anomalies beyond lateness and grace");
+
+    let out = tempfile::tempdir().unwrap();
+    let (result, lines) = run_seed("threshold-anomaly", out.path(), &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let records = topic(out.path(), "anomalies.jsonl");
+    let mut produced: Vec<(String, String)> = records
+        .iter()
+        .map(|(t, key, v)| {
+            assert_eq!(t, "anomalies");
+            (key.clone().expect("keyed by sensor"), v["value"].to_string())
+        })
+        .collect();
+    produced.sort();
+    assert_eq!(produced, anomalies, "every anomaly once, keyed by its sensor");
+    let actual: BTreeMap<(String, i64), (u64, f64)> = lines
+        .iter()
+        .map(|m| {
+            let key =
+                (m["originator"]["name"].as_str().unwrap().to_string(), m["data"]["windowStart"].as_i64().unwrap());
+            (key, (m["data"]["count"].as_u64().unwrap(), m["data"]["max"].as_f64().unwrap()))
+        })
+        .collect();
+    let expected: BTreeMap<(String, i64), (u64, f64)> = per_minute
+        .into_iter()
+        .map(|(k, v)| (k, (v.len() as u64, v.iter().cloned().fold(f64::MIN, f64::max))))
+        .collect();
+    assert_eq!(actual, expected);
+}
