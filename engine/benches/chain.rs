@@ -73,7 +73,7 @@ fn bench_calls(c: &mut Criterion) {
         let module = rt.load_module_bytes(Path::new(name), &bytes).expect("module");
         let config = serde_json::to_vec(&config).unwrap();
         let mut instance = rt
-            .instantiate(&module, name.into(), &config, Limits::default(), NodeHandles::default(), Clock::System)
+            .instantiate(&module, name.into(), &config, Limits::default(), NodeHandles::default(), Clock::System, None)
             .expect("instance");
         let mut outputs = Vec::new();
         group.bench_function(name, |b| {

@@ -25,7 +25,7 @@ fn in_wasm(module: &str, config: &Value, msgs: &[Msg]) -> Vec<Vec<(String, Msg)>
     let module = rt.load_module(&path).expect("module loads");
     let config = serde_json::to_vec(config).unwrap();
     let mut instance = rt
-        .instantiate(&module, "node".into(), &config, Limits::default(), NodeHandles::default(), Clock::System)
+        .instantiate(&module, "node".into(), &config, Limits::default(), NodeHandles::default(), Clock::System, None)
         .expect("instantiates");
     msgs.iter()
         .map(|msg| {
