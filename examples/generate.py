@@ -69,6 +69,36 @@ def threshold():
     write("threshold-anomaly", lines)
 
 
+def smart_meter():
+    # Three LoRaWAN meters on The Things Network, an uplink every hour for two days, each with
+    # four 15-minute readings of the energy register (Wh, u32 big-endian) after a header of
+    # interval minutes and flags (see rules/uplink-decoder): ThingsBoard's TTN integration shape.
+    import base64
+    import datetime
+    lines = []
+    start = datetime.datetime(2024, 3, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    for m in range(3):
+        register = 100_000 * (m + 1)
+        for hour in range(1, 49):
+            received = start + datetime.timedelta(hours=hour, seconds=m)
+            readings = []
+            for _ in range(4):
+                register += rng.randrange(50, 400)
+                readings.append(register)
+            payload = bytes([15, 0]) + b"".join(r.to_bytes(4, "big") for r in readings)
+            uplink = {
+                "end_device_ids": {"device_id": f"meter-{m}", "dev_eui": f"70B3D57ED00000{m:02X}",
+                                   "application_ids": {"application_id": "smart-meters"}},
+                "received_at": received.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "uplink_message": {"f_port": 2, "frm_payload": base64.b64encode(payload).decode(),
+                                   "rx_metadata": [{"gateway_ids": {"gateway_id": "gw-1"}, "rssi": -70 - m, "snr": 8.5}]},
+            }
+            ts = int(received.timestamp() * 1000)
+            lines.append(msg(ts, "UPLINK", "TTN", uplink, {"integrationName": "TTN"}, entity="INTEGRATION"))
+    lines.sort(key=lambda line: line["ts"])
+    write("smart-meter", lines)
+
+
 def solar():
     # The chain's generators make the data; an empty input runs them.
     (HERE / "solar-anomaly" / "input.jsonl").write_text("")
@@ -78,4 +108,5 @@ if __name__ == "__main__":
     wind()
     door()
     threshold()
+    smart_meter()
     solar()

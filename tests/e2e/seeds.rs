@@ -360,3 +360,64 @@ fn threshold_anomalies_are_exact_whatever_the_order() {
         .collect();
     assert_eq!(actual, expected);
 }
+
+#[test]
+fn smart_meter_uplinks_become_readings_and_daily_consumption() {
+    use base64::Engine as _;
+    // Decode the example's TTN uplinks here, by the layout documented in rules/uplink-decoder:
+    // byte 0 interval minutes, byte 1 flags (0), then u32 BE registers, oldest first, the newest
+    // read at `received_at`.
+    let mut readings: Vec<(String, i64, u64)> = Vec::new();
+    for m in example("smart-meter") {
+        let up = &m["data"];
+        let meter = up["end_device_ids"]["device_id"].as_str().unwrap().to_string();
+        let received = chrono::DateTime::parse_from_rfc3339(up["received_at"].as_str().unwrap()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(up["uplink_message"]["frm_payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes[1], 0, "the example sends no age");
+        let interval_ms = bytes[0] as i64 * 60_000;
+        let registers: Vec<u64> =
+            bytes[2..].chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap()) as u64).collect();
+        let newest = received.timestamp_millis();
+        for (i, wh) in registers.iter().enumerate() {
+            readings.push((meter.clone(), newest - (registers.len() - 1 - i) as i64 * interval_ms, *wh));
+        }
+    }
+    let day = 86_400_000_i64;
+    let mut daily: BTreeMap<(String, i64), (u64, u64, u64)> = BTreeMap::new();
+    for (meter, ts, wh) in &readings {
+        let slot = daily.entry((meter.clone(), ts.div_euclid(day) * day)).or_insert((0, u64::MAX, 0));
+        slot.0 += 1;
+        slot.1 = slot.1.min(*wh);
+        slot.2 = slot.2.max(*wh);
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let (result, lines) = run_seed("smart-meter", out.path(), &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let actual: BTreeMap<(String, i64), (u64, u64, u64, f64)> = lines
+        .iter()
+        .map(|m| {
+            let d = &m["data"];
+            let key = (m["originator"]["name"].as_str().unwrap().to_string(), d["windowStart"].as_i64().unwrap());
+            let f = |k: &str| d[k].as_f64().unwrap();
+            (key, (d["count"].as_u64().unwrap(), f("min") as u64, f("max") as u64, f("consumptionWh")))
+        })
+        .collect();
+    let expected: BTreeMap<(String, i64), (u64, u64, u64, f64)> =
+        daily.into_iter().map(|(k, (n, lo, hi))| (k, (n, lo, hi, (hi - lo) as f64))).collect();
+    assert_eq!(actual, expected);
+    // Every reading is one data point on meter-readings, keyed by its meter.
+    let mut produced: Vec<(String, i64, u64)> = topic(out.path(), "meter-readings.jsonl")
+        .into_iter()
+        .map(|(t, key, v)| {
+            assert_eq!(t, "meter-readings");
+            assert_eq!(key.as_deref(), v["originator"]["name"].as_str());
+            (key.unwrap(), v["ts"].as_i64().unwrap(), v["data"]["energyWh"].as_u64().unwrap())
+        })
+        .collect();
+    produced.sort();
+    readings.sort();
+    assert_eq!(produced, readings);
+}
