@@ -217,11 +217,12 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
 async fn wait_for_timers(state: &StateStore, progress: &Progress, tick: Duration) {
     let mut logged = false;
     loop {
-        let pending = {
+        // In flight first: a message still queued for a delay node has not set its timer yet.
+        let (idle, pending) = {
             let _gate = progress.gate();
-            state.pending_timers()
+            (progress.idle(), state.pending_timers())
         };
-        if pending == 0 {
+        if idle && pending == 0 {
             return;
         }
         if !logged {
