@@ -1,7 +1,180 @@
-//! Placeholder while the node is being written: forwards every message on `True`.
+//! Change originator (ThingsBoard's `TbChangeOriginatorNode`, generalised): the message gets a
+//! new originator whose name — and optionally entity type — come from templates (`${key}` is a
+//! metadata value, `$[key]` a data field, dotted paths reach into objects). E.g. re-key wind-station
+//! telemetry to the asset of its geo zone, fetched earlier by `originator-attributes` into
+//! `cs_geoZone`, so that downstream nodes aggregate per zone. The changed message goes to
+//! `Success`; it keeps its id, time, type, metadata and data. The new originator has no `id` (the
+//! old one belonged to the old entity).
+//!
+//! A template value the message lacks (or `null`), or a name or type that renders empty, sends
+//! the message to `Failure` with an error naming the placeholder.
+//!
+//! Partitioning: the engine assigns messages to workers by the originator they *entered the chain
+//! with*; changing the originator here does not move the message to another partition. Nodes
+//! downstream keep their state under whatever key they are configured with (window-aggregate's
+//! `key`, state keyed by originator, …), which after this node is the new originator — but
+//! messages for that new originator may be handled by several workers at once, so their relative
+//! order across the old originators is not guaranteed.
+//!
+//! Config:
+//! ```json
+//! {"entityType": "ASSET", "name": "${cs_geoZone}", "keepOriginal": "originalOriginator"}
+//! ```
+//! - `name` (required): template of the new originator's name, e.g. `"zone-${cs_geoZone}"`,
+//!   `"$[location.site]"`.
+//! - `entityType` (default: the incoming originator's type): template of the new entity type,
+//!   usually a literal such as `"ASSET"`, `"DEVICE"`, `"CUSTOMER"`.
+//! - `keepOriginal` (default none): a metadata key that receives the old originator's name;
+//!   `<key>Type` receives its entity type and, when it had one, `<key>Id` its id.
 use sluice_sdk::prelude::*;
 
-#[filter]
-pub fn change_originator(_msg: &Msg, _cfg: &NoConfig) -> Result<bool> {
-    Ok(true)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    pub name: Template,
+    #[serde(default)]
+    pub entity_type: Option<Template>,
+    #[serde(default)]
+    pub keep_original: Option<String>,
+}
+
+pub struct ChangeOriginator {
+    cfg: Config,
+}
+
+#[node]
+impl Node for ChangeOriginator {
+    type Config = Config;
+
+    fn init(cfg: Config) -> Result<Self> {
+        let blank = |t: &Template| {
+            t.is_literal() && t.render(&Msg::telemetry("", Value::Null)).is_ok_and(|s| s.trim().is_empty())
+        };
+        if blank(&cfg.name) {
+            bail!("config field `name`: must not be empty");
+        }
+        if cfg.entity_type.as_ref().is_some_and(blank) {
+            bail!("config field `entityType`: must not be empty");
+        }
+        if cfg.keep_original.as_ref().is_some_and(|k| k.is_empty()) {
+            bail!("config field `keepOriginal`: must name a metadata key");
+        }
+        Ok(ChangeOriginator { cfg })
+    }
+
+    fn on_msg(&mut self, mut msg: Msg, out: &mut Outputs) -> Result<()> {
+        let name = self.cfg.name.render(&msg)?;
+        if name.trim().is_empty() {
+            bail!("the new originator's name is empty");
+        }
+        let entity_type = match &self.cfg.entity_type {
+            Some(t) => t.render(&msg)?,
+            None => msg.originator.entity_type.clone(),
+        };
+        if entity_type.trim().is_empty() {
+            bail!("the new originator's entity type is empty");
+        }
+        let old = std::mem::replace(&mut msg.originator, Originator { entity_type, name, id: None });
+        if let Some(key) = &self.cfg.keep_original {
+            msg.metadata.insert(format!("{key}Type"), old.entity_type);
+            if let Some(id) = old.id {
+                msg.metadata.insert(format!("{key}Id"), id);
+            }
+            msg.metadata.insert(key.clone(), old.name);
+        }
+        out.emit(relation::SUCCESS, msg);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::testing::TestDriver;
+
+    fn driver(config: &str) -> TestDriver {
+        TestDriver::node_from_json::<ChangeOriginator>(config).unwrap()
+    }
+
+    fn station() -> Msg {
+        Msg::telemetry("WS-1", json!({"windSpeed": "33", "site": {"name": "Cape"}, "n": 7, "nothing": null}))
+            .with_id("m1")
+            .with_ts(1_700_000_000_000)
+            .with_meta("cs_geoZone", "Zone A")
+            .with_meta("deviceType", "WeatherStation")
+    }
+
+    #[test]
+    fn re_keys_to_the_zone_asset_keeping_the_rest() -> Result<()> {
+        let out = driver(r#"{"entityType": "ASSET", "name": "${cs_geoZone}"}"#).send(station())?;
+        assert_eq!(out.relations(), ["Success"]);
+        let mut expected = station();
+        expected.originator = Originator::asset("Zone A");
+        assert_eq!(out.messages(), [&expected]);
+        Ok(())
+    }
+
+    #[test]
+    fn keeps_the_original_in_metadata() -> Result<()> {
+        let config = r#"{"entityType": "ASSET", "name": "zone-${cs_geoZone}", "keepOriginal": "originalOriginator"}"#;
+        let mut msg = station();
+        msg.originator.id = Some("784f394c-42b6".into());
+        let out = driver(config).send(msg)?;
+        let expected = Msg { originator: Originator::asset("zone-Zone A"), ..station() }
+            .with_meta("originalOriginator", "WS-1")
+            .with_meta("originalOriginatorType", "DEVICE")
+            .with_meta("originalOriginatorId", "784f394c-42b6");
+        assert_eq!(out.messages(), [&expected]);
+        // Without an id there is no `<key>Id`.
+        let out = driver(config).send(station())?;
+        assert_eq!(out.messages()[0].meta("originalOriginatorId"), None);
+        assert_eq!(out.messages()[0].meta("originalOriginatorType"), Some("DEVICE"));
+        Ok(())
+    }
+
+    #[test]
+    fn data_placeholders_and_default_type() -> Result<()> {
+        // The type stays when not configured; numbers render as their JSON text.
+        let out = driver(r#"{"name": "$[site.name]-$[n]-$[windSpeed]"}"#).send(station())?;
+        assert_eq!(out.messages()[0].originator, Originator::device("Cape-7-33"));
+        let out = driver(r#"{"name": "${deviceType}", "entityType": "$[kind]"}"#).send(station())?;
+        assert_eq!(out.relations(), ["Failure"], "no `kind` in data");
+        let mut typed = station();
+        typed.data["kind"] = json!("ENTITY_VIEW");
+        let out = driver(r#"{"name": "${deviceType}", "entityType": "$[kind]"}"#).send(typed)?;
+        let o = &out.messages()[0].originator;
+        assert_eq!((o.entity_type.as_str(), o.name.as_str()), ("ENTITY_VIEW", "WeatherStation"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_value_fails_naming_it() -> Result<()> {
+        let mut d = driver(r#"{"entityType": "ASSET", "name": "${cs_geoZone}"}"#);
+        let mut msg = station();
+        msg.metadata.remove("cs_geoZone");
+        let out = d.send(msg.clone())?;
+        assert_eq!(out.relations(), ["Failure"]);
+        assert_eq!(out.messages()[0].originator, Originator::device("WS-1"));
+        assert!(out.messages()[0].meta("error").unwrap_or_default().contains("${cs_geoZone}"));
+        // A null data value counts as missing; an empty rendered name fails too.
+        let out = driver(r#"{"name": "$[nothing]"}"#).send(station())?;
+        assert!(out.messages()[0].meta("error").unwrap_or_default().contains("$[nothing]"));
+        let out = d.send(station().with_meta("cs_geoZone", " "))?;
+        assert_eq!(out.relations(), ["Failure"]);
+        assert!(out.messages()[0].meta("error").unwrap_or_default().contains("name is empty"));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let error = |text: &str| TestDriver::node_from_json::<ChangeOriginator>(text).err().expect(text);
+        assert_eq!(error(r#"{"entityType": "ASSET"}"#).field, "name");
+        assert_eq!(error(r#"{"name": "${open"}"#).field, "name");
+        assert_eq!(error(r#"{"name": "x", "entityType": 3}"#).field, "entityType");
+        assert_eq!(error(r#"{"name": "x", "keepOriginal": true}"#).field, "keepOriginal");
+        assert_eq!(error(r#"{"name": "x", "originatorSource": "CUSTOMER"}"#).field, "originatorSource");
+        assert!(error(r#"{"name": ""}"#).message.contains("`name`"));
+        assert!(error(r#"{"name": "x", "entityType": " "}"#).message.contains("`entityType`"));
+        assert!(error(r#"{"name": "x", "keepOriginal": ""}"#).message.contains("`keepOriginal`"));
+    }
 }
