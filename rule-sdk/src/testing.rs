@@ -299,8 +299,11 @@ pub(crate) mod native {
     }
 
     /// How the native host answers actions (default: as a file connector, `{"written": true}`).
+    /// A stand-in connector: request → answer, or the reason it failed.
+    pub(crate) type Respond = Box<dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String>>;
+
     #[derive(Default)]
-    pub(crate) struct Responder(pub Option<Box<dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String>>>);
+    pub(crate) struct Responder(pub Option<Respond>);
 
     impl std::fmt::Debug for Responder {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
