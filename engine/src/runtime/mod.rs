@@ -150,6 +150,8 @@ impl Runtime {
     }
 
     /// A fresh instance of `module` for node `node`, initialised with `config`.
+    // Everything an instance is made of; a builder would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub fn instantiate(
         &self,
         module: &Module,
