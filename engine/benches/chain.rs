@@ -4,6 +4,8 @@
 //!   module that does not parse the message;
 //! - `call/noop-sdk`: an SDK `#[filter]` returning `true` (the glue parses the message);
 //! - `call/check-fields`: a filter that reads JSON fields;
+//! - `call/script-filter`, `call/script-transform`: ThingsBoard JavaScript bodies in the `script`
+//!   node (boa inside the module), against `check-fields` as the Rust baseline;
 //! - `chain/3-node`: json-decoder → check-fields → rename-keys on one worker (routing included);
 //! - `native/3-node`: the same work as one plain Rust function (the baseline).
 //!
@@ -60,13 +62,23 @@ fn bench_calls(c: &mut Criterion) {
     let mut group = c.benchmark_group("call");
     group.throughput(Throughput::Elements(1));
     let msg = serde_json::to_vec(&telemetry()).unwrap();
-    let cases: [(&str, Vec<u8>, Value); 3] = [
+    let script = || std::fs::read(modules.join("script.wasm")).unwrap();
+    let cases: [(&str, Vec<u8>, Value); 5] = [
         ("noop-wat", NOOP_WAT.as_bytes().to_vec(), Value::Null),
         ("noop-sdk", std::fs::read(modules.join("noop.wasm")).unwrap(), Value::Null),
         (
             "check-fields",
             std::fs::read(modules.join("check_fields.wasm")).unwrap(),
             json!({"messageNames": ["temp", "hum"], "metadataNames": ["deviceType"]}),
+        ),
+        // ThingsBoard JavaScript bodies in boa, inside the module: against check-fields, the
+        // same kind of decision in Rust.
+        ("script-filter", script(), json!({"mode": "filter", "script": "return msg.temp > 20;"})),
+        (
+            "script-transform",
+            script(),
+            json!({"mode": "transform",
+                   "script": "msg.temp = Math.round((msg.temp - 32) * 5 / 9 * 100) / 100;\nreturn {msg: msg, metadata: metadata, msgType: msgType};"}),
         ),
     ];
     for (name, bytes, config) in cases {

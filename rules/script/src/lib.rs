@@ -896,34 +896,6 @@ return relations;"#;
         Ok(())
     }
 
-    /// Native cost of a message through each mode (`cargo test --release -p script -- --ignored
-    /// --nocapture`); the engine's figure is in tests/e2e/nodes_script.rs.
-    #[test]
-    #[ignore = "a measurement"]
-    fn native_cost_per_message() -> Result<()> {
-        const N: usize = 20_000;
-        let cases = [
-            ("filter", "return msg.temperature > 20;"),
-            ("transform identity", "return {msg: msg, metadata: metadata, msgType: msgType};"),
-            (
-                "transform °F to °C",
-                "msg.temperature = Math.round((msg.temperature - 32) * 5 / 9 * 100) / 100;\nreturn {msg: msg, metadata: metadata, msgType: msgType};",
-            ),
-        ];
-        for (name, script) in cases {
-            let mut d = mode(if name == "filter" { "filter" } else { "transform" }, script);
-            let msgs: Vec<Msg> =
-                (0..N).map(|i| thermometer(json!((i % 40) as f64 + 0.5)).with_id(format!("m{i}"))).collect();
-            let started = std::time::Instant::now();
-            for m in msgs {
-                d.send(m)?;
-            }
-            let elapsed = started.elapsed();
-            println!("{name}: {:.2} µs/msg", elapsed.as_secs_f64() * 1e6 / N as f64);
-        }
-        Ok(())
-    }
-
     // ---- config ----
 
     #[test]
