@@ -36,18 +36,20 @@ impl Connector for FileConnector {
             .map_err(|e| e.to_string())?;
         line.push(b'\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        if out.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let file = match &mut *out {
+            Some(file) => file,
+            None => {
+                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+                out.insert(file)
             }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
-            *out = Some(file);
-        }
-        let file = out.as_mut().expect("opened above");
+        };
         // One write per line: with O_APPEND, lines from several workers never interleave.
         file.write_all(&line).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
         Ok(json!({"written": true}))
