@@ -13,6 +13,7 @@
 //! [`run`] ties them together for `sluice run`; [`toolchain`] builds and scaffolds rule crates.
 
 pub mod chain;
+pub mod config;
 pub mod connectors;
 pub mod flow;
 pub mod host;

@@ -6,7 +6,7 @@
 //! ABI), each node's config (by running the node's own `init` on it), nested chains, and cycles
 //! that no `maxHops` bounds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,6 +25,9 @@ use crate::state::time::TimeField;
 pub struct Loader<'r> {
     runtime: &'r Runtime,
     module_dirs: Vec<PathBuf>,
+    /// Connectors of the deployment (`sluice.toml`): they replace the chain's of the same name,
+    /// so a chain tested against files runs against brokers without being edited.
+    overrides: BTreeMap<String, crate::chain::spec::ConnectorSpec>,
 }
 
 /// The file name cargo gives a rule crate's module: `check-fields` → `check_fields.wasm`.
@@ -34,7 +37,13 @@ pub fn module_file_name(name: &str) -> String {
 
 impl<'r> Loader<'r> {
     pub fn new(runtime: &'r Runtime, module_dirs: Vec<PathBuf>) -> Self {
-        Loader { runtime, module_dirs }
+        Loader { runtime, module_dirs, overrides: BTreeMap::new() }
+    }
+
+    /// Connectors that replace the chain's declarations of the same name (from `sluice.toml`).
+    pub fn with_connectors(mut self, overrides: BTreeMap<String, crate::chain::spec::ConnectorSpec>) -> Self {
+        self.overrides = overrides;
+        self
     }
 
     /// Loads and validates the chain in `file`.
@@ -102,6 +111,7 @@ impl<'r> Loader<'r> {
         let chain_dir = file.parent().unwrap_or(Path::new("."));
         let mut connectors = HashMap::new();
         for (name, connector) in &spec.connectors {
+            let connector = self.overrides.get(name).unwrap_or(connector);
             let opened = crate::connectors::open(name, connector, chain_dir)
                 .map_err(|msg| invalid(msg).field(format!("connectors.{name}")))?;
             connectors.insert(name.clone(), Granted { name: name.as_str().into(), connector: opened });

@@ -60,7 +60,58 @@ pub enum ConnectorSpec {
         /// Headers sent with every request.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
+        /// Attempts after the first for a network error, a timeout or a 5xx answer, with
+        /// exponential backoff (default 3; 0: no retry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retries: Option<u32>,
+        /// The first backoff, doubled per retry (default 100).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backoff_ms: Option<u64>,
     },
+    /// A Kafka producer (librdkafka): idempotent, `acks=all`. The request's message is acked
+    /// only on its delivery report.
+    Kafka(KafkaConnection),
+    /// An MQTT client (QoS 1 publishes, confirmed by PUBACK).
+    Mqtt(MqttConnection),
+}
+
+/// Where a Kafka cluster is, and librdkafka properties passed through unchanged (TLS, SASL,
+/// tuning: `security.protocol`, `sasl.mechanism`, `ssl.ca.location`…).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaConnection {
+    /// `host:port[,host:port…]` (librdkafka's `bootstrap.servers`).
+    pub brokers: String,
+    /// Extra librdkafka properties; they win over Sluice's defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// `true`: the node waits for the delivery report and gets `{"partition", "offset"}`
+    /// (ThingsBoard's Kafka node metadata). `false` (default): the node goes on at once and
+    /// the message is acked when the report comes — same guarantee, far higher throughput.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub await_delivery: bool,
+}
+
+/// Where an MQTT broker is and how to log in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttConnection {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    pub url: String,
+    /// Client id (default: `sluice-` and a random suffix; set it for a persistent session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (`mqtts://`; default: the
+    /// platform's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Keep-alive interval in seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_s: Option<u64>,
 }
 
 /// One node. Exactly one of `module`, `chain` or `sink` says what it is.

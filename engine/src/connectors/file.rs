@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 
 use super::Connector;
+use crate::flow::Ack;
 
 #[derive(Debug)]
 pub struct FileConnector {
@@ -31,7 +32,7 @@ impl Connector for FileConnector {
         "file"
     }
 
-    fn call(&self, node: &str, request: &Value) -> Result<Value, String> {
+    fn call(&self, node: &str, request: &Value, _ack: &Ack) -> Result<Value, String> {
         let mut line = serde_json::to_vec(&json!({"connector": self.name, "node": node, "request": request}))
             .map_err(|e| e.to_string())?;
         line.push(b'\n');

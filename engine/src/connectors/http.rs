@@ -14,9 +14,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Connector;
+use crate::flow::Ack;
 
 /// Default time for one HTTP exchange.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Default retries.
+pub const DEFAULT_RETRIES: u32 = 3;
 
 #[derive(Debug)]
 pub struct HttpConnector {
@@ -44,6 +47,11 @@ impl HttpConnector {
         })
     }
 
+    /// WIP: retries (the REST helper builds them).
+    pub fn with_retries(self, _retries: u32, _backoff_ms: Option<u64>) -> Self {
+        self
+    }
+
     fn client(&self) -> Result<&reqwest::blocking::Client, String> {
         self.client
             .get_or_init(|| {
@@ -68,7 +76,7 @@ impl Connector for HttpConnector {
         "http"
     }
 
-    fn call(&self, _node: &str, request: &Value) -> Result<Value, String> {
+    fn call(&self, _node: &str, request: &Value, _ack: &Ack) -> Result<Value, String> {
         let method = request.get("method").and_then(Value::as_str).unwrap_or("POST");
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("request method {method:?} is not an HTTP method"))?;

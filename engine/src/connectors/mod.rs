@@ -8,7 +8,7 @@
 //! file in a test without changing.
 //!
 //! ```text
-//! node ──action_call(request)──▶ Granted{name, connector} ──▶ file | http | (kafka, mqtt: issue 5)
+//! node ──action_call(request)──▶ Granted{name, connector} ──▶ file | http | kafka | mqtt
 //!      ◀──────────── answer JSON, or an error text (→ the node's Err → Failure) ────┘
 //! ```
 //!
@@ -23,14 +23,18 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::flow::Ack;
+
 pub use crate::chain::spec::ConnectorSpec;
 
 /// A destination for action requests.
 pub trait Connector: Send + Sync + std::fmt::Debug {
     /// The kind, for messages (`file`, `http`…).
     fn kind(&self) -> &'static str;
-    /// Delivers one request from `node`; blocks until it is delivered or has failed.
-    fn call(&self, node: &str, request: &Value) -> Result<Value, String>;
+    /// Delivers one request from `node`; blocks until it is delivered or has failed — or, for
+    /// a connector that confirms asynchronously, until it is queued, holding a clone of `ack`
+    /// (the message's) until the confirmation, so the message counts as done only then.
+    fn call(&self, node: &str, request: &Value, ack: &Ack) -> Result<Value, String>;
 }
 
 /// A connector as granted to a node: its name in the chain, and the connector.
@@ -42,9 +46,9 @@ pub struct Granted {
 
 impl Granted {
     /// The connector's answer, or an error naming the connector.
-    pub fn call(&self, node: &str, request: &Value) -> Result<Value, String> {
+    pub fn call(&self, node: &str, request: &Value, ack: &Ack) -> Result<Value, String> {
         self.connector
-            .call(node, request)
+            .call(node, request, ack)
             .map_err(|message| format!("connector `{}` ({}): {message}", self.name, self.connector.kind()))
     }
 }
@@ -59,12 +63,17 @@ pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<dy
         ConnectorSpec::File { path } => {
             Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)))
         }
-        ConnectorSpec::Http { base_url, timeout_ms, headers } => {
+        ConnectorSpec::Http { base_url, timeout_ms, headers, retries, backoff_ms } => {
             let base_url = base_url.as_deref().map(expand_env).transpose()?;
             let headers =
                 headers.iter().map(|(k, v)| Ok((k.clone(), expand_env(v)?))).collect::<Result<_, String>>()?;
-            Arc::new(http::HttpConnector::new(base_url.as_deref(), *timeout_ms, headers)?)
+            Arc::new(
+                http::HttpConnector::new(base_url.as_deref(), *timeout_ms, headers)?
+                    .with_retries(retries.unwrap_or(http::DEFAULT_RETRIES), *backoff_ms),
+            )
         }
+        ConnectorSpec::Kafka(_) => return Err("WIP: kafka connector".into()),
+        ConnectorSpec::Mqtt(_) => return Err("WIP: mqtt connector".into()),
     })
 }
 

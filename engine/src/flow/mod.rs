@@ -146,6 +146,33 @@ impl ChainVersion {
     }
 }
 
+/// The sending side of a [`Pipeline`], for sources running on tasks or threads of their own.
+#[derive(Clone)]
+pub struct PipelineSender {
+    inboxes: Vec<mpsc::Sender<Envelope>>,
+    progress: Arc<Progress>,
+}
+
+impl PipelineSender {
+    /// See [`Pipeline::send`].
+    pub async fn send(&self, mut envelope: Envelope) -> Result<(), Closed> {
+        envelope.progress = Some(self.progress.issue(envelope.watermark));
+        let i = (envelope.key % self.inboxes.len() as u64) as usize;
+        self.inboxes[i].send(envelope).await.map_err(|_| Closed)
+    }
+
+    /// See [`Pipeline::send_blocking`].
+    pub fn send_blocking(&self, mut envelope: Envelope) -> Result<(), Closed> {
+        envelope.progress = Some(self.progress.issue(envelope.watermark));
+        let i = (envelope.key % self.inboxes.len() as u64) as usize;
+        self.inboxes[i].blocking_send(envelope).map_err(|_| Closed)
+    }
+
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+}
+
 /// The pipeline has stopped taking messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the pipeline is shut down")]
@@ -223,6 +250,12 @@ impl Pipeline {
     /// The watermark of completed work.
     pub fn progress(&self) -> &Arc<Progress> {
         &self.progress
+    }
+
+    /// A handle sources keep to send messages (the pipeline shuts down once every handle is
+    /// dropped and [`Pipeline::shutdown`] is called).
+    pub fn sender(&self) -> PipelineSender {
+        PipelineSender { inboxes: self.inboxes.clone(), progress: self.progress.clone() }
     }
 
     /// Hands a message to its worker, waiting while that worker's queue is full.

@@ -223,7 +223,7 @@ impl Worker {
                 }
                 NodeKind::Rule(rule) => rule,
             };
-            let outputs = match self.call(idx, rule, &msg) {
+            let outputs = match self.call(idx, rule, &msg, ack) {
                 Ok(()) => std::mem::take(&mut self.outputs),
                 Err(err) => {
                     self.stats[idx].failures += 1;
@@ -420,7 +420,7 @@ impl Worker {
     }
 
     /// Calls the rule node `idx` with `msg`; outputs land in `self.outputs`.
-    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &[u8]) -> Result<(), NodeError> {
+    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &[u8], ack: &Ack) -> Result<(), NodeError> {
         let health = self.health.clone();
         let health = &health[idx];
         if health.disabled.load(Ordering::Relaxed) {
@@ -431,7 +431,9 @@ impl Worker {
         let result = self.ensure_instance(idx, rule).and_then(|()| {
             let instance = self.instances[idx].as_mut().expect("ensured above");
             instance.set_watermark(watermark);
+            instance.set_ack(ack.clone());
             let result = instance.call(msg, &mut self.outputs);
+            instance.set_ack(Ack::none());
             self.early.extend(instance.take_early().into_iter().map(|c| (idx, c)));
             result
         });

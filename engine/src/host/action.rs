@@ -18,7 +18,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                  `connectors`)",
                 host.node
             )),
-            (Some(granted), Ok(request)) => granted.call(&host.node, &request),
+            (Some(granted), Ok(request)) => granted.call(&host.node, &request, &host.ack),
         };
         Ok(match answer {
             Ok(value) => {

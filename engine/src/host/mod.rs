@@ -43,6 +43,9 @@ pub struct HostState {
     pub early: Vec<Closed>,
     /// The connector the chain granted this node (`action_call`), if any.
     pub action: Option<crate::connectors::Granted>,
+    /// The ack handle of the message being handled: a connector that delivers asynchronously
+    /// (Kafka) holds a clone until the broker confirms, so the source commits only then.
+    pub ack: crate::flow::Ack,
 }
 
 impl HostState {
@@ -59,6 +62,7 @@ impl HostState {
             watermark: crate::state::time::NO_WATERMARK,
             early: Vec::new(),
             action: None,
+            ack: crate::flow::Ack::none(),
         }
     }
 }

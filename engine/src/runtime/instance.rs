@@ -127,6 +127,12 @@ impl NodeInstance {
         self.finish(status, outputs)
     }
 
+    /// Sets the ack handle of the message the next call handles (`Ack::none()` after it: an
+    /// instance must not keep a message pending).
+    pub fn set_ack(&mut self, ack: crate::flow::Ack) {
+        self.store.data_mut().ack = ack;
+    }
+
     /// Sets the watermark the next calls see (the one stamped on the message being handled).
     pub fn set_watermark(&mut self, watermark: i64) {
         self.store.data_mut().watermark = watermark;

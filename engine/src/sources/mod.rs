@@ -1,4 +1,81 @@
-//! Sources: where messages come from. Each turns bytes into a message and gives it an ack
-//! handle ([`crate::flow::Ack`]).
+//! Sources: where messages come from. Each turns what it reads into a [`Msg`] with an ack handle
+//! ([`crate::flow::Ack`]) and hands it to a [`Feed`].
+//!
+//! ```text
+//! jsonl (file, stdin) ─┐
+//! kafka (group)       ─┤
+//! mqtt (subscriptions) ┼─ Msg + partition + Ack ──▶ Feed ──(watermark, key)──▶ Pipeline
+//! http (device API)   ─┘
+//! ```
+//!
+//! What a source must do is small and the same everywhere: say which partition the message came
+//! from (watermarks are tracked per partition) and hold the message "unfinished" until its ack
+//! fires — commit a Kafka offset, PUBACK an MQTT publish, answer an HTTP request.
 
 pub mod jsonl;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sluice_sdk::Msg;
+
+use crate::chain::Chain;
+use crate::flow::{Ack, Closed, Envelope, PipelineSender};
+use crate::host::Clock;
+use crate::state::time::{TimeField, Watermarks};
+
+/// The one way into a running pipeline, shared by every source: stamps a message with the
+/// watermark of its source partition, keys it by originator (so one device's messages keep
+/// their order), and waits while the workers are busy (backpressure reaches the source).
+#[derive(Clone)]
+pub struct Feed {
+    sender: PipelineSender,
+    watermarks: Arc<Mutex<Watermarks>>,
+    time_field: TimeField,
+    clock: Clock,
+}
+
+impl Feed {
+    pub fn new(sender: PipelineSender, chain: &Chain, watermarks: Watermarks, clock: Clock) -> Self {
+        Feed { sender, watermarks: Arc::new(Mutex::new(watermarks)), time_field: chain.time_field.clone(), clock }
+    }
+
+    /// The envelope for `msg` read from `partition`: its watermark is advanced by the message.
+    pub fn envelope(&self, msg: &Msg, partition: u32, ack: Ack) -> Envelope {
+        let now = self.clock.now_ms();
+        let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
+        let watermark = self
+            .watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(partition, self.time_field.event_time(msg, now), now);
+        // A Msg always serializes: its fields are strings, numbers and JSON values.
+        let bytes = serde_json::to_vec(msg).unwrap_or_default();
+        Envelope::new(Bytes::from(bytes), key, ack).with_watermark(watermark)
+    }
+
+    /// Hands `msg` to the pipeline, waiting for room.
+    pub async fn push(&self, msg: &Msg, partition: u32, ack: Ack) -> Result<(), Closed> {
+        let envelope = self.envelope(msg, partition, ack);
+        self.sender.send(envelope).await
+    }
+
+    /// [`Feed::push`] from a thread outside the async runtime (the Kafka consumer's).
+    pub fn push_blocking(&self, msg: &Msg, partition: u32, ack: Ack) -> Result<(), Closed> {
+        let envelope = self.envelope(msg, partition, ack);
+        self.sender.send_blocking(envelope)
+    }
+
+    /// The watermarks as of now, for a checkpoint.
+    pub fn watermarks(&self) -> Watermarks {
+        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn progress(&self) -> &Arc<crate::flow::Progress> {
+        self.sender.progress()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

@@ -1,0 +1,254 @@
+//! `sluice.toml`: the deployment around a chain — where messages come from, where the `output`
+//! sink writes, dead letters, and the real connectors behind the chain's connector names.
+//!
+//! The chain file says *what* happens to a message; this file says *where* it runs. A chain is
+//! tested against JSON lines and file connectors, then deployed with a `sluice.toml` that binds
+//! the same names to Kafka, MQTT and HTTP — without editing the chain.
+//!
+//! ```toml
+//! [source]
+//! type = "kafka"
+//! brokers = "${KAFKA_BROKERS:-127.0.0.1:9092}"
+//! group = "wind-zones"
+//! topics = ["weather-stations"]
+//!
+//! [output]
+//! type = "kafka"
+//! brokers = "${KAFKA_BROKERS:-127.0.0.1:9092}"
+//! topic = "zone-averages"
+//!
+//! [connectors.weather-stations-data]     # replaces the chain's connector of that name
+//! type = "kafka"
+//! brokers = "${KAFKA_BROKERS:-127.0.0.1:9092}"
+//! ```
+//!
+//! Keys are camelCase, as in chain files, so a connector block moves between the two unchanged.
+//! Every text value may use `${VAR}` / `${VAR:-default}`: secrets stay in the environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use crate::chain::spec::{ConnectorSpec, KafkaConnection, MqttConnection};
+
+/// A `sluice.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Where messages come from (default: JSON lines, `--input`).
+    #[serde(default)]
+    pub source: Option<SourceSpec>,
+    /// Where the chain's `output` sink writes (default: JSON lines, `--output`).
+    #[serde(default)]
+    pub output: Option<OutputSpec>,
+    /// Where messages go that failed with no `Failure` connection to take them, with the error
+    /// in `metadata.error` (default: logged and counted only).
+    #[serde(default)]
+    pub dead_letter: Option<OutputSpec>,
+    /// Connectors replacing the chain's declarations of the same name.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorSpec>,
+    #[serde(default)]
+    pub state: StateSpec,
+    /// Where `/metrics` and `/health` are served (e.g. `127.0.0.1:9464`; default: not served).
+    #[serde(default)]
+    pub admin: Option<String>,
+}
+
+/// Where messages come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// A Kafka consumer group.
+    Kafka(KafkaSourceSpec),
+    /// MQTT subscriptions (QoS 1), ThingsBoard device and gateway API topics.
+    Mqtt(MqttSourceSpec),
+    /// ThingsBoard's HTTP device API (`POST /api/v1/{token}/telemetry`).
+    Http(HttpSourceSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaSourceSpec {
+    pub brokers: String,
+    /// Consumer group: instances with the same group split the partitions.
+    pub group: String,
+    /// Topic names; a name starting with `^` is a regular expression (librdkafka's patterns).
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// Message type of `raw` records (default `POST_TELEMETRY_REQUEST`).
+    #[serde(default)]
+    pub msg_type: Option<String>,
+    /// Extra librdkafka consumer properties (TLS, SASL, tuning); they win over Sluice's defaults.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// How a record's bytes become a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// A TbMsg as JSON, or ThingsBoard's simple telemetry form (`{"ts", "deviceName", …}`),
+    /// as in JSON-lines input.
+    #[default]
+    Json,
+    /// Bytes for an uplink decoder: `data` is the payload as text (base64, with
+    /// `metadata.payloadEncoding = "base64"`, when it is not UTF-8); the record key names the
+    /// device.
+    Raw,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttSourceSpec {
+    #[serde(flatten)]
+    pub connection: MqttConnection,
+    /// Topic filters. Default: ThingsBoard's device API under `v1/devices/+/telemetry` and
+    /// `v1/devices/+/attributes`, and the gateway API `v1/gateway/{telemetry,attributes,connect}`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub format: PayloadFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpSourceSpec {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// A JSON or TOML file mapping access tokens to devices: `{"TOKEN": {"deviceName": …,
+    /// "deviceType": …}}` (relative to `sluice.toml`).
+    pub tokens: String,
+}
+
+/// Where the `output` sink (or dead letters) go.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OutputSpec {
+    /// JSON lines appended to a file (`-`: stdout).
+    File { path: String },
+    /// Records on a Kafka topic, keyed by originator name; acked on the delivery report.
+    Kafka {
+        #[serde(flatten)]
+        connection: KafkaConnection,
+        topic: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StateSpec {
+    /// Where checkpoints live (default `./data`).
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Time between checkpoints (and Kafka offset commits), ms (default 1000).
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_ms: u64,
+}
+
+impl Default for StateSpec {
+    fn default() -> Self {
+        StateSpec { dir: None, checkpoint_ms: default_checkpoint_ms() }
+    }
+}
+
+fn default_checkpoint_ms() -> u64 {
+    1000
+}
+
+/// A `sluice.toml` that cannot be used, naming the file and the place.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and checks `path`. Environment variables are expanded in every string value
+    /// before the file is interpreted, so `${KAFKA_BROKERS}` works anywhere.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    /// Parses the text of a `sluice.toml`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let mut value: toml::Value = text.parse::<toml::Table>().map(toml::Value::Table).map_err(|e| e.to_string())?;
+        expand(&mut value, "")?;
+        Config::deserialize(value).map_err(|e| e.to_string())
+    }
+}
+
+/// Expands `${VAR}` in every string of `value`; an unset variable names where it was used.
+fn expand(value: &mut toml::Value, at: &str) -> Result<(), String> {
+    match value {
+        toml::Value::String(s) => {
+            *s = crate::connectors::expand_env(s).map_err(|e| format!("`{at}`: {e}"))?;
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand(item, &format!("{at}[{i}]"))?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                expand(v, &path)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_source_and_output_with_overrides() {
+        // SAFETY: only this test uses this variable.
+        unsafe { std::env::set_var("SLUICE_TEST_CONFIG_BROKERS", "10.1.1.1:9092") };
+        let config = Config::parse(
+            r#"
+            [source]
+            type = "kafka"
+            brokers = "${SLUICE_TEST_CONFIG_BROKERS}"
+            group = "g"
+            topics = ["a", "^b-.*"]
+            properties = { "security.protocol" = "SASL_SSL" }
+
+            [output]
+            type = "kafka"
+            brokers = "${SLUICE_TEST_CONFIG_BROKERS}"
+            topic = "out"
+
+            [connectors.alerts]
+            type = "mqtt"
+            url = "mqtt://127.0.0.1:1883"
+            username = "u"
+            "#,
+        )
+        .unwrap();
+        let Some(SourceSpec::Kafka(source)) = &config.source else { panic!("{config:?}") };
+        assert_eq!(source.brokers, "10.1.1.1:9092");
+        assert_eq!(source.properties["security.protocol"], "SASL_SSL");
+        assert!(matches!(&config.output, Some(OutputSpec::Kafka { topic, .. }) if topic == "out"));
+        assert!(matches!(&config.connectors["alerts"], ConnectorSpec::Mqtt(c) if c.username.as_deref() == Some("u")));
+        assert_eq!(config.state.checkpoint_ms, 1000);
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let e = Config::parse("[source]\ntype = \"kafka\"\nbrokers = \"x\"\ngroup = \"g\"\ntopics = []\nbogus = 1\n")
+            .unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse("[output]\ntype = \"file\"\npath = \"${SLUICE_TEST_CONFIG_UNSET}\"\n").unwrap_err();
+        assert!(e.contains("output.path") && e.contains("SLUICE_TEST_CONFIG_UNSET"), "{e}");
+        assert!(Config::parse("[source\n").is_err());
+    }
+}
