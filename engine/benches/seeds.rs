@@ -156,6 +156,7 @@ fn main() {
                 state_dir: None,
                 checkpoint_every: Duration::from_secs(3600),
                 fresh: true,
+                connectors: Default::default(),
             };
             let started = Instant::now();
             let (report, _) = tokio.block_on(sluice::run::run(runtime.clone(), options)).expect("run");

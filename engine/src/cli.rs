@@ -94,6 +94,11 @@ pub struct RunArgs {
     /// Milliseconds between checkpoints.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub checkpoint_ms: u64,
+    /// A `sluice.toml`: a source (Kafka, MQTT, HTTP) to run as a service until SIGTERM, the
+    /// output and dead-letter destinations, and connectors replacing the chain's of the same
+    /// name. Without a `[source]`, the input is still `--input`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub modules: ModuleArgs,
 }
@@ -173,7 +178,15 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         pipeline.workers = n;
     }
+    let config = match &args.config {
+        Some(path) => Some(sluice::config::Config::load(path)?),
+        None => None,
+    };
+    if let Some(config) = config.clone().filter(|c| c.source.is_some()) {
+        return serve(args, config, pipeline);
+    }
     let options = RunOptions {
+        connectors: config.map(|c| c.connectors).unwrap_or_default(),
         module_dirs: args.modules.resolve(Some(&args.chain)),
         chain: args.chain,
         input: Stream::parse(&args.input),
@@ -201,6 +214,51 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(err) = stopped_at {
         eprintln!("error: stopped at the first malformed line (--strict): {err}");
         return Ok(1);
+    }
+    Ok(0)
+}
+
+/// `sluice run --config` with a `[source]`: a service until SIGTERM or Ctrl-C.
+fn serve(args: RunArgs, config: sluice::config::Config, pipeline: PipelineConfig) -> anyhow::Result<i32> {
+    let config_dir =
+        args.config.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let options = sluice::service::ServeOptions {
+        module_dirs: args.modules.resolve(Some(&args.chain)),
+        chain: args.chain.clone(),
+        config,
+        config_dir,
+        pipeline,
+        state_dir: (!args.no_state).then_some(args.state_dir.clone()),
+        fresh: args.fresh,
+    };
+    let runtime = runtime()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = tokio.block_on(async move {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping: finishing what is in flight, checkpointing");
+            let _ = stop.send(true);
+        });
+        sluice::service::serve(runtime, options, shutdown).await
+    })?;
+    eprintln!(
+        "sluice: {} records from {}, {} malformed, {} commits, {} rebalances",
+        report.records, report.source, report.malformed, report.commits, report.rebalances
+    );
+    if let Some(path) = &args.stats {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write stats to {}", path.display()))?;
     }
     Ok(0)
 }

@@ -19,6 +19,7 @@ pub mod flow;
 pub mod host;
 pub mod run;
 pub mod runtime;
+pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub checkpoint_every: Duration,
     /// Ignore any checkpoint and start over.
     pub fresh: bool,
+    /// Connectors replacing the chain's of the same name (`sluice.toml`).
+    pub connectors: std::collections::BTreeMap<String, crate::config::ConnectorSpec>,
 }
 
 /// What a run did.
@@ -97,7 +99,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> RunError {
 }
 
 /// The checkpoint file of a chain: one per chain file, under the state directory.
-fn checkpoint_path(dir: &std::path::Path, chain: &std::path::Path) -> PathBuf {
+pub(crate) fn checkpoint_path(dir: &std::path::Path, chain: &std::path::Path) -> PathBuf {
     let canonical = chain.canonicalize().unwrap_or_else(|_| chain.to_path_buf());
     let hash = crate::runtime::cache::content_hash(canonical.display().to_string().as_bytes());
     let stem = chain.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "chain".into());
@@ -106,7 +108,11 @@ fn checkpoint_path(dir: &std::path::Path, chain: &std::path::Path) -> PathBuf {
 
 /// Loads the chain and runs the input through it to the end.
 pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunReport, Option<LineError>), RunError> {
-    let chain = Arc::new(Loader::new(&runtime, options.module_dirs.clone()).load(&options.chain)?);
+    let chain = Arc::new(
+        Loader::new(&runtime, options.module_dirs.clone())
+            .with_connectors(options.connectors.clone())
+            .load(&options.chain)?,
+    );
     let state = StateStore::default();
     let source = options.input.name();
     let checkpoints = match &options.state_dir {
@@ -151,7 +157,7 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
     if let Some(position) = &resume {
         progress.restore(position.completed);
     }
-    let sinks = Sinks { output: Some(out_tx.clone()) };
+    let sinks = Sinks { output: Some(out_tx.clone()), ..Default::default() };
     let pipeline = Pipeline::start_with_progress(
         runtime.clone(),
         chain.clone(),
@@ -193,6 +199,7 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
             watermarks,
             completed: progress.completed(),
             complete: true,
+            offsets: Default::default(),
         };
         output::flush(&out_tx).map_err(io("cannot flush the output".into()))?;
         cp.save(&state, &position)?;
@@ -235,7 +242,7 @@ async fn wait_for_timers(state: &StateStore, progress: &Progress, tick: Duration
 
 /// Starts every rule node once against the real (possibly restored) state, so a state schema
 /// the module no longer accepts stops the run here, with the node's own message.
-fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), RunError> {
+pub(crate) fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), RunError> {
     for node in &chain.nodes {
         if let NodeKind::Rule(rule) = &node.kind {
             let handles = state.node(&node.id);
@@ -342,6 +349,7 @@ impl Reading<'_> {
             watermarks: self.watermarks.clone(),
             completed: 0,
             complete: false,
+            offsets: Default::default(),
         };
         tokio::task::spawn_blocking(move || {
             let _gate = progress.gate();

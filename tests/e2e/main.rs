@@ -3,6 +3,7 @@
 
 mod agreement;
 mod cli;
+mod kafka;
 mod nodes_actions;
 mod nodes_decoder;
 mod nodes_enrich;
@@ -12,3 +13,4 @@ mod nodes_timers;
 mod scenarios;
 mod seeds;
 mod support;
+mod tansu;

@@ -68,7 +68,8 @@ impl Timed {
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
         let config =
             PipelineConfig { workers: 1, queue: 4, clock, tick: Duration::from_millis(5), ..PipelineConfig::default() };
-        let pipeline = Pipeline::start(runtime, chain, state, Sinks { output: Some(tx) }, config).expect("pipeline");
+        let pipeline = Pipeline::start(runtime, chain, state, Sinks { output: Some(tx), ..Default::default() }, config)
+            .expect("pipeline");
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
         let collector = std::thread::spawn(move || {

@@ -88,7 +88,8 @@ pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::Msg]) -> Vec<slu
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
     let config = PipelineConfig { workers: 1, queue: 4, ..PipelineConfig::default() };
     let state = sluice::state::StateStore::default();
-    let pipeline = Pipeline::start(runtime(), chain, state, Sinks { output: Some(tx) }, config).expect("pipeline");
+    let pipeline = Pipeline::start(runtime(), chain, state, Sinks { output: Some(tx), ..Default::default() }, config)
+        .expect("pipeline");
     let acks = std::sync::Arc::new(AckCounter::default());
     let collector = std::thread::spawn(move || {
         let mut out = Vec::new();

@@ -17,6 +17,7 @@
 
 pub mod file;
 pub mod http;
+pub mod kafka;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -72,7 +73,7 @@ pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<dy
                     .with_retries(retries.unwrap_or(http::DEFAULT_RETRIES), *backoff_ms),
             )
         }
-        ConnectorSpec::Kafka(_) => return Err("WIP: kafka connector".into()),
+        ConnectorSpec::Kafka(connection) => Arc::new(kafka::KafkaConnector::new(name, connection)?),
         ConnectorSpec::Mqtt(_) => return Err("WIP: mqtt connector".into()),
     })
 }

@@ -76,6 +76,9 @@ impl Envelope {
 pub struct Sinks {
     /// The run's output (`sink: "output"`); `None` discards (still counted).
     pub output: Option<crate::sinks::jsonl::SinkSender>,
+    /// Where a `Failure` with no connection to take it goes, with `metadata.error` (`None`:
+    /// logged and counted only).
+    pub dead_letter: Option<crate::sinks::jsonl::SinkSender>,
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,9 @@ pub struct NodeStats {
     pub crashes: u64,
     /// Failures with no `Failure` connection (logged).
     pub unhandled_failures: u64,
+    /// Of those, written to the dead-letter sink.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead_lettered: u64,
     /// Messages stopped because they exceeded the chain's `maxHops`.
     pub hop_limit: u64,
     /// Set once the node was disabled for repeated crashes.
@@ -48,6 +51,7 @@ impl RunStats {
             mine.failures += n.failures;
             mine.crashes += n.crashes;
             mine.unhandled_failures += n.unhandled_failures;
+            mine.dead_lettered += n.dead_lettered;
             mine.hop_limit += n.hop_limit;
             mine.disabled |= n.disabled;
             mine.late += n.late;
@@ -66,4 +70,8 @@ impl RunStats {
     pub fn node(&self, id: &str) -> NodeStats {
         self.nodes.get(id).cloned().unwrap_or_default()
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

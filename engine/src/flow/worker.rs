@@ -230,7 +230,7 @@ impl Worker {
                     vec![(FAILURE.to_string(), Emitted::Msg(with_error(&msg, &err)))]
                 }
             };
-            self.route(idx, outputs, Some(&msg), hops, &mut pending);
+            self.route(idx, outputs, Some(&msg), hops, &mut pending, ack);
         }
     }
 
@@ -243,6 +243,7 @@ impl Worker {
         input: Option<&Bytes>,
         hops: u32,
         pending: &mut Pending,
+        ack: &Ack,
     ) {
         let chain = self.chain.clone();
         let node = &chain.nodes[idx];
@@ -277,6 +278,12 @@ impl Worker {
                     self.stats[idx].unhandled_failures += 1;
                     let error = error_of(&out_msg);
                     tracing::warn!(node = %node.id, %error, "failure with no Failure connection");
+                    if let Some(dead) = &self.sinks.dead_letter {
+                        self.stats[idx].dead_lettered += 1;
+                        if dead.send(SinkItem::Msg(out_msg.clone(), ack.clone())).is_err() {
+                            tracing::error!(node = %node.id, "dead-letter sink closed: message not written");
+                        }
+                    }
                 }
                 None => *self.stats[idx].dropped.entry_ref(&relation) += 1,
             }
@@ -364,7 +371,7 @@ impl Worker {
                 }
                 let outputs = std::mem::take(&mut self.outputs);
                 let mut pending = Vec::new();
-                self.route(idx, outputs, None, 1, &mut pending);
+                self.route(idx, outputs, None, 1, &mut pending, &Ack::none());
                 let outer = std::mem::replace(&mut self.watermark, watermark);
                 self.run_from(pending, &Ack::none());
                 self.watermark = outer;

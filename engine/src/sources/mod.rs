@@ -13,6 +13,7 @@
 //! fires — commit a Kafka offset, PUBACK an MQTT publish, answer an HTTP request.
 
 pub mod jsonl;
+pub mod kafka;
 
 use std::sync::{Arc, Mutex};
 
@@ -44,11 +45,11 @@ impl Feed {
     pub fn envelope(&self, msg: &Msg, partition: u32, ack: Ack) -> Envelope {
         let now = self.clock.now_ms();
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let watermark = self
-            .watermarks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(partition, self.time_field.event_time(msg, now), now);
+        let watermark = self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).observe(
+            partition,
+            self.time_field.event_time(msg, now),
+            now,
+        );
         // A Msg always serializes: its fields are strings, numbers and JSON values.
         let bytes = serde_json::to_vec(msg).unwrap_or_default();
         Envelope::new(Bytes::from(bytes), key, ack).with_watermark(watermark)
@@ -64,6 +65,18 @@ impl Feed {
     pub fn push_blocking(&self, msg: &Msg, partition: u32, ack: Ack) -> Result<(), Closed> {
         let envelope = self.envelope(msg, partition, ack);
         self.sender.send_blocking(envelope)
+    }
+
+    /// A partition was assigned: it holds the watermark back until its first message (or its
+    /// idle timeout).
+    pub fn expect_partition(&self, partition: u32) {
+        let now = self.clock.now_ms();
+        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).expect(partition, now);
+    }
+
+    /// A partition was revoked: it no longer holds the watermark back.
+    pub fn forget_partition(&self, partition: u32) {
+        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).remove(partition);
     }
 
     /// The watermarks as of now, for a checkpoint.

@@ -41,6 +41,9 @@ pub struct SourcePosition {
     pub completed: i64,
     /// The input ended and every window was flushed: nothing to resume.
     pub complete: bool,
+    /// Next offset per Kafka partition (`"topic/partition"`), for a Kafka source.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub offsets: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +207,7 @@ mod tests {
             watermarks: Watermarks::default(),
             completed: 7,
             complete: false,
+            offsets: Default::default(),
         };
         let cp = Checkpoints::open(&path).unwrap();
         cp.save(&state, &position).unwrap();

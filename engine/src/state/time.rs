@@ -126,6 +126,13 @@ impl Watermarks {
         }
     }
 
+    /// Starts tracking `partition` before its first event (just assigned): until it has shown an
+    /// event (or stays silent for the idle timeout) it holds the watermark back, so a partition
+    /// that happens to be read first cannot make every other partition's events late.
+    pub fn expect(&mut self, partition: u32, now: i64) {
+        self.partitions.entry(partition).or_insert((i64::MIN, now));
+    }
+
     /// Forgets a partition (revoked from this instance).
     pub fn remove(&mut self, partition: u32) {
         self.partitions.remove(&partition);
@@ -166,6 +173,17 @@ mod tests {
         assert_eq!(w.observe(1, 9500, 2000), 9500, "partition 0 idle for 2 s");
         w.remove(1);
         assert_eq!(w.current(2000), 1000, "all idle: the minimum over all");
+    }
+
+    #[test]
+    fn an_assigned_partition_holds_it_back_until_it_speaks_or_idles() {
+        let mut w = Watermarks::new(&spec(0, 1000));
+        w.expect(1, 0);
+        assert_eq!(w.observe(0, 9000, 0), NO_WATERMARK, "partition 1 has not been read yet");
+        assert_eq!(w.observe(1, 100, 10), 100);
+        w.expect(2, 20);
+        assert_eq!(w.current(500), NO_WATERMARK);
+        assert_eq!(w.current(1500), 100, "partition 2 silent past the idle timeout");
     }
 
     #[test]

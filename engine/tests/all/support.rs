@@ -82,8 +82,14 @@ pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
     let chain = Arc::new(loaded.unwrap_or_else(|e| panic!("chain does not load: {e}")));
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
     let config = PipelineConfig { workers, queue: 4, ..PipelineConfig::default() };
-    let pipeline =
-        Pipeline::start(runtime(), chain, StateStore::default(), Sinks { output: Some(tx) }, config).expect("pipeline");
+    let pipeline = Pipeline::start(
+        runtime(),
+        chain,
+        StateStore::default(),
+        Sinks { output: Some(tx), ..Default::default() },
+        config,
+    )
+    .expect("pipeline");
     let acks = Arc::new(AckCounter::default());
     let collector = std::thread::spawn(move || {
         let mut out = Vec::new();

@@ -153,9 +153,14 @@ fn swapping_a_module_keeps_its_open_windows() {
         let v2 = Arc::new(loader.load(&dir.write_json("v2.json", &chain_with("v2.wasm"))).unwrap());
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let config = PipelineConfig { workers: 2, queue: 8, ..PipelineConfig::default() };
-        let pipeline =
-            Pipeline::start(runtime.clone(), v1.clone(), StateStore::default(), Sinks { output: Some(tx) }, config)
-                .unwrap();
+        let pipeline = Pipeline::start(
+            runtime.clone(),
+            v1.clone(),
+            StateStore::default(),
+            Sinks { output: Some(tx), ..Default::default() },
+            config,
+        )
+        .unwrap();
         let collector = std::thread::spawn(move || {
             rx.into_iter()
                 .filter_map(|item| match item {
@@ -272,8 +277,14 @@ fn processing_time_timers_fire_on_ticks() {
         tick: std::time::Duration::from_millis(5),
         ..PipelineConfig::default()
     };
-    let pipeline =
-        Pipeline::start(runtime.clone(), chain, StateStore::default(), Sinks { output: Some(tx) }, config).unwrap();
+    let pipeline = Pipeline::start(
+        runtime.clone(),
+        chain,
+        StateStore::default(),
+        Sinks { output: Some(tx), ..Default::default() },
+        config,
+    )
+    .unwrap();
     let arm = event("ARM", "d1", 0, json!({"after": 500}));
     pipeline.send_blocking(Envelope::new(serde_json::to_vec(&arm).unwrap().into(), 1, Ack::none())).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));

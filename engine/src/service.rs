@@ -1,0 +1,305 @@
+//! `sluice run --config sluice.toml`: a chain as a long-running service — messages from Kafka,
+//! MQTT or HTTP, results to a Kafka topic or a file, state checkpointed, until SIGTERM/SIGINT.
+//!
+//! ```text
+//! sluice.toml ──▶ source (kafka | mqtt | http) ──Feed──▶ Pipeline ──▶ output (kafka | file)
+//!                    │                                      └──Failure, unconnected──▶ dead letters
+//!                    └── every `checkpointMs`: all acked → state + offsets saved → offsets committed
+//! ```
+//!
+//! A Kafka source drives its own checkpoints (they must agree with the offsets it commits);
+//! for MQTT and HTTP, whose messages are acknowledged to the sender once processed, the service
+//! checkpoints the state on the same period.
+//!
+//! Windows are not flushed at shutdown: the stream has not ended, it is only paused. Their
+//! state is checkpointed and the next start carries on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::chain::{Chain, LoadError, Loader};
+use crate::config::{Config, OutputSpec, SourceSpec};
+use crate::connectors::kafka::KafkaProducer;
+use crate::flow::{Pipeline, PipelineConfig, Progress, RunStats, Sinks};
+use crate::runtime::Runtime;
+use crate::sinks::jsonl::{self, SinkSender, Target};
+use crate::sources::Feed;
+use crate::sources::kafka::{Checkpointer, KafkaSource, Offsets};
+use crate::state::StateStore;
+use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
+use crate::state::time::Watermarks;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub chain: PathBuf,
+    pub config: Config,
+    /// The directory of `sluice.toml` (relative paths in it are relative to it).
+    pub config_dir: PathBuf,
+    pub module_dirs: Vec<PathBuf>,
+    pub pipeline: PipelineConfig,
+    /// Where checkpoints live when `sluice.toml` does not say (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
+    /// Ignore any checkpoint.
+    pub fresh: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Source(String),
+    #[error("{0}")]
+    Output(String),
+    #[error("{0}")]
+    State(String),
+}
+
+/// What a service run did, for its last log line and `--stats`.
+#[derive(Debug, Default, Serialize)]
+pub struct ServeReport {
+    pub source: String,
+    pub records: u64,
+    pub malformed: u64,
+    pub commits: u64,
+    pub rebalances: u64,
+    pub stats: RunStats,
+}
+
+/// Identifies a source in checkpoints: a checkpoint of another source is not resumed.
+fn source_id(source: &SourceSpec) -> String {
+    match source {
+        SourceSpec::Kafka(k) => format!("kafka:{}:{}", k.group, k.topics.join(",")),
+        SourceSpec::Mqtt(m) => format!("mqtt:{}", m.connection.url),
+        SourceSpec::Http(h) => format!("http:{}", h.listen),
+    }
+}
+
+/// An output: a sender for sink nodes and the thread behind it.
+struct Output {
+    tx: SinkSender,
+    thread: std::thread::JoinHandle<std::io::Result<u64>>,
+}
+
+fn open_output(spec: &OutputSpec, base: &Path, name: &str) -> Result<Output, ServeError> {
+    let err = |e: String| ServeError::Output(format!("{name}: {e}"));
+    let (tx, thread) = match spec {
+        OutputSpec::File { path } if path == "-" => {
+            jsonl::spawn(Target::Stdout, 4096).map_err(|e| err(e.to_string()))?
+        }
+        OutputSpec::File { path } => {
+            let path = base.join(path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+            jsonl::spawn(Target::File(file), 4096).map_err(|e| err(e.to_string()))?
+        }
+        OutputSpec::Kafka { connection, topic } => {
+            let producer = Arc::new(KafkaProducer::new(name, connection).map_err(err)?);
+            crate::sinks::kafka::spawn(producer, topic.clone(), 4096).map_err(|e| err(e.to_string()))?
+        }
+    };
+    Ok(Output { tx, thread })
+}
+
+/// Saves state and positions at a cut (the pipeline idle, every message acked).
+struct Saver {
+    checkpoints: Option<Arc<Checkpoints>>,
+    state: StateStore,
+    progress: Arc<Progress>,
+    feed: Feed,
+    outputs: Vec<SinkSender>,
+    source: String,
+}
+
+impl Saver {
+    fn save_with(&self, offsets: &Offsets) -> Result<(), String> {
+        let _gate = self.progress.gate();
+        for out in &self.outputs {
+            jsonl::flush(out).map_err(|e| format!("cannot flush an output: {e}"))?;
+        }
+        let Some(cp) = &self.checkpoints else { return Ok(()) };
+        let position = SourcePosition {
+            source: self.source.clone(),
+            position: 0,
+            watermarks: self.feed.watermarks(),
+            completed: self.progress.completed(),
+            complete: false,
+            offsets: offsets.clone(),
+        };
+        cp.save(&self.state, &position).map_err(|e| e.to_string())
+    }
+}
+
+impl Checkpointer for Saver {
+    fn save(&self, offsets: &Offsets) -> Result<(), String> {
+        self.save_with(offsets)
+    }
+}
+
+/// Runs the chain with the configured source until `shutdown` turns true (or the source fails).
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    options: ServeOptions,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<ServeReport, ServeError> {
+    let config = &options.config;
+    let Some(source_spec) = config.source.clone() else {
+        return Err(ServeError::Source("sluice.toml has no [source]".into()));
+    };
+    let loader = Loader::new(&runtime, options.module_dirs.clone()).with_connectors(config.connectors.clone());
+    let chain: Arc<Chain> = Arc::new(loader.load(&options.chain)?);
+    let state = StateStore::default();
+    let source = source_id(&source_spec);
+
+    // State: restore the last checkpoint of this source.
+    let state_dir = config.state.dir.as_ref().map(|d| options.config_dir.join(d)).or(options.state_dir.clone());
+    let checkpoints = match &state_dir {
+        Some(dir) => Some(Arc::new(Checkpoints::open(&crate::run::checkpoint_path(dir, &options.chain))?)),
+        None => None,
+    };
+    let mut restored: Option<SourcePosition> = None;
+    if let Some(cp) = &checkpoints
+        && let Some(position) = cp.position()?
+    {
+        if !options.fresh && position.source == source {
+            cp.restore(&state)?;
+            tracing::info!(offsets = ?position.offsets, "restored the last checkpoint");
+            restored = Some(position);
+        } else {
+            tracing::info!("the checkpoint is of another source (or --fresh): starting with empty state");
+        }
+    }
+    crate::run::check_state(&runtime, &chain, &state).map_err(|e| ServeError::State(e.to_string()))?;
+
+    // Outputs.
+    let output = match &config.output {
+        Some(spec) => open_output(spec, &options.config_dir, "output")?,
+        None => open_output(&OutputSpec::File { path: "-".into() }, &options.config_dir, "output")?,
+    };
+    let dead =
+        config.dead_letter.as_ref().map(|spec| open_output(spec, &options.config_dir, "deadLetter")).transpose()?;
+    let sinks = Sinks { output: Some(output.tx.clone()), dead_letter: dead.as_ref().map(|d| d.tx.clone()) };
+
+    let progress = Arc::new(Progress::default());
+    if let Some(position) = &restored {
+        progress.restore(position.completed);
+    }
+    let mut pipeline_config = options.pipeline.clone();
+    pipeline_config.flush_at_end = false;
+    let pipeline = Pipeline::start_with_progress(
+        runtime.clone(),
+        chain.clone(),
+        state.clone(),
+        sinks,
+        pipeline_config,
+        progress.clone(),
+    )
+    .map_err(|e| ServeError::Source(format!("cannot start workers: {e}")))?;
+    let watermarks = restored.as_ref().map_or_else(|| Watermarks::new(&chain.event_time), |p| p.watermarks.clone());
+    let feed = Feed::new(pipeline.sender(), &chain, watermarks, options.pipeline.clock.clone());
+    let mut outputs = vec![output.tx.clone()];
+    outputs.extend(dead.as_ref().map(|d| d.tx.clone()));
+    let saver = Arc::new(Saver {
+        checkpoints: checkpoints.clone(),
+        state: state.clone(),
+        progress: progress.clone(),
+        feed: feed.clone(),
+        outputs,
+        source: source.clone(),
+    });
+    let every = Duration::from_millis(config.state.checkpoint_ms.max(1));
+
+    let mut report = ServeReport { source: source.clone(), ..Default::default() };
+    let result = match source_spec {
+        SourceSpec::Kafka(spec) => {
+            let offsets = restored.map(|p| p.offsets).unwrap_or_default();
+            let kafka = KafkaSource::start(spec, feed.clone(), saver.clone(), offsets, every)
+                .map_err(|e| ServeError::Source(e.to_string()))?;
+            tracing::info!(%source, "running; stop with SIGTERM or Ctrl-C");
+            while !*shutdown.borrow() && !kafka.is_finished() {
+                let _ = tokio::time::timeout(Duration::from_millis(200), shutdown.changed()).await;
+            }
+            let stats = kafka.stats.clone();
+            let stopped = tokio::task::spawn_blocking(move || kafka.stop())
+                .await
+                .map_err(|e| ServeError::Source(format!("the Kafka source task failed: {e}")))?;
+            report.records = stats.records.load(std::sync::atomic::Ordering::Relaxed);
+            report.malformed = stats.malformed.load(std::sync::atomic::Ordering::Relaxed);
+            report.commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+            report.rebalances = stats.rebalances.load(std::sync::atomic::Ordering::Relaxed);
+            stopped.map_err(|e| ServeError::Source(e.to_string()))
+        }
+        other => {
+            let periodic = tokio::spawn(checkpoint_periodically(saver.clone(), every, shutdown.clone()));
+            let result = run_push_source(other, &options.config_dir, feed.clone(), shutdown.clone()).await;
+            periodic.abort();
+            // A final cut: everything processed is in the state on disk.
+            wait_idle(&progress).await;
+            let saver = saver.clone();
+            tokio::task::spawn_blocking(move || saver.save_with(&Offsets::new()))
+                .await
+                .map_err(|e| ServeError::State(e.to_string()))?
+                .map_err(ServeError::State)?;
+            result
+        }
+    };
+    drop(feed);
+    drop(saver);
+    report.stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();
+    for out in std::iter::once(output).chain(dead) {
+        drop(out.tx);
+        match out.thread.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("an output failed: {e}"),
+            Err(_) => tracing::error!("an output thread panicked"),
+        }
+    }
+    result?;
+    Ok(report)
+}
+
+/// MQTT and HTTP sources: they push from tasks and acknowledge to the sender once processed.
+async fn run_push_source(
+    spec: SourceSpec,
+    _base: &Path,
+    _feed: Feed,
+    _shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    match spec {
+        SourceSpec::Kafka(_) => unreachable!("the Kafka source runs on its own thread"),
+        SourceSpec::Mqtt(_) | SourceSpec::Http(_) => Err(ServeError::Source("WIP: mqtt/http sources".into())),
+    }
+}
+
+async fn wait_idle(progress: &Progress) {
+    while !progress.idle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn checkpoint_periodically(saver: Arc<Saver>, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        wait_idle(&saver.progress).await;
+        let s = saver.clone();
+        match tokio::task::spawn_blocking(move || s.save_with(&Offsets::new())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
+            Err(e) => tracing::error!("checkpoint task failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Sluice against a real Kafka-protocol broker (tansu): `sluice run --config sluice.toml` as a
+//! separate process, killed, restarted, doubled, and cut off from its broker. Expected results
+//! are computed here from the generated input with plain arithmetic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{modules, repo, sluice_bin};
+use crate::tansu::{Relay, Tansu, free_port};
+
+const T0: i64 = 1_700_000_000_000;
+const WINDOW: i64 = 10_000;
+
+/// A `sluice run --config` process; killed (SIGKILL) on drop unless stopped.
+struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(dir: &Path, chain: &Path, config: &Path, state: &str) -> Service {
+        let log = dir.join(format!("sluice-{}.log", free_port()));
+        let child = Command::new(sluice_bin())
+            .args(["run", "--chain", chain.to_str().unwrap(), "--config", config.to_str().unwrap()])
+            .args(["--state-dir", dir.join(state).to_str().unwrap(), "--workers", "2"])
+            .env("SLUICE_MODULES", modules())
+            .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice");
+        Service { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log shows `needle` (e.g. an assignment).
+    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < deadline, "no `{needle}` in the log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Count and sum of `v` per device and 10 s tumbling window, into a Kafka topic.
+fn window_chain(dir: &Path) -> PathBuf {
+    let chain = json!({
+        "entry": "per-device",
+        "nodes": [
+            {"id": "per-device", "module": "window-aggregate", "config": {
+                "key": "originator", "value": "data.v", "window": {"type": "tumbling", "sizeMs": WINDOW},
+                "aggregates": ["count", "sum"], "resultType": "DEVICE_WINDOW"}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": "per-device", "to": "out", "relation": "Success"}]
+    });
+    write(dir, "windows.json", &chain.to_string())
+}
+
+/// A `sluice.toml`: `readings`-style input topic, output topic, 200 ms checkpoints; `source_extra`
+/// goes into `[source]`, `extra` at the end.
+fn config(
+    dir: &Path,
+    brokers: &str,
+    group: &str,
+    input: &str,
+    output: &str,
+    source_extra: &str,
+    extra: &str,
+) -> PathBuf {
+    write(
+        dir,
+        &format!("sluice-{}.toml", free_port()),
+        &format!(
+            r#"
+[source]
+type = "kafka"
+brokers = "{brokers}"
+group = "{group}"
+topics = ["{input}"]
+properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+{source_extra}
+
+[output]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{output}"
+
+[state]
+checkpointMs = 200
+{extra}
+"#
+        ),
+    )
+}
+
+/// `devices × per_device` readings a quarter second apart; `v` a small integer.
+fn readings(devices: usize, per_device: usize) -> Vec<(Option<i32>, String, String, i64)> {
+    let mut out = Vec::new();
+    for i in 0..per_device {
+        for d in 0..devices {
+            let ts = T0 + i as i64 * 250;
+            let v = ((i * 7 + d * 3) % 13) as i64;
+            let device = format!("dev-{d}");
+            out.push((None, device.clone(), json!({"deviceName": device, "ts": ts, "v": v}).to_string(), ts));
+        }
+    }
+    out
+}
+
+/// One record per partition far ahead in event time: every partition's watermark passes every
+/// window of the readings, so they all close.
+fn closers(partitions: i32) -> Vec<(Option<i32>, String, String, i64)> {
+    let ts = T0 + 10_000_000;
+    (0..partitions)
+        .map(|p| {
+            let device = format!("closer-{p}");
+            (Some(p), device.clone(), json!({"deviceName": device, "ts": ts, "v": 0}).to_string(), ts)
+        })
+        .collect()
+}
+
+/// (device, window start) → (count, sum), computed from the readings.
+fn expected_windows(readings: &[(Option<i32>, String, String, i64)]) -> BTreeMap<(String, i64), (u64, f64)> {
+    let mut windows = BTreeMap::new();
+    for (_, device, value, ts) in readings {
+        let v: Value = serde_json::from_str(value).unwrap();
+        let e = windows.entry((device.clone(), ts.div_euclid(WINDOW) * WINDOW)).or_insert((0u64, 0f64));
+        e.0 += 1;
+        e.1 += v["v"].as_f64().unwrap();
+    }
+    windows
+}
+
+/// Window results by (device, start), checking that duplicates (at-least-once) are identical.
+fn results_of(values: &[Value]) -> BTreeMap<(String, i64), (u64, f64)> {
+    let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
+    for v in values {
+        let id = v["id"].as_str().expect("every result has an id").to_string();
+        if let Some(seen) = by_id.insert(id.clone(), v) {
+            assert_eq!(seen["data"], v["data"], "a duplicate of {id} differs");
+        }
+    }
+    by_id
+        .values()
+        .filter(|v| !v["originator"]["name"].as_str().unwrap().starts_with("closer"))
+        .map(|v| {
+            let d = &v["data"];
+            (
+                (v["originator"]["name"].as_str().unwrap().to_string(), d["windowStart"].as_i64().unwrap()),
+                (d["count"].as_u64().unwrap(), d["sum"].as_f64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn complete(expected: &BTreeMap<(String, i64), (u64, f64)>) -> impl FnMut(&[Value]) -> bool + '_ {
+    move |values| {
+        let ids: BTreeSet<&str> = values
+            .iter()
+            .filter(|v| !v["originator"]["name"].as_str().unwrap_or("closer").starts_with("closer"))
+            .filter_map(|v| v["id"].as_str())
+            .collect();
+        ids.len() >= expected.len()
+    }
+}
+
+#[test]
+fn solar_modules_from_kafka_raw_uplinks_to_the_anomalies_topic() {
+    // ThingsBoard's solar sample: three modules, powers 5, 5 and 3.5, one uplink a second for a
+    // minute. Per 10 s window the module sums are 50, 50, 35: mean 45, population deviation
+    // sqrt((25 + 25 + 100) / 3); module 3 scores 10 / 7.071 = 1.414 > 1, the others 0.707.
+    let broker = Tansu::start();
+    broker.create_topic("solar-module-raw", 3);
+    broker.create_topic("solar-module-anomalies", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain: Value =
+        serde_json::from_slice(&std::fs::read(repo().join("chains/solar-anomaly.json")).unwrap()).unwrap();
+    chain["nodes"].as_array_mut().unwrap().retain(|n| n["module"] != "generator");
+    chain["connections"].as_array_mut().unwrap().retain(|c| !c["from"].as_str().unwrap().ends_with("-simulator"));
+    chain["entry"] = json!("decode");
+    chain.as_object_mut().unwrap().remove("$schema");
+    let chain = write(dir.path(), "solar.json", &chain.to_string());
+    // The chain's `kafka` connector (a file in the shipped chain) becomes the real broker.
+    let extra = format!("[connectors.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\n", broker.brokers);
+    let config =
+        config(dir.path(), &broker.brokers, "solar", "solar-module-raw", "solar-output", "format = \"raw\"", &extra);
+
+    let mut records = Vec::new();
+    for i in 0..60 {
+        let ts = T0 + i * 1000;
+        for (m, power) in [(1, 5.0), (2, 5.0), (3, 3.5)] {
+            let payload = json!({"name": format!("Module {m}"), "panel": "Panel 1", "power": power});
+            records.push((None, format!("Module {m} Simulator"), payload.to_string(), ts));
+        }
+    }
+    let far = T0 + 3_600_000;
+    for p in 0..3 {
+        let payload = json!({"name": format!("Closer {p}"), "panel": format!("Closer panel {p}"), "power": 1.0});
+        records.push((Some(p), format!("Closer {p}"), payload.to_string(), far));
+    }
+    broker.produce("solar-module-raw", &records);
+
+    let service = Service::start(dir.path(), &chain, &config, "state");
+    let windows: BTreeSet<i64> = (0..60).map(|i| (T0 + i * 1000).div_euclid(WINDOW) * WINDOW).collect();
+    let anomalies = broker.read_until("solar-module-anomalies", Duration::from_secs(90), |v| v.len() >= windows.len());
+    let log = service.log();
+    assert!(service.stop().success(), "{log}");
+    assert_eq!(anomalies.len(), windows.len(), "one anomaly per window: {anomalies:?}\n{log}");
+    let mut starts = BTreeSet::new();
+    for a in &anomalies {
+        assert_eq!(a["member"], "Module 3", "{a}");
+        assert_eq!(a["group"], "Panel 1");
+        assert!((a["z"].as_f64().unwrap() - 2f64.sqrt()).abs() < 1e-9, "{a}");
+        starts.insert(a["windowStart"].as_i64().unwrap());
+    }
+    assert_eq!(starts, windows);
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_no_window() {
+    let broker = Tansu::start();
+    broker.create_topic("readings", 6);
+    broker.create_topic("windows", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let chain = window_chain(dir.path());
+    let config = config(dir.path(), &broker.brokers, "crash", "readings", "windows", "", "");
+    let input = readings(12, 2_000);
+    let expected = expected_windows(&input);
+
+    // Input arrives while the first instance runs; it is killed part-way.
+    let first = Service::start(dir.path(), &chain, &config, "state");
+    let (head, tail) = input.split_at(input.len() / 2);
+    broker.produce("readings", head);
+    let seen = broker.read_until("windows", Duration::from_secs(60), |v| v.len() >= 20);
+    assert!(seen.len() >= 20, "the first instance produced results before the kill:\n{}", first.log());
+    first.kill9();
+
+    broker.produce("readings", tail);
+    broker.produce("readings", &closers(6));
+    let second = Service::start(dir.path(), &chain, &config, "state");
+    let values = broker.read_until("windows", Duration::from_secs(120), complete(&expected));
+    let log = second.log();
+    assert!(second.stop().success(), "{log}");
+    assert!(log.contains("restored the last checkpoint"), "{log}");
+    let results = results_of(&values);
+    let missing: Vec<_> = expected.keys().filter(|k| !results.contains_key(*k)).take(5).collect();
+    assert!(missing.is_empty(), "missing windows, e.g. {missing:?}");
+    assert_eq!(results, expected);
+}
+
+#[test]
+fn two_instances_in_one_group_split_the_partitions_and_agree_with_one() {
+    let broker = Tansu::start();
+    broker.create_topic("readings", 6);
+    broker.create_topic("windows", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let chain = window_chain(dir.path());
+    let config = config(dir.path(), &broker.brokers, "scale", "readings", "windows", "", "");
+    let a = Service::start(dir.path(), &chain, &config, "state-a");
+    a.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let b = Service::start(dir.path(), &chain, &config, "state-b");
+    b.wait_for_log("partitions assigned", Duration::from_secs(60));
+    // Both are members once each has an assignment after the second joined.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.log().matches("partitions assigned").count() < 2 {
+        assert!(Instant::now() < deadline, "no second assignment for the first instance:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let input = readings(12, 800);
+    let expected = expected_windows(&input);
+    broker.produce("readings", &input);
+    broker.produce("readings", &closers(6));
+    let values = broker.read_until("windows", Duration::from_secs(120), complete(&expected));
+    let (log_a, log_b) = (a.log(), b.log());
+    assert!(a.stop().success(), "{log_a}");
+    assert!(b.stop().success(), "{log_b}");
+    assert_eq!(results_of(&values), expected, "instance logs:\n{log_a}\n---\n{log_b}");
+    // Each instance really did part of the work.
+    for log in [&log_a, &log_b] {
+        let last = log.lines().rev().find(|l| l.contains("partitions assigned")).unwrap();
+        assert!(last.matches("readings/").count() == 3, "3 of 6 partitions each: {last}");
+    }
+}
+
+#[test]
+fn broker_outage_mid_run_loses_nothing() {
+    // The broker stays up (its storage is in memory) but becomes unreachable: every connection
+    // through the relay Sluice uses is cut and new ones refused for a few seconds.
+    let (broker_port, relay_port) = (free_port(), free_port());
+    let relay = Relay::start(relay_port, broker_port);
+    let broker = Tansu::start_on(broker_port, relay_port);
+    broker.create_topic("readings", 6);
+    broker.create_topic("windows", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let chain = window_chain(dir.path());
+    let config = config(dir.path(), &broker.brokers, "outage", "readings", "windows", "", "");
+    let input = readings(12, 1_200);
+    let expected = expected_windows(&input);
+    let service = Service::start(dir.path(), &chain, &config, "state");
+    let (head, tail) = input.split_at(input.len() / 3);
+    broker.produce("readings", head);
+    broker.read_until("windows", Duration::from_secs(60), |v| !v.is_empty());
+    relay.cut();
+    std::thread::sleep(Duration::from_secs(4));
+    relay.heal();
+    broker.produce("readings", tail);
+    broker.produce("readings", &closers(6));
+    let values = broker.read_until("windows", Duration::from_secs(120), complete(&expected));
+    let log = service.log();
+    assert!(service.stop().success(), "{log}");
+    assert_eq!(results_of(&values), expected, "{log}");
+}
