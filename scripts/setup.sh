@@ -46,5 +46,18 @@ wasm_toolchain() {
     log "wasm32: Debian rustc-web + rust-web-src + lld-19 (build-std)"
 }
 
+# The Kafka-protocol broker the tests start (no Kafka distribution is needed): tansu, built once
+# from crates.io into a cache that survives between runs (~9 minutes on 2 cores the first time).
+TANSU_ROOT="${SLUICE_TANSU_ROOT:-$HOME/.cache/sluice/tansu}"
+tansu_broker() {
+    if [ -x "$TANSU_ROOT/bin/tansu" ]; then log "tansu: $TANSU_ROOT/bin/tansu"; return 0; fi
+    if command -v tansu >/dev/null 2>&1; then log "tansu: $(command -v tansu)"; return 0; fi
+    log "tansu: building it (cargo install tansu --locked --features dynostore; once, cached in $TANSU_ROOT)"
+    cargo install tansu --locked --features dynostore --root "$TANSU_ROOT" --quiet
+}
+
 wasm_toolchain
+if [ "${1:-}" = "--test-brokers" ]; then
+    tansu_broker
+fi
 log "ready"

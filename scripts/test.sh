@@ -3,7 +3,7 @@
 # tests, the engine's and the end-to-end tests, formatting and lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test-brokers
 cargo build --quiet -p sluice-engine --bin sluice
 ./target/debug/sluice rules build rules
 (cd rules && cargo test --workspace --quiet)

@@ -39,6 +39,10 @@ pub struct Config {
     /// Where messages come from (default: JSON lines, `--input`).
     #[serde(default)]
     pub source: Option<SourceSpec>,
+    /// The node the source's messages enter (default: the chain's `entry`) — e.g. the decoder
+    /// for raw uplinks, where decoded telemetry from another source enters further on.
+    #[serde(default)]
+    pub entry: Option<String>,
     /// Where the chain's `output` sink writes (default: JSON lines, `--output`).
     #[serde(default)]
     pub output: Option<OutputSpec>,
@@ -51,9 +55,6 @@ pub struct Config {
     pub connectors: BTreeMap<String, ConnectorSpec>,
     #[serde(default)]
     pub state: StateSpec,
-    /// Where `/metrics` and `/health` are served (e.g. `127.0.0.1:9464`; default: not served).
-    #[serde(default)]
-    pub admin: Option<String>,
 }
 
 /// Where messages come from.

@@ -158,7 +158,16 @@ pub async fn serve(
         return Err(ServeError::Source("sluice.toml has no [source]".into()));
     };
     let loader = Loader::new(&runtime, options.module_dirs.clone()).with_connectors(config.connectors.clone());
-    let chain: Arc<Chain> = Arc::new(loader.load(&options.chain)?);
+    let mut chain: Chain = loader.load(&options.chain)?;
+    if let Some(entry) = &config.entry {
+        chain.entry = chain.find(entry).ok_or_else(|| {
+            ServeError::Source(format!(
+                "sluice.toml: `entry`: no node `{entry}` in {}",
+                options.chain.display()
+            ))
+        })?;
+    }
+    let chain = Arc::new(chain);
     let state = StateStore::default();
     let source = source_id(&source_spec);
 
@@ -206,7 +215,14 @@ pub async fn serve(
         progress.clone(),
     )
     .map_err(|e| ServeError::Source(format!("cannot start workers: {e}")))?;
-    let watermarks = restored.as_ref().map_or_else(|| Watermarks::new(&chain.event_time), |p| p.watermarks.clone());
+    let watermarks = restored.as_ref().map_or_else(
+        || Watermarks::new(&chain.event_time),
+        |p| {
+            let mut w = p.watermarks.clone();
+            w.touch_all(options.pipeline.clock.now_ms());
+            w
+        },
+    );
     let feed = Feed::new(pipeline.sender(), &chain, watermarks, options.pipeline.clock.clone());
     let mut outputs = vec![output.tx.clone()];
     outputs.extend(dead.as_ref().map(|d| d.tx.clone()));

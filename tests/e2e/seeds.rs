@@ -60,7 +60,7 @@ fn number(v: &Value) -> Option<f64> {
     v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
-fn close(a: f64, b: f64) -> bool {
+pub(crate) fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300)
 }
 
@@ -68,7 +68,7 @@ fn close(a: f64, b: f64) -> bool {
 /// the greatest `ts` read so far minus the lateness; an event is late when its window's end plus
 /// the grace is at or below it. `events`: (ts, Some((key, value)) when it reaches the window).
 /// Returns (key, window start) → values, and the late count.
-fn tumbling(
+pub(crate) fn tumbling(
     events: impl IntoIterator<Item = (i64, Option<(String, f64)>)>,
     size: i64,
     grace: i64,
@@ -93,14 +93,14 @@ fn tumbling(
 /// A stand-in ThingsBoard: JWT login, assets by name (get or create), asset telemetry. Records
 /// the assets it created and the telemetry posted to each.
 #[derive(Default)]
-struct ThingsBoard {
-    assets: BTreeMap<String, String>,
-    created: Vec<String>,
-    telemetry: Vec<(String, Value)>,
+pub(crate) struct ThingsBoard {
+    pub(crate) assets: BTreeMap<String, String>,
+    pub(crate) created: Vec<String>,
+    pub(crate) telemetry: Vec<(String, Value)>,
     unauthorised: u64,
 }
 
-fn start_thingsboard()
+pub(crate) fn start_thingsboard()
 -> (String, Arc<Mutex<ThingsBoard>>, std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>) {
     use axum::extract::{Path as UrlPath, Query, State};
     use axum::http::{HeaderMap, StatusCode};

@@ -126,9 +126,12 @@ impl Tracker {
         let i = self.index(topic, partition);
         let mut tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         tracks[i].assigned = assigned;
-        if assigned {
-            tracks[i].next = -1;
-        }
+    }
+
+    /// The next offset this process would read on `(topic, partition)`, if it read any.
+    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        tracks.iter().find(|t| t.partition == partition && t.topic == topic && t.next >= 0).map(|t| t.next)
     }
 }
 
@@ -168,7 +171,11 @@ impl ConsumerContext for Context {
                 let mut assigned = Vec::new();
                 for mut elem in tpl.elements() {
                     let key = partition_key(elem.topic(), elem.partition());
-                    if let Some(offset) = restored.remove(&key) {
+                    // Where this process's state says the partition is: past what it has
+                    // processed already (the assignment came back after a session loss), else
+                    // the restored checkpoint's offset, else the group's committed offset.
+                    let resume = self.tracker.position(elem.topic(), elem.partition()).or(restored.remove(&key));
+                    if let Some(offset) = resume {
                         let _ = elem.set_offset(Offset::Offset(offset));
                     }
                     assigned.push(key);
@@ -186,6 +193,8 @@ impl ConsumerContext for Context {
                     tracing::error!("Kafka source: checkpoint before revocation failed: {e}");
                 }
                 let revoked: Vec<_> = tpl.elements().iter().map(|e| partition_key(e.topic(), e.partition())).collect();
+                // Their events now go to another instance: they no longer hold this one's
+                // watermark back.
                 for elem in tpl.elements() {
                     self.tracker.set_assigned(elem.topic(), elem.partition(), false);
                     self.cut.feed.forget_partition(watermark_partition(elem.topic(), elem.partition()));
@@ -329,7 +338,12 @@ impl Reader {
         let mut last_cut = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             if last_cut.elapsed() >= self.every {
-                self.cut.run(&consumer, &self.tracker).map_err(KafkaSourceError::Checkpoint)?;
+                // A failed cut (broker unreachable for the commit, say) is retried at the next
+                // one: the checkpoint on disk and the group's offsets only ever lag, so a
+                // restart replays — never skips.
+                if let Err(e) = self.cut.run(&consumer, &self.tracker) {
+                    tracing::warn!("Kafka source: checkpoint deferred: {e}");
+                }
                 last_cut = Instant::now();
             }
             match consumer.poll(Duration::from_millis(50)) {

@@ -133,6 +133,15 @@ impl Watermarks {
         self.partitions.entry(partition).or_insert((i64::MIN, now));
     }
 
+    /// Restarts every partition's idle clock at `now` (after a restore: a partition that was
+    /// active before the restart holds the watermark back again until it speaks or idles,
+    /// instead of counting as idle because the process was down).
+    pub fn touch_all(&mut self, now: i64) {
+        for (_, last) in self.partitions.values_mut() {
+            *last = now;
+        }
+    }
+
     /// Forgets a partition (revoked from this instance).
     pub fn remove(&mut self, partition: u32) {
         self.partitions.remove(&partition);
