@@ -12,6 +12,7 @@
 //! from (watermarks are tracked per partition) and hold the message "unfinished" until its ack
 //! fires — commit a Kafka offset, PUBACK an MQTT publish, answer an HTTP request.
 
+pub mod http;
 pub mod jsonl;
 
 use std::sync::{Arc, Mutex};
@@ -44,11 +45,11 @@ impl Feed {
     pub fn envelope(&self, msg: &Msg, partition: u32, ack: Ack) -> Envelope {
         let now = self.clock.now_ms();
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let watermark = self
-            .watermarks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(partition, self.time_field.event_time(msg, now), now);
+        let watermark = self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).observe(
+            partition,
+            self.time_field.event_time(msg, now),
+            now,
+        );
         // A Msg always serializes: its fields are strings, numbers and JSON values.
         let bytes = serde_json::to_vec(msg).unwrap_or_default();
         Envelope::new(Bytes::from(bytes), key, ack).with_watermark(watermark)
