@@ -117,10 +117,12 @@ pub struct MqttSourceSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpSourceSpec {
-    /// `host:port` to listen on.
+    /// `host:port` to listen on, e.g. `0.0.0.0:8080` — ThingsBoard's HTTP transport port, so
+    /// that devices need only their host changed to post here.
     pub listen: String,
-    /// A JSON or TOML file mapping access tokens to devices: `{"TOKEN": {"deviceName": …,
-    /// "deviceType": …}}` (relative to `sluice.toml`).
+    /// A JSON file (TOML when it ends in `.toml`) mapping access tokens to devices:
+    /// `{"TOKEN": {"deviceName": …, "deviceType": …}}`, relative to `sluice.toml`. A file of
+    /// its own, so that `sluice.toml` can be committed while the device credentials stay out.
     pub tokens: String,
 }
 

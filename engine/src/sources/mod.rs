@@ -12,6 +12,7 @@
 //! from (watermarks are tracked per partition) and hold the message "unfinished" until its ack
 //! fires — commit a Kafka offset, PUBACK an MQTT publish, answer an HTTP request.
 
+pub mod http;
 pub mod jsonl;
 pub mod kafka;
 

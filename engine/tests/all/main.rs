@@ -2,6 +2,7 @@
 //! source (the `rules/` workspace) by [`support`], never committed.
 
 mod chain_load;
+mod http;
 mod routing;
 mod sandbox;
 mod support;

@@ -1,0 +1,540 @@
+//! ThingsBoard's HTTP device API as a source: devices that already post to ThingsBoard post to
+//! Sluice unchanged.
+//!
+//! ```text
+//! POST /api/v1/{token}/telemetry   {"temp": 21.5}                        → POST_TELEMETRY_REQUEST
+//!                                  {"ts": 1700000000000, "values": {…}}   (one per point)
+//!                                  [point, point, …]
+//! POST /api/v1/{token}/attributes  {"firmware": "1.2"}                   → POST_ATTRIBUTES_REQUEST
+//! ```
+//!
+//! A device is known by its access token, as in ThingsBoard; the token file (JSON, or TOML when
+//! it ends in `.toml`) says which device each token is:
+//! `{"A1_TEST_TOKEN": {"deviceName": "Thermostat A1", "deviceType": "thermostat"}}`. Messages
+//! come from originator `DEVICE` `deviceName`, with metadata `deviceName`, `deviceType` and `ts`,
+//! as ThingsBoard's own would.
+//!
+//! # When the device hears back
+//!
+//! The answer waits until every message the request became has been processed — its
+//! [`Ack`] fired: each branch sunk, dropped by design, or failed — and is then `200`. So a
+//! `200` means "done", not "queued": a device (or a gateway's retry queue) that sees its request
+//! fail sends it again, and nothing it was told is safe is lost on a crash. The other answers:
+//!
+//! | status | when |
+//! |--------|------|
+//! | `400`  | the body is not JSON, or not telemetry / attributes; the message says what and where |
+//! | `401`  | the token is not in the token file |
+//! | `503`  | the pipeline no longer takes messages (shutting down): try again later |
+//!
+//! Errors are JSON, `{"status": 401, "message": "…"}`, like ThingsBoard's. A request is taken
+//! whole or not at all: its body is checked before any of its messages enters the pipeline.
+//!
+//! Every message is read from partition [`PARTITION`]: an HTTP server sees one stream, in arrival
+//! order, whatever device sent it; the chain's `allowedLateness` covers devices whose points
+//! arrive late.
+//!
+//! The mapping from a body to messages is a pure function ([`telemetry`], [`attributes`]),
+//! tested on its own; the server around it ([`serve`]) only looks up tokens, feeds and waits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sluice_sdk::{Msg, Originator, msg_type};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use super::Feed;
+use crate::config::HttpSourceSpec;
+use crate::flow::{Ack, AckTarget};
+
+/// The source partition of every HTTP message (see the module docs).
+pub const PARTITION: u32 = 0;
+
+/// ThingsBoard's name for the device profile of a device that was given none.
+pub const DEFAULT_DEVICE_TYPE: &str = "default";
+
+/// Namespace of the ids given to HTTP messages (uuid v5 of the instance and a sequence number).
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_6874_7470_0001);
+
+/// Why the HTTP source cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSourceError {
+    /// The token file is missing, unreadable, or not a map of tokens to devices.
+    #[error("token file {}: {message}", path.display())]
+    Tokens { path: PathBuf, message: String },
+    /// The listen address is taken, not ours, or not an address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    /// The server stopped on an I/O error.
+    #[error("HTTP source on {addr}: {source}")]
+    Serve { addr: String, source: std::io::Error },
+}
+
+/// A device, as the token file describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Device {
+    /// The originator's name: what the chain keys state and order by.
+    pub device_name: String,
+    /// Metadata `deviceType`, which chains switch on (default [`DEFAULT_DEVICE_TYPE`], as a
+    /// ThingsBoard device without a profile).
+    #[serde(default = "default_device_type")]
+    pub device_type: String,
+}
+
+fn default_device_type() -> String {
+    DEFAULT_DEVICE_TYPE.into()
+}
+
+impl Device {
+    pub fn new(name: impl Into<String>, device_type: impl Into<String>) -> Self {
+        Device { device_name: name.into(), device_type: device_type.into() }
+    }
+}
+
+/// Access tokens → devices: who may post, and as whom.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens(BTreeMap<String, Device>);
+
+impl Tokens {
+    /// Reads a token file: TOML when its name ends in `.toml`, JSON otherwise. Errors name the
+    /// file and the line (and the field, when one is wrong).
+    pub fn load(path: &Path) -> Result<Tokens, HttpSourceError> {
+        let err = |message: String| HttpSourceError::Tokens { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let toml = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
+        Self::parse(&text, toml).map_err(err)
+    }
+
+    /// Parses the text of a token file (JSON, or TOML when `toml`).
+    pub fn parse(text: &str, toml: bool) -> Result<Tokens, String> {
+        let map: BTreeMap<String, Device> = if toml {
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?
+        } else {
+            // serde_json's message carries the line and column; the token itself is left out of
+            // errors (it is a credential, and errors end up in logs).
+            serde_json::from_str(text).map_err(|e| e.to_string())?
+        };
+        if map.is_empty() {
+            return Err("no tokens: no device could post".into());
+        }
+        if let Some(device) = map.values().find(|d| d.device_name.trim().is_empty()) {
+            return Err(format!("a device of type {:?} has an empty `deviceName`", device.device_type));
+        }
+        Ok(Tokens(map))
+    }
+
+    pub fn from_devices(devices: impl IntoIterator<Item = (String, Device)>) -> Self {
+        Tokens(devices.into_iter().collect())
+    }
+
+    /// The device `token` belongs to.
+    pub fn device(&self, token: &str) -> Option<&Device> {
+        self.0.get(token)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A body that is not telemetry or attributes; the text says what is wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(pub String);
+
+/// The messages a telemetry body becomes, as ThingsBoard reads it: a plain object of values
+/// (at `now_ms`), an object `{"ts", "values"}`, or an array of either — one
+/// `POST_TELEMETRY_REQUEST` per point. Ids are left empty for the caller to assign.
+pub fn telemetry(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
+    let err = |message: String| PayloadError(message);
+    match parse_body(body)? {
+        Value::Array(points) => points
+            .into_iter()
+            .enumerate()
+            .map(|(i, point)| {
+                telemetry_point(device, point, now_ms).map_err(|e| err(format!("telemetry point [{i}]: {e}")))
+            })
+            .collect(),
+        point @ Value::Object(_) => Ok(vec![telemetry_point(device, point, now_ms).map_err(err)?]),
+        other => Err(err(format!("telemetry must be an object or an array of objects, not {}", kind(&other)))),
+    }
+}
+
+/// The message an attributes body becomes: a plain object of values, one
+/// `POST_ATTRIBUTES_REQUEST` at `now_ms`.
+pub fn attributes(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
+    match parse_body(body)? {
+        Value::Object(values) => {
+            check_values(&values).map_err(PayloadError)?;
+            Ok(vec![message(msg_type::POST_ATTRIBUTES_REQUEST, device, now_ms, values)])
+        }
+        other => Err(PayloadError(format!("attributes must be an object, not {}", kind(&other)))),
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, PayloadError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PayloadError("the body is empty; expected JSON".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| PayloadError(format!("the body is not JSON: {e}")))
+}
+
+/// One point: `{"ts", "values"}` when it has both keys (ThingsBoard's test), else plain values.
+fn telemetry_point(device: &Device, point: Value, now_ms: i64) -> Result<Msg, String> {
+    let Value::Object(mut point) = point else {
+        return Err(format!("a point must be an object, not {}", kind(&point)));
+    };
+    if !(point.contains_key("ts") && point.contains_key("values")) {
+        check_values(&point)?;
+        return Ok(message(msg_type::POST_TELEMETRY_REQUEST, device, now_ms, point));
+    }
+    let ts = timestamp(point.remove("ts").unwrap_or_default())?;
+    let values = match point.remove("values").unwrap_or_default() {
+        Value::Object(values) => values,
+        other => return Err(format!("`values` must be an object, not {}", kind(&other))),
+    };
+    // Keys beside `ts` and `values` would be dropped without a word: refuse them instead.
+    if let Some(key) = point.keys().next() {
+        return Err(format!("unexpected key `{key}` beside `ts` and `values`"));
+    }
+    check_values(&values)?;
+    Ok(message(msg_type::POST_TELEMETRY_REQUEST, device, ts, values))
+}
+
+/// Milliseconds since the epoch: an integer, or a string holding one (ThingsBoard takes both).
+fn timestamp(ts: Value) -> Result<i64, String> {
+    let parsed = match &ts {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| format!("`ts` must be an integer of milliseconds since the epoch, not {ts}"))
+}
+
+/// ThingsBoard stores strings, numbers, booleans and JSON (objects, arrays); a `null` is no value
+/// and would be silently dropped there, so it is refused here.
+fn check_values(values: &Map<String, Value>) -> Result<(), String> {
+    match values.iter().find(|(_, v)| v.is_null()) {
+        Some((key, _)) => Err(format!("`{key}` is null; a value is a string, number, boolean, object or array")),
+        None => Ok(()),
+    }
+}
+
+fn message(msg_type: &str, device: &Device, ts: i64, values: Map<String, Value>) -> Msg {
+    Msg::new(msg_type, Originator::device(&device.device_name), Value::Object(values))
+        .with_ts(ts)
+        .with_meta("deviceName", &device.device_name)
+        .with_meta("deviceType", &device.device_type)
+        .with_meta("ts", ts.to_string())
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Runs the source `spec` describes until `shutdown` turns `true` (or its sender is dropped):
+/// loads the token file (relative to `base_dir`, the `sluice.toml`'s directory), listens, serves.
+///
+/// Requests in flight when shutdown comes are answered first, and they wait for their messages:
+/// stop this source before the pipeline, so that they can finish.
+pub async fn run(
+    spec: HttpSourceSpec,
+    base_dir: &Path,
+    feed: Feed,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpSourceError> {
+    let tokens = Tokens::load(&base_dir.join(&spec.tokens))?;
+    let listener = bind(&spec.listen).await?;
+    serve(listener, tokens, feed, shutdown).await
+}
+
+/// Listens on `addr` (`host:port`; port 0 picks a free one, see `local_addr`).
+pub async fn bind(addr: &str) -> Result<TcpListener, HttpSourceError> {
+    TcpListener::bind(addr).await.map_err(|source| HttpSourceError::Bind { addr: addr.to_string(), source })
+}
+
+/// Serves the device API on `listener` until `shutdown` turns `true` (or its sender is dropped:
+/// nobody is left to ask for a stop, nor to run the pipeline for long).
+pub async fn serve(
+    listener: TcpListener,
+    tokens: Tokens,
+    feed: Feed,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpSourceError> {
+    let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    tracing::info!(%addr, devices = tokens.len(), "HTTP device API listening");
+    let app = router(tokens, feed, &addr);
+    let stop = async move {
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|source| HttpSourceError::Serve { addr: addr.clone(), source })?;
+    tracing::info!(%addr, "HTTP device API stopped");
+    Ok(())
+}
+
+/// What every request handler shares.
+struct Shared {
+    tokens: Tokens,
+    feed: Feed,
+    ids: Ids,
+}
+
+/// Message ids: uuid v5 of this server instance and a sequence number — unique without a
+/// random source, and each id says nothing about the device's token.
+struct Ids {
+    instance: String,
+    next: AtomicU64,
+}
+
+impl Ids {
+    fn new(addr: &str) -> Self {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ids { instance: format!("http:{addr}:{}:{}", std::process::id(), started.as_nanos()), next: AtomicU64::new(0) }
+    }
+
+    fn next(&self) -> (u64, String) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n, Uuid::new_v5(&ID_NAMESPACE, format!("{}:{n}", self.instance).as_bytes()).to_string())
+    }
+}
+
+fn router(tokens: Tokens, feed: Feed, addr: &str) -> Router {
+    let shared = Arc::new(Shared { tokens, feed, ids: Ids::new(addr) });
+    Router::new()
+        .route("/api/v1/{token}/telemetry", post(post_telemetry))
+        .route("/api/v1/{token}/attributes", post(post_attributes))
+        .with_state(shared)
+}
+
+async fn post_telemetry(State(shared): State<Arc<Shared>>, UrlPath(token): UrlPath<String>, body: Bytes) -> Response {
+    accept(&shared, &token, &body, "telemetry", telemetry).await
+}
+
+async fn post_attributes(State(shared): State<Arc<Shared>>, UrlPath(token): UrlPath<String>, body: Bytes) -> Response {
+    accept(&shared, &token, &body, "attributes", attributes).await
+}
+
+/// A route's body → messages mapping: [`telemetry`] or [`attributes`].
+type Mapping = fn(&Device, &[u8], i64) -> Result<Vec<Msg>, PayloadError>;
+
+/// Looks the device up, maps the body, feeds the messages and waits until they are done.
+async fn accept(shared: &Shared, token: &str, body: &[u8], what: &str, map: Mapping) -> Response {
+    let Some(device) = shared.tokens.device(token) else {
+        tracing::debug!(what, "request with an unknown access token");
+        return error(StatusCode::UNAUTHORIZED, "unknown access token".into());
+    };
+    let mut msgs = match map(device, body, shared.feed.now_ms()) {
+        Ok(msgs) => msgs,
+        Err(e) => {
+            tracing::debug!(device = %device.device_name, what, error = %e, "malformed request");
+            return error(StatusCode::BAD_REQUEST, format!("{what} of {}: {e}", device.device_name));
+        }
+    };
+    if msgs.is_empty() {
+        return StatusCode::OK.into_response();
+    }
+    let (done_tx, done) = oneshot::channel();
+    let (request, _) = shared.ids.next();
+    // One ack for the whole request, cloned onto each of its messages: it fires once the last
+    // of them is done.
+    let ack = Ack::new(Arc::new(Answer(Mutex::new(Some(done_tx)))), request);
+    for msg in &mut msgs {
+        msg.id = shared.ids.next().1;
+        if shared.feed.push(msg, PARTITION, ack.clone()).await.is_err() {
+            // Messages already in stay in (at least once): the device sends the request again.
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the rule engine is shutting down; try again later".into());
+        }
+    }
+    drop(ack);
+    match done.await {
+        Ok(()) => StatusCode::OK.into_response(),
+        // An ack always fires before its target is dropped; this would be a bug, and the device
+        // had better send again than believe its data safe.
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the messages were lost before being processed".into()),
+    }
+}
+
+/// Completes a request: its ack target, fired when every message of the request is done.
+struct Answer(Mutex<Option<oneshot::Sender<()>>>);
+
+impl AckTarget for Answer {
+    fn ack(&self, _request: u64) {
+        if let Some(done) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // The device may have hung up; its messages were processed all the same.
+            let _ = done.send(());
+        }
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({"status": status.as_u16(), "message": message}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thermostat() -> Device {
+        Device::new("Thermostat A1", "thermostat")
+    }
+
+    fn expected(msg_type: &str, ts: i64, data: Value) -> Msg {
+        let mut metadata = BTreeMap::new();
+        metadata.insert("deviceName".to_string(), "Thermostat A1".to_string());
+        metadata.insert("deviceType".to_string(), "thermostat".to_string());
+        metadata.insert("ts".to_string(), ts.to_string());
+        Msg {
+            id: String::new(),
+            ts,
+            msg_type: msg_type.to_string(),
+            originator: Originator { entity_type: "DEVICE".into(), name: "Thermostat A1".into(), id: None },
+            metadata,
+            data,
+        }
+    }
+
+    #[test]
+    fn plain_values_are_one_point_at_now() {
+        let msgs = telemetry(&thermostat(), br#"{"temperature": 42, "humidity": 73.5, "on": true}"#, 1000).unwrap();
+        assert_eq!(
+            msgs,
+            [expected("POST_TELEMETRY_REQUEST", 1000, json!({"temperature": 42, "humidity": 73.5, "on": true}))]
+        );
+    }
+
+    #[test]
+    fn a_point_with_ts_and_values_keeps_its_time() {
+        let body = br#"{"ts": 1451649600512, "values": {"key1": "value1", "key2": {"nested": [1, 2]}}}"#;
+        assert_eq!(
+            telemetry(&thermostat(), body, 1000).unwrap(),
+            [expected("POST_TELEMETRY_REQUEST", 1451649600512, json!({"key1": "value1", "key2": {"nested": [1, 2]}}))]
+        );
+        // ThingsBoard also takes the time as a string.
+        let body = br#"{"ts": "1451649600512", "values": {"a": 1}}"#;
+        assert_eq!(telemetry(&thermostat(), body, 0).unwrap()[0].ts, 1451649600512);
+    }
+
+    #[test]
+    fn an_array_is_one_message_per_point_in_order() {
+        let body = br#"[{"ts": 10, "values": {"t": 1}}, {"t": 2}, {"ts": 5, "values": {}}]"#;
+        assert_eq!(
+            telemetry(&thermostat(), body, 77).unwrap(),
+            [
+                expected("POST_TELEMETRY_REQUEST", 10, json!({"t": 1})),
+                expected("POST_TELEMETRY_REQUEST", 77, json!({"t": 2})),
+                expected("POST_TELEMETRY_REQUEST", 5, json!({})),
+            ]
+        );
+        assert_eq!(telemetry(&thermostat(), b"[]", 0).unwrap(), []);
+    }
+
+    #[test]
+    fn a_ts_without_values_is_just_a_value() {
+        // ThingsBoard's test is "has `ts` and `values`"; `ts` alone is a key like any other.
+        assert_eq!(
+            telemetry(&thermostat(), br#"{"ts": 3, "t": 1}"#, 9).unwrap(),
+            [expected("POST_TELEMETRY_REQUEST", 9, json!({"ts": 3, "t": 1}))]
+        );
+    }
+
+    #[test]
+    fn attributes_are_one_message_at_now() {
+        assert_eq!(
+            attributes(&thermostat(), br#"{"firmware": "1.2", "inside": true}"#, 500).unwrap(),
+            [expected("POST_ATTRIBUTES_REQUEST", 500, json!({"firmware": "1.2", "inside": true}))]
+        );
+    }
+
+    #[test]
+    fn the_device_type_defaults_as_in_thingsboard() {
+        let tokens = Tokens::parse(r#"{"T": {"deviceName": "d"}}"#, false).unwrap();
+        assert_eq!(tokens.device("T"), Some(&Device::new("d", "default")));
+        assert_eq!(tokens.device("U"), None);
+    }
+
+    #[test]
+    fn malformed_bodies_say_what_and_where() {
+        let d = thermostat();
+        let e = |r: Result<Vec<Msg>, PayloadError>| r.unwrap_err().0;
+        assert_eq!(e(telemetry(&d, b"", 0)), "the body is empty; expected JSON");
+        let not_json = e(telemetry(&d, b"{\"t\": }", 0));
+        assert!(not_json.starts_with("the body is not JSON: expected value at line 1 column 7"), "{not_json}");
+        assert_eq!(e(telemetry(&d, b"42", 0)), "telemetry must be an object or an array of objects, not a number");
+        assert_eq!(
+            e(telemetry(&d, br#"[{"t": 1}, "x"]"#, 0)),
+            "telemetry point [1]: a point must be an object, not a string"
+        );
+        assert_eq!(
+            e(telemetry(&d, br#"[{"ts": "soon", "values": {}}]"#, 0)),
+            "telemetry point [0]: `ts` must be an integer of milliseconds since the epoch, not \"soon\""
+        );
+        assert_eq!(e(telemetry(&d, br#"{"ts": 1, "values": [1]}"#, 0)), "`values` must be an object, not an array");
+        assert_eq!(
+            e(telemetry(&d, br#"{"ts": 1, "values": {}, "extra": 2}"#, 0)),
+            "unexpected key `extra` beside `ts` and `values`"
+        );
+        assert_eq!(
+            e(telemetry(&d, br#"{"t": null}"#, 0)),
+            "`t` is null; a value is a string, number, boolean, object or array"
+        );
+        assert_eq!(e(attributes(&d, br#"[{"a": 1}]"#, 0)), "attributes must be an object, not an array");
+        assert!(e(attributes(&d, br#"{"a": null}"#, 0)).starts_with("`a` is null"));
+    }
+
+    #[test]
+    fn token_files_in_json_and_toml() {
+        let json = r#"{"A1_TEST_TOKEN": {"deviceName": "Thermostat A1", "deviceType": "thermostat"},
+                       "B2": {"deviceName": "Meter B2", "deviceType": "meter"}}"#;
+        let toml = "[A1_TEST_TOKEN]\ndeviceName = \"Thermostat A1\"\ndeviceType = \"thermostat\"\n\n\
+                    [B2]\ndeviceName = \"Meter B2\"\ndeviceType = \"meter\"\n";
+        let expected = Tokens::from_devices([
+            ("A1_TEST_TOKEN".to_string(), Device::new("Thermostat A1", "thermostat")),
+            ("B2".to_string(), Device::new("Meter B2", "meter")),
+        ]);
+        assert_eq!(Tokens::parse(json, false).unwrap(), expected);
+        assert_eq!(Tokens::parse(toml, true).unwrap(), expected);
+    }
+
+    #[test]
+    fn token_file_errors_name_the_line_and_field() {
+        let e = Tokens::parse("{\n  \"T\": {\"deviceType\": \"x\"}\n}", false).unwrap_err();
+        assert!(e.contains("missing field `deviceName`") && e.contains("line 2"), "{e}");
+        let e = Tokens::parse("{\"T\": {\"deviceName\": \"d\", \"devicetype\": \"x\"}}", false).unwrap_err();
+        assert!(e.contains("unknown field `devicetype`") && e.contains("line 1"), "{e}");
+        let e = Tokens::parse("[T]\ndeviceName = 3\n", true).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("deviceName"), "{e}");
+        assert_eq!(Tokens::parse("{}", false).unwrap_err(), "no tokens: no device could post");
+        assert!(Tokens::parse(r#"{"T": {"deviceName": " "}}"#, false).unwrap_err().contains("empty `deviceName`"));
+    }
+}
