@@ -17,6 +17,7 @@
 
 pub mod file;
 pub mod http;
+pub mod mqtt;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<dy
             )
         }
         ConnectorSpec::Kafka(_) => return Err("WIP: kafka connector".into()),
-        ConnectorSpec::Mqtt(_) => return Err("WIP: mqtt connector".into()),
+        ConnectorSpec::Mqtt(c) => Arc::new(mqtt::MqttConnector::new(name, c)?),
     })
 }
 
