@@ -13,6 +13,7 @@
 //! fires — commit a Kafka offset, PUBACK an MQTT publish, answer an HTTP request.
 
 pub mod jsonl;
+pub mod mqtt;
 
 use std::sync::{Arc, Mutex};
 
