@@ -1,7 +1,9 @@
 //! The engine's integration tests: one binary, one module per concern. Guests are built from
 //! source (the `rules/` workspace) by [`support`], never committed.
 
+mod brokers;
 mod chain_load;
+mod mqtt;
 mod routing;
 mod sandbox;
 mod support;
