@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what Sluice needs to build its rules and run its tests. Idempotent: a second run only
-# checks. Used by scripts/demo.sh, scripts/test.sh and .ci/run.
+# Installs what Sluice needs to build its rules and run its tests: the wasm32 toolchain, and the
+# brokers the integration tests run against. Idempotent: a second run only checks. Used by
+# scripts/demo.sh, scripts/test.sh and .ci/run.
 #
 # The wasm32 toolchain, in order of preference:
 #   1. rustup's own target:   rustup target add wasm32-unknown-unknown   (a normal machine)
@@ -46,6 +47,19 @@ wasm_toolchain() {
     log "wasm32: Debian rustc-web + rust-web-src + lld-19 (build-std)"
 }
 
+# The brokers the integration tests start on loopback ports (engine/tests/all/brokers.rs), and
+# openssl for the certificates of the TLS test. Debian's mosquitto lives in /usr/sbin, which is not
+# on an ordinary user's PATH.
+brokers() {
+    if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
+        log "mosquitto: present"
+    else
+        apt_install mosquitto
+        log "mosquitto: installed"
+    fi
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+}
+
 # The Kafka-protocol broker the tests start (no Kafka distribution is needed): tansu, built once
 # from crates.io into a cache that survives between runs (~9 minutes on 2 cores the first time).
 TANSU_ROOT="${SLUICE_TANSU_ROOT:-$HOME/.cache/sluice/tansu}"
@@ -58,6 +72,7 @@ tansu_broker() {
 
 wasm_toolchain
 if [ "${1:-}" = "--test-brokers" ]; then
+    brokers
     tansu_broker
 fi
 log "ready"

@@ -101,17 +101,29 @@ pub enum PayloadFormat {
     Raw,
 }
 
+/// MQTT subscriptions; see `sources::mqtt` for how each topic's payload becomes messages.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MqttSourceSpec {
+    /// The broker and the login, as for an MQTT connector. Setting `clientId` also makes the
+    /// session persistent (`clean_session = false`): the broker keeps the subscriptions and
+    /// redelivers every QoS 1 message not yet acknowledged when Sluice comes back after a crash.
+    /// Without it the id is random and the session ends with the connection.
     #[serde(flatten)]
     pub connection: MqttConnection,
-    /// Topic filters. Default: ThingsBoard's device API under `v1/devices/+/telemetry` and
-    /// `v1/devices/+/attributes`, and the gateway API `v1/gateway/{telemetry,attributes,connect}`.
+    /// Topic filters, subscribed with QoS 1. Default: ThingsBoard's device API under
+    /// `v1/devices/+/telemetry` and `v1/devices/+/attributes`, and the gateway API
+    /// `v1/gateway/{telemetry,attributes,connect}`.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// How a payload on a topic *outside* ThingsBoard's API becomes a message (the API topics
+    /// have their own fixed shapes): a JSON line, or bytes for an uplink decoder.
     #[serde(default)]
     pub format: PayloadFormat,
+    /// Message type of `raw` payloads (default `POST_TELEMETRY_REQUEST`), so that a chain can
+    /// tell undecoded uplinks from telemetry.
+    #[serde(default)]
+    pub msg_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -243,6 +255,29 @@ mod tests {
         assert!(matches!(&config.output, Some(OutputSpec::Kafka { topic, .. }) if topic == "out"));
         assert!(matches!(&config.connectors["alerts"], ConnectorSpec::Mqtt(c) if c.username.as_deref() == Some("u")));
         assert_eq!(config.state.checkpoint_ms, 1000);
+    }
+
+    #[test]
+    fn mqtt_source() {
+        let config = Config::parse(
+            r#"
+            [source]
+            type = "mqtt"
+            url = "mqtt://127.0.0.1:1883"
+            clientId = "sluice-1"
+            topics = ["sensors/#"]
+            format = "raw"
+            msgType = "UPLINK"
+            "#,
+        )
+        .unwrap();
+        let Some(SourceSpec::Mqtt(source)) = &config.source else { panic!("{config:?}") };
+        assert_eq!(source.connection.url, "mqtt://127.0.0.1:1883");
+        assert_eq!(source.connection.client_id.as_deref(), Some("sluice-1"));
+        assert_eq!(source.topics, ["sensors/#"]);
+        assert_eq!((source.format, source.msg_type.as_deref()), (PayloadFormat::Raw, Some("UPLINK")));
+        let e = Config::parse("[source]\ntype = \"mqtt\"\nurl = \"mqtt://h\"\nbogus = 1\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]

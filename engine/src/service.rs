@@ -259,6 +259,9 @@ pub async fn serve(
         other => {
             let periodic = tokio::spawn(checkpoint_periodically(saver.clone(), every, shutdown.clone()));
             let result = run_push_source(other, &options.config_dir, feed.clone(), shutdown.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!("{e}");
+            }
             periodic.abort();
             // A final cut: everything processed is in the state on disk.
             wait_idle(&progress).await;
@@ -285,16 +288,25 @@ pub async fn serve(
     Ok(report)
 }
 
-/// MQTT and HTTP sources: they push from tasks and acknowledge to the sender once processed.
+/// MQTT and HTTP sources: they push from tasks and acknowledge to the sender (PUBACK, the HTTP
+/// answer) once a message is processed.
 async fn run_push_source(
     spec: SourceSpec,
-    _base: &Path,
-    _feed: Feed,
-    _shutdown: tokio::sync::watch::Receiver<bool>,
+    base: &Path,
+    feed: Feed,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
+    let source = |e: String| ServeError::Source(e);
     match spec {
         SourceSpec::Kafka(_) => unreachable!("the Kafka source runs on its own thread"),
-        SourceSpec::Mqtt(_) | SourceSpec::Http(_) => Err(ServeError::Source("WIP: mqtt/http sources".into())),
+        SourceSpec::Mqtt(spec) => {
+            tracing::info!(url = %spec.connection.url, "running; stop with SIGTERM or Ctrl-C");
+            crate::sources::mqtt::run(spec, feed, shutdown).await.map_err(|e| source(e.to_string()))
+        }
+        SourceSpec::Http(spec) => {
+            tracing::info!(listen = %spec.listen, "running; stop with SIGTERM or Ctrl-C");
+            crate::sources::http::run(spec, base, feed, shutdown).await.map_err(|e| source(e.to_string()))
+        }
     }
 }
 

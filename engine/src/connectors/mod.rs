@@ -18,6 +18,7 @@
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod mqtt;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,7 +75,7 @@ pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<dy
             )
         }
         ConnectorSpec::Kafka(connection) => Arc::new(kafka::KafkaConnector::new(name, connection)?),
-        ConnectorSpec::Mqtt(_) => return Err("WIP: mqtt connector".into()),
+        ConnectorSpec::Mqtt(c) => Arc::new(mqtt::MqttConnector::new(name, c)?),
     })
 }
 

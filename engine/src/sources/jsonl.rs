@@ -24,6 +24,18 @@ pub struct LineError {
 
 /// Parses one input line (1-based `line`) from `source`. `Ok(None)` for a blank line.
 pub fn parse_line(source: &str, line: u64, text: &str, now_ms: i64) -> Result<Option<Msg>, LineError> {
+    let mut msg = parse_message(source, line, text, now_ms)?;
+    if let Some(msg) = &mut msg
+        && msg.id.is_empty()
+    {
+        msg.id = Uuid::new_v5(&ID_NAMESPACE, format!("{source}:{line}").as_bytes()).to_string();
+    }
+    Ok(msg)
+}
+
+/// [`parse_line`] without the id: a message that carries none keeps an empty `id`, for a source
+/// whose input has no stable position to derive one from (an MQTT publish) and gives its own.
+pub fn parse_message(source: &str, line: u64, text: &str, now_ms: i64) -> Result<Option<Msg>, LineError> {
     let err = |message: String| LineError { input: source.to_string(), line, message };
     let text = text.trim();
     if text.is_empty() {
@@ -33,14 +45,11 @@ pub fn parse_line(source: &str, line: u64, text: &str, now_ms: i64) -> Result<Op
     let Value::Object(mut obj) = value else {
         return Err(err("not a JSON object".into()));
     };
-    let mut msg = if obj.contains_key("originator") {
+    let msg = if obj.contains_key("originator") {
         serde_json::from_value::<Msg>(Value::Object(obj)).map_err(|e| err(format!("not a message: {e}")))?
     } else {
         simple_form(&mut obj, now_ms).map_err(err)?
     };
-    if msg.id.is_empty() {
-        msg.id = Uuid::new_v5(&ID_NAMESPACE, format!("{source}:{line}").as_bytes()).to_string();
-    }
     Ok(Some(msg))
 }
 

@@ -15,6 +15,7 @@
 pub mod http;
 pub mod jsonl;
 pub mod kafka;
+pub mod mqtt;
 
 use std::sync::{Arc, Mutex};
 

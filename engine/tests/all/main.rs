@@ -1,8 +1,10 @@
 //! The engine's integration tests: one binary, one module per concern. Guests are built from
 //! source (the `rules/` workspace) by [`support`], never committed.
 
+mod brokers;
 mod chain_load;
 mod http;
+mod mqtt;
 mod routing;
 mod sandbox;
 mod support;

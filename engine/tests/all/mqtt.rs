@@ -1,0 +1,516 @@
+//! The MQTT source and connector against a real Mosquitto on a loopback port.
+//!
+//! Messages flow through a chain whose only node is the `output` sink; the tests read what the
+//! sink wrote, and what a plain rumqttc client sees on the broker.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use serde_json::{Value, json};
+use sluice::chain::Loader;
+use sluice::config::{MqttConnection, MqttSourceSpec, PayloadFormat};
+use sluice::connectors::Connector;
+use sluice::connectors::mqtt::MqttConnector;
+use sluice::flow::{Ack, Pipeline, PipelineConfig, Sinks};
+use sluice::host::Clock;
+use sluice::sinks::jsonl::SinkItem;
+use sluice::sources::Feed;
+use sluice::sources::mqtt::{self, MqttSourceError, MqttSourceStats};
+use sluice::state::StateStore;
+use sluice::state::time::Watermarks;
+use sluice_sdk::Msg;
+use tokio::sync::watch;
+
+use crate::brokers::{Mosquitto, TlsListener, free_port};
+use crate::support::{ChainDir, runtime};
+
+/// Longest wait for something that should happen (a hang guard, not a speed check).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < PATIENCE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+fn connection(url: &str, client_id: Option<&str>) -> MqttConnection {
+    MqttConnection {
+        url: url.into(),
+        client_id: client_id.map(str::to_string),
+        username: None,
+        password: None,
+        ca_file: None,
+        keep_alive_s: Some(5),
+    }
+}
+
+fn source_spec(url: &str, client_id: Option<&str>) -> MqttSourceSpec {
+    MqttSourceSpec {
+        connection: connection(url, client_id),
+        topics: vec![],
+        format: PayloadFormat::Json,
+        msg_type: None,
+    }
+}
+
+/// A running MQTT source feeding a chain that only writes to the output sink.
+struct SourceRun {
+    pipeline: Option<Pipeline>,
+    out: Arc<Mutex<Vec<Msg>>>,
+    stats: Arc<MqttSourceStats>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), MqttSourceError>>,
+    collector: Option<std::thread::JoinHandle<()>>,
+    _dir: ChainDir,
+}
+
+impl SourceRun {
+    /// Starts the source; with `hold`, the sink hands each message's ack to that channel instead
+    /// of dropping it (the message then counts as still in the chain).
+    fn start(rt: &tokio::runtime::Runtime, spec: MqttSourceSpec, hold: Option<Sender<(Msg, Ack)>>) -> SourceRun {
+        let dir = ChainDir::new();
+        let path = dir.write_json("chain.json", &json!({"entry": "out", "nodes": [{"id": "out", "sink": "output"}]}));
+        let chain = Arc::new(Loader::new(&runtime(), vec![]).load(&path).expect("chain loads"));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<SinkItem>(64);
+        let config = PipelineConfig { workers: 2, queue: 16, flush_at_end: false, ..PipelineConfig::default() };
+        let pipeline =
+            Pipeline::start(runtime(), chain.clone(), StateStore::default(), Sinks { output: Some(tx) }, config)
+                .expect("pipeline");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let collector = {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                for item in rx {
+                    if let SinkItem::Msg(bytes, ack) = item {
+                        let msg: Msg = serde_json::from_slice(&bytes).expect("output is a message");
+                        out.lock().unwrap().push(msg.clone());
+                        match &hold {
+                            Some(held) => held.send((msg, ack)).expect("the test holds the acks"),
+                            None => drop(ack),
+                        }
+                    }
+                }
+            })
+        };
+        let feed = Feed::new(pipeline.sender(), &chain, Watermarks::new(&chain.event_time), Clock::System);
+        let stats = Arc::new(MqttSourceStats::default());
+        let (shutdown, stop) = watch::channel(false);
+        let task = rt.spawn(mqtt::run_with_stats(spec, feed, stop, stats.clone()));
+        let run =
+            SourceRun { pipeline: Some(pipeline), out, stats, shutdown, task, collector: Some(collector), _dir: dir };
+        run.wait_subscribed(1);
+        run
+    }
+
+    fn wait_subscribed(&self, subscriptions: u64) {
+        wait_until("the source's subscription", || MqttSourceStats::get(&self.stats.subscribed) >= subscriptions);
+    }
+
+    fn output(&self) -> Vec<Msg> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The `n` field of every message written, in the order written.
+    fn numbers(&self) -> Vec<i64> {
+        self.output().iter().filter_map(|m| m.data.get("n").and_then(Value::as_i64)).collect()
+    }
+
+    /// Asks the source to stop, waits for it, then for the chain.
+    fn stop(mut self, rt: &tokio::runtime::Runtime) -> Result<(), MqttSourceError> {
+        self.shutdown.send(true).expect("the source listens");
+        let result = rt.block_on(&mut self.task).expect("source task");
+        self.pipeline.take().expect("running").shutdown();
+        self.collector.take().expect("running").join().expect("collector");
+        result
+    }
+}
+
+/// A plain rumqttc client for the test's side of the broker; its event loop runs in `rt`,
+/// reconnecting on errors, and forwards what it receives.
+struct TestClient {
+    client: AsyncClient,
+    received: Arc<Mutex<Vec<rumqttc::Publish>>>,
+    subacks: Arc<Mutex<u64>>,
+}
+
+impl TestClient {
+    fn connect(rt: &tokio::runtime::Runtime, port: u16, id: &str, persistent: bool) -> TestClient {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5)).set_clean_session(!persistent);
+        let (client, mut eventloop) = AsyncClient::new(options, 256);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let subacks = Arc::new(Mutex::new(0));
+        let (r, s) = (received.clone(), subacks.clone());
+        rt.spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::Publish(p))) => r.lock().unwrap().push(p),
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => *s.lock().unwrap() += 1,
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        TestClient { client, received, subacks }
+    }
+
+    fn publish(&self, rt: &tokio::runtime::Runtime, topic: &str, payload: Value) {
+        let client = self.client.clone();
+        let topic = topic.to_string();
+        rt.block_on(async move { client.publish(topic, QoS::AtLeastOnce, false, payload.to_string()).await })
+            .expect("publish queued");
+    }
+
+    fn subscribe(&self, rt: &tokio::runtime::Runtime, filter: &str) {
+        let before = *self.subacks.lock().unwrap();
+        let client = self.client.clone();
+        let filter = filter.to_string();
+        rt.block_on(async move { client.subscribe(filter, QoS::AtLeastOnce).await }).expect("subscribe queued");
+        wait_until("the test client's subscription", || *self.subacks.lock().unwrap() > before);
+    }
+
+    fn payloads(&self) -> Vec<String> {
+        self.received.lock().unwrap().iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+    }
+}
+
+/// A message as expected, without the random id.
+fn telemetry(device: &str, ts: i64, data: Value, topic: &str) -> Value {
+    json!({
+        "ts": ts,
+        "type": "POST_TELEMETRY_REQUEST",
+        "originator": {"entityType": "DEVICE", "name": device},
+        "metadata": {"deviceName": device, "ts": ts.to_string(), "topic": topic},
+        "data": data,
+    })
+}
+
+#[test]
+fn mqtt_device_and_gateway_telemetry_go_through_the_chain() {
+    let broker = Mosquitto::start();
+    let rt = tokio();
+    let run = SourceRun::start(&rt, source_spec(&broker.url(), None), None);
+    let device = TestClient::connect(&rt, broker.port, "test-device", false);
+
+    device.publish(
+        &rt,
+        "v1/devices/Thermo-1/telemetry",
+        json!([
+            {"ts": 1451649600512_i64, "values": {"temperature": 42}},
+            {"ts": 1451649601512_i64, "values": {"temperature": 43}}
+        ]),
+    );
+    device.publish(
+        &rt,
+        "v1/gateway/telemetry",
+        json!({
+            "Device A": [{"ts": 1483228800000_i64, "values": {"temperature": 40}},
+                         {"ts": 1483228801000_i64, "values": {"temperature": 41}}],
+            "Device B": [{"ts": 1483228800000_i64, "values": {"humidity": 80}}]
+        }),
+    );
+    device.publish(&rt, "v1/devices/me/telemetry", json!({"temperature": 1}));
+    device.publish(&rt, "v1/gateway/connect", json!({"device": "Device A", "type": "Thermostat"}));
+
+    wait_until("six messages", || run.output().len() >= 6);
+    wait_until("four PUBACKs", || MqttSourceStats::get(&run.stats.acked) == 4);
+    let output = run.output();
+    let ids: BTreeSet<&str> = output.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids.len(), 6, "every message has its own id");
+    assert!(!ids.contains(""));
+    let mut got: Vec<Value> = output
+        .iter()
+        .map(|m| {
+            let mut v = serde_json::to_value(m).unwrap();
+            v.as_object_mut().unwrap().remove("id");
+            v
+        })
+        .filter(|v| v["type"] != "CONNECT_EVENT")
+        .collect();
+    got.sort_by_key(|v| (v["originator"]["name"].as_str().unwrap().to_string(), v["ts"].as_i64()));
+    let device_topic = "v1/devices/Thermo-1/telemetry";
+    let gateway_topic = "v1/gateway/telemetry";
+    assert_eq!(
+        got,
+        [
+            telemetry("Device A", 1483228800000, json!({"temperature": 40}), gateway_topic),
+            telemetry("Device A", 1483228801000, json!({"temperature": 41}), gateway_topic),
+            telemetry("Device B", 1483228800000, json!({"humidity": 80}), gateway_topic),
+            telemetry("Thermo-1", 1451649600512, json!({"temperature": 42}), device_topic),
+            telemetry("Thermo-1", 1451649601512, json!({"temperature": 43}), device_topic),
+        ]
+    );
+    let connect = output.iter().find(|m| m.msg_type == "CONNECT_EVENT").expect("connect event");
+    assert_eq!((connect.originator.name.as_str(), connect.meta("deviceType")), ("Device A", Some("Thermostat")));
+    // The `me` publish was refused, counted, and acknowledged (three valid + one malformed).
+    assert_eq!(MqttSourceStats::get(&run.stats.malformed), 1);
+    assert_eq!(MqttSourceStats::get(&run.stats.publishes), 4);
+    run.stop(&rt).expect("clean stop");
+}
+
+#[test]
+fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
+    let broker = Mosquitto::start();
+    let rt = tokio();
+    let subscriber = TestClient::connect(&rt, broker.port, "test-subscriber", false);
+    subscriber.subscribe(&rt, "alerts/#");
+
+    let connector = Arc::new(MqttConnector::new("alerts", &connection(&broker.url(), None)).expect("connector"));
+    // Four workers publishing at once, as a chain's workers do.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let connector = connector.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let payload = if i % 2 == 0 { json!(format!("text {w}-{i}")) } else { json!({"w": w, "i": i}) };
+                    let qos = match i {
+                        7 => 0,
+                        11 | 12 => 2,
+                        _ => 1,
+                    };
+                    let answer = connector
+                        .call("publish", &json!({"topic": "alerts/zone", "qos": qos, "payload": payload}), &Ack::none())
+                        .unwrap_or_else(|e| panic!("publish {w}-{i}: {e}"));
+                    assert_eq!(answer, json!({}));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    // Everything confirmed before this one was sent: once it arrives, so has the rest.
+    connector.call("publish", &json!({"topic": "alerts/zone", "payload": "end"}), &Ack::none()).expect("last");
+    wait_until("the last payload", || subscriber.payloads().contains(&"end".to_string()));
+
+    let mut expected: Vec<String> = (0..4)
+        .flat_map(|w| {
+            (0..25).map(move |i| if i % 2 == 0 { format!("text {w}-{i}") } else { json!({"w": w, "i": i}).to_string() })
+        })
+        .collect();
+    expected.push("end".into());
+    expected.sort();
+    let mut got = subscriber.payloads();
+    got.sort();
+    assert_eq!(got, expected);
+
+    // Bad requests fail the call, naming what is wrong; nothing is sent.
+    let e = connector.call("publish", &json!({"topic": "alerts/+", "payload": 1}), &Ack::none()).unwrap_err();
+    assert!(e.contains("wildcards"), "{e}");
+}
+
+#[test]
+fn mqtt_connector_retains_and_reports_an_unreachable_broker() {
+    let broker = Mosquitto::start();
+    let rt = tokio();
+    let connector = MqttConnector::new("status", &connection(&broker.url(), Some("sluice-status"))).unwrap();
+    connector
+        .call("status", &json!({"topic": "status/pump-1", "retain": true, "payload": {"on": true}}), &Ack::none())
+        .expect("retained publish");
+    // A client subscribing afterwards gets the retained message.
+    let late = TestClient::connect(&rt, broker.port, "test-late", false);
+    late.subscribe(&rt, "status/#");
+    wait_until("the retained message", || !late.payloads().is_empty());
+    assert_eq!(late.payloads(), [r#"{"on":true}"#]);
+    assert!(late.received.lock().unwrap()[0].retain);
+
+    let nowhere = MqttConnector::new("x", &connection(&format!("mqtt://127.0.0.1:{}", free_port()), None))
+        .unwrap()
+        .with_timeout(Duration::from_millis(700));
+    let e = nowhere.call("x", &json!({"topic": "a", "payload": "b"}), &Ack::none()).unwrap_err();
+    assert!(e.contains("no PUBACK for topic `a`") && e.contains("last connection error"), "{e}");
+}
+
+#[test]
+fn mqtt_source_loses_nothing_across_a_broker_restart() {
+    let mut broker = Mosquitto::start_persistent();
+    let rt = tokio();
+    let run = SourceRun::start(&rt, source_spec(&broker.url(), Some("sluice-restart")), None);
+    let device = TestClient::connect(&rt, broker.port, "test-restart-device", true);
+    let topic = "v1/devices/dev-1/telemetry";
+
+    for n in 0..10 {
+        device.publish(&rt, topic, json!({"n": n}));
+    }
+    wait_until("the first ten", || run.numbers().len() >= 10);
+
+    broker.stop();
+    // Published while the broker is down: queued by the device's client, sent when it is back.
+    for n in 10..20 {
+        device.publish(&rt, topic, json!({"n": n}));
+    }
+    broker.restart();
+    for n in 20..30 {
+        device.publish(&rt, topic, json!({"n": n}));
+    }
+    wait_until("all thirty", || run.numbers().iter().collect::<BTreeSet<_>>().len() == 30);
+    let got: BTreeSet<i64> = run.numbers().into_iter().collect();
+    assert_eq!(got, (0..30).collect::<BTreeSet<i64>>());
+    assert!(MqttSourceStats::get(&run.stats.connects) >= 2, "the source reconnected");
+    run.stop(&rt).expect("clean stop");
+}
+
+#[test]
+fn mqtt_connector_publishes_across_a_broker_restart() {
+    let mut broker = Mosquitto::start_persistent();
+    let rt = tokio();
+    let subscriber = TestClient::connect(&rt, broker.port, "test-restart-subscriber", true);
+    subscriber.subscribe(&rt, "alarms/#");
+    let connector = Arc::new(MqttConnector::new("alarms", &connection(&broker.url(), None)).unwrap());
+    let publish = |n: i64| {
+        let connector = connector.clone();
+        std::thread::spawn(move || {
+            connector.call("alarm", &json!({"topic": "alarms/boiler", "payload": {"n": n}}), &Ack::none())
+        })
+    };
+    publish(0).join().unwrap().expect("before the restart");
+    broker.stop();
+    // Calls made while the broker is down wait, and complete once it is back.
+    let waiting: Vec<_> = (1..4).map(publish).collect();
+    broker.restart();
+    for call in waiting {
+        call.join().unwrap().expect("confirmed after the restart");
+    }
+    wait_until("four alarms", || subscriber.payloads().len() >= 4);
+    let got: BTreeSet<String> = subscriber.payloads().into_iter().collect();
+    assert_eq!(got, (0..4).map(|n| format!(r#"{{"n":{n}}}"#)).collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn mqtt_publish_not_done_in_the_chain_is_redelivered_to_the_next_session() {
+    let broker = Mosquitto::start();
+    let rt = tokio();
+    let topic = "v1/devices/dev-2/telemetry";
+    let device = TestClient::connect(&rt, broker.port, "test-redeliver-device", false);
+
+    let (held_tx, held) = std::sync::mpsc::channel::<(Msg, Ack)>();
+    let first = SourceRun::start(&rt, source_spec(&broker.url(), Some("sluice-redeliver")), Some(held_tx));
+    device.publish(&rt, topic, json!({"n": 1}));
+    let (one, ack) = held.recv_timeout(PATIENCE).expect("n = 1 reaches the sink");
+    assert_eq!(one.data, json!({"n": 1}));
+    drop(ack); // done: PUBACK
+    wait_until("the PUBACK of n = 1", || MqttSourceStats::get(&first.stats.acked) == 1);
+    device.publish(&rt, topic, json!({"n": 2}));
+    let (two, unfinished) = held.recv_timeout(PATIENCE).expect("n = 2 reaches the sink");
+    assert_eq!(two.data, json!({"n": 2}));
+    // Sluice stops (or crashes) while n = 2 is still in the chain: no PUBACK for it.
+    first.stop(&rt).expect("clean stop");
+    drop(unfinished); // too late: that session is gone
+
+    let second = SourceRun::start(&rt, source_spec(&broker.url(), Some("sluice-redeliver")), None);
+    wait_until("n = 2 again", || second.numbers().contains(&2));
+    device.publish(&rt, topic, json!({"n": 3}));
+    wait_until("n = 3", || second.numbers().contains(&3));
+    // n = 1 was acknowledged, so the broker did not send it again.
+    assert_eq!(second.numbers(), [2, 3]);
+    let again = second.output().into_iter().find(|m| m.data == json!({"n": 2})).unwrap();
+    assert_eq!((again.originator.name.as_str(), again.meta("topic")), ("dev-2", Some(topic)));
+    second.stop(&rt).expect("clean stop");
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 with the `openssl` command.
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, TlsListener) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Sluice test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["ca.pem", "server.key", "server.pem"] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let listener = TlsListener {
+        port: free_port(),
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    (dir.join("ca.pem"), listener)
+}
+
+#[test]
+fn mqtts_with_the_brokers_ca_and_without() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, tls) = certificates(certs.path());
+    let tls_port = tls.port;
+    let broker = Mosquitto::start_with_tls(tls);
+    let rt = tokio();
+    let subscriber = TestClient::connect(&rt, broker.port, "test-tls-subscriber", false);
+    subscriber.subscribe(&rt, "secure/#");
+
+    let mut spec = connection(&format!("mqtts://127.0.0.1:{tls_port}"), None);
+    spec.ca_file = Some(ca.display().to_string());
+    let connector = MqttConnector::new("secure", &spec).expect("connector");
+    connector.call("n", &json!({"topic": "secure/a", "payload": "over TLS"}), &Ack::none()).expect("TLS publish");
+    wait_until("the TLS publish", || !subscriber.payloads().is_empty());
+    assert_eq!(subscriber.payloads(), ["over TLS"]);
+
+    // Without the CA the platform's roots are used, which do not know this broker.
+    spec.ca_file = None;
+    match MqttConnector::new("secure", &spec) {
+        // A machine without CA roots at all says so at once.
+        Err(e) => assert!(e.contains("caFile"), "{e}"),
+        Ok(untrusted) => {
+            let untrusted = untrusted.with_timeout(Duration::from_millis(1500));
+            let e = untrusted.call("n", &json!({"topic": "secure/a", "payload": "x"}), &Ack::none()).unwrap_err();
+            assert!(e.contains("no PUBACK") && e.to_lowercase().contains("certificate"), "{e}");
+        }
+    }
+}
