@@ -161,10 +161,7 @@ pub async fn serve(
     let mut chain: Chain = loader.load(&options.chain)?;
     if let Some(entry) = &config.entry {
         chain.entry = chain.find(entry).ok_or_else(|| {
-            ServeError::Source(format!(
-                "sluice.toml: `entry`: no node `{entry}` in {}",
-                options.chain.display()
-            ))
+            ServeError::Source(format!("sluice.toml: `entry`: no node `{entry}` in {}", options.chain.display()))
         })?;
     }
     let chain = Arc::new(chain);

@@ -16,13 +16,13 @@ const T0: i64 = 1_700_000_000_000;
 const WINDOW: i64 = 10_000;
 
 /// A `sluice run --config` process; killed (SIGKILL) on drop unless stopped.
-struct Service {
+pub(crate) struct Service {
     child: Child,
     log: PathBuf,
 }
 
 impl Service {
-    fn start(dir: &Path, chain: &Path, config: &Path, state: &str) -> Service {
+    pub(crate) fn start(dir: &Path, chain: &Path, config: &Path, state: &str) -> Service {
         let log = dir.join(format!("sluice-{}.log", free_port()));
         let child = Command::new(sluice_bin())
             .args(["run", "--chain", chain.to_str().unwrap(), "--config", config.to_str().unwrap()])
@@ -37,7 +37,7 @@ impl Service {
         Service { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -51,7 +51,7 @@ impl Service {
     }
 
     /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let status = self.child.wait().unwrap();
         std::mem::forget(self);
@@ -72,7 +72,7 @@ impl Drop for Service {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path

@@ -2,6 +2,9 @@
 //! rule run both natively (the SDK's TestDriver) and in wasmtime, which must agree.
 
 mod agreement;
+#[allow(dead_code)]
+#[path = "../../engine/tests/all/brokers.rs"]
+mod brokers;
 mod cli;
 mod kafka;
 mod nodes_actions;
@@ -14,3 +17,4 @@ mod scenarios;
 mod seeds;
 mod support;
 mod tansu;
+mod wind_zones_live;

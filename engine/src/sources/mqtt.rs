@@ -387,6 +387,7 @@ async fn connect(
             }
             Ok(Event::Incoming(Incoming::SubAck(suback))) => {
                 session.stats.subscribed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("MQTT source subscribed");
                 for (filter, code) in filters.iter().zip(&suback.return_codes) {
                     if *code == SubscribeReasonCode::Failure {
                         tracing::error!(url, filter, "MQTT source: the broker refused the subscription");
