@@ -270,9 +270,14 @@ impl Running {
         let clock = Clock::Manual(Arc::new(AtomicI64::new(NOW)));
         let config =
             PipelineConfig { workers: 2, queue: 4, clock: clock.clone(), flush_at_end: false, ..Default::default() };
-        let pipeline =
-            Pipeline::start(runtime(), chain.clone(), StateStore::default(), Sinks { output: Some(sink) }, config)
-                .expect("pipeline");
+        let pipeline = Pipeline::start(
+            runtime(),
+            chain.clone(),
+            StateStore::default(),
+            Sinks { output: Some(sink), ..Default::default() },
+            config,
+        )
+        .expect("pipeline");
         let feed = Feed::new(pipeline.sender(), &chain, Watermarks::new(&chain.event_time), clock);
         Running { dir, pipeline: Some(pipeline), feed: Some(feed), output, out_path }
     }

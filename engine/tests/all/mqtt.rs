@@ -82,9 +82,14 @@ impl SourceRun {
         let chain = Arc::new(Loader::new(&runtime(), vec![]).load(&path).expect("chain loads"));
         let (tx, rx) = std::sync::mpsc::sync_channel::<SinkItem>(64);
         let config = PipelineConfig { workers: 2, queue: 16, flush_at_end: false, ..PipelineConfig::default() };
-        let pipeline =
-            Pipeline::start(runtime(), chain.clone(), StateStore::default(), Sinks { output: Some(tx) }, config)
-                .expect("pipeline");
+        let pipeline = Pipeline::start(
+            runtime(),
+            chain.clone(),
+            StateStore::default(),
+            Sinks { output: Some(tx), ..Default::default() },
+            config,
+        )
+        .expect("pipeline");
         let out = Arc::new(Mutex::new(Vec::new()));
         let collector = {
             let out = out.clone();
