@@ -6,6 +6,7 @@ mod agreement;
 #[path = "../../engine/tests/all/brokers.rs"]
 mod brokers;
 mod cli;
+mod http_service;
 mod kafka;
 mod nodes_actions;
 mod nodes_decoder;
