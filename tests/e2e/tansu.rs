@@ -149,10 +149,10 @@ impl Tansu {
         while Instant::now() < deadline && !done(&values) {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
                 let payload = m.payload().unwrap_or_default();
-                values.push(
-                    serde_json::from_slice(payload)
-                        .unwrap_or_else(|e| panic!("{topic}: not JSON: {e}: {}", String::from_utf8_lossy(payload))),
-                );
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                let value = serde_json::from_slice(payload)
+                    .unwrap_or_else(|e| panic!("{topic}: not JSON: {e}: {}", String::from_utf8_lossy(payload)));
+                values.push((key, value));
             }
         }
         values

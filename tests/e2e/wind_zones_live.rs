@@ -19,7 +19,13 @@ use crate::seeds::{close, start_thingsboard, tumbling};
 use crate::support::repo;
 use crate::tansu::Tansu;
 
-const T0: i64 = 1_700_000_000_000;
+/// Readings start a minute from now, on a window boundary: the attribute messages are stamped
+/// with the time they arrive (like a device's attributes in ThingsBoard), and that must stay
+/// behind the readings' event time, or it would move the watermark past them.
+fn t0() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    (now + 60_000).div_euclid(10_000) * 10_000
+}
 
 #[test]
 fn stations_over_mqtt_to_thingsboard_rest_and_kafka() {
@@ -89,19 +95,20 @@ baseUrl = "{tb_url}"
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut connection) = Client::new(options, 100);
     let pump = std::thread::spawn(move || for _ in connection.iter().take_while(Result::is_ok) {});
+    let t0 = t0();
     let mut events = Vec::new();
     for (name, kind, zone) in &stations {
         let attributes = json!({"deviceType": kind, "geoZone": zone});
         client
             .publish(format!("v1/devices/{name}/attributes"), QoS::AtLeastOnce, false, attributes.to_string())
             .unwrap();
-        events.push((T0, None));
+        events.push((0, None));
     }
     let mut n = 0u64;
     for step in 0..86 {
         for (name, kind, zone) in &stations {
             n += 1;
-            let ts = T0 + step * 700 + (n % 7) as i64;
+            let ts = t0 + step * 700 + (n % 7) as i64;
             let speed = (n * 37 % 50) as f64;
             let point = json!({"ts": ts, "values": {"windSpeed": speed.to_string()}});
             client.publish(format!("v1/devices/{name}/telemetry"), QoS::AtLeastOnce, false, point.to_string()).unwrap();
@@ -109,7 +116,7 @@ baseUrl = "{tb_url}"
         }
     }
     // One last reading far ahead closes every window above (its own stays open).
-    let far = json!({"ts": T0 + 3_600_000, "values": {"windSpeed": "1"}});
+    let far = json!({"ts": t0 + 3_600_000, "values": {"windSpeed": "1"}});
     client.publish("v1/devices/WS-1/telemetry", QoS::AtLeastOnce, false, far.to_string()).unwrap();
 
     let (windows, _) = tumbling(events, 10_000, 2_000, 0);
