@@ -190,9 +190,11 @@ mod tests {
         w.expect(1, 0);
         assert_eq!(w.observe(0, 9000, 0), NO_WATERMARK, "partition 1 has not been read yet");
         assert_eq!(w.observe(1, 100, 10), 100);
-        w.expect(2, 20);
-        assert_eq!(w.current(500), NO_WATERMARK);
-        assert_eq!(w.current(1500), 100, "partition 2 silent past the idle timeout");
+        w.expect(2, 500);
+        assert_eq!(w.current(600), NO_WATERMARK, "partition 2 just assigned");
+        w.observe(0, 9000, 1200);
+        assert_eq!(w.observe(1, 200, 1200), NO_WATERMARK, "partition 2 still within its idle timeout");
+        assert_eq!(w.current(1600), 200, "partition 2 silent past the idle timeout");
     }
 
     #[test]
