@@ -121,6 +121,8 @@ fn reader(brokers: &str, topic: &str) -> BaseConsumer {
 }
 
 fn config(brokers: &str, group: &str, input: &str, output: &str) -> Config {
+    // `SLUICE_BENCH_CHECKPOINT_MS` (default 1000): how often the source cuts (drains, saves, commits).
+    let every: u64 = std::env::var("SLUICE_BENCH_CHECKPOINT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     Config::parse(&format!(
         r#"
 [source]
@@ -135,7 +137,7 @@ type = "kafka"
 brokers = "{brokers}"
 topic = "{output}"
 [state]
-checkpointMs = 1000
+checkpointMs = {every}
 "#
     ))
     .unwrap()
