@@ -181,10 +181,28 @@ fn main() {
 
     // 1. Throughput: a backlog of n uplinks.
     let p = producer(&brokers);
+    let producing = Instant::now();
     for i in 0..n {
         send(&p, "uplinks", &format!("gateway-{}", i % 64), &uplink(i, 1_700_000_000_000 + i as i64));
     }
     p.flush(Duration::from_secs(60)).unwrap();
+    let produced = producing.elapsed();
+    // The broker alone, as a baseline: the same backlog read back by a plain consumer.
+    let baseline = reader(&brokers, "uplinks");
+    let reading = Instant::now();
+    let mut read = 0u64;
+    while read < n && reading.elapsed() < Duration::from_secs(120) {
+        if let Some(Ok(_)) = baseline.poll(Duration::from_millis(100)) {
+            read += 1;
+        }
+    }
+    let read_took = reading.elapsed();
+    drop(baseline);
+    println!(
+        "kafka/broker-only: produce {:.0} msgs/s, consume {:.0} msgs/s (no Sluice: what tansu and librdkafka do here)",
+        n as f64 / produced.as_secs_f64(),
+        read as f64 / read_took.as_secs_f64()
+    );
     let out = reader(&brokers, "telemetry");
     // The reader joins its group before the clock starts.
     let _ = out.poll(Duration::from_millis(500));
