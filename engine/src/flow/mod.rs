@@ -158,22 +158,32 @@ pub struct PipelineSender {
 
 impl PipelineSender {
     /// See [`Pipeline::send`].
-    pub async fn send(&self, mut envelope: Envelope) -> Result<(), Closed> {
-        envelope.progress = Some(self.progress.issue(envelope.watermark));
-        let i = (envelope.key % self.inboxes.len() as u64) as usize;
-        self.inboxes[i].send(envelope).await.map_err(|_| Closed)
+    pub async fn send(&self, envelope: Envelope) -> Result<(), Closed> {
+        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
+        inbox.send(envelope).await.map_err(|_| Closed)
     }
 
     /// See [`Pipeline::send_blocking`].
-    pub fn send_blocking(&self, mut envelope: Envelope) -> Result<(), Closed> {
-        envelope.progress = Some(self.progress.issue(envelope.watermark));
-        let i = (envelope.key % self.inboxes.len() as u64) as usize;
-        self.inboxes[i].blocking_send(envelope).map_err(|_| Closed)
+    pub fn send_blocking(&self, envelope: Envelope) -> Result<(), Closed> {
+        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
+        inbox.blocking_send(envelope).map_err(|_| Closed)
     }
 
     pub fn progress(&self) -> &Arc<Progress> {
         &self.progress
     }
+}
+
+/// The worker inbox of `envelope` (by its key: one originator, one worker, its order kept), with
+/// the envelope now tracked by `progress`.
+fn route<'a>(
+    inboxes: &'a [mpsc::Sender<Envelope>],
+    progress: &Arc<Progress>,
+    mut envelope: Envelope,
+) -> (&'a mpsc::Sender<Envelope>, Envelope) {
+    envelope.progress = Some(progress.issue(envelope.watermark));
+    let i = (envelope.key % inboxes.len() as u64) as usize;
+    (&inboxes[i], envelope)
 }
 
 /// The pipeline has stopped taking messages.
@@ -262,17 +272,15 @@ impl Pipeline {
     }
 
     /// Hands a message to its worker, waiting while that worker's queue is full.
-    pub async fn send(&self, mut envelope: Envelope) -> Result<(), Closed> {
-        envelope.progress = Some(self.progress.issue(envelope.watermark));
-        let i = (envelope.key % self.inboxes.len() as u64) as usize;
-        self.inboxes[i].send(envelope).await.map_err(|_| Closed)
+    pub async fn send(&self, envelope: Envelope) -> Result<(), Closed> {
+        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
+        inbox.send(envelope).await.map_err(|_| Closed)
     }
 
     /// Blocking [`Pipeline::send`], for callers outside the async runtime.
-    pub fn send_blocking(&self, mut envelope: Envelope) -> Result<(), Closed> {
-        envelope.progress = Some(self.progress.issue(envelope.watermark));
-        let i = (envelope.key % self.inboxes.len() as u64) as usize;
-        self.inboxes[i].blocking_send(envelope).map_err(|_| Closed)
+    pub fn send_blocking(&self, envelope: Envelope) -> Result<(), Closed> {
+        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
+        inbox.blocking_send(envelope).map_err(|_| Closed)
     }
 
     /// Stops taking messages, lets the workers finish what they have, and returns the counts.

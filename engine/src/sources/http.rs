@@ -173,7 +173,9 @@ pub fn telemetry(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<Msg>, 
             })
             .collect(),
         point @ Value::Object(_) => Ok(vec![telemetry_point(device, point, now_ms).map_err(err)?]),
-        other => Err(err(format!("telemetry must be an object or an array of objects, not {}", kind(&other)))),
+        other => {
+            Err(err(format!("telemetry must be an object or an array of objects, not {}", super::json_kind(&other))))
+        }
     }
 }
 
@@ -185,7 +187,7 @@ pub fn attributes(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<Msg>,
             check_values(&values).map_err(PayloadError)?;
             Ok(vec![message(msg_type::POST_ATTRIBUTES_REQUEST, device, now_ms, values)])
         }
-        other => Err(PayloadError(format!("attributes must be an object, not {}", kind(&other)))),
+        other => Err(PayloadError(format!("attributes must be an object, not {}", super::json_kind(&other)))),
     }
 }
 
@@ -199,7 +201,7 @@ fn parse_body(body: &[u8]) -> Result<Value, PayloadError> {
 /// One point: `{"ts", "values"}` when it has both keys (ThingsBoard's test), else plain values.
 fn telemetry_point(device: &Device, point: Value, now_ms: i64) -> Result<Msg, String> {
     let Value::Object(mut point) = point else {
-        return Err(format!("a point must be an object, not {}", kind(&point)));
+        return Err(format!("a point must be an object, not {}", super::json_kind(&point)));
     };
     if !(point.contains_key("ts") && point.contains_key("values")) {
         check_values(&point)?;
@@ -208,7 +210,7 @@ fn telemetry_point(device: &Device, point: Value, now_ms: i64) -> Result<Msg, St
     let ts = timestamp(point.remove("ts").unwrap_or_default())?;
     let values = match point.remove("values").unwrap_or_default() {
         Value::Object(values) => values,
-        other => return Err(format!("`values` must be an object, not {}", kind(&other))),
+        other => return Err(format!("`values` must be an object, not {}", super::json_kind(&other))),
     };
     // Keys beside `ts` and `values` would be dropped without a word: refuse them instead.
     if let Some(key) = point.keys().next() {
@@ -243,17 +245,6 @@ fn message(msg_type: &str, device: &Device, ts: i64, values: Map<String, Value>)
         .with_meta("deviceName", &device.device_name)
         .with_meta("deviceType", &device.device_type)
         .with_meta("ts", ts.to_string())
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Runs the source `spec` describes until `shutdown` turns `true` (or its sender is dropped):

@@ -94,3 +94,16 @@ impl Feed {
         self.clock.now_ms()
     }
 }
+
+/// What a JSON value is, for error messages ("… must be an object, not an array").
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -547,22 +547,10 @@ fn device_of_topic(device: &str) -> Result<&str, String> {
     }
 }
 
-/// What a JSON value is, for error messages.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn object(value: Value, what: &str) -> Result<Map<String, Value>, String> {
     match value {
         Value::Object(map) => Ok(map),
-        other => Err(format!("{what} must be a JSON object, not {}", kind(&other))),
+        other => Err(format!("{what} must be a JSON object, not {}", super::json_kind(&other))),
     }
 }
 
