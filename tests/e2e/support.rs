@@ -19,7 +19,17 @@ pub fn sluice_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // `cargo test` gives this process the test crate's `CARGO_*` variables; build scripts
+        // that watch them would make this nested build recompile half the dependency tree
+        // (rustls, reqwest…) for nothing. Keep only the ones that say where cargo works.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR" {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build
             .current_dir(repo())
             .args(["build", "--quiet", "-p", "sluice-engine", "--bin", "sluice"])
             .status()

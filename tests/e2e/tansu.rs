@@ -46,8 +46,13 @@ impl Tansu {
             .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
             .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
             .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // `SLUICE_TANSU_LOG=FILE`: the broker's own log (it writes to stdout; `RUST_LOG`
+            // sets its level), to see the group coordinator's view.
+            .stdout(match std::env::var_os("SLUICE_TANSU_LOG") {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("SLUICE_TANSU_LOG")),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start tansu ({}): {e}; run scripts/setup.sh", tansu_bin().display()));
         let deadline = Instant::now() + Duration::from_secs(20);

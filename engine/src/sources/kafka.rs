@@ -112,13 +112,13 @@ impl Tracker {
     }
 
     /// Next offsets of assigned partitions that have handed out something (safe to commit
-    /// once nothing is pending).
-    fn positions(&self) -> Offsets {
+    /// once nothing is pending): `(topic, partition, offset)`.
+    fn positions(&self) -> Vec<(String, i32, i64)> {
         let tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         tracks
             .iter()
             .filter(|t| t.assigned && t.next >= 0)
-            .map(|t| (partition_key(&t.topic, t.partition), t.pending.first().copied().unwrap_or(t.next)))
+            .map(|t| (t.topic.clone(), t.partition, t.pending.first().copied().unwrap_or(t.next)))
             .collect()
     }
 
@@ -236,16 +236,15 @@ impl Cut {
                 return Err(format!("{} messages still unacked at shutdown: not committed", tracker.pending()));
             }
         }
-        let offsets = tracker.positions();
+        let positions = tracker.positions();
+        let offsets: Offsets = positions.iter().map(|(t, p, offset)| (partition_key(t, *p), *offset)).collect();
         self.checkpointer.save(&offsets)?;
-        if offsets.is_empty() {
+        if positions.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for (key, offset) in &offsets {
-            let (topic, partition) = key.rsplit_once('/').expect("partition_key format");
-            let partition = partition.parse().expect("partition_key format");
-            tpl.add_partition_offset(topic, partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+        for (topic, partition, offset) in &positions {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
         }
         consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("commit {offsets:?}: {e}"))?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
