@@ -151,6 +151,8 @@ fn start_service(
 ) -> (tokio::sync::watch::Sender<bool>, std::thread::JoinHandle<()>) {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let options = ServeOptions {
+        reload: sluice::reload::ReloadOptions { watch: false, ..Default::default() },
+        admin: None,
         chain: repo().join("chains/uplink-to-telemetry.json"),
         config,
         config_dir: repo(),

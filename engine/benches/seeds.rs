@@ -147,6 +147,8 @@ fn main() {
         unsafe { std::env::set_var("SLUICE_OUT", dir.path()) };
         for workers in [1, 2] {
             let options = RunOptions {
+                reload: sluice::reload::ReloadOptions { watch: false, ..Default::default() },
+                admin: None,
                 chain: chain.clone(),
                 input: Stream::File(input.clone()),
                 output: Stream::File(dir.path().join("out.jsonl")),

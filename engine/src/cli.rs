@@ -37,6 +37,19 @@ pub enum Command {
     Rules(RulesCommand),
     /// Print the JSON Schema of chain files.
     Schema,
+    /// Ask a running `sluice run --admin ADDR` to reload its chain now; prints the new version
+    /// or the error that kept the old one running (exit code 1).
+    Reload {
+        /// The admin endpoint (`host:port`).
+        #[arg(long)]
+        admin: String,
+    },
+    /// Show a running engine's chain version and last reload error.
+    Status {
+        /// The admin endpoint (`host:port`).
+        #[arg(long)]
+        admin: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +112,12 @@ pub struct RunArgs {
     /// name. Without a `[source]`, the input is still `--input`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Serve `GET /status`, `POST /reload` and `GET /metrics` on this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Do not watch the chain and module files (SIGHUP and `sluice reload` still reload).
+    #[arg(long)]
+    pub no_watch: bool,
     #[command(flatten)]
     pub modules: ModuleArgs,
 }
@@ -147,6 +166,27 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&sluice::chain::spec::schema())?);
             Ok(0)
         }
+        Command::Reload { admin } => admin_call(&admin, "POST", "/reload"),
+        Command::Status { admin } => admin_call(&admin, "GET", "/status"),
+    }
+}
+
+/// One request to a running engine's admin endpoint; its JSON answer on stdout.
+fn admin_call(admin: &str, method: &str, path: &str) -> anyhow::Result<i32> {
+    let url = format!("http://{admin}{path}");
+    let client = reqwest::blocking::Client::new();
+    let request = if method == "POST" { client.post(&url) } else { client.get(&url) };
+    let response = request.send().with_context(|| format!("cannot reach the admin endpoint {url}"))?;
+    let ok = response.status().is_success();
+    let text = response.text().with_context(|| format!("{url}: no answer"))?;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+    if ok {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        Ok(0)
+    } else {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or(&body.to_string()));
+        Ok(1)
     }
 }
 
@@ -196,6 +236,8 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         state_dir: (!args.no_state).then_some(args.state_dir),
         checkpoint_every: std::time::Duration::from_millis(args.checkpoint_ms.max(1)),
         fresh: args.fresh,
+        reload: sluice::reload::ReloadOptions { watch: !args.no_watch, ..Default::default() },
+        admin: args.admin,
     };
     let runtime = runtime()?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -222,7 +264,12 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 fn serve(args: RunArgs, config: sluice::config::Config, pipeline: PipelineConfig) -> anyhow::Result<i32> {
     let config_dir =
         args.config.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let mut reload = config.reload.options();
+    reload.watch &= !args.no_watch;
+    let admin = config.admin.listen.or(args.admin);
     let options = sluice::service::ServeOptions {
+        reload,
+        admin,
         module_dirs: args.modules.resolve(Some(&args.chain)),
         chain: args.chain.clone(),
         config,

@@ -55,6 +55,68 @@ pub struct Config {
     pub connectors: BTreeMap<String, ConnectorSpec>,
     #[serde(default)]
     pub state: StateSpec,
+    /// Hot reload of the chain and its modules.
+    #[serde(default)]
+    pub reload: ReloadSpec,
+    /// The admin endpoint (status, reload, metrics).
+    #[serde(default)]
+    pub admin: AdminSpec,
+}
+
+/// `[reload]`: how edits to the running chain are picked up.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReloadSpec {
+    /// Watch the chain and module files (default true; SIGHUP and `POST /reload` always work).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading, ms (default 200).
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// How long the state of a node removed by a reload is kept, ms (default one hour).
+    #[serde(default = "default_retention_ms")]
+    pub removed_state_retention_ms: u64,
+}
+
+impl Default for ReloadSpec {
+    fn default() -> Self {
+        ReloadSpec {
+            watch: true,
+            debounce_ms: default_debounce_ms(),
+            removed_state_retention_ms: default_retention_ms(),
+        }
+    }
+}
+
+impl ReloadSpec {
+    pub fn options(&self) -> crate::reload::ReloadOptions {
+        crate::reload::ReloadOptions {
+            watch: self.watch,
+            debounce: std::time::Duration::from_millis(self.debounce_ms),
+            retention: std::time::Duration::from_millis(self.removed_state_retention_ms),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_debounce_ms() -> u64 {
+    200
+}
+
+fn default_retention_ms() -> u64 {
+    3_600_000
+}
+
+/// `[admin]`: where the admin endpoint listens.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdminSpec {
+    /// `host:port` (e.g. `127.0.0.1:9100`); unset: no endpoint.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Where messages come from.

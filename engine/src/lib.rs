@@ -10,13 +10,17 @@
 //! - [`sinks`] write results and ack them; [`connectors`] deliver action nodes' requests
 //!   (Kafka, MQTT, HTTP, files).
 //!
-//! [`run`] ties them together for `sluice run`; [`toolchain`] builds and scaffolds rule crates.
+//! [`run`] ties them together for `sluice run` (and [`service`] for a long-running source);
+//! [`reload`] swaps new chain versions in while they run; [`admin`] shows status and metrics
+//! over HTTP; [`toolchain`] builds and scaffolds rule crates.
 
+pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod connectors;
 pub mod flow;
 pub mod host;
+pub mod reload;
 pub mod run;
 pub mod runtime;
 pub mod service;

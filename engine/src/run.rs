@@ -59,6 +59,10 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Connectors replacing the chain's of the same name (`sluice.toml`).
     pub connectors: std::collections::BTreeMap<String, crate::config::ConnectorSpec>,
+    /// Hot reload: watching, debounce, retention of removed nodes' state.
+    pub reload: crate::reload::ReloadOptions,
+    /// Where the admin endpoint listens (`None`: no endpoint).
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// What a run did.
@@ -167,6 +171,18 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
         progress.clone(),
     )
     .map_err(RunError::Start)?;
+    let reloader = crate::reload::Reloader::new(
+        runtime.clone(),
+        options.module_dirs.clone(),
+        options.connectors.clone(),
+        None,
+        pipeline.chain_handle(),
+        state.clone(),
+        options.reload.retention,
+    );
+    let _control = crate::reload::Control::start(reloader, &options.reload, options.admin, Default::default())
+        .await
+        .map_err(|e| RunError::Start(std::io::Error::other(e.to_string())))?;
     let acks = Arc::new(AckCounter::default());
     let mut report = RunReport::default();
     let mut reading = Reading {

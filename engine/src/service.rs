@@ -44,6 +44,10 @@ pub struct ServeOptions {
     pub state_dir: Option<PathBuf>,
     /// Ignore any checkpoint.
     pub fresh: bool,
+    /// Hot reload: watching, debounce, retention of removed nodes' state.
+    pub reload: crate::reload::ReloadOptions,
+    /// Where the admin endpoint listens when `sluice.toml` does not say (`None`: nowhere).
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +216,19 @@ pub async fn serve(
         progress.clone(),
     )
     .map_err(|e| ServeError::Source(format!("cannot start workers: {e}")))?;
+    let metrics = crate::admin::Metrics::default();
+    let reloader = crate::reload::Reloader::new(
+        runtime.clone(),
+        options.module_dirs.clone(),
+        config.connectors.clone(),
+        config.entry.clone(),
+        pipeline.chain_handle(),
+        state.clone(),
+        options.reload.retention,
+    );
+    let control = crate::reload::Control::start(reloader, &options.reload, options.admin, metrics.clone())
+        .await
+        .map_err(|e| ServeError::Source(e.to_string()))?;
     let watermarks = restored.as_ref().map_or_else(
         || Watermarks::new(&chain.event_time),
         |p| {
@@ -239,6 +256,24 @@ pub async fn serve(
             let offsets = restored.map(|p| p.offsets).unwrap_or_default();
             let kafka = KafkaSource::start(spec, feed.clone(), saver.clone(), offsets, every)
                 .map_err(|e| ServeError::Source(e.to_string()))?;
+            for (name, help, read) in [
+                ("sluice_kafka_records_total", "Records read from Kafka.", 0),
+                ("sluice_kafka_malformed_total", "Records skipped: not a message.", 1),
+                ("sluice_kafka_commits_total", "Checkpoints committed to the group.", 2),
+                ("sluice_kafka_rebalances_total", "Rebalance callbacks (assign and revoke).", 3),
+            ] {
+                let stats = kafka.stats.clone();
+                metrics.register(crate::admin::Metric {
+                    name,
+                    help,
+                    kind: "counter",
+                    read: Box::new(move || {
+                        let s = &stats;
+                        [&s.records, &s.malformed, &s.commits, &s.rebalances][read]
+                            .load(std::sync::atomic::Ordering::Relaxed) as f64
+                    }),
+                });
+            }
             tracing::info!(%source, "running; stop with SIGTERM or Ctrl-C");
             while !*shutdown.borrow() && !kafka.is_finished() {
                 let _ = tokio::time::timeout(Duration::from_millis(200), shutdown.changed()).await;
@@ -270,6 +305,7 @@ pub async fn serve(
             result
         }
     };
+    drop(control);
     drop(feed);
     drop(saver);
     report.stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();

@@ -14,6 +14,7 @@ mod nodes_enrich;
 mod nodes_filters;
 mod nodes_script;
 mod nodes_timers;
+mod reload;
 mod scenarios;
 mod seeds;
 mod support;

@@ -15,6 +15,9 @@ pub type NodeIdx = usize;
 #[derive(Debug)]
 pub struct Chain {
     pub file: PathBuf,
+    /// Every chain file this one was built from: `file` and its nested chains (what a hot
+    /// reload watches).
+    pub files: Vec<PathBuf>,
     pub name: String,
     pub entry: NodeIdx,
     /// Most node visits one message may make (see `ChainSpec::max_hops`).

@@ -28,6 +28,8 @@ pub struct Loader<'r> {
     /// Connectors of the deployment (`sluice.toml`): they replace the chain's of the same name,
     /// so a chain tested against files runs against brokers without being edited.
     overrides: BTreeMap<String, crate::chain::spec::ConnectorSpec>,
+    /// The chain files the current `load` has read (the root and its nested chains).
+    files_read: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 /// The file name cargo gives a rule crate's module: `check-fields` → `check_fields.wasm`.
@@ -37,7 +39,7 @@ pub fn module_file_name(name: &str) -> String {
 
 impl<'r> Loader<'r> {
     pub fn new(runtime: &'r Runtime, module_dirs: Vec<PathBuf>) -> Self {
-        Loader { runtime, module_dirs, overrides: BTreeMap::new() }
+        Loader { runtime, module_dirs, overrides: BTreeMap::new(), files_read: Default::default() }
     }
 
     /// Connectors that replace the chain's declarations of the same name (from `sluice.toml`).
@@ -50,7 +52,9 @@ impl<'r> Loader<'r> {
     pub fn load(&self, file: &Path) -> Result<Chain, LoadError> {
         let mut nodes = Vec::new();
         let mut including = Vec::new();
+        self.files_read.borrow_mut().clear();
         let (spec, entry) = self.add_chain(file, "", None, &mut including, &mut nodes)?;
+        let files = self.files_read.take();
         let cycle = find_cycle(&nodes);
         let max_hops = match (spec.max_hops, cycle) {
             (Some(0), _) => {
@@ -76,6 +80,7 @@ impl<'r> Loader<'r> {
             .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("eventTime.from"))?;
         Ok(Chain {
             file: file.to_path_buf(),
+            files,
             name: spec.name.clone().unwrap_or_else(|| file.display().to_string()),
             entry,
             max_hops,
@@ -170,6 +175,7 @@ impl<'r> Loader<'r> {
             }
         }
         including.push(canonical(file));
+        self.files_read.borrow_mut().push(file.to_path_buf());
         for (i, node) in spec.nodes.iter().enumerate() {
             let idx = base + i;
             nodes[idx].kind = self.resolve_kind(file, node, idx, including, nodes)?;

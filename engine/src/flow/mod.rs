@@ -149,6 +149,26 @@ impl ChainVersion {
     }
 }
 
+/// Swaps chain versions into a running [`Pipeline`] (see [`Pipeline::reload`]).
+#[derive(Debug, Clone)]
+pub struct ChainHandle(Arc<ChainVersion>);
+
+impl ChainHandle {
+    /// See [`Pipeline::reload`].
+    pub fn reload(&self, chain: Arc<Chain>) {
+        self.0.replace(chain);
+    }
+
+    pub fn current(&self) -> Arc<Chain> {
+        self.0.current().0
+    }
+
+    /// How many versions were swapped in since start.
+    pub fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+}
+
 /// The sending side of a [`Pipeline`], for sources running on tasks or threads of their own.
 #[derive(Clone)]
 pub struct PipelineSender {
@@ -258,6 +278,11 @@ impl Pipeline {
     /// The chain now running.
     pub fn chain(&self) -> Arc<Chain> {
         self.version.current().0
+    }
+
+    /// A handle that swaps versions in while the pipeline runs (the hot reloader's).
+    pub fn chain_handle(&self) -> ChainHandle {
+        ChainHandle(self.version.clone())
     }
 
     /// The watermark of completed work.

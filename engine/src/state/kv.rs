@@ -183,6 +183,11 @@ impl StateStore {
         self.lock().values().map(|(_, _, timers)| timers.len()).sum()
     }
 
+    /// Forgets `node`'s state (a node removed from the chain, past its retention).
+    pub fn remove_node(&self, node: &str) {
+        self.lock().remove(node);
+    }
+
     /// Node ids with state, sorted.
     pub fn node_ids(&self) -> Vec<String> {
         let mut ids: Vec<_> = self.lock().keys().cloned().collect();
