@@ -5,6 +5,7 @@ mod brokers;
 mod chain_load;
 mod http;
 mod mqtt;
+mod reload;
 mod routing;
 mod sandbox;
 mod support;

@@ -1,0 +1,108 @@
+//! The reloader without files being watched: what happens to the state of nodes a reload
+//! removes, and what a refused reload leaves behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sluice::chain::Loader;
+use sluice::flow::{Ack, Envelope, Pipeline, PipelineConfig, Sinks};
+use sluice::reload::Reloader;
+use sluice::sinks::jsonl::SinkItem;
+use sluice::state::StateStore;
+
+use crate::support::{ChainDir, modules, runtime};
+
+fn counting(node: &str) -> Value {
+    json!({
+        "entry": node,
+        "nodes": [
+            {"id": node, "module": "counter", "config": {"relation": "Success"}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": node, "to": "out", "relation": "Success"}]
+    })
+}
+
+/// Sends one message for `dev-1` and returns the count the counter stamped on it.
+fn count_one(pipeline: &Pipeline, rx: &std::sync::mpsc::Receiver<SinkItem>) -> String {
+    let msg = json!({"id": "m", "ts": 1, "type": "POST_TELEMETRY_REQUEST",
+        "originator": {"entityType": "DEVICE", "name": "dev-1"}, "metadata": {}, "data": {}});
+    let envelope = Envelope::new(Bytes::from(msg.to_string()), Envelope::key_of("DEVICE", "dev-1"), Ack::none());
+    pipeline.send_blocking(envelope).unwrap();
+    match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+        SinkItem::Msg(bytes, _) => {
+            let out: Value = serde_json::from_slice(&bytes).unwrap();
+            out["metadata"]["count"].as_str().unwrap().to_string()
+        }
+        SinkItem::Flush(_) => panic!("no flush expected"),
+    }
+}
+
+#[test]
+fn a_removed_node_keeps_its_state_for_the_retention_then_loses_it() {
+    let dir = ChainDir::new();
+    let file = dir.write_json("chain.json", &counting("a"));
+    let runtime = runtime();
+    let chain = Arc::new(Loader::new(&runtime, vec![modules().to_path_buf()]).load(&file).unwrap());
+    let state = StateStore::default();
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let config = PipelineConfig { workers: 1, flush_at_end: false, ..PipelineConfig::default() };
+    let pipeline = Pipeline::start(
+        runtime.clone(),
+        chain,
+        state.clone(),
+        Sinks { output: Some(tx), ..Default::default() },
+        config,
+    )
+    .unwrap();
+    let reloader = |retention| {
+        Reloader::new(
+            runtime.clone(),
+            vec![modules().to_path_buf()],
+            Default::default(),
+            None,
+            pipeline.chain_handle(),
+            state.clone(),
+            retention,
+        )
+    };
+    let keeping = reloader(Duration::from_secs(3600));
+    assert_eq!(count_one(&pipeline, &rx), "1");
+    assert_eq!(count_one(&pipeline, &rx), "2");
+
+    // `a` removed: its state stays, listed with when it goes.
+    dir.write_json("chain.json", &counting("b"));
+    assert_eq!(keeping.reload("test"), Ok(1));
+    assert_eq!(count_one(&pipeline, &rx), "1", "`b` starts its own count");
+    let status = keeping.status();
+    assert_eq!(status.retained_state.len(), 1);
+    assert_eq!(status.retained_state[0].node, "a");
+    keeping.expire_removed();
+    assert!(state.node_ids().contains(&"a".to_string()), "within its retention");
+
+    // `a` is back before its retention ran out: it goes on counting.
+    dir.write_json("chain.json", &counting("a"));
+    assert_eq!(keeping.reload("test"), Ok(2));
+    assert_eq!(count_one(&pipeline, &rx), "3");
+    assert!(keeping.status().retained_state.iter().all(|r| r.node != "a"));
+
+    // With no retention, the removed node's state goes at the next sweep.
+    let dropping = reloader(Duration::ZERO);
+    dir.write_json("chain.json", &counting("b"));
+    assert_eq!(dropping.reload("test"), Ok(3));
+    dropping.expire_removed();
+    assert!(!state.node_ids().contains(&"a".to_string()), "dropped: {:?}", state.node_ids());
+
+    // A refused reload changes nothing and is reported with file, node and field.
+    let mut broken = counting("b");
+    broken["nodes"][0]["config"]["relation"] = json!("");
+    dir.write_json("chain.json", &broken);
+    let err = dropping.reload("test").unwrap_err();
+    assert!(err.contains("chain.json") && err.contains("node `b`"), "{err}");
+    assert_eq!(dropping.status().generation, 3);
+    assert!(dropping.status().last_error.unwrap().message.contains("node `b`"));
+    assert_eq!(count_one(&pipeline, &rx), "2", "`b` still runs, with its state");
+    pipeline.shutdown();
+}
