@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use serde::Serialize;
 
 use crate::chain::{Chain, Loader, NodeKind};
@@ -303,7 +303,7 @@ impl Drop for Watcher {
 /// Starts watching for `reloader` (and expiring removed nodes' state once a second).
 pub fn watch(reloader: Arc<Reloader>, options: &ReloadOptions) -> Result<Watcher, ReloadError> {
     let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
-    let mut debouncer = new_debouncer(options.debounce, tx)
+    let mut debouncer = new_debouncer(options.debounce, None, tx)
         .map_err(|e| ReloadError::Watch { path: PathBuf::from("."), message: e.to_string() })?;
     let mut watching = BTreeSet::new();
     let mut files = watch_dirs(&mut debouncer, &mut watching, &reloader);
@@ -316,21 +316,31 @@ pub fn watch(reloader: Arc<Reloader>, options: &ReloadOptions) -> Result<Watcher
             while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(Ok(events)) => {
-                        let relevant = events.iter().find(|e| {
-                            let path = absolute(&e.path);
-                            files.contains(&path)
-                                || (path.extension().is_some_and(|x| x == "wasm")
-                                    && path.parent().is_some_and(|d| module_dirs.contains(d)))
-                        });
-                        if let Some(event) = relevant {
-                            let trigger = format!("{} changed", event.path.display());
+                        // Changes only: reading the files (which every reload does) raises
+                        // access events, and reacting to those would reload for ever.
+                        let relevant = events
+                            .iter()
+                            .filter(|e| !matches!(e.kind, EventKind::Access(_)))
+                            .flat_map(|e| e.paths.iter())
+                            .find(|p| {
+                                let path = absolute(p);
+                                files.contains(&path)
+                                    || (path.extension().is_some_and(|x| x == "wasm")
+                                        && path.parent().is_some_and(|d| module_dirs.contains(d)))
+                            });
+                        if let Some(path) = relevant {
+                            let trigger = format!("{} changed", path.display());
                             if reloader.reload(&trigger).is_ok() {
                                 // The new version may use other files (a new module, a nested chain).
                                 files = watch_dirs(&mut debouncer, &mut watching, &reloader);
                             }
                         }
                     }
-                    Ok(Err(e)) => tracing::warn!("reload: watch error: {e}"),
+                    Ok(Err(errors)) => {
+                        for e in errors {
+                            tracing::warn!("reload: watch error: {e}");
+                        }
+                    }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
@@ -346,14 +356,14 @@ pub fn watch(reloader: Arc<Reloader>, options: &ReloadOptions) -> Result<Watcher
 /// Directories, not files: an editor's rename-over-the-original replaces the file's inode, and a
 /// watch on the old inode would go quiet after the first save.
 fn watch_dirs(
-    debouncer: &mut notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+    debouncer: &mut Debouncer<RecommendedWatcher, RecommendedCache>,
     watching: &mut BTreeSet<PathBuf>,
     reloader: &Reloader,
 ) -> BTreeSet<PathBuf> {
     let (files, dirs) = reloader.watched();
     for dir in files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).chain(dirs) {
         if watching.insert(dir.clone())
-            && let Err(e) = debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive)
+            && let Err(e) = debouncer.watch(&dir, RecursiveMode::NonRecursive)
         {
             tracing::warn!(dir = %dir.display(), "reload: cannot watch: {e}");
         }

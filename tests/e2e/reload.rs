@@ -180,8 +180,11 @@ fn fifty_rewrites_while_streaming_lose_and_double_nothing() {
     }
 
     // The admin endpoint saw it all.
-    assert!(status["reloads"].as_u64().unwrap_or(0) >= 30, "{status}");
-    assert!(status["failedReloads"].as_u64().unwrap_or(0) >= 10, "{status}");
+    // One reload per save (39 valid, 12 broken), give or take a save split across two quiet
+    // periods — never a reload loop (every reload reads the files it watches).
+    let (reloads, failed) = (status["reloads"].as_u64().unwrap_or(0), status["failedReloads"].as_u64().unwrap_or(0));
+    assert!((30..=45).contains(&reloads), "{status}");
+    assert!((10..=16).contains(&failed), "{status}");
     assert!(status["lastError"].is_null(), "the last version was valid: {status}");
 }
 
