@@ -10,13 +10,15 @@
 //! - [`sinks`] write results and ack them; [`connectors`] deliver action nodes' requests
 //!   (Kafka, MQTT, HTTP, files).
 //!
-//! [`run`] ties them together for `sluice run`; [`toolchain`] builds and scaffolds rule crates.
+//! [`run`] ties them together for `sluice run`; [`toolchain`] builds and scaffolds rule crates;
+//! [`import`] turns ThingsBoard rule chains into chain files.
 
 pub mod chain;
 pub mod config;
 pub mod connectors;
 pub mod flow;
 pub mod host;
+pub mod import;
 pub mod run;
 pub mod runtime;
 pub mod service;
