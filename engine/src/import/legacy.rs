@@ -328,7 +328,8 @@ fn velocity(template: &str, refs: &mut BTreeMap<&'static str, Vec<String>>) -> (
             rest = &getter[g.len()..];
             continue;
         }
-        if !ident.is_empty() {
+        // A Velocity reference starts with a letter (`$5` is just text).
+        if ident.starts_with(|c: char| c.is_alphabetic()) {
             unconverted.push(format!("${ident}"));
         }
         out.push('$');
