@@ -50,6 +50,25 @@ pub enum Command {
         #[arg(long)]
         admin: String,
     },
+    /// Convert other engines' rule chains into Sluice chain files.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// ThingsBoard rule chain exports (2.x–4.x: single, bulk, metadata only) and 1.x rule and
+    /// plugin descriptors. Prints a report; unsupported nodes become placeholders.
+    Thingsboard {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Where to write the chain files (created if needed).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Fail (exit code 1, nothing written) if any node would become a placeholder.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +181,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Command::Import(ImportCommand::Thingsboard { files, out, strict }) => import_thingsboard(&files, &out, strict),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&sluice::chain::spec::schema())?);
             Ok(0)
@@ -188,6 +208,20 @@ fn admin_call(admin: &str, method: &str, path: &str) -> anyhow::Result<i32> {
         eprintln!("error: {}", body["error"].as_str().unwrap_or(&body.to_string()));
         Ok(1)
     }
+}
+
+/// `sluice import thingsboard`: the report on stdout; with `--strict`, placeholders are an error
+/// and nothing is written.
+fn import_thingsboard(files: &[PathBuf], out: &Path, strict: bool) -> anyhow::Result<i32> {
+    let imported = sluice::import::import_thingsboard(files)?;
+    print!("{}", imported.report);
+    if strict && let Err(err) = imported.check_strict() {
+        eprintln!("error: {err}");
+        return Ok(1);
+    }
+    let written = imported.write(out)?;
+    eprintln!("wrote {} chain file(s) to {}", written.len(), out.display());
+    Ok(0)
 }
 
 fn runtime() -> anyhow::Result<Arc<Runtime>> {

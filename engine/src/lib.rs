@@ -12,7 +12,8 @@
 //!
 //! [`run`] ties them together for `sluice run` (and [`service`] for a long-running source);
 //! [`reload`] swaps new chain versions in while they run; [`admin`] shows status and metrics
-//! over HTTP; [`toolchain`] builds and scaffolds rule crates.
+//! over HTTP; [`toolchain`] builds and scaffolds rule crates; [`import`] turns ThingsBoard rule
+//! chains into chain files.
 
 pub mod admin;
 pub mod chain;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod connectors;
 pub mod flow;
 pub mod host;
+pub mod import;
 pub mod reload;
 pub mod run;
 pub mod runtime;

@@ -7,6 +7,7 @@ mod agreement;
 mod brokers;
 mod cli;
 mod http_service;
+mod import;
 mod kafka;
 mod nodes_actions;
 mod nodes_decoder;

@@ -19,6 +19,10 @@
 //!   (ThingsBoard's `addMetadataKeyValuesAsKafkaHeaders`).
 //! - `value` (default `"data"`): `"data"` sends the message data (ThingsBoard's behaviour),
 //!   `"message"` the whole message (id, ts, type, originator, metadata, data).
+//! - `template` (default none): the record value as text rendered from this template instead —
+//!   ThingsBoard 1.x's `KafkaPluginAction` sent a Velocity template, e.g.
+//!   `{"geoZone":"${cs_geoZone}", "windSpeed":$[windSpeed]}` (`sluice import thingsboard`
+//!   translates `$cs.get('geoZone')` and `$windSpeed.valueAsString` so). It replaces `value`.
 use std::collections::BTreeMap;
 
 use sluice_sdk::prelude::*;
@@ -35,6 +39,8 @@ pub struct Config {
     pub metadata_headers: bool,
     #[serde(default)]
     pub value: ValueKind,
+    #[serde(default)]
+    pub template: Option<Template>,
 }
 
 /// What the record's value is.
@@ -55,9 +61,10 @@ pub fn request(msg: &Msg, cfg: &Config) -> Result<Value> {
     for (name, template) in &cfg.headers {
         headers.insert(name.clone(), template.render(msg)?);
     }
-    let value = match cfg.value {
-        ValueKind::Data => msg.data.clone(),
-        ValueKind::Message => serde_json::to_value(msg)?,
+    let value = match (&cfg.template, cfg.value) {
+        (Some(template), _) => Value::String(template.render(msg)?),
+        (None, ValueKind::Data) => msg.data.clone(),
+        (None, ValueKind::Message) => serde_json::to_value(msg)?,
     };
     let key = cfg.key.as_ref().map(|k| k.render(msg)).transpose()?;
     Ok(json!({"topic": cfg.topic.render(msg)?, "key": key, "headers": headers, "value": value}))
@@ -100,6 +107,19 @@ mod tests {
         Msg::new("ZONE_WIND_SPEED", Originator::asset("A"), json!({"avg": 12.5, "count": 4}))
             .with_meta("key", "A")
             .with_id("w1")
+    }
+
+    #[test]
+    fn a_template_is_the_value_as_text() -> Result<()> {
+        let config = r#"{"topic": "weather-stations-data", "template": "{\"geoZone\":\"${cs_geoZone}\", \"windSpeed\":$[windSpeed]}"}"#;
+        let cfg: Config = serde_json::from_str(config)?;
+        let msg = Msg::telemetry("WS-1", json!({"windSpeed": 33.5})).with_meta("cs_geoZone", "Zone A");
+        let request = request(&msg, &cfg)?;
+        assert_eq!(request["value"], json!("{\"geoZone\":\"Zone A\", \"windSpeed\":33.5}"));
+        // A value the message lacks is an error naming it.
+        let err = super::request(&Msg::telemetry("WS-1", json!({})), &cfg).unwrap_err();
+        assert!(err.to_string().contains("cs_geoZone"), "{err}");
+        Ok(())
     }
 
     #[test]

@@ -28,6 +28,15 @@
 //!   naming `script`, with the engine's message. Returned metadata values are made strings
 //!   (numbers and booleans as JavaScript prints them, objects as JSON; `null` and `undefined`
 //!   drop the key).
+//! - `lang` (default `"js"`): `"js"`, or `"tbel"` for ThingsBoard's TBEL bodies. TBEL is not
+//!   JavaScript, but the bodies ThingsBoard ships and most users write are JavaScript as well,
+//!   except for the Java methods TBEL lets them call on strings, lists and maps. So a `tbel` body
+//!   runs as JavaScript with those methods defined (non-enumerable, so `JSON.stringify` and
+//!   `for … in` do not see them): strings' `equals`, `equalsIgnoreCase`, `isEmpty`, `contains`;
+//!   arrays' `size`, `isEmpty`, `add`, `get`, `contains`; objects' `put`, `containsKey`; and the
+//!   global `toFixed(value, digits)`. TBEL-only syntax (`foreach`, `def`, `[:]` maps) does not
+//!   compile and refuses the chain, naming `script` (`sluice import thingsboard` does not emit such
+//!   bodies: it turns those nodes into placeholders).
 //! - `periodMs` (generator only, required there, > 0): milliseconds between messages.
 //! - `count` (generator only, default 0): how many messages to generate in all; 0 is unlimited.
 //! - `originator` (generator only, required there): `{"entityType": "DEVICE", "name": "…"}` (and
@@ -64,12 +73,43 @@ pub enum Mode {
     Generator,
 }
 
+/// The language of the body: JavaScript, or ThingsBoard's TBEL run as JavaScript with its helper
+/// methods (see the crate docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    #[default]
+    Js,
+    Tbel,
+}
+
+/// TBEL's Java-style helpers, defined once per engine before a `tbel` body is compiled.
+/// `defineProperty` leaves them non-enumerable, so they never show up in the data.
+const TBEL_PRELUDE: &str = r#"(function () {
+  function def(proto, name, f) { Object.defineProperty(proto, name, { value: f, writable: true, configurable: true }); }
+  def(String.prototype, 'equals', function (o) { return String(this) === String(o); });
+  def(String.prototype, 'equalsIgnoreCase', function (o) { return String(this).toLowerCase() === String(o).toLowerCase(); });
+  def(String.prototype, 'isEmpty', function () { return String(this).length === 0; });
+  def(String.prototype, 'contains', function (s) { return String(this).indexOf(s) >= 0; });
+  def(Array.prototype, 'size', function () { return this.length; });
+  def(Array.prototype, 'isEmpty', function () { return this.length === 0; });
+  def(Array.prototype, 'add', function (x) { this.push(x); return true; });
+  def(Array.prototype, 'get', function (i) { return this[i]; });
+  def(Array.prototype, 'contains', function (x) { return this.indexOf(x) >= 0; });
+  def(Object.prototype, 'put', function (k, v) { var old = this[k]; this[k] = v; return old; });
+  def(Object.prototype, 'containsKey', function (k) { return Object.prototype.hasOwnProperty.call(this, k); });
+  globalThis.toFixed = function (value, digits) { return parseFloat(Number(value).toFixed(digits)); };
+})();"#;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub mode: Mode,
-    /// The function body (ThingsBoard's `jsScript`).
+    /// The function body (ThingsBoard's `jsScript`, or `tbelScript` with `lang: tbel`).
     pub script: String,
+    /// JavaScript (default) or TBEL.
+    #[serde(default)]
+    pub lang: Lang,
     /// Generator: milliseconds between messages.
     #[serde(default)]
     pub period_ms: Option<u64>,
@@ -351,6 +391,9 @@ impl Node for Script {
             .module_loader(Rc::new(IdleModuleLoader))
             .build()
             .map_err(|e| Error::new(format!("cannot start the JavaScript engine: {e}")))?;
+        if cfg.lang == Lang::Tbel {
+            ctx.eval(Source::from_bytes(TBEL_PRELUDE)).map_err(|e| js_error(e, &mut ctx))?;
+        }
         let (name, params) = match cfg.mode {
             Mode::Filter => ("Filter", "msg, metadata, msgType"),
             Mode::Switch => ("Switch", "msg, metadata, msgType"),
@@ -534,6 +577,23 @@ mod tests {
         // tb-monitoring-rule_chain: "Test JS script", which ignores the message.
         let body = "var test = {\n    a: 'a',\n    b: 'b'\n};\n\nreturn test.a === 'a' && test.b === 'b';";
         assert_eq!(mode("filter", body).send(thermometer(json!(0)))?.relations(), ["True"]);
+        Ok(())
+    }
+
+    #[test]
+    fn tbel_bodies_run_with_tbel_helpers() -> Result<()> {
+        // tb-monitoring-rule_chain: "Test TBEL script" calls Java's String.equals.
+        let body = "var a = \"a\";\nvar b = \"b\";\nreturn a.equals(\"a\") && b.equals(\"b\");";
+        let tbel = |mode: &str, body: &str| node(json!({"mode": mode, "script": body, "lang": "tbel"}));
+        assert_eq!(tbel("filter", body).send(thermometer(json!(0)))?.relations(), ["True"]);
+        // As plain JavaScript the same body is a TypeError.
+        assert_eq!(mode("filter", body).send(thermometer(json!(0)))?.relations(), ["Failure"]);
+        // The helpers do not leak into the data.
+        let body = "var l = []; l.add(msg.temperature); msg.list = l; msg.n = l.size(); msg.has = msg.containsKey('n');\n\
+                    msg.f = toFixed(1.23456, 2); return {msg: msg, metadata: metadata, msgType: msgType};";
+        let out = tbel("transform", body).send(thermometer(json!(21)))?;
+        assert_eq!(out.messages()[0].data, json!({"temperature": 21, "list": [21], "n": 1, "has": true, "f": 1.23}));
+        assert!(config_error(json!({"mode": "filter", "script": "return true;", "lang": "mvel"})).field == "lang");
         Ok(())
     }
 

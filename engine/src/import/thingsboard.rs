@@ -1,0 +1,727 @@
+//! ThingsBoard 2.x–4.x rule chain exports → Sluice chains.
+//!
+//! An export is `{ruleChain, metadata}` (the UI's export), `{ruleChains: […], metadata: […]}` (a
+//! bulk export, matched by `ruleChainId` or by position) or the bare `metadata` object. The
+//! metadata holds `nodes` (each a `type` = Java class, `name`, `configuration`, `debugMode` or
+//! 3.9+'s `debugSettings`), `connections` (`fromIndex`, `toIndex`, `type` = relation),
+//! `firstNodeIndex` and, before 3.x, `ruleChainConnections` (a relation jumping to another chain
+//! by id). Any of `nodes`, `connections`, `ruleChainConnections` and `firstNodeIndex` may be
+//! `null`.
+//!
+//! Each node class is converted by the function [`CONVERTERS`] lists for it; a class it does not
+//! list becomes a placeholder, with the reason [`UNSUPPORTED`] gives (or a generic one).
+//! Connections keep their relation names exactly; `Failure` leaves from every node of a fragment,
+//! any other relation from its last.
+
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use crate::chain::spec::{ChainSpec, ConnectorSpec, KafkaConnection, MqttConnection};
+
+use super::Names;
+use super::draft::{Draft, Fragment, Part, Placed, Want, slug};
+use super::error::ImportError;
+use super::fields::Fields;
+use super::report::Finding;
+
+/// One rule chain of an export, read but not converted.
+#[derive(Debug, Clone)]
+pub struct RuleChain {
+    pub name: String,
+    /// `ruleChain.id.id`, when the export has it (bulk exports do).
+    pub id: Option<String>,
+    /// `"type": "EDGE"`.
+    pub edge: bool,
+    pub first: Option<usize>,
+    pub nodes: Vec<RuleNode>,
+    pub connections: Vec<Connection>,
+    /// Legacy `ruleChainConnections`: a relation from a node into another chain.
+    pub chain_links: Vec<ChainLink>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleNode {
+    /// The Java class, e.g. `org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode`.
+    pub class: String,
+    pub name: String,
+    pub debug: bool,
+    pub config: Value,
+}
+
+impl RuleNode {
+    /// The class without its package: `TbMsgTypeSwitchNode`.
+    pub fn short(&self) -> &str {
+        self.class.rsplit('.').next().unwrap_or(&self.class)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub from: usize,
+    pub to: usize,
+    pub relation: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChainLink {
+    pub from: usize,
+    pub target: String,
+    pub relation: String,
+}
+
+/// The shape of the file and its rule chains.
+pub fn parse(file: &Path, value: &Value) -> Result<(String, Vec<RuleChain>), ImportError> {
+    if let Some(chains) = value.get("ruleChains") {
+        let Value::Array(chains) = chains else {
+            return Err(ImportError::invalid(file, "expected a list of rule chains").field("ruleChains"));
+        };
+        let Some(Value::Array(metadata)) = value.get("metadata") else {
+            return Err(ImportError::invalid(file, "a bulk export needs a `metadata` list").field("metadata"));
+        };
+        let mut out = Vec::new();
+        for (i, chain) in chains.iter().enumerate() {
+            let id = entity_id(chain.get("id"));
+            // Matched by id, else by position.
+            let found =
+                metadata.iter().enumerate().find(|(_, m)| id.is_some() && entity_id(m.get("ruleChainId")) == id);
+            let (m, meta) = match found.or_else(|| metadata.get(i).map(|m| (i, m))) {
+                Some(hit) => hit,
+                None => {
+                    return Err(
+                        ImportError::invalid(file, "no metadata for this rule chain").field(format!("ruleChains[{i}]"))
+                    );
+                }
+            };
+            out.push(chain_of(file, Some(chain), meta, &format!("metadata[{m}]"), &format!("ruleChains[{i}]"))?);
+        }
+        return Ok((format!("ThingsBoard bulk rule chain export ({} chains)", out.len()), out));
+    }
+    if let Some(meta) = value.get("metadata") {
+        let chain = chain_of(file, value.get("ruleChain"), meta, "metadata", "ruleChain")?;
+        return Ok(("ThingsBoard rule chain export".into(), vec![chain]));
+    }
+    let chain = chain_of(file, None, value, "", "")?;
+    Ok(("ThingsBoard rule chain metadata (no ruleChain wrapper)".into(), vec![chain]))
+}
+
+/// `{"entityType": "RULE_CHAIN", "id": "…"}` or a bare id string.
+fn entity_id(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") }
+}
+
+fn index(file: &Path, value: Option<&Value>, len: usize, field: String) -> Result<Option<usize>, ImportError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64().map(|n| n as usize) {
+            Some(n) if n < len => Ok(Some(n)),
+            Some(n) => Err(ImportError::invalid(file, format!("node {n} does not exist ({len} nodes)")).field(field)),
+            None => Err(ImportError::invalid(file, format!("expected a node index, got {v}")).field(field)),
+        },
+    }
+}
+
+fn list<'a>(file: &Path, value: Option<&'a Value>, field: String) -> Result<&'a [Value], ImportError> {
+    match value {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(ImportError::invalid(file, "expected a list").field(field)),
+    }
+}
+
+fn chain_of(
+    file: &Path,
+    header: Option<&Value>,
+    meta: &Value,
+    at: &str,
+    header_at: &str,
+) -> Result<RuleChain, ImportError> {
+    if !meta.is_object() {
+        return Err(ImportError::invalid(file, "expected an object").field(if at.is_empty() { "(root)" } else { at }));
+    }
+    let name = match header.and_then(|h| h.get("name")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(
+                ImportError::invalid(file, format!("expected a string, got {other}")).field(join(header_at, "name"))
+            );
+        }
+        None => file.file_stem().map_or_else(|| "imported".into(), |s| s.to_string_lossy().into_owned()),
+    };
+    let id = header.and_then(|h| entity_id(h.get("id")));
+    let edge = header.and_then(|h| h.get("type")).and_then(Value::as_str) == Some("EDGE");
+    let raw_nodes = list(file, meta.get("nodes"), join(at, "nodes"))?;
+    let mut nodes = Vec::with_capacity(raw_nodes.len());
+    for (i, node) in raw_nodes.iter().enumerate() {
+        let here = format!("node {i}");
+        let f = Fields { file, at: &here, path: "", value: node };
+        let class = f.str("type")?.to_string();
+        let name = f.opt_str("name")?.unwrap_or_default().to_string();
+        let settings = f.object("debugSettings", "debugSettings")?;
+        // 3.9+'s `allEnabledUntil` is a time-limited debug window (long expired in exports), and
+        // `failuresEnabled` is what Sluice does anyway (unhandled failures are logged): neither
+        // turns `debug` on.
+        let debug = f.opt_bool("debugMode")?.unwrap_or(false) || settings.opt_bool("allEnabled")?.unwrap_or(false);
+        let config = node.get("configuration").cloned().unwrap_or(Value::Null);
+        nodes.push(RuleNode { class, name, debug, config });
+    }
+    let len = nodes.len();
+    let first = index(file, meta.get("firstNodeIndex"), len, join(at, "firstNodeIndex"))?;
+    let mut connections = Vec::new();
+    for (i, c) in list(file, meta.get("connections"), join(at, "connections"))?.iter().enumerate() {
+        let field = |f: &str| join(at, &format!("connections[{i}].{f}"));
+        let from = index(file, c.get("fromIndex"), len, field("fromIndex"))?;
+        let to = index(file, c.get("toIndex"), len, field("toIndex"))?;
+        let relation = c.get("type").and_then(Value::as_str).filter(|r| !r.trim().is_empty());
+        match (from, to, relation) {
+            (Some(from), Some(to), Some(relation)) => {
+                connections.push(Connection { from, to, relation: relation.to_string() })
+            }
+            (None, _, _) => return Err(ImportError::invalid(file, "missing").field(field("fromIndex"))),
+            (_, None, _) => return Err(ImportError::invalid(file, "missing").field(field("toIndex"))),
+            (_, _, None) => return Err(ImportError::invalid(file, "missing or empty relation").field(field("type"))),
+        }
+    }
+    let mut chain_links = Vec::new();
+    for (i, c) in list(file, meta.get("ruleChainConnections"), join(at, "ruleChainConnections"))?.iter().enumerate() {
+        let field = |f: &str| join(at, &format!("ruleChainConnections[{i}].{f}"));
+        let from = index(file, c.get("fromIndex"), len, field("fromIndex"))?
+            .ok_or_else(|| ImportError::invalid(file, "missing").field(field("fromIndex")))?;
+        let target = entity_id(c.get("targetRuleChainId"))
+            .ok_or_else(|| ImportError::invalid(file, "missing").field(field("targetRuleChainId")))?;
+        let relation = c
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|r| !r.trim().is_empty())
+            .ok_or_else(|| ImportError::invalid(file, "missing or empty relation").field(field("type")))?;
+        chain_links.push(ChainLink { from, target, relation: relation.to_string() });
+    }
+    Ok(RuleChain { name, id, edge, first, nodes, connections, chain_links })
+}
+
+/// What a converter sees: the node, its configuration and the relations it is connected on.
+pub(crate) struct Ctx<'a> {
+    pub node: &'a RuleNode,
+    pub cfg: Fields<'a>,
+    pub relations: Vec<&'a str>,
+    pub names: &'a Names,
+}
+
+/// A converter's answer: the fragment, or why the node cannot be converted (a placeholder).
+pub(crate) type Outcome = Result<Fragment, String>;
+type Convert = fn(&Ctx) -> Result<Outcome, ImportError>;
+
+/// Node class (without package) → converter.
+pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
+    ("TbMsgTypeSwitchNode", msg_type_switch),
+    ("TbMsgTypeFilterNode", msg_type_filter),
+    ("TbOriginatorTypeFilterNode", originator_type_filter),
+    ("TbJsFilterNode", |c| script(c, "filter")),
+    ("TbJsSwitchNode", |c| script(c, "switch")),
+    ("TbTransformMsgNode", |c| script(c, "transform")),
+    ("TbMsgGeneratorNode", generator),
+    ("TbLogNode", log),
+    ("TbCheckMessageNode", check_fields),
+    ("TbGetAttributesNode", originator_attributes),
+    ("TbChangeOriginatorNode", change_originator),
+    ("TbMsgTimeseriesNode", save_timeseries),
+    ("TbMsgAttributesNode", save_attributes),
+    ("TbKafkaNode", kafka),
+    ("TbRestApiCallNode", rest),
+    ("TbMqttNode", mqtt),
+    ("TbMsgDelayNode", delay),
+    ("TbRenameKeysNode", rename_keys),
+    ("TbRuleChainInputNode", rule_chain_input),
+    ("TbRuleChainOutputNode", rule_chain_output),
+    ("TbCheckpointNode", checkpoint),
+];
+
+/// Why the classes Sluice knows it cannot run yet are placeholders.
+pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
+    ("TbSendRPCRequestNode", "sends an RPC to a device over its ThingsBoard session; Sluice has no device sessions"),
+    ("TbSendRPCReplyNode", "answers a device's RPC over its ThingsBoard session; Sluice has no device sessions"),
+    ("TbCreateAlarmNode", "alarms live in ThingsBoard's alarm service; Sluice has none"),
+    ("TbClearAlarmNode", "alarms live in ThingsBoard's alarm service; Sluice has none"),
+    ("TbDeviceProfileNode", "evaluates the alarm rules of device profiles stored in ThingsBoard"),
+    ("TbMsgPushToCloudNode", "pushes to ThingsBoard Cloud from an Edge; Sluice has no cloud link"),
+    ("TbMsgPushToEdgeNode", "pushes to a ThingsBoard Edge; Sluice has no edge link"),
+    ("TbCreateRelationNode", "entity relations live in ThingsBoard's database"),
+    ("TbDeleteRelationNode", "entity relations live in ThingsBoard's database"),
+    ("TbGetCustomerAttributeNode", "reads attributes of the originator's customer, which Sluice does not keep"),
+    ("TbGetTenantAttributeNode", "reads attributes of the tenant, which Sluice does not keep"),
+    ("TbGetRelatedAttributeNode", "reads attributes of related entities; Sluice keeps no entity relations"),
+    ("TbSendEmailNode", "sends e-mail; Sluice has no mail connector"),
+    ("TbMsgToEmailNode", "builds e-mail for the send e-mail node; Sluice has no mail connector"),
+];
+
+fn cel_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| Value::String(s.clone()).to_string()).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// ThingsBoard 2.0 routed `TO_SERVER_RPC_REQUEST` on `RPC Request`; later versions on
+/// `RPC Request from Device`. Connections keep their names, so the switch routes on the old one.
+const LEGACY_SWITCH_RELATIONS: &[(&str, &str)] = &[("RPC Request", "TO_SERVER_RPC_REQUEST")];
+
+fn msg_type_switch(c: &Ctx) -> Result<Outcome, ImportError> {
+    let mut custom = Map::new();
+    let mut fragment_notes = Vec::new();
+    for (old, msg_type) in LEGACY_SWITCH_RELATIONS {
+        if c.relations.contains(old) {
+            custom.insert((*msg_type).into(), Value::String((*old).into()));
+            fragment_notes.push(format!(
+                "relation `{old}` is ThingsBoard 2.0's name for {msg_type}: kept, and the switch routes {msg_type} on it"
+            ));
+        }
+    }
+    let config = if custom.is_empty() { json!({}) } else { json!({"custom": custom}) };
+    let mut fragment = Fragment::one(Part::module("msg-type-switch", config));
+    fragment.notes = fragment_notes;
+    Ok(Ok(fragment))
+}
+
+fn msg_type_filter(c: &Ctx) -> Result<Outcome, ImportError> {
+    let types = c.cfg.strings("messageTypes")?;
+    let expression = format!("msgType in {}", cel_list(&types));
+    Ok(Ok(Fragment::one(Part::module("expression-filter", json!({ "expression": expression })))))
+}
+
+fn originator_type_filter(c: &Ctx) -> Result<Outcome, ImportError> {
+    let types = c.cfg.strings("originatorTypes")?;
+    let expression = format!("originator.entityType in {}", cel_list(&types));
+    Ok(Ok(Fragment::one(Part::module("expression-filter", json!({ "expression": expression })))))
+}
+
+/// TBEL constructs that are not JavaScript (the `script` node runs TBEL bodies as JavaScript).
+const TBEL_ONLY: &[(&str, &str)] = &[
+    ("foreach", "`foreach` loops"),
+    ("def ", "`def` functions"),
+    ("[:]", "`[:]` map literals"),
+    (".length()", "Java's `length()` on strings"),
+    ("#{", "`#{…}` inline maps"),
+];
+
+/// The body a node runs and whether it is TBEL, or why it cannot run.
+fn script_body(c: &Ctx) -> Result<Result<(String, bool), String>, ImportError> {
+    let lang = c.cfg.opt_str("scriptLang")?.unwrap_or("JS");
+    match lang {
+        "JS" => Ok(Ok((c.cfg.str("jsScript")?.to_string(), false))),
+        "TBEL" => {
+            let body = c.cfg.str("tbelScript")?;
+            if let Some((_, what)) = TBEL_ONLY.iter().find(|(token, _)| body.contains(token)) {
+                return Ok(Err(format!("its TBEL script uses {what}, which the script node cannot run")));
+            }
+            Ok(Ok((body.to_string(), true)))
+        }
+        other => Ok(Err(format!("script language `{other}` is unknown"))),
+    }
+}
+
+fn script(c: &Ctx, mode: &str) -> Result<Outcome, ImportError> {
+    let (body, tbel) = match script_body(c)? {
+        Ok(found) => found,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let mut config = json!({"mode": mode, "script": body});
+    let mut fragment_note = None;
+    if tbel {
+        config["lang"] = json!("tbel");
+        fragment_note = Some("TBEL script: runs as JavaScript with TBEL's helpers (script `lang: tbel`)");
+    }
+    let mut fragment = Fragment::one(Part::module("script", config));
+    fragment.notes.extend(fragment_note.map(str::to_string));
+    Ok(Ok(fragment))
+}
+
+fn generator(c: &Ctx) -> Result<Outcome, ImportError> {
+    let (body, tbel) = match script_body(c)? {
+        Ok(found) => found,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let period_ms = match (c.cfg.opt_u64("periodInSeconds")?, c.cfg.opt_u64("periodInMillis")?) {
+        (_, Some(ms)) if ms > 0 => ms,
+        (Some(s), _) if s > 0 => s.saturating_mul(1000),
+        _ => return Err(c.cfg.error("periodInSeconds", "missing or 0")),
+    };
+    let count = c.cfg.opt_u64("msgCount")?.unwrap_or(0);
+    let entity_type = c.cfg.opt_str("originatorType")?.filter(|t| !t.is_empty());
+    let id = c.cfg.opt_str("originatorId")?.filter(|t| !t.is_empty());
+    let mut notes = Vec::new();
+    let originator = match (entity_type, id) {
+        (Some(t), Some(id)) => {
+            notes.push(format!("originator {t} {id}: the export names it by id only, so the id is its name too"));
+            json!({"entityType": t, "name": id, "id": id})
+        }
+        _ => {
+            let name = if c.node.name.is_empty() { "generator" } else { &c.node.name };
+            notes.push(format!("no originator: messages come from RULE_NODE `{name}`, as in ThingsBoard"));
+            json!({"entityType": "RULE_NODE", "name": name})
+        }
+    };
+    let mut config =
+        json!({"mode": "generator", "script": body, "periodMs": period_ms, "count": count, "originator": originator});
+    if tbel {
+        config["lang"] = json!("tbel");
+        notes.push("TBEL script: runs as JavaScript with TBEL's helpers (script `lang: tbel`)".into());
+    }
+    let mut fragment = Fragment::one(Part::module("script", config));
+    fragment.notes = notes;
+    Ok(Ok(fragment))
+}
+
+/// ThingsBoard's default log script: the message and metadata as JSON.
+const DEFAULT_LOG_SCRIPT: &str =
+    "return '\\nIncoming message:\\n' + JSON.stringify(msg) + '\\nIncoming metadata:\\n' + JSON.stringify(metadata);";
+
+fn log(c: &Ctx) -> Result<Outcome, ImportError> {
+    let lang = c.cfg.opt_str("scriptLang")?.unwrap_or("JS");
+    let body = if lang == "TBEL" { c.cfg.opt_str("tbelScript")? } else { c.cfg.opt_str("jsScript")? };
+    let fragment = Fragment::one(Part::module("log", json!({"level": "info"})));
+    Ok(Ok(match body.map(str::trim) {
+        None => fragment,
+        Some(body) if body == DEFAULT_LOG_SCRIPT => fragment,
+        Some(_) => fragment.note("its log script is not run: the line is the whole message as JSON"),
+    }))
+}
+
+fn check_fields(c: &Ctx) -> Result<Outcome, ImportError> {
+    let config = json!({
+        "messageNames": c.cfg.strings("messageNames")?,
+        "metadataNames": c.cfg.strings("metadataNames")?,
+        "checkAllKeys": c.cfg.opt_bool("checkAllKeys")?.unwrap_or(true),
+    });
+    Ok(Ok(Fragment::one(Part::module("check-fields", config))))
+}
+
+/// The tables ThingsBoard's stores become: attributes per scope, latest telemetry values.
+pub(crate) fn attribute_table(scope: &str) -> Option<&'static str> {
+    match scope {
+        "CLIENT_SCOPE" => Some("client_attributes"),
+        "SERVER_SCOPE" => Some("server_attributes"),
+        "SHARED_SCOPE" => Some("shared_attributes"),
+        _ => None,
+    }
+}
+pub(crate) const TIMESERIES_TABLE: &str = "timeseries";
+
+fn originator_attributes(c: &Ctx) -> Result<Outcome, ImportError> {
+    let to = match c.cfg.opt_str("fetchTo")? {
+        None | Some("METADATA") => "metadata",
+        Some("DATA") => "data",
+        Some(other) => return Err(c.cfg.error("fetchTo", format!("expected METADATA or DATA, got {other}"))),
+    };
+    let tell = c.cfg.opt_bool("tellFailureIfAbsent")?.unwrap_or(false);
+    let scopes: [(&str, &'static str, &str, &'static str); 4] = [
+        ("clientAttributeNames", "client_attributes", "cs_", "client"),
+        ("sharedAttributeNames", "shared_attributes", "shared_", "shared"),
+        ("serverAttributeNames", "server_attributes", "ss_", "server"),
+        ("latestTsKeyNames", TIMESERIES_TABLE, "", "latest"),
+    ];
+    let mut fragment: Option<Fragment> = None;
+    for (field, table, prefix, suffix) in scopes {
+        let names = c.cfg.strings(field)?;
+        if names.is_empty() {
+            continue;
+        }
+        let config =
+            json!({"table": table, "attributes": names, "prefix": prefix, "to": to, "tellFailureIfAbsent": tell});
+        let part = Part::module("originator-attributes", config);
+        fragment = Some(match fragment {
+            None => Fragment::one(part),
+            Some(f) => f.then("Success", part.suffix(suffix).named(format!("{}: {suffix}", c.node.name))),
+        });
+    }
+    let mut fragment = match fragment {
+        Some(f) => f,
+        None => pass_through("fetches nothing").note("no attribute names: passes messages on unchanged"),
+    };
+    if c.cfg.opt_bool("getLatestValueWithTs")?.unwrap_or(false) {
+        fragment = fragment.note("getLatestValueWithTs is not supported: latest values come without their ts");
+    }
+    Ok(Ok(fragment))
+}
+
+/// A node that forwards every message on `Success` unchanged (a debug-level log line).
+fn pass_through(what: &str) -> Fragment {
+    Fragment::one(Part::module("log", json!({"level": "debug", "message": format!("{what}: ${{deviceName}}")})))
+}
+
+fn change_originator(c: &Ctx) -> Result<Outcome, ImportError> {
+    let source = c.cfg.opt_str("originatorSource")?.unwrap_or("CUSTOMER");
+    if source != "ENTITY" {
+        return Ok(Err(format!(
+            "originator source {source} needs ThingsBoard's entities (customers, tenants, relations, alarms); only ENTITY is supported"
+        )));
+    }
+    let config = json!({"entityType": c.cfg.str("entityType")?, "name": c.cfg.str("entityNamePattern")?});
+    Ok(Ok(Fragment::one(Part::module("change-originator", config))))
+}
+
+fn save(table: &str) -> Fragment {
+    Fragment::one(Part::module("table-writer", json!({"table": table, "merge": true})))
+        .also("Success", Part::output().named("stored (the run's output)"))
+}
+
+fn save_timeseries(c: &Ctx) -> Result<Outcome, ImportError> {
+    let mut fragment = save(TIMESERIES_TABLE);
+    if let Some(ttl) = c.cfg.opt_u64("defaultTTL")?.filter(|t| *t > 0) {
+        fragment = fragment.note(format!("TTL {ttl} s is not kept: Sluice has no timeseries store"));
+    }
+    Ok(Ok(fragment))
+}
+
+fn save_attributes(c: &Ctx) -> Result<Outcome, ImportError> {
+    let scope = c.cfg.opt_str("scope")?.unwrap_or("SERVER_SCOPE");
+    let Some(table) = attribute_table(scope) else {
+        return Err(c.cfg.error("scope", format!("expected CLIENT_SCOPE, SERVER_SCOPE or SHARED_SCOPE, got {scope}")));
+    };
+    Ok(Ok(save(table)))
+}
+
+fn kafka(c: &Ctx) -> Result<Outcome, ImportError> {
+    let mut config = json!({"topic": c.cfg.str("topicPattern")?});
+    if let Some(key) = c.cfg.opt_str("keyPattern")?.filter(|k| !k.is_empty()) {
+        config["key"] = json!(key);
+    }
+    if c.cfg.opt_bool("addMetadataKeyValuesAsKafkaHeaders")?.unwrap_or(false) {
+        config["metadataHeaders"] = json!(true);
+    }
+    let servers = c.cfg.opt_str("bootstrapServers")?.unwrap_or("localhost:9092").to_string();
+    let properties: std::collections::BTreeMap<String, String> = c
+        .cfg
+        .string_map("otherProperties")?
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    Ok(Ok(Fragment::one(Part::module("kafka-action", config).granted(kafka_connector(servers, properties)))))
+}
+
+/// A Kafka connector at `servers`, overridable by `${<NAME>_BROKERS}`.
+pub(crate) fn kafka_connector(servers: String, properties: std::collections::BTreeMap<String, String>) -> Want {
+    Want {
+        base: "kafka",
+        build: Box::new(move |env| {
+            ConnectorSpec::Kafka(KafkaConnection {
+                brokers: format!("${{{env}_BROKERS:-{servers}}}"),
+                properties: properties.clone(),
+                await_delivery: false,
+            })
+        }),
+    }
+}
+
+fn rest(c: &Ctx) -> Result<Outcome, ImportError> {
+    let method = c.cfg.opt_str("requestMethod")?.unwrap_or("POST");
+    let config = json!({
+        "method": method,
+        "url": c.cfg.str("restEndpointUrlPattern")?,
+        "headers": c.cfg.string_map("headers")?,
+    });
+    let timeout = c.cfg.opt_u64("readTimeoutMs")?.filter(|t| *t > 0);
+    let want = Want {
+        base: "rest",
+        build: Box::new(move |_| ConnectorSpec::Http {
+            base_url: None,
+            timeout_ms: timeout,
+            headers: Default::default(),
+            retries: None,
+            backoff_ms: None,
+        }),
+    };
+    let mut fragment = Fragment::one(Part::module("rest-action", config).granted(want));
+    let credentials = c.cfg.object("credentials", "configuration.credentials")?;
+    if let Some(kind) = credentials.opt_str("type")?.filter(|t| *t != "anonymous") {
+        fragment = fragment.note(format!("{kind} credentials are not carried over: add them as headers"));
+    }
+    Ok(Ok(fragment))
+}
+
+fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
+    let config =
+        json!({"topic": c.cfg.str("topicPattern")?, "retain": c.cfg.opt_bool("retainedMessage")?.unwrap_or(false)});
+    let host = c.cfg.str("host")?.to_string();
+    let port = c.cfg.opt_u64("port")?.unwrap_or(1883);
+    let scheme = if c.cfg.opt_bool("ssl")?.unwrap_or(false) { "mqtts" } else { "mqtt" };
+    let client_id = c.cfg.opt_str("clientId")?.filter(|s| !s.is_empty()).map(str::to_string);
+    let credentials = c.cfg.object("credentials", "configuration.credentials")?;
+    let kind = credentials.opt_str("type")?.unwrap_or("anonymous");
+    let mut notes = Vec::new();
+    let (username, password) = match kind {
+        "anonymous" => (None, None),
+        "basic" => (
+            credentials.opt_str("username")?.map(str::to_string),
+            Some(credentials.opt_str("password")?.unwrap_or_default().to_string()),
+        ),
+        other => {
+            notes.push(format!("{other} credentials are not carried over: set caFile / credentials on the connector"));
+            (None, None)
+        }
+    };
+    let url = format!("{scheme}://{host}:{port}");
+    let want = Want {
+        base: "mqtt",
+        build: Box::new(move |env| {
+            ConnectorSpec::Mqtt(MqttConnection {
+                url: format!("${{{env}_URL:-{url}}}"),
+                client_id: client_id.clone(),
+                username: username.clone(),
+                password: password.as_ref().map(|p| format!("${{{env}_PASSWORD:-{p}}}")),
+                ca_file: None,
+                keep_alive_s: None,
+            })
+        }),
+    };
+    let mut fragment = Fragment::one(Part::module("mqtt-action", config).granted(want));
+    fragment.notes = notes;
+    Ok(Ok(fragment))
+}
+
+fn delay(c: &Ctx) -> Result<Outcome, ImportError> {
+    if c.cfg.opt_bool("useMetadataPeriodInSecondsPatterns")?.unwrap_or(false) {
+        return Ok(Err("its period comes from a metadata pattern; the delay node takes a fixed period".into()));
+    }
+    let unit_ms: u64 = match c.cfg.opt_str("periodTimeUnit")? {
+        None | Some("SECONDS") => 1000,
+        Some("MILLISECONDS") => 1,
+        Some("MINUTES") => 60_000,
+        Some("HOURS") => 3_600_000,
+        Some(other) => return Err(c.cfg.error("periodTimeUnit", format!("unknown unit {other}"))),
+    };
+    let period = match (c.cfg.opt_u64("period")?, c.cfg.opt_u64("periodInSeconds")?) {
+        (Some(p), _) => p.saturating_mul(unit_ms),
+        (None, Some(s)) => s.saturating_mul(1000),
+        (None, None) => return Err(c.cfg.error("periodInSeconds", "missing")),
+    };
+    let max = c.cfg.opt_u64("maxPendingMsgs")?.unwrap_or(1000);
+    Ok(Ok(Fragment::one(Part::module("delay", json!({"periodMs": period, "maxPendingMsgs": max})))))
+}
+
+fn rename_keys(c: &Ctx) -> Result<Outcome, ImportError> {
+    let mapping = c.cfg.string_map("renameKeysMapping")?;
+    let rename_in = match (c.cfg.opt_str("renameIn")?, c.cfg.opt_bool("fromMetadata")?) {
+        (Some(place), _) => place.to_string(),
+        (None, Some(true)) => "METADATA".into(),
+        (None, _) => "DATA".into(),
+    };
+    let config = json!({"renameKeysMapping": mapping, "renameIn": rename_in});
+    Ok(Ok(Fragment::one(Part::module("rename-keys", config))))
+}
+
+fn rule_chain_input(c: &Ctx) -> Result<Outcome, ImportError> {
+    let id = c.cfg.str("ruleChainId")?;
+    Ok(nested(c.names, id))
+}
+
+/// A nested chain node for the rule chain `id`, if it was imported in the same run.
+fn nested(names: &Names, id: &str) -> Outcome {
+    match names.by_id.get(id) {
+        Some(file) => Ok(Fragment::one(Part::chain(file.clone()))),
+        None => Err(format!("rule chain {id} is not among the imported files (import its export in the same run)")),
+    }
+}
+
+fn rule_chain_output(c: &Ctx) -> Result<Outcome, ImportError> {
+    // A ThingsBoard output node hands the message back to the calling chain on the relation
+    // named like the node; in Sluice an output no connection takes leaves through the chain node.
+    let body = format!("return [{}];", Value::String(c.node.name.clone()));
+    Ok(Ok(Fragment::one(Part::module("script", json!({"mode": "switch", "script": body})))))
+}
+
+fn checkpoint(c: &Ctx) -> Result<Outcome, ImportError> {
+    let queue = c.cfg.opt_str("queueName")?.unwrap_or("Main");
+    Ok(Ok(pass_through(&format!("checkpoint {queue}"))
+        .note(format!("queue `{queue}`: Sluice has no rule engine queues, messages go straight on"))))
+}
+
+/// Converts one rule chain.
+pub(crate) fn convert(file: &Path, chain: &RuleChain, names: &Names) -> Result<(ChainSpec, Vec<Finding>), ImportError> {
+    let mut draft = Draft::default();
+    if chain.edge {
+        draft.note("", "", "", "an Edge rule chain (type EDGE): imported as an ordinary chain");
+    }
+    let mut placed: Vec<Placed> = Vec::with_capacity(chain.nodes.len());
+    for (i, node) in chain.nodes.iter().enumerate() {
+        let at = format!("node {i}");
+        let base = format!("n{i}-{}", slug(&node.name));
+        let short = node.short();
+        let relations: Vec<&str> = chain
+            .connections
+            .iter()
+            .filter(|c| c.from == i)
+            .map(|c| c.relation.as_str())
+            .chain(chain.chain_links.iter().filter(|l| l.from == i).map(|l| l.relation.as_str()))
+            .collect();
+        let ctx =
+            Ctx { node, cfg: Fields { file, at: &at, path: "configuration", value: &node.config }, relations, names };
+        let outcome = match CONVERTERS.iter().find(|(class, _)| *class == short) {
+            Some((_, convert)) => convert(&ctx)?,
+            None => Err(UNSUPPORTED
+                .iter()
+                .find(|(class, _)| *class == short)
+                .map_or("no Sluice node for this class yet", |(_, why)| why)
+                .to_string()),
+        };
+        placed.push(match outcome {
+            Ok(fragment) => {
+                for note in &fragment.notes {
+                    draft.note(&at, short, &node.name, note.clone());
+                }
+                draft.add(&base, &node.name, node.debug, fragment)
+            }
+            Err(reason) => {
+                draft.unsupported(&at, short, &node.name, reason.clone());
+                draft.placeholder(&base, &node.name, node.debug, &node.class, &reason)
+            }
+        });
+    }
+    for c in &chain.connections {
+        draft.connect_placed(&placed[c.from].clone(), &placed[c.to].clone(), &c.relation);
+    }
+    // Legacy jumps into other chains: one nested chain node per target.
+    let mut targets: Vec<(String, Placed)> = Vec::new();
+    for (k, link) in chain.chain_links.iter().enumerate() {
+        let target = match targets.iter().find(|(id, _)| *id == link.target) {
+            Some((_, p)) => p.clone(),
+            None => {
+                let at = format!("ruleChainConnections[{k}]");
+                let name = format!("Rule chain {}", link.target);
+                let base = format!("chain-{}", slug(names.by_id.get(&link.target).map_or(&link.target, |f| f)));
+                let p = match nested(names, &link.target) {
+                    Ok(fragment) => {
+                        draft.note(&at, "RuleChain", &name, "legacy ruleChainConnections: a nested chain node");
+                        draft.add(&base, &name, false, fragment)
+                    }
+                    Err(reason) => {
+                        draft.unsupported(&at, "RuleChain", &name, reason.clone());
+                        draft.placeholder(&base, &name, false, "RuleChain", &reason)
+                    }
+                };
+                targets.push((link.target.clone(), p.clone()));
+                p
+            }
+        };
+        draft.connect_placed(&placed[link.from].clone(), &target, &link.relation);
+    }
+    let entry = match chain.first {
+        Some(first) => placed[first].entry.clone(),
+        None => {
+            let reason = "the ThingsBoard chain has no first node (firstNodeIndex is null): it takes no messages";
+            draft.note(
+                "",
+                "",
+                "",
+                "no first node (firstNodeIndex is null): node `no-entry` refuses messages sent to the chain; generators still run",
+            );
+            draft.placeholder("no-entry", "No first node", false, "firstNodeIndex", reason).entry
+        }
+    };
+    Ok(draft.finish(&chain.name, entry))
+}

@@ -1,0 +1,485 @@
+//! `sluice import thingsboard` on the real ThingsBoard exports in `../shared/fixtures/thingsboard`:
+//! every file imports, every chain it gives validates, each import report matches a golden file
+//! (`golden/import/<file>.txt`, reviewed by hand against the export; `SLUICE_BLESS=1` rewrites
+//! them), and three imported chains run as their ThingsBoard originals do — the root chain's
+//! message type routing, the solar module simulators, and the 1.x wind speed rule with its Kafka
+//! plugin. Expectations are computed here from the inputs, not from the importer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{modules, repo, sluice_bin, stderr};
+
+fn fixtures() -> PathBuf {
+    repo().join("..").join("shared").join("fixtures").join("thingsboard")
+}
+
+fn golden_dir() -> PathBuf {
+    repo().join("tests").join("e2e").join("golden").join("import")
+}
+
+fn fixture_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures())
+        .expect("fixtures dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 20, "fixtures missing: {names:?}");
+    names
+}
+
+fn sluice_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(sluice_bin())
+        .current_dir(dir)
+        .args(args)
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .output()
+        .expect("run sluice")
+}
+
+/// `sluice import thingsboard FILES --out OUT`, run in the fixtures dir (so the report shows the
+/// plain file names).
+fn import(files: &[&str], out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["import", "thingsboard"];
+    args.extend_from_slice(files);
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    sluice_in(&fixtures(), &args)
+}
+
+fn imported_chains(out: &Path) -> Vec<PathBuf> {
+    let mut chains: Vec<PathBuf> = match std::fs::read_dir(out) {
+        Ok(dir) => dir.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+        Err(_) => Vec::new(),
+    };
+    chains.sort();
+    chains
+}
+
+fn validate(chains: &[PathBuf]) {
+    if chains.is_empty() {
+        return;
+    }
+    let mut args = vec!["validate"];
+    args.extend(chains.iter().map(|c| c.to_str().unwrap()));
+    let out = sluice_in(&repo(), &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "validate failed:\n{stdout}{}", stderr(&out));
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok: ")).count(), chains.len(), "{stdout}");
+}
+
+/// Compares `actual` with the golden file `name`, or writes it with `SLUICE_BLESS=1`.
+fn golden(name: &str, actual: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(actual, expected, "report differs from {}", path.display());
+}
+
+#[test]
+fn every_fixture_imports_validates_and_reports_as_its_golden_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in fixture_names() {
+        let out = dir.path().join(name.trim_end_matches(".json"));
+        let result = import(&[&name], &out, &[]);
+        assert!(result.status.success(), "{name}: {}", stderr(&result));
+        golden(&name.replace(".json", ".txt"), &String::from_utf8_lossy(&result.stdout));
+        validate(&imported_chains(&out));
+    }
+    // The 1.x rule with the plugin it names: the plugin becomes its connector.
+    let out = dir.path().join("windspeed-with-plugin");
+    let files = ["tbdocs-windspeed_telemetry_rule.json", "tbdocs-kafka_plugin_for_spark_streaming_sample.json"];
+    let result = import(&files, &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    golden("windspeed-with-kafka-plugin.txt", &String::from_utf8_lossy(&result.stdout));
+    validate(&imported_chains(&out));
+}
+
+#[test]
+fn all_fixtures_import_together_with_distinct_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = fixture_names();
+    let files: Vec<&str> = names.iter().map(String::as_str).collect();
+    let result = import(&files, dir.path(), &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let chains = imported_chains(dir.path());
+    let report = String::from_utf8_lossy(&result.stdout);
+    // One file per chain line of the report, none overwritten (three chains are "Root Rule Chain").
+    assert_eq!(chains.len(), report.lines().filter(|l| l.starts_with("  chain ")).count(), "{report}");
+    assert!(chains.iter().any(|c| c.ends_with("root-rule-chain-3.json")), "{chains:?}");
+    validate(&chains);
+}
+
+#[test]
+fn strict_refuses_placeholders_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = import(&["tb-root_rule_chain.json"], dir.path(), &["--strict"]);
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+    assert!(stderr(&result).contains("tb-root_rule_chain.json: node 5 TbSendRPCRequestNode"), "{}", stderr(&result));
+    assert!(imported_chains(dir.path()).is_empty());
+    // A chain Sluice fully supports imports under --strict.
+    let result = import(&["tbdocs-transformation-rule-chain.json"], dir.path(), &["--strict"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert_eq!(imported_chains(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_bad_export_is_an_error_naming_file_node_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    let export = json!({"ruleChain": {"name": "Bad"}, "metadata": {"firstNodeIndex": 0, "nodes": [
+        {"type": "org.thingsboard.rule.engine.kafka.TbKafkaNode", "name": "k", "configuration": {"topicPattern": 7}}
+    ], "connections": null}});
+    std::fs::write(&bad, export.to_string()).unwrap();
+    let result = import(&[bad.to_str().unwrap()], &dir.path().join("out"), &[]);
+    assert_eq!(result.status.code(), Some(2));
+    let expected =
+        format!("{}: node 0: field `configuration.topicPattern`: expected a string, got a number", bad.display());
+    assert!(stderr(&result).contains(&expected), "{}", stderr(&result));
+    let export =
+        json!({"firstNodeIndex": null, "nodes": [], "connections": [{"fromIndex": 0, "toIndex": 1, "type": "x"}]});
+    std::fs::write(&bad, export.to_string()).unwrap();
+    let result = import(&[bad.to_str().unwrap()], &dir.path().join("out"), &[]);
+    assert!(
+        stderr(&result).contains("field `connections[0].fromIndex`: node 0 does not exist (0 nodes)"),
+        "{}",
+        stderr(&result)
+    );
+    std::fs::write(&bad, "{\"nodes\": [}").unwrap();
+    let result = import(&[bad.to_str().unwrap()], &dir.path().join("out"), &[]);
+    assert!(stderr(&result).contains("invalid JSON at line 1, column 12"), "{}", stderr(&result));
+}
+
+fn write_lines(path: &Path, lines: &[Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn tb_msg(id: &str, msg_type: &str, device: &str, data: Value) -> Value {
+    json!({"id": id, "ts": 1_700_000_000_000_i64, "type": msg_type,
+           "originator": {"entityType": "DEVICE", "name": device}, "metadata": {"deviceName": device}, "data": data})
+}
+
+/// Imports `fixture` and runs its (first) chain on `input`; returns output, stats and the chain.
+fn run_imported(fixture: &str, input: &[Value], config: Option<&str>) -> (Vec<Value>, Value, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&[fixture], &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let chain = imported_chains(&out).remove(0);
+    let (input_path, output, stats) =
+        (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    write_lines(&input_path, input);
+    let mut args = vec!["run", "--chain", chain.to_str().unwrap(), "--input", input_path.to_str().unwrap()];
+    args.extend(["--output", output.to_str().unwrap(), "--stats", stats.to_str().unwrap(), "--no-state"]);
+    let config_path = dir.path().join("sluice.toml");
+    if let Some(config) = config {
+        std::fs::write(&config_path, config).unwrap();
+        args.extend(["--config", config_path.to_str().unwrap()]);
+    }
+    let result = sluice_in(&repo(), &args);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let stats: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let chain: Value = serde_json::from_slice(&std::fs::read(&chain).unwrap()).unwrap();
+    (read_jsonl(&output), stats["stats"]["nodes"].clone(), chain)
+}
+
+/// The root chain's input: one message of each kind ThingsBoard's root chain routes.
+fn root_input() -> Vec<Value> {
+    vec![
+        json!({"ts": 1_700_000_000_000_i64, "deviceName": "T-1", "deviceType": "Thermometer", "temperature": 21.5}),
+        tb_msg("attr-1", "POST_ATTRIBUTES_REQUEST", "T-1", json!({"firmware": "1.2"})),
+        tb_msg("rpc-in-1", "TO_SERVER_RPC_REQUEST", "T-1", json!({"method": "getTime", "params": {}})),
+        tb_msg("rpc-out-1", "RPC_CALL_FROM_SERVER_TO_DEVICE", "T-1", json!({"method": "reboot"})),
+        // Types with a relation of their own that the root chain does not connect: dropped at
+        // the switch in ThingsBoard too. Types without one go on `Other`.
+        tb_msg("connect-1", "CONNECT_EVENT", "T-2", json!({})),
+        tb_msg("created-1", "ENTITY_CREATED", "T-3", json!({"name": "T-3"})),
+        tb_msg("alarm-1", "ALARM", "T-3", json!({"severity": "MAJOR"})),
+        tb_msg("custom-1", "SENSOR_REBOOTED", "T-3", json!({})),
+    ]
+}
+
+fn received(stats: &Value, node: &str) -> u64 {
+    stats[node]["received"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn the_root_chain_routes_by_message_type_as_thingsboard_does() {
+    let (output, stats, chain) = run_imported("tb-root_rule_chain.json", &root_input(), None);
+    // Node ids: `n<index in the export>-<name>`.
+    let ids: Vec<&str> = chain["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "n0-save-timeseries",
+            "n0-save-timeseries-out",
+            "n1-save-client-attributes",
+            "n1-save-client-attributes-out",
+            "n2-message-type-switch",
+            "n3-log-rpc-from-device",
+            "n4-log-other",
+            "n5-rpc-call-request"
+        ]
+    );
+    assert_eq!(chain["entry"], "n2-message-type-switch");
+    // Saved telemetry and attributes reach the output (the save nodes' sinks); nothing else does.
+    let types: Vec<(&str, &str)> =
+        output.iter().map(|m| (m["type"].as_str().unwrap(), m["originator"]["name"].as_str().unwrap())).collect();
+    assert_eq!(output.len(), 2, "{output:?}");
+    assert!(types.contains(&("POST_TELEMETRY_REQUEST", "T-1")), "{types:?}");
+    assert!(types.contains(&("POST_ATTRIBUTES_REQUEST", "T-1")), "{types:?}");
+    assert_eq!(output.iter().find(|m| m["id"] == "attr-1").unwrap()["data"], json!({"firmware": "1.2"}));
+    // Each message reached the node ThingsBoard routes it to, and only that one.
+    let expected = [
+        ("n2-message-type-switch", 8),
+        ("n0-save-timeseries", 1),
+        ("n1-save-client-attributes", 1),
+        ("n3-log-rpc-from-device", 1),
+        ("n5-rpc-call-request", 1),
+        // ALARM and SENSOR_REBOOTED.
+        ("n4-log-other", 2),
+    ];
+    for (node, n) in expected {
+        assert_eq!(received(&stats, node), n, "{node}: {stats}");
+    }
+    let switch = &stats["n2-message-type-switch"];
+    assert_eq!(switch["dropped"], json!({"Connect Event": 1, "Entity Created": 1}), "{stats}");
+    // The RPC call is a placeholder: its message fails, naming the class.
+    assert_eq!(stats["n5-rpc-call-request"]["failures"], 1, "{stats}");
+}
+
+#[test]
+fn the_2_0_root_chain_routes_rpc_requests_on_its_old_relation() {
+    let (output, stats, chain) = run_imported("tb-v2.0-root_rule_chain.json", &root_input(), None);
+    let switch = chain["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "n2-message-type-switch").unwrap();
+    assert_eq!(switch["config"], json!({"custom": {"TO_SERVER_RPC_REQUEST": "RPC Request"}}));
+    let rpc = chain["connections"].as_array().unwrap().iter().find(|c| c["to"] == "n3-log-rpc").unwrap();
+    assert_eq!(rpc["relation"], "RPC Request");
+    assert_eq!(output.len(), 2);
+    assert_eq!(received(&stats, "n3-log-rpc"), 1, "{stats}");
+    assert_eq!(received(&stats, "n4-log-other"), 2, "{stats}");
+    // 2.0's chain has no `RPC Request to Device` connection: that message is dropped at the switch.
+    let dropped = &stats["n2-message-type-switch"]["dropped"];
+    assert_eq!(dropped, &json!({"Connect Event": 1, "Entity Created": 1, "RPC Request to Device": 1}), "{stats}");
+}
+
+/// A `sluice.toml` sending the chain's `kafka` connector to a file.
+fn kafka_to_file(path: &Path) -> String {
+    format!("[connectors.kafka]\ntype = \"file\"\npath = \"{}\"\n", path.display())
+}
+
+#[test]
+fn the_solar_module_simulators_generate_module_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&["tbdocs-solar_module_simulator.json"], &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let chain = imported_chains(&out).remove(0);
+    let kafka = dir.path().join("kafka.jsonl");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, kafka_to_file(&kafka)).unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "").unwrap();
+    // Generators with msgCount 0 never stop: the run is stopped once a first round is out.
+    let mut child = Command::new(sluice_bin())
+        .args(["run", "--chain", chain.to_str().unwrap(), "--input", input.to_str().unwrap(), "--no-state"])
+        .args(["--config", config.to_str().unwrap(), "--output", dir.path().join("out.jsonl").to_str().unwrap()])
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sluice");
+    let started = Instant::now();
+    let mut records = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        records = read_jsonl(&kafka);
+        if records.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // periodInSeconds 5: the first message of each simulator comes after 5 s, not before.
+    assert!(started.elapsed() >= Duration::from_secs(4), "messages came before the first period");
+    assert!(records.len() >= 3, "{records:?}");
+    let mut modules_seen = BTreeMap::new();
+    for r in &records[..3] {
+        assert_eq!(r["request"]["topic"], "raw-data-topic", "{r}");
+        let value = &r["request"]["value"];
+        modules_seen.insert(value["name"].as_str().unwrap().to_string(), value.clone());
+    }
+    assert_eq!(
+        modules_seen.into_values().collect::<Vec<_>>(),
+        [
+            json!({"power": 5, "name": "Module 1", "panel": "Panel 1"}),
+            json!({"power": 5, "name": "Module 2", "panel": "Panel 1"}),
+            json!({"power": 3.5, "name": "Module 3", "panel": "Panel 1"}),
+        ]
+    );
+}
+
+#[test]
+fn the_1x_wind_speed_rule_filters_and_forwards_like_the_original() {
+    let attributes = |id: &str, device: &str, data: Value| tb_msg(id, "POST_ATTRIBUTES_REQUEST", device, data);
+    let telemetry = |device: &str, data: Value| {
+        let mut line = json!({"ts": 1_700_000_000_000_i64, "deviceName": device, "deviceType": "default"});
+        line.as_object_mut().unwrap().extend(data.as_object().unwrap().clone());
+        line
+    };
+    let input = vec![
+        attributes("a1", "WS-1", json!({"deviceType": "WeatherStation", "geoZone": "Zone A"})),
+        telemetry("WS-1", json!({"windSpeed": 33})),
+        telemetry("WS-1", json!({"temperature": 20})),
+        attributes("a2", "WS-2", json!({"deviceType": "WeatherStation"})),
+        telemetry("WS-2", json!({"windSpeed": 10})),
+        attributes("a3", "T-1", json!({"deviceType": "Thermometer", "geoZone": "Zone A"})),
+        telemetry("T-1", json!({"windSpeed": 5})),
+        telemetry("WS-3", json!({"windSpeed": 12})),
+        attributes("a4", "WS-4", json!({"deviceType": "WeatherStation", "geoZone": "Zone B"})),
+        telemetry("WS-4", json!({"windSpeed": 7.5})),
+        attributes("a5", "WS-4", json!({"geoZone": "Zone C"})),
+        telemetry("WS-4", json!({"windSpeed": 8, "temperature": 3})),
+        telemetry("WS-1", json!({"windSpeed": 41.5})),
+    ];
+    // The original's rule, by hand: POST_TELEMETRY from a device whose client attributes say
+    // deviceType WeatherStation and have a geoZone, carrying windSpeed; the record is the template.
+    let mut attrs: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut expected: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for line in &input {
+        if line["type"] == "POST_ATTRIBUTES_REQUEST" {
+            let device = line["originator"]["name"].as_str().unwrap().to_string();
+            attrs.entry(device).or_default().extend(line["data"].as_object().unwrap().clone());
+            continue;
+        }
+        let device = line["deviceName"].as_str().unwrap();
+        let cs = attrs.get(device).cloned().unwrap_or_default();
+        if cs.get("deviceType") == Some(&json!("WeatherStation"))
+            && let (Some(zone), Some(speed)) = (cs.get("geoZone"), line.get("windSpeed"))
+        {
+            expected.entry(device.into()).or_default().push(json!({"geoZone": zone, "windSpeed": speed}));
+        }
+    }
+    assert_eq!(expected.values().map(Vec::len).sum::<usize>(), 4);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("chains");
+    let files = ["tbdocs-windspeed_telemetry_rule.json", "tbdocs-kafka_plugin_for_spark_streaming_sample.json"];
+    let result = import(&files, &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let chain_path = imported_chains(&out).remove(0);
+    let chain: Value = serde_json::from_slice(&std::fs::read(&chain_path).unwrap()).unwrap();
+    // The plugin's bootstrapServers, overridable from the environment.
+    assert_eq!(chain["connectors"]["kafka"], json!({"type": "kafka", "brokers": "${KAFKA_BROKERS:-localhost:9092}"}));
+    let kafka = dir.path().join("kafka.jsonl");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, kafka_to_file(&kafka)).unwrap();
+    let input_path = dir.path().join("in.jsonl");
+    write_lines(&input_path, &input);
+    let args = ["run", "--chain", chain_path.to_str().unwrap(), "--input", input_path.to_str().unwrap()];
+    let output = dir.path().join("out.jsonl");
+    let tail = ["--config", config.to_str().unwrap(), "--no-state", "--output", output.to_str().unwrap()];
+    let result = sluice_in(&repo(), &[&args[..], &tail[..]].concat());
+    assert!(result.status.success(), "{}", stderr(&result));
+    let mut actual: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for record in read_jsonl(&kafka) {
+        let request = &record["request"];
+        assert_eq!(request["topic"], "weather-stations-data", "{record}");
+        // The value is the template's text, as 1.x's plugin sent it.
+        let text = request["value"].as_str().unwrap_or_else(|| panic!("value is not text: {record}"));
+        let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let zone = value["geoZone"].as_str().unwrap();
+        let device = expected
+            .iter()
+            .find(|(_, v)| v.iter().any(|e| e["geoZone"] == zone && e["windSpeed"] == value["windSpeed"]))
+            .map(|(d, _)| d.clone())
+            .unwrap_or_else(|| panic!("unexpected record {text}"));
+        actual.entry(device).or_default().push(value);
+    }
+    assert_eq!(actual, expected);
+    assert!(read_jsonl(&output).is_empty(), "the rule writes nothing to the output");
+}
+
+#[test]
+fn a_bulk_export_links_its_chains_as_nested_chains() {
+    let tb_node = |class: &str, name: &str, config: Value| json!({"type": format!("org.thingsboard.rule.engine.{class}"), "name": name, "debugMode": false, "configuration": config});
+    let root_id = "11111111-0000-0000-0000-000000000001";
+    let hot_id = "11111111-0000-0000-0000-000000000002";
+    let export = json!({
+        "ruleChains": [
+            {"id": {"entityType": "RULE_CHAIN", "id": root_id}, "name": "Root", "type": "CORE", "root": true},
+            {"id": {"entityType": "RULE_CHAIN", "id": hot_id}, "name": "Hot readings", "type": "CORE", "root": false}
+        ],
+        // In the other order than the chains: matched by id.
+        "metadata": [
+            {"ruleChainId": {"entityType": "RULE_CHAIN", "id": hot_id}, "firstNodeIndex": 0,
+             "nodes": [
+                tb_node("filter.TbJsFilterNode", "Hot?", json!({"jsScript": "return msg.t > 20;"})),
+                tb_node("flow.TbRuleChainOutputNode", "Hot", json!({}))
+             ],
+             "connections": [{"fromIndex": 0, "toIndex": 1, "type": "True"}], "ruleChainConnections": null},
+            {"ruleChainId": {"entityType": "RULE_CHAIN", "id": root_id}, "firstNodeIndex": 0,
+             "nodes": [
+                tb_node("filter.TbMsgTypeSwitchNode", "Switch", json!({"version": 0})),
+                tb_node("flow.TbRuleChainInputNode", "To hot readings", json!({"ruleChainId": hot_id})),
+                tb_node("telemetry.TbMsgTimeseriesNode", "Save hot", json!({"defaultTTL": 0}))
+             ],
+             "connections": [
+                {"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
+                {"fromIndex": 1, "toIndex": 2, "type": "Hot"}
+             ],
+             // 2.x style: attributes jump straight into the other chain.
+             "ruleChainConnections": [{"fromIndex": 0, "targetRuleChainId": {"entityType": "RULE_CHAIN", "id": hot_id},
+                                       "type": "Post attributes"}]}
+        ]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bulk.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&[file.to_str().unwrap()], &out, &["--strict"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    assert!(report.contains("ThingsBoard bulk rule chain export (2 chains)"), "{report}");
+    assert!(report.contains("chain \"Root\" -> root.json"), "{report}");
+    assert!(report.contains("chain \"Hot readings\" -> hot-readings.json"), "{report}");
+    let chains = imported_chains(&out);
+    validate(&chains);
+    let root: Value = serde_json::from_slice(&std::fs::read(out.join("root.json")).unwrap()).unwrap();
+    let nested: Vec<&Value> = root["nodes"].as_array().unwrap().iter().filter(|n| n.get("chain").is_some()).collect();
+    assert_eq!(nested.len(), 2, "the input node and the legacy connection: {root}");
+    assert!(nested.iter().all(|n| n["chain"] == "hot-readings.json"));
+
+    // Hot telemetry goes into the nested chain and comes back on `Hot` to be saved; attributes
+    // jump into it and, hot, leave through the legacy node, which nothing connects.
+    let input = dir.path().join("in.jsonl");
+    let lines = [
+        json!({"ts": 1, "deviceName": "T-1", "deviceType": "t", "t": 25}),
+        json!({"ts": 2, "deviceName": "T-1", "deviceType": "t", "t": 15}),
+        tb_msg("attr-1", "POST_ATTRIBUTES_REQUEST", "T-1", json!({"t": 30})),
+    ];
+    write_lines(&input, &lines);
+    let output = dir.path().join("out.jsonl");
+    let root = out.join("root.json");
+    let (root, input, output_arg) = (root.to_str().unwrap(), input.to_str().unwrap(), output.to_str().unwrap());
+    let result = sluice_in(&repo(), &["run", "--chain", root, "--input", input, "--output", output_arg, "--no-state"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let saved = read_jsonl(&output);
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(saved[0]["data"], json!({"t": 25}));
+}
