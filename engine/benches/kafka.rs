@@ -177,7 +177,17 @@ fn main() {
     }
     let n: u64 = std::env::var("SLUICE_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
     let (_tansu, brokers) = start_tansu();
-    create_topics(&brokers, &[("uplinks", 6), ("telemetry", 6), ("uplinks-rate", 6), ("telemetry-rate", 6)]);
+    create_topics(
+        &brokers,
+        &[
+            ("uplinks", 6),
+            ("telemetry", 6),
+            ("uplinks-rate", 6),
+            ("telemetry-rate", 6),
+            ("uplinks-pass", 6),
+            ("telemetry-pass", 6),
+        ],
+    );
     let runtime = Arc::new(Runtime::with_default_cache().unwrap());
     let state = tempfile::tempdir().unwrap();
 
@@ -226,16 +236,34 @@ fn main() {
         seen as f64 / took.as_secs_f64()
     );
 
-    // 2. Latency at 10,000 msgs/s.
+    // 2. Latency at a fixed rate (10,000 msgs/s by default; `SLUICE_BENCH_RATE`), through
+    // Sluice and, as the baseline, through a plain librdkafka pass-through (consume, produce the
+    // same bytes, nothing else): the same two broker hops without Sluice.
+    let rate: u64 = std::env::var("SLUICE_BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let seconds = 5u64;
     let (stop, service) =
         start_service(runtime, config(&brokers, "bench-rate", "uplinks-rate", "telemetry-rate"), state.path());
-    let out = reader(&brokers, "telemetry-rate");
+    let latencies = fixed_rate(&brokers, "uplinks-rate", "telemetry-rate", rate, seconds);
+    let _ = stop.send(true);
+    service.join().unwrap();
+    report(&format!("kafka/latency at {rate} msgs/s for {seconds} s (Sluice)"), latencies);
+
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pass = pass_through(&brokers, "uplinks-pass", "telemetry-pass", running.clone());
+    let latencies = fixed_rate(&brokers, "uplinks-pass", "telemetry-pass", rate, seconds);
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    pass.join().unwrap();
+    report(&format!("kafka/latency at {rate} msgs/s for {seconds} s (broker only: pass-through)"), latencies);
+}
+
+/// Produces `rate` msgs/s for `seconds` to `input`, each stamped with its send time, and reads
+/// `output` until every result came (or a minute passed): the end-to-end latencies, in ms.
+fn fixed_rate(brokers: &str, input: &str, output: &str, rate: u64, seconds: u64) -> Vec<i64> {
+    let out = reader(brokers, output);
     let _ = out.poll(Duration::from_millis(500));
-    std::thread::sleep(Duration::from_secs(3)); // the group settles
-    let rate = 10_000u64;
-    let seconds = 5u64;
+    std::thread::sleep(Duration::from_secs(3)); // the groups settle
     let sender = {
-        let brokers = brokers.clone();
+        let (brokers, input) = (brokers.to_string(), input.to_string());
         std::thread::spawn(move || {
             let p = producer(&brokers);
             let start = Instant::now();
@@ -244,7 +272,7 @@ fn main() {
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                send(&p, "uplinks-rate", &format!("gateway-{}", i % 64), &uplink(i, now_ms()));
+                send(&p, &input, &format!("gateway-{}", i % 64), &uplink(i, now_ms()));
             }
             p.flush(Duration::from_secs(30)).unwrap();
         })
@@ -258,12 +286,52 @@ fn main() {
         }
     }
     sender.join().unwrap();
-    let _ = stop.send(true);
-    service.join().unwrap();
+    latencies
+}
+
+/// A consumer that produces every record it reads, unchanged, to `output` — with Sluice's
+/// consumer and producer settings, and no processing.
+fn pass_through(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-pass")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let output = output.to_string();
+    std::thread::spawn(move || {
+        while running.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                send(&producer, &output, "", std::str::from_utf8(m.payload().unwrap_or_default()).unwrap());
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    })
+}
+
+fn report(what: &str, mut latencies: Vec<i64>) {
+    if latencies.is_empty() {
+        println!("{what}: no results");
+        return;
+    }
     latencies.sort_unstable();
     let q = |f: f64| latencies[((latencies.len() as f64 * f) as usize).min(latencies.len() - 1)];
     println!(
-        "kafka/latency at {rate} msgs/s for {seconds} s: {} results, p50 {} ms, p99 {} ms, max {} ms",
+        "{what}: {} results, p50 {} ms, p99 {} ms, max {} ms",
         latencies.len(),
         q(0.5),
         q(0.99),

@@ -29,6 +29,7 @@ use crate::sinks::jsonl::{self, SinkSender, Target};
 use crate::sources::Feed;
 use crate::sources::kafka::{Checkpointer, KafkaSource, Offsets};
 use crate::state::StateStore;
+use crate::state::checkpoint::Captured;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
 use crate::state::time::Watermarks;
 
@@ -88,6 +89,8 @@ fn source_id(source: &SourceSpec) -> String {
 struct Output {
     tx: SinkSender,
     thread: std::thread::JoinHandle<std::io::Result<u64>>,
+    /// A file (or stdout): acks on write, durable on flush.
+    is_file: bool,
 }
 
 fn open_output(spec: &OutputSpec, base: &Path, name: &str) -> Result<Output, ServeError> {
@@ -113,7 +116,7 @@ fn open_output(spec: &OutputSpec, base: &Path, name: &str) -> Result<Output, Ser
             crate::sinks::kafka::spawn(producer, topic.clone(), 4096).map_err(|e| err(e.to_string()))?
         }
     };
-    Ok(Output { tx, thread })
+    Ok(Output { tx, thread, is_file: matches!(spec, OutputSpec::File { .. }) })
 }
 
 /// Saves state and positions at a cut (the pipeline idle, every message acked).
@@ -123,6 +126,8 @@ struct Saver {
     progress: Arc<Progress>,
     feed: Feed,
     outputs: Vec<SinkSender>,
+    /// The outputs that are files (synced before a captured checkpoint is written).
+    file_outputs: Vec<SinkSender>,
     source: String,
 }
 
@@ -133,21 +138,39 @@ impl Saver {
             jsonl::flush(out).map_err(|e| format!("cannot flush an output: {e}"))?;
         }
         let Some(cp) = &self.checkpoints else { return Ok(()) };
-        let position = SourcePosition {
+        cp.save(&self.state, &self.position(offsets)).map_err(|e| e.to_string())
+    }
+
+    fn position(&self, offsets: &Offsets) -> SourcePosition {
+        SourcePosition {
             source: self.source.clone(),
             position: 0,
             watermarks: self.feed.watermarks(),
             completed: self.progress.completed(),
             complete: false,
             offsets: offsets.clone(),
-        };
-        cp.save(&self.state, &position).map_err(|e| e.to_string())
+        }
     }
 }
 
 impl Checkpointer for Saver {
     fn save(&self, offsets: &Offsets) -> Result<(), String> {
         self.save_with(offsets)
+    }
+
+    fn capture(&self, offsets: &Offsets) -> Result<Captured, String> {
+        let _gate = self.progress.gate();
+        Captured::of(&self.state, &self.position(offsets)).map_err(|e| e.to_string())
+    }
+
+    fn persist(&self, captured: &Captured) -> Result<(), String> {
+        // File outputs ack a message once written, not synced: sync them before the state says
+        // those messages are done. Kafka outputs ack on the delivery report: nothing to wait for.
+        for out in &self.file_outputs {
+            jsonl::flush(out).map_err(|e| format!("cannot flush an output: {e}"))?;
+        }
+        let Some(cp) = &self.checkpoints else { return Ok(()) };
+        cp.write(captured).map_err(|e| e.to_string())
     }
 }
 
@@ -240,7 +263,10 @@ pub async fn serve(
     let feed = Feed::new(pipeline.sender(), &chain, watermarks, options.pipeline.clock.clone());
     let mut outputs = vec![output.tx.clone()];
     outputs.extend(dead.as_ref().map(|d| d.tx.clone()));
+    let file_outputs =
+        std::iter::once(&output).chain(dead.as_ref()).filter(|o| o.is_file).map(|o| o.tx.clone()).collect();
     let saver = Arc::new(Saver {
+        file_outputs,
         checkpoints: checkpoints.clone(),
         state: state.clone(),
         progress: progress.clone(),

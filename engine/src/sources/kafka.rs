@@ -7,10 +7,12 @@
 //!   └── commit(next offsets) ◀── checkpoint(state + offsets) ◀── all acked ┘
 //! ```
 //!
-//! **Delivery guarantee: at least once.** Every `checkpoint` period the consumer stops polling,
-//! waits until every message it handed out is acked (processed, written, delivered) and the
-//! pipeline is idle, saves the state together with the next offset of every partition (one redb
-//! transaction), and then commits those offsets to Kafka. A crash replays from the last
+//! **Delivery guarantee: at least once.** Every `checkpoint` period the consumer stops polling
+//! until the workers have run every message it handed out, takes the state in memory with the
+//! next offset of every partition, and reads on. Once every message that capture covers is acked
+//! (its outputs written or delivered), it writes the capture (one redb transaction) and then
+//! commits those offsets to Kafka. The input pauses for the workers to drain, not for a broker
+//! round trip. A crash replays from the last
 //! checkpoint: state and offsets agree, and results produced after it come again with the same
 //! ids (record ids are derived from topic, partition and offset).
 //!
@@ -38,6 +40,7 @@ use uuid::Uuid;
 use super::Feed;
 use crate::config::{KafkaSourceSpec, PayloadFormat};
 use crate::flow::{Ack, AckTarget};
+use crate::state::checkpoint::Captured;
 
 /// Namespace of record ids: uuid v5 of `topic/partition@offset`.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_6b61_666b_6100);
@@ -53,10 +56,16 @@ pub enum KafkaSourceError {
     Checkpoint(String),
 }
 
-/// What the service does at a cut: save the state with these offsets (the pipeline is idle and
-/// every message handed out is acked when it is called).
+/// What the service does at a cut.
 pub trait Checkpointer: Send + Sync {
+    /// Saves the state with these offsets now (the pipeline is idle and every message handed
+    /// out is acked when it is called): revocation, shutdown.
     fn save(&self, offsets: &Offsets) -> Result<(), String>;
+    /// Takes the state in memory with these offsets (the pipeline is idle; outputs of the
+    /// messages it covers may still be on their way).
+    fn capture(&self, offsets: &Offsets) -> Result<Captured, String>;
+    /// Writes what [`Checkpointer::capture`] took (every message it covers is now acked).
+    fn persist(&self, captured: &Captured) -> Result<(), String>;
 }
 
 /// Counts of a run, for logs and `/metrics`.
@@ -120,6 +129,24 @@ impl Tracker {
             .filter(|t| t.assigned && t.next >= 0)
             .map(|t| (t.topic.clone(), t.partition, t.pending.first().copied().unwrap_or(t.next)))
             .collect()
+    }
+
+    /// One past the last offset handed out, per assigned partition that handed out something:
+    /// what a capture taken while the pipeline is idle covers.
+    fn handed_out_positions(&self) -> Vec<(String, i32, i64)> {
+        let tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        tracks.iter().filter(|t| t.assigned && t.next >= 0).map(|t| (t.topic.clone(), t.partition, t.next)).collect()
+    }
+
+    /// Every message below these offsets is acked (processed and its outputs delivered).
+    fn acked_below(&self, targets: &[(String, i32, i64)]) -> bool {
+        let tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        targets.iter().all(|(topic, partition, offset)| {
+            tracks
+                .iter()
+                .find(|t| t.partition == *partition && t.topic == *topic)
+                .is_none_or(|t| t.pending.first().is_none_or(|first| first >= offset))
+        })
     }
 
     fn set_assigned(&self, topic: &str, partition: i32, assigned: bool) {
@@ -217,10 +244,63 @@ struct Cut {
     stats: Arc<KafkaSourceStats>,
     /// Set while the source stops: no more waiting for acks that cannot come.
     stopping: Arc<AtomicBool>,
+    /// Bumped by every blocking cut: a capture taken before one is stale and never written
+    /// (it would put older state over newer).
+    epoch: AtomicU64,
+}
+
+/// A checkpoint taken in memory, waiting for the outputs of the messages it covers.
+struct PendingCut {
+    captured: Captured,
+    targets: Vec<(String, i32, i64)>,
+    epoch: u64,
+    started: Instant,
 }
 
 impl Cut {
+    /// The periodic cut, first half: waits only until the workers have run every message handed
+    /// out (not until their outputs are delivered), takes the state in memory, and lets the
+    /// source read on. Output deliveries — a broker round trip — no longer stall the input.
+    fn capture(&self, tracker: &Tracker) -> Result<PendingCut, String> {
+        let started = Instant::now();
+        while !self.feed.progress().idle() {
+            std::thread::sleep(Duration::from_micros(100));
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err("stopping".into());
+            }
+        }
+        let targets = tracker.handed_out_positions();
+        let offsets: Offsets = targets.iter().map(|(t, p, offset)| (partition_key(t, *p), *offset)).collect();
+        let captured = self.checkpointer.capture(&offsets)?;
+        Ok(PendingCut { captured, targets, epoch: self.epoch.load(Ordering::SeqCst), started })
+    }
+
+    /// The second half, once every message the capture covers is acked: write it, then commit
+    /// its offsets. `Ok(false)`: stale (a blocking cut came in between), nothing done.
+    fn finish(&self, consumer: &BaseConsumer<Context>, pending: PendingCut) -> Result<bool, String> {
+        if pending.epoch != self.epoch.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.checkpointer.persist(&pending.captured)?;
+        if !pending.targets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition, offset) in &pending.targets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+            }
+            consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("commit {:?}: {e}", pending.targets))?;
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(
+            targets = ?pending.targets,
+            took_ms = pending.started.elapsed().as_millis() as u64,
+            "Kafka source: checkpoint written and committed"
+        );
+        Ok(true)
+    }
+
+    /// The blocking cut (revocation, shutdown): everything handed out acked, saved, committed.
     fn run(&self, consumer: &BaseConsumer<Context>, tracker: &Tracker) -> Result<(), String> {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
         let mut warned = false;
         while tracker.pending() > 0 || !self.feed.progress().idle() {
@@ -278,7 +358,13 @@ impl KafkaSource {
         let stats = Arc::new(KafkaSourceStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let tracker = Arc::new(Tracker::default());
-        let cut = Arc::new(Cut { checkpointer, feed: feed.clone(), stats: stats.clone(), stopping: stop.clone() });
+        let cut = Arc::new(Cut {
+            checkpointer,
+            feed: feed.clone(),
+            stats: stats.clone(),
+            stopping: stop.clone(),
+            epoch: AtomicU64::new(0),
+        });
         let context = Context {
             tracker: tracker.clone(),
             cut: cut.clone(),
@@ -335,15 +421,24 @@ impl Reader {
     fn run(self, consumer: BaseConsumer<Context>) -> Result<(), KafkaSourceError> {
         let acks: Arc<dyn AckTarget> = self.tracker.clone();
         let mut last_cut = Instant::now();
+        let mut pending: Option<PendingCut> = None;
         while !self.stop.load(Ordering::SeqCst) {
-            if last_cut.elapsed() >= self.every {
+            if pending.is_none() && last_cut.elapsed() >= self.every {
+                match self.cut.capture(&self.tracker) {
+                    Ok(cut) => pending = Some(cut),
+                    Err(e) => tracing::warn!("Kafka source: checkpoint deferred: {e}"),
+                }
+                last_cut = Instant::now();
+            }
+            if pending.as_ref().is_some_and(|p| self.tracker.acked_below(&p.targets))
+                && let Some(cut) = pending.take()
+            {
                 // A failed cut (broker unreachable for the commit, say) is retried at the next
                 // one: the checkpoint on disk and the group's offsets only ever lag, so a
                 // restart replays — never skips.
-                if let Err(e) = self.cut.run(&consumer, &self.tracker) {
+                if let Err(e) = self.cut.finish(&consumer, cut) {
                     tracing::warn!("Kafka source: checkpoint deferred: {e}");
                 }
-                last_cut = Instant::now();
             }
             match consumer.poll(Duration::from_millis(50)) {
                 None => {}

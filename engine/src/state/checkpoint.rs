@@ -53,6 +53,46 @@ pub struct CheckpointError {
     pub message: String,
 }
 
+/// A checkpoint taken in memory, to be written later: a source can take it the moment the
+/// pipeline is idle and resume reading at once, and write it only when every output of the
+/// messages it covers is delivered (so the state on disk never runs ahead of the outputs).
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    position: Vec<u8>,
+    windows: Vec<(String, Vec<u8>)>,
+    kv: Vec<(Vec<u8>, Vec<u8>)>,
+    timers: Vec<(String, i64)>,
+    tables: Vec<(String, Vec<u8>)>,
+}
+
+impl Captured {
+    /// Serializes all of `state` and `position`.
+    pub fn of(state: &StateStore, position: &SourcePosition) -> Result<Captured, serde_json::Error> {
+        let mut captured = Captured { position: serde_json::to_vec(position)?, ..Default::default() };
+        for node in state.node_ids() {
+            let handles = state.node(&node);
+            for (key, at) in handles.timers.snapshot() {
+                captured.timers.push((format!("{node}\0{key}"), at));
+            }
+            for store in handles.windows.lock().iter() {
+                captured.windows.push((format!("{node}\0{}", store.spec.name), serde_json::to_vec(store)?));
+            }
+            for (k, v) in handles.kv.snapshot() {
+                let mut key = node.as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(&k);
+                captured.kv.push((key, v));
+            }
+        }
+        for (name, entries) in state.tables().snapshot() {
+            for (k, v) in entries {
+                captured.tables.push((format!("{name}\0{k}"), serde_json::to_vec(&v)?));
+            }
+        }
+        Ok(captured)
+    }
+}
+
 pub struct Checkpoints {
     db: Database,
     path: PathBuf,
@@ -75,6 +115,12 @@ impl Checkpoints {
 
     /// Writes all of `state` and `position`, replacing the previous checkpoint atomically.
     pub fn save(&self, state: &StateStore, position: &SourcePosition) -> Result<(), CheckpointError> {
+        let captured = Captured::of(state, position).map_err(|e| self.err(e))?;
+        self.write(&captured)
+    }
+
+    /// Writes a captured checkpoint, replacing the previous one atomically.
+    pub fn write(&self, captured: &Captured) -> Result<(), CheckpointError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         for def in [WINDOWS, TABLES] {
             txn.delete_table(def).map_err(|e| self.err(e))?;
@@ -83,35 +129,22 @@ impl Checkpoints {
         txn.delete_table(TIMERS).map_err(|e| self.err(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            let pos = serde_json::to_vec(position).map_err(|e| self.err(e))?;
-            meta.insert("position", pos.as_slice()).map_err(|e| self.err(e))?;
+            meta.insert("position", captured.position.as_slice()).map_err(|e| self.err(e))?;
             let mut windows = txn.open_table(WINDOWS).map_err(|e| self.err(e))?;
+            for (key, value) in &captured.windows {
+                windows.insert(key.as_str(), value.as_slice()).map_err(|e| self.err(e))?;
+            }
             let mut kv = txn.open_table(KV).map_err(|e| self.err(e))?;
+            for (key, value) in &captured.kv {
+                kv.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
+            }
             let mut timers = txn.open_table(TIMERS).map_err(|e| self.err(e))?;
-            for node in state.node_ids() {
-                let handles = state.node(&node);
-                for (key, at) in handles.timers.snapshot() {
-                    timers.insert(format!("{node}\0{key}").as_str(), at).map_err(|e| self.err(e))?;
-                }
-                for store in handles.windows.lock().iter() {
-                    let key = format!("{node}\0{}", store.spec.name);
-                    let value = serde_json::to_vec(store).map_err(|e| self.err(e))?;
-                    windows.insert(key.as_str(), value.as_slice()).map_err(|e| self.err(e))?;
-                }
-                for (k, v) in handles.kv.snapshot() {
-                    let mut key = node.as_bytes().to_vec();
-                    key.push(0);
-                    key.extend_from_slice(&k);
-                    kv.insert(key.as_slice(), v.as_slice()).map_err(|e| self.err(e))?;
-                }
+            for (key, at) in &captured.timers {
+                timers.insert(key.as_str(), *at).map_err(|e| self.err(e))?;
             }
             let mut tables = txn.open_table(TABLES).map_err(|e| self.err(e))?;
-            for (name, entries) in state.tables().snapshot() {
-                for (k, v) in entries {
-                    let key = format!("{name}\0{k}");
-                    let value = serde_json::to_vec(&v).map_err(|e| self.err(e))?;
-                    tables.insert(key.as_str(), value.as_slice()).map_err(|e| self.err(e))?;
-                }
+            for (key, value) in &captured.tables {
+                tables.insert(key.as_str(), value.as_slice()).map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
