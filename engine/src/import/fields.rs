@@ -22,15 +22,9 @@ pub(crate) struct Fields<'a> {
     pub value: &'a Value,
 }
 
+/// What a JSON value is, for errors ("expected a string, got a number").
 fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    crate::sources::json_kind(value)
 }
 
 impl<'a> Fields<'a> {
