@@ -113,32 +113,58 @@ fn fifty_rewrites_while_streaming_lose_and_double_nothing() {
         })
     };
 
-    // 50 rewrites, every fourth one broken; every tenth also replaces the module.
+    // 50 rewrites, every fourth one broken; every tenth also replaces the module. Each save waits
+    // until the engine has taken it (reloaded or refused, as `/status` counts), so a busy machine
+    // cannot fold two saves into one quiet period and skip a case.
+    let status = || -> Value {
+        let out = Command::new(sluice_bin()).args(["status", "--admin", &admin]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let counters = |s: &Value| (s["reloads"].as_u64().unwrap_or(0), s["failedReloads"].as_u64().unwrap_or(0));
+    let wait_for = |reloads: u64, failed: u64| -> (u64, u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let shown = status();
+            let now = counters(&shown);
+            if !shown.is_null() && now.0 >= reloads && now.1 >= failed {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the engine did not take a save: {now:?}, expected {reloads}/{failed}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut taken = wait_for(0, 0); // the engine is up (and watching)
     let mut applied = BTreeSet::new();
-    let mut broken = BTreeSet::new();
+    let mut swaps = 0;
     let started = Instant::now();
     for k in 1..=50 {
         if k % 10 == 0 {
             let tmp = dir.path().join("step.wasm.tmp");
             std::fs::write(&tmp, variant(&counter, k)).unwrap();
             std::fs::rename(&tmp, dir.path().join("step.wasm")).unwrap();
+            swaps += 1;
+            taken = wait_for(taken.0 + 1, taken.1);
         }
         if k % 4 == 0 {
             save(&chain, &invalid(k / 4));
-            broken.insert(k);
+            taken = wait_for(taken.0, taken.1 + 1);
         } else {
             save(&chain, &valid(k));
             applied.insert(k);
+            taken = wait_for(taken.0 + 1, taken.1);
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // Let messages flow through this version.
+        std::thread::sleep(Duration::from_millis(50));
     }
     // The last word is a valid version, so the run ends on a known one.
     save(&chain, &valid(51));
-    std::thread::sleep(Duration::from_millis(1000));
-    let status: Value = serde_json::from_slice(
-        &Command::new(sluice_bin()).args(["status", "--admin", &admin]).output().unwrap().stdout,
-    )
-    .unwrap_or(Value::Null);
+    wait_for(taken.0 + 1, taken.1);
+    std::thread::sleep(Duration::from_millis(200));
+    let status = status();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let sent = writer.join().unwrap();
     let exit = child.wait().unwrap();
@@ -173,18 +199,22 @@ fn fifty_rewrites_while_streaming_lose_and_double_nothing() {
         .collect();
     assert!(versions.iter().all(|v| *v == 0 || *v == 51 || applied.contains(v)), "{versions:?}");
     assert!(versions.contains(&51), "the last version is live: {versions:?}");
-    assert!(versions.len() >= 20, "most valid versions went live while messages flowed: {versions:?}\n{log}");
+    assert!(
+        versions.len() >= applied.len() / 2,
+        "most valid versions ran messages while they were live: {versions:?}\n{log}"
+    );
     assert!(log.contains("reload refused"), "{log}");
     for field in ["no-such-rule", "node `tag`", "nowhere"] {
         assert!(log.contains(field), "a refused reload names `{field}`:\n{log}");
     }
 
     // The admin endpoint saw it all.
-    // One reload per save (39 valid, 12 broken), give or take a save split across two quiet
-    // periods — never a reload loop (every reload reads the files it watches).
-    let (reloads, failed) = (status["reloads"].as_u64().unwrap_or(0), status["failedReloads"].as_u64().unwrap_or(0));
-    assert!((30..=45).contains(&reloads), "{status}");
-    assert!((10..=16).contains(&failed), "{status}");
+    // One reload per valid save and module swap (38 + 1 + 5), one refusal per broken save (12):
+    // never a reload loop (every reload reads the files it watches).
+    let (reloads, failed) = counters(&status);
+    let expected = applied.len() as u64 + 1 + swaps;
+    assert!((expected..=expected + 3).contains(&reloads), "{reloads} reloads, expected {expected}: {status}");
+    assert_eq!(failed, 12, "{status}");
     assert!(status["lastError"].is_null(), "the last version was valid: {status}");
 }
 
