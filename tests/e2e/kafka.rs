@@ -27,9 +27,11 @@ impl Service {
         let child = Command::new(sluice_bin())
             .args(["run", "--chain", chain.to_str().unwrap(), "--config", config.to_str().unwrap()])
             .args(["--state-dir", dir.join(state).to_str().unwrap(), "--workers", "2"])
+            .args(["--stats", dir.join(format!("{state}-stats.json")).to_str().unwrap()])
             .env("SLUICE_MODULES", modules())
             .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
-            .env("RUST_LOG", "info")
+            // `SLUICE_TEST_LOG` sets the services' log filter when a failure needs more than info.
+            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
