@@ -14,6 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The source partition a piece of keyed state belongs to (the engine's watermark partition
+/// id): state moves with its partition when a consumer group rebalances.
+pub type Owner = u32;
+
+/// State no partition owns (written before owners were tracked): it never moves.
+pub const UNOWNED: Owner = u32::MAX;
+
 /// A window definition, as a guest declares it at init.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -177,6 +184,14 @@ pub struct Closed {
     pub end: i64,
     pub early: bool,
     pub acc: Acc,
+    /// The partition the window's key belongs to: what it emits is stamped with it, so that a
+    /// downstream node's state moves with the same partition.
+    #[serde(skip, default = "unowned")]
+    pub owner: Owner,
+}
+
+fn unowned() -> Owner {
+    UNOWNED
 }
 
 /// What adding an event did.
@@ -200,11 +215,14 @@ pub struct WindowStore {
     closing: BTreeSet<(i64, String, i64)>,
     /// Late events so far.
     pub late: u64,
+    /// key → the partition its windows belong to (keys with open windows only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    owners: BTreeMap<String, Owner>,
 }
 
 impl WindowStore {
     pub fn new(spec: WindowSpec) -> Self {
-        WindowStore { spec, open: BTreeMap::new(), closing: BTreeSet::new(), late: 0 }
+        WindowStore { spec, open: BTreeMap::new(), closing: BTreeSet::new(), late: 0, owners: BTreeMap::new() }
     }
 
     /// Rebuilds the close-time index (after deserializing).
@@ -366,6 +384,7 @@ impl WindowStore {
             end: w.end,
             early: true,
             acc: w.acc.clone(),
+            owner: self.owner(key),
         })
     }
 
@@ -378,13 +397,23 @@ impl WindowStore {
                 break;
             }
             let (_, key, start) = self.closing.pop_first().expect("checked above");
+            let owner = self.owner(&key);
             let Some(per_key) = self.open.get_mut(&key) else { continue };
             let removed = per_key.remove(&start);
             if per_key.is_empty() {
                 self.open.remove(&key);
+                self.owners.remove(&key);
             }
             if let Some(w) = removed {
-                out.push(Closed { window: self.spec.name.clone(), key, start, end: w.end, early: false, acc: w.acc });
+                out.push(Closed {
+                    window: self.spec.name.clone(),
+                    key,
+                    start,
+                    end: w.end,
+                    early: false,
+                    acc: w.acc,
+                    owner,
+                });
             }
         }
         out
@@ -393,6 +422,89 @@ impl WindowStore {
     /// Open windows (for tests and metrics).
     pub fn open_count(&self) -> usize {
         self.open.values().map(BTreeMap::len).sum()
+    }
+
+    /// Marks `key`'s windows as belonging to partition `owner` (the partition of the event that
+    /// just landed in them). Allocates only for a key not seen before.
+    pub fn own(&mut self, key: &str, owner: Owner) {
+        if !self.open.contains_key(key) {
+            return;
+        }
+        match self.owners.get_mut(key) {
+            Some(o) => *o = owner,
+            None => {
+                self.owners.insert(key.to_string(), owner);
+            }
+        }
+    }
+
+    /// Marks every key as `owner`'s (a partition's share, arriving whole).
+    pub fn own_all(&mut self, owner: Owner) {
+        self.owners = self.open.keys().map(|k| (k.clone(), owner)).collect();
+    }
+
+    /// Keys with open windows.
+    pub fn key_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The partition `key`'s windows belong to.
+    pub fn owner(&self, key: &str) -> Owner {
+        self.owners.get(key).copied().unwrap_or(UNOWNED)
+    }
+
+    /// Copies of this store holding only the keys each of `owners` owns (same definition, no
+    /// late count): one partition's share, to hand over.
+    pub fn split(&self, owners: &BTreeSet<Owner>) -> BTreeMap<Owner, WindowStore> {
+        let mut out: BTreeMap<Owner, WindowStore> = BTreeMap::new();
+        for (key, per_key) in &self.open {
+            let owner = self.owner(key);
+            if !owners.contains(&owner) {
+                continue;
+            }
+            let part = out.entry(owner).or_insert_with(|| WindowStore::new(self.spec.clone()));
+            part.open.insert(key.clone(), per_key.clone());
+            part.owners.insert(key.clone(), owner);
+        }
+        out
+    }
+
+    /// Takes in another store's windows (a partition's share, restored): its keys replace
+    /// this store's windows of the same keys.
+    pub fn absorb(&mut self, other: WindowStore) {
+        for key in other.open.keys() {
+            self.remove_key(key);
+        }
+        let grace = self.spec.grace_ms as i64;
+        for (key, per_key) in other.open {
+            for (start, w) in &per_key {
+                self.closing.insert((w.end.saturating_add(grace), key.clone(), *start));
+            }
+            if let Some(owner) = other.owners.get(&key) {
+                self.owners.insert(key.clone(), *owner);
+            }
+            self.open.insert(key, per_key);
+        }
+    }
+
+    /// Forgets every key `owner` owns (its partition now belongs to another instance);
+    /// returns how many keys.
+    pub fn drop_owner(&mut self, owner: Owner) -> usize {
+        let keys: Vec<String> = self.owners.iter().filter(|(_, o)| **o == owner).map(|(k, _)| k.clone()).collect();
+        for key in &keys {
+            self.remove_key(key);
+        }
+        keys.len()
+    }
+
+    fn remove_key(&mut self, key: &str) {
+        let grace = self.spec.grace_ms as i64;
+        if let Some(per_key) = self.open.remove(key) {
+            for (start, w) in per_key {
+                self.closing.remove(&(w.end.saturating_add(grace), key.to_string(), start));
+            }
+        }
+        self.owners.remove(key);
     }
 }
 
@@ -497,6 +609,34 @@ mod tests {
         let mut back: WindowStore = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         back.reindex();
         assert_eq!(back.due(10), s.due(10));
+    }
+
+    /// A partition's share of the windows moves whole: split on one side, absorbed on the
+    /// other, dropped from the first, and every window closes exactly once overall.
+    #[test]
+    fn a_partitions_windows_move_between_stores() {
+        let mut a = WindowStore::new(spec(WindowKind::Tumbling { size_ms: 10 }, 0));
+        a.add_value("dev-1", 1, 0, 1.0);
+        a.own("dev-1", 1);
+        a.add_value("dev-2", 2, 0, 2.0);
+        a.own("dev-2", 2);
+        a.add_value("dev-2", 12, 0, 5.0);
+        a.own("dev-2", 2);
+        let mut parts = a.split(&BTreeSet::from([2, 3]));
+        assert_eq!(parts.keys().copied().collect::<Vec<_>>(), vec![2], "partition 3 owns nothing");
+        let moved: WindowStore =
+            serde_json::from_str(&serde_json::to_string(&parts.remove(&2).unwrap()).unwrap()).unwrap();
+        assert_eq!(a.drop_owner(2), 1);
+        let mut b = WindowStore::new(spec(WindowKind::Tumbling { size_ms: 10 }, 0));
+        b.absorb(moved);
+        assert_eq!(b.owner("dev-2"), 2);
+        let closed_a = a.due(100);
+        let closed_b = b.due(100);
+        assert_eq!(closed_a.iter().map(|c| (c.key.as_str(), c.start)).collect::<Vec<_>>(), vec![("dev-1", 0)]);
+        assert_eq!(
+            closed_b.iter().map(|c| (c.key.as_str(), c.start, c.acc.sum, c.owner)).collect::<Vec<_>>(),
+            vec![("dev-2", 0, 2.0, 2), ("dev-2", 10, 5.0, 2)]
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Envelope {
     pub key: u64,
     pub ack: Ack,
     pub watermark: i64,
+    /// The source partition it came from: the state it writes belongs to that partition.
+    pub partition: crate::state::window::Owner,
     /// Set by the pipeline: marks the message done when dropped.
     pub progress: Option<ProgressToken>,
     /// Not a message: a wake-up to fire due timers and windows.
@@ -49,7 +51,15 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn new(msg: Bytes, key: u64, ack: Ack) -> Self {
-        Envelope { msg, key, ack, watermark: crate::state::time::NO_WATERMARK, progress: None, tick: false }
+        Envelope {
+            msg,
+            key,
+            ack,
+            watermark: crate::state::time::NO_WATERMARK,
+            partition: crate::state::window::UNOWNED,
+            progress: None,
+            tick: false,
+        }
     }
 
     /// A wake-up for a worker: fires due timers, and windows the completed watermark closed.
@@ -59,6 +69,11 @@ impl Envelope {
 
     pub fn with_watermark(mut self, watermark: i64) -> Self {
         self.watermark = watermark;
+        self
+    }
+
+    pub fn with_partition(mut self, partition: crate::state::window::Owner) -> Self {
+        self.partition = partition;
         self
     }
 

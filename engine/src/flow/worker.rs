@@ -53,6 +53,8 @@ pub struct Worker {
     outputs: Vec<(String, Emitted)>,
     /// The watermark of the message being processed.
     watermark: i64,
+    /// The source partition of the message (window, timer) being processed.
+    partition: crate::state::window::Owner,
     /// Windows already fired up to this watermark (by this worker).
     fired: i64,
     /// Early updates the current message caused: (node, window).
@@ -99,6 +101,7 @@ impl Worker {
             output_count: 0,
             outputs: Vec::new(),
             watermark: NO_WATERMARK,
+            partition: crate::state::window::UNOWNED,
             fired: NO_WATERMARK,
             early: Vec::new(),
         }
@@ -185,11 +188,12 @@ impl Worker {
             self.fire_due(self.progress.completed());
             return;
         }
-        let Envelope { msg, ack, watermark, progress, .. } = envelope;
+        let Envelope { msg, ack, watermark, partition, progress, .. } = envelope;
         // A message handed straight to a standalone worker is tracked by the worker itself.
         let progress = progress.or_else(|| Some(self.progress.issue(watermark)));
         self.adopt_reload();
         self.watermark = watermark;
+        self.partition = partition;
         self.run_from(vec![(self.chain.entry, msg, 1)], &ack);
         for (idx, closed) in std::mem::take(&mut self.early) {
             self.run_window(idx, closed, watermark);
@@ -329,35 +333,46 @@ impl Worker {
         let chain = self.chain.clone();
         for &idx in &chain.fire_order {
             let id = &chain.nodes[idx].id;
-            for (at, key) in self.state.node(id).timers.take_due(now) {
+            for (at, key, owner) in self.state.node(id).timers.take_due(now) {
                 let timer = Timer { id: format!("{id}/timer/{key}/{at}"), key, at, now };
-                self.run_timer(idx, timer);
+                self.run_timer(idx, timer, owner);
             }
         }
     }
 
     /// Hands one window to its node and runs the results down the chain.
     fn run_window(&mut self, idx: NodeIdx, closed: Closed, watermark: i64) {
+        let owner = closed.owner;
         let window = ClosedWindow::new(&self.chain.nodes[idx].id, closed);
         let bytes = serde_json::to_vec(&window).unwrap_or_default();
-        self.run_event(idx, Event::Window, &window.id, &bytes, watermark);
+        self.run_event(idx, Event::Window, &window.id, &bytes, watermark, owner);
     }
 
-    fn run_timer(&mut self, idx: NodeIdx, timer: Timer) {
+    fn run_timer(&mut self, idx: NodeIdx, timer: Timer, owner: crate::state::window::Owner) {
         let bytes = serde_json::to_vec(&timer).unwrap_or_default();
         let watermark = self.progress.completed();
-        self.run_event(idx, Event::Timer, &timer.id, &bytes, watermark);
+        self.run_event(idx, Event::Timer, &timer.id, &bytes, watermark, owner);
     }
 
     /// Hands a window or a timer (JSON `bytes`) to its node, then runs the results down the
     /// chain under `watermark`. A failure is logged and counted: there is no message to send to
-    /// `Failure`.
-    fn run_event(&mut self, idx: NodeIdx, event: Event, id: &str, bytes: &[u8], watermark: i64) {
+    /// `Failure`. What it emits, and the state downstream nodes write for it, belongs to
+    /// `owner`, the partition of the window's key or the timer.
+    fn run_event(
+        &mut self,
+        idx: NodeIdx,
+        event: Event,
+        id: &str,
+        bytes: &[u8],
+        watermark: i64,
+        owner: crate::state::window::Owner,
+    ) {
         let chain = self.chain.clone();
         let NodeKind::Rule(rule) = &chain.nodes[idx].kind else { return };
         let result = self.ensure_instance(idx, rule).and_then(|()| {
             let instance = self.instances[idx].as_mut().expect("ensured above");
             instance.set_watermark(watermark);
+            instance.set_partition(owner);
             match event {
                 Event::Window => instance.call_window(bytes, &mut self.outputs),
                 Event::Timer => instance.call_timer(bytes, &mut self.outputs),
@@ -373,8 +388,10 @@ impl Worker {
                 let mut pending = Vec::new();
                 self.route(idx, outputs, None, 1, &mut pending, &Ack::none());
                 let outer = std::mem::replace(&mut self.watermark, watermark);
+                let outer_partition = std::mem::replace(&mut self.partition, owner);
                 self.run_from(pending, &Ack::none());
                 self.watermark = outer;
+                self.partition = outer_partition;
             }
             Err(err) => {
                 self.stats[idx].window_failures += 1;
@@ -434,10 +451,11 @@ impl Worker {
             let id = self.chain.nodes[idx].id.clone();
             return Err(NodeError { node: id, kind: NodeErrorKind::Disabled(rule.limits.disable_after) });
         }
-        let watermark = self.watermark;
+        let (watermark, partition) = (self.watermark, self.partition);
         let result = self.ensure_instance(idx, rule).and_then(|()| {
             let instance = self.instances[idx].as_mut().expect("ensured above");
             instance.set_watermark(watermark);
+            instance.set_partition(partition);
             instance.set_ack(ack.clone());
             let result = instance.call(msg, &mut self.outputs);
             instance.set_ack(Ack::none());

@@ -39,6 +39,9 @@ pub struct HostState {
     pub clock: Clock,
     /// The watermark stamped on the message being handled.
     pub watermark: i64,
+    /// The source partition of the message (or window, or timer) being handled: state the
+    /// call writes belongs to it, and moves with it on a rebalance.
+    pub partition: crate::state::window::Owner,
     /// Early updates the current call caused, handed to `sluice_on_window` after it.
     pub early: Vec<Closed>,
     /// The connector the chain granted this node (`action_call`), if any.
@@ -60,6 +63,7 @@ impl HostState {
             state,
             clock,
             watermark: crate::state::time::NO_WATERMARK,
+            partition: crate::state::window::UNOWNED,
             early: Vec::new(),
             action: None,
             ack: crate::flow::Ack::none(),

@@ -27,7 +27,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "state_put",
         |mut caller: Caller<'_, HostState>, kp: u32, kl: u32, vp: u32, vl: u32| {
             let (memory, host) = split(&mut caller)?;
-            host.state.kv.put(slice(memory, kp, kl)?, slice(memory, vp, vl)?);
+            host.state.kv.put(slice(memory, kp, kl)?, slice(memory, vp, vl)?, host.partition);
             Ok(())
         },
     )?;

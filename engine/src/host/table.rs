@@ -25,13 +25,13 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (name, key) = (string(memory, np, nl)?, string(memory, kp, kl)?);
             let value: serde_json::Value = serde_json::from_slice(slice(memory, vp, vl)?)
                 .map_err(|e| wasmtime::Error::msg(format!("table value is not JSON: {e}")))?;
-            host.state.tables.put(&name, &key, value);
+            host.state.tables.put(&name, &key, value, host.partition);
             Ok(())
         },
     )?;
     linker.func_wrap("sluice", "timer_set", |mut caller: Caller<'_, HostState>, kp: u32, kl: u32, at: i64| {
         let (memory, host) = split(&mut caller)?;
-        host.state.timers.set(&string(memory, kp, kl)?, at);
+        host.state.timers.set(&string(memory, kp, kl)?, at, host.partition);
         Ok(())
     })?;
     linker.func_wrap("sluice", "timer_cancel", |mut caller: Caller<'_, HostState>, kp: u32, kl: u32| {

@@ -72,6 +72,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(staged_error(host, format!("no window with handle {handle}")));
             };
             let added = store.add_value(key, ts, host.watermark, value);
+            store.own(key, host.partition);
             Ok(outcome(host, handle as usize, key, added, &stores))
         },
     )?;
@@ -93,6 +94,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(staged_error(host, format!("no window with handle {handle}")));
             };
             let added = store.add_item(&key, ts, host.watermark, side, &item);
+            store.own(&key, host.partition);
             Ok(outcome(host, handle as usize, &key, added, &stores))
         },
     )?;
@@ -136,6 +138,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(staged_error(host, format!("no window with handle {handle}")));
             };
             let added = store.put_folds(&key, ts, host.watermark, values);
+            store.own(&key, host.partition);
             Ok(outcome(host, handle as usize, &key, added, &stores))
         },
     )?;

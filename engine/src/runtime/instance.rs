@@ -138,6 +138,11 @@ impl NodeInstance {
         self.store.data_mut().watermark = watermark;
     }
 
+    /// Sets the source partition the next calls' state writes belong to.
+    pub fn set_partition(&mut self, partition: crate::state::window::Owner) {
+        self.store.data_mut().partition = partition;
+    }
+
     /// Early updates the last call caused.
     pub fn take_early(&mut self) -> Vec<crate::state::window::Closed> {
         std::mem::take(&mut self.store.data_mut().early)

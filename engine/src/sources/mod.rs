@@ -54,7 +54,7 @@ impl Feed {
         );
         // A Msg always serializes: its fields are strings, numbers and JSON values.
         let bytes = serde_json::to_vec(msg).unwrap_or_default();
-        Envelope::new(Bytes::from(bytes), key, ack).with_watermark(watermark)
+        Envelope::new(Bytes::from(bytes), key, ack).with_watermark(watermark).with_partition(partition)
     }
 
     /// Hands `msg` to the pipeline, waiting for room.

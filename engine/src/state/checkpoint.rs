@@ -13,20 +13,25 @@
 //! input from that position gives the same results as a run that never stopped; results already
 //! written after the checkpoint are written again, with the same deterministic ids.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::StateStore;
+use super::partition::PartitionState;
 use super::time::Watermarks;
-use super::window::WindowStore;
+use super::window::{Owner, UNOWNED, WindowStore};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("windows");
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
 const TIMERS: TableDefinition<&str, i64> = TableDefinition::new("timers");
+/// The partition of each owned entry of `kv` (`k` + key), `timers` (`t` + key) and `tables`
+/// (`b` + key); windows carry theirs inside. Entries not listed are unowned (older checkpoints).
+const OWNERS: TableDefinition<&[u8], u32> = TableDefinition::new("owners");
 
 /// Where the source was when the checkpoint was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +68,17 @@ pub struct Captured {
     kv: Vec<(Vec<u8>, Vec<u8>)>,
     timers: Vec<(String, i64)>,
     tables: Vec<(String, Vec<u8>)>,
+    owners: Vec<(Vec<u8>, Owner)>,
+    /// The state of the source partitions the source asked for, taken at the same instant
+    /// (for the Kafka source's changelog).
+    pub partitions: BTreeMap<Owner, PartitionState>,
+}
+
+fn owner_key(kind: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(kind);
+    k.extend_from_slice(key);
+    k
 }
 
 impl Captured {
@@ -71,22 +87,33 @@ impl Captured {
         let mut captured = Captured { position: serde_json::to_vec(position)?, ..Default::default() };
         for node in state.node_ids() {
             let handles = state.node(&node);
-            for (key, at) in handles.timers.snapshot() {
-                captured.timers.push((format!("{node}\0{key}"), at));
+            for (key, at, owner) in handles.timers.snapshot() {
+                let key = format!("{node}\0{key}");
+                if owner != UNOWNED {
+                    captured.owners.push((owner_key(b't', key.as_bytes()), owner));
+                }
+                captured.timers.push((key, at));
             }
             for store in handles.windows.lock().iter() {
                 captured.windows.push((format!("{node}\0{}", store.spec.name), serde_json::to_vec(store)?));
             }
-            for (k, v) in handles.kv.snapshot() {
+            for (k, v, owner) in handles.kv.snapshot() {
                 let mut key = node.as_bytes().to_vec();
                 key.push(0);
                 key.extend_from_slice(&k);
+                if owner != UNOWNED {
+                    captured.owners.push((owner_key(b'k', &key), owner));
+                }
                 captured.kv.push((key, v));
             }
         }
         for (name, entries) in state.tables().snapshot() {
-            for (k, v) in entries {
-                captured.tables.push((format!("{name}\0{k}"), serde_json::to_vec(&v)?));
+            for (k, (v, owner)) in entries {
+                let key = format!("{name}\0{k}");
+                if owner != UNOWNED {
+                    captured.owners.push((owner_key(b'b', key.as_bytes()), owner));
+                }
+                captured.tables.push((key, serde_json::to_vec(&v)?));
             }
         }
         Ok(captured)
@@ -127,6 +154,7 @@ impl Checkpoints {
         }
         txn.delete_table(KV).map_err(|e| self.err(e))?;
         txn.delete_table(TIMERS).map_err(|e| self.err(e))?;
+        txn.delete_table(OWNERS).map_err(|e| self.err(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert("position", captured.position.as_slice()).map_err(|e| self.err(e))?;
@@ -145,6 +173,10 @@ impl Checkpoints {
             let mut tables = txn.open_table(TABLES).map_err(|e| self.err(e))?;
             for (key, value) in &captured.tables {
                 tables.insert(key.as_str(), value.as_slice()).map_err(|e| self.err(e))?;
+            }
+            let mut owners = txn.open_table(OWNERS).map_err(|e| self.err(e))?;
+            for (key, owner) in &captured.owners {
+                owners.insert(key.as_slice(), *owner).map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
@@ -167,6 +199,14 @@ impl Checkpoints {
     /// Loads the last checkpoint's state into `state` (which should be empty).
     pub fn restore(&self, state: &StateStore) -> Result<(), CheckpointError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut owners: std::collections::HashMap<Vec<u8>, Owner> = Default::default();
+        if let Ok(table) = txn.open_table(OWNERS) {
+            for entry in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                owners.insert(k.value().to_vec(), v.value());
+            }
+        }
+        let owner_of = |kind: u8, key: &[u8]| owners.get(&owner_key(kind, key)).copied().unwrap_or(UNOWNED);
         if let Ok(windows) = txn.open_table(WINDOWS) {
             for entry in windows.iter().map_err(|e| self.err(e))? {
                 let (k, v) = entry.map_err(|e| self.err(e))?;
@@ -183,7 +223,12 @@ impl Checkpoints {
                 let key = k.value();
                 let split = key.iter().position(|&b| b == 0).unwrap_or(key.len());
                 let node = String::from_utf8_lossy(&key[..split]).into_owned();
-                by_node.entry(node).or_default().push((key[(split + 1).min(key.len())..].to_vec(), v.value().to_vec()));
+                let owner = owner_of(b'k', key);
+                by_node.entry(node).or_default().push((
+                    key[(split + 1).min(key.len())..].to_vec(),
+                    v.value().to_vec(),
+                    owner,
+                ));
             }
             for (node, entries) in by_node {
                 state.node(&node).kv.restore(entries);
@@ -192,18 +237,19 @@ impl Checkpoints {
         if let Ok(timers) = txn.open_table(TIMERS) {
             for entry in timers.iter().map_err(|e| self.err(e))? {
                 let (k, at) = entry.map_err(|e| self.err(e))?;
+                let owner = owner_of(b't', k.value().as_bytes());
                 let (node, key) = k.value().split_once('\0').unwrap_or((k.value(), ""));
-                state.node(node).timers.set(key, at.value());
+                state.node(node).timers.set(key, at.value(), owner);
             }
         }
         if let Ok(tables) = txn.open_table(TABLES) {
-            let mut all: std::collections::HashMap<String, std::collections::BTreeMap<String, serde_json::Value>> =
-                Default::default();
+            let mut all: super::table::TableRows = Default::default();
             for entry in tables.iter().map_err(|e| self.err(e))? {
                 let (k, v) = entry.map_err(|e| self.err(e))?;
+                let owner = owner_of(b'b', k.value().as_bytes());
                 let (name, key) = k.value().split_once('\0').unwrap_or((k.value(), ""));
                 let value = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
-                all.entry(name.to_string()).or_default().insert(key.to_string(), value);
+                all.entry(name.to_string()).or_default().insert(key.to_string(), (value, owner));
             }
             state.tables().restore(all);
         }
@@ -231,9 +277,11 @@ mod tests {
         };
         let h = node.windows.define("avg", spec).unwrap();
         node.windows.lock()[h].add_value("zone", 3, 0, 2.5);
-        node.kv.put(b"k", b"v");
-        node.timers.set("tick", 99);
-        state.tables().put("registry", "d1", serde_json::json!({"region": "north"}));
+        node.windows.lock()[h].own("zone", 4);
+        node.kv.put(b"k", b"v", 4);
+        node.kv.put(b"old", b"v", UNOWNED);
+        node.timers.set("tick", 99, 4);
+        state.tables().put("registry", "d1", serde_json::json!({"region": "north"}), 4);
         let position = SourcePosition {
             source: "in.jsonl".into(),
             position: 42,
@@ -252,9 +300,14 @@ mod tests {
         cp.restore(&restored).unwrap();
         let node = restored.node("avg");
         assert_eq!(node.kv.get(b"k"), Some(b"v".to_vec()));
-        assert_eq!(node.timers.take_due(100), vec![(99, "tick".to_string())]);
+        assert_eq!(
+            node.kv.snapshot(),
+            vec![(b"k".to_vec(), b"v".to_vec(), 4), (b"old".to_vec(), b"v".to_vec(), UNOWNED)]
+        );
+        assert_eq!(node.timers.take_due(100), vec![(99, "tick".to_string(), 4)]);
         assert_eq!(restored.tables().get("registry", "d1"), Some(serde_json::json!({"region": "north"})));
+        assert_eq!(restored.tables().snapshot()["registry"]["d1"].1, 4, "owners survive a checkpoint");
         let closed = node.windows.lock()[0].due(i64::MAX);
-        assert_eq!((closed[0].key.as_str(), closed[0].acc.sum), ("zone", 2.5));
+        assert_eq!((closed[0].key.as_str(), closed[0].acc.sum, closed[0].owner), ("zone", 2.5, 4));
     }
 }

@@ -8,30 +8,41 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::table::Tables;
-use super::window::{WindowSpec, WindowStore};
+use super::window::{Owner, WindowSpec, WindowStore};
 
-/// Key/value pairs of a node's keyed state, as a checkpoint holds them.
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+/// Key/value pairs of a node's keyed state with their partitions, as a checkpoint holds them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>, Owner)>;
 
-/// Plain keyed state of one node: bytes to bytes.
+/// Plain keyed state of one node: bytes to bytes, each entry owned by the source partition
+/// that last wrote it.
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
-    inner: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>>,
+    inner: Arc<Mutex<HashMap<Vec<u8>, (Vec<u8>, Owner)>>>,
 }
 
 impl NodeState {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, (Vec<u8>, Owner)>> {
         // A panic while holding the lock cannot leave a map half-written: every operation below
         // is a single call on the map. So a poisoned lock is still a consistent map.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.lock().get(key).cloned()
+        self.lock().get(key).map(|(v, _)| v.clone())
     }
 
-    pub fn put(&self, key: &[u8], value: &[u8]) {
-        self.lock().insert(key.to_vec(), value.to_vec());
+    pub fn put(&self, key: &[u8], value: &[u8], owner: Owner) {
+        let mut map = self.lock();
+        match map.get_mut(key) {
+            Some(entry) => {
+                entry.0.clear();
+                entry.0.extend_from_slice(value);
+                entry.1 = owner;
+            }
+            None => {
+                map.insert(key.to_vec(), (value.to_vec(), owner));
+            }
+        }
     }
 
     pub fn delete(&self, key: &[u8]) {
@@ -44,13 +55,22 @@ impl NodeState {
 
     /// Every entry, for a checkpoint.
     pub fn snapshot(&self) -> Entries {
-        let mut entries: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut entries: Vec<_> = self.lock().iter().map(|(k, (v, o))| (k.clone(), v.clone(), *o)).collect();
         entries.sort();
         entries
     }
 
+    /// Adds `entries`, replacing values of the same keys (a checkpoint or a partition's share).
     pub fn restore(&self, entries: Entries) {
-        *self.lock() = entries.into_iter().collect();
+        self.lock().extend(entries.into_iter().map(|(k, v, o)| (k, (v, o))));
+    }
+
+    /// Forgets the entries `owner` owns; returns how many.
+    pub fn drop_owner(&self, owner: Owner) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, (_, o)| *o != owner);
+        before - map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,19 +115,23 @@ impl NodeWindows {
     }
 }
 
-/// Processing-time timers of one node: key → when it fires (ms).
+/// Processing-time timers of one node: key → when it fires (ms), and the partition whose
+/// message set it.
 #[derive(Debug, Clone, Default)]
 pub struct NodeTimers {
-    inner: Arc<Mutex<HashMap<String, i64>>>,
+    inner: Arc<Mutex<HashMap<String, (i64, Owner)>>>,
 }
 
+/// A timer that came due: when it was set for, its key, its partition.
+pub type DueTimer = (i64, String, Owner);
+
 impl NodeTimers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (i64, Owner)>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn set(&self, key: &str, at: i64) {
-        self.lock().insert(key.to_string(), at);
+    pub fn set(&self, key: &str, at: i64, owner: Owner) {
+        self.lock().insert(key.to_string(), (at, owner));
     }
 
     pub fn cancel(&self, key: &str) {
@@ -115,15 +139,23 @@ impl NodeTimers {
     }
 
     /// Removes and returns the timers due at `now`, earliest first (then by key).
-    pub fn take_due(&self, now: i64) -> Vec<(i64, String)> {
+    pub fn take_due(&self, now: i64) -> Vec<DueTimer> {
         let mut timers = self.lock();
-        let mut due: Vec<(i64, String)> =
-            timers.iter().filter(|(_, at)| **at <= now).map(|(k, at)| (*at, k.clone())).collect();
+        let mut due: Vec<DueTimer> =
+            timers.iter().filter(|(_, (at, _))| *at <= now).map(|(k, (at, o))| (*at, k.clone(), *o)).collect();
         due.sort();
-        for (_, key) in &due {
+        for (_, key, _) in &due {
             timers.remove(key);
         }
         due
+    }
+
+    /// Forgets the timers `owner` owns; returns how many.
+    pub fn drop_owner(&self, owner: Owner) -> usize {
+        let mut timers = self.lock();
+        let before = timers.len();
+        timers.retain(|_, (_, o)| *o != owner);
+        before - timers.len()
     }
 
     /// How many timers are waiting to fire.
@@ -135,8 +167,8 @@ impl NodeTimers {
         self.lock().is_empty()
     }
 
-    pub fn snapshot(&self) -> Vec<(String, i64)> {
-        let mut all: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
+    pub fn snapshot(&self) -> Vec<(String, i64, Owner)> {
+        let mut all: Vec<_> = self.lock().iter().map(|(k, (at, o))| (k.clone(), *at, *o)).collect();
         all.sort();
         all
     }

@@ -30,6 +30,7 @@
 
 pub mod checkpoint;
 pub mod kv;
+pub mod partition;
 pub mod table;
 pub mod time;
 pub mod window {

@@ -7,18 +7,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use super::window::Owner;
+
+/// Rows of every table: name → key → (value, the partition whose message wrote it).
+pub type TableRows = HashMap<String, BTreeMap<String, (Value, Owner)>>;
+
+/// A chain's tables. A table is partitioned like its input: each row belongs to the source
+/// partition that wrote it, and moves with it on a rebalance (Kafka Streams' KTable, joined
+/// co-partitioned), so a table fed by a registry topic must be keyed like the stream it enriches.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
-    inner: Arc<Mutex<HashMap<String, BTreeMap<String, Value>>>>,
+    inner: Arc<Mutex<TableRows>>,
 }
 
 impl Tables {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, Value>>> {
+    fn lock(&self) -> MutexGuard<'_, TableRows> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn put(&self, table: &str, key: &str, value: Value) {
-        self.lock().entry(table.to_string()).or_default().insert(key.to_string(), value);
+    pub fn put(&self, table: &str, key: &str, value: Value, owner: Owner) {
+        self.lock().entry(table.to_string()).or_default().insert(key.to_string(), (value, owner));
     }
 
     pub fn delete(&self, table: &str, key: &str) {
@@ -28,15 +36,31 @@ impl Tables {
     }
 
     pub fn get(&self, table: &str, key: &str) -> Option<Value> {
-        self.lock().get(table)?.get(key).cloned()
+        self.lock().get(table)?.get(key).map(|(v, _)| v.clone())
     }
 
     /// Every table, for a checkpoint.
-    pub fn snapshot(&self) -> HashMap<String, BTreeMap<String, Value>> {
+    pub fn snapshot(&self) -> TableRows {
         self.lock().clone()
     }
 
-    pub fn restore(&self, tables: HashMap<String, BTreeMap<String, Value>>) {
-        *self.lock() = tables;
+    /// Adds rows, replacing those of the same keys (a checkpoint or a partition's share).
+    pub fn restore(&self, tables: TableRows) {
+        let mut all = self.lock();
+        for (name, rows) in tables {
+            all.entry(name).or_default().extend(rows);
+        }
+    }
+
+    /// Forgets the rows `owner` owns; returns how many.
+    pub fn drop_owner(&self, owner: Owner) -> usize {
+        let mut all = self.lock();
+        let mut dropped = 0;
+        for rows in all.values_mut() {
+            let before = rows.len();
+            rows.retain(|_, (_, o)| *o != owner);
+            dropped += before - rows.len();
+        }
+        dropped
     }
 }
