@@ -17,11 +17,14 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>, Owner)>;
 /// that last wrote it.
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
-    inner: Arc<Mutex<HashMap<Vec<u8>, (Vec<u8>, Owner)>>>,
+    inner: Arc<Mutex<Values>>,
 }
 
+/// key → (value, owner).
+type Values = HashMap<Vec<u8>, (Vec<u8>, Owner)>;
+
 impl NodeState {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, (Vec<u8>, Owner)>> {
+    fn lock(&self) -> MutexGuard<'_, Values> {
         // A panic while holding the lock cannot leave a map half-written: every operation below
         // is a single call on the map. So a poisoned lock is still a consistent map.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
