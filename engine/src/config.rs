@@ -147,6 +147,18 @@ pub struct KafkaSourceSpec {
     /// Extra librdkafka consumer properties (TLS, SASL, tuning); they win over Sluice's defaults.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Hand keyed state over on rebalances through `{group}-{topic}-changelog` topics (see
+    /// `sources::kafka::changelog`). Off: a partition that moves starts with empty state on its
+    /// new owner.
+    #[serde(default = "yes")]
+    pub changelog: bool,
+    /// Replication factor of changelog topics Sluice creates (default: the input topic's).
+    #[serde(default)]
+    pub changelog_replication: Option<i32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a record's bytes become a message.

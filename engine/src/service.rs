@@ -14,6 +14,7 @@
 //! Windows are not flushed at shutdown: the stream has not ended, it is only paused. Their
 //! state is checkpointed and the next start carries on.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,9 @@ use crate::sources::kafka::{Checkpointer, KafkaSource, Offsets};
 use crate::state::StateStore;
 use crate::state::checkpoint::Captured;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
+use crate::state::partition::PartitionState;
 use crate::state::time::Watermarks;
+use crate::state::window::Owner;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -154,13 +157,32 @@ impl Saver {
 }
 
 impl Checkpointer for Saver {
-    fn save(&self, offsets: &Offsets) -> Result<(), String> {
-        self.save_with(offsets)
+    fn save(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String> {
+        let _gate = self.progress.gate();
+        for out in &self.outputs {
+            jsonl::flush(out).map_err(|e| format!("cannot flush an output: {e}"))?;
+        }
+        let mut captured = Captured::of(&self.state, &self.position(offsets)).map_err(|e| e.to_string())?;
+        captured.partitions = self.state.split(partitions);
+        if let Some(cp) = &self.checkpoints {
+            cp.write(&captured).map_err(|e| e.to_string())?;
+        }
+        Ok(captured)
     }
 
-    fn capture(&self, offsets: &Offsets) -> Result<Captured, String> {
+    fn capture(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String> {
         let _gate = self.progress.gate();
-        Captured::of(&self.state, &self.position(offsets)).map_err(|e| e.to_string())
+        let mut captured = Captured::of(&self.state, &self.position(offsets)).map_err(|e| e.to_string())?;
+        captured.partitions = self.state.split(partitions);
+        Ok(captured)
+    }
+
+    fn absorb(&self, partition: Owner, state: PartitionState) -> Result<(), String> {
+        self.state.absorb(partition, state).map_err(|e| e.to_string())
+    }
+
+    fn drop_partition(&self, partition: Owner) -> usize {
+        self.state.drop_owner(partition)
     }
 
     fn persist(&self, captured: &Captured) -> Result<(), String> {
@@ -287,6 +309,8 @@ pub async fn serve(
                 ("sluice_kafka_malformed_total", "Records skipped: not a message.", 1),
                 ("sluice_kafka_commits_total", "Checkpoints committed to the group.", 2),
                 ("sluice_kafka_rebalances_total", "Rebalance callbacks (assign and revoke).", 3),
+                ("sluice_kafka_changelog_snapshots_total", "Partition state snapshots written to the changelog.", 4),
+                ("sluice_kafka_partitions_restored_total", "Partitions whose state came from the changelog.", 5),
             ] {
                 let stats = kafka.stats.clone();
                 metrics.register(crate::admin::Metric {
@@ -295,7 +319,14 @@ pub async fn serve(
                     kind: "counter",
                     read: Box::new(move || {
                         let s = &stats;
-                        [&s.records, &s.malformed, &s.commits, &s.rebalances][read]
+                        [
+                            &s.records,
+                            &s.malformed,
+                            &s.commits,
+                            &s.rebalances,
+                            &s.snapshots_written,
+                            &s.partitions_restored,
+                        ][read]
                             .load(std::sync::atomic::Ordering::Relaxed) as f64
                     }),
                 });

@@ -342,6 +342,59 @@ fn two_instances_in_one_group_split_the_partitions_and_agree_with_one() {
     }
 }
 
+/// Partitions move twice while their windows are open — to a second instance joining, and back
+/// when it leaves — and every window still counts every reading: each partition's state goes
+/// with it through the changelog.
+#[test]
+fn partitions_moving_mid_window_take_their_state_along() {
+    let broker = Tansu::start();
+    broker.create_topic("readings", 6);
+    broker.create_topic("windows", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let chain = window_chain(dir.path());
+    let config = config(dir.path(), &broker.brokers, "handover", "readings", "windows", "", "");
+    let per_device = 1_200;
+    let input = readings(12, per_device);
+    let expected = expected_windows(&input);
+    // Cut inside windows: reading 410 of a device is at 102.5 s, 820 at 205 s.
+    let (head, rest) = input.split_at(410 * 12);
+    let (middle, tail) = rest.split_at(410 * 12);
+
+    let a = Service::start(dir.path(), &chain, &config, "state-a");
+    a.wait_for_log("partitions assigned", Duration::from_secs(60));
+    broker.produce("readings", head);
+    // Every window before 100 s closed on the first instance: 12 devices × 10 windows. The
+    // windows at [100 s, 110 s) are open, a quarter full.
+    let seen = broker.read_until("windows", Duration::from_secs(120), |v| v.len() >= 120);
+    assert!(seen.len() >= 120, "the first instance closed the first windows:\n{}", a.log());
+
+    let b = Service::start(dir.path(), &chain, &config, "state-b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.log().matches("partitions assigned").count() < 2 || !b.log().contains("partitions assigned") {
+        assert!(Instant::now() < deadline, "no rebalance:\n{}\n---\n{}", a.log(), b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.produce("readings", middle);
+    let seen = broker.read_until("windows", Duration::from_secs(120), |v| v.len() >= 240);
+    assert!(seen.len() >= 240, "both instances closed windows up to 200 s:\n{}\n---\n{}", a.log(), b.log());
+
+    // The second instance leaves: its partitions go back, with the windows at [200 s, 210 s).
+    let log_b = b.log();
+    assert!(b.stop().success(), "{log_b}");
+    broker.produce("readings", tail);
+    broker.produce("readings", &closers(6));
+    let values = broker.read_until("windows", Duration::from_secs(300), complete(&expected));
+    let log_a = a.log();
+    assert!(a.stop().success(), "{log_a}");
+    let results = results_of(&values);
+    let wrong: Vec<_> = expected.iter().filter(|(k, v)| results.get(*k) != Some(*v)).take(5).collect();
+    assert!(wrong.is_empty(), "windows differ, e.g. {wrong:?}\n--- a:\n{log_a}\n--- b:\n{log_b}");
+    assert_eq!(results, expected);
+    // Both directions went through the changelog: three partitions to the newcomer, and back.
+    assert_eq!(log_b.matches("state restored from the changelog").count(), 3, "{log_b}");
+    assert!(log_a.matches("state restored from the changelog").count() >= 3, "{log_a}");
+}
+
 #[test]
 fn broker_outage_mid_run_loses_nothing() {
     // The broker stays up (its storage is in memory) but becomes unreachable: every connection

@@ -41,6 +41,11 @@ use super::Feed;
 use crate::config::{KafkaSourceSpec, PayloadFormat};
 use crate::flow::{Ack, AckTarget};
 use crate::state::checkpoint::Captured;
+use crate::state::partition::PartitionState;
+use crate::state::window::Owner;
+
+pub mod changelog;
+use changelog::Changelog;
 
 /// Namespace of record ids: uuid v5 of `topic/partition@offset`.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_6b61_666b_6100);
@@ -54,18 +59,26 @@ pub enum KafkaSourceError {
     Setup { brokers: String, message: String },
     #[error("Kafka source: checkpoint failed: {0}")]
     Checkpoint(String),
+    #[error("Kafka source: {0}")]
+    Handover(String),
 }
 
-/// What the service does at a cut.
+/// What the service does at a cut, and with state that moves.
 pub trait Checkpointer: Send + Sync {
     /// Saves the state with these offsets now (the pipeline is idle and every message handed
-    /// out is acked when it is called): revocation, shutdown.
-    fn save(&self, offsets: &Offsets) -> Result<(), String>;
+    /// out is acked when it is called): revocation, shutdown. The result also holds the state
+    /// of each of `partitions`, for the changelog.
+    fn save(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String>;
     /// Takes the state in memory with these offsets (the pipeline is idle; outputs of the
-    /// messages it covers may still be on their way).
-    fn capture(&self, offsets: &Offsets) -> Result<Captured, String>;
+    /// messages it covers may still be on their way), with each of `partitions`' share.
+    fn capture(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String>;
     /// Writes what [`Checkpointer::capture`] took (every message it covers is now acked).
     fn persist(&self, captured: &Captured) -> Result<(), String>;
+    /// Takes in a partition's state from the changelog (the partition moved here).
+    fn absorb(&self, partition: Owner, state: PartitionState) -> Result<(), String>;
+    /// Forgets a partition's state (it moved away, or the changelog has newer); returns how
+    /// many entries.
+    fn drop_partition(&self, partition: Owner) -> usize;
 }
 
 /// Counts of a run, for logs and `/metrics`.
@@ -75,6 +88,10 @@ pub struct KafkaSourceStats {
     pub malformed: AtomicU64,
     pub commits: AtomicU64,
     pub rebalances: AtomicU64,
+    /// Partition snapshots written to the changelog.
+    pub snapshots_written: AtomicU64,
+    /// Partitions whose state was restored from the changelog on assignment.
+    pub partitions_restored: AtomicU64,
 }
 
 /// The key of a partition in checkpoints and logs.
@@ -93,7 +110,8 @@ struct Track {
     partition: i32,
     /// Offsets handed to the pipeline and not yet acked.
     pending: BTreeSet<i64>,
-    /// One past the last offset handed out.
+    /// One past the last offset handed out; at assignment, the offset the state reflects (-1:
+    /// unknown, the group's committed offset applies).
     next: i64,
     assigned: bool,
 }
@@ -120,8 +138,8 @@ impl Tracker {
         self.partitions.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|t| t.pending.len()).sum()
     }
 
-    /// Next offsets of assigned partitions that have handed out something (safe to commit
-    /// once nothing is pending): `(topic, partition, offset)`.
+    /// Next offsets of assigned partitions with a known position (safe to commit once nothing
+    /// is pending): `(topic, partition, offset)`.
     fn positions(&self) -> Vec<(String, i32, i64)> {
         let tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         tracks
@@ -131,7 +149,7 @@ impl Tracker {
             .collect()
     }
 
-    /// One past the last offset handed out, per assigned partition that handed out something:
+    /// One past the last offset handed out, per assigned partition with a known position:
     /// what a capture taken while the pipeline is idle covers.
     fn handed_out_positions(&self) -> Vec<(String, i32, i64)> {
         let tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
@@ -149,13 +167,17 @@ impl Tracker {
         })
     }
 
-    fn set_assigned(&self, topic: &str, partition: i32, assigned: bool) {
+    /// Marks `(topic, partition)` assigned from `next` (-1: unknown) or revoked.
+    fn set_assigned(&self, topic: &str, partition: i32, assigned: bool, next: Option<i64>) {
         let i = self.index(topic, partition);
         let mut tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         tracks[i].assigned = assigned;
+        if let Some(next) = next {
+            tracks[i].next = next;
+        }
     }
 
-    /// The next offset this process would read on `(topic, partition)`, if it read any.
+    /// The next offset this process would read on `(topic, partition)`, if it knows it.
     fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         let tracks = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         tracks.iter().find(|t| t.partition == partition && t.topic == topic && t.next >= 0).map(|t| t.next)
@@ -172,14 +194,19 @@ impl AckTarget for Tracker {
     }
 }
 
-/// The consumer's context: runs the cut on revocation and seeks to checkpointed offsets on
-/// assignment.
+/// The consumer's context: runs the cut on revocation, and on assignment brings each
+/// partition's state to where its new offset is.
 struct Context {
     tracker: Arc<Tracker>,
     cut: Arc<Cut>,
-    /// Offsets of the restored checkpoint, used once per partition on its first assignment.
-    restored: Mutex<Offsets>,
+    /// Partitions whose state this process holds but which are not assigned to it (revoked and
+    /// not yet reassigned, or restored from the local checkpoint before the first assignment),
+    /// with the offset that state reflects.
+    parked: Mutex<Offsets>,
     stats: Arc<KafkaSourceStats>,
+    /// A rebalance that could not bring a partition's state (the changelog unreadable): the
+    /// source stops with this error rather than run on with state missing.
+    fatal: Mutex<Option<String>>,
 }
 
 impl ClientContext for Context {
@@ -189,25 +216,104 @@ impl ClientContext for Context {
     }
 }
 
+/// Where an assigned partition resumes, and with what state.
+#[derive(Debug, PartialEq)]
+enum Resume {
+    /// The state held here is the newest: read on from its offset.
+    Local(i64),
+    /// The changelog has newer state: it replaces what is held here.
+    Changelog(i64),
+    /// No state anywhere: empty, from the group's committed offset.
+    Committed,
+}
+
+/// The rule, in one place: the newest of the local state (`local`) and the changelog's
+/// (`changelog`), by the offset each reflects; the local one on a tie (no read needed).
+fn resume_from(local: Option<i64>, changelog: Option<i64>) -> Resume {
+    match (local, changelog) {
+        (Some(l), Some(c)) if c > l => Resume::Changelog(c),
+        (Some(l), _) => Resume::Local(l),
+        (None, Some(c)) => Resume::Changelog(c),
+        (None, None) => Resume::Committed,
+    }
+}
+
+impl Context {
+    /// Brings `(topic, partition)`'s state to where it resumes; returns that offset, if known.
+    fn take_over(&self, topic: &str, partition: i32, parked: &mut Offsets) -> Result<Option<i64>, String> {
+        let key = partition_key(topic, partition);
+        let owner = watermark_partition(topic, partition);
+        let local = parked.remove(&key);
+        let Some(changelog) = &self.cut.changelog else {
+            // No changelog: what is held here, else the group's offset.
+            match local {
+                Some(_) => {}
+                None => self.cut.feed.expect_partition(owner),
+            }
+            return Ok(local);
+        };
+        let newest = changelog.latest(topic, partition).map_err(|e| e.to_string())?.map(|(_, head)| head.offset);
+        match resume_from(local, newest) {
+            Resume::Local(offset) => Ok(Some(offset)),
+            Resume::Committed => {
+                self.cut.feed.expect_partition(owner);
+                Ok(None)
+            }
+            Resume::Changelog(_) => {
+                let snapshot = changelog
+                    .read(topic, partition)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("the changelog of `{key}` lost its snapshot while being read"))?;
+                let dropped = self.cut.checkpointer.drop_partition(owner);
+                let entries = snapshot.state.len();
+                self.cut.checkpointer.absorb(owner, snapshot.state).map_err(|e| format!("`{key}`: {e}"))?;
+                self.cut.feed.resume_partition(owner, snapshot.max_event_time);
+                self.stats.partitions_restored.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    partition = %key,
+                    offset = snapshot.offset,
+                    entries,
+                    replaced = dropped,
+                    "Kafka source: state restored from the changelog"
+                );
+                Ok(Some(snapshot.offset))
+            }
+        }
+    }
+}
+
 impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut restored = self.restored.lock().unwrap_or_else(|p| p.into_inner());
+                let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
                 let mut assigned = Vec::new();
                 for mut elem in tpl.elements() {
-                    let key = partition_key(elem.topic(), elem.partition());
-                    // Where this process's state says the partition is: past what it has
-                    // processed already (the assignment came back after a session loss), else
-                    // the restored checkpoint's offset, else the group's committed offset.
-                    let resume = self.tracker.position(elem.topic(), elem.partition()).or(restored.remove(&key));
+                    let (topic, partition) = (elem.topic().to_string(), elem.partition());
+                    let resume = match self.take_over(&topic, partition, &mut parked) {
+                        Ok(resume) => resume,
+                        Err(e) => {
+                            let message = format!("cannot take over the state of `{topic}/{partition}`: {e}");
+                            tracing::error!("Kafka source: {message}");
+                            *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+                            None
+                        }
+                    };
                     if let Some(offset) = resume {
                         let _ = elem.set_offset(Offset::Offset(offset));
                     }
-                    assigned.push(key);
-                    self.tracker.set_assigned(elem.topic(), elem.partition(), true);
-                    self.cut.feed.expect_partition(watermark_partition(elem.topic(), elem.partition()));
+                    self.tracker.set_assigned(&topic, partition, true, Some(resume.unwrap_or(-1)));
+                    assigned.push(partition_key(&topic, partition));
+                }
+                // State held for partitions that went elsewhere: their new owners have it (the
+                // changelog), and windows of theirs must not fire here too.
+                for (key, _) in std::mem::take(&mut *parked) {
+                    let Some((topic, partition)) = split_partition_key(&key) else { continue };
+                    let owner = watermark_partition(topic, partition);
+                    let dropped = self.cut.checkpointer.drop_partition(owner);
+                    self.cut.feed.forget_partition(owner);
+                    tracing::info!(partition = %key, entries = dropped, "Kafka source: state of a partition now elsewhere dropped");
                 }
                 tracing::info!(partitions = ?assigned, "Kafka source: partitions assigned");
                 if let Err(e) = consumer.assign(tpl) {
@@ -215,16 +321,28 @@ impl ConsumerContext for Context {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Hand over cleanly: everything read so far finished, saved and committed.
+                // Hand over cleanly: everything read so far finished, saved, in the changelog
+                // and committed.
                 if let Err(e) = self.cut.run(consumer, &self.tracker) {
                     tracing::error!("Kafka source: checkpoint before revocation failed: {e}");
                 }
-                let revoked: Vec<_> = tpl.elements().iter().map(|e| partition_key(e.topic(), e.partition())).collect();
-                // Their events now go to another instance: they no longer hold this one's
-                // watermark back.
+                let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+                let mut revoked = Vec::new();
                 for elem in tpl.elements() {
-                    self.tracker.set_assigned(elem.topic(), elem.partition(), false);
-                    self.cut.feed.forget_partition(watermark_partition(elem.topic(), elem.partition()));
+                    let (topic, partition) = (elem.topic(), elem.partition());
+                    let key = partition_key(topic, partition);
+                    // Kept until the next assignment: if the partition comes back unchanged, its
+                    // state is still here; if not, it is dropped then.
+                    if let Some(offset) = self.tracker.position(topic, partition) {
+                        parked.insert(key.clone(), offset);
+                    } else {
+                        // Nothing known of it here: nothing of it to keep.
+                        let owner = watermark_partition(topic, partition);
+                        self.cut.checkpointer.drop_partition(owner);
+                        self.cut.feed.forget_partition(owner);
+                    }
+                    self.tracker.set_assigned(topic, partition, false, None);
+                    revoked.push(key);
                 }
                 tracing::info!(partitions = ?revoked, "Kafka source: partitions revoked");
                 if let Err(e) = consumer.unassign() {
@@ -236,10 +354,17 @@ impl ConsumerContext for Context {
     }
 }
 
-/// The consistent cut: all handed-out messages acked, state saved with the offsets, offsets
-/// committed.
+/// `"topic/partition"` back into its parts.
+fn split_partition_key(key: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = key.rsplit_once('/')?;
+    Some((topic, partition.parse().ok()?))
+}
+
+/// The consistent cut: all handed-out messages acked, state saved with the offsets, each
+/// partition's state in the changelog, offsets committed.
 struct Cut {
     checkpointer: Arc<dyn Checkpointer>,
+    changelog: Option<Arc<Changelog>>,
     feed: Feed,
     stats: Arc<KafkaSourceStats>,
     /// Set while the source stops: no more waiting for acks that cannot come.
@@ -253,11 +378,24 @@ struct Cut {
 struct PendingCut {
     captured: Captured,
     targets: Vec<(String, i32, i64)>,
+    /// Greatest event time per target partition, at the capture.
+    max_seen: BTreeMap<Owner, i64>,
     epoch: u64,
     started: Instant,
 }
 
 impl Cut {
+    /// The watermark partitions of `targets`, and their greatest event times now.
+    fn owners(&self, targets: &[(String, i32, i64)]) -> (BTreeSet<Owner>, BTreeMap<Owner, i64>) {
+        if self.changelog.is_none() {
+            return Default::default();
+        }
+        let owners: BTreeSet<Owner> = targets.iter().map(|(t, p, _)| watermark_partition(t, *p)).collect();
+        let watermarks = self.feed.watermarks();
+        let max_seen = owners.iter().filter_map(|o| Some((*o, watermarks.max_seen(*o)?))).collect();
+        (owners, max_seen)
+    }
+
     /// The periodic cut, first half: waits only until the workers have run every message handed
     /// out (not until their outputs are delivered), takes the state in memory, and lets the
     /// source read on. Output deliveries — a broker round trip — no longer stall the input.
@@ -271,25 +409,56 @@ impl Cut {
         }
         let targets = tracker.handed_out_positions();
         let offsets: Offsets = targets.iter().map(|(t, p, offset)| (partition_key(t, *p), *offset)).collect();
-        let captured = self.checkpointer.capture(&offsets)?;
-        Ok(PendingCut { captured, targets, epoch: self.epoch.load(Ordering::SeqCst), started })
+        let (owners, max_seen) = self.owners(&targets);
+        let captured = self.checkpointer.capture(&offsets, &owners)?;
+        Ok(PendingCut { captured, targets, max_seen, epoch: self.epoch.load(Ordering::SeqCst), started })
     }
 
-    /// The second half, once every message the capture covers is acked: write it, then commit
-    /// its offsets. `Ok(false)`: stale (a blocking cut came in between), nothing done.
+    /// Writes each target partition's state to the changelog (those that changed).
+    fn write_changelog(
+        &self,
+        captured: &Captured,
+        targets: &[(String, i32, i64)],
+        max_seen: &BTreeMap<Owner, i64>,
+    ) -> Result<(), String> {
+        let Some(changelog) = &self.changelog else { return Ok(()) };
+        let empty = PartitionState::default();
+        for (topic, partition, offset) in targets {
+            let owner = watermark_partition(topic, *partition);
+            let state = captured.partitions.get(&owner).unwrap_or(&empty);
+            if changelog
+                .write(topic, *partition, *offset, max_seen.get(&owner).copied(), state)
+                .map_err(|e| e.to_string())?
+            {
+                self.stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, consumer: &BaseConsumer<Context>, targets: &[(String, i32, i64)]) -> Result<(), String> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in targets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+        }
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("commit {targets:?}: {e}"))?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The second half, once every message the capture covers is acked: write it, then the
+    /// changelog, then commit its offsets. `Ok(false)`: stale (a blocking cut came in between),
+    /// nothing done.
     fn finish(&self, consumer: &BaseConsumer<Context>, pending: PendingCut) -> Result<bool, String> {
         if pending.epoch != self.epoch.load(Ordering::SeqCst) {
             return Ok(false);
         }
         self.checkpointer.persist(&pending.captured)?;
-        if !pending.targets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition, offset) in &pending.targets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
-            }
-            consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("commit {:?}: {e}", pending.targets))?;
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        }
+        self.write_changelog(&pending.captured, &pending.targets, &pending.max_seen)?;
+        self.commit(consumer, &pending.targets)?;
         tracing::debug!(
             targets = ?pending.targets,
             took_ms = pending.started.elapsed().as_millis() as u64,
@@ -298,7 +467,8 @@ impl Cut {
         Ok(true)
     }
 
-    /// The blocking cut (revocation, shutdown): everything handed out acked, saved, committed.
+    /// The blocking cut (revocation, shutdown): everything handed out acked, saved, in the
+    /// changelog, committed.
     fn run(&self, consumer: &BaseConsumer<Context>, tracker: &Tracker) -> Result<(), String> {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -318,16 +488,10 @@ impl Cut {
         }
         let positions = tracker.positions();
         let offsets: Offsets = positions.iter().map(|(t, p, offset)| (partition_key(t, *p), *offset)).collect();
-        self.checkpointer.save(&offsets)?;
-        if positions.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, offset) in &positions {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
-        }
-        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("commit {offsets:?}: {e}"))?;
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let (owners, max_seen) = self.owners(&positions);
+        let captured = self.checkpointer.save(&offsets, &owners)?;
+        self.write_changelog(&captured, &positions, &max_seen)?;
+        self.commit(consumer, &positions)?;
         tracing::debug!(?offsets, took_ms = started.elapsed().as_millis() as u64, "Kafka source: committed");
         Ok(())
     }
@@ -358,8 +522,14 @@ impl KafkaSource {
         let stats = Arc::new(KafkaSourceStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let tracker = Arc::new(Tracker::default());
+        let changelog = if spec.changelog {
+            Some(Arc::new(Changelog::new(&spec).map_err(|e| setup(e.to_string()))?))
+        } else {
+            None
+        };
         let cut = Arc::new(Cut {
             checkpointer,
+            changelog,
             feed: feed.clone(),
             stats: stats.clone(),
             stopping: stop.clone(),
@@ -368,8 +538,9 @@ impl KafkaSource {
         let context = Context {
             tracker: tracker.clone(),
             cut: cut.clone(),
-            restored: Mutex::new(restored),
+            parked: Mutex::new(restored),
             stats: stats.clone(),
+            fatal: Mutex::new(None),
         };
         let mut config = ClientConfig::new();
         config
@@ -423,6 +594,10 @@ impl Reader {
         let mut last_cut = Instant::now();
         let mut pending: Option<PendingCut> = None;
         while !self.stop.load(Ordering::SeqCst) {
+            if let Some(fatal) = consumer.context().fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                consumer.unsubscribe();
+                return Err(KafkaSourceError::Handover(fatal));
+            }
             if pending.is_none() && last_cut.elapsed() >= self.every {
                 match self.cut.capture(&self.tracker) {
                     Ok(cut) => pending = Some(cut),
@@ -533,4 +708,30 @@ pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec) -> Result<Ms
 
 fn chrono_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The newest state wins, by the offset it reflects; a tie keeps what is here (no read).
+    #[test]
+    fn an_assigned_partition_resumes_from_the_newest_state() {
+        assert_eq!(resume_from(Some(100), Some(250)), Resume::Changelog(250), "another instance went further");
+        assert_eq!(resume_from(Some(100), Some(100)), Resume::Local(100), "the snapshot is this state");
+        assert_eq!(
+            resume_from(Some(300), Some(250)),
+            Resume::Local(300),
+            "saved here, the process died before its changelog write"
+        );
+        assert_eq!(resume_from(None, Some(250)), Resume::Changelog(250));
+        assert_eq!(resume_from(Some(7), None), Resume::Local(7));
+        assert_eq!(resume_from(None, None), Resume::Committed);
+    }
+
+    #[test]
+    fn partition_keys_split_back() {
+        assert_eq!(split_partition_key("solar/module-raw/3"), Some(("solar/module-raw", 3)));
+        assert_eq!(split_partition_key("readings"), None);
+    }
 }

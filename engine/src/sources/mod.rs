@@ -76,6 +76,13 @@ impl Feed {
         self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).expect(partition, now);
     }
 
+    /// A partition arrived with its state from another instance: its watermark continues from
+    /// the greatest event time seen there.
+    pub fn resume_partition(&self, partition: u32, max_seen: Option<i64>) {
+        let now = self.clock.now_ms();
+        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).resume(partition, max_seen, now);
+    }
+
     /// A partition was revoked: it no longer holds the watermark back.
     pub fn forget_partition(&self, partition: u32) {
         self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).remove(partition);

@@ -142,6 +142,17 @@ impl Watermarks {
         }
     }
 
+    /// The greatest event time seen on `partition`, if it has shown one.
+    pub fn max_seen(&self, partition: u32) -> Option<i64> {
+        self.partitions.get(&partition).map(|(max, _)| *max).filter(|max| *max != i64::MIN)
+    }
+
+    /// Takes over `partition` where another instance left it (its greatest event time), as of
+    /// processing time `now`.
+    pub fn resume(&mut self, partition: u32, max_seen: Option<i64>, now: i64) {
+        self.partitions.insert(partition, (max_seen.unwrap_or(i64::MIN), now));
+    }
+
     /// Forgets a partition (revoked from this instance).
     pub fn remove(&mut self, partition: u32) {
         self.partitions.remove(&partition);
