@@ -134,7 +134,7 @@ impl Changelog {
             // One record per batch: a reader starts at the last record of a partition, and
             // some brokers (tansu 0.6) answer a fetch from inside a batch with the next batch.
             .set("batch.num.messages", "1")
-            .set("message.timeout.ms", &TIMEOUT.as_millis().to_string());
+            .set("message.timeout.ms", TIMEOUT.as_millis().to_string());
         let mut reader = ClientConfig::new();
         reader
             .set("bootstrap.servers", &spec.brokers)
