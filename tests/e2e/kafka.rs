@@ -395,6 +395,47 @@ fn partitions_moving_mid_window_take_their_state_along() {
     assert!(log_a.matches("state restored from the changelog").count() >= 3, "{log_a}");
 }
 
+/// The changelog on a real broker: a snapshot larger than a record goes out in chunks and comes
+/// back whole, the newest snapshot is the one read, and an unchanged one is not written again.
+#[test]
+fn changelog_snapshots_round_trip_through_the_broker() {
+    use base64::Engine as _;
+    use sluice::sources::kafka::changelog::{CHUNK, Changelog};
+    use sluice::state::partition::PartitionState;
+
+    let broker = Tansu::start();
+    broker.create_topic("readings", 2);
+    let spec =
+        serde_json::from_value(json!({"brokers": broker.brokers, "group": "cl", "topics": ["readings"]})).unwrap();
+    let changelog = Changelog::new(&spec).unwrap();
+    assert_eq!(changelog.latest("readings", 1).unwrap().map(|(_, head)| head.offset), None, "nothing yet");
+
+    // 24 values of 100 KB: about 3.2 MB of JSON, several records.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let big = PartitionState {
+        kv: BTreeMap::from([(
+            "counter".to_string(),
+            (0..24u8).map(|i| (b64.encode([i]), b64.encode(vec![i; 100_000]))).collect(),
+        )]),
+        ..Default::default()
+    };
+    assert!(serde_json::to_vec(&big).unwrap().len() > 5 * CHUNK);
+    assert!(changelog.write("readings", 1, 500, Some(T0), &big).unwrap());
+    assert!(!changelog.write("readings", 1, 500, Some(T0), &big).unwrap(), "unchanged: not written again");
+    let back = changelog.read("readings", 1).unwrap().expect("a snapshot");
+    assert_eq!((back.offset, back.max_event_time), (500, Some(T0)));
+    assert_eq!(back.state, big);
+
+    let small = PartitionState {
+        tables: BTreeMap::from([("registry".into(), BTreeMap::from([("dev-1".into(), json!({"zone": "A"}))]))]),
+        ..Default::default()
+    };
+    assert!(changelog.write("readings", 1, 600, None, &small).unwrap());
+    let back = changelog.read("readings", 1).unwrap().expect("a snapshot");
+    assert_eq!((back.offset, back.state), (600, small), "the newest snapshot is read");
+    assert!(changelog.read("readings", 0).unwrap().is_none(), "partition 0 has none");
+}
+
 #[test]
 fn broker_outage_mid_run_loses_nothing() {
     // The broker stays up (its storage is in memory) but becomes unreachable: every connection
