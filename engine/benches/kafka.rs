@@ -123,6 +123,8 @@ fn reader(brokers: &str, topic: &str) -> BaseConsumer {
 fn config(brokers: &str, group: &str, input: &str, output: &str) -> Config {
     // `SLUICE_BENCH_CHECKPOINT_MS` (default 1000): how often the source cuts (drains, saves, commits).
     let every: u64 = std::env::var("SLUICE_BENCH_CHECKPOINT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    // `SLUICE_BENCH_CHANGELOG=false` leaves the changelog out, to see what it costs.
+    let changelog = std::env::var("SLUICE_BENCH_CHANGELOG").map_or(true, |v| v != "false");
     Config::parse(&format!(
         r#"
 [source]
@@ -130,6 +132,7 @@ type = "kafka"
 brokers = "{brokers}"
 group = "{group}"
 topics = ["{input}"]
+changelog = {changelog}
 [source.properties]
 "fetch.wait.max.ms" = "5"
 [output]

@@ -423,16 +423,21 @@ impl Cut {
     ) -> Result<(), String> {
         let Some(changelog) = &self.changelog else { return Ok(()) };
         let empty = PartitionState::default();
-        for (topic, partition, offset) in targets {
-            let owner = watermark_partition(topic, *partition);
-            let state = captured.partitions.get(&owner).unwrap_or(&empty);
-            if changelog
-                .write(topic, *partition, *offset, max_seen.get(&owner).copied(), state)
-                .map_err(|e| e.to_string())?
-            {
-                self.stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let writes: Vec<changelog::Write<'_>> = targets
+            .iter()
+            .map(|(topic, partition, offset)| {
+                let owner = watermark_partition(topic, *partition);
+                changelog::Write {
+                    input: topic,
+                    partition: *partition,
+                    offset: *offset,
+                    max_event_time: max_seen.get(&owner).copied(),
+                    state: captured.partitions.get(&owner).unwrap_or(&empty),
+                }
+            })
+            .collect();
+        let written = changelog.write_all(&writes).map_err(|e| e.to_string())?;
+        self.stats.snapshots_written.fetch_add(written as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -76,6 +76,16 @@ pub struct Head {
     pub first: Option<i64>,
 }
 
+/// One partition's state to write: [`Changelog::write_all`].
+pub struct Write<'a> {
+    pub input: &'a str,
+    pub partition: i32,
+    /// The next input offset: the state reflects every record before it.
+    pub offset: i64,
+    pub max_event_time: Option<i64>,
+    pub state: &'a PartitionState,
+}
+
 /// A partition's newest snapshot.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -255,74 +265,129 @@ impl Changelog {
         max_event_time: Option<i64>,
         state: &PartitionState,
     ) -> Result<bool, ChangelogError> {
-        let topic = self.topic(input)?;
-        let err = |message: String| ChangelogError::Partition { topic: topic.clone(), partition, message };
-        let body = serde_json::to_vec(state).map_err(|e| err(e.to_string()))?;
-        let hash = {
-            use std::hash::Hasher;
-            let mut h = fxhash::FxHasher64::default();
-            h.write(&body);
-            h.finish()
-        };
-        let key = (input.to_string(), partition);
-        if self.written.lock().unwrap_or_else(|p| p.into_inner()).get(&key) == Some(&(offset, hash)) {
-            return Ok(false);
-        }
-        let chunks: Vec<&[u8]> = if body.is_empty() { vec![&body[..]] } else { body.chunks(CHUNK).collect() };
-        let mut head = Head {
-            source: super::partition_key(input, partition),
-            offset,
-            max_event_time,
-            snapshot: uuid::Uuid::new_v4().to_string(),
-            chunk: 0,
-            chunks: chunks.len() as u32,
-            first: None,
-        };
-        // Chunk 0 first, alone: the last chunk must name its offset.
-        let first = self.send_and_wait(&topic, partition, &head, chunks[0]).map_err(&err)?;
-        head.first = Some(first);
-        for (i, chunk) in chunks.iter().enumerate().skip(1) {
-            head.chunk = i as u32;
-            self.send_and_wait(&topic, partition, &head, chunk).map_err(&err)?;
-        }
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (offset, hash));
-        tracing::debug!(%topic, partition, offset, bytes = body.len(), "Kafka source: changelog snapshot written");
-        Ok(true)
+        Ok(self.write_all(&[Write { input, partition, offset, max_event_time, state }])? == 1)
     }
 
-    /// Produces one record and waits for its delivery report: its offset.
-    fn send_and_wait(&self, topic: &str, partition: i32, head: &Head, chunk: &[u8]) -> Result<i64, String> {
-        let mut payload = serde_json::to_vec(head).map_err(|e| e.to_string())?;
-        payload.push(b'\n');
-        payload.extend_from_slice(chunk);
-        let slot = {
-            let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
-            *next += 1;
-            *next
-        };
-        let key = head.chunk.to_string();
-        let mut record = BaseRecord::with_opaque_to(topic, slot).partition(partition).key(&key).payload(&payload);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(format!("cannot produce: {e}")),
+    /// [`Changelog::write`] for several partitions at once: their records go out together,
+    /// so a cut waits for one broker round trip (two when a snapshot has several chunks), not
+    /// one per partition. Returns how many snapshots it wrote.
+    pub fn write_all(&self, writes: &[Write<'_>]) -> Result<usize, ChangelogError> {
+        struct Out {
+            topic: String,
+            partition: i32,
+            head: Head,
+            body: Vec<u8>,
+            key: (String, i32),
+            hash: u64,
+        }
+        let mut outs = Vec::new();
+        for w in writes {
+            let topic = self.topic(w.input)?;
+            let body = serde_json::to_vec(w.state).map_err(|e| ChangelogError::Partition {
+                topic: topic.clone(),
+                partition: w.partition,
+                message: e.to_string(),
+            })?;
+            let hash = {
+                use std::hash::Hasher;
+                let mut h = fxhash::FxHasher64::default();
+                h.write(&body);
+                h.finish()
+            };
+            let key = (w.input.to_string(), w.partition);
+            if self.written.lock().unwrap_or_else(|p| p.into_inner()).get(&key) == Some(&(w.offset, hash)) {
+                continue;
             }
+            let head = Head {
+                source: super::partition_key(w.input, w.partition),
+                offset: w.offset,
+                max_event_time: w.max_event_time,
+                snapshot: uuid::Uuid::new_v4().to_string(),
+                chunk: 0,
+                chunks: body.len().div_ceil(CHUNK).max(1) as u32,
+                first: None,
+            };
+            outs.push(Out { topic, partition: w.partition, head, body, key, hash });
+        }
+        let chunk = |body: &[u8], i: u32| -> Vec<u8> {
+            let start = (i as usize * CHUNK).min(body.len());
+            body[start..(start + CHUNK).min(body.len())].to_vec()
+        };
+        // Chunk 0 of every snapshot first: the last chunk of each must name its offset.
+        let sent: Vec<_> =
+            outs.iter().map(|o| (o.topic.as_str(), o.partition, o.head.clone(), chunk(&o.body, 0))).collect();
+        let firsts = self.send_all(&sent)?;
+        let mut rest = Vec::new();
+        for (o, first) in outs.iter_mut().zip(firsts) {
+            o.head.first = Some(first);
+            for i in 1..o.head.chunks {
+                let head = Head { chunk: i, ..o.head.clone() };
+                rest.push((o.topic.as_str(), o.partition, head, chunk(&o.body, i)));
+            }
+        }
+        self.send_all(&rest)?;
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        for o in &outs {
+            written.insert(o.key.clone(), (o.head.offset, o.hash));
+            tracing::debug!(topic = %o.topic, partition = o.partition, offset = o.head.offset, bytes = o.body.len(),
+                "Kafka source: changelog snapshot written");
+        }
+        Ok(outs.len())
+    }
+
+    /// Produces records `(topic, partition, head, chunk)` and waits for every delivery report:
+    /// their offsets, in order.
+    fn send_all(&self, records: &[(&str, i32, Head, Vec<u8>)]) -> Result<Vec<i64>, ChangelogError> {
+        let mut slots = Vec::with_capacity(records.len());
+        for (topic, partition, head, chunk) in records {
+            let err = |message: String| ChangelogError::Partition {
+                topic: topic.to_string(),
+                partition: *partition,
+                message,
+            };
+            let mut payload = serde_json::to_vec(head).map_err(|e| err(e.to_string()))?;
+            payload.push(b'\n');
+            payload.extend_from_slice(chunk);
+            let slot = {
+                let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+                *next += 1;
+                *next
+            };
+            let key = head.chunk.to_string();
+            let mut record = BaseRecord::with_opaque_to(topic, slot).partition(*partition).key(&key).payload(&payload);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(err(format!("cannot produce: {e}"))),
+                }
+            }
+            slots.push(slot);
         }
         let deadline = Instant::now() + TIMEOUT + Duration::from_secs(5);
-        loop {
-            if let Some(outcome) = self.producer.context().slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot)
-            {
-                return outcome.map_err(|e| format!("not delivered: {e}"));
+        let mut offsets = Vec::with_capacity(slots.len());
+        for (slot, (topic, partition, _, _)) in slots.into_iter().zip(records) {
+            let err = |message: String| ChangelogError::Partition {
+                topic: topic.to_string(),
+                partition: *partition,
+                message,
+            };
+            loop {
+                let report = self.producer.context().slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
+                if let Some(outcome) = report {
+                    offsets.push(outcome.map_err(|e| err(format!("not delivered: {e}")))?);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(err("no delivery report".into()));
+                }
+                let _ = self.producer.flush(Duration::from_millis(20));
             }
-            if Instant::now() > deadline {
-                return Err("no delivery report".into());
-            }
-            let _ = self.producer.flush(Duration::from_millis(100));
         }
+        Ok(offsets)
     }
 
     /// The head of partition `(input, partition)`'s newest snapshot, without its state.
