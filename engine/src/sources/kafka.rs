@@ -16,10 +16,13 @@
 //! checkpoint: state and offsets agree, and results produced after it come again with the same
 //! ids (record ids are derived from topic, partition and offset).
 //!
-//! **Rebalances.** On revocation the same cut runs before the partitions are given up, so the
-//! next owner starts exactly where this one committed. On assignment, partitions this instance
-//! has checkpointed resume from the checkpoint's offsets (which may be ahead of Kafka's if the
-//! process died between saving and committing); others from the group's committed offset.
+//! **Rebalances.** Every cut also writes each partition's state to the changelog before it
+//! commits ([`changelog`]). On revocation the same cut runs, blocking, before the partitions are
+//! given up, and their state is kept aside. On assignment each partition resumes from the newest
+//! state there is, by the offset it reflects: the one held here (kept aside, or restored from the
+//! local checkpoint, which may be ahead of Kafka's commit if the process died between saving
+//! and committing) or the changelog's snapshot (another instance went further). State held here
+//! for partitions that went elsewhere is dropped, so their windows fire on their new owner only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

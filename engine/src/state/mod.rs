@@ -5,7 +5,8 @@
 //! - [`window`]: tumbling, hopping and session windows per key, with a grace period;
 //! - [`table`]: keyed latest-value tables shared by a chain's nodes (enrichment);
 //! - [`kv`]: plain keyed state of one node;
-//! - [`checkpoint`]: all of it, with the source position it reflects, in one redb transaction.
+//! - [`checkpoint`]: all of it, with the source position it reflects, in one redb transaction;
+//! - [`partition`]: one source partition's share of it, which moves on a rebalance.
 //!
 //! State belongs to the node id, not to a module instance: a trap (which replaces the instance)
 //! or a hot reload of the module leaves it in place.
@@ -19,14 +20,12 @@
 //! keyed by the node's key, as Kafka Streams' repartition topics do. Watermarks are tracked per
 //! source partition ([`time::Watermarks`]).
 //!
-//! **Not yet done: handing state over on a rebalance.** A revoked partition is cut (its
-//! messages finished, the state checkpointed locally, its offsets committed) and its new owner
-//! resumes from those offsets, but the keyed state itself stays with the old owner: a window
-//! that is open while its partition moves is completed by the new owner from the records after
-//! the handover only. Results are exact when partitions stay put for the life of a window (the
-//! group is formed before the data flows), which is what the scale-out test checks. The plan is
-//! Kafka Streams' changelog: each cut also writes the changed entries of every partition to a
-//! `{group}-changelog` topic, and an assigned partition restores them before it is read.
+//! **Handing state over on a rebalance.** Every entry also records the source partition whose
+//! message last wrote it ([`partition`]); windows and timers pass theirs on to what they emit.
+//! A partition's share of the state can therefore be taken out, written to the Kafka source's
+//! changelog at each cut, and absorbed by the instance the partition moves to, which resumes
+//! right after the snapshot (`sources::kafka::changelog`). The instance it left drops its copy,
+//! so a window fires on exactly one instance.
 
 pub mod checkpoint;
 pub mod kv;
