@@ -375,6 +375,10 @@ struct Cut {
     /// Bumped by every blocking cut: a capture taken before one is stale and never written
     /// (it would put older state over newer).
     epoch: AtomicU64,
+    /// Held while a cut writes (checkpoint, changelog, commit): the periodic second half runs on
+    /// a thread of its own, and a blocking cut must not interleave with it (an older snapshot
+    /// would land in the changelog after a newer one).
+    writing: Mutex<()>,
 }
 
 /// A checkpoint taken in memory, waiting for the outputs of the messages it covers.
@@ -461,6 +465,7 @@ impl Cut {
     /// changelog, then commit its offsets. `Ok(false)`: stale (a blocking cut came in between),
     /// nothing done.
     fn finish(&self, consumer: &BaseConsumer<Context>, pending: PendingCut) -> Result<bool, String> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         if pending.epoch != self.epoch.load(Ordering::SeqCst) {
             return Ok(false);
         }
@@ -478,6 +483,7 @@ impl Cut {
     /// The blocking cut (revocation, shutdown): everything handed out acked, saved, in the
     /// changelog, committed.
     fn run(&self, consumer: &BaseConsumer<Context>, tracker: &Tracker) -> Result<(), String> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
         let mut warned = false;
@@ -542,6 +548,7 @@ impl KafkaSource {
             stats: stats.clone(),
             stopping: stop.clone(),
             epoch: AtomicU64::new(0),
+            writing: Mutex::new(()),
         });
         let context = Context {
             tracker: tracker.clone(),
@@ -598,29 +605,71 @@ struct Reader {
 
 impl Reader {
     fn run(self, consumer: BaseConsumer<Context>) -> Result<(), KafkaSourceError> {
+        let consumer = Arc::new(consumer);
         let acks: Arc<dyn AckTarget> = self.tracker.clone();
         let mut last_cut = Instant::now();
         let mut pending: Option<PendingCut> = None;
+        // The second half of a periodic cut (checkpoint write, changelog, commit: broker round
+        // trips) runs here, so the consumer keeps polling meanwhile. One at a time: the next
+        // capture waits until the last one is written.
+        let finishing = Arc::new(AtomicBool::new(false));
+        let (to_finisher, finisher_inbox) = std::sync::mpsc::channel::<PendingCut>();
+        let finisher = {
+            let (cut, consumer, finishing) = (self.cut.clone(), consumer.clone(), finishing.clone());
+            std::thread::Builder::new()
+                .name("sluice-kafka-cut".into())
+                .spawn(move || {
+                    for pending in finisher_inbox {
+                        // A failed cut (broker unreachable for the commit, say) is retried at
+                        // the next one: the checkpoint on disk, the changelog and the group's
+                        // offsets only ever lag, so a restart replays — never skips.
+                        if let Err(e) = cut.finish(&consumer, pending) {
+                            tracing::warn!("Kafka source: checkpoint deferred: {e}");
+                        }
+                        finishing.store(false, Ordering::SeqCst);
+                    }
+                })
+                .map_err(|e| KafkaSourceError::Checkpoint(format!("cannot start the cut thread: {e}")))?
+        };
+        let result = self.read(&consumer, &acks, &mut last_cut, &mut pending, &finishing, &to_finisher);
+        drop(to_finisher);
+        if finisher.join().is_err() {
+            tracing::error!("Kafka source: the cut thread panicked");
+        }
+        result?;
+        let result = self.cut.run(&consumer, &self.tracker).map_err(KafkaSourceError::Checkpoint);
+        consumer.unsubscribe();
+        result
+    }
+
+    /// The poll loop, until stopped.
+    fn read(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        acks: &Arc<dyn AckTarget>,
+        last_cut: &mut Instant,
+        pending: &mut Option<PendingCut>,
+        finishing: &AtomicBool,
+        to_finisher: &std::sync::mpsc::Sender<PendingCut>,
+    ) -> Result<(), KafkaSourceError> {
         while !self.stop.load(Ordering::SeqCst) {
             if let Some(fatal) = consumer.context().fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 consumer.unsubscribe();
                 return Err(KafkaSourceError::Handover(fatal));
             }
-            if pending.is_none() && last_cut.elapsed() >= self.every {
+            if pending.is_none() && !finishing.load(Ordering::SeqCst) && last_cut.elapsed() >= self.every {
                 match self.cut.capture(&self.tracker) {
-                    Ok(cut) => pending = Some(cut),
+                    Ok(cut) => *pending = Some(cut),
                     Err(e) => tracing::warn!("Kafka source: checkpoint deferred: {e}"),
                 }
-                last_cut = Instant::now();
+                *last_cut = Instant::now();
             }
             if pending.as_ref().is_some_and(|p| self.tracker.acked_below(&p.targets))
                 && let Some(cut) = pending.take()
             {
-                // A failed cut (broker unreachable for the commit, say) is retried at the next
-                // one: the checkpoint on disk and the group's offsets only ever lag, so a
-                // restart replays — never skips.
-                if let Err(e) = self.cut.finish(&consumer, cut) {
-                    tracing::warn!("Kafka source: checkpoint deferred: {e}");
+                finishing.store(true, Ordering::SeqCst);
+                if to_finisher.send(cut).is_err() {
+                    finishing.store(false, Ordering::SeqCst);
                 }
             }
             match consumer.poll(Duration::from_millis(50)) {
@@ -658,9 +707,7 @@ impl Reader {
                 }
             }
         }
-        let result = self.cut.run(&consumer, &self.tracker).map_err(KafkaSourceError::Checkpoint);
-        consumer.unsubscribe();
-        result
+        Ok(())
     }
 }
 

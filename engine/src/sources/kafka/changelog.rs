@@ -394,10 +394,19 @@ impl Changelog {
     pub fn latest(&self, input: &str, partition: i32) -> Result<Option<(i64, Head)>, ChangelogError> {
         let topic = self.topic(input)?;
         let err = |message: String| ChangelogError::Partition { topic: topic.clone(), partition, message };
-        let (low, high) = self
-            .reader
-            .fetch_watermarks(&topic, partition, TIMEOUT)
-            .map_err(|e| err(format!("cannot read its offsets: {e}")))?;
+        // The broker may be coming back (a rebalance often follows an outage): transient errors
+        // are retried until the timeout.
+        let deadline = Instant::now() + TIMEOUT;
+        let (low, high) = loop {
+            match self.reader.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                Ok(marks) => break marks,
+                Err(e) if Instant::now() > deadline => return Err(err(format!("cannot read its offsets: {e}"))),
+                Err(e) => {
+                    tracing::debug!(%topic, partition, error = %e, "changelog: offsets not read yet, retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
         if high <= low {
             return Ok(None);
         }
@@ -449,14 +458,20 @@ impl Changelog {
         self.reader.assign(&tpl).map_err(|e| format!("cannot read: {e}"))?;
         let mut out = Vec::new();
         let deadline = Instant::now() + TIMEOUT;
+        let mut last_error = None;
         let result = loop {
             if Instant::now() > deadline {
-                break Err(format!("reading offsets {from}..{until} timed out"));
+                let why = last_error.map_or(String::new(), |e| format!(" (last error: {e})"));
+                break Err(format!("reading offsets {from}..{until} timed out{why}"));
             }
             match self.reader.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
-                Some(Err(e)) => break Err(format!("cannot read: {e}")),
+                // Brokers down or a leader moving: librdkafka reconnects; keep polling.
+                Some(Err(e)) => {
+                    tracing::debug!(%topic, partition, error = %e, "changelog: read error, retrying");
+                    last_error = Some(e.to_string());
+                }
                 Some(Ok(record)) => {
                     let at = record.offset();
                     let payload = record.payload().unwrap_or_default();
