@@ -21,11 +21,19 @@ use axum::routing::{get, post};
 use crate::reload::Reloader;
 
 /// A number `/metrics` reports, read when scraped.
+///
+/// Metrics registered under one `name` with different `labels` are the samples of one family
+/// (`sluice_http_source_requests_total{outcome="accepted"}`, `…{outcome="unauthorized"}`): they
+/// are rendered together under one `HELP` and `TYPE`, as the text format requires, so `help`
+/// and `kind` should agree between them.
 pub struct Metric {
     pub name: &'static str,
     pub help: &'static str,
     /// `counter` or `gauge`.
     pub kind: &'static str,
+    /// `(label, value)` pairs of this sample; empty for a family of one. Static, and written
+    /// as they are: they must not need escaping (no `"`, `\` or newline).
+    pub labels: &'static [(&'static str, &'static str)],
     pub read: Box<dyn Fn() -> f64 + Send + Sync>,
 }
 
@@ -38,19 +46,26 @@ impl Metrics {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(metric);
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric: families in the order their first
+    /// sample was registered, each family's samples together under one `HELP` and `TYPE`.
     pub fn render(&self) -> String {
+        let metrics = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        for m in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            out.push_str(&format!(
-                "# HELP {} {}\n# TYPE {} {}\n{} {}\n",
-                m.name,
-                m.help,
-                m.name,
-                m.kind,
-                m.name,
-                (m.read)()
-            ));
+        let mut families: Vec<&str> = Vec::new();
+        for (i, first) in metrics.iter().enumerate() {
+            if families.contains(&first.name) {
+                continue;
+            }
+            families.push(first.name);
+            out.push_str(&format!("# HELP {} {}\n# TYPE {} {}\n", first.name, first.help, first.name, first.kind));
+            for m in metrics[i..].iter().filter(|m| m.name == first.name) {
+                out.push_str(m.name);
+                if !m.labels.is_empty() {
+                    let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                    out.push_str(&format!("{{{}}}", labels.join(",")));
+                }
+                out.push_str(&format!(" {}\n", (m.read)()));
+            }
         }
         out
     }
@@ -81,6 +96,7 @@ pub async fn serve(addr: SocketAddr, reloader: Arc<Reloader>, metrics: Metrics) 
             name,
             help,
             kind,
+            labels: &[],
             read: Box::new(move || {
                 let s = reloader.status();
                 [s.reloads, s.failed_reloads, s.generation][read] as f64
@@ -118,4 +134,28 @@ async fn reload(State(admin): State<Admin>) -> Response {
 
 async fn metrics_text(State(admin): State<Admin>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], admin.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(name: &'static str, labels: &'static [(&'static str, &'static str)], value: f64) -> Metric {
+        Metric { name, help: "Help.", kind: "counter", labels, read: Box::new(move || value) }
+    }
+
+    #[test]
+    fn samples_of_a_family_share_one_help_and_type() {
+        let metrics = Metrics::default();
+        metrics.register(metric("a_total", &[("outcome", "ok")], 3.0));
+        metrics.register(metric("b", &[], 1.0));
+        // Registered after another family: still rendered with its own.
+        metrics.register(metric("a_total", &[("outcome", "bad"), ("why", "token")], 2.0));
+        assert_eq!(
+            metrics.render(),
+            "# HELP a_total Help.\n# TYPE a_total counter\na_total{outcome=\"ok\"} 3\n\
+             a_total{outcome=\"bad\",why=\"token\"} 2\n\
+             # HELP b Help.\n# TYPE b counter\nb 1\n"
+        );
+    }
 }

@@ -17,10 +17,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::admin::{Metric, Metrics};
 use crate::chain::{Chain, LoadError, Loader};
 use crate::config::{Config, OutputSpec, SourceSpec};
 use crate::connectors::kafka::KafkaProducer;
@@ -28,7 +30,9 @@ use crate::flow::{Pipeline, PipelineConfig, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
 use crate::sinks::jsonl::{self, SinkSender, Target};
 use crate::sources::Feed;
+use crate::sources::http::HttpSourceStats;
 use crate::sources::kafka::{Checkpointer, KafkaSource, Offsets};
+use crate::sources::mqtt::MqttSourceStats;
 use crate::state::StateStore;
 use crate::state::checkpoint::Captured;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
@@ -261,7 +265,7 @@ pub async fn serve(
         progress.clone(),
     )
     .map_err(|e| ServeError::Source(format!("cannot start workers: {e}")))?;
-    let metrics = crate::admin::Metrics::default();
+    let metrics = Metrics::default();
     let reloader = crate::reload::Reloader::new(
         runtime.clone(),
         options.module_dirs.clone(),
@@ -313,10 +317,11 @@ pub async fn serve(
                 ("sluice_kafka_partitions_restored_total", "Partitions whose state came from the changelog.", 5),
             ] {
                 let stats = kafka.stats.clone();
-                metrics.register(crate::admin::Metric {
+                metrics.register(Metric {
                     name,
                     help,
                     kind: "counter",
+                    labels: &[],
                     read: Box::new(move || {
                         let s = &stats;
                         [
@@ -347,7 +352,7 @@ pub async fn serve(
         }
         other => {
             let periodic = tokio::spawn(checkpoint_periodically(saver.clone(), every, shutdown.clone()));
-            let result = run_push_source(other, &options.config_dir, feed.clone(), shutdown.clone()).await;
+            let result = run_push_source(other, &options.config_dir, feed.clone(), shutdown.clone(), &metrics).await;
             if let Err(e) = &result {
                 tracing::error!("{e}");
             }
@@ -379,25 +384,131 @@ pub async fn serve(
 }
 
 /// MQTT and HTTP sources: they push from tasks and acknowledge to the sender (PUBACK, the HTTP
-/// answer) once a message is processed.
+/// answer) once a message is processed. Their counters are on `/metrics` from the start, before
+/// the first connection: a source that never connects is what an operator most needs to see.
 async fn run_push_source(
     spec: SourceSpec,
     base: &Path,
     feed: Feed,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: &Metrics,
 ) -> Result<(), ServeError> {
     let source = |e: String| ServeError::Source(e);
     match spec {
         SourceSpec::Kafka(_) => unreachable!("the Kafka source runs on its own thread"),
         SourceSpec::Mqtt(spec) => {
+            let stats = Arc::new(MqttSourceStats::default());
+            register_mqtt_metrics(metrics, &stats);
             tracing::info!(url = %spec.connection.url, "running; stop with SIGTERM or Ctrl-C");
-            crate::sources::mqtt::run(spec, feed, shutdown).await.map_err(|e| source(e.to_string()))
+            crate::sources::mqtt::run_with_stats(spec, feed, shutdown, stats).await.map_err(|e| source(e.to_string()))
         }
         SourceSpec::Http(spec) => {
+            let stats = Arc::new(HttpSourceStats::default());
+            register_http_metrics(metrics, &stats);
             tracing::info!(listen = %spec.listen, "running; stop with SIGTERM or Ctrl-C");
-            crate::sources::http::run(spec, base, feed, shutdown).await.map_err(|e| source(e.to_string()))
+            crate::sources::http::run_with_stats(spec, base, feed, shutdown, stats)
+                .await
+                .map_err(|e| source(e.to_string()))
         }
     }
+}
+
+/// Labels of a sample (see [`Metric::labels`]).
+type Labels = &'static [(&'static str, &'static str)];
+
+/// One sample read from a source's stats `S`: `(name, help, kind, labels, read)`.
+type StatMetric<S> = (&'static str, &'static str, &'static str, Labels, fn(&S) -> u64);
+
+/// Registers numbers of a source's stats, each `read` picking its number out of the shared
+/// stats at every scrape (nothing is copied in between).
+fn register_stats<S: Send + Sync + 'static, const N: usize>(
+    metrics: &Metrics,
+    stats: &Arc<S>,
+    table: [StatMetric<S>; N],
+) {
+    for (name, help, kind, labels, read) in table {
+        let stats = stats.clone();
+        metrics.register(Metric { name, help, kind, labels, read: Box::new(move || read(&stats) as f64) });
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+fn register_mqtt_metrics(metrics: &Metrics, stats: &Arc<MqttSourceStats>) {
+    register_stats(
+        metrics,
+        stats,
+        [
+            ("sluice_mqtt_source_publishes_total", "Publishes received from the broker.", "counter", &[], |s| {
+                load(&s.publishes)
+            }),
+            (
+                "sluice_mqtt_source_messages_total",
+                "Messages handed to the chain (a gateway publish can carry several).",
+                "counter",
+                &[],
+                |s| load(&s.messages),
+            ),
+            (
+                "sluice_mqtt_source_malformed_total",
+                "Publishes that were not messages: logged with their topic, acknowledged and skipped.",
+                "counter",
+                &[],
+                |s| load(&s.malformed),
+            ),
+            (
+                "sluice_mqtt_source_acks_total",
+                "PUBACKs sent, each once every message of its publish was processed.",
+                "counter",
+                &[],
+                |s| load(&s.acked),
+            ),
+            ("sluice_mqtt_source_connected", "1 while connected to the broker, else 0.", "gauge", &[], |s| {
+                u64::from(s.connected.load(Ordering::Relaxed))
+            }),
+            (
+                "sluice_mqtt_source_connects_total",
+                "Connections to the broker made (the first included; more means reconnects).",
+                "counter",
+                &[],
+                |s| load(&s.connects),
+            ),
+            (
+                "sluice_mqtt_source_connection_errors_total",
+                "Failed connection attempts and lost connections, each retried after a backoff.",
+                "counter",
+                &[],
+                |s| load(&s.connection_errors),
+            ),
+        ],
+    );
+}
+
+fn register_http_metrics(metrics: &Metrics, stats: &Arc<HttpSourceStats>) {
+    const REQUESTS: &str = "sluice_http_source_requests_total";
+    const HELP: &str = "Device API requests by answer: accepted (200, processed), unauthorized (401, unknown \
+                        token), bad_request (400, not telemetry or attributes), unavailable (503, shutting down), \
+                        failed (500).";
+    register_stats(
+        metrics,
+        stats,
+        [
+            (REQUESTS, HELP, "counter", &[("outcome", "accepted")], |s| load(&s.accepted)),
+            (REQUESTS, HELP, "counter", &[("outcome", "unauthorized")], |s| load(&s.unauthorized)),
+            (REQUESTS, HELP, "counter", &[("outcome", "bad_request")], |s| load(&s.bad_request)),
+            (REQUESTS, HELP, "counter", &[("outcome", "unavailable")], |s| load(&s.unavailable)),
+            (REQUESTS, HELP, "counter", &[("outcome", "failed")], |s| load(&s.failed)),
+            (
+                "sluice_http_source_messages_total",
+                "Messages handed to the chain (one per telemetry point).",
+                "counter",
+                &[],
+                |s| load(&s.messages),
+            ),
+        ],
+    );
 }
 
 async fn wait_idle(progress: &Progress) {

@@ -1,6 +1,7 @@
 //! `sluice run --config` with ThingsBoard's HTTP device API as the source: devices post with
-//! their access token, the answer comes once the message went through the chain, and a message
-//! the chain fails on with no `Failure` connection lands in the dead-letter file with its error.
+//! their access token, the answer comes once the message went through the chain, a message
+//! the chain fails on with no `Failure` connection lands in the dead-letter file with its error,
+//! and `/metrics` counts every answer by outcome.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::kafka::{Service, write};
+use crate::support::metrics;
 use crate::tansu::free_port;
 
 /// One HTTP/1.1 POST; the status code of the answer.
@@ -28,7 +30,7 @@ fn post(port: u16, path: &str, body: &str) -> u16 {
 #[test]
 fn device_api_posts_run_through_the_chain_and_failures_become_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let (port, admin) = (free_port(), format!("127.0.0.1:{}", free_port()));
     write(dir.path(), "tokens.json", r#"{"TOKEN-1": {"deviceName": "T-1", "deviceType": "Thermometer"}}"#);
     let chain = json!({
         "entry": "threshold",
@@ -48,7 +50,8 @@ fn device_api_posts_run_through_the_chain_and_failures_become_dead_letters() {
         "sluice.toml",
         &format!(
             "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
-             [output]\ntype = \"file\"\npath = \"out.jsonl\"\n\n[deadLetter]\ntype = \"file\"\npath = \"dead.jsonl\"\n"
+             [output]\ntype = \"file\"\npath = \"out.jsonl\"\n\n[deadLetter]\ntype = \"file\"\npath = \"dead.jsonl\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n"
         ),
     );
     let service = Service::start(dir.path(), &chain, &config, "state");
@@ -70,6 +73,17 @@ fn device_api_posts_run_through_the_chain_and_failures_become_dead_letters() {
         200
     );
     assert_eq!(post(port, "/api/v1/NO-SUCH-TOKEN/telemetry", r#"{"temperature": 1}"#), 401);
+    assert_eq!(post(port, "/api/v1/TOKEN-1/telemetry", r#"{"temperature": }"#), 400);
+
+    // Each request was counted before it was answered: the counts are exact already.
+    let m = metrics(&admin);
+    let requests = |outcome: &str| {
+        let name = format!("sluice_http_source_requests_total{{outcome=\"{outcome}\"}}");
+        *m.get(&name).unwrap_or_else(|| panic!("no {name} in {m:?}"))
+    };
+    let counted: Vec<f64> = ["accepted", "unauthorized", "bad_request", "unavailable", "failed"].map(requests).into();
+    assert_eq!(counted, [3.0, 1.0, 1.0, 0.0, 0.0], "{m:?}");
+    assert_eq!(m["sluice_http_source_messages_total"], 3.0, "{m:?}");
     let log = service.log();
     assert!(service.stop().success(), "{log}");
 

@@ -9,6 +9,7 @@ mod cli;
 mod http_service;
 mod import;
 mod kafka;
+mod mqtt_service;
 mod nodes_actions;
 mod nodes_decoder;
 mod nodes_enrich;

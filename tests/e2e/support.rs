@@ -136,3 +136,23 @@ pub fn run_node(
         .map(|relation| (relation.to_string(), run_chain(&one_node_chain(module, &config, &[relation]), msgs)))
         .collect()
 }
+
+/// `GET /metrics` of a running engine's admin endpoint (`host:port`): every sample by its name
+/// with labels as written (`sluice_http_source_requests_total{outcome="accepted"}`) → value.
+/// Panics when the endpoint does not answer 200.
+pub fn metrics(admin: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap_or_else(|e| panic!("admin endpoint {admin}: {e}"));
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "GET /metrics: {head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {l}"));
+            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("not a number: {l}")))
+        })
+        .collect()
+}

@@ -29,6 +29,8 @@
 //!
 //! Errors are JSON, `{"status": 401, "message": "…"}`, like ThingsBoard's. A request is taken
 //! whole or not at all: its body is checked before any of its messages enters the pipeline.
+//! Every answer is counted by outcome ([`HttpSourceStats`], served at `/metrics`), so devices
+//! posting with a wrong token or a broken body show up without reading logs at debug level.
 //!
 //! Every message is read from partition [`PARTITION`]: an HTTP server sees one stream, in arrival
 //! order, whatever device sent it; the chain's `allowedLateness` covers devices whose points
@@ -80,6 +82,30 @@ pub enum HttpSourceError {
     /// The server stopped on an I/O error.
     #[error("HTTP source on {addr}: {source}")]
     Serve { addr: String, source: std::io::Error },
+}
+
+/// What the source answered and fed, for `/metrics` (the service registers every field) and
+/// tests. Each request is counted under exactly one outcome, once its answer is decided.
+#[derive(Debug, Default)]
+pub struct HttpSourceStats {
+    /// `200`: every message of the request was processed (or it had none).
+    pub accepted: AtomicU64,
+    /// `401`: the token is not in the token file — a device not set up here, or a wrong token.
+    pub unauthorized: AtomicU64,
+    /// `400`: the body is not JSON, or not telemetry / attributes.
+    pub bad_request: AtomicU64,
+    /// `503`: the pipeline no longer takes messages (shutting down).
+    pub unavailable: AtomicU64,
+    /// `500`: the messages were lost before being processed (a bug, if it ever shows).
+    pub failed: AtomicU64,
+    /// Messages handed to the chain (a telemetry array is one per point).
+    pub messages: AtomicU64,
+}
+
+impl HttpSourceStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::SeqCst)
+    }
 }
 
 /// A device, as the token file describes it.
@@ -258,9 +284,20 @@ pub async fn run(
     feed: Feed,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), HttpSourceError> {
+    run_with_stats(spec, base_dir, feed, shutdown, Arc::new(HttpSourceStats::default())).await
+}
+
+/// [`run`], counting into `stats`.
+pub async fn run_with_stats(
+    spec: HttpSourceSpec,
+    base_dir: &Path,
+    feed: Feed,
+    shutdown: watch::Receiver<bool>,
+    stats: Arc<HttpSourceStats>,
+) -> Result<(), HttpSourceError> {
     let tokens = Tokens::load(&base_dir.join(&spec.tokens))?;
     let listener = bind(&spec.listen).await?;
-    serve(listener, tokens, feed, shutdown).await
+    serve_with_stats(listener, tokens, feed, shutdown, stats).await
 }
 
 /// Listens on `addr` (`host:port`; port 0 picks a free one, see `local_addr`).
@@ -274,11 +311,22 @@ pub async fn serve(
     listener: TcpListener,
     tokens: Tokens,
     feed: Feed,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpSourceError> {
+    serve_with_stats(listener, tokens, feed, shutdown, Arc::new(HttpSourceStats::default())).await
+}
+
+/// [`serve`], counting into `stats`.
+pub async fn serve_with_stats(
+    listener: TcpListener,
+    tokens: Tokens,
+    feed: Feed,
     mut shutdown: watch::Receiver<bool>,
+    stats: Arc<HttpSourceStats>,
 ) -> Result<(), HttpSourceError> {
     let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     tracing::info!(%addr, devices = tokens.len(), "HTTP device API listening");
-    let app = router(tokens, feed, &addr);
+    let app = router(tokens, feed, &addr, stats);
     let stop = async move {
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
@@ -299,6 +347,7 @@ struct Shared {
     tokens: Tokens,
     feed: Feed,
     ids: Ids,
+    stats: Arc<HttpSourceStats>,
 }
 
 /// Message ids: uuid v5 of this server instance and a sequence number — unique without a
@@ -320,8 +369,8 @@ impl Ids {
     }
 }
 
-fn router(tokens: Tokens, feed: Feed, addr: &str) -> Router {
-    let shared = Arc::new(Shared { tokens, feed, ids: Ids::new(addr) });
+fn router(tokens: Tokens, feed: Feed, addr: &str, stats: Arc<HttpSourceStats>) -> Router {
+    let shared = Arc::new(Shared { tokens, feed, ids: Ids::new(addr), stats });
     Router::new()
         .route("/api/v1/{token}/telemetry", post(post_telemetry))
         .route("/api/v1/{token}/attributes", post(post_attributes))
@@ -339,20 +388,28 @@ async fn post_attributes(State(shared): State<Arc<Shared>>, UrlPath(token): UrlP
 /// A route's body → messages mapping: [`telemetry`] or [`attributes`].
 type Mapping = fn(&Device, &[u8], i64) -> Result<Vec<Msg>, PayloadError>;
 
-/// Looks the device up, maps the body, feeds the messages and waits until they are done.
+/// Looks the device up, maps the body, feeds the messages and waits until they are done; counts
+/// the outcome before answering, so a client that has its answer finds it in `/metrics`.
 async fn accept(shared: &Shared, token: &str, body: &[u8], what: &str, map: Mapping) -> Response {
+    let stats = &shared.stats;
+    let count = |counter: &AtomicU64| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    };
     let Some(device) = shared.tokens.device(token) else {
         tracing::debug!(what, "request with an unknown access token");
+        count(&stats.unauthorized);
         return error(StatusCode::UNAUTHORIZED, "unknown access token".into());
     };
     let mut msgs = match map(device, body, shared.feed.now_ms()) {
         Ok(msgs) => msgs,
         Err(e) => {
             tracing::debug!(device = %device.device_name, what, error = %e, "malformed request");
+            count(&stats.bad_request);
             return error(StatusCode::BAD_REQUEST, format!("{what} of {}: {e}", device.device_name));
         }
     };
     if msgs.is_empty() {
+        count(&stats.accepted);
         return StatusCode::OK.into_response();
     }
     let (done_tx, done) = oneshot::channel();
@@ -364,15 +421,23 @@ async fn accept(shared: &Shared, token: &str, body: &[u8], what: &str, map: Mapp
         msg.id = shared.ids.next().1;
         if shared.feed.push(msg, PARTITION, ack.clone()).await.is_err() {
             // Messages already in stay in (at least once): the device sends the request again.
+            count(&stats.unavailable);
             return error(StatusCode::SERVICE_UNAVAILABLE, "the rule engine is shutting down; try again later".into());
         }
+        count(&stats.messages);
     }
     drop(ack);
     match done.await {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(()) => {
+            count(&stats.accepted);
+            StatusCode::OK.into_response()
+        }
         // An ack always fires before its target is dropped; this would be a bug, and the device
         // had better send again than believe its data safe.
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the messages were lost before being processed".into()),
+        Err(_) => {
+            count(&stats.failed);
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the messages were lost before being processed".into())
+        }
     }
 }
 

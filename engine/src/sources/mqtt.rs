@@ -116,19 +116,24 @@ pub enum MqttSourceError {
     PipelineClosed,
 }
 
-/// What the source did (for metrics and tests).
+/// What the source did, for `/metrics` (the service registers every field) and tests.
 #[derive(Debug, Default)]
 pub struct MqttSourceStats {
     /// Publishes received.
     pub publishes: AtomicU64,
-    /// Messages handed to the chain.
+    /// Messages handed to the chain (a gateway publish can carry several, a malformed one none).
     pub messages: AtomicU64,
     /// Publishes that were not messages (logged with their topic, and acknowledged).
     pub malformed: AtomicU64,
     /// PUBACKs sent.
     pub acked: AtomicU64,
-    /// Connections made (the first included).
+    /// Connections made (the first included): more than one means the source reconnected.
     pub connects: AtomicU64,
+    /// Failed connection attempts and lost connections, each followed by a retry after the
+    /// backoff: a broker that is down shows as this growing while `connected` stays false.
+    pub connection_errors: AtomicU64,
+    /// Connected to the broker now (from its CONNACK until the connection fails or closes).
+    pub connected: AtomicBool,
     /// Subscriptions the broker confirmed (SUBACKs; one per connection).
     pub subscribed: AtomicU64,
 }
@@ -211,6 +216,8 @@ pub async fn run_with_stats(
     if tokio::time::timeout(DISCONNECT_TIMEOUT, &mut connection).await.is_err() {
         connection.abort();
     }
+    // However the connection task ended (DISCONNECT, abort), there is no connection any more.
+    session.stats.connected.store(false, Ordering::Relaxed);
     acker.abort();
     tracing::info!(url, "MQTT source stopped");
     match fed {
@@ -374,6 +381,7 @@ async fn connect(
             Ok(Event::Incoming(Incoming::ConnAck(connack))) => {
                 backoff.reset();
                 session.stats.connects.fetch_add(1, Ordering::Relaxed);
+                session.stats.connected.store(true, Ordering::Relaxed);
                 if !connack.session_present {
                     session.generation.fetch_add(1, Ordering::SeqCst);
                 }
@@ -403,12 +411,18 @@ async fn connect(
                 // Fails only when the feeder has stopped; the publish then stays unacknowledged.
                 let _ = publishes.send(Received { publish, generation }).await;
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                session.stats.connected.store(false, Ordering::Relaxed);
+                return;
+            }
             Ok(_) => {}
             Err(error) => {
+                session.stats.connected.store(false, Ordering::Relaxed);
                 if stopping {
                     return;
                 }
+                // Counted only when retried: an error while stopping is the end, not an outage.
+                session.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
                 let delay = backoff.next_delay();
                 tracing::warn!(
                     url,

@@ -361,7 +361,11 @@ fn mqtt_source_loses_nothing_across_a_broker_restart() {
     let got: BTreeSet<i64> = run.numbers().into_iter().collect();
     assert_eq!(got, (0..30).collect::<BTreeSet<i64>>());
     assert!(MqttSourceStats::get(&run.stats.connects) >= 2, "the source reconnected");
+    assert!(MqttSourceStats::get(&run.stats.connection_errors) >= 1, "the lost connection was counted");
+    assert!(run.stats.connected.load(std::sync::atomic::Ordering::SeqCst), "connected again");
+    let stats = run.stats.clone();
     run.stop(&rt).expect("clean stop");
+    assert!(!stats.connected.load(std::sync::atomic::Ordering::SeqCst), "not connected once stopped");
 }
 
 #[test]
