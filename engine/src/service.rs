@@ -148,6 +148,13 @@ impl Saver {
         cp.save(&self.state, &self.position(offsets)).map_err(|e| e.to_string())
     }
 
+    /// All state with `offsets`, and each of `partitions`' share (the caller holds the gate).
+    fn take(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String> {
+        let mut captured = Captured::of(&self.state, &self.position(offsets)).map_err(|e| e.to_string())?;
+        captured.partitions = self.state.split(partitions);
+        Ok(captured)
+    }
+
     fn position(&self, offsets: &Offsets) -> SourcePosition {
         SourcePosition {
             source: self.source.clone(),
@@ -166,8 +173,7 @@ impl Checkpointer for Saver {
         for out in &self.outputs {
             jsonl::flush(out).map_err(|e| format!("cannot flush an output: {e}"))?;
         }
-        let mut captured = Captured::of(&self.state, &self.position(offsets)).map_err(|e| e.to_string())?;
-        captured.partitions = self.state.split(partitions);
+        let captured = self.take(offsets, partitions)?;
         if let Some(cp) = &self.checkpoints {
             cp.write(&captured).map_err(|e| e.to_string())?;
         }
@@ -176,9 +182,7 @@ impl Checkpointer for Saver {
 
     fn capture(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String> {
         let _gate = self.progress.gate();
-        let mut captured = Captured::of(&self.state, &self.position(offsets)).map_err(|e| e.to_string())?;
-        captured.partitions = self.state.split(partitions);
-        Ok(captured)
+        self.take(offsets, partitions)
     }
 
     fn absorb(&self, partition: Owner, state: PartitionState) -> Result<(), String> {
