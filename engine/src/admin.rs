@@ -133,7 +133,68 @@ async fn reload(State(admin): State<Admin>) -> Response {
 }
 
 async fn metrics_text(State(admin): State<Admin>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], admin.metrics.render())
+    let mut text = admin.metrics.render();
+    text.push_str(&connector_metrics(&admin.reloader.chain().connectors()));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The running chain's connectors: calls by outcome, retries, circuit openings and the circuit's
+/// state, one sample per connector (`connector="NAME"`). Read from the chain itself, so a reload
+/// that replaces a connector shows the new one.
+pub fn connector_metrics(connectors: &[crate::connectors::Granted]) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    if connectors.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let label = |g: &crate::connectors::Granted| format!("connector=\"{}\"", escape(&g.name));
+    let calls = connectors
+        .iter()
+        .flat_map(|g| {
+            let s = &g.connector.stats;
+            [("succeeded", &s.succeeded), ("failed", &s.failed), ("rejected", &s.rejected)]
+                .map(|(outcome, n)| (format!("{},outcome=\"{outcome}\"", label(g)), n.load(Relaxed) as f64))
+        })
+        .collect();
+    family(
+        "sluice_connector_calls_total",
+        "Action calls by outcome: answered, failed for good (retries spent), rejected by an open circuit.",
+        "counter",
+        calls,
+    );
+    let each = |read: &dyn Fn(&crate::connectors::Granted) -> f64| {
+        connectors.iter().map(|g| (label(g), read(g))).collect::<Vec<_>>()
+    };
+    family(
+        "sluice_connector_retries_total",
+        "Attempts after the first.",
+        "counter",
+        each(&|g| g.connector.stats.retries.load(Relaxed) as f64),
+    );
+    family(
+        "sluice_connector_circuit_opened_total",
+        "Times the circuit opened.",
+        "counter",
+        each(&|g| g.connector.stats.opened.load(Relaxed) as f64),
+    );
+    family(
+        "sluice_connector_circuit_state",
+        "The circuit: 0 closed, 1 open, 2 half-open (one probe under way).",
+        "gauge",
+        each(&|g| f64::from(g.connector.circuit().code())),
+    );
+    out
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -142,6 +203,26 @@ mod tests {
 
     fn metric(name: &'static str, labels: &'static [(&'static str, &'static str)], value: f64) -> Metric {
         Metric { name, help: "Help.", kind: "counter", labels, read: Box::new(move || value) }
+    }
+
+    #[test]
+    fn connectors_report_calls_retries_and_their_circuit() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: crate::connectors::ConnectorSpec = serde_json::from_value(serde_json::json!({
+            "type": "file", "path": dir.path().join("calls.jsonl").to_str().unwrap()
+        }))
+        .unwrap();
+        let opened = crate::connectors::open("audit \"log\"", &spec, dir.path()).unwrap();
+        let granted = crate::connectors::Granted { name: "audit \"log\"".into(), connector: opened };
+        let ack = crate::flow::Ack::none();
+        granted.call("n", &serde_json::json!({"a": 1}), &ack, "m:n:0").unwrap();
+        granted.call("n", &serde_json::json!({"a": 2}), &ack, "m:n:1").unwrap();
+        let text = connector_metrics(&[granted]);
+        assert!(text.contains("sluice_connector_calls_total{connector=\"audit \\\"log\\\"\",outcome=\"succeeded\"} 2\n"), "{text}");
+        assert!(text.contains("outcome=\"failed\"} 0\n"), "{text}");
+        assert!(text.contains("# TYPE sluice_connector_circuit_state gauge\n"), "{text}");
+        assert!(text.contains("sluice_connector_circuit_state{connector=\"audit \\\"log\\\"\"} 0\n"), "{text}");
+        assert_eq!(connector_metrics(&[]), "");
     }
 
     #[test]

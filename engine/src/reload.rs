@@ -172,6 +172,11 @@ impl Reloader {
         }
     }
 
+    /// The chain running now.
+    pub fn chain(&self) -> Arc<crate::chain::Chain> {
+        self.handle.current()
+    }
+
     pub fn status(&self) -> ReloadStatus {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let now = (Instant::now(), now_ms());

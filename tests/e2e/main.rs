@@ -1,6 +1,7 @@
 //! End-to-end tests across crates: the `sluice` binary on real chain files, and every built-in
 //! rule run both natively (the SDK's TestDriver) and in wasmtime, which must agree.
 
+mod actions_under_failure;
 mod agreement;
 #[allow(dead_code)]
 #[path = "../../engine/tests/all/brokers.rs"]
@@ -21,4 +22,5 @@ mod scenarios;
 mod seeds;
 mod support;
 mod tansu;
+mod thingsboard;
 mod wind_zones_live;

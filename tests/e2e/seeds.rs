@@ -6,15 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use crate::support::{modules, repo, sluice_bin, stderr};
+use crate::thingsboard::start_thingsboard;
 
 /// `sluice run --chain chains/NAME.json --input examples/NAME/input.jsonl`, with topics written
 /// under `out` (the chains' `${SLUICE_OUT}`) and extra environment.
-fn run_seed(name: &str, out: &Path, env: &[(&str, &str)]) -> (Output, Vec<Value>) {
+pub(crate) fn run_seed(name: &str, out: &Path, env: &[(&str, &str)]) -> (Output, Vec<Value>) {
     let chain = repo().join("chains").join(format!("{name}.json"));
     let input = repo().join("examples").join(name).join("input.jsonl");
     let output = out.join("output.jsonl");
@@ -32,7 +32,7 @@ fn run_seed(name: &str, out: &Path, env: &[(&str, &str)]) -> (Output, Vec<Value>
     (result, lines)
 }
 
-fn read_jsonl(path: &Path) -> Vec<Value> {
+pub(crate) fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -41,7 +41,7 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 /// The input lines of an example.
-fn example(name: &str) -> Vec<Value> {
+pub(crate) fn example(name: &str) -> Vec<Value> {
     read_jsonl(&repo().join("examples").join(name).join("input.jsonl"))
 }
 
@@ -56,7 +56,7 @@ fn topic(out: &Path, file: &str) -> Vec<(String, Option<String>, Value)> {
         .collect()
 }
 
-fn number(v: &Value) -> Option<f64> {
+pub(crate) fn number(v: &Value) -> Option<f64> {
     v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
@@ -88,102 +88,6 @@ pub(crate) fn tumbling(
         windows.entry((key, start)).or_default().push(value);
     }
     (windows, late)
-}
-
-/// A stand-in ThingsBoard: JWT login, assets by name (get or create), asset telemetry. Records
-/// the assets it created and the telemetry posted to each.
-#[derive(Default)]
-pub(crate) struct ThingsBoard {
-    pub(crate) assets: BTreeMap<String, String>,
-    pub(crate) created: Vec<String>,
-    pub(crate) telemetry: Vec<(String, Value)>,
-    unauthorised: u64,
-}
-
-pub(crate) fn start_thingsboard()
--> (String, Arc<Mutex<ThingsBoard>>, std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>) {
-    use axum::extract::{Path as UrlPath, Query, State};
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::routing::{get, post};
-    type Tb = Arc<Mutex<ThingsBoard>>;
-    fn authorised(headers: &HeaderMap, tb: &Tb) -> bool {
-        let ok = headers.get("x-authorization").and_then(|v| v.to_str().ok()) == Some("Bearer jwt-1");
-        if !ok {
-            tb.lock().unwrap().unauthorised += 1;
-        }
-        ok
-    }
-    let tb: Tb = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/api/auth/login",
-            post(|axum::Json(body): axum::Json<Value>| async move {
-                if body == json!({"username": "tenant@thingsboard.org", "password": "tenant"}) {
-                    (StatusCode::OK, axum::Json(json!({"token": "jwt-1", "refreshToken": "r"})))
-                } else {
-                    (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Invalid username or password"})))
-                }
-            }),
-        )
-        .route(
-            "/api/tenant/assets",
-            get(|State(tb): State<Tb>, headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>| async move {
-                if !authorised(&headers, &tb) {
-                    return (StatusCode::UNAUTHORIZED, axum::Json(Value::Null));
-                }
-                match tb.lock().unwrap().assets.get(&q["assetName"]) {
-                    Some(id) => (StatusCode::OK, axum::Json(json!({"id": {"entityType": "ASSET", "id": id}}))),
-                    None => (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Requested item wasn't found!"}))),
-                }
-            }),
-        )
-        .route(
-            "/api/asset",
-            post(|State(tb): State<Tb>, headers: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
-                if !authorised(&headers, &tb) {
-                    return (StatusCode::UNAUTHORIZED, axum::Json(Value::Null));
-                }
-                let mut tb = tb.lock().unwrap();
-                let name = body["name"].as_str().unwrap().to_string();
-                let id = format!("00000000-0000-0000-0000-{:012}", tb.assets.len() + 1);
-                tb.assets.insert(name.clone(), id.clone());
-                tb.created.push(name.clone());
-                (StatusCode::OK, axum::Json(json!({"id": {"entityType": "ASSET", "id": id}, "name": name})))
-            }),
-        )
-        .route(
-            "/api/plugins/telemetry/ASSET/{id}/timeseries/values",
-            post(
-                |State(tb): State<Tb>,
-                 headers: HeaderMap,
-                 UrlPath(id): UrlPath<String>,
-                 axum::Json(body): axum::Json<Value>| async move {
-                    if !authorised(&headers, &tb) {
-                        return StatusCode::UNAUTHORIZED;
-                    }
-                    tb.lock().unwrap().telemetry.push((id, body));
-                    StatusCode::OK
-                },
-            ),
-        )
-        .with_state(tb.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-    });
-    (url, tb, server, stop)
 }
 
 #[test]

@@ -71,6 +71,23 @@ pub enum SinkKind {
     Output,
 }
 
+impl Chain {
+    /// The connectors granted to this chain's nodes (nested chains' included), each once, by
+    /// name: what `/metrics` and the run summary report on.
+    pub fn connectors(&self) -> Vec<crate::connectors::Granted> {
+        let mut seen: Vec<crate::connectors::Granted> = Vec::new();
+        for node in &self.nodes {
+            if let NodeKind::Rule(RuleNode { connector: Some(granted), .. }) = &node.kind
+                && !seen.iter().any(|g| Arc::ptr_eq(&g.connector, &granted.connector))
+            {
+                seen.push(granted.clone());
+            }
+        }
+        seen.sort_by(|a, b| a.name.cmp(&b.name));
+        seen
+    }
+}
+
 impl SinkKind {
     pub fn parse(name: &str) -> Option<SinkKind> {
         match name {

@@ -41,10 +41,28 @@ pub struct ChainSpec {
     pub connections: Vec<ConnectionSpec>,
 }
 
-/// A destination for action nodes' requests (see `engine/src/connectors`).
+/// A destination for action nodes' requests (see `engine/src/connectors`): what it is
+/// (`type` and its fields) and how calls to it are made (timeout, retries, circuit breaker —
+/// the same keys for every kind).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorSpec {
+    #[serde(flatten)]
+    pub kind: ConnectorKind,
+    #[serde(flatten)]
+    pub policy: CallPolicySpec,
+}
+
+impl From<ConnectorKind> for ConnectorSpec {
+    fn from(kind: ConnectorKind) -> Self {
+        ConnectorSpec { kind, policy: CallPolicySpec::default() }
+    }
+}
+
+/// What a connector is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
-pub enum ConnectorSpec {
+pub enum ConnectorKind {
     /// Appends each request as a JSON line `{"connector", "node", "request"}` (tests, demos).
     /// A relative `path` is relative to the working directory; `{chainDir}/…` to the chain file.
     File { path: String },
@@ -54,25 +72,62 @@ pub enum ConnectorSpec {
         /// Relative request URLs are resolved against this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         base_url: Option<String>,
-        /// Time for one exchange (default 10000).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout_ms: Option<u64>,
         /// Headers sent with every request.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
-        /// Attempts after the first for a network error, a timeout or a 5xx answer, with
-        /// exponential backoff (default 3; 0: no retry).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        retries: Option<u32>,
-        /// The first backoff, doubled per retry (default 100).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        backoff_ms: Option<u64>,
     },
     /// A Kafka producer (librdkafka): idempotent, `acks=all`. The request's message is acked
     /// only on its delivery report.
     Kafka(KafkaConnection),
     /// An MQTT client (QoS 1 publishes, confirmed by PUBACK).
     Mqtt(MqttConnection),
+}
+
+/// How calls to a connector are made: each attempt's timeout, retries with exponential
+/// backoff and jitter, and a circuit breaker. Every key is optional; the defaults are in
+/// `engine/src/connectors/policy.rs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallPolicySpec {
+    /// Time for one attempt, in ms: an HTTP exchange, an MQTT publish's confirmation, a Kafka
+    /// delivery report awaited (default 10000 for HTTP and Kafka, 30000 for MQTT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: Option<u64>,
+    /// Attempts after the first for what may pass if asked again — a network error, a
+    /// timeout, an HTTP 5xx — with exponential backoff (default 3; 0: no retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The first backoff in ms, doubled per retry, with jitter (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    /// The longest backoff in ms (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+    /// The circuit breaker: after `failures` calls in a row failed (retries spent), calls fail
+    /// at once for `openMs`, then one probe call decides (default: on, 5 failures, 10000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+}
+
+/// When a connector's circuit opens and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreakerSpec {
+    /// `false`: never open (default `true`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Consecutive failed calls that open the circuit (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub failures: Option<u32>,
+    /// How long it stays open before a probe, in ms (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where a Kafka cluster is, and librdkafka properties passed through unchanged (TLS, SASL,

@@ -11,8 +11,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::Connector;
-use crate::flow::Ack;
+use super::{Call, Connector, ConnectorError};
 
 #[derive(Debug)]
 pub struct FileConnector {
@@ -32,7 +31,8 @@ impl Connector for FileConnector {
         "file"
     }
 
-    fn call(&self, node: &str, request: &Value, _ack: &Ack) -> Result<Value, String> {
+    fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError> {
+        let (node, request) = (call.node, call.request);
         let mut line = serde_json::to_vec(&json!({"connector": self.name, "node": node, "request": request}))
             .map_err(|e| e.to_string())?;
         line.push(b'\n');

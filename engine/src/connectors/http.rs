@@ -7,57 +7,33 @@
 //! go on every request, under the request's own. The client is built on first use, in the worker
 //! thread that uses it: reqwest's blocking client must not be created inside the async runtime.
 //!
-//! # Retries
+//! # Failures
 //!
-//! What may pass if asked again is asked again: a network error, a timeout and a 5xx answer
-//! (the server is restarting, overloaded, or a proxy lost its upstream) are retried up to
-//! `retries` times, waiting `backoffMs`, then twice that, and so on (capped at [`MAX_BACKOFF`]),
-//! so a struggling server is given room instead of a burst. A 4xx is never retried: it is the
+//! One call is one exchange; the connector's policy (`super::policy`) retries it. A network
+//! error and a timeout are retryable errors; so is a 5xx answer (the server is restarting,
+//! overloaded, or a proxy lost its upstream), which carries the answer along: when the retries
+//! are spent the REST node gets that answer and sends the message to `Failure` with the status
+//! and the body, which says more than "gave up". A 4xx is an answer, never retried: it is the
 //! server's considered answer about *this* request, and asking again would get the same one.
 //!
-//! When the retries are spent, a 5xx is still an answer — the REST node sends the message to
-//! `Failure` with the status and the body, which says more than "gave up" — while a network
-//! error becomes an error naming the method, the URL and the number of attempts.
-//!
-//! The wait blocks the worker thread, on purpose: the message is not done (not acked) until its
-//! call is, and a worker busy retrying slows the source down instead of piling up messages. No
-//! jitter is added: retries come from different workers and messages at different moments
-//! already, and a fixed schedule keeps the behaviour predictable (and testable).
+//! Every request carries `Idempotency-Key` (the message id, the node and the request's own
+//! fingerprint): the same on every retry and on a replay after a crash, so the server can drop
+//! a duplicate of a request whose answer was lost.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Connector;
-use crate::flow::Ack;
+use super::{Call, Connector, ConnectorError};
 
 /// Default time for one HTTP exchange.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-/// Default retries after the first attempt: enough to ride out a restart behind a proxy
-/// (100 + 200 + 400 ms of waiting with the default backoff) without holding a worker for long.
-pub const DEFAULT_RETRIES: u32 = 3;
-/// Default wait before the first retry.
-pub const DEFAULT_BACKOFF_MS: u64 = 100;
-/// The longest wait between two attempts, however many retries are configured: beyond this a
-/// longer wait only holds the worker without making success likelier.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-/// The wait before retry number `retry` (1 for the first retry): `first`, doubled per retry,
-/// capped at [`MAX_BACKOFF`].
-pub fn backoff(first: Duration, retry: u32) -> Duration {
-    let factor = 2u32.checked_pow(retry.saturating_sub(1)).unwrap_or(u32::MAX);
-    first.checked_mul(factor).unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF)
-}
 
 #[derive(Debug)]
 pub struct HttpConnector {
     base_url: Option<reqwest::Url>,
-    timeout: Duration,
     headers: BTreeMap<String, String>,
-    retries: u32,
-    backoff: Duration,
     client: OnceLock<Result<reqwest::blocking::Client, String>>,
 }
 
@@ -70,37 +46,19 @@ enum Attempt {
 }
 
 impl HttpConnector {
-    pub fn new(
-        base_url: Option<&str>,
-        timeout_ms: Option<u64>,
-        headers: BTreeMap<String, String>,
-    ) -> Result<Self, String> {
+    pub fn new(base_url: Option<&str>, headers: BTreeMap<String, String>) -> Result<Self, String> {
         let base_url = match base_url {
             Some(url) => Some(reqwest::Url::parse(url).map_err(|e| format!("baseUrl {url:?}: {e}"))?),
             None => None,
         };
-        Ok(HttpConnector {
-            base_url,
-            timeout: Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
-            headers,
-            retries: DEFAULT_RETRIES,
-            backoff: Duration::from_millis(DEFAULT_BACKOFF_MS),
-            client: OnceLock::new(),
-        })
-    }
-
-    /// Retries after the first attempt (0: none), and the first wait (default
-    /// [`DEFAULT_BACKOFF_MS`]); see the module docs.
-    pub fn with_retries(mut self, retries: u32, backoff_ms: Option<u64>) -> Self {
-        self.retries = retries;
-        self.backoff = Duration::from_millis(backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS));
-        self
+        Ok(HttpConnector { base_url, headers, client: OnceLock::new() })
     }
 
     fn client(&self) -> Result<&reqwest::blocking::Client, String> {
         self.client
             .get_or_init(|| {
-                reqwest::blocking::Client::builder().timeout(self.timeout).build().map_err(|e| e.to_string())
+                // No client-wide timeout: each request has its own (the policy's `timeoutMs`).
+                reqwest::blocking::Client::builder().timeout(None).build().map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -121,9 +79,13 @@ impl HttpConnector {
         client: &reqwest::blocking::Client,
         method: &reqwest::Method,
         url: &reqwest::Url,
-        request: &Value,
+        call: &Call<'_>,
     ) -> Attempt {
-        let mut call = client.request(method.clone(), url.clone());
+        let request = call.request;
+        let mut call = client
+            .request(method.clone(), url.clone())
+            .timeout(call.timeout)
+            .header("idempotency-key", call.idempotency_key);
         for (k, v) in &self.headers {
             call = call.header(k, v);
         }
@@ -178,55 +140,20 @@ impl Connector for HttpConnector {
         "http"
     }
 
-    fn call(&self, node: &str, request: &Value, _ack: &Ack) -> Result<Value, String> {
+    fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError> {
+        let request = call.request;
         let method = request.get("method").and_then(Value::as_str).unwrap_or("POST");
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("request method {method:?} is not an HTTP method"))?;
         let url = request.get("url").and_then(Value::as_str).ok_or("request has no `url`")?;
         let url = self.url(url)?;
         let client = self.client()?;
-        let attempts = self.retries.saturating_add(1);
-        let mut attempt = 1;
-        loop {
-            let outcome = self.attempt(client, &method, &url, request);
-            let why = match outcome {
-                Attempt::Answer { status, answer } if status < 500 || attempt == attempts => return Ok(answer),
-                Attempt::Answer { status, .. } => format!("HTTP {status}"),
-                Attempt::Failed(error) if attempt == attempts => {
-                    let tries = if attempts == 1 { "1 attempt".to_string() } else { format!("{attempts} attempts") };
-                    return Err(format!("{method} {url}: {error} (gave up after {tries})"));
-                }
-                Attempt::Failed(error) => error,
-            };
-            let delay = backoff(self.backoff, attempt);
-            tracing::warn!(
-                node,
-                %method,
-                %url,
-                attempt,
-                of = attempts,
-                error = %why,
-                next_in_ms = delay.as_millis() as u64,
-                "HTTP call failed; retrying"
-            );
-            std::thread::sleep(delay);
-            attempt += 1;
+        match self.attempt(client, &method, &url, call) {
+            Attempt::Answer { status, answer } if status >= 500 => {
+                Err(ConnectorError::retryable(format!("{method} {url}: HTTP {status}")).with_answer(answer))
+            }
+            Attempt::Answer { answer, .. } => Ok(answer),
+            Attempt::Failed(error) => Err(ConnectorError::retryable(format!("{method} {url}: {error}"))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_the_first_wait_and_is_capped() {
-        let first = Duration::from_millis(100);
-        assert_eq!(backoff(first, 1), Duration::from_millis(100));
-        assert_eq!(backoff(first, 2), Duration::from_millis(200));
-        assert_eq!(backoff(first, 3), Duration::from_millis(400));
-        assert_eq!(backoff(first, 8), Duration::from_millis(10_000)); // 12.8 s, capped
-        assert_eq!(backoff(first, 40), MAX_BACKOFF); // 2^39 overflows u32: still the cap
-        assert_eq!(backoff(Duration::ZERO, 5), Duration::ZERO);
     }
 }

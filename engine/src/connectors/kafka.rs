@@ -26,7 +26,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::{Value, json};
 
-use super::Connector;
+use super::{Call, Connector, ConnectorError};
 use crate::chain::spec::KafkaConnection;
 use crate::flow::Ack;
 
@@ -215,7 +215,12 @@ impl Connector for KafkaConnector {
         "kafka"
     }
 
-    fn call(&self, _node: &str, request: &Value, ack: &Ack) -> Result<Value, String> {
+    fn default_timeout(&self) -> Duration {
+        AWAIT_TIMEOUT
+    }
+
+    fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError> {
+        let (request, ack) = (call.request, call.ack);
         let topic = request.get("topic").and_then(Value::as_str).ok_or("request has no `topic`")?;
         let key = match request.get("key") {
             None | Some(Value::Null) => None,
@@ -227,10 +232,15 @@ impl Connector for KafkaConnector {
             Some(json) => serde_json::to_vec(json).map_err(|e| e.to_string())?,
             None => return Err("request has no `value`".into()),
         };
-        let headers = headers_of(request.get("headers"));
-        let producer = self.producer()?;
+        let headers = headers_of(request.get("headers"))
+            .unwrap_or_else(OwnedHeaders::new)
+            .insert(Header { key: "idempotency-key", value: Some(call.idempotency_key.as_bytes()) });
+        let headers = Some(headers);
+        let producer = self.producer().map_err(|e| ConnectorError::permanent(e.as_str()))?;
         if !self.connection.await_delivery {
-            producer.send(topic, key.as_deref().map(str::as_bytes), headers, &value, Delivery::Ack(ack.clone()))?;
+            producer
+                .send(topic, key.as_deref().map(str::as_bytes), headers, &value, Delivery::Ack(ack.clone()))
+                .map_err(ConnectorError::retryable)?;
             return Ok(json!({"queued": true}));
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
@@ -240,11 +250,15 @@ impl Connector for KafkaConnector {
             headers,
             &value,
             Delivery::Answer(reply, ack.clone()),
-        )?;
-        match answer.recv_timeout(AWAIT_TIMEOUT) {
+        )
+        .map_err(ConnectorError::retryable)?;
+        match answer.recv_timeout(call.timeout) {
             Ok(Ok((partition, offset))) => Ok(json!({"partition": partition, "offset": offset})),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no delivery report from `{topic}` within {}s", AWAIT_TIMEOUT.as_secs())),
+            Ok(Err(e)) => Err(ConnectorError::retryable(e)),
+            Err(_) => Err(ConnectorError::retryable(format!(
+                "no delivery report from `{topic}` within {} ms",
+                call.timeout.as_millis()
+            ))),
         }
     }
 }

@@ -8,50 +8,121 @@
 //! file in a test without changing.
 //!
 //! ```text
-//! node ──action_call(request)──▶ Granted{name, connector} ──▶ file | http | kafka | mqtt
+//! node ──action_call(request)──▶ Granted ──▶ Guarded{policy, breaker} ──▶ file | http | kafka | mqtt
 //!      ◀──────────── answer JSON, or an error text (→ the node's Err → Failure) ────┘
 //! ```
 //!
 //! Calls block the worker until the connector answers: a message is done (and acked) only once
-//! its actions were delivered.
+//! its actions were delivered. Time a guest spends blocked in a call is not guest time: it does
+//! not count against the node's deadline (`host::action`), so a slow server is governed by the
+//! connector's own `timeoutMs`, retries and circuit breaker ([`policy`]) — never by the
+//! sandbox's CPU deadline.
+//!
+//! A connector makes *one attempt* per [`Connector::call`] and says, with a typed
+//! [`ConnectorError`], whether asking again may help; [`policy::Guarded`] decides whether to
+//! ask again, how long to wait, and when to stop asking altogether. Every request carries an
+//! idempotency key derived from the message id ([`Call::idempotency_key`]), the same on every
+//! attempt and on a replay after a crash, so a receiver can drop duplicates.
 
 pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod mqtt;
+pub mod policy;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::flow::Ack;
 
-pub use crate::chain::spec::ConnectorSpec;
+pub use crate::chain::spec::{CallPolicySpec, ConnectorKind, ConnectorSpec};
+pub use policy::{ConnectorStats, Guarded};
+
+/// One request to a connector, with what the connector may need besides it.
+pub struct Call<'a> {
+    /// The node that made it, for messages.
+    pub node: &'a str,
+    pub request: &'a Value,
+    /// The message's ack: a connector that confirms asynchronously (Kafka) holds a clone until
+    /// the confirmation, so the message counts as done only then.
+    pub ack: &'a Ack,
+    /// The same for every attempt of this request and for the same request from the same
+    /// message after a replay: HTTP `Idempotency-Key`, Kafka header `idempotency-key`.
+    pub idempotency_key: &'a str,
+    /// Time for this attempt.
+    pub timeout: Duration,
+}
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectorError {
+    pub message: String,
+    /// Asking again may succeed (a network error, a timeout, an overloaded server); `false`:
+    /// the request itself is wrong, and every attempt would fail the same way.
+    pub retryable: bool,
+    /// The server's own answer, when it gave one that is still a failure (an HTTP 5xx). When the
+    /// retries are spent it is what the node gets, so it can report the status and the body.
+    pub answer: Option<Value>,
+}
+
+impl ConnectorError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ConnectorError { message: message.into(), retryable: true, answer: None }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ConnectorError { message: message.into(), retryable: false, answer: None }
+    }
+
+    pub fn with_answer(mut self, answer: Value) -> Self {
+        self.answer = Some(answer);
+        self
+    }
+}
+
+impl From<String> for ConnectorError {
+    /// A bare text is a request the connector refuses: not worth retrying.
+    fn from(message: String) -> Self {
+        ConnectorError::permanent(message)
+    }
+}
+
+impl From<&str> for ConnectorError {
+    fn from(message: &str) -> Self {
+        ConnectorError::permanent(message)
+    }
+}
 
 /// A destination for action requests.
 pub trait Connector: Send + Sync + std::fmt::Debug {
     /// The kind, for messages (`file`, `http`…).
     fn kind(&self) -> &'static str;
-    /// Delivers one request from `node`; blocks until it is delivered or has failed — or, for
-    /// a connector that confirms asynchronously, until it is queued, holding a clone of `ack`
-    /// (the message's) until the confirmation, so the message counts as done only then.
-    fn call(&self, node: &str, request: &Value, ack: &Ack) -> Result<Value, String>;
+    /// The time for one attempt when the spec does not say.
+    fn default_timeout(&self) -> Duration {
+        Duration::from_millis(http::DEFAULT_TIMEOUT_MS)
+    }
+    /// Makes one attempt to deliver `call.request`; blocks until it is delivered or has failed
+    /// (at most `call.timeout`) — or, for a connector that confirms asynchronously, until it
+    /// is queued, holding a clone of `call.ack` until the confirmation.
+    fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError>;
 }
 
-/// A connector as granted to a node: its name in the chain, and the connector.
+/// A connector as granted to a node: its name in the chain, and the connector with its policy.
 #[derive(Debug, Clone)]
 pub struct Granted {
     pub name: Arc<str>,
-    pub connector: Arc<dyn Connector>,
+    pub connector: Arc<Guarded>,
 }
 
 impl Granted {
-    /// The connector's answer, or an error naming the connector.
-    pub fn call(&self, node: &str, request: &Value, ack: &Ack) -> Result<Value, String> {
-        self.connector
-            .call(node, request, ack)
-            .map_err(|message| format!("connector `{}` ({}): {message}", self.name, self.connector.kind()))
+    /// The connector's answer, or an error naming the connector (retries, backoff and the
+    /// circuit breaker applied).
+    pub fn call(&self, node: &str, request: &Value, ack: &Ack, idempotency_key: &str) -> Result<Value, String> {
+        self.connector.call(node, request, ack, idempotency_key)
     }
 }
 
@@ -60,23 +131,21 @@ impl Granted {
 ///
 /// Text fields may name environment variables — `${VAR}`, or `${VAR:-default}` — so that
 /// addresses and secrets stay out of chain files.
-pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<dyn Connector>, String> {
-    Ok(match spec {
-        ConnectorSpec::File { path } => {
+pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<Guarded>, String> {
+    let connector: Arc<dyn Connector> = match &spec.kind {
+        ConnectorKind::File { path } => {
             Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)))
         }
-        ConnectorSpec::Http { base_url, timeout_ms, headers, retries, backoff_ms } => {
+        ConnectorKind::Http { base_url, headers } => {
             let base_url = base_url.as_deref().map(expand_env).transpose()?;
             let headers =
                 headers.iter().map(|(k, v)| Ok((k.clone(), expand_env(v)?))).collect::<Result<_, String>>()?;
-            Arc::new(
-                http::HttpConnector::new(base_url.as_deref(), *timeout_ms, headers)?
-                    .with_retries(retries.unwrap_or(http::DEFAULT_RETRIES), *backoff_ms),
-            )
+            Arc::new(http::HttpConnector::new(base_url.as_deref(), headers)?)
         }
-        ConnectorSpec::Kafka(connection) => Arc::new(kafka::KafkaConnector::new(name, connection)?),
-        ConnectorSpec::Mqtt(c) => Arc::new(mqtt::MqttConnector::new(name, c)?),
-    })
+        ConnectorKind::Kafka(connection) => Arc::new(kafka::KafkaConnector::new(name, connection)?),
+        ConnectorKind::Mqtt(c) => Arc::new(mqtt::MqttConnector::new(name, c)?),
+    };
+    Ok(Arc::new(Guarded::new(name, connector, &spec.policy)?))
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` with the environment's values; an unset variable

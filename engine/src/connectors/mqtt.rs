@@ -31,9 +31,13 @@
 //! at least once: a publish whose PUBACK was lost with the connection is sent twice — with QoS 2
 //! too, whose exactly-once holds only within one connection.
 //!
-//! A call that gets no confirmation within [`CALL_TIMEOUT`] fails with a message saying so (and
-//! the last connection error); it is not re-sent after that, since its node has already gone
-//! to `Failure`.
+//! An attempt that gets no confirmation within the connector's `timeoutMs` (default
+//! [`CALL_TIMEOUT`]) fails with a message saying so (and the last connection error); it is not
+//! re-sent by the connection after that — the policy's retry, if any, is a new publish.
+//!
+//! MQTT 3.1.1, which this client speaks, has no headers or user properties: the call's
+//! idempotency key cannot travel with the publish (MQTT 5 user properties would carry it). A
+//! receiver that must drop duplicates needs an id inside the payload.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,9 +48,8 @@ use std::time::Duration;
 use rumqttc::{Client, Event, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
 
-use super::Connector;
+use super::{Call, Connector, ConnectorError};
 use crate::chain::spec::MqttConnection;
-use crate::flow::Ack;
 
 /// How long a call waits for its publish to be confirmed, across reconnects.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -252,7 +255,6 @@ pub struct MqttConnector {
     url: String,
     options: MqttOptions,
     shared: Arc<Shared>,
-    timeout: Duration,
 }
 
 /// One call waiting for its confirmation.
@@ -410,14 +412,7 @@ impl MqttConnector {
             url: spec.url.clone(),
             options,
             shared: Arc::new(Shared::default()),
-            timeout: CALL_TIMEOUT,
         })
-    }
-
-    /// The same connector with another confirmation timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
     }
 
     fn start(&self, state: &mut State) -> Result<(), String> {
@@ -499,8 +494,12 @@ impl Connector for MqttConnector {
         "mqtt"
     }
 
-    fn call(&self, _node: &str, request: &Value, _ack: &Ack) -> Result<Value, String> {
-        let Request { topic, qos, retain, payload } = parse_request(request)?;
+    fn default_timeout(&self) -> Duration {
+        CALL_TIMEOUT
+    }
+
+    fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError> {
+        let Request { topic, qos, retain, payload } = parse_request(call.request)?;
         let (done, answer) = sync_channel(1);
         let waiter = Arc::new(Waiter {
             seq: self.shared.seq.fetch_add(1, Ordering::Relaxed),
@@ -517,22 +516,22 @@ impl Connector for MqttConnector {
                 return Err("the connector was closed".into());
             }
             self.start(&mut state)?;
-            state.send(waiter.clone())?;
+            state.send(waiter.clone()).map_err(ConnectorError::retryable)?;
         }
-        match answer.recv_timeout(self.timeout) {
+        match answer.recv_timeout(call.timeout) {
             Ok(Ok(())) => Ok(json!({})),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(ConnectorError::retryable(e)),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                 waiter.abandoned.store(true, Ordering::SeqCst);
                 let last = lock(&self.shared).last_error.clone();
                 let what = if waiter.qos == QoS::AtMostOnce { "publish was not written" } else { "no PUBACK" };
-                Err(format!(
+                Err(ConnectorError::retryable(format!(
                     "{what} for topic `{}` within {} s from {}{}",
                     waiter.topic,
-                    self.timeout.as_secs_f64(),
+                    call.timeout.as_secs_f64(),
                     self.url,
                     last.map(|e| format!(" (last connection error: {e})")).unwrap_or_default()
-                ))
+                )))
             }
         }
     }

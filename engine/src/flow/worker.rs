@@ -344,12 +344,12 @@ impl Worker {
     fn run_window(&mut self, idx: NodeIdx, closed: Closed, watermark: i64) {
         let owner = closed.owner;
         let window = ClosedWindow::new(&self.chain.nodes[idx].id, closed);
-        let bytes = serde_json::to_vec(&window).unwrap_or_default();
+        let bytes = Bytes::from(serde_json::to_vec(&window).unwrap_or_default());
         self.run_event(idx, Event::Window, &window.id, &bytes, watermark, owner);
     }
 
     fn run_timer(&mut self, idx: NodeIdx, timer: Timer, owner: crate::state::window::Owner) {
-        let bytes = serde_json::to_vec(&timer).unwrap_or_default();
+        let bytes = Bytes::from(serde_json::to_vec(&timer).unwrap_or_default());
         let watermark = self.progress.completed();
         self.run_event(idx, Event::Timer, &timer.id, &bytes, watermark, owner);
     }
@@ -363,7 +363,7 @@ impl Worker {
         idx: NodeIdx,
         event: Event,
         id: &str,
-        bytes: &[u8],
+        bytes: &Bytes,
         watermark: i64,
         owner: crate::state::window::Owner,
     ) {
@@ -444,7 +444,7 @@ impl Worker {
     }
 
     /// Calls the rule node `idx` with `msg`; outputs land in `self.outputs`.
-    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &[u8], ack: &Ack) -> Result<(), NodeError> {
+    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &Bytes, ack: &Ack) -> Result<(), NodeError> {
         let health = self.health.clone();
         let health = &health[idx];
         if health.disabled.load(Ordering::Relaxed) {

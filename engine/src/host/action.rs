@@ -1,40 +1,127 @@
 //! `action_call(req, len) -> i64`: hands the request (JSON) to the connector the chain granted
 //! this node. A result `n >= 0` means the answer (JSON, `n` bytes) is staged for `take_value`;
 //! `n < 0` means it failed and the reason (`-n - 1` bytes of text) is staged instead.
+//!
+//! # Blocked time is not guest time
+//!
+//! A node's deadline (`limits.deadlineMs`, 200 ms by default) bounds what the *guest* computes:
+//! it is what stops a runaway loop. A call to a connector blocks on a server — for as long as
+//! the connector's `timeoutMs`, retries and backoff allow — and that wait is the connector's to
+//! govern, not the sandbox's. So the time spent here is added to the call's [`Budget`] as
+//! blocked time and the epoch deadline is moved out by exactly that much: a guest that waited
+//! 3 s for a slow server still has its whole 200 ms of computing left, and one that loops
+//! after the answer is still stopped 200 ms of computing later.
+//!
+//! # Idempotency
+//!
+//! Each request carries a key: `{message id}:{node}:{fingerprint of the request}`. A retry of
+//! the same request has the same key, and so does the same request made again for the same
+//! message after a crash and a replay, while two different requests of one message (a login,
+//! then the post) have different keys. Connectors pass it on (HTTP `Idempotency-Key`, Kafka
+//! header `idempotency-key`).
 
-use wasmtime::{Caller, Linker};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{AsContextMut, Caller, Linker};
 
 use super::{HostState, slice, split};
 
+/// How much of a call's deadline the guest has used: wall time since the call started, less
+/// the time it spent blocked in host calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub started: Instant,
+    pub deadline: Duration,
+    pub blocked: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget { started: Instant::now(), deadline: Duration::MAX, blocked: Duration::ZERO }
+    }
+}
+
+impl Budget {
+    /// A call with `deadline` starts now.
+    pub fn start(deadline: Duration) -> Self {
+        Budget { started: Instant::now(), deadline, blocked: Duration::ZERO }
+    }
+
+    /// The guest's time left.
+    pub fn remaining(&self) -> Duration {
+        let used = self.started.elapsed().saturating_sub(self.blocked);
+        self.deadline.saturating_sub(used)
+    }
+}
+
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("sluice", "action_call", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
-        let (memory, host) = split(&mut caller)?;
-        let request = serde_json::from_slice::<serde_json::Value>(slice(memory, ptr, len)?)
-            .map_err(|e| format!("the action request is not JSON: {e}"));
-        let answer = match (&host.action, request) {
-            (_, Err(e)) => Err(e),
-            (None, _) => Err(format!(
-                "node `{}` has no connector: grant it one in the chain (`\"connector\": NAME`, NAME declared under \
-                 `connectors`)",
-                host.node
-            )),
-            (Some(granted), Ok(request)) => granted.call(&host.node, &request, &host.ack),
+        let blocked_since = Instant::now();
+        let result = {
+            let (memory, host) = split(&mut caller)?;
+            let bytes = slice(memory, ptr, len)?;
+            let key = idempotency_key(host, bytes);
+            let request = serde_json::from_slice::<serde_json::Value>(bytes)
+                .map_err(|e| format!("the action request is not JSON: {e}"));
+            let answer = match (&host.action, request) {
+                (_, Err(e)) => Err(e),
+                (None, _) => Err(format!(
+                    "node `{}` has no connector: grant it one in the chain (`\"connector\": NAME`, NAME declared \
+                     under `connectors`)",
+                    host.node
+                )),
+                (Some(granted), Ok(request)) => granted.call(&host.node, &request, &host.ack, &key),
+            };
+            let staged = answer.and_then(|value| {
+                serde_json::to_vec(&value).map_err(|e| format!("the connector's answer cannot be serialized: {e}"))
+            });
+            let n = match staged {
+                Ok(bytes) => {
+                    let n = bytes.len() as i64;
+                    host.staged = Some(bytes);
+                    n
+                }
+                Err(reason) => {
+                    tracing::debug!(node = %host.node, %reason, "action failed");
+                    let bytes = reason.into_bytes();
+                    let n = bytes.len() as i64;
+                    host.staged = Some(bytes);
+                    -n - 1
+                }
+            };
+            host.budget.blocked += blocked_since.elapsed();
+            (n, host.budget.remaining())
         };
-        Ok(match answer {
-            Ok(value) => {
-                let bytes = serde_json::to_vec(&value).unwrap_or_default();
-                let n = bytes.len() as i64;
-                host.staged = Some(bytes);
-                n
-            }
-            Err(reason) => {
-                tracing::debug!(node = %host.node, %reason, "action failed");
-                let bytes = reason.into_bytes();
-                let n = bytes.len() as i64;
-                host.staged = Some(bytes);
-                -n - 1
-            }
-        })
+        let (n, remaining) = result;
+        caller.as_context_mut().set_epoch_deadline(crate::runtime::ticks(remaining));
+        Ok(n)
     })?;
     Ok(())
+}
+
+/// `{message id}:{node}:{first 16 hex digits of the request's SHA-256}`.
+fn idempotency_key(host: &HostState, request: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow, default)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    let id = serde_json::from_slice::<IdOnly>(&host.input).map(|m| m.id.into_owned()).unwrap_or_default();
+    let digest = Sha256::digest(request);
+    format!("{id}:{}:{}", host.node, hex::encode(&digest[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_time_is_given_back() {
+        let started = Instant::now() - Duration::from_millis(500);
+        let mut budget = Budget { started, deadline: Duration::from_millis(200), blocked: Duration::ZERO };
+        assert_eq!(budget.remaining(), Duration::ZERO, "500 ms of computing is past a 200 ms deadline");
+        budget.blocked = Duration::from_millis(500);
+        assert!(budget.remaining() > Duration::from_millis(100), "{:?}", budget.remaining());
+    }
 }

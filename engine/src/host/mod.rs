@@ -46,6 +46,11 @@ pub struct HostState {
     pub early: Vec<Closed>,
     /// The connector the chain granted this node (`action_call`), if any.
     pub action: Option<crate::connectors::Granted>,
+    /// What the current call was handed (a message, a window, a timer, as JSON): its `id` keys
+    /// the call's actions for idempotency.
+    pub input: bytes::Bytes,
+    /// The current call's deadline and the time it spent blocked in host calls.
+    pub budget: action::Budget,
     /// The ack handle of the message being handled: a connector that delivers asynchronously
     /// (Kafka) holds a clone until the broker confirms, so the source commits only then.
     pub ack: crate::flow::Ack,
@@ -66,6 +71,8 @@ impl HostState {
             partition: crate::state::window::UNOWNED,
             early: Vec::new(),
             action: None,
+            input: bytes::Bytes::new(),
+            budget: action::Budget::default(),
             ack: crate::flow::Ack::none(),
         }
     }

@@ -323,6 +323,7 @@ const MAX_HOPS_FOR_CYCLES: u32 = 50;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::spec::ConnectorKind;
 
     #[test]
     fn slugs_are_ascii_and_never_empty() {
@@ -337,14 +338,14 @@ mod tests {
         let kafka = |servers: &'static str| Want {
             base: "kafka",
             build: Box::new(move |p| {
-                ConnectorSpec::File { path: format!("${{{p}_OUT:-{servers}}}") } // any spec will do
+                ConnectorSpec::from(ConnectorKind::File { path: format!("${{{p}_OUT:-{servers}}}") }) // any spec will do
             }),
         };
         let mut d = Draft::default();
         assert_eq!(d.connector(kafka("a")), "kafka");
         assert_eq!(d.connector(kafka("b")), "kafka-2");
         assert_eq!(d.connector(kafka("a")), "kafka");
-        assert_eq!(d.connectors["kafka-2"], ConnectorSpec::File { path: "${KAFKA_2_OUT:-b}".into() });
+        assert_eq!(d.connectors["kafka-2"], ConnectorKind::File { path: "${KAFKA_2_OUT:-b}".into() }.into());
     }
 
     #[test]

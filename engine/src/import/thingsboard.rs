@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::chain::spec::{ChainSpec, ConnectorSpec, KafkaConnection, MqttConnection};
+use crate::chain::spec::{CallPolicySpec, ChainSpec, ConnectorKind, ConnectorSpec, KafkaConnection, MqttConnection};
 
 use super::Names;
 use super::draft::{Draft, Fragment, Part, Placed, Want, slug};
@@ -509,11 +509,11 @@ pub(crate) fn kafka_connector(servers: String, properties: std::collections::BTr
     Want {
         base: "kafka",
         build: Box::new(move |env| {
-            ConnectorSpec::Kafka(KafkaConnection {
+            ConnectorSpec::from(ConnectorKind::Kafka(KafkaConnection {
                 brokers: format!("${{{env}_BROKERS:-{servers}}}"),
                 properties: properties.clone(),
                 await_delivery: false,
-            })
+            }))
         }),
     }
 }
@@ -528,12 +528,9 @@ fn rest(c: &Ctx) -> Result<Outcome, ImportError> {
     let timeout = c.cfg.opt_u64("readTimeoutMs")?.filter(|t| *t > 0);
     let want = Want {
         base: "rest",
-        build: Box::new(move |_| ConnectorSpec::Http {
-            base_url: None,
-            timeout_ms: timeout,
-            headers: Default::default(),
-            retries: None,
-            backoff_ms: None,
+        build: Box::new(move |_| ConnectorSpec {
+            kind: ConnectorKind::Http { base_url: None, headers: Default::default() },
+            policy: CallPolicySpec { timeout_ms: timeout, ..Default::default() },
         }),
     };
     let mut fragment = Fragment::one(Part::module("rest-action", config).granted(want));
@@ -569,14 +566,14 @@ fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
     let want = Want {
         base: "mqtt",
         build: Box::new(move |env| {
-            ConnectorSpec::Mqtt(MqttConnection {
+            ConnectorSpec::from(ConnectorKind::Mqtt(MqttConnection {
                 url: format!("${{{env}_URL:-{url}}}"),
                 client_id: client_id.clone(),
                 username: username.clone(),
                 password: password.as_ref().map(|p| format!("${{{env}_PASSWORD:-{p}}}")),
                 ca_file: None,
                 keep_alive_s: None,
-            })
+            }))
         }),
     };
     let mut fragment = Fragment::one(Part::module("mqtt-action", config).granted(want));

@@ -7,7 +7,9 @@ use wasmtime::{Engine, InstancePre, Memory, Store, Trap, TypedFunc};
 
 use super::limits::{INIT_DEADLINE, Limits};
 use super::{NodeError, NodeErrorKind, ticks};
+use crate::host::action::Budget;
 use crate::host::{Emitted, HostState};
+use bytes::Bytes;
 use sluice_sdk::abi::{STATUS_CONFIG_ERROR, STATUS_ERROR, STATUS_OK};
 
 pub struct NodeInstance {
@@ -63,7 +65,7 @@ impl NodeInstance {
             deadline: limits.deadline,
             deadline_ticks: ticks(limits.deadline),
         };
-        let status = this.invoke(init, config, INIT_DEADLINE)?;
+        let status = this.invoke(init, &Bytes::copy_from_slice(config), INIT_DEADLINE)?;
         let failure = this.store.data_mut().failure.take().unwrap_or_default();
         match status {
             STATUS_OK => Ok(this),
@@ -78,8 +80,9 @@ impl NodeInstance {
         }
     }
 
-    /// Copies `input` into the guest and calls `func(len)` under `deadline`.
-    fn invoke(&mut self, func: TypedFunc<u32, u32>, input: &[u8], deadline: Duration) -> Result<u32, NodeError> {
+    /// Copies `input` into the guest and calls `func(len)` under `deadline` (of guest time:
+    /// time blocked in host calls is given back, see `host::action`).
+    fn invoke(&mut self, func: TypedFunc<u32, u32>, input: &Bytes, deadline: Duration) -> Result<u32, NodeError> {
         let node = self.store.data().node.clone();
         let len = u32::try_from(input.len())
             .map_err(|_| NodeError { node: node.to_string(), kind: NodeErrorKind::Guest("input over 4 GiB".into()) })?;
@@ -88,6 +91,8 @@ impl NodeInstance {
         host.outputs.clear();
         host.failure = None;
         host.limiter.hit = false;
+        host.input = input.clone();
+        host.budget = Budget::start(deadline);
         let result = (|| {
             if len > self.buf_cap {
                 self.buf_ptr = self.reserve.call(&mut self.store, len)?;
@@ -96,6 +101,7 @@ impl NodeInstance {
             self.memory.write(&mut self.store, self.buf_ptr as usize, input)?;
             func.call(&mut self.store, len)
         })();
+        self.store.data_mut().input = Bytes::new();
         result.map_err(|e| NodeError { node: node.to_string(), kind: self.classify(e, deadline) })
     }
 
@@ -122,7 +128,7 @@ impl NodeInstance {
     /// Runs one message. On success `outputs` holds what the guest emitted, in order; a guest
     /// `Err` is [`NodeErrorKind::Guest`]; a crash leaves this instance unusable (the caller
     /// replaces it).
-    pub fn call(&mut self, msg: &[u8], outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+    pub fn call(&mut self, msg: &Bytes, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
         let status = self.invoke(self.on_msg.clone(), msg, self.deadline)?;
         self.finish(status, outputs)
     }
@@ -149,7 +155,7 @@ impl NodeInstance {
     }
 
     /// Hands a closed window (JSON of a `ClosedWindow`) to the guest.
-    pub fn call_window(&mut self, window: &[u8], outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+    pub fn call_window(&mut self, window: &Bytes, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
         let Some(on_window) = self.on_window.clone() else {
             let node = self.store.data().node.to_string();
             return Err(NodeError { node, kind: NodeErrorKind::Abi("module has no `sluice_on_window` export".into()) });
@@ -159,7 +165,7 @@ impl NodeInstance {
     }
 
     /// Hands a due timer (JSON of a `Timer`) to the guest.
-    pub fn call_timer(&mut self, timer: &[u8], outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+    pub fn call_timer(&mut self, timer: &Bytes, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
         let Some(on_timer) = self.on_timer.clone() else {
             let node = self.store.data().node.to_string();
             return Err(NodeError { node, kind: NodeErrorKind::Abi("module has no `sluice_on_timer` export".into()) });

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sluice::chain::Loader;
 use sluice::config::HttpSourceSpec;
-use sluice::connectors::{self, Connector, ConnectorSpec};
+use sluice::connectors::{self, CallPolicySpec, ConnectorKind, ConnectorSpec, Guarded};
 use sluice::flow::{Ack, Pipeline, PipelineConfig, Sinks};
 use sluice::host::Clock;
 use sluice::sinks::jsonl::{self as output, SinkItem, SinkSender, Target};
@@ -51,6 +51,8 @@ struct Seen {
     method: String,
     path: String,
     body: String,
+    /// The `Idempotency-Key` header.
+    key: Option<String>,
 }
 
 /// A real HTTP server on a free 127.0.0.1 port, answering the n-th request with `script[n]` (the
@@ -77,6 +79,7 @@ async fn scripted(State(script): State<Script>, request: Request) -> Response {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             body: String::from_utf8_lossy(&body).into_owned(),
+            key: parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string),
         });
         seen.len() - 1
     };
@@ -130,23 +133,32 @@ impl Drop for ScriptedServer {
 }
 
 /// An HTTP connector to `base_url` as a chain would declare it.
-fn connector(base_url: &str, timeout_ms: u64, retries: u32) -> Arc<dyn Connector> {
-    let spec = ConnectorSpec::Http {
-        base_url: Some(base_url.to_string()),
-        timeout_ms: Some(timeout_ms),
-        headers: Default::default(),
-        retries: Some(retries),
-        backoff_ms: Some(5),
+fn connector(base_url: &str, timeout_ms: u64, retries: u32) -> Arc<Guarded> {
+    let spec = ConnectorSpec {
+        kind: ConnectorKind::Http { base_url: Some(base_url.to_string()), headers: Default::default() },
+        policy: CallPolicySpec {
+            timeout_ms: Some(timeout_ms),
+            retries: Some(retries),
+            backoff_ms: Some(5),
+            ..Default::default()
+        },
     };
     connectors::open("api", &spec, Path::new(".")).expect("connector")
 }
 
-fn post_reading(connector: &Arc<dyn Connector>) -> Result<Value, String> {
-    connector.call("rest", &json!({"method": "POST", "url": "/api/readings", "body": {"t": 21.5}}), &Ack::none())
+fn post_reading(connector: &Arc<Guarded>) -> Result<Value, String> {
+    let request = json!({"method": "POST", "url": "/api/readings", "body": {"t": 21.5}});
+    connector.call("rest", &request, &Ack::none(), "m-1:rest:0")
 }
 
 fn reading_request() -> Seen {
-    Seen { method: "POST".into(), path: "/api/readings".into(), body: r#"{"t":21.5}"#.into() }
+    // Every attempt carries the call's idempotency key.
+    Seen {
+        method: "POST".into(),
+        path: "/api/readings".into(),
+        body: r#"{"t":21.5}"#.into(),
+        key: Some("m-1:rest:0".into()),
+    }
 }
 
 #[test]

@@ -12,7 +12,8 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::{Value, json};
 use sluice::chain::Loader;
 use sluice::config::{MqttConnection, MqttSourceSpec, PayloadFormat};
-use sluice::connectors::Connector;
+use sluice::chain::spec::CircuitBreakerSpec;
+use sluice::connectors::{CallPolicySpec, Guarded};
 use sluice::connectors::mqtt::MqttConnector;
 use sluice::flow::{Ack, Pipeline, PipelineConfig, Sinks};
 use sluice::host::Clock;
@@ -262,6 +263,18 @@ fn mqtt_device_and_gateway_telemetry_go_through_the_chain() {
     run.stop(&rt).expect("clean stop");
 }
 
+/// The connector as a chain grants it: one attempt per call (these tests count attempts), no
+/// circuit breaker, `timeout_ms` per attempt (default: the connector's).
+fn guarded(connector: MqttConnector, timeout_ms: Option<u64>) -> Guarded {
+    let policy = CallPolicySpec {
+        timeout_ms,
+        retries: Some(0),
+        circuit_breaker: Some(CircuitBreakerSpec { enabled: false, failures: None, open_ms: None }),
+        ..Default::default()
+    };
+    Guarded::new("mqtt", Arc::new(connector), &policy).expect("policy")
+}
+
 #[test]
 fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
     let broker = Mosquitto::start();
@@ -269,7 +282,7 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
     let subscriber = TestClient::connect(&rt, broker.port, "test-subscriber", false);
     subscriber.subscribe(&rt, "alerts/#");
 
-    let connector = Arc::new(MqttConnector::new("alerts", &connection(&broker.url(), None)).expect("connector"));
+    let connector = Arc::new(guarded(MqttConnector::new("alerts", &connection(&broker.url(), None)).expect("connector"), None));
     // Four workers publishing at once, as a chain's workers do.
     let workers: Vec<_> = (0..4)
         .map(|w| {
@@ -283,7 +296,7 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
                         _ => 1,
                     };
                     let answer = connector
-                        .call("publish", &json!({"topic": "alerts/zone", "qos": qos, "payload": payload}), &Ack::none())
+                        .call("publish", &json!({"topic": "alerts/zone", "qos": qos, "payload": payload}), &Ack::none(), "key")
                         .unwrap_or_else(|e| panic!("publish {w}-{i}: {e}"));
                     assert_eq!(answer, json!({}));
                 }
@@ -294,7 +307,7 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
         w.join().expect("worker");
     }
     // Everything confirmed before this one was sent: once it arrives, so has the rest.
-    connector.call("publish", &json!({"topic": "alerts/zone", "payload": "end"}), &Ack::none()).expect("last");
+    connector.call("publish", &json!({"topic": "alerts/zone", "payload": "end"}), &Ack::none(), "key").expect("last");
     wait_until("the last payload", || subscriber.payloads().contains(&"end".to_string()));
 
     let mut expected: Vec<String> = (0..4)
@@ -309,7 +322,7 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
     assert_eq!(got, expected);
 
     // Bad requests fail the call, naming what is wrong; nothing is sent.
-    let e = connector.call("publish", &json!({"topic": "alerts/+", "payload": 1}), &Ack::none()).unwrap_err();
+    let e = connector.call("publish", &json!({"topic": "alerts/+", "payload": 1}), &Ack::none(), "key").unwrap_err();
     assert!(e.contains("wildcards"), "{e}");
 }
 
@@ -317,9 +330,9 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
 fn mqtt_connector_retains_and_reports_an_unreachable_broker() {
     let broker = Mosquitto::start();
     let rt = tokio();
-    let connector = MqttConnector::new("status", &connection(&broker.url(), Some("sluice-status"))).unwrap();
+    let connector = guarded(MqttConnector::new("status", &connection(&broker.url(), Some("sluice-status"))).unwrap(), None);
     connector
-        .call("status", &json!({"topic": "status/pump-1", "retain": true, "payload": {"on": true}}), &Ack::none())
+        .call("status", &json!({"topic": "status/pump-1", "retain": true, "payload": {"on": true}}), &Ack::none(), "key")
         .expect("retained publish");
     // A client subscribing afterwards gets the retained message.
     let late = TestClient::connect(&rt, broker.port, "test-late", false);
@@ -328,10 +341,9 @@ fn mqtt_connector_retains_and_reports_an_unreachable_broker() {
     assert_eq!(late.payloads(), [r#"{"on":true}"#]);
     assert!(late.received.lock().unwrap()[0].retain);
 
-    let nowhere = MqttConnector::new("x", &connection(&format!("mqtt://127.0.0.1:{}", free_port()), None))
-        .unwrap()
-        .with_timeout(Duration::from_millis(700));
-    let e = nowhere.call("x", &json!({"topic": "a", "payload": "b"}), &Ack::none()).unwrap_err();
+    let nowhere =
+        guarded(MqttConnector::new("x", &connection(&format!("mqtt://127.0.0.1:{}", free_port()), None)).unwrap(), Some(700));
+    let e = nowhere.call("x", &json!({"topic": "a", "payload": "b"}), &Ack::none(), "key").unwrap_err();
     assert!(e.contains("no PUBACK for topic `a`") && e.contains("last connection error"), "{e}");
 }
 
@@ -374,11 +386,11 @@ fn mqtt_connector_publishes_across_a_broker_restart() {
     let rt = tokio();
     let subscriber = TestClient::connect(&rt, broker.port, "test-restart-subscriber", true);
     subscriber.subscribe(&rt, "alarms/#");
-    let connector = Arc::new(MqttConnector::new("alarms", &connection(&broker.url(), None)).unwrap());
+    let connector = Arc::new(guarded(MqttConnector::new("alarms", &connection(&broker.url(), None)).unwrap(), None));
     let publish = |n: i64| {
         let connector = connector.clone();
         std::thread::spawn(move || {
-            connector.call("alarm", &json!({"topic": "alarms/boiler", "payload": {"n": n}}), &Ack::none())
+            connector.call("alarm", &json!({"topic": "alarms/boiler", "payload": {"n": n}}), &Ack::none(), "key")
         })
     };
     publish(0).join().unwrap().expect("before the restart");
@@ -506,8 +518,8 @@ fn mqtts_with_the_brokers_ca_and_without() {
 
     let mut spec = connection(&format!("mqtts://127.0.0.1:{tls_port}"), None);
     spec.ca_file = Some(ca.display().to_string());
-    let connector = MqttConnector::new("secure", &spec).expect("connector");
-    connector.call("n", &json!({"topic": "secure/a", "payload": "over TLS"}), &Ack::none()).expect("TLS publish");
+    let connector = guarded(MqttConnector::new("secure", &spec).expect("connector"), None);
+    connector.call("n", &json!({"topic": "secure/a", "payload": "over TLS"}), &Ack::none(), "key").expect("TLS publish");
     wait_until("the TLS publish", || !subscriber.payloads().is_empty());
     assert_eq!(subscriber.payloads(), ["over TLS"]);
 
@@ -517,8 +529,8 @@ fn mqtts_with_the_brokers_ca_and_without() {
         // A machine without CA roots at all says so at once.
         Err(e) => assert!(e.contains("caFile"), "{e}"),
         Ok(untrusted) => {
-            let untrusted = untrusted.with_timeout(Duration::from_millis(1500));
-            let e = untrusted.call("n", &json!({"topic": "secure/a", "payload": "x"}), &Ack::none()).unwrap_err();
+            let untrusted = guarded(untrusted, Some(1500));
+            let e = untrusted.call("n", &json!({"topic": "secure/a", "payload": "x"}), &Ack::none(), "key").unwrap_err();
             assert!(e.contains("no PUBACK") && e.to_lowercase().contains("certificate"), "{e}");
         }
     }
