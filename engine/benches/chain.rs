@@ -61,7 +61,7 @@ fn bench_calls(c: &mut Criterion) {
     let rt = Runtime::new(None).expect("runtime");
     let mut group = c.benchmark_group("call");
     group.throughput(Throughput::Elements(1));
-    let msg = serde_json::to_vec(&telemetry()).unwrap();
+    let msg = bytes::Bytes::from(serde_json::to_vec(&telemetry()).unwrap());
     let script = || std::fs::read(modules.join("script.wasm")).unwrap();
     let cases: [(&str, Vec<u8>, Value); 5] = [
         ("noop-wat", NOOP_WAT.as_bytes().to_vec(), Value::Null),

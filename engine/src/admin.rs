@@ -218,7 +218,10 @@ mod tests {
         granted.call("n", &serde_json::json!({"a": 1}), &ack, "m:n:0").unwrap();
         granted.call("n", &serde_json::json!({"a": 2}), &ack, "m:n:1").unwrap();
         let text = connector_metrics(&[granted]);
-        assert!(text.contains("sluice_connector_calls_total{connector=\"audit \\\"log\\\"\",outcome=\"succeeded\"} 2\n"), "{text}");
+        assert!(
+            text.contains("sluice_connector_calls_total{connector=\"audit \\\"log\\\"\",outcome=\"succeeded\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("outcome=\"failed\"} 0\n"), "{text}");
         assert!(text.contains("# TYPE sluice_connector_circuit_state gauge\n"), "{text}");
         assert!(text.contains("sluice_connector_circuit_state{connector=\"audit \\\"log\\\"\"} 0\n"), "{text}");

@@ -327,7 +327,9 @@ mod tests {
         assert_eq!(source.brokers, "10.1.1.1:9092");
         assert_eq!(source.properties["security.protocol"], "SASL_SSL");
         assert!(matches!(&config.output, Some(OutputSpec::Kafka { topic, .. }) if topic == "out"));
-        assert!(matches!(&config.connectors["alerts"], ConnectorSpec { kind: ConnectorKind::Mqtt(c), .. } if c.username.as_deref() == Some("u")));
+        assert!(
+            matches!(&config.connectors["alerts"], ConnectorSpec { kind: ConnectorKind::Mqtt(c), .. } if c.username.as_deref() == Some("u"))
+        );
         assert_eq!(config.state.checkpoint_ms, 1000);
     }
 

@@ -56,7 +56,10 @@ fn wind_zones_with_failures(dir: &Path, policy: Value) -> std::path::PathBuf {
     for (k, v) in policy.as_object().unwrap() {
         chain["connectors"]["thingsboard"][k] = v.clone();
     }
-    chain["connections"].as_array_mut().unwrap().push(json!({"from": "to-thingsboard", "to": "out", "relation": "Failure"}));
+    chain["connections"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"from": "to-thingsboard", "to": "out", "relation": "Failure"}));
     let path = dir.join("wind-zones.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&chain).unwrap()).unwrap();
     path
@@ -168,10 +171,19 @@ fn an_imported_rest_call_node_waits_for_a_slow_server() {
         .output()
         .unwrap();
     assert!(imported.status.success(), "{}", stderr(&imported));
-    let chain = std::fs::read_dir(&chains).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "json")).unwrap();
+    let chain = std::fs::read_dir(&chains)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
     let input = dir.path().join("in.jsonl");
     let lines: String = (0..6)
-        .map(|i| format!("{{\"ts\": {}, \"deviceName\": \"T-{i}\", \"deviceType\": \"thermometer\", \"t\": {i}}}\n", 1_700_000_000_000_i64 + i))
+        .map(|i| {
+            format!(
+                "{{\"ts\": {}, \"deviceName\": \"T-{i}\", \"deviceType\": \"thermometer\", \"t\": {i}}}\n",
+                1_700_000_000_000_i64 + i
+            )
+        })
         .collect();
     std::fs::write(&input, lines).unwrap();
     let run = run(&chain, &input, dir.path(), &[], &[]);
@@ -184,7 +196,8 @@ fn an_imported_rest_call_node_waits_for_a_slow_server() {
     let want: BTreeSet<(String, String)> = (0..6).map(|i| (format!("T-{i}"), json!({"t": i}).to_string())).collect();
     assert_eq!(got, want, "every message posted once, after the slow answer");
     assert!(tb.device_telemetry.iter().all(|(_, _, key)| key.is_some()), "with an idempotency key");
-    let crashes: u64 = run.stats["stats"]["nodes"].as_object().unwrap().values().map(|n| n["crashes"].as_u64().unwrap()).sum();
+    let crashes: u64 =
+        run.stats["stats"]["nodes"].as_object().unwrap().values().map(|n| n["crashes"].as_u64().unwrap()).sum();
     assert_eq!(crashes, 0);
 }
 
@@ -255,16 +268,13 @@ fn soak_every_average_is_delivered_once_per_key_or_dead_lettered() {
     std::fs::write(&input, lines).unwrap();
     // (zone, window start) → (count, avg), from the generator above.
     let expected: BTreeMap<(String, i64), (u64, f64)> = (0..WINDOWS)
-        .flat_map(|w| (0..ZONES).map(move |z| ((format!("Z{z}"), t0 + w * 10_000), (2, (speed(w, z, 0) + speed(w, z, 1)) / 2.0))))
+        .flat_map(|w| {
+            (0..ZONES).map(move |z| ((format!("Z{z}"), t0 + w * 10_000), (2, (speed(w, z, 0) + speed(w, z, 1)) / 2.0)))
+        })
         .collect();
 
-    let faults = Faults {
-        fail: 0.30,
-        stall: 0.05,
-        stall_for: Duration::from_secs(1),
-        seed: 20261206,
-        ..Faults::default()
-    };
+    let faults =
+        Faults { fail: 0.30, stall: 0.05, stall_for: Duration::from_secs(1), seed: 20261206, ..Faults::default() };
     let (url, tb, server, stop) = start_thingsboard_with(faults);
     let dead = dir.path().join("dead.jsonl");
     let config = dir.path().join("sluice.toml");

@@ -30,7 +30,7 @@ fn in_wasm(module: &str, config: &Value, msgs: &[Msg]) -> Vec<Vec<(String, Msg)>
     msgs.iter()
         .map(|msg| {
             let mut outputs = Vec::new();
-            match instance.call(&serde_json::to_vec(msg).unwrap(), &mut outputs) {
+            match instance.call(&serde_json::to_vec(msg).unwrap().into(), &mut outputs) {
                 Ok(()) => outputs
                     .into_iter()
                     .map(|(relation, emitted)| match emitted {

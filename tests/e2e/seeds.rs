@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::{modules, repo, sluice_bin, stderr};
 use crate::thingsboard::start_thingsboard;

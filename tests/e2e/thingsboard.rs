@@ -120,7 +120,10 @@ pub(crate) fn start_thingsboard_with(
                 // Get-or-create, as a retried create must be: the same name is the same asset.
                 if let Some(id) = tb.assets.get(&name) {
                     let id = id.clone();
-                    return (StatusCode::OK, axum::Json(json!({"id": {"entityType": "ASSET", "id": id}, "name": name})));
+                    return (
+                        StatusCode::OK,
+                        axum::Json(json!({"id": {"entityType": "ASSET", "id": id}, "name": name})),
+                    );
                 }
                 let id = format!("00000000-0000-0000-0000-{:012}", tb.assets.len() + 1);
                 tb.assets.insert(name.clone(), id.clone());
@@ -157,12 +160,14 @@ pub(crate) fn start_thingsboard_with(
         )
         .route(
             "/api/v1/{token}/telemetry",
-            post(|State(tb): State<Tb>, headers: HeaderMap, UrlPath(token): UrlPath<String>, body: String| async move {
-                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-                let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
-                tb.lock().unwrap().device_telemetry.push((token, body, key));
-                StatusCode::OK
-            }),
+            post(
+                |State(tb): State<Tb>, headers: HeaderMap, UrlPath(token): UrlPath<String>, body: String| async move {
+                    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+                    tb.lock().unwrap().device_telemetry.push((token, body, key));
+                    StatusCode::OK
+                },
+            ),
         )
         .layer(middleware::from_fn_with_state(tb.clone(), misbehave))
         .with_state(tb.clone());

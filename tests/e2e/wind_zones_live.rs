@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 
 use crate::brokers::Mosquitto;
 use crate::kafka::{Service, write};
-use crate::seeds::{close, start_thingsboard, tumbling};
+use crate::seeds::{close, tumbling};
 use crate::support::repo;
 use crate::tansu::Tansu;
+use crate::thingsboard::start_thingsboard;
 
 /// Readings start a minute from now, on a window boundary: the attribute messages are stamped
 /// with the time they arrive (like a device's attributes in ThingsBoard), and that must stay

@@ -47,10 +47,12 @@ pub struct ChainSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectorSpec {
-    #[serde(flatten)]
-    pub kind: ConnectorKind,
+    // `policy` first: serde hands flattened fields the keys in declaration order, the policy
+    // takes its own, and the kind (which refuses unknown keys) sees only the rest.
     #[serde(flatten)]
     pub policy: CallPolicySpec,
+    #[serde(flatten)]
+    pub kind: ConnectorKind,
 }
 
 impl From<ConnectorKind> for ConnectorSpec {

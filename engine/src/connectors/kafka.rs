@@ -244,14 +244,9 @@ impl Connector for KafkaConnector {
             return Ok(json!({"queued": true}));
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        producer.send(
-            topic,
-            key.as_deref().map(str::as_bytes),
-            headers,
-            &value,
-            Delivery::Answer(reply, ack.clone()),
-        )
-        .map_err(ConnectorError::retryable)?;
+        producer
+            .send(topic, key.as_deref().map(str::as_bytes), headers, &value, Delivery::Answer(reply, ack.clone()))
+            .map_err(ConnectorError::retryable)?;
         match answer.recv_timeout(call.timeout) {
             Ok(Ok((partition, offset))) => Ok(json!({"partition": partition, "offset": offset})),
             Ok(Err(e)) => Err(ConnectorError::retryable(e)),

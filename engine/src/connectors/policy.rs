@@ -28,9 +28,9 @@
 //! dead-letter sink when `Failure` is not connected). A node is never disabled for it: a failing
 //! server is not a crashing guest.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::{Value, json};
 use sluice::chain::Loader;
-use sluice::config::{MqttConnection, MqttSourceSpec, PayloadFormat};
 use sluice::chain::spec::CircuitBreakerSpec;
-use sluice::connectors::{CallPolicySpec, Guarded};
+use sluice::config::{MqttConnection, MqttSourceSpec, PayloadFormat};
 use sluice::connectors::mqtt::MqttConnector;
+use sluice::connectors::{CallPolicySpec, Guarded};
 use sluice::flow::{Ack, Pipeline, PipelineConfig, Sinks};
 use sluice::host::Clock;
 use sluice::sinks::jsonl::SinkItem;
@@ -282,7 +282,8 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
     let subscriber = TestClient::connect(&rt, broker.port, "test-subscriber", false);
     subscriber.subscribe(&rt, "alerts/#");
 
-    let connector = Arc::new(guarded(MqttConnector::new("alerts", &connection(&broker.url(), None)).expect("connector"), None));
+    let connector =
+        Arc::new(guarded(MqttConnector::new("alerts", &connection(&broker.url(), None)).expect("connector"), None));
     // Four workers publishing at once, as a chain's workers do.
     let workers: Vec<_> = (0..4)
         .map(|w| {
@@ -296,7 +297,12 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
                         _ => 1,
                     };
                     let answer = connector
-                        .call("publish", &json!({"topic": "alerts/zone", "qos": qos, "payload": payload}), &Ack::none(), "key")
+                        .call(
+                            "publish",
+                            &json!({"topic": "alerts/zone", "qos": qos, "payload": payload}),
+                            &Ack::none(),
+                            "key",
+                        )
                         .unwrap_or_else(|e| panic!("publish {w}-{i}: {e}"));
                     assert_eq!(answer, json!({}));
                 }
@@ -330,9 +336,15 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
 fn mqtt_connector_retains_and_reports_an_unreachable_broker() {
     let broker = Mosquitto::start();
     let rt = tokio();
-    let connector = guarded(MqttConnector::new("status", &connection(&broker.url(), Some("sluice-status"))).unwrap(), None);
+    let connector =
+        guarded(MqttConnector::new("status", &connection(&broker.url(), Some("sluice-status"))).unwrap(), None);
     connector
-        .call("status", &json!({"topic": "status/pump-1", "retain": true, "payload": {"on": true}}), &Ack::none(), "key")
+        .call(
+            "status",
+            &json!({"topic": "status/pump-1", "retain": true, "payload": {"on": true}}),
+            &Ack::none(),
+            "key",
+        )
         .expect("retained publish");
     // A client subscribing afterwards gets the retained message.
     let late = TestClient::connect(&rt, broker.port, "test-late", false);
@@ -341,8 +353,10 @@ fn mqtt_connector_retains_and_reports_an_unreachable_broker() {
     assert_eq!(late.payloads(), [r#"{"on":true}"#]);
     assert!(late.received.lock().unwrap()[0].retain);
 
-    let nowhere =
-        guarded(MqttConnector::new("x", &connection(&format!("mqtt://127.0.0.1:{}", free_port()), None)).unwrap(), Some(700));
+    let nowhere = guarded(
+        MqttConnector::new("x", &connection(&format!("mqtt://127.0.0.1:{}", free_port()), None)).unwrap(),
+        Some(700),
+    );
     let e = nowhere.call("x", &json!({"topic": "a", "payload": "b"}), &Ack::none(), "key").unwrap_err();
     assert!(e.contains("no PUBACK for topic `a`") && e.contains("last connection error"), "{e}");
 }
@@ -519,7 +533,9 @@ fn mqtts_with_the_brokers_ca_and_without() {
     let mut spec = connection(&format!("mqtts://127.0.0.1:{tls_port}"), None);
     spec.ca_file = Some(ca.display().to_string());
     let connector = guarded(MqttConnector::new("secure", &spec).expect("connector"), None);
-    connector.call("n", &json!({"topic": "secure/a", "payload": "over TLS"}), &Ack::none(), "key").expect("TLS publish");
+    connector
+        .call("n", &json!({"topic": "secure/a", "payload": "over TLS"}), &Ack::none(), "key")
+        .expect("TLS publish");
     wait_until("the TLS publish", || !subscriber.payloads().is_empty());
     assert_eq!(subscriber.payloads(), ["over TLS"]);
 
@@ -530,7 +546,8 @@ fn mqtts_with_the_brokers_ca_and_without() {
         Err(e) => assert!(e.contains("caFile"), "{e}"),
         Ok(untrusted) => {
             let untrusted = guarded(untrusted, Some(1500));
-            let e = untrusted.call("n", &json!({"topic": "secure/a", "payload": "x"}), &Ack::none(), "key").unwrap_err();
+            let e =
+                untrusted.call("n", &json!({"topic": "secure/a", "payload": "x"}), &Ack::none(), "key").unwrap_err();
             assert!(e.contains("no PUBACK") && e.to_lowercase().contains("certificate"), "{e}");
         }
     }
