@@ -37,6 +37,11 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     /// a connector that confirms asynchronously, until it is queued, holding a clone of `ack`
     /// (the message's) until the confirmation, so the message counts as done only then.
     fn call(&self, node: &str, request: &Value, ack: &Ack) -> Result<Value, String>;
+    /// Called once before the first message of a run that starts fresh (not a resumed run, not
+    /// a service, not a reload): a connector writing files empties them. Default: nothing.
+    fn start_afresh(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A connector as granted to a node: its name in the chain, and the connector.
@@ -62,8 +67,8 @@ impl Granted {
 /// addresses and secrets stay out of chain files.
 pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<dyn Connector>, String> {
     Ok(match spec {
-        ConnectorSpec::File { path } => {
-            Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)))
+        ConnectorSpec::File { path, append } => {
+            Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)).appending(*append))
         }
         ConnectorSpec::Http { base_url, timeout_ms, headers, retries, backoff_ms } => {
             let base_url = base_url.as_deref().map(expand_env).transpose()?;

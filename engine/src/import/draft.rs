@@ -337,14 +337,14 @@ mod tests {
         let kafka = |servers: &'static str| Want {
             base: "kafka",
             build: Box::new(move |p| {
-                ConnectorSpec::File { path: format!("${{{p}_OUT:-{servers}}}") } // any spec will do
+                ConnectorSpec::File { path: format!("${{{p}_OUT:-{servers}}}"), append: false } // any spec will do
             }),
         };
         let mut d = Draft::default();
         assert_eq!(d.connector(kafka("a")), "kafka");
         assert_eq!(d.connector(kafka("b")), "kafka-2");
         assert_eq!(d.connector(kafka("a")), "kafka");
-        assert_eq!(d.connectors["kafka-2"], ConnectorSpec::File { path: "${KAFKA_2_OUT:-b}".into() });
+        assert_eq!(d.connectors["kafka-2"], ConnectorSpec::File { path: "${KAFKA_2_OUT:-b}".into(), append: false });
     }
 
     #[test]
