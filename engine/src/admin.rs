@@ -37,6 +37,9 @@ pub struct Metric {
     pub read: Box<dyn Fn() -> f64 + Send + Sync>,
 }
 
+/// One sample of a [`DynamicFamily`]: its `(label, value)` pairs and its value.
+pub type Sample = (Vec<(&'static str, String)>, f64);
+
 /// A family whose samples are only known when scraped (one per disabled node, say): each
 /// sample is `(labels, value)`, label values escaped as the text format requires.
 pub struct DynamicFamily {
@@ -44,7 +47,7 @@ pub struct DynamicFamily {
     pub help: &'static str,
     /// `counter` or `gauge`.
     pub kind: &'static str,
-    pub samples: Box<dyn Fn() -> Vec<(Vec<(&'static str, String)>, f64)> + Send + Sync>,
+    pub samples: Box<dyn Fn() -> Vec<Sample> + Send + Sync>,
 }
 
 /// Metrics parts of the engine register as they start (a source after it connects).
