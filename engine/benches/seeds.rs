@@ -159,6 +159,8 @@ fn main() {
                 checkpoint_every: Duration::from_secs(3600),
                 fresh: true,
                 connectors: Default::default(),
+                deployment: Default::default(),
+                shutdown: None,
             };
             let started = Instant::now();
             let (report, _) = tokio.block_on(sluice::run::run(runtime.clone(), options)).expect("run");

@@ -37,13 +37,32 @@ pub struct Metric {
     pub read: Box<dyn Fn() -> f64 + Send + Sync>,
 }
 
+/// One sample of a [`DynamicFamily`]: its `(label, value)` pairs and its value.
+pub type Sample = (Vec<(&'static str, String)>, f64);
+
+/// A family whose samples are only known when scraped (one per disabled node, say): each
+/// sample is `(labels, value)`, label values escaped as the text format requires.
+pub struct DynamicFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    pub samples: Box<dyn Fn() -> Vec<Sample> + Send + Sync>,
+}
+
 /// Metrics parts of the engine register as they start (a source after it connects).
 #[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<Vec<Metric>>>);
+pub struct Metrics(Arc<Mutex<Vec<Metric>>>, Arc<Mutex<Vec<DynamicFamily>>>);
 
 impl Metrics {
     pub fn register(&self, metric: Metric) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(metric);
+    }
+
+    /// Registers a family rendered after the fixed ones; with no samples, only its `HELP` and
+    /// `TYPE` lines are written (so a scraper sees it exists).
+    pub fn register_dynamic(&self, family: DynamicFamily) {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).push(family);
     }
 
     /// The Prometheus text exposition of every metric: families in the order their first
@@ -67,8 +86,25 @@ impl Metrics {
                 out.push_str(&format!(" {}\n", (m.read)()));
             }
         }
+        for family in self.1.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let (name, kind) = (family.name, family.kind);
+            out.push_str(&format!("# HELP {name} {}\n# TYPE {name} {kind}\n", family.help));
+            for (labels, value) in (family.samples)() {
+                out.push_str(name);
+                if !labels.is_empty() {
+                    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+                    out.push_str(&format!("{{{}}}", labels.join(",")));
+                }
+                out.push_str(&format!(" {value}\n"));
+            }
+        }
         out
     }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[derive(Clone)]
@@ -103,6 +139,15 @@ pub async fn serve(addr: SocketAddr, reloader: Arc<Reloader>, metrics: Metrics) 
             }),
         });
     }
+    let disabled = reloader.clone();
+    metrics.register_dynamic(DynamicFamily {
+        name: "sluice_node_disabled",
+        help: "1 for each node disabled after repeated crashes (it fails every message until a reload or restart).",
+        kind: "gauge",
+        samples: Box::new(move || {
+            disabled.status().disabled_nodes.into_iter().map(|node| (vec![("node", node)], 1.0)).collect()
+        }),
+    });
     let app = Router::new()
         .route("/status", get(status))
         .route("/reload", post(reload))
@@ -192,11 +237,6 @@ pub fn connector_metrics(connectors: &[crate::connectors::Granted]) -> String {
     out
 }
 
-/// A label value as the text format wants it.
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +280,30 @@ mod tests {
             "# HELP a_total Help.\n# TYPE a_total counter\na_total{outcome=\"ok\"} 3\n\
              a_total{outcome=\"bad\",why=\"token\"} 2\n\
              # HELP b Help.\n# TYPE b counter\nb 1\n"
+        );
+    }
+
+    #[test]
+    fn dynamic_families_come_after_with_escaped_labels() {
+        let metrics = Metrics::default();
+        metrics.register(metric("b", &[], 1.0));
+        metrics.register_dynamic(DynamicFamily {
+            name: "d",
+            help: "Dyn.",
+            kind: "gauge",
+            samples: Box::new(|| vec![(vec![("node", "a\"b\\c".to_string())], 1.0)]),
+        });
+        metrics.register_dynamic(DynamicFamily {
+            name: "e",
+            help: "None.",
+            kind: "gauge",
+            samples: Box::new(Vec::new),
+        });
+        assert_eq!(
+            metrics.render(),
+            "# HELP b Help.\n# TYPE b counter\nb 1\n\
+             # HELP d Dyn.\n# TYPE d gauge\nd{node=\"a\\\"b\\\\c\"} 1\n\
+             # HELP e None.\n# TYPE e gauge\n"
         );
     }
 }

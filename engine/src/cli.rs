@@ -99,12 +99,13 @@ pub struct RunArgs {
     /// The chain file.
     #[arg(long)]
     pub chain: PathBuf,
-    /// Input JSON lines: a file or `-` for stdin.
-    #[arg(long, default_value = "-")]
-    pub input: String,
-    /// Output JSON lines: a file or `-` for stdout.
-    #[arg(long, default_value = "-")]
-    pub output: String,
+    /// Input JSON lines: a file or `-` for stdin (the default).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Output JSON lines: a file or `-` for stdout (default: `[output]` of `--config`, else
+    /// stdout).
+    #[arg(long)]
+    pub output: Option<String>,
     /// Stop at the first malformed input line (exit code 1).
     #[arg(long)]
     pub strict: bool,
@@ -114,21 +115,28 @@ pub struct RunArgs {
     /// Write the run's counts (per node and relation) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
-    /// Where state is checkpointed; a run killed mid-way resumes from there.
-    #[arg(long, value_name = "DIR", default_value = "data")]
-    pub state_dir: PathBuf,
+    /// Where state is checkpointed; a run killed mid-way resumes from there (default:
+    /// `[state] dir` of `--config`, else `data`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Keep state in memory only (no checkpoints, no resume).
     #[arg(long)]
     pub no_state: bool,
     /// Ignore any checkpoint and start from the first line.
     #[arg(long)]
     pub fresh: bool,
-    /// Milliseconds between checkpoints.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    pub checkpoint_ms: u64,
+    /// Milliseconds between checkpoints (default: `[state] checkpointMs` of `--config`, else
+    /// 1000).
+    #[arg(long, value_name = "MS")]
+    pub checkpoint_ms: Option<u64>,
+    /// Exit 0 even when nodes were disabled, messages dead-lettered or failures lost (the
+    /// summary still lists them); without it such a run exits 3.
+    #[arg(long)]
+    pub allow_failures: bool,
     /// A `sluice.toml`: a source (Kafka, MQTT, HTTP) to run as a service until SIGTERM, the
-    /// output and dead-letter destinations, and connectors replacing the chain's of the same
-    /// name. Without a `[source]`, the input is still `--input`.
+    /// output and dead-letter destinations, connectors replacing the chain's of the same name,
+    /// state, admin and reload settings. Without a `[source]`, the input is still `--input` and
+    /// every other section applies as well.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Serve `GET /status`, `POST /reload` and `GET /metrics` on this address.
@@ -232,6 +240,10 @@ fn validate(chains: &[PathBuf], modules: &ModuleArgs) -> anyhow::Result<i32> {
     let runtime = runtime()?;
     let mut failed = 0;
     for chain in chains {
+        if is_json_schema(chain) {
+            println!("skipped: {} (a JSON Schema, not a chain)", chain.display());
+            continue;
+        }
         let loader = Loader::new(&runtime, modules.resolve(Some(chain)));
         match loader.load(chain) {
             Ok(c) => println!("ok: {} ({} nodes)", chain.display(), c.nodes.len()),
@@ -244,6 +256,79 @@ fn validate(chains: &[PathBuf], modules: &ModuleArgs) -> anyhow::Result<i32> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
+/// A JSON Schema document (its `$schema` names a json-schema.org meta-schema), such as
+/// `chains/chain.schema.json`, which a `chains/*.json` glob picks up. A chain's own `$schema`
+/// points at that file instead.
+fn is_json_schema(path: &Path) -> bool {
+    let Ok(text) = std::fs::read(path) else { return false };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&text) else { return false };
+    value.get("$schema").and_then(|s| s.as_str()).is_some_and(|s| s.contains("json-schema.org/"))
+}
+
+/// Exit codes of `sluice run` (the README's table).
+pub mod exit {
+    /// Done: the input read to its end, or stopped by SIGTERM/SIGINT after finishing what was
+    /// in flight; for a service, stopped by a signal.
+    pub const OK: i32 = 0;
+    /// `--strict` stopped at a malformed line.
+    pub const MALFORMED: i32 = 1;
+    /// A finite run finished, but a node was disabled, messages were dead-lettered or failures
+    /// lost (without `--allow-failures`).
+    pub const FAILURES: i32 = 3;
+}
+
+/// How a run is told to stop: SIGINT or SIGTERM turns `stop` true — the run stops reading,
+/// finishes what is in flight, flushes, writes stats, checkpoints and exits 0. A second signal
+/// while that is under way exits at once, 130 (SIGINT) or 143 (SIGTERM), as a shell would.
+struct Stop {
+    stop: tokio::sync::watch::Receiver<bool>,
+    by: Arc<std::sync::OnceLock<&'static str>>,
+}
+
+impl Stop {
+    fn listen(tokio: &tokio::runtime::Runtime) -> anyhow::Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _in_runtime = tokio.enter();
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let (tx, stop) = tokio::sync::watch::channel(false);
+        let by = Arc::new(std::sync::OnceLock::new());
+        let first = by.clone();
+        tokio.spawn(async move {
+            loop {
+                let (name, code) = tokio::select! {
+                    _ = int.recv() => ("SIGINT", 130),
+                    _ = term.recv() => ("SIGTERM", 143),
+                };
+                if first.set(name).is_err() {
+                    eprintln!("sluice: {name} again: exiting now, without finishing or checkpointing");
+                    std::process::exit(code);
+                }
+                tracing::info!(
+                    "{name}: stopping: no more input; finishing what is in flight, flushing outputs, checkpointing \
+                     (again to exit at once)"
+                );
+                let _ = tx.send(true);
+            }
+        });
+        Ok(Stop { stop, by })
+    }
+
+    fn signal(&self) -> Option<&'static str> {
+        self.by.get().copied()
+    }
+}
+
+/// `--output`, or the config's `[output]`; both is an error (one would be ignored).
+fn check_output_flag(args: &RunArgs, config: Option<&(sluice::config::Config, PathBuf)>) -> anyhow::Result<()> {
+    if let (Some(flag), Some((config, path))) = (&args.output, config)
+        && config.output.is_some()
+    {
+        bail!("--output {flag} and [output] in {} both say where the output goes: keep one", path.display());
+    }
+    Ok(())
+}
+
 fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut pipeline = PipelineConfig::default();
     if let Some(n) = args.workers {
@@ -253,29 +338,59 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         pipeline.workers = n;
     }
     let config = match &args.config {
-        Some(path) => Some(sluice::config::Config::load(path)?),
+        Some(path) => Some((sluice::config::Config::load(path)?, path.clone())),
         None => None,
     };
-    if let Some(config) = config.clone().filter(|c| c.source.is_some()) {
+    check_output_flag(&args, config.as_ref())?;
+    if let Some((config, path)) = config.clone().filter(|(c, _)| c.source.is_some()) {
+        if let Some(input) = &args.input {
+            bail!("--input {input} and [source] in {} both say where messages come from: keep one", path.display());
+        }
         return serve(args, config, pipeline);
     }
+    // File mode: every section of the config applies; a flag given on the command line wins.
+    let (config, config_dir) = match config {
+        Some((config, path)) => (config, path.parent().map(Path::to_path_buf).unwrap_or_default()),
+        None => Default::default(),
+    };
+    let state_dir = match (&args.state_dir, &config.state.dir) {
+        (Some(flag), _) => flag.clone(),
+        (None, Some(dir)) => config_dir.join(dir),
+        (None, None) => PathBuf::from("data"),
+    };
+    let mut reload = config.reload.options();
+    reload.watch &= !args.no_watch;
     let options = RunOptions {
-        connectors: config.map(|c| c.connectors).unwrap_or_default(),
+        connectors: config.connectors,
         module_dirs: args.modules.resolve(Some(&args.chain)),
         chain: args.chain,
-        input: Stream::parse(&args.input),
-        output: Stream::parse(&args.output),
+        input: Stream::parse(args.input.as_deref().unwrap_or("-")),
+        output: Stream::parse(args.output.as_deref().unwrap_or("-")),
         pipeline,
         strict: args.strict,
-        state_dir: (!args.no_state).then_some(args.state_dir),
-        checkpoint_every: std::time::Duration::from_millis(args.checkpoint_ms.max(1)),
+        state_dir: (!args.no_state).then_some(state_dir),
+        checkpoint_every: std::time::Duration::from_millis(
+            args.checkpoint_ms.unwrap_or(config.state.checkpoint_ms).max(1),
+        ),
         fresh: args.fresh,
-        reload: sluice::reload::ReloadOptions { watch: !args.no_watch, ..Default::default() },
-        admin: args.admin,
+        reload,
+        admin: args.admin.or(config.admin.listen),
+        deployment: sluice::run::Deployment {
+            output: config.output,
+            dead_letter: config.dead_letter,
+            entry: config.entry,
+            dir: config_dir,
+        },
+        shutdown: None,
     };
     let runtime = runtime()?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (report, stopped_at) = tokio.block_on(sluice::run::run(runtime, options))?;
+    let stop = Stop::listen(&tokio)?;
+    let options = RunOptions { shutdown: Some(stop.stop.clone()), ..options };
+    let result = tokio.block_on(sluice::run::run(runtime, options));
+    // A stdin read may still be blocked on its thread: do not wait for it.
+    tokio.shutdown_background();
+    let (report, stopped_at) = result?;
     if report.resumed_after > 0 {
         eprintln!("sluice: resumed after line {} (covered by the last checkpoint)", report.resumed_after);
     }
@@ -283,15 +398,39 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         "sluice: {} lines, {} messages, {} malformed, {} acked, {} written, {} checkpoints",
         report.lines, report.messages, report.malformed, report.acked, report.written, report.checkpoints
     );
+    if report.interrupted {
+        let by = stop.signal().unwrap_or("a signal");
+        if args.no_state {
+            eprintln!(
+                "sluice: stopped by {by} after line {}; state not kept (--no-state): open windows and pending timers are dropped",
+                report.lines
+            );
+        } else {
+            eprintln!(
+                "sluice: stopped by {by} after line {}; open windows and timers are checkpointed: the same command resumes there",
+                report.lines
+            );
+        }
+    }
     if let Some(path) = &args.stats {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write stats to {}", path.display()))?;
     }
     if let Some(err) = stopped_at {
         eprintln!("error: stopped at the first malformed line (--strict): {err}");
-        return Ok(1);
+        return Ok(exit::MALFORMED);
     }
-    Ok(0)
+    if !report.problems.is_empty() {
+        eprintln!("sluice: failures: {}", report.problems);
+        if !args.allow_failures {
+            eprintln!(
+                "error: the run did not deliver everything (exit code {}; --allow-failures accepts this)",
+                exit::FAILURES
+            );
+            return Ok(exit::FAILURES);
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// `sluice run --config` with a `[source]`: a service until SIGTERM or Ctrl-C.
@@ -300,7 +439,13 @@ fn serve(args: RunArgs, config: sluice::config::Config, pipeline: PipelineConfig
         args.config.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let mut reload = config.reload.options();
     reload.watch &= !args.no_watch;
-    let admin = config.admin.listen.or(args.admin);
+    let admin = args.admin.or(config.admin.listen);
+    let mut config = config;
+    if let Some(path) = args.output.as_deref() {
+        // `[output]` is absent (checked): `--output` takes its place, relative to here.
+        let path = if path == "-" { path.into() } else { std::env::current_dir()?.join(path).display().to_string() };
+        config.output = Some(sluice::config::OutputSpec::File { path });
+    }
     let options = sluice::service::ServeOptions {
         reload,
         admin,
@@ -309,37 +454,25 @@ fn serve(args: RunArgs, config: sluice::config::Config, pipeline: PipelineConfig
         config,
         config_dir,
         pipeline,
-        state_dir: (!args.no_state).then_some(args.state_dir.clone()),
+        state_dir: (!args.no_state).then(|| args.state_dir.clone().unwrap_or_else(|| PathBuf::from("data"))),
         fresh: args.fresh,
     };
     let runtime = runtime()?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let report = tokio.block_on(async move {
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::error!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("stopping: finishing what is in flight, checkpointing");
-            let _ = stop.send(true);
-        });
-        sluice::service::serve(runtime, options, shutdown).await
-    })?;
-    eprintln!(
-        "sluice: {} records from {}, {} malformed, {} commits, {} rebalances",
-        report.records, report.source, report.malformed, report.commits, report.rebalances
-    );
+    let stop = Stop::listen(&tokio)?;
+    let result = tokio.block_on(sluice::service::serve(runtime, options, stop.stop.clone()));
+    tokio.shutdown_background();
+    let report = result?;
+    eprintln!("sluice: {}", report.summary());
+    if let Some(by) = stop.signal() {
+        eprintln!("sluice: stopped by {by}: in-flight messages finished, outputs flushed, state checkpointed");
+    }
+    if !report.problems.is_empty() {
+        eprintln!("sluice: failures: {}", report.problems);
+    }
     if let Some(path) = &args.stats {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write stats to {}", path.display()))?;
     }
-    Ok(0)
+    Ok(exit::OK)
 }

@@ -216,7 +216,8 @@ pub struct HttpSourceSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum OutputSpec {
-    /// JSON lines appended to a file (`-`: stdout).
+    /// JSON lines to a file (`-`: stdout): a service appends; a file run (`--input`) starts it
+    /// empty unless it resumes from a checkpoint.
     File { path: String },
     /// Records on a Kafka topic, keyed by originator name; acked on the delivery report.
     Kafka {
@@ -224,6 +225,13 @@ pub enum OutputSpec {
         connection: KafkaConnection,
         topic: String,
     },
+}
+
+impl OutputSpec {
+    /// JSON lines on stdout.
+    pub fn stdout() -> OutputSpec {
+        OutputSpec::File { path: "-".into() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -107,6 +107,9 @@ pub struct ReloadStatus {
     pub last_error: Option<ReloadFailure>,
     /// Nodes removed by a reload whose state is still kept, with when it is dropped.
     pub retained_state: Vec<RetainedState>,
+    /// Nodes of the running version disabled for repeated crashes: every message reaching
+    /// them goes to their `Failure` until a reload (or restart) starts them again.
+    pub disabled_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,6 +192,7 @@ impl Reloader {
             })
             .collect();
         status.retained_state.sort_by(|a, b| a.node.cmp(&b.node));
+        status.disabled_nodes = self.handle.disabled_nodes();
         status
     }
 

@@ -6,8 +6,17 @@
 //! rest replayed, and the output file is appended to — results written after the checkpoint come
 //! again with the same ids. A run that reached the end of its input marks its checkpoint
 //! complete, so running it again starts fresh.
+//!
+//! A run that starts fresh starts its files fresh too: the output, the dead-letter file and the
+//! chain's `file` connectors (unless one says `append: true`) are truncated, so running a chain
+//! twice gives the same files. A resumed run appends to them.
+//!
+//! Told to stop (`shutdown`, SIGTERM/SIGINT in the binary), a run stops reading, lets the
+//! messages already read finish, flushes its outputs and checkpoints at the line it stopped
+//! after, leaving windows open and timers pending in the state: the same command resumes
+//! there. A stop is not the end of the input, so no window is closed early.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +24,10 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::chain::{Chain, LoadError, Loader, NodeKind};
-use crate::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Progress, RunStats, Sinks};
+use crate::config::OutputSpec;
+use crate::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Problems, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
-use crate::sinks::jsonl::{self as output, SinkSender, Target};
+use crate::sinks::jsonl::{self as output, SinkSender};
 use crate::sources::jsonl::{LineError, parse_line};
 use crate::state::StateStore;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
@@ -63,6 +73,24 @@ pub struct RunOptions {
     pub reload: crate::reload::ReloadOptions,
     /// Where the admin endpoint listens (`None`: no endpoint).
     pub admin: Option<std::net::SocketAddr>,
+    /// What a `sluice.toml` without a `[source]` says about the run.
+    pub deployment: Deployment,
+    /// Turns true when the run should stop before the end of its input (SIGTERM, SIGINT).
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// The parts of a `sluice.toml` a file run takes (the rest — connectors, state, admin, reload —
+/// arrive through the other [`RunOptions`]).
+#[derive(Debug, Clone, Default)]
+pub struct Deployment {
+    /// `[output]`: where the `output` sink writes, instead of [`RunOptions::output`].
+    pub output: Option<OutputSpec>,
+    /// `[deadLetter]`: where failures no `Failure` connection took go.
+    pub dead_letter: Option<OutputSpec>,
+    /// `entry`: the node input lines enter.
+    pub entry: Option<String>,
+    /// The directory of `sluice.toml`: relative paths in it are relative to it.
+    pub dir: PathBuf,
 }
 
 /// What a run did.
@@ -81,6 +109,11 @@ pub struct RunReport {
     /// Lines written to the output.
     pub written: u64,
     pub checkpoints: u64,
+    /// Stopped (SIGTERM, SIGINT) before the end of the input: the next run resumes after the
+    /// last line read.
+    pub interrupted: bool,
+    /// Disabled nodes, dead letters, lost failures: what makes a finite run exit non-zero.
+    pub problems: Problems,
     pub stats: RunStats,
 }
 
@@ -88,18 +121,44 @@ pub struct RunReport {
 pub enum RunError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    /// The error's text is part of the message, so it is not also a `source` (which would
+    /// print it twice in a chain of causes).
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
     #[error("cannot start workers: {0}")]
     Start(std::io::Error),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     State(String),
+    #[error("{0}")]
+    Output(String),
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> RunError {
-    move |source| RunError::Io { what, source }
+    move |error| RunError::Io { what, error }
+}
+
+/// How reading the input ended.
+enum End {
+    /// The end of the input.
+    Eof,
+    /// The first malformed line, with `--strict`.
+    Strict(LineError),
+    /// Told to stop.
+    Stopped,
+}
+
+/// Resolves when `shutdown` turns true (never, without one).
+async fn stop_requested(shutdown: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The checkpoint file of a chain: one per chain file, under the state directory.
@@ -112,11 +171,15 @@ pub(crate) fn checkpoint_path(dir: &std::path::Path, chain: &std::path::Path) ->
 
 /// Loads the chain and runs the input through it to the end.
 pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunReport, Option<LineError>), RunError> {
-    let chain = Arc::new(
-        Loader::new(&runtime, options.module_dirs.clone())
-            .with_connectors(options.connectors.clone())
-            .load(&options.chain)?,
-    );
+    let mut chain = Loader::new(&runtime, options.module_dirs.clone())
+        .with_connectors(options.connectors.clone())
+        .load(&options.chain)?;
+    if let Some(entry) = &options.deployment.entry {
+        chain.entry = chain.find(entry).ok_or_else(|| {
+            RunError::State(format!("sluice.toml: `entry`: no node `{entry}` in {}", options.chain.display()))
+        })?;
+    }
+    let chain = Arc::new(chain);
     let state = StateStore::default();
     let source = options.input.name();
     let checkpoints = match &options.state_dir {
@@ -137,20 +200,27 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
     }
     check_state(&runtime, &chain, &state)?;
 
-    let target = match &options.output {
-        Stream::Std => Target::Stdout,
-        Stream::File(p) => {
-            let mut open = std::fs::OpenOptions::new();
-            open.create(true);
-            if resume.is_some() {
-                open.append(true)
-            } else {
-                open.write(true).truncate(true)
-            };
-            Target::File(open.open(p).map_err(io(format!("cannot open {} for writing", p.display())))?)
-        }
-    };
-    let (out_tx, writer) = output::spawn(target, 4096).map_err(RunError::Start)?;
+    // Files start fresh unless this run carries on an interrupted one.
+    let append = resume.is_some();
+    if !append {
+        start_connectors_afresh(&chain)?;
+    }
+    let deployment = &options.deployment;
+    let out = match (&deployment.output, &options.output) {
+        (Some(spec), _) => crate::service::open_output(spec, &deployment.dir, "output", append),
+        (None, Stream::Std) => crate::service::open_output(&OutputSpec::stdout(), Path::new(""), "output", append),
+        (None, Stream::File(p)) => crate::service::open_file_output(p, "--output", append),
+    }
+    .map_err(RunError::Output)?;
+    let dead = deployment
+        .dead_letter
+        .as_ref()
+        .map(|spec| crate::service::open_output(spec, &deployment.dir, "deadLetter", append))
+        .transpose()
+        .map_err(RunError::Output)?;
+    let out_tx = out.tx.clone();
+    let mut flushed = vec![out.tx.clone()];
+    flushed.extend(dead.as_ref().map(|d| d.tx.clone()));
     let reader: Box<dyn AsyncRead + Unpin + Send> = match &options.input {
         Stream::Std => Box::new(tokio::io::stdin()),
         Stream::File(p) => {
@@ -161,7 +231,7 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
     if let Some(position) = &resume {
         progress.restore(position.completed);
     }
-    let sinks = Sinks { output: Some(out_tx.clone()), ..Default::default() };
+    let sinks = Sinks { output: Some(out_tx.clone()), dead_letter: dead.as_ref().map(|d| d.tx.clone()) };
     let pipeline = Pipeline::start_with_progress(
         runtime.clone(),
         chain.clone(),
@@ -192,45 +262,82 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
         acks: &acks,
         state: &state,
         checkpoints: checkpoints.clone(),
-        out_tx: &out_tx,
+        outputs: &flushed,
         source: source.clone(),
         watermarks: resume.as_ref().map_or_else(|| Watermarks::new(&chain.event_time), |p| p.watermarks.clone()),
         skip: resume.as_ref().map_or(0, |p| p.position),
+        shutdown: options.shutdown.clone(),
     };
-    let read = reading.read(reader, &mut report).await;
-    if matches!(read, Ok(None)) {
-        wait_for_timers(&state, &progress, options.pipeline.tick).await;
+    let mut read = reading.read(reader, &mut report).await;
+    if matches!(read, Ok(End::Eof)) {
+        let mut shutdown = options.shutdown.clone();
+        tokio::select! {
+            biased;
+            () = stop_requested(&mut shutdown) => read = Ok(End::Stopped),
+            () = wait_for_timers(&state, &progress, options.pipeline.tick) => {}
+        }
     }
     let watermarks = reading.watermarks.clone();
-    let stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();
-    let ended = matches!(read, Ok(None));
+    let (ended, stopped) = (matches!(read, Ok(End::Eof)), matches!(read, Ok(End::Stopped)));
+    // Every message handed to the pipeline is finished either way; only the end of the input
+    // closes the windows still open.
+    let stats = tokio::task::spawn_blocking(move || if ended { pipeline.shutdown() } else { pipeline.pause() })
+        .await
+        .unwrap_or_default();
     if let Some(cp) = &checkpoints
-        && ended
+        && (ended || stopped)
     {
         // The input ended and every window was flushed: a complete checkpoint, so that running
-        // the same input again starts over instead of resuming.
+        // the same input again starts over instead of resuming. Stopped: the state as it is,
+        // after every line read, for the same command to resume.
         let position = SourcePosition {
             source,
             position: report.lines,
             watermarks,
             completed: progress.completed(),
-            complete: true,
+            complete: ended,
             offsets: Default::default(),
         };
-        output::flush(&out_tx).map_err(io("cannot flush the output".into()))?;
+        for out in &flushed {
+            output::flush(out).map_err(io("cannot flush the output".into()))?;
+        }
         cp.save(&state, &position)?;
         report.checkpoints += 1;
     }
-    drop(out_tx);
-    report.written = match writer.join() {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => return Err(RunError::Io { what: "cannot write output".into(), source: e }),
-        Err(_) => 0,
+    drop((out_tx, flushed));
+    report.written = match out.finish() {
+        Ok(n) => n,
+        Err(error) => return Err(RunError::Io { what: "cannot write output".into(), error }),
     };
+    if let Some(dead) = dead
+        && let Err(error) = dead.finish()
+    {
+        return Err(RunError::Io { what: "cannot write dead letters".into(), error });
+    }
+    report.problems = stats.problems();
     report.stats = stats;
     report.acked = acks.count();
-    let stopped_at = read?;
-    Ok((report, stopped_at))
+    report.interrupted = stopped;
+    match read? {
+        End::Strict(err) => Ok((report, Some(err))),
+        End::Eof | End::Stopped => Ok((report, None)),
+    }
+}
+
+/// Truncates the chain's file connectors (except `append: true` ones) before a fresh run.
+fn start_connectors_afresh(chain: &Chain) -> Result<(), RunError> {
+    let mut done = std::collections::HashSet::new();
+    for node in &chain.nodes {
+        if let NodeKind::Rule(rule) = &node.kind
+            && let Some(granted) = &rule.connector
+            && done.insert(Arc::as_ptr(&granted.connector) as *const () as usize)
+        {
+            granted.connector.start_afresh().map_err(|e| {
+                RunError::Output(format!("{}: connector `{}`: {e}", chain.file.display(), granted.name))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The input has ended; timers may still be due — a delay node holding messages, a generator
@@ -285,11 +392,13 @@ struct Reading<'a> {
     acks: &'a Arc<AckCounter>,
     state: &'a StateStore,
     checkpoints: Option<Arc<Checkpoints>>,
-    out_tx: &'a SinkSender,
+    /// The output and the dead letters: flushed before a checkpoint.
+    outputs: &'a [SinkSender],
     source: String,
     watermarks: Watermarks,
     /// Lines a restored checkpoint covers.
     skip: u64,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Reading<'_> {
@@ -298,16 +407,22 @@ impl Reading<'_> {
         &mut self,
         reader: Box<dyn AsyncRead + Unpin + Send>,
         report: &mut RunReport,
-    ) -> Result<Option<LineError>, RunError> {
+    ) -> Result<End, RunError> {
         let options = self.options;
         let mut reader = BufReader::with_capacity(1 << 16, reader);
         let mut buf = Vec::new();
         let mut last_checkpoint = Instant::now();
         loop {
             buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).await.map_err(io(format!("cannot read {}", self.source)))?;
+            // Only a read waiting for input is cut short by a stop: a line read is always handed
+            // over, so that every line counted is one the pipeline has.
+            let n = tokio::select! {
+                biased;
+                () = stop_requested(&mut self.shutdown) => return Ok(End::Stopped),
+                n = reader.read_until(b'\n', &mut buf) => n.map_err(io(format!("cannot read {}", self.source)))?,
+            };
             if n == 0 {
-                return Ok(None);
+                return Ok(End::Eof);
             }
             report.lines += 1;
             let line = report.lines;
@@ -331,19 +446,19 @@ impl Reading<'_> {
                     let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
                     let watermark = self.watermarks.observe(0, self.chain.time_field.event_time(&msg, now), now);
                     let bytes = serde_json::to_vec(&msg)
-                        .map_err(|e| RunError::Io { what: format!("line {line}"), source: std::io::Error::other(e) })?;
+                        .map_err(|e| RunError::Io { what: format!("line {line}"), error: std::io::Error::other(e) })?;
                     let ack = Ack::new(self.acks.clone(), line);
                     report.messages += 1;
                     let envelope = Envelope::new(bytes.into(), key, ack).with_watermark(watermark);
                     if self.pipeline.send(envelope).await.is_err() {
-                        return Ok(None);
+                        return Ok(End::Eof);
                     }
                 }
                 Err(err) => {
                     report.malformed += 1;
                     tracing::warn!("{err}");
                     if options.strict {
-                        return Ok(Some(err));
+                        return Ok(End::Strict(err));
                     }
                 }
             }
@@ -358,7 +473,7 @@ impl Reading<'_> {
         while !progress.idle() {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        let (state, out_tx) = (self.state.clone(), self.out_tx.clone());
+        let (state, outputs) = (self.state.clone(), self.outputs.to_vec());
         let mut position = SourcePosition {
             source: self.source.clone(),
             position: lines,
@@ -370,7 +485,9 @@ impl Reading<'_> {
         tokio::task::spawn_blocking(move || {
             let _gate = progress.gate();
             position.completed = progress.completed();
-            output::flush(&out_tx).map_err(io("cannot flush the output".into()))?;
+            for out in &outputs {
+                output::flush(out).map_err(io("cannot flush the output".into()))?;
+            }
             cp.save(&state, &position).map_err(RunError::from)
         })
         .await

@@ -76,11 +76,28 @@ pub enum ServeError {
 #[derive(Debug, Default, Serialize)]
 pub struct ServeReport {
     pub source: String,
+    /// Messages handed to the chain (Kafka records; MQTT and HTTP: messages, as on `/metrics`
+    /// `sluice_{mqtt,http}_source_messages_total`).
     pub records: u64,
+    /// Kafka records, MQTT publishes or HTTP requests (400) that were not messages.
     pub malformed: u64,
     pub commits: u64,
     pub rebalances: u64,
+    /// Disabled nodes, dead letters, lost failures.
+    pub problems: crate::flow::Problems,
     pub stats: RunStats,
+}
+
+impl ServeReport {
+    /// The last log line: `8 records from mqtt:…, 0 malformed` (and commits and rebalances for
+    /// Kafka).
+    pub fn summary(&self) -> String {
+        let mut line = format!("{} records from {}, {} malformed", self.records, self.source, self.malformed);
+        if self.source.starts_with("kafka:") {
+            line.push_str(&format!(", {} commits, {} rebalances", self.commits, self.rebalances));
+        }
+        line
+    }
 }
 
 /// Identifies a source in checkpoints: a checkpoint of another source is not resumed.
@@ -93,37 +110,46 @@ fn source_id(source: &SourceSpec) -> String {
 }
 
 /// An output: a sender for sink nodes and the thread behind it.
-struct Output {
-    tx: SinkSender,
+pub(crate) struct Output {
+    pub(crate) tx: SinkSender,
     thread: std::thread::JoinHandle<std::io::Result<u64>>,
     /// A file (or stdout): acks on write, durable on flush.
     is_file: bool,
 }
 
-fn open_output(spec: &OutputSpec, base: &Path, name: &str) -> Result<Output, ServeError> {
-    let err = |e: String| ServeError::Output(format!("{name}: {e}"));
-    let (tx, thread) = match spec {
+impl Output {
+    /// Waits for everything sent to be written (every sender must be dropped first); returns
+    /// how many messages were.
+    pub(crate) fn finish(self) -> std::io::Result<u64> {
+        drop(self.tx);
+        self.thread.join().unwrap_or_else(|_| Err(std::io::Error::other("the output thread panicked")))
+    }
+}
+
+/// Opens an output `name` (`output`, `deadLetter`); a file path is relative to `base`. A file
+/// is appended to with `append`, else started empty.
+pub(crate) fn open_output(spec: &OutputSpec, base: &Path, name: &str, append: bool) -> Result<Output, String> {
+    let err = |e: String| format!("{name}: {e}");
+    match spec {
         OutputSpec::File { path } if path == "-" => {
-            jsonl::spawn(Target::Stdout, 4096).map_err(|e| err(e.to_string()))?
+            let (tx, thread) = jsonl::spawn(Target::Stdout, 4096).map_err(|e| err(e.to_string()))?;
+            Ok(Output { tx, thread, is_file: true })
         }
-        OutputSpec::File { path } => {
-            let path = base.join(path);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
-            jsonl::spawn(Target::File(file), 4096).map_err(|e| err(e.to_string()))?
-        }
+        OutputSpec::File { path } => open_file_output(&base.join(path), name, append),
         OutputSpec::Kafka { connection, topic } => {
             let producer = Arc::new(KafkaProducer::new(name, connection).map_err(err)?);
-            crate::sinks::kafka::spawn(producer, topic.clone(), 4096).map_err(|e| err(e.to_string()))?
+            let (tx, thread) =
+                crate::sinks::kafka::spawn(producer, topic.clone(), 4096).map_err(|e| err(e.to_string()))?;
+            Ok(Output { tx, thread, is_file: false })
         }
-    };
-    Ok(Output { tx, thread, is_file: matches!(spec, OutputSpec::File { .. }) })
+    }
+}
+
+/// A JSON-lines file output (see [`open_output`]).
+pub(crate) fn open_file_output(path: &Path, name: &str, append: bool) -> Result<Output, String> {
+    let file = jsonl::open(path, append).map_err(|e| format!("{name}: {e}"))?;
+    let (tx, thread) = jsonl::spawn(Target::File(file), 4096).map_err(|e| format!("{name}: {e}"))?;
+    Ok(Output { tx, thread, is_file: true })
 }
 
 /// Saves state and positions at a cut (the pipeline idle, every message acked).
@@ -246,12 +272,16 @@ pub async fn serve(
     crate::run::check_state(&runtime, &chain, &state).map_err(|e| ServeError::State(e.to_string()))?;
 
     // Outputs.
-    let output = match &config.output {
-        Some(spec) => open_output(spec, &options.config_dir, "output")?,
-        None => open_output(&OutputSpec::File { path: "-".into() }, &options.config_dir, "output")?,
-    };
-    let dead =
-        config.dead_letter.as_ref().map(|spec| open_output(spec, &options.config_dir, "deadLetter")).transpose()?;
+    // A service's files carry on from its last start (a restart is not a new run): appended.
+    let output =
+        open_output(config.output.as_ref().unwrap_or(&OutputSpec::stdout()), &options.config_dir, "output", true)
+            .map_err(ServeError::Output)?;
+    let dead = config
+        .dead_letter
+        .as_ref()
+        .map(|spec| open_output(spec, &options.config_dir, "deadLetter", true))
+        .transpose()
+        .map_err(ServeError::Output)?;
     let sinks = Sinks { output: Some(output.tx.clone()), dead_letter: dead.as_ref().map(|d| d.tx.clone()) };
 
     let progress = Arc::new(Progress::default());
@@ -356,7 +386,9 @@ pub async fn serve(
         }
         other => {
             let periodic = tokio::spawn(checkpoint_periodically(saver.clone(), every, shutdown.clone()));
-            let result = run_push_source(other, &options.config_dir, feed.clone(), shutdown.clone(), &metrics).await;
+            let result =
+                run_push_source(other, &options.config_dir, feed.clone(), shutdown.clone(), &metrics, &mut report)
+                    .await;
             if let Err(e) = &result {
                 tracing::error!("{e}");
             }
@@ -375,6 +407,7 @@ pub async fn serve(
     drop(feed);
     drop(saver);
     report.stats = tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap_or_default();
+    report.problems = report.stats.problems();
     for out in std::iter::once(output).chain(dead) {
         drop(out.tx);
         match out.thread.join() {
@@ -396,6 +429,7 @@ async fn run_push_source(
     feed: Feed,
     shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: &Metrics,
+    report: &mut ServeReport,
 ) -> Result<(), ServeError> {
     let source = |e: String| ServeError::Source(e);
     match spec {
@@ -404,15 +438,18 @@ async fn run_push_source(
             let stats = Arc::new(MqttSourceStats::default());
             register_mqtt_metrics(metrics, &stats);
             tracing::info!(url = %spec.connection.url, "running; stop with SIGTERM or Ctrl-C");
-            crate::sources::mqtt::run_with_stats(spec, feed, shutdown, stats).await.map_err(|e| source(e.to_string()))
+            let result = crate::sources::mqtt::run_with_stats(spec, feed, shutdown, stats.clone()).await;
+            // The same counters `/metrics` shows.
+            (report.records, report.malformed) = (load(&stats.messages), load(&stats.malformed));
+            result.map_err(|e| source(e.to_string()))
         }
         SourceSpec::Http(spec) => {
             let stats = Arc::new(HttpSourceStats::default());
             register_http_metrics(metrics, &stats);
             tracing::info!(listen = %spec.listen, "running; stop with SIGTERM or Ctrl-C");
-            crate::sources::http::run_with_stats(spec, base, feed, shutdown, stats)
-                .await
-                .map_err(|e| source(e.to_string()))
+            let result = crate::sources::http::run_with_stats(spec, base, feed, shutdown, stats.clone()).await;
+            (report.records, report.malformed) = (load(&stats.messages), load(&stats.bad_request));
+            result.map_err(|e| source(e.to_string()))
         }
     }
 }

@@ -18,6 +18,7 @@ mod nodes_filters;
 mod nodes_script;
 mod nodes_timers;
 mod reload;
+mod runmode;
 mod scenarios;
 mod seeds;
 mod support;

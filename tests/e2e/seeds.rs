@@ -325,3 +325,109 @@ fn smart_meter_uplinks_become_readings_and_daily_consumption() {
     readings.sort();
     assert_eq!(produced, readings);
 }
+
+/// The `sluice run …` commands of the README's seed section, as written there.
+fn readme_seed_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme.split("## The seed chains").nth(1).expect("a seed section").split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("sluice run "))
+        .map(|args| {
+            let args = args.split(" #").next().unwrap();
+            std::iter::once("run").chain(args.split_whitespace()).map(str::to_string).collect()
+        })
+        .collect()
+}
+
+/// A README command run from the repository root, topics under `out`.
+fn run_readme_command(args: &[String], out: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(args)
+        .current_dir(repo())
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .env("SLUICE_OUT", out);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run sluice")
+}
+
+#[test]
+fn every_readme_seed_command_runs_clean() {
+    let commands = readme_seed_commands();
+    assert_eq!(commands.len(), 5, "{commands:?}");
+    let (url, _tb, server, stop) = start_thingsboard();
+    for args in &commands {
+        let out = tempfile::tempdir().unwrap();
+        let result = run_readme_command(args, out.path(), &[("THINGSBOARD_URL", &url)]);
+        let err = stderr(&result);
+        assert_eq!(result.status.code(), Some(0), "{args:?}:\n{err}");
+        let noisy: Vec<&str> = err.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+        assert!(noisy.is_empty(), "{args:?} logged warnings:\n{}", noisy.join("\n"));
+        assert!(!err.contains("failures:"), "{args:?}:\n{err}");
+    }
+    let _ = stop.send(());
+    server.join().unwrap();
+}
+
+#[test]
+fn wind_zones_without_thingsboard_says_what_was_lost_and_exits_3() {
+    let args = readme_seed_commands().into_iter().find(|a| a.iter().any(|s| s.contains("wind-zones"))).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // Nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let result = run_readme_command(&args, out.path(), &[("THINGSBOARD_URL", &url)]);
+    let err = stderr(&result);
+    assert_eq!(result.status.code(), Some(3), "{err}");
+    assert!(err.contains("failures:") && err.contains("--allow-failures"), "{err}");
+    // Kafka (a file here) still got every window result.
+    assert!(!topic(out.path(), "weather-stations-data.jsonl").is_empty());
+}
+
+#[test]
+fn running_a_seed_twice_gives_the_same_files() {
+    let out = tempfile::tempdir().unwrap();
+    let (first, lines1) = run_seed("threshold-anomaly", out.path(), &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Two workers: the same lines, not necessarily in the same order.
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let sorted_values = |values: Vec<Value>| sorted(values.iter().map(|v| format!("{v}\n")).collect());
+    let topic1 = sorted(std::fs::read_to_string(out.path().join("anomalies.jsonl")).unwrap());
+    let (second, lines2) = run_seed("threshold-anomaly", out.path(), &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(sorted_values(lines1), sorted_values(lines2));
+    assert!(!topic1.is_empty());
+    assert_eq!(sorted(std::fs::read_to_string(out.path().join("anomalies.jsonl")).unwrap()), topic1);
+}
+
+#[test]
+fn the_readme_validate_command_accepts_the_chains_directory() {
+    // `sluice validate chains/*.json`, as the shell expands it: the schema file included.
+    let mut chains: Vec<String> = std::fs::read_dir(repo().join("chains"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
+        .collect();
+    chains.sort();
+    assert!(chains.iter().any(|c| c.ends_with("chain.schema.json")));
+    let result = Command::new(sluice_bin())
+        .arg("validate")
+        .args(&chains)
+        .current_dir(repo())
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", stderr(&result));
+    assert!(stdout.contains("skipped: chains/chain.schema.json (a JSON Schema, not a chain)"), "{stdout}");
+    assert_eq!(stdout.matches("ok: ").count(), chains.len() - 1, "{stdout}");
+}

@@ -67,7 +67,13 @@ impl From<ConnectorKind> for ConnectorSpec {
 pub enum ConnectorKind {
     /// Appends each request as a JSON line `{"connector", "node", "request"}` (tests, demos).
     /// A relative `path` is relative to the working directory; `{chainDir}/…` to the chain file.
-    File { path: String },
+    /// A run that starts fresh empties the file first (a resumed run, or a service, appends).
+    File {
+        path: String,
+        /// Keep what earlier runs wrote: never empty the file (default false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        append: bool,
+    },
     /// HTTP calls (the REST action, the ThingsBoard flow).
     #[serde(rename_all = "camelCase")]
     Http {

@@ -3,7 +3,8 @@
 //! air-gapped runs; the node that wrote the request does not know it was not a broker.
 //!
 //! The file is opened on first use and appended to (a resumed run adds to what the interrupted
-//! one wrote, as the output does); each line is flushed before the answer.
+//! one wrote, as the output does); each line is flushed before the answer. A run that starts
+//! fresh empties it first ([`Connector::start_afresh`]) unless the connector says `append`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,17 +19,37 @@ pub struct FileConnector {
     name: String,
     path: PathBuf,
     out: Mutex<Option<std::fs::File>>,
+    /// Never emptied by [`Connector::start_afresh`].
+    append: bool,
 }
 
 impl FileConnector {
     pub fn new(name: &str, path: &Path) -> Self {
-        FileConnector { name: name.into(), path: path.to_path_buf(), out: Mutex::new(None) }
+        FileConnector { name: name.into(), path: path.to_path_buf(), out: Mutex::new(None), append: false }
+    }
+
+    /// Keeps what earlier runs wrote (`"append": true`).
+    pub fn appending(mut self, append: bool) -> Self {
+        self.append = append;
+        self
     }
 }
 
 impl Connector for FileConnector {
     fn kind(&self) -> &'static str {
         "file"
+    }
+
+    fn start_afresh(&self) -> Result<(), String> {
+        if self.append {
+            return Ok(());
+        }
+        // Before any call: only a file already there needs emptying (none is created).
+        match std::fs::OpenOptions::new().write(true).truncate(true).open(&self.path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot empty {}: {e}", self.path.display())),
+        }
     }
 
     fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError> {

@@ -109,6 +109,11 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     /// (at most `call.timeout`) — or, for a connector that confirms asynchronously, until it
     /// is queued, holding a clone of `call.ack` until the confirmation.
     fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError>;
+    /// Called once before the first message of a run that starts fresh (not a resumed run, not
+    /// a service, not a reload): a connector writing files empties them. Default: nothing.
+    fn start_afresh(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A connector as granted to a node: its name in the chain, and the connector with its policy.
@@ -133,8 +138,8 @@ impl Granted {
 /// addresses and secrets stay out of chain files.
 pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<Guarded>, String> {
     let connector: Arc<dyn Connector> = match &spec.kind {
-        ConnectorKind::File { path } => {
-            Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)))
+        ConnectorKind::File { path, append } => {
+            Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)).appending(*append))
         }
         ConnectorKind::Http { base_url, headers } => {
             let base_url = base_url.as_deref().map(expand_env).transpose()?;

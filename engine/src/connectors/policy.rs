@@ -187,6 +187,11 @@ impl Guarded {
         &self.policy
     }
 
+    /// See [`Connector::start_afresh`].
+    pub fn start_afresh(&self) -> Result<(), String> {
+        self.inner.start_afresh()
+    }
+
     pub fn circuit(&self) -> Circuit {
         *self.circuit.lock().unwrap_or_else(|p| p.into_inner())
     }

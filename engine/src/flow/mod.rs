@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 pub use ack::{Ack, AckCounter, AckTarget};
 pub use progress::{Progress, ProgressToken};
-pub use stats::{NodeStats, RunStats};
+pub use stats::{NodeStats, Problems, RunStats};
 
 use crate::chain::Chain;
 use crate::host::Clock;
@@ -129,6 +129,8 @@ pub struct Pipeline {
     state: StateStore,
     version: Arc<ChainVersion>,
     ticker: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// Whether the workers close every window once drained (see [`Pipeline::pause`]).
+    flush_at_end: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The chain workers run, swappable while they run: each worker checks the generation before a
@@ -181,6 +183,19 @@ impl ChainHandle {
     /// How many versions were swapped in since start.
     pub fn generation(&self) -> u64 {
         self.0.generation()
+    }
+
+    /// Ids of the running version's nodes that were disabled for repeated crashes (a reload
+    /// starts every node healthy again).
+    pub fn disabled_nodes(&self) -> Vec<String> {
+        let (chain, health) = self.0.current();
+        chain
+            .nodes
+            .iter()
+            .zip(health.iter())
+            .filter(|(_, h)| h.disabled.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(n, _)| n.id.clone())
+            .collect()
     }
 }
 
@@ -250,6 +265,7 @@ impl Pipeline {
         let (_, health) = version.current();
         let n = config.workers.max(1);
         let barrier = Arc::new(std::sync::Barrier::new(n));
+        let flush_at_end = Arc::new(std::sync::atomic::AtomicBool::new(config.flush_at_end));
         let mut inboxes = Vec::new();
         let mut workers = Vec::new();
         for i in 0..n {
@@ -265,7 +281,7 @@ impl Pipeline {
             .with_progress(progress.clone())
             .with_version(version.clone());
             let barrier = barrier.clone();
-            let flush = config.flush_at_end;
+            let flush = flush_at_end.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn(move || worker.run(rx, barrier, flush))?;
@@ -281,7 +297,7 @@ impl Pipeline {
                 let _ = tick_tx.try_send(Envelope::tick());
             }
         })?;
-        Ok(Pipeline { inboxes, workers, progress, state, version, ticker: Some((stop, ticker)) })
+        Ok(Pipeline { inboxes, workers, progress, state, version, ticker: Some((stop, ticker)), flush_at_end })
     }
 
     /// Swaps in a new version of the chain (validated already): messages in flight finish on the
@@ -321,6 +337,13 @@ impl Pipeline {
     pub fn send_blocking(&self, envelope: Envelope) -> Result<(), Closed> {
         let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
         inbox.blocking_send(envelope).map_err(|_| Closed)
+    }
+
+    /// [`Pipeline::shutdown`] without closing the windows still open, whatever the config
+    /// says: the stream is paused (a run told to stop), not ended; its state is checkpointed.
+    pub fn pause(self) -> RunStats {
+        self.flush_at_end.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown()
     }
 
     /// Stops taking messages, lets the workers finish what they have, and returns the counts.

@@ -155,14 +155,14 @@ impl Worker {
         mut self,
         mut inbox: mpsc::Receiver<Envelope>,
         all_drained: Arc<Barrier>,
-        flush: bool,
+        flush: Arc<AtomicBool>,
     ) -> RunStats {
         while let Some(envelope) = inbox.blocking_recv() {
             self.process(envelope);
         }
         // Every worker has run everything it was given: the end of the input closes every window.
         all_drained.wait();
-        if flush {
+        if flush.load(Ordering::SeqCst) {
             self.progress.end_of_input();
             self.fire_due(END_OF_INPUT);
         }

@@ -338,14 +338,17 @@ mod tests {
         let kafka = |servers: &'static str| Want {
             base: "kafka",
             build: Box::new(move |p| {
-                ConnectorSpec::from(ConnectorKind::File { path: format!("${{{p}_OUT:-{servers}}}") }) // any spec will do
+                ConnectorSpec::from(ConnectorKind::File { path: format!("${{{p}_OUT:-{servers}}}"), append: false }) // any spec will do
             }),
         };
         let mut d = Draft::default();
         assert_eq!(d.connector(kafka("a")), "kafka");
         assert_eq!(d.connector(kafka("b")), "kafka-2");
         assert_eq!(d.connector(kafka("a")), "kafka");
-        assert_eq!(d.connectors["kafka-2"], ConnectorKind::File { path: "${KAFKA_2_OUT:-b}".into() }.into());
+        assert_eq!(
+            d.connectors["kafka-2"],
+            ConnectorKind::File { path: "${KAFKA_2_OUT:-b}".into(), append: false }.into()
+        );
     }
 
     #[test]

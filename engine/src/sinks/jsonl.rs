@@ -5,6 +5,7 @@
 //! position that produced it.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 
 use bytes::Bytes;
@@ -28,6 +29,24 @@ pub enum Target {
     File(std::fs::File),
 }
 
+/// Opens a file to write lines to: appended to with `append`, else emptied; its directory is
+/// created. Any writable file will do, `/dev/null` and named pipes included.
+pub fn open(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(path).map_err(named)
+}
+
 /// Starts the writer thread; returns its sender and its handle (the number of lines written).
 pub fn spawn(
     target: Target,
@@ -42,8 +61,10 @@ fn write_lines(rx: Receiver<SinkItem>, target: Target) -> std::io::Result<u64> {
     let (mut out, file): (Box<dyn Write>, Option<std::fs::File>) = match target {
         Target::Stdout => (Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())), None),
         Target::File(f) => {
-            let sync = f.try_clone()?;
-            (Box::new(std::io::BufWriter::with_capacity(1 << 16, f)), Some(sync))
+            // Only a regular file can be synced: fsync on `/dev/null`, a pipe or a terminal
+            // fails (EINVAL), and there is nothing on disk to make durable anyway.
+            let sync = if f.metadata()?.file_type().is_file() { Some(f.try_clone()?) } else { None };
+            (Box::new(std::io::BufWriter::with_capacity(1 << 16, f)), sync)
         }
     };
     let mut n = 0;
@@ -73,4 +94,31 @@ pub fn flush(tx: &SinkSender) -> std::io::Result<()> {
     let (reply, answer) = std::sync::mpsc::channel();
     tx.send(SinkItem::Flush(reply)).map_err(|_| std::io::Error::other("output closed"))?;
     answer.recv().map_err(|_| std::io::Error::other("output closed"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_files_take_lines_and_flushes() {
+        let file = open(Path::new("/dev/null"), false).unwrap();
+        let (tx, thread) = spawn(Target::File(file), 4).unwrap();
+        tx.send(SinkItem::Msg(Bytes::from_static(b"{}"), Ack::none())).unwrap();
+        flush(&tx).unwrap();
+        drop(tx);
+        assert_eq!(thread.join().unwrap().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_fresh_open_empties_the_file_and_an_append_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.jsonl");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "old\n").unwrap();
+        drop(open(&path, true).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
+        drop(open(&path, false).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
 }

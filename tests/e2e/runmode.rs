@@ -1,0 +1,504 @@
+//! How a run ends: stopped by SIGTERM/SIGINT (file mode and service), with failures (exit code
+//! 3, what `--stats`, `/metrics` and `sluice status` show), with a `sluice.toml` that has no
+//! `[source]`, and its files (started afresh, `/dev/null`).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::kafka::write;
+use crate::support::{modules, repo, sluice, sluice_bin, stderr};
+use crate::tansu::free_port;
+
+/// `sluice ARGS` started in `dir` with its stderr to `dir/log`; stdin piped when `stdin`.
+fn spawn(dir: &Path, args: &[&str], stdin: bool) -> (Child, PathBuf) {
+    let log = dir.join(format!("sluice-{}.log", free_port()));
+    let child = Command::new(sluice_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start sluice");
+    (child, log)
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    read(path).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn wait_until(what: &str, log: &Path, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not after {timeout:?}\n{}", read(log));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn telemetry(i: usize) -> String {
+    json!({"ts": 1_700_000_000_000i64 + i as i64, "deviceName": format!("T-{}", i % 7), "deviceType": "Thermometer",
+           "temperature": i})
+    .to_string()
+}
+
+/// Every message through one filter node to the output.
+fn pass_chain(dir: &Path) -> PathBuf {
+    let chain = json!({
+        "entry": "has-temperature",
+        "nodes": [
+            {"id": "has-temperature", "module": "check-fields", "config": {"messageNames": ["temperature"]}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": "has-temperature", "to": "out", "relation": "True"}]
+    });
+    write(dir, "chain.json", &chain.to_string())
+}
+
+#[test]
+fn sigterm_on_an_endless_generator_keeps_every_generated_message_and_the_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = json!({
+        "entry": "ticks",
+        "nodes": [
+            {"id": "ticks", "module": "generator", "config": {"periodMs": 20, "count": 0,
+             "originator": {"entityType": "DEVICE", "name": "G-1"}, "data": {"n": 1}}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": "ticks", "to": "out", "relation": "Success"}]
+    });
+    let chain = write(dir.path(), "chain.json", &chain.to_string());
+    let input = write(dir.path(), "empty.jsonl", "");
+    let (out, stats) = (dir.path().join("out.jsonl"), dir.path().join("stats.json"));
+    let (mut child, log) = spawn(
+        dir.path(),
+        &["run", "--chain", path(&chain), "--input", path(&input), "--output", path(&out)]
+            .into_iter()
+            .chain(["--stats", path(&stats), "--no-state", "--workers", "2"])
+            .collect::<Vec<_>>(),
+        false,
+    );
+    wait_until("the generator is generating", &log, Duration::from_secs(60), || {
+        read(&log).contains("waiting for pending timers")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let log = read(&log);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped by SIGTERM"), "{log}");
+    let written = lines(&out);
+    let report: Value = serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).unwrap();
+    assert!(written.len() >= 5, "{} generated in 500 ms at 20 ms: {log}", written.len());
+    // Everything the generator emitted reached the file, and the stats agree with the file.
+    assert_eq!(report["stats"]["nodes"]["ticks"]["outputs"]["Success"].as_u64(), Some(written.len() as u64));
+    assert_eq!(report["written"].as_u64(), Some(written.len() as u64), "{report}");
+    assert_eq!(report["interrupted"], true);
+    let ids: BTreeSet<&str> = written.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), written.len(), "ids unique");
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn sigterm_on_stdin_finishes_every_line_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = pass_chain(dir.path());
+    let (out, stats) = (dir.path().join("out.jsonl"), dir.path().join("stats.json"));
+    let args = ["run", "--chain", path(&chain), "--output", path(&out), "--stats", path(&stats), "--no-state"];
+    let (mut child, log) = spawn(dir.path(), &args, true);
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..500 {
+        writeln!(stdin, "{}", telemetry(i)).unwrap();
+    }
+    stdin.flush().unwrap();
+    // stdin stays open: the run waits for more when the signal comes.
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let log = read(&log);
+    assert_eq!(status.code(), Some(0), "{log}");
+    drop(stdin);
+    let report: Value = serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).unwrap();
+    let written = lines(&out);
+    assert_eq!(written.len(), 500, "{log}");
+    assert_eq!(
+        (report["lines"].as_u64(), report["acked"].as_u64(), report["written"].as_u64()),
+        (Some(500), Some(500), Some(500))
+    );
+}
+
+#[test]
+fn sigint_mid_file_then_the_same_command_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = pass_chain(dir.path());
+    let n = 300_000;
+    let input = dir.path().join("in.jsonl");
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&telemetry(i));
+        text.push('\n');
+    }
+    std::fs::write(&input, text).unwrap();
+    let (out, stats) = (dir.path().join("out.jsonl"), dir.path().join("stats.json"));
+    let args =
+        ["run", "--chain", path(&chain), "--input", path(&input), "--output", path(&out), "--stats", path(&stats)];
+    let (mut child, log) = spawn(dir.path(), &args, false);
+    // The output is buffered: once anything shows, the run is well under way.
+    wait_until("output", &log, Duration::from_secs(120), || std::fs::metadata(&out).is_ok_and(|m| m.len() > 0));
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    let first_log = read(&log);
+    assert_eq!(status.code(), Some(0), "{first_log}");
+    let first: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(first["interrupted"], true, "the run ended before the signal: make the input longer\n{first_log}");
+    let read_lines = first["lines"].as_u64().unwrap();
+    assert!(read_lines < n as u64);
+    // Every line read was finished and written.
+    assert_eq!(first["acked"].as_u64(), Some(read_lines), "{first}");
+    assert_eq!(lines(&out).len() as u64, read_lines, "{first_log}");
+
+    let (mut child, log) = spawn(dir.path(), &args, false);
+    let status = child.wait().unwrap();
+    let log = read(&log);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains(&format!("resumed after line {read_lines}")), "{log}");
+    let written = lines(&out);
+    let ids: BTreeSet<&str> = written.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!((written.len(), ids.len()), (n, n), "each line once over the two runs");
+}
+
+#[test]
+fn a_disabled_node_is_visible_and_fails_the_run_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = json!({
+        "entry": "crashy",
+        "nodes": [
+            {"id": "crashy", "module": "panicker", "limits": {"disableAfter": 3}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": "crashy", "to": "out", "relation": "True"}]
+    });
+    let chain = write(dir.path(), "chain.json", &chain.to_string());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let stats = dir.path().join("stats.json");
+    let args = ["run", "--chain", path(&chain), "--admin", &admin, "--stats", path(&stats), "--no-state"];
+    let (mut child, log) = spawn(dir.path(), &args, true);
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..5 {
+        writeln!(stdin, "{}", json!({"ts": i, "deviceName": "P-1", "panic": true})).unwrap();
+    }
+    stdin.flush().unwrap();
+    let status_of = || -> Option<Value> {
+        let out = sluice(&["status", "--admin", &admin]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    wait_until("the node disabled", &log, Duration::from_secs(60), || {
+        status_of().is_some_and(|s| s["disabledNodes"] == json!(["crashy"]))
+    });
+    let m = crate::support::metrics(&admin);
+    assert_eq!(m.get("sluice_node_disabled{node=\"crashy\"}"), Some(&1.0), "{m:?}");
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let log = read(&log);
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("1 node disabled after repeated crashes (crashy)"), "{log}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(report["problems"]["disabled_nodes"], json!(["crashy"]), "{report}");
+    assert_eq!(report["stats"]["nodes"]["crashy"]["disabled"], true);
+    // 5 failures, none taken by a `Failure` connection or a dead-letter sink: lost, and said so.
+    assert_eq!(report["problems"]["lost"], 5, "{report}");
+
+    let input = write(dir.path(), "in.jsonl", &format!("{}\n", json!({"ts": 1, "deviceName": "P-1", "panic": true})));
+    let out = sluice(&["run", "--chain", path(&chain), "--input", path(&input), "--no-state", "--allow-failures"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 failure(s) lost"), "{}", stderr(&out));
+}
+
+#[test]
+fn dead_letters_fail_a_file_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = json!({
+        "entry": "crashy",
+        "nodes": [{"id": "crashy", "module": "panicker"}, {"id": "out", "sink": "output"}],
+        "connections": [{"from": "crashy", "to": "out", "relation": "True"}]
+    });
+    let chain = write(dir.path(), "chain.json", &chain.to_string());
+    let config = write(dir.path(), "sluice.toml", "[deadLetter]\ntype = \"file\"\npath = \"dead.jsonl\"\n");
+    let input = write(
+        dir.path(),
+        "in.jsonl",
+        &format!(
+            "{}\n{}\n",
+            json!({"ts": 1, "deviceName": "P-1"}),
+            json!({"ts": 2, "deviceName": "P-1", "fail": true})
+        ),
+    );
+    let args = ["run", "--chain", path(&chain), "--input", path(&input), "--config", path(&config), "--no-state"];
+    let out = sluice(&args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("1 message(s) dead-lettered"), "{err}");
+    let dead = lines(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{err}");
+    assert!(dead[0]["metadata"]["error"].as_str().unwrap().contains("asked to fail"), "{}", dead[0]);
+}
+
+#[test]
+fn a_config_without_source_applies_every_section_to_a_file_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = json!({
+        "entry": "crashy",
+        "nodes": [
+            {"id": "crashy", "module": "panicker"},
+            {"id": "has-temperature", "module": "check-fields", "config": {"messageNames": ["temperature"]}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "crashy", "to": "out", "relation": "True"},
+            {"from": "has-temperature", "to": "crashy", "relation": "True"}
+        ]
+    });
+    let chain = write(dir.path(), "chain.json", &chain.to_string());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let deploy = dir.path().join("deploy");
+    std::fs::create_dir(&deploy).unwrap();
+    let config = write(
+        &deploy,
+        "sluice.toml",
+        &format!(
+            "entry = \"has-temperature\"\n\n[output]\ntype = \"file\"\npath = \"results/out.jsonl\"\n\n\
+             [deadLetter]\ntype = \"file\"\npath = \"dead.jsonl\"\n\n[state]\ndir = \"state\"\ncheckpointMs = 50\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[reload]\nwatch = false\n"
+        ),
+    );
+    let args = ["run", "--chain", path(&chain), "--config", path(&config)];
+    let (mut child, log) = spawn(dir.path(), &args, true);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", json!({"ts": 1, "deviceName": "T-1", "temperature": 20})).unwrap();
+    writeln!(stdin, "{}", json!({"ts": 2, "deviceName": "T-1", "humidity": 20})).unwrap();
+    writeln!(stdin, "{}", json!({"ts": 3, "deviceName": "T-1", "temperature": 21, "fail": true})).unwrap();
+    stdin.flush().unwrap();
+    // [admin]: the endpoint is up while the run is.
+    wait_until("the admin endpoint", &log, Duration::from_secs(60), || {
+        sluice(&["status", "--admin", &admin]).status.success()
+    });
+    // [reload] watch = false: saving the chain reloads nothing.
+    let mut renamed: Value = serde_json::from_str(&read(&chain)).unwrap();
+    renamed["name"] = json!("renamed");
+    std::fs::write(&chain, renamed.to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status: Value = serde_json::from_slice(&sluice(&["status", "--admin", &admin]).stdout).unwrap();
+    assert_eq!(status["generation"], 0, "{status}");
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let log = read(&log);
+    // [deadLetter] took one message: the run says so.
+    assert_eq!(status.code(), Some(3), "{log}");
+    // `entry`: the check ran first (the humidity line stopped there); [output] relative to
+    // the config file.
+    let out = lines(&deploy.join("results/out.jsonl"));
+    assert_eq!(out.len(), 1, "{log}");
+    assert_eq!(out[0]["data"]["temperature"], 20);
+    let dead = lines(&deploy.join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{log}");
+    assert_eq!(dead[0]["data"]["temperature"], 21);
+    // [state]: the checkpoint is in the config's state dir, not ./data.
+    assert!(std::fs::read_dir(deploy.join("state")).unwrap().count() > 0, "{log}");
+    assert!(!dir.path().join("data").exists());
+
+    // `--output` and `[output]` together: refused, naming both.
+    let out = sluice(&["run", "--chain", path(&chain), "--config", path(&config), "--output", "x.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("[output] in"), "{}", stderr(&out));
+}
+
+#[test]
+fn output_to_dev_null_works_and_errors_say_their_reason_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = pass_chain(dir.path());
+    let input = write(dir.path(), "in.jsonl", &format!("{}\n{}\n", telemetry(1), telemetry(2)));
+    for state in [&["--no-state"][..], &["--state-dir", "st", "--checkpoint-ms", "1"][..]] {
+        let mut args = vec!["run", "--chain", path(&chain), "--input", path(&input), "--output", "/dev/null"];
+        args.extend(state);
+        let out = Command::new(sluice_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("SLUICE_MODULES", modules())
+            .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stderr(&out).contains("2 written"), "{}", stderr(&out));
+    }
+    // A path that cannot be an output: the reason once, not once per layer.
+    let blocked = write(dir.path(), "file", "");
+    let bad = blocked.join("out.jsonl");
+    let out = sluice(&["run", "--chain", path(&chain), "--input", path(&input), "--output", path(&bad), "--no-state"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot create {}", blocked.display())), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}
+
+#[test]
+fn file_connectors_start_afresh_unless_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = |append: bool| {
+        json!({
+            "entry": "to-file",
+            "connectors": {"sink": {"type": "file", "path": "{chainDir}/topic.jsonl", "append": append}},
+            "nodes": [{"id": "to-file", "module": "kafka-action", "connector": "sink", "config": {"topic": "t"}}],
+            "connections": []
+        })
+    };
+    let input = write(dir.path(), "in.jsonl", &format!("{}\n{}\n", telemetry(1), telemetry(2)));
+    let topic = dir.path().join("topic.jsonl");
+    for (append, expected) in [(false, [2, 2]), (true, [4, 6])] {
+        let chain = write(dir.path(), "chain.json", &chain(append).to_string());
+        for n in expected {
+            let out = sluice(&["run", "--chain", path(&chain), "--input", path(&input), "--no-state"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(read(&topic).lines().count(), n, "append: {append}");
+        }
+    }
+}
+
+/// The log of the one service started in `dir` (read after it stopped).
+fn service_log(dir: &Path) -> String {
+    let mut logs = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| {
+        p.file_name().unwrap().to_string_lossy().starts_with("sluice-") && p.extension().is_some_and(|e| e == "log")
+    });
+    read(&logs.next().expect("a service log"))
+}
+
+/// One HTTP/1.1 POST; the answer's status, or `None` when nobody answers (the service is gone).
+fn try_post(port: u16, path: &str, body: &str) -> Option<u16> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
+
+#[test]
+fn sigterm_on_an_http_service_keeps_every_accepted_message_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write(dir.path(), "tokens.json", r#"{"TOKEN-1": {"deviceName": "T-1", "deviceType": "Thermometer"}}"#);
+    let chain = pass_chain(dir.path());
+    let config = write(
+        dir.path(),
+        "sluice.toml",
+        &format!(
+            "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
+             [output]\ntype = \"file\"\npath = \"out.jsonl\"\n"
+        ),
+    );
+    let service = crate::kafka::Service::start(dir.path(), &chain, &config, "state");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service.log().contains("HTTP device API listening") {
+        assert!(Instant::now() < deadline, "the HTTP source did not start:\n{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A device posting as fast as it is answered while the service is told to stop.
+    let poster = std::thread::spawn(move || {
+        let mut accepted = 0u64;
+        for i in 0.. {
+            let body = json!({"ts": 1_700_000_000_000i64 + i, "values": {"temperature": i}}).to_string();
+            match try_post(port, "/api/v1/TOKEN-1/telemetry", &body) {
+                Some(200) => accepted += 1,
+                Some(_) | None => return accepted,
+            }
+        }
+        accepted
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = dir.path().join("state-stats.json");
+    let status = service.stop();
+    let accepted = poster.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(accepted > 0);
+    let out = lines(&dir.path().join("out.jsonl"));
+    // Answered 200 = processed: every one of them is in the file, and the stats say so.
+    assert_eq!(out.len() as u64, accepted);
+    let report: Value = serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).unwrap();
+    let log = service_log(dir.path());
+    assert!(log.contains(&format!("{accepted} records from http:127.0.0.1:{port}")), "{log}");
+    assert!(log.contains("stopped by SIGTERM"), "{log}");
+    assert_eq!(report["records"].as_u64(), Some(accepted), "{report}");
+    assert_eq!(report["stats"]["output"].as_u64(), Some(accepted), "{report}");
+}
+
+#[test]
+fn the_mqtt_service_summary_counts_what_metrics_count() {
+    use rumqttc::{Client, MqttOptions, QoS};
+    let mosquitto = crate::brokers::Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let chain = pass_chain(dir.path());
+    let config = write(
+        dir.path(),
+        "sluice.toml",
+        &format!(
+            "[source]\ntype = \"mqtt\"\nurl = \"{}\"\n\n[output]\ntype = \"file\"\npath = \"out.jsonl\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n",
+            mosquitto.url()
+        ),
+    );
+    let service = crate::kafka::Service::start(dir.path(), &chain, &config, "state");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service.log().contains("MQTT source subscribed") {
+        assert!(Instant::now() < deadline, "the MQTT source did not subscribe:\n{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut options = MqttOptions::new("devices", "127.0.0.1", mosquitto.port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut connection) = Client::new(options, 100);
+    let pump = std::thread::spawn(move || for _ in connection.iter().take_while(Result::is_ok) {});
+    for i in 0..8 {
+        let point = json!({"ts": 1_700_000_000_000i64 + i * 1000, "values": {"temperature": 20 + i}});
+        client.publish("v1/devices/T-1/telemetry", QoS::AtLeastOnce, false, point.to_string()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = crate::support::metrics(&admin);
+        if m.get("sluice_mqtt_source_acks_total") == Some(&8.0) {
+            assert_eq!(m["sluice_mqtt_source_messages_total"], 8.0, "{m:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "8 PUBACKs: {m:?}\n{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client.disconnect().unwrap();
+    let _ = pump.join();
+    let stats = dir.path().join("state-stats.json");
+    assert!(service.stop().success());
+    let log = service_log(dir.path());
+    assert!(log.contains(&format!("8 records from mqtt:{}, 0 malformed", mosquitto.url())), "{log}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(report["records"], 8, "{report}");
+}
