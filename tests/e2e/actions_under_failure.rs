@@ -28,13 +28,15 @@ impl Run {
     }
 }
 
-/// `sluice run --chain CHAIN --input INPUT` with `--stats`, two workers, no state.
+/// `sluice run --chain CHAIN --input INPUT` with `--stats`, no state, two workers unless
+/// `extra` says.
 fn run(chain: &Path, input: &Path, dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Run {
     let (output, stats) = (dir.join("output.jsonl"), dir.join("stats.json"));
     let mut cmd = Command::new(sluice_bin());
     cmd.args(["run", "--chain", chain.to_str().unwrap(), "--input", input.to_str().unwrap()])
         .args(["--output", output.to_str().unwrap(), "--stats", stats.to_str().unwrap()])
-        .args(["--no-state", "--workers", "2"])
+        .arg("--no-state")
+        .args(if extra.contains(&"--workers") { &[][..] } else { &["--workers", "2"][..] })
         .args(extra)
         .env("SLUICE_MODULES", modules())
         .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
@@ -233,7 +235,10 @@ fn an_unreachable_mqtt_broker_fails_messages_with_the_reason_not_the_node() {
     let errors: Vec<&str> = run.output.iter().map(|m| m["metadata"]["error"].as_str().unwrap_or("")).collect();
     let timed_out = errors.iter().filter(|e| e.contains("no PUBACK") && e.contains("gave up after 2 attempts")).count();
     let open = errors.iter().filter(|e| e.contains("circuit open")).count();
-    assert_eq!((timed_out, open), (2, 18), "{errors:#?}");
+    // Two workers: a call already waiting when the second failure opened the circuit still
+    // runs its course.
+    assert!((2..=3).contains(&timed_out), "{errors:#?}");
+    assert_eq!(timed_out + open, 20, "{errors:#?}");
     let node = run.node("publish");
     assert_eq!(node["crashes"], 0, "{node}");
     assert_eq!(node["disabled"], false, "{node}");
