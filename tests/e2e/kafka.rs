@@ -395,6 +395,76 @@ fn partitions_moving_mid_window_take_their_state_along() {
     assert!(log_a.matches("state restored from the changelog").count() >= 3, "{log_a}");
 }
 
+/// The interleaving that once made the test above fail, forced: the instance that stays has read
+/// its own partitions to the end — its watermark past every window — before the partitions of
+/// the one leaving arrive, mid-window. Their windows wait for their own records instead of
+/// closing, short of them, by a watermark that never counted them (which emitted each such
+/// window twice: "a duplicate of per-device/aggregate/dev-10/1700000200000:0 differs").
+#[test]
+fn partitions_arriving_behind_the_watermark_keep_their_windows_open() {
+    let broker = Tansu::start();
+    broker.create_topic("readings", 6);
+    broker.create_topic("windows", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let chain = window_chain(dir.path());
+    let config = config(dir.path(), &broker.brokers, "behind", "readings", "windows", "", "");
+    let input = readings(12, 800);
+    let expected = expected_windows(&input);
+    // Reading 410 of a device is at 102.5 s: the windows at [100 s, 110 s) are open at the move.
+    let (head, tail) = input.split_at(410 * 12);
+
+    let a = Service::start(dir.path(), &chain, &config, "state-a");
+    a.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let b = Service::start(dir.path(), &chain, &config, "state-b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.log().matches("partitions assigned").count() < 2 || !b.log().contains("partitions assigned") {
+        assert!(Instant::now() < deadline, "no rebalance:\n{}\n---\n{}", a.log(), b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mine = last_assignment(&a.log());
+    assert_eq!(mine.len(), 3, "3 of 6 partitions each:\n{}", a.log());
+    broker.produce("readings", head);
+    broker.read_until("windows", Duration::from_secs(120), |v| v.len() >= 120);
+
+    // The first instance reads its partitions to their end and closes every window of theirs.
+    let on = |p: &Option<i32>, set: &BTreeSet<i32>| set.contains(&p.unwrap());
+    let (own, moving): (Vec<_>, Vec<_>) = tail.iter().cloned().partition(|r| on(&r.0, &mine));
+    broker.produce("readings", &own);
+    broker.produce("readings", &closers(6).into_iter().filter(|r| on(&r.0, &mine)).collect::<Vec<_>>());
+    let own_windows: BTreeSet<(String, i64)> =
+        expected.keys().filter(|(d, _)| mine.contains(&(d[4..].parse::<i32>().unwrap() % 6))).cloned().collect();
+    let closed = |v: &[Value]| -> BTreeSet<(String, i64)> {
+        v.iter()
+            .filter_map(|r| Some((r["originator"]["name"].as_str()?.to_string(), r["data"]["windowStart"].as_i64()?)))
+            .collect()
+    };
+    let seen = broker.read_until("windows", Duration::from_secs(120), |v| own_windows.is_subset(&closed(v)));
+    assert!(own_windows.is_subset(&closed(&seen)), "the first instance closed its windows:\n{}", a.log());
+
+    // Now the second leaves: its partitions arrive at the first with windows open at 100 s.
+    let log_b = b.log();
+    assert!(b.stop().success(), "{log_b}");
+    broker.produce("readings", &moving);
+    broker.produce("readings", &closers(6).into_iter().filter(|r| !on(&r.0, &mine)).collect::<Vec<_>>());
+    let values = broker.read_until("windows", Duration::from_secs(300), complete(&expected));
+    let log_a = a.log();
+    assert!(a.stop().success(), "{log_a}");
+    let results = results_of(&values);
+    let wrong: Vec<_> = expected.iter().filter(|(k, v)| results.get(*k) != Some(*v)).take(5).collect();
+    assert!(wrong.is_empty(), "windows differ, e.g. {wrong:?}\n--- a:\n{log_a}\n--- b:\n{log_b}");
+    assert_eq!(results, expected);
+    assert_eq!(log_a.matches("state restored from the changelog").count(), 3, "{log_a}");
+}
+
+/// The partition numbers of the last assignment an instance logged.
+fn last_assignment(log: &str) -> BTreeSet<i32> {
+    let line = log.lines().rev().find(|l| l.contains("partitions assigned")).unwrap_or_default();
+    line.split("readings/")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
 /// The changelog on a real broker: a snapshot larger than a record goes out in chunks and comes
 /// back whole, the newest snapshot is the one read, and an unchanged one is not written again.
 #[test]

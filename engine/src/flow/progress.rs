@@ -6,9 +6,17 @@
 //! find its (not late) window gone. So windows close by the *completed* watermark: the stamp of
 //! the newest message all of whose predecessors are done. Work that is not a message — firing
 //! windows — is tracked too, so a checkpoint can wait until nothing at all is in flight.
+//!
+//! The completed watermark only grows, with one exception: when the partitions a source reads
+//! change (a Kafka rebalance), it is set to the combined watermark of the partitions held now
+//! ([`Progress::rewind`]), which may be behind it. A partition that moves in arrives with open
+//! windows at *its* event time; the watermark the other partitions reached without it never
+//! covered it, and closing its windows by that watermark would emit them before the records
+//! still to be read from it — which then open the same window again and emit it a second time,
+//! with different contents.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::state::time::{END_OF_INPUT, NO_WATERMARK};
@@ -21,6 +29,9 @@ pub struct Progress {
     /// while an upstream result for it is still on its way) and by a checkpoint (so that no
     /// window is popped from the state and not yet written out while it is taken).
     gate: Mutex<()>,
+    /// Bumped by every [`Progress::rewind`]: whoever remembers how far it fired windows starts
+    /// over.
+    epoch: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -37,6 +48,7 @@ impl Default for Progress {
             inner: Mutex::new(Inner { next_seq: 0, in_flight: BTreeMap::new(), latest: NO_WATERMARK }),
             completed: AtomicI64::new(NO_WATERMARK),
             gate: Mutex::new(()),
+            epoch: AtomicU64::new(0),
         }
     }
 }
@@ -94,6 +106,30 @@ impl Progress {
         self.completed.fetch_max(watermark, Ordering::SeqCst);
     }
 
+    /// The set of source partitions changed: from now on windows close by `watermark`, the
+    /// combined watermark of the partitions held now, even where that is behind the completed
+    /// watermark so far (see the module doc). Call it with the gate held, so that no window fires
+    /// between the state changing hands and the watermark following it; a window fired before
+    /// stays fired.
+    pub fn rewind(&self, watermark: i64) {
+        let mut inner = self.lock();
+        inner.latest = watermark;
+        // Nothing should be in flight at a rebalance; if something is, it finishes under the
+        // new watermark too.
+        for before in inner.in_flight.values_mut() {
+            *before = (*before).min(watermark);
+        }
+        let completed = inner.in_flight.first_key_value().map_or(watermark, |(_, before)| *before);
+        // The epoch first: a reader that sees the new watermark sees the new epoch.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.completed.store(completed, Ordering::SeqCst);
+    }
+
+    /// How many times the watermark was rewound ([`Progress::rewind`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
     /// Held while windows fire, and while a checkpoint is taken.
     pub fn gate(&self) -> MutexGuard<'_, ()> {
         self.gate.lock().unwrap_or_else(|p| p.into_inner())
@@ -122,5 +158,23 @@ mod tests {
         drop(c);
         assert_eq!(p.completed(), 30);
         assert!(p.idle());
+    }
+
+    /// A rebalance brings in a partition behind the watermark: the completed watermark goes
+    /// back to the combined one, and messages stamped after it move it on from there.
+    #[test]
+    fn a_rewound_watermark_grows_again_from_where_it_was_set() {
+        let p = Arc::new(Progress::default());
+        drop(p.issue(10_000));
+        assert_eq!((p.completed(), p.epoch()), (10_000, 0));
+        p.rewind(200);
+        assert_eq!((p.completed(), p.epoch()), (200, 1), "back to the watermark of the partitions held now");
+        let a = p.issue(300);
+        assert_eq!(p.completed(), 200, "nothing stamped 300 is done yet");
+        drop(a);
+        assert_eq!(p.completed(), 300);
+        p.rewind(NO_WATERMARK);
+        assert_eq!(p.completed(), NO_WATERMARK, "a partition with no position yet holds every window");
+        assert_eq!(p.epoch(), 2);
     }
 }

@@ -18,7 +18,7 @@ use crate::chain::{Chain, NodeIdx, NodeKind, RuleNode, SinkKind};
 use crate::host::{Clock, Emitted};
 use crate::runtime::{NodeError, NodeErrorKind, NodeInstance, Runtime};
 use crate::sinks::jsonl::SinkItem;
-use crate::state::time::{END_OF_INPUT, NO_WATERMARK};
+use crate::state::time::NO_WATERMARK;
 use crate::state::window::{Closed, ClosedWindow, Timer};
 use crate::state::{NodeWindows, StateStore};
 use sluice_sdk::relation::FAILURE;
@@ -55,8 +55,10 @@ pub struct Worker {
     watermark: i64,
     /// The source partition of the message (window, timer) being processed.
     partition: crate::state::window::Owner,
-    /// Windows already fired up to this watermark (by this worker).
+    /// Windows already fired up to this watermark (by this worker), in this epoch of the
+    /// progress (a rewind starts it over).
     fired: i64,
+    fired_epoch: u64,
     /// Early updates the current message caused: (node, window).
     early: Vec<(NodeIdx, Closed)>,
 }
@@ -103,6 +105,7 @@ impl Worker {
             watermark: NO_WATERMARK,
             partition: crate::state::window::UNOWNED,
             fired: NO_WATERMARK,
+            fired_epoch: 0,
             early: Vec::new(),
         }
     }
@@ -164,7 +167,7 @@ impl Worker {
         all_drained.wait();
         if flush.load(Ordering::SeqCst) {
             self.progress.end_of_input();
-            self.fire_due(END_OF_INPUT);
+            self.fire_due();
         }
         self.into_stats()
     }
@@ -185,7 +188,7 @@ impl Worker {
         if envelope.tick {
             self.adopt_reload();
             self.fire_timers(self.clock.now_ms());
-            self.fire_due(self.progress.completed());
+            self.fire_due();
             return;
         }
         let Envelope { msg, ack, watermark, partition, progress, .. } = envelope;
@@ -199,7 +202,7 @@ impl Worker {
             self.run_window(idx, closed, watermark);
         }
         drop(progress);
-        self.fire_due(self.progress.completed());
+        self.fire_due();
     }
 
     /// Depth-first through the chain from `pending`.
@@ -296,13 +299,27 @@ impl Worker {
 
     /// Fires every window the completed watermark closed, once (whichever worker pops a window
     /// from the shared store fires it).
-    fn fire_due(&mut self, watermark: i64) {
+    fn fire_due(&mut self) {
+        let progress = self.progress.clone();
+        // Nothing new since the last time (without the gate: the common case, every message).
+        // The watermark before the epoch: a rewind bumps the epoch before it stores its watermark.
+        let watermark = progress.completed();
+        if progress.epoch() == self.fired_epoch && watermark <= self.fired {
+            return;
+        }
+        let _gate = progress.gate();
+        // Read again under the gate: a rebalance changes the state and rewinds the watermark
+        // while it holds the gate, and a watermark read before that must not close the windows
+        // that came in with it.
+        let (epoch, watermark) = (progress.epoch(), progress.completed());
+        if epoch != self.fired_epoch {
+            self.fired_epoch = epoch;
+            self.fired = NO_WATERMARK;
+        }
         if watermark <= self.fired {
             return;
         }
         self.fired = watermark;
-        let progress = self.progress.clone();
-        let _gate = progress.gate();
         let chain = self.chain.clone();
         for &idx in &chain.fire_order {
             let Some(windows) = &self.windows[idx] else { continue };

@@ -23,6 +23,10 @@
 //! local checkpoint, which may be ahead of Kafka's commit if the process died between saving
 //! and committing) or the changelog's snapshot (another instance went further). State held here
 //! for partitions that went elsewhere is dropped, so their windows fire on their new owner only.
+//! No window fires while state changes hands, and afterwards windows close by the watermark of
+//! the partitions held now ([`Feed::reassign`]): a partition that arrives behind the ones this
+//! instance kept reading keeps its windows open until its own records pass them, instead of
+//! having them closed, short of those records, by a watermark it was never part of.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -291,33 +295,38 @@ impl ConsumerContext for Context {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-                let mut assigned = Vec::new();
-                for mut elem in tpl.elements() {
-                    let (topic, partition) = (elem.topic().to_string(), elem.partition());
-                    let resume = match self.take_over(&topic, partition, &mut parked) {
-                        Ok(resume) => resume,
-                        Err(e) => {
-                            let message = format!("cannot take over the state of `{topic}/{partition}`: {e}");
-                            tracing::error!("Kafka source: {message}");
-                            *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
-                            None
+                // No window fires while state comes and goes; then windows close by the
+                // watermark of the partitions held now, which counts the ones that came in.
+                let assigned = self.cut.feed.reassign(|| {
+                    let mut assigned = Vec::new();
+                    for mut elem in tpl.elements() {
+                        let (topic, partition) = (elem.topic().to_string(), elem.partition());
+                        let resume = match self.take_over(&topic, partition, &mut parked) {
+                            Ok(resume) => resume,
+                            Err(e) => {
+                                let message = format!("cannot take over the state of `{topic}/{partition}`: {e}");
+                                tracing::error!("Kafka source: {message}");
+                                *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+                                None
+                            }
+                        };
+                        if let Some(offset) = resume {
+                            let _ = elem.set_offset(Offset::Offset(offset));
                         }
-                    };
-                    if let Some(offset) = resume {
-                        let _ = elem.set_offset(Offset::Offset(offset));
+                        self.tracker.set_assigned(&topic, partition, true, Some(resume.unwrap_or(-1)));
+                        assigned.push(partition_key(&topic, partition));
                     }
-                    self.tracker.set_assigned(&topic, partition, true, Some(resume.unwrap_or(-1)));
-                    assigned.push(partition_key(&topic, partition));
-                }
-                // State held for partitions that went elsewhere: their new owners have it (the
-                // changelog), and windows of theirs must not fire here too.
-                for (key, _) in std::mem::take(&mut *parked) {
-                    let Some((topic, partition)) = split_partition_key(&key) else { continue };
-                    let owner = watermark_partition(topic, partition);
-                    let dropped = self.cut.checkpointer.drop_partition(owner);
-                    self.cut.feed.forget_partition(owner);
-                    tracing::info!(partition = %key, entries = dropped, "Kafka source: state of a partition now elsewhere dropped");
-                }
+                    // State held for partitions that went elsewhere: their new owners have it (the
+                    // changelog), and windows of theirs must not fire here too.
+                    for (key, _) in std::mem::take(&mut *parked) {
+                        let Some((topic, partition)) = split_partition_key(&key) else { continue };
+                        let owner = watermark_partition(topic, partition);
+                        let dropped = self.cut.checkpointer.drop_partition(owner);
+                        self.cut.feed.forget_partition(owner);
+                        tracing::info!(partition = %key, entries = dropped, "Kafka source: state of a partition now elsewhere dropped");
+                    }
+                    assigned
+                });
                 tracing::info!(partitions = ?assigned, "Kafka source: partitions assigned");
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(error = %e, "Kafka source: cannot take the assignment");

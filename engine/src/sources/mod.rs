@@ -88,6 +88,21 @@ impl Feed {
         self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).remove(partition);
     }
 
+    /// The partitions this source reads change (a rebalance): `change` takes their state in and
+    /// out and says where each one's watermark stands (`resume_partition`, `expect_partition`,
+    /// `forget_partition`); meanwhile no window fires. Then windows close by the combined
+    /// watermark of the partitions held now, even where it is behind the one reached without
+    /// the partitions that just came in: their windows stay open until their own records have
+    /// passed them (see [`crate::flow::Progress::rewind`]).
+    pub fn reassign<R>(&self, change: impl FnOnce() -> R) -> R {
+        let progress = self.sender.progress().clone();
+        let _gate = progress.gate();
+        let out = change();
+        let watermark = self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).current(self.clock.now_ms());
+        progress.rewind(watermark);
+        out
+    }
+
     /// The watermarks as of now, for a checkpoint.
     pub fn watermarks(&self) -> Watermarks {
         self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone()
