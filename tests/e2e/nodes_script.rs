@@ -121,7 +121,7 @@ fn an_infinite_loop_is_cut_by_the_deadline_and_the_next_message_runs() {
 fn a_syntax_error_refuses_the_chain_naming_the_script() {
     let err = node_config_error("script", json!({"mode": "filter", "script": "var t = msg.temperature;\nreturn t >;"}));
     assert!(err.contains("node `node`"), "{err}");
-    assert!(err.contains("config field `script`: SyntaxError"), "{err}");
+    assert!(err.contains("field `config.script`: config rejected: SyntaxError"), "{err}");
     assert!(err.contains("line 2"), "{err}");
 }
 

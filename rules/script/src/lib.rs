@@ -992,12 +992,15 @@ return relations;"#;
             let err = config_error(json!({"mode": "filter", "script": body, "lang": lang}));
             assert!(
                 err.message.starts_with("config field `script`: TBEL syntax is not supported")
-                    && err.message.contains("`foreach` (TBEL's loop; JavaScript writes `for (var x of list)`) at line 2")
+                    && err
+                        .message
+                        .contains("`foreach` (TBEL's loop; JavaScript writes `for (var x of list)`) at line 2")
                     && err.message.contains("SyntaxError"),
                 "{err}"
             );
         }
-        let err = config_error(json!({"mode": "transform", "lang": "tbel", "script": "var m = [:];\nreturn {msg: m};"}));
+        let err =
+            config_error(json!({"mode": "transform", "lang": "tbel", "script": "var m = [:];\nreturn {msg: m};"}));
         assert!(err.message.contains("`[:]`") && err.message.contains("at line 1"), "{err}");
         // A plain JavaScript error stays one.
         let err = config_error(json!({"mode": "filter", "lang": "tbel", "script": "return t >;"}));

@@ -33,7 +33,10 @@ pub fn find(body: &str) -> Option<Construct> {
         if b == b'[' {
             let inner = code[at + 1..].trim_start();
             if inner.starts_with(':') && inner[1..].trim_start().starts_with(']') {
-                return Some(Construct { what: "`[:]` (an empty TBEL map; JavaScript writes `{}`)", line: line_of(at) });
+                return Some(Construct {
+                    what: "`[:]` (an empty TBEL map; JavaScript writes `{}`)",
+                    line: line_of(at),
+                });
             }
             // `[key: …` or `["key": …`: a TBEL map literal (a string's text is blanked to spaces).
             let key_len = if inner.starts_with('"') || inner.starts_with('\'') {
