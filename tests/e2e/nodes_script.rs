@@ -134,9 +134,13 @@ fn bad_configs_name_the_field() {
         json!({"mode": "generator", "script": "return {};",
                                                  "originator": {"entityType": "DEVICE", "name": "M"}}),
     );
-    assert!(err.contains("node `node`") && err.contains("`periodMs`: required for mode `generator`"), "{err}");
+    assert!(
+        err.contains("node `node`")
+            && err.contains("field `config.periodMs`: config rejected: required for mode `generator`"),
+        "{err}"
+    );
     let err = node_config_error("script", json!({"mode": "filter", "script": "return true;", "periodMs": 5}));
-    assert!(err.contains("`periodMs`: only for mode `generator`"), "{err}");
+    assert!(err.contains("field `config.periodMs`: config rejected: only for mode `generator`"), "{err}");
 }
 
 /// The solar module simulator's three generators (tbdocs-solar_module_simulator.json, bodies as
