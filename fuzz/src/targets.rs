@@ -108,7 +108,9 @@ struct LoadSetup {
 fn load_setup() -> &'static LoadSetup {
     static SETUP: OnceLock<LoadSetup> = OnceLock::new();
     SETUP.get_or_init(|| LoadSetup {
-        runtime: Runtime::with_default_cache().expect("wasmtime runtime"),
+        // The end-to-end tests' module cache: compiled once for both.
+        runtime: Runtime::new(Some(crate::repo_root().join("target").join("sluice-module-cache")))
+            .expect("wasmtime runtime"),
         dir: tempfile::tempdir().expect("temp dir"),
         modules: vec![sluice::toolchain::module_dir(&crate::repo_root().join("rules"))],
     })
