@@ -184,7 +184,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCommand::New { name, dir }) => {
             let created = toolchain::scaffold(&dir, &name)?;
             eprintln!(
-                "created {0}\n  cd {0} && cargo test && sluice rules build . && sluice run --chain chain.json --input input.jsonl",
+                "created {0}\n  cd {0} && cargo test && sluice rules build . && sluice run --chain chain.json --input input.jsonl --no-state",
                 created.display()
             );
             Ok(0)

@@ -112,11 +112,43 @@ pub fn build(dir: &Path) -> Result<PathBuf, ToolchainError> {
     Ok(module_dir(dir))
 }
 
-/// The SDK this binary was built with, for scaffolded crates to depend on.
-pub fn sdk_path() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sdk = here.join("..").join("rule-sdk");
-    sdk.canonicalize().unwrap_or(sdk)
+/// The environment variable naming the `rule-sdk` directory scaffolded crates depend on.
+pub const SDK_PATH_ENV: &str = "SLUICE_SDK_PATH";
+
+/// The `rule-sdk` directory scaffolded crates depend on (by path: the SDK is not published):
+/// `$SLUICE_SDK_PATH`; else the checkout the binary sits in (`target/{debug,release}/sluice` →
+/// `rule-sdk/`), or an installed layout (`PREFIX/bin/sluice` → `PREFIX/share/sluice/rule-sdk`).
+/// Never the directory the binary was *built* in, which a copied or installed binary may no longer
+/// have: without either, the error says to set the variable.
+pub fn sdk_path() -> Result<PathBuf, ToolchainError> {
+    let is_sdk = |dir: &Path| {
+        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|toml| toml.contains("name = \"sluice-sdk\""))
+    };
+    if let Some(dir) = std::env::var_os(SDK_PATH_ENV) {
+        let dir = PathBuf::from(dir);
+        return match dir.canonicalize() {
+            Ok(dir) if is_sdk(&dir) => Ok(dir),
+            _ => Err(ToolchainError::Scaffold(format!(
+                "${SDK_PATH_ENV} is {}, which is not a sluice-sdk crate (a `rule-sdk` directory of a Sluice checkout)",
+                dir.display()
+            ))),
+        };
+    }
+    let exe = std::env::current_exe().and_then(|e| e.canonicalize()).ok();
+    let candidates = exe
+        .iter()
+        .flat_map(|exe| exe.ancestors().skip(1))
+        .flat_map(|dir| [dir.join("rule-sdk"), dir.join("share").join("sluice").join("rule-sdk")]);
+    for dir in candidates {
+        if is_sdk(&dir) {
+            return Ok(dir.canonicalize().unwrap_or(dir));
+        }
+    }
+    Err(ToolchainError::Scaffold(format!(
+        "cannot find sluice-sdk for the new crate to depend on: set ${SDK_PATH_ENV} to the `rule-sdk` \
+         directory of a Sluice checkout (none beside {})",
+        exe.map(|e| e.display().to_string()).unwrap_or_else(|| "this binary".into())
+    )))
 }
 
 /// Scaffolds a rule crate `name` in `parent/name`: a filter with a native test, a chain that
@@ -134,10 +166,13 @@ pub fn scaffold(parent: &Path, name: &str) -> Result<PathBuf, ToolchainError> {
     if dir.exists() {
         return Err(ToolchainError::Scaffold(format!("{} already exists", dir.display())));
     }
-    let sdk = sdk_path();
+    let sdk = sdk_path()?;
     let lib = name.replace('-', "_");
-    let files: [(&str, String); 5] = [
-        ("Cargo.toml", format!(include_str!("scaffold/Cargo.toml.in"), name = name, sdk = sdk.display())),
+    // TOML basic string: a Windows path's backslashes (and any quote) escaped.
+    let sdk = sdk.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    let files: [(&str, String); 6] = [
+        ("Cargo.toml", format!(include_str!("scaffold/Cargo.toml.in"), name = name, sdk = sdk)),
+        (".gitignore", include_str!("scaffold/gitignore.in").to_string()),
         ("src/lib.rs", include_str!("scaffold/lib.rs.in").to_string()),
         ("chain.json", format!(include_str!("scaffold/chain.json.in"), lib = lib)),
         ("input.jsonl", include_str!("scaffold/input.jsonl.in").to_string()),

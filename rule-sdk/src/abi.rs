@@ -19,6 +19,22 @@ pub const STATUS_CONFIG_ERROR: u32 = 2;
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
+/// Reads the message the host hands to `sluice_on_msg` (JSON of a [`crate::Msg`]). Plain
+/// functions, compiled natively too, so that they can be tested and fuzzed off wasm.
+pub fn decode_msg(input: &[u8]) -> Result<crate::Msg, String> {
+    serde_json::from_slice(input).map_err(|err| format!("message does not parse: {err}"))
+}
+
+/// Reads the due timer the host hands to `sluice_on_timer`.
+pub fn decode_timer(input: &[u8]) -> Result<crate::windows::Timer, String> {
+    serde_json::from_slice(input).map_err(|err| format!("timer does not parse: {err}"))
+}
+
+/// Reads the closed window the host hands to `sluice_on_window`.
+pub fn decode_window(input: &[u8]) -> Result<crate::ClosedWindow, String> {
+    serde_json::from_slice(input).map_err(|err| format!("window does not parse: {err}"))
+}
+
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod imports {
     #[link(wasm_import_module = "sluice")]
@@ -189,10 +205,10 @@ mod glue {
         pub fn on_msg(&self, len: u32) -> u32 {
             let msg: Msg = {
                 let input = INPUT.0.borrow();
-                match serde_json::from_slice(&input[..len as usize]) {
+                match super::decode_msg(&input[..len as usize]) {
                     Ok(msg) => msg,
                     Err(err) => {
-                        fail(&format!("message does not parse: {err}"));
+                        fail(&err);
                         return STATUS_ERROR;
                     }
                 }
@@ -216,10 +232,10 @@ mod glue {
         pub fn on_timer(&self, len: u32) -> u32 {
             let timer: crate::windows::Timer = {
                 let input = INPUT.0.borrow();
-                match serde_json::from_slice(&input[..len as usize]) {
+                match super::decode_timer(&input[..len as usize]) {
                     Ok(timer) => timer,
                     Err(err) => {
-                        fail(&format!("timer does not parse: {err}"));
+                        fail(&err);
                         return STATUS_ERROR;
                     }
                 }
@@ -247,10 +263,10 @@ mod glue {
         pub fn on_window(&self, len: u32) -> u32 {
             let closed: crate::ClosedWindow = {
                 let input = INPUT.0.borrow();
-                match serde_json::from_slice(&input[..len as usize]) {
+                match super::decode_window(&input[..len as usize]) {
                     Ok(closed) => closed,
                     Err(err) => {
-                        fail(&format!("window does not parse: {err}"));
+                        fail(&err);
                         return STATUS_ERROR;
                     }
                 }

@@ -36,7 +36,8 @@ pub trait Node: Sized + 'static {
     /// the field.
     type Config: DeserializeOwned;
 
-    /// Builds the node from its config. An `Err` here refuses the chain at load.
+    /// Builds the node from its config. An `Err` here refuses the chain at load; one worded
+    /// ``config field `F`: why`` names the field `config.F` in the load error.
     fn init(config: Self::Config) -> Result<Self>;
 
     /// Handles one message, pushing zero or more outputs.

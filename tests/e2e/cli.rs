@@ -292,17 +292,18 @@ fn a_scaffolded_rule_tests_builds_and_runs() {
     let build = sluice(&["rules", "build", crate_dir.to_str().unwrap()]);
     assert!(build.status.success(), "{}", stderr(&build));
     assert!(crate_dir.join("target/wasm32-unknown-unknown/release/my_threshold.wasm").is_file());
+    // The command `rules new` printed, run in the crate: it leaves no state (`data/`) there.
+    let hint = "sluice run --chain chain.json --input input.jsonl --no-state";
+    assert!(stderr(&out).contains(hint), "{}", stderr(&out));
     let output = crate_dir.join("out.jsonl");
-    let run = sluice(&[
-        "run",
-        "--chain",
-        crate_dir.join("chain.json").to_str().unwrap(),
-        "--input",
-        crate_dir.join("input.jsonl").to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let run = Command::new(sluice_bin())
+        .current_dir(&crate_dir)
+        .args(hint.split(' ').skip(1))
+        .args(["--output", output.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
+    assert!(!crate_dir.join("data").exists(), "`sluice run` left its state in the crate");
     // input.jsonl: T-1 at 25 (above 20), T-2 at "18", T-1 at 21.5 (above 20).
     let temps: Vec<_> = read_values(&output).iter().map(|m| m["data"]["temperature"].clone()).collect();
     assert_eq!(sorted(temps), ["21.5", "25"]);

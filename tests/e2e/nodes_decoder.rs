@@ -135,7 +135,11 @@ fn uplink_decoder_bad_configs_name_the_field() {
     let err = node_config_error("uplink-decoder", json!({"format": "protobuf"}));
     assert!(err.contains("node `node`") && err.contains("config.format") && err.contains("ttn-lorawan"), "{err}");
     let err = node_config_error("uplink-decoder", json!({"format": "solar-module", "tsField": "time"}));
-    assert!(err.contains("node `node`") && err.contains("`tsField`: not an option of format `solar-module`"), "{err}");
+    assert!(
+        err.contains("node `node`")
+            && err.contains("field `config.tsField`: config rejected: not an option of format `solar-module`"),
+        "{err}"
+    );
 }
 
 /// The user's example: built with the toolchain as `sluice rules build` does, run through the CLI.

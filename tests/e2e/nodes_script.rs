@@ -121,7 +121,7 @@ fn an_infinite_loop_is_cut_by_the_deadline_and_the_next_message_runs() {
 fn a_syntax_error_refuses_the_chain_naming_the_script() {
     let err = node_config_error("script", json!({"mode": "filter", "script": "var t = msg.temperature;\nreturn t >;"}));
     assert!(err.contains("node `node`"), "{err}");
-    assert!(err.contains("config field `script`: SyntaxError"), "{err}");
+    assert!(err.contains("field `config.script`: config rejected: SyntaxError"), "{err}");
     assert!(err.contains("line 2"), "{err}");
 }
 
@@ -134,9 +134,13 @@ fn bad_configs_name_the_field() {
         json!({"mode": "generator", "script": "return {};",
                                                  "originator": {"entityType": "DEVICE", "name": "M"}}),
     );
-    assert!(err.contains("node `node`") && err.contains("`periodMs`: required for mode `generator`"), "{err}");
+    assert!(
+        err.contains("node `node`")
+            && err.contains("field `config.periodMs`: config rejected: required for mode `generator`"),
+        "{err}"
+    );
     let err = node_config_error("script", json!({"mode": "filter", "script": "return true;", "periodMs": 5}));
-    assert!(err.contains("`periodMs`: only for mode `generator`"), "{err}");
+    assert!(err.contains("field `config.periodMs`: config rejected: only for mode `generator`"), "{err}");
 }
 
 /// The solar module simulator's three generators (tbdocs-solar_module_simulator.json, bodies as

@@ -127,10 +127,19 @@ pub(crate) struct Draft {
     pub findings: Vec<Finding>,
 }
 
-/// A readable id fragment: ASCII letters and digits, the rest as single dashes.
+/// Longest slug: node ids stay readable, and a chain's file name (`<slug>-<n>.json`) stays far
+/// below the 255 bytes a file name may have (a chain named with 5,000 letters made the import
+/// fail to write).
+const SLUG_MAX: usize = 64;
+
+/// A readable id fragment: ASCII letters and digits, the rest as single dashes, at most
+/// [`SLUG_MAX`] characters.
 pub(crate) fn slug(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
+        if out.len() >= SLUG_MAX {
+            break;
+        }
         if c.is_ascii_alphanumeric() {
             out.push(c.to_ascii_lowercase());
         } else if !out.ends_with('-') {
@@ -331,6 +340,12 @@ mod tests {
         assert_eq!(slug("Save Timeseries"), "save-timeseries");
         assert_eq!(slug("Is Thermostat?"), "is-thermostat");
         assert_eq!(slug("°°"), "node");
+    }
+
+    #[test]
+    fn slugs_of_long_names_are_cut() {
+        assert_eq!(slug(&"x".repeat(5000)), "x".repeat(SLUG_MAX));
+        assert_eq!(slug(&format!("{} tail", "a".repeat(SLUG_MAX - 1))), "a".repeat(SLUG_MAX - 1));
     }
 
     #[test]

@@ -75,7 +75,11 @@ impl NodeInstance {
                 let message = parsed["message"].as_str().map_or(failure.clone(), str::to_string);
                 Err(err(NodeErrorKind::Config { field, message }))
             }
-            STATUS_ERROR => Err(err(NodeErrorKind::Init(failure))),
+            // The rules' convention for a refused value, `config field `F`: why`, names the field.
+            STATUS_ERROR => Err(err(match config_field(&failure) {
+                Some((field, message)) => NodeErrorKind::Config { field: field.into(), message: message.into() },
+                None => NodeErrorKind::Init(failure),
+            })),
             other => Err(err(NodeErrorKind::Abi(format!("sluice_init returned unknown status {other}")))),
         }
     }
@@ -191,5 +195,26 @@ impl NodeInstance {
                 kind: NodeErrorKind::Abi(format!("sluice_on_msg returned unknown status {other}")),
             }),
         }
+    }
+}
+
+/// `config field `F`: why` — how rule nodes word an `init` error about one field of their config
+/// (the SDK's `bail!`) — split into the field and the reason.
+fn config_field(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("config field `")?;
+    let (field, message) = rest.split_once("`: ")?;
+    (!field.is_empty() && !field.contains('`')).then_some((field, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_field;
+
+    #[test]
+    fn an_init_error_about_a_field_names_it() {
+        assert_eq!(config_field("config field `script`: SyntaxError: x"), Some(("script", "SyntaxError: x")));
+        assert_eq!(config_field("config field `data.v.linear`: bad"), Some(("data.v.linear", "bad")));
+        assert_eq!(config_field("cannot start the JavaScript engine"), None);
+        assert_eq!(config_field("config field ``: x"), None);
     }
 }

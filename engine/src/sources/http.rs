@@ -221,7 +221,7 @@ fn parse_body(body: &[u8]) -> Result<Value, PayloadError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError("the body is empty; expected JSON".into()));
     }
-    serde_json::from_slice(body).map_err(|e| PayloadError(format!("the body is not JSON: {e}")))
+    super::parse_json(body).map_err(|e| PayloadError(format!("the body is not JSON: {e}")))
 }
 
 /// One point: `{"ts", "values"}` when it has both keys (ThingsBoard's test), else plain values.
@@ -258,11 +258,16 @@ fn timestamp(ts: Value) -> Result<i64, String> {
 
 /// ThingsBoard stores strings, numbers, booleans and JSON (objects, arrays); a `null` is no value
 /// and would be silently dropped there, so it is refused here.
+/// Values nested so deep that the message around them passes [`super::MAX_DEPTH`] are refused.
 fn check_values(values: &Map<String, Value>) -> Result<(), String> {
-    match values.iter().find(|(_, v)| v.is_null()) {
-        Some((key, _)) => Err(format!("`{key}` is null; a value is a string, number, boolean, object or array")),
-        None => Ok(()),
+    if let Some((key, _)) = values.iter().find(|(_, v)| v.is_null()) {
+        return Err(format!("`{key}` is null; a value is a string, number, boolean, object or array"));
     }
+    // The message object, then `data` (this map), then each value.
+    if 2 + values.values().map(super::depth).max().unwrap_or(0) > super::MAX_DEPTH {
+        return Err(super::depth_error());
+    }
+    Ok(())
 }
 
 fn message(msg_type: &str, device: &Device, ts: i64, values: Map<String, Value>) -> Msg {

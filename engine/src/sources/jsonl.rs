@@ -4,6 +4,10 @@
 //! `{"ts": …, "deviceName": …, "deviceType": …, <values>}`, which becomes a
 //! `POST_TELEMETRY_REQUEST` from that device with the values as data. A malformed line is
 //! reported with its line number and counted; the run goes on (unless strict).
+//!
+//! Numbers keep every digit they were written with (serde_json's `arbitrary_precision`): a
+//! 39-digit id goes through the nodes that do not touch it and out unchanged. JSON nested deeper
+//! than [`super::MAX_DEPTH`] levels is refused, the error saying so.
 
 use serde_json::{Map, Value};
 use sluice_sdk::{Msg, Originator, msg_type};
@@ -41,7 +45,7 @@ pub fn parse_message(source: &str, line: u64, text: &str, now_ms: i64) -> Result
     if text.is_empty() {
         return Ok(None);
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?;
+    let value = super::parse_json(text.as_bytes()).map_err(|e| err(format!("not JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
         return Err(err("not a JSON object".into()));
     };
@@ -50,6 +54,7 @@ pub fn parse_message(source: &str, line: u64, text: &str, now_ms: i64) -> Result
     } else {
         simple_form(&mut obj, now_ms).map_err(err)?
     };
+    super::check_depth(&msg).map_err(err)?;
     Ok(Some(msg))
 }
 
@@ -122,5 +127,37 @@ mod tests {
         assert!(parse_line("in", 1, r#"{"deviceName":"d","ts":"soon"}"#, 0).is_err());
         assert!(parse_line("in", 1, r#"{"originator":{"entityType":"DEVICE","name":"d"}}"#, 0).is_err());
         assert_eq!(parse_line("in", 1, "   ", 0), Ok(None));
+    }
+
+    /// Nested `[` … `]` `n` deep around 0, as text built independently of serde_json.
+    fn nested(n: usize) -> String {
+        format!("{}0{}", "[".repeat(n), "]".repeat(n))
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_naming_it() {
+        // A full message may nest 127 levels in all, its own object included.
+        let at = |depth: usize| {
+            format!(r#"{{"originator":{{"entityType":"DEVICE","name":"d"}},"type":"T","data":{}}}"#, nested(depth - 1))
+        };
+        parse_line("in", 1, &at(127), 0).unwrap().unwrap();
+        let e = parse_line("in", 4, &at(128), 0).unwrap_err();
+        assert!(e.to_string().starts_with("in line 4: not JSON: nesting deeper than 127 levels"), "{e}");
+        // The simple form's values become `data`, one level further in than on the line:
+        // `depth` levels in the message are `depth - 1` on the line.
+        let simple = |depth: usize| format!(r#"{{"deviceName":"d","v":{}}}"#, nested(depth - 2));
+        parse_line("in", 1, &simple(127), 0).unwrap().unwrap();
+        let e = parse_line("in", 2, &simple(128), 0).unwrap_err();
+        assert!(e.message.contains("nesting deeper than 127 levels"), "{e}");
+    }
+
+    #[test]
+    fn numbers_keep_every_digit() {
+        let line = r#"{"deviceName":"d","big":123456789012345678901234567890123456789,"f":0.1000000000000000055511151231257827,"e":1E+2}"#;
+        let msg = parse_line("in", 1, line, 0).unwrap().unwrap();
+        assert_eq!(msg.data["big"].to_string(), "123456789012345678901234567890123456789");
+        assert_eq!(msg.data["f"].to_string(), "0.1000000000000000055511151231257827");
+        assert_eq!(msg.data["e"].to_string(), "1e+2");
+        assert_eq!(msg.data["big"].as_f64(), Some(1.2345678901234568e38));
     }
 }

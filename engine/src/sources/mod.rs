@@ -129,3 +129,53 @@ pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// How many levels of arrays and objects input JSON may nest (`[[0]]` is 2): serde_json's
+/// recursion limit (it refuses the 128th level), here and in every guest, whose SDK parses
+/// messages with the same library. Deeper input is refused with this number in the error rather
+/// than serde_json's bare "recursion limit exceeded".
+pub const MAX_DEPTH: usize = 127;
+
+/// Parses input JSON (a line, an MQTT payload, an HTTP body). Numbers keep every digit (serde_json
+/// with `arbitrary_precision`): a 39-digit integer reaches the chain and the output as written.
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            format!("nesting deeper than {MAX_DEPTH} levels (Sluice's limit for input JSON) at column {}", e.column())
+        } else {
+            e.to_string()
+        }
+    })
+}
+
+/// Refuses a message whose `data` nests so deep that the message, with its own object around
+/// `data`, would pass [`MAX_DEPTH`]: nodes could not read it.
+pub(crate) fn check_depth(msg: &sluice_sdk::Msg) -> Result<(), String> {
+    if 1 + depth(&msg.data) > MAX_DEPTH {
+        return Err(depth_error());
+    }
+    Ok(())
+}
+
+pub(crate) fn depth_error() -> String {
+    format!(
+        "nesting deeper than {MAX_DEPTH} levels (Sluice's limit for a message, counting the message object around `data`)"
+    )
+}
+
+/// Levels of arrays and objects in `value` (a scalar is 0), without recursion.
+pub(crate) fn depth(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, above)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(above + 1);
+        stack.extend(children.map(|child| (child, above + 1)));
+    }
+    deepest
+}

@@ -482,8 +482,16 @@ impl PayloadMapping {
     /// The messages a publish of `payload` on `topic` stands for, in payload order; ids are
     /// left empty unless the payload gave one. `now_ms` stands in for a missing `ts`.
     pub fn messages(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
+        let messages = self.map(topic, payload, now_ms)?;
+        for msg in &messages {
+            super::check_depth(msg).map_err(|reason| PayloadError { topic: topic.to_string(), reason })?;
+        }
+        Ok(messages)
+    }
+
+    fn map(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
         let err = |reason: String| PayloadError { topic: topic.to_string(), reason };
-        let json = || serde_json::from_slice::<Value>(payload).map_err(|e| format!("payload is not JSON: {e}"));
+        let json = || super::parse_json(payload).map_err(|e| format!("payload is not JSON: {e}"));
         match api(topic) {
             Api::DeviceTelemetry(device) => {
                 let device = device_of_topic(device).map_err(err)?;

@@ -34,9 +34,10 @@
 //!   runs as JavaScript with those methods defined (non-enumerable, so `JSON.stringify` and
 //!   `for … in` do not see them): strings' `equals`, `equalsIgnoreCase`, `isEmpty`, `contains`;
 //!   arrays' `size`, `isEmpty`, `add`, `get`, `contains`; objects' `put`, `containsKey`; and the
-//!   global `toFixed(value, digits)`. TBEL-only syntax (`foreach`, `def`, `[:]` maps) does not
-//!   compile and refuses the chain, naming `script` (`sluice import thingsboard` does not emit such
-//!   bodies: it turns those nodes into placeholders).
+//!   global `toFixed(value, digits)`. TBEL-only syntax (`foreach`, `def`, `[:]` and `[k: v]` maps)
+//!   is not supported: it does not compile and refuses the chain, naming `config.script`, saying
+//!   which TBEL construct it met and where (`sluice import thingsboard` does not emit such bodies:
+//!   it turns those nodes into placeholders).
 //! - `periodMs` (generator only, required there, > 0): milliseconds between messages.
 //! - `count` (generator only, default 0): how many messages to generate in all; 0 is unlimited.
 //! - `originator` (generator only, required there): `{"entityType": "DEVICE", "name": "…"}` (and
@@ -62,6 +63,8 @@ use boa_engine::parser::Parser;
 use boa_engine::{Context, JsError, JsObject, JsString, JsValue, Source};
 use sluice_sdk::prelude::*;
 use sluice_sdk::{derived_id, msg_type};
+
+mod tbel;
 
 /// What the script is, as ThingsBoard's node types: filter, switch, transform or generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -400,8 +403,14 @@ impl Node for Script {
             Mode::Transform => ("Transform", "msg, metadata, msgType"),
             Mode::Generator => ("Generate", "prevMsg, prevMetadata, prevMsgType"),
         };
-        let function = compile(&mut ctx, name, params, &cfg.script)
-            .map_err(|e| Error::new(format!("config field `script`: {}", e.message())))?;
+        let function = compile(&mut ctx, name, params, &cfg.script).map_err(|e| match tbel::find(&cfg.script) {
+            Some(construct) => Error::new(format!(
+                "config field `script`: TBEL syntax is not supported (bodies run as JavaScript, with TBEL's \
+                 helper methods): {construct}; rewrite it in JavaScript ({})",
+                e.message()
+            )),
+            None => Error::new(format!("config field `script`: {}", e.message())),
+        })?;
         if let Some(g) = &generator {
             let state: GeneratorState = state::get_json(GENERATOR_STATE)?.unwrap_or_default();
             if g.count == 0 || state.generated < g.count {
@@ -974,6 +983,28 @@ return relations;"#;
             err.message,
             "config field `script`: SyntaxError: unbalanced braces: the body closes its function early"
         );
+    }
+
+    #[test]
+    fn tbel_only_syntax_is_named_as_unsupported() {
+        let body = "var sum = 0;\nforeach (v : msg.values) { sum += v; }\nreturn sum > 10;";
+        for lang in ["tbel", "js"] {
+            let err = config_error(json!({"mode": "filter", "script": body, "lang": lang}));
+            assert!(
+                err.message.starts_with("config field `script`: TBEL syntax is not supported")
+                    && err
+                        .message
+                        .contains("`foreach` (TBEL's loop; JavaScript writes `for (var x of list)`) at line 2")
+                    && err.message.contains("SyntaxError"),
+                "{err}"
+            );
+        }
+        let err =
+            config_error(json!({"mode": "transform", "lang": "tbel", "script": "var m = [:];\nreturn {msg: m};"}));
+        assert!(err.message.contains("`[:]`") && err.message.contains("at line 1"), "{err}");
+        // A plain JavaScript error stays one.
+        let err = config_error(json!({"mode": "filter", "lang": "tbel", "script": "return t >;"}));
+        assert!(err.message.starts_with("config field `script`: SyntaxError"), "{err}");
     }
 
     #[test]
