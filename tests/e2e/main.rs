@@ -6,6 +6,7 @@ mod agreement;
 #[path = "../../engine/tests/all/brokers.rs"]
 mod brokers;
 mod cli;
+mod devices;
 mod http_service;
 mod import;
 mod kafka;

@@ -59,6 +59,7 @@ fn source_spec(url: &str, client_id: Option<&str>) -> MqttSourceSpec {
         topics: vec![],
         format: PayloadFormat::Json,
         msg_type: None,
+        tokens: None,
     }
 }
 
