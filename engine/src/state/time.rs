@@ -323,7 +323,12 @@ impl Watermarks {
     /// Updates the track of `partition` (or of `originator` on it) with an event; returns its
     /// greatest event time.
     fn track(&mut self, partition: u32, originator: Option<&str>, event_time: i64, now: i64) -> i64 {
-        let counted = originator.is_some() == !self.per.is_partition();
+        // Per partition, the partitions make the combined watermark; per originator, the
+        // originators (partitions are then kept for `max_seen` only).
+        let counted = match self.per {
+            WatermarkPer::Partition => originator.is_none(),
+            WatermarkPer::Originator => originator.is_some(),
+        };
         let track = match originator {
             None => self.partitions.entry(partition).or_insert((i64::MIN, now)),
             Some(name) => {
