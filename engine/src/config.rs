@@ -349,10 +349,12 @@ mod tests {
             topics = ["sensors/#"]
             format = "raw"
             msgType = "UPLINK"
+            tokens = "tokens.json"
             "#,
         )
         .unwrap();
         let Some(SourceSpec::Mqtt(source)) = &config.source else { panic!("{config:?}") };
+        assert_eq!(source.tokens.as_deref(), Some("tokens.json"));
         assert_eq!(source.connection.url, "mqtt://127.0.0.1:1883");
         assert_eq!(source.connection.client_id.as_deref(), Some("sluice-1"));
         assert_eq!(source.topics, ["sensors/#"]);

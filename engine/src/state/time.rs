@@ -409,11 +409,18 @@ impl Watermarks {
             (Some(a), Some(w)) => Some(a.min(w)),
             (a, w) => a.or(w),
         };
-        let max = min.or_else(|| {
-            let all = self.entries().into_iter().map(|(max, _, _)| max);
-            if self.per.is_partition() && self.assigned { all.min() } else { all.max() }
-        });
+        let max = min.or_else(|| self.all_idle());
         max.map_or(NO_WATERMARK, |max| self.minus_lateness(max))
+    }
+
+    /// The greatest event time that counts when every entry is idle (see [`Self::combined`]).
+    fn all_idle(&self) -> Option<i64> {
+        let least = self.per.is_partition() && self.assigned;
+        let pick = |all: &mut dyn Iterator<Item = i64>| if least { all.min() } else { all.max() };
+        match self.per {
+            WatermarkPer::Partition => pick(&mut self.partitions.values().map(|t| t.0)),
+            WatermarkPer::Originator => pick(&mut self.originators.values().flat_map(|m| m.values().map(|t| t.0))),
+        }
     }
 
     /// The combined watermark at processing time `now` (no event).
