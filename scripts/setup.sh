@@ -47,8 +47,8 @@ wasm_toolchain() {
     log "wasm32: Debian rustc-web + rust-web-src + lld-19 (build-std)"
 }
 
-# The brokers the integration tests start on loopback ports (engine/tests/all/brokers.rs), and
-# openssl for the certificates of the TLS test. Debian's mosquitto lives in /usr/sbin, which is not
+# The brokers the integration tests start on loopback ports (engine/tests/all/brokers.rs),
+# openssl for the certificates of the TLS test, and what builds the token plugin. Debian's mosquitto lives in /usr/sbin, which is not
 # on an ordinary user's PATH.
 brokers() {
     if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
@@ -58,6 +58,10 @@ brokers() {
         log "mosquitto: installed"
     fi
     command -v openssl >/dev/null 2>&1 || apt_install openssl
+    # The headers and a C compiler for Sluice's mosquitto plugin (examples/deploy/mosquitto),
+    # which the ThingsBoard-device tests build and load.
+    apt_install mosquitto-dev libmosquitto-dev
+    command -v cc >/dev/null 2>&1 || apt_install gcc
 }
 
 # The Kafka-protocol broker the tests start (no Kafka distribution is needed): tansu, built once

@@ -198,6 +198,13 @@ pub struct MqttSourceSpec {
     /// tell undecoded uplinks from telemetry.
     #[serde(default)]
     pub msg_type: Option<String>,
+    /// The token file (as the HTTP source's: `{"TOKEN": {"deviceName", "deviceType"}}`, relative
+    /// to `sluice.toml`) resolving `v1/tokens/{token}/telemetry` and `…/attributes`: where the
+    /// broker's token plugin (`examples/deploy/mosquitto`) moves what ThingsBoard devices
+    /// publish to `v1/devices/me/…` with their access token as user name. With it, the default
+    /// topics include those two.
+    #[serde(default)]
+    pub tokens: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -352,10 +359,12 @@ mod tests {
             topics = ["sensors/#"]
             format = "raw"
             msgType = "UPLINK"
+            tokens = "tokens.json"
             "#,
         )
         .unwrap();
         let Some(SourceSpec::Mqtt(source)) = &config.source else { panic!("{config:?}") };
+        assert_eq!(source.tokens.as_deref(), Some("tokens.json"));
         assert_eq!(source.connection.url, "mqtt://127.0.0.1:1883");
         assert_eq!(source.connection.client_id.as_deref(), Some("sluice-1"));
         assert_eq!(source.topics, ["sensors/#"]);

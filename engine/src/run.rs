@@ -264,7 +264,14 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
         checkpoints: checkpoints.clone(),
         outputs: &flushed,
         source: source.clone(),
-        watermarks: resume.as_ref().map_or_else(|| Watermarks::new(&chain.event_time), |p| p.watermarks.clone()),
+        watermarks: resume.as_ref().map_or_else(
+            || Watermarks::new(&chain.event_time),
+            |p| {
+                let mut w = p.watermarks.clone();
+                w.reconfigure(&chain.event_time);
+                w
+            },
+        ),
         skip: resume.as_ref().map_or(0, |p| p.position),
         shutdown: options.shutdown.clone(),
     };
@@ -444,12 +451,13 @@ impl Reading<'_> {
                 Ok(None) => {}
                 Ok(Some(msg)) => {
                     let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-                    let watermark = self.watermarks.observe(0, self.chain.time_field.event_time(&msg, now), now);
+                    let event_time = self.chain.time_field.event_time(&msg, now);
+                    let stamp = self.watermarks.stamp(0, &msg.originator.name, event_time, now);
                     let bytes = serde_json::to_vec(&msg)
                         .map_err(|e| RunError::Io { what: format!("line {line}"), error: std::io::Error::other(e) })?;
                     let ack = Ack::new(self.acks.clone(), line);
                     report.messages += 1;
-                    let envelope = Envelope::new(bytes.into(), key, ack).with_watermark(watermark);
+                    let envelope = Envelope::new(bytes.into(), key, ack).with_stamp(stamp);
                     if self.pipeline.send(envelope).await.is_err() {
                         return Ok(End::Eof);
                     }

@@ -313,9 +313,14 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Source(e.to_string()))?;
     let watermarks = restored.as_ref().map_or_else(
-        || Watermarks::new(&chain.event_time),
+        || {
+            let fresh = Watermarks::new(&chain.event_time);
+            // MQTT topics are its partitions, heard of only as they come.
+            if matches!(source_spec, SourceSpec::Mqtt(_)) { fresh.discovering() } else { fresh }
+        },
         |p| {
             let mut w = p.watermarks.clone();
+            w.reconfigure(&chain.event_time);
             w.touch_all(options.pipeline.clock.now_ms());
             w
         },
@@ -434,7 +439,11 @@ async fn run_push_source(
     let source = |e: String| ServeError::Source(e);
     match spec {
         SourceSpec::Kafka(_) => unreachable!("the Kafka source runs on its own thread"),
-        SourceSpec::Mqtt(spec) => {
+        SourceSpec::Mqtt(mut spec) => {
+            // The token file is relative to sluice.toml, as the HTTP source's.
+            if let Some(tokens) = spec.tokens.as_mut() {
+                *tokens = base.join(&*tokens).to_string_lossy().into_owned();
+            }
             let stats = Arc::new(MqttSourceStats::default());
             register_mqtt_metrics(metrics, &stats);
             tracing::info!(url = %spec.connection.url, "running; stop with SIGTERM or Ctrl-C");

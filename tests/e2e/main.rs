@@ -7,6 +7,7 @@ mod agreement;
 #[path = "../../engine/tests/all/brokers.rs"]
 mod brokers;
 mod cli;
+mod devices;
 mod fidelity;
 mod http_service;
 mod import;

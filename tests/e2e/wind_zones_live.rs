@@ -42,10 +42,12 @@ fn stations_over_mqtt_to_thingsboard_rest_and_kafka() {
     chain["entry"] = json!("by-type");
     // MQTT orders messages per topic only, and mosquitto interleaves topics differently from how
     // they were published once the subscriber's in-flight window (20) is full — as it is when 600
-    // readings are published in one burst. The MQTT source reads one stream (one watermark), so
-    // the chain's lateness must cover that reordering: with it, nothing is late and the results
-    // are the reference's whatever the interleaving. (Seen: 43 readings late with lateness 0.)
-    chain["eventTime"]["latenessMs"] = json!(60_000);
+    // readings are published in one burst. Each topic has a watermark of its own, so the chain
+    // needs no lateness for that: with 0, nothing is late and the results are the reference's
+    // whatever the interleaving. (With one watermark for the source: 43 readings late.) A
+    // station silent for 10 s no longer holds the windows back.
+    chain["eventTime"]["latenessMs"] = json!(0);
+    chain["eventTime"]["idleTimeoutMs"] = json!(10_000);
     let nodes = chain["nodes"].as_array_mut().unwrap();
     nodes.push(json!({"id": "by-type", "module": "msg-type-switch"}));
     nodes.push(
@@ -122,10 +124,9 @@ baseUrl = "{tb_url}"
             events.push((ts, (*kind == "WeatherStation").then(|| (zone.to_string(), speed))));
         }
     }
-    // One last reading far ahead closes every window above (its own stays open). It goes out once
-    // the readings had time to arrive: published with them, mosquitto's cross-topic interleaving
-    // could hand it over before other stations' last readings and make those late.
-    std::thread::sleep(Duration::from_secs(5));
+    // One last reading far ahead closes every window above (its own stays open) once the other
+    // stations are idle. Published with the burst: on its own topic, it makes no other station's
+    // readings late, however mosquitto interleaves the topics.
     let far = json!({"ts": t0 + 3_600_000, "values": {"windSpeed": "1"}});
     client.publish("v1/devices/WS-1/telemetry", QoS::AtLeastOnce, false, far.to_string()).unwrap();
 

@@ -40,7 +40,11 @@ pub struct Envelope {
     pub msg: Bytes,
     pub key: u64,
     pub ack: Ack,
+    /// The combined watermark as of this message: windows close by it (see [`Progress`]).
     pub watermark: i64,
+    /// The watermark this message's lateness is judged against: the combined one, or its own
+    /// originator's (`eventTime.per = "originator"`, see `state::time`).
+    pub judged_by: i64,
     /// The source partition it came from: the state it writes belongs to that partition.
     pub partition: crate::state::window::Owner,
     /// Set by the pipeline: marks the message done when dropped.
@@ -56,6 +60,7 @@ impl Envelope {
             key,
             ack,
             watermark: crate::state::time::NO_WATERMARK,
+            judged_by: crate::state::time::NO_WATERMARK,
             partition: crate::state::window::UNOWNED,
             progress: None,
             tick: false,
@@ -67,8 +72,18 @@ impl Envelope {
         Envelope { tick: true, ..Envelope::new(Bytes::new(), 0, Ack::none()) }
     }
 
+    /// One watermark, both to close windows by and to judge this message's lateness.
     pub fn with_watermark(mut self, watermark: i64) -> Self {
         self.watermark = watermark;
+        self.judged_by = watermark;
+        self
+    }
+
+    /// The source's [`Stamp`](crate::state::time::Stamp): the combined watermark, and the one
+    /// this message is judged by.
+    pub fn with_stamp(mut self, stamp: crate::state::time::Stamp) -> Self {
+        self.watermark = stamp.combined;
+        self.judged_by = stamp.judged;
         self
     }
 
@@ -231,7 +246,11 @@ fn route<'a>(
     progress: &Arc<Progress>,
     mut envelope: Envelope,
 ) -> (&'a mpsc::Sender<Envelope>, Envelope) {
-    envelope.progress = Some(progress.issue(envelope.watermark));
+    // A source that stamps and issues in one step (the `Feed`, so that no message stamped
+    // before another can be issued after it) brings its token along.
+    if envelope.progress.is_none() {
+        envelope.progress = Some(progress.issue(envelope.watermark));
+    }
     let i = (envelope.key % inboxes.len() as u64) as usize;
     (&inboxes[i], envelope)
 }

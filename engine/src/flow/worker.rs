@@ -51,7 +51,7 @@ pub struct Worker {
     output_count: u64,
     /// Reused output buffer of node calls.
     outputs: Vec<(String, Emitted)>,
-    /// The watermark of the message being processed.
+    /// The watermark the message being processed is judged by ([`Envelope::judged_by`]).
     watermark: i64,
     /// The source partition of the message (window, timer) being processed.
     partition: crate::state::window::Owner,
@@ -191,10 +191,12 @@ impl Worker {
             self.fire_due();
             return;
         }
-        let Envelope { msg, ack, watermark, partition, progress, .. } = envelope;
+        let Envelope { msg, ack, watermark, judged_by, partition, progress, .. } = envelope;
         // A message handed straight to a standalone worker is tracked by the worker itself.
         let progress = progress.or_else(|| Some(self.progress.issue(watermark)));
         self.adopt_reload();
+        // Lateness is judged by the message's own watermark; early updates go on under it too.
+        let watermark = judged_by;
         self.watermark = watermark;
         self.partition = partition;
         self.run_from(vec![(self.chain.entry, msg, 1)], &ack);

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A device is known by its access token, as in ThingsBoard; the token file (JSON, or TOML when
-//! it ends in `.toml`) says which device each token is:
+//! it ends in `.toml`; shared with the MQTT source, see [`super::tokens`]) says which device
+//! each token is:
 //! `{"A1_TEST_TOKEN": {"deviceName": "Thermostat A1", "deviceType": "thermostat"}}`. Messages
 //! come from originator `DEVICE` `deviceName`, with metadata `deviceName`, `deviceType` and `ts`,
 //! as ThingsBoard's own would.
@@ -33,14 +34,14 @@
 //! posting with a wrong token or a broken body show up without reading logs at debug level.
 //!
 //! Every message is read from partition [`PARTITION`]: an HTTP server sees one stream, in arrival
-//! order, whatever device sent it; the chain's `allowedLateness` covers devices whose points
-//! arrive late.
+//! order, whatever device sent it. The chain's `eventTime.latenessMs` covers points that arrive
+//! out of order; devices whose clocks disagree want `eventTime.per = "originator"`, a watermark
+//! per device ([`crate::state::time`]).
 //!
 //! The mapping from a body to messages is a pure function ([`telemetry`], [`attributes`]),
 //! tested on its own; the server around it ([`serve`]) only looks up tokens, feeds and waits.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -50,7 +51,6 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sluice_sdk::{Msg, Originator, msg_type};
 use tokio::net::TcpListener;
@@ -58,14 +58,12 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::Feed;
+pub use super::tokens::{DEFAULT_DEVICE_TYPE, Device, TokenFileError, Tokens};
 use crate::config::HttpSourceSpec;
 use crate::flow::{Ack, AckTarget};
 
 /// The source partition of every HTTP message (see the module docs).
 pub const PARTITION: u32 = 0;
-
-/// ThingsBoard's name for the device profile of a device that was given none.
-pub const DEFAULT_DEVICE_TYPE: &str = "default";
 
 /// Namespace of the ids given to HTTP messages (uuid v5 of the instance and a sequence number).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_6874_7470_0001);
@@ -74,8 +72,8 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_6874_7470_
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSourceError {
     /// The token file is missing, unreadable, or not a map of tokens to devices.
-    #[error("token file {}: {message}", path.display())]
-    Tokens { path: PathBuf, message: String },
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
     /// The listen address is taken, not ours, or not an address.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
@@ -105,78 +103,6 @@ pub struct HttpSourceStats {
 impl HttpSourceStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::SeqCst)
-    }
-}
-
-/// A device, as the token file describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Device {
-    /// The originator's name: what the chain keys state and order by.
-    pub device_name: String,
-    /// Metadata `deviceType`, which chains switch on (default [`DEFAULT_DEVICE_TYPE`], as a
-    /// ThingsBoard device without a profile).
-    #[serde(default = "default_device_type")]
-    pub device_type: String,
-}
-
-fn default_device_type() -> String {
-    DEFAULT_DEVICE_TYPE.into()
-}
-
-impl Device {
-    pub fn new(name: impl Into<String>, device_type: impl Into<String>) -> Self {
-        Device { device_name: name.into(), device_type: device_type.into() }
-    }
-}
-
-/// Access tokens → devices: who may post, and as whom.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tokens(BTreeMap<String, Device>);
-
-impl Tokens {
-    /// Reads a token file: TOML when its name ends in `.toml`, JSON otherwise. Errors name the
-    /// file and the line (and the field, when one is wrong).
-    pub fn load(path: &Path) -> Result<Tokens, HttpSourceError> {
-        let err = |message: String| HttpSourceError::Tokens { path: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let toml = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
-        Self::parse(&text, toml).map_err(err)
-    }
-
-    /// Parses the text of a token file (JSON, or TOML when `toml`).
-    pub fn parse(text: &str, toml: bool) -> Result<Tokens, String> {
-        let map: BTreeMap<String, Device> = if toml {
-            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?
-        } else {
-            // serde_json's message carries the line and column; the token itself is left out of
-            // errors (it is a credential, and errors end up in logs).
-            serde_json::from_str(text).map_err(|e| e.to_string())?
-        };
-        if map.is_empty() {
-            return Err("no tokens: no device could post".into());
-        }
-        if let Some(device) = map.values().find(|d| d.device_name.trim().is_empty()) {
-            return Err(format!("a device of type {:?} has an empty `deviceName`", device.device_type));
-        }
-        Ok(Tokens(map))
-    }
-
-    pub fn from_devices(devices: impl IntoIterator<Item = (String, Device)>) -> Self {
-        Tokens(devices.into_iter().collect())
-    }
-
-    /// The device `token` belongs to.
-    pub fn device(&self, token: &str) -> Option<&Device> {
-        self.0.get(token)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -464,6 +390,8 @@ fn error(status: StatusCode, message: String) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn thermostat() -> Device {
@@ -538,13 +466,6 @@ mod tests {
     }
 
     #[test]
-    fn the_device_type_defaults_as_in_thingsboard() {
-        let tokens = Tokens::parse(r#"{"T": {"deviceName": "d"}}"#, false).unwrap();
-        assert_eq!(tokens.device("T"), Some(&Device::new("d", "default")));
-        assert_eq!(tokens.device("U"), None);
-    }
-
-    #[test]
     fn malformed_bodies_say_what_and_where() {
         let d = thermostat();
         let e = |r: Result<Vec<Msg>, PayloadError>| r.unwrap_err().0;
@@ -571,31 +492,5 @@ mod tests {
         );
         assert_eq!(e(attributes(&d, br#"[{"a": 1}]"#, 0)), "attributes must be an object, not an array");
         assert!(e(attributes(&d, br#"{"a": null}"#, 0)).starts_with("`a` is null"));
-    }
-
-    #[test]
-    fn token_files_in_json_and_toml() {
-        let json = r#"{"A1_TEST_TOKEN": {"deviceName": "Thermostat A1", "deviceType": "thermostat"},
-                       "B2": {"deviceName": "Meter B2", "deviceType": "meter"}}"#;
-        let toml = "[A1_TEST_TOKEN]\ndeviceName = \"Thermostat A1\"\ndeviceType = \"thermostat\"\n\n\
-                    [B2]\ndeviceName = \"Meter B2\"\ndeviceType = \"meter\"\n";
-        let expected = Tokens::from_devices([
-            ("A1_TEST_TOKEN".to_string(), Device::new("Thermostat A1", "thermostat")),
-            ("B2".to_string(), Device::new("Meter B2", "meter")),
-        ]);
-        assert_eq!(Tokens::parse(json, false).unwrap(), expected);
-        assert_eq!(Tokens::parse(toml, true).unwrap(), expected);
-    }
-
-    #[test]
-    fn token_file_errors_name_the_line_and_field() {
-        let e = Tokens::parse("{\n  \"T\": {\"deviceType\": \"x\"}\n}", false).unwrap_err();
-        assert!(e.contains("missing field `deviceName`") && e.contains("line 2"), "{e}");
-        let e = Tokens::parse("{\"T\": {\"deviceName\": \"d\", \"devicetype\": \"x\"}}", false).unwrap_err();
-        assert!(e.contains("unknown field `devicetype`") && e.contains("line 1"), "{e}");
-        let e = Tokens::parse("[T]\ndeviceName = 3\n", true).unwrap_err();
-        assert!(e.contains("line 2") && e.contains("deviceName"), "{e}");
-        assert_eq!(Tokens::parse("{}", false).unwrap_err(), "no tokens: no device could post");
-        assert!(Tokens::parse(r#"{"T": {"deviceName": " "}}"#, false).unwrap_err().contains("empty `deviceName`"));
     }
 }

@@ -9,13 +9,16 @@
 //! ```
 //!
 //! What a source must do is small and the same everywhere: say which partition the message came
-//! from (watermarks are tracked per partition) and hold the message "unfinished" until its ack
-//! fires — commit a Kafka offset, PUBACK an MQTT publish, answer an HTTP request.
+//! from (watermarks are tracked per partition — a Kafka partition, an MQTT topic — and, with
+//! `eventTime.per = "originator"`, per device within it: see [`crate::state::time`]) and hold
+//! the message "unfinished" until its ack fires — commit a Kafka offset, PUBACK an MQTT
+//! publish, answer an HTTP request.
 
 pub mod http;
 pub mod jsonl;
 pub mod kafka;
 pub mod mqtt;
+pub mod tokens;
 
 use std::sync::{Arc, Mutex};
 
@@ -28,64 +31,103 @@ use crate::host::Clock;
 use crate::state::time::{TimeField, Watermarks};
 
 /// The one way into a running pipeline, shared by every source: stamps a message with the
-/// watermark of its source partition, keys it by originator (so one device's messages keep
-/// their order), and waits while the workers are busy (backpressure reaches the source).
+/// watermarks of its source partition (and originator: `eventTime.per`), keys it by originator
+/// (so one device's messages keep their order), and waits while the workers are busy
+/// (backpressure reaches the source).
+///
+/// Stamping and entering the pipeline's progress happen under one lock, so that no message
+/// stamped before another is counted after it: a window can then only close once every message
+/// that could still land in it is done. While messages flow, the watermark moves with them; a
+/// thread of the feed's own re-evaluates it every [`IDLE_CHECK`] as well, so that windows close
+/// when every device has gone silent (idle) instead of waiting for the next message.
 #[derive(Clone)]
 pub struct Feed {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     sender: PipelineSender,
-    watermarks: Arc<Mutex<Watermarks>>,
+    watermarks: Mutex<Watermarks>,
     time_field: TimeField,
     clock: Clock,
 }
 
+/// How often a feed checks whether idle partitions or devices let the watermark move on.
+pub const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Feed {
     pub fn new(sender: PipelineSender, chain: &Chain, watermarks: Watermarks, clock: Clock) -> Self {
-        Feed { sender, watermarks: Arc::new(Mutex::new(watermarks)), time_field: chain.time_field.clone(), clock }
+        let shared = Arc::new(Shared {
+            sender,
+            watermarks: Mutex::new(watermarks),
+            time_field: chain.time_field.clone(),
+            clock,
+        });
+        let weak = Arc::downgrade(&shared);
+        // Ends with the last clone of the feed.
+        let spawned = std::thread::Builder::new().name("sluice-watermarks".into()).spawn(move || {
+            loop {
+                std::thread::sleep(IDLE_CHECK);
+                let Some(shared) = weak.upgrade() else { return };
+                shared.advance();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no idle check of the watermark: it moves only with messages");
+        }
+        Feed { shared }
     }
 
-    /// The envelope for `msg` read from `partition`: its watermark is advanced by the message.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watermarks> {
+        self.shared.watermarks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The envelope for `msg` read from `partition`: its watermarks are advanced by the message,
+    /// and it counts as in flight from now on.
     pub fn envelope(&self, msg: &Msg, partition: u32, ack: Ack) -> Envelope {
-        let now = self.clock.now_ms();
+        let shared = &self.shared;
+        let now = shared.clock.now_ms();
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let watermark = self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).observe(
-            partition,
-            self.time_field.event_time(msg, now),
-            now,
-        );
+        let event_time = shared.time_field.event_time(msg, now);
         // A Msg always serializes: its fields are strings, numbers and JSON values.
         let bytes = serde_json::to_vec(msg).unwrap_or_default();
-        Envelope::new(Bytes::from(bytes), key, ack).with_watermark(watermark).with_partition(partition)
+        let mut watermarks = self.lock();
+        let stamp = watermarks.stamp(partition, &msg.originator.name, event_time, now);
+        let mut envelope = Envelope::new(Bytes::from(bytes), key, ack).with_stamp(stamp).with_partition(partition);
+        envelope.progress = Some(shared.sender.progress().issue(stamp.combined));
+        drop(watermarks);
+        envelope
     }
 
     /// Hands `msg` to the pipeline, waiting for room.
     pub async fn push(&self, msg: &Msg, partition: u32, ack: Ack) -> Result<(), Closed> {
         let envelope = self.envelope(msg, partition, ack);
-        self.sender.send(envelope).await
+        self.shared.sender.send(envelope).await
     }
 
     /// [`Feed::push`] from a thread outside the async runtime (the Kafka consumer's).
     pub fn push_blocking(&self, msg: &Msg, partition: u32, ack: Ack) -> Result<(), Closed> {
         let envelope = self.envelope(msg, partition, ack);
-        self.sender.send_blocking(envelope)
+        self.shared.sender.send_blocking(envelope)
     }
 
     /// A partition was assigned: it holds the watermark back until its first message (or its
     /// idle timeout).
     pub fn expect_partition(&self, partition: u32) {
-        let now = self.clock.now_ms();
-        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).expect(partition, now);
+        let now = self.shared.clock.now_ms();
+        self.lock().expect(partition, now);
     }
 
     /// A partition arrived with its state from another instance: its watermark continues from
     /// the greatest event time seen there.
     pub fn resume_partition(&self, partition: u32, max_seen: Option<i64>) {
-        let now = self.clock.now_ms();
-        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).resume(partition, max_seen, now);
+        let now = self.shared.clock.now_ms();
+        self.lock().resume(partition, max_seen, now);
     }
 
     /// A partition was revoked: it no longer holds the watermark back.
     pub fn forget_partition(&self, partition: u32) {
-        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).remove(partition);
+        self.lock().remove(partition);
     }
 
     /// The partitions this source reads change (a rebalance): `change` takes their state in and
@@ -95,25 +137,43 @@ impl Feed {
     /// the partitions that just came in: their windows stay open until their own records have
     /// passed them (see [`crate::flow::Progress::rewind`]).
     pub fn reassign<R>(&self, change: impl FnOnce() -> R) -> R {
-        let progress = self.sender.progress().clone();
+        let progress = self.shared.sender.progress().clone();
         let _gate = progress.gate();
         let out = change();
-        let watermark = self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).current(self.clock.now_ms());
+        let watermark = self.lock().current(self.shared.clock.now_ms());
         progress.rewind(watermark);
         out
     }
 
     /// The watermarks as of now, for a checkpoint.
     pub fn watermarks(&self) -> Watermarks {
-        self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lock().clone()
+    }
+
+    /// Lets idle partitions and devices stop holding the watermark back now, without a message
+    /// (the feed's own thread does this every [`IDLE_CHECK`]).
+    pub fn advance_idle(&self) {
+        self.shared.advance();
     }
 
     pub fn progress(&self) -> &Arc<crate::flow::Progress> {
-        self.sender.progress()
+        self.shared.sender.progress()
     }
 
     pub fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+        self.shared.clock.now_ms()
+    }
+}
+
+impl Shared {
+    /// Moves the pipeline's progress to the combined watermark when idle entries (or the end of
+    /// a warm-up) let it move on: as a message would, with nothing to process.
+    fn advance(&self) {
+        let now = self.clock.now_ms();
+        let mut watermarks = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(combined) = watermarks.advance(now) {
+            drop(self.sender.progress().issue(combined));
+        }
     }
 }
 

@@ -56,8 +56,28 @@
 //! is the values themselves, taken at the time of receipt.
 //!
 //! The device is the topic's segment. ThingsBoard's own device topic is `v1/devices/me/…`, with
-//! the device found from the access token given as user name; Sluice has no token registry, so
-//! `me` is refused (logged as malformed, with the topic), and devices publish under their name.
+//! the device found from the access token given as user name. A broker does not tell its
+//! subscribers who published (MQTT 3.1.1 has no field for it), so the broker must put the user
+//! name in the topic: Sluice's mosquitto plugin (`examples/deploy/mosquitto`) moves
+//! `v1/devices/me/{telemetry,attributes}` published by user `TOKEN` to
+//! `v1/tokens/TOKEN/{telemetry,attributes}`, and the source resolves the token through its
+//! token file (`tokens`, the HTTP source's: [`super::tokens`]):
+//!
+//! | topic | payload | messages |
+//! |---|---|---|
+//! | `v1/tokens/{token}/telemetry` | as device telemetry | from the token's device, with its `deviceType`; metadata `topic` = `v1/devices/me/telemetry` |
+//! | `v1/tokens/{token}/attributes` | as device attributes | likewise |
+//!
+//! A token is a credential: errors name the topic as `v1/tokens/…/telemetry`, and the messages
+//! the topic the device used. An unknown token, a token topic without a token file, and a
+//! `v1/devices/me/…` that arrives unchanged (no plugin, no user name) are refused (logged as
+//! malformed, saying why).
+//!
+//! ## Watermarks
+//!
+//! MQTT keeps the order of one topic's publishes, not across topics, so each topic is a source
+//! partition of its own ([`topic_partition`]): a device on its own topic is judged by its own
+//! readings' watermark, whatever the broker's interleaving of topics.
 //!
 //! Any other topic, by `format`:
 //! - `json`: the payload is read like a line of JSON input — a full TbMsg (with `originator`),
@@ -71,6 +91,7 @@
 //! the reason, counted ([`MqttSourceStats::malformed`]) and acknowledged: redelivering it would
 //! only fail again. The mapping is a pure function, [`PayloadMapping::messages`].
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -82,6 +103,7 @@ use sluice_sdk::{Msg, Originator, msg_type};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::Feed;
+use super::tokens::{Device, TokenFileError, Tokens};
 use crate::config::{MqttSourceSpec, PayloadFormat};
 use crate::connectors::mqtt::{Backoff, MqttConfigError, options};
 use crate::flow::{Ack, AckTarget, Closed};
@@ -94,6 +116,10 @@ pub const DEFAULT_TOPICS: [&str; 5] = [
     "v1/gateway/attributes",
     "v1/gateway/connect",
 ];
+
+/// Added to the default topics when the source has a token file: where the broker's token plugin
+/// puts what devices publish to `v1/devices/me/…` (see the module docs).
+pub const TOKEN_TOPICS: [&str; 2] = ["v1/tokens/+/telemetry", "v1/tokens/+/attributes"];
 
 /// After `shutdown`, how long the connection is kept for the PUBACKs of messages still in the
 /// chain. What is not done by then is redelivered to the next session.
@@ -114,6 +140,8 @@ pub enum MqttSourceError {
     Filter(String),
     #[error("MQTT source: the pipeline stopped taking messages")]
     PipelineClosed,
+    #[error("MQTT source: {0}")]
+    Tokens(#[from] TokenFileError),
 }
 
 /// What the source did, for `/metrics` (the service registers every field) and tests.
@@ -161,14 +189,21 @@ pub async fn run_with_stats(
     let persistent = spec.connection.client_id.is_some();
     let mut options = options(&spec.connection, "sluice-source")?;
     options.set_clean_session(!persistent).set_manual_acks(true);
-    let filters: Vec<String> =
-        if spec.topics.is_empty() { DEFAULT_TOPICS.map(String::from).to_vec() } else { spec.topics.clone() };
+    let tokens = spec.tokens.as_ref().map(|path| Tokens::load(Path::new(path))).transpose()?.map(Arc::new);
+    let filters: Vec<String> = if !spec.topics.is_empty() {
+        spec.topics.clone()
+    } else if tokens.is_some() {
+        DEFAULT_TOPICS.iter().chain(&TOKEN_TOPICS).map(|t| t.to_string()).collect()
+    } else {
+        DEFAULT_TOPICS.map(String::from).to_vec()
+    };
     if let Some(bad) = filters.iter().find(|f| !rumqttc::valid_filter(f)) {
         return Err(MqttSourceError::Filter(bad.clone()));
     }
     let mapping = PayloadMapping {
         format: spec.format,
         msg_type: spec.msg_type.clone().unwrap_or_else(|| msg_type::POST_TELEMETRY_REQUEST.to_string()),
+        tokens,
     };
     let url = spec.connection.url.clone();
 
@@ -330,7 +365,7 @@ async fn feeder(
                     if msg.id.is_empty() {
                         msg.id = uuid::Uuid::new_v4().to_string();
                     }
-                    if feed.push(&msg, 0, ack.clone()).await.is_err() {
+                    if feed.push(&msg, topic_partition(&publish.topic), ack.clone()).await.is_err() {
                         target.cancelled.store(true, Ordering::SeqCst);
                         return Err(Closed);
                     }
@@ -342,6 +377,14 @@ async fn feeder(
         // acknowledged here).
         drop(ack);
     }
+}
+
+/// The source partition of a topic: MQTT keeps the order of one topic's publishes (from one
+/// client), not across topics, so each topic has a watermark of its own. A stable hash, so that
+/// a checkpoint's watermarks and state owners mean the same topics after a restart.
+pub fn topic_partition(topic: &str) -> u32 {
+    // The top bit clear: never `UNOWNED` (u32::MAX), which marks state no partition owns.
+    fxhash::hash32(topic.as_bytes()) & 0x7fff_ffff
 }
 
 /// What the connection task needs besides its event loop.
@@ -454,6 +497,8 @@ pub struct PayloadMapping {
     pub format: PayloadFormat,
     /// Type of `raw` messages.
     pub msg_type: String,
+    /// Access tokens → devices, for `v1/tokens/{token}/…` (none: those topics are refused).
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 /// The ThingsBoard API a topic belongs to.
@@ -463,6 +508,9 @@ enum Api<'a> {
     GatewayTelemetry,
     GatewayAttributes,
     GatewayConnect,
+    /// `v1/tokens/{token}/telemetry`: a device's telemetry, moved there by the broker's plugin.
+    TokenTelemetry(&'a str),
+    TokenAttributes(&'a str),
     Other,
 }
 
@@ -474,7 +522,19 @@ fn api(topic: &str) -> Api<'_> {
         ["v1", "gateway", "telemetry"] => Api::GatewayTelemetry,
         ["v1", "gateway", "attributes"] => Api::GatewayAttributes,
         ["v1", "gateway", "connect"] => Api::GatewayConnect,
+        ["v1", "tokens", token, "telemetry"] => Api::TokenTelemetry(token),
+        ["v1", "tokens", token, "attributes"] => Api::TokenAttributes(token),
         _ => Api::Other,
+    }
+}
+
+/// A topic as errors may show it: a token is a credential, so a token topic is named by the
+/// topic the device used instead.
+fn shown_topic(topic: &str) -> &str {
+    match api(topic) {
+        Api::TokenTelemetry(_) => "v1/tokens/…/telemetry",
+        Api::TokenAttributes(_) => "v1/tokens/…/attributes",
+        _ => topic,
     }
 }
 
@@ -484,15 +544,27 @@ impl PayloadMapping {
     pub fn messages(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
         let messages = self.map(topic, payload, now_ms)?;
         for msg in &messages {
-            super::check_depth(msg).map_err(|reason| PayloadError { topic: topic.to_string(), reason })?;
+            super::check_depth(msg).map_err(|reason| PayloadError { topic: shown_topic(topic).to_string(), reason })?;
         }
         Ok(messages)
     }
 
     fn map(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
-        let err = |reason: String| PayloadError { topic: topic.to_string(), reason };
+        let api = api(topic);
+        let err = |reason: String| PayloadError { topic: shown_topic(topic).to_string(), reason };
         let json = || super::parse_json(payload).map_err(|e| format!("payload is not JSON: {e}"));
-        match api(topic) {
+        match api {
+            Api::TokenTelemetry(token) => {
+                let device = self.device_of_token(token).map_err(err)?;
+                let points = telemetry(json().map_err(err)?, now_ms).map_err(err)?;
+                let topic = "v1/devices/me/telemetry";
+                Ok(points.into_iter().map(|(ts, values)| token_msg(telemetry_msg, device, ts, values, topic)).collect())
+            }
+            Api::TokenAttributes(token) => {
+                let device = self.device_of_token(token).map_err(err)?;
+                let attributes = object(json().map_err(err)?, "attributes").map_err(err)?;
+                Ok(vec![token_msg(attributes_msg, device, now_ms, attributes, "v1/devices/me/attributes")])
+            }
             Api::DeviceTelemetry(device) => {
                 let device = device_of_topic(device).map_err(err)?;
                 let points = telemetry(json().map_err(err)?, now_ms).map_err(err)?;
@@ -525,6 +597,14 @@ impl PayloadMapping {
                 PayloadFormat::Raw => self.raw(topic, payload, now_ms).map(|msg| vec![msg]).map_err(err),
             },
         }
+    }
+
+    /// The device of an access token, from the token file.
+    fn device_of_token(&self, token: &str) -> Result<&Device, String> {
+        let tokens = self.tokens.as_ref().ok_or_else(|| {
+            "a device's access token, but the source has no token file to resolve it (`tokens` in [source])".to_string()
+        })?;
+        tokens.device(token).ok_or_else(|| "unknown access token (not in the token file)".to_string())
     }
 
     fn json_line(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Msg, String> {
@@ -562,11 +642,25 @@ impl PayloadMapping {
 fn device_of_topic(device: &str) -> Result<&str, String> {
     match device {
         "" => Err("no device name between `v1/devices/` and the API".into()),
-        "me" => Err("`v1/devices/me/…` names the device by its access token, which Sluice does not \
-                     resolve: publish to `v1/devices/{deviceName}/…`"
+        "me" => Err("`v1/devices/me/…` names the device by the access token it logged in with, and a broker \
+                     does not tell subscribers who published: load Sluice's token plugin into the broker \
+                     (examples/deploy/mosquitto), which moves these publishes to `v1/tokens/{token}/…`, and \
+                     give the source a `tokens` file — or publish to `v1/devices/{deviceName}/…`"
             .into()),
         name => Ok(name),
     }
+}
+
+/// A message of a token's device: as from `v1/devices/{deviceName}/…`, with its `deviceType`,
+/// and the topic the device published to (the token stays out of the message).
+fn token_msg(
+    make: fn(&str, i64, Map<String, Value>, &str) -> Msg,
+    device: &Device,
+    ts: i64,
+    values: Map<String, Value>,
+    topic: &str,
+) -> Msg {
+    make(&device.device_name, ts, values, topic).with_meta("deviceType", &device.device_type)
 }
 
 fn object(value: Value, what: &str) -> Result<Map<String, Value>, String> {
@@ -654,7 +748,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn json_mapping() -> PayloadMapping {
-        PayloadMapping { format: PayloadFormat::Json, msg_type: "POST_TELEMETRY_REQUEST".into() }
+        PayloadMapping { format: PayloadFormat::Json, msg_type: "POST_TELEMETRY_REQUEST".into(), tokens: None }
     }
 
     fn map(topic: &str, payload: &str) -> Result<Vec<Msg>, PayloadError> {
@@ -818,7 +912,7 @@ mod tests {
 
     #[test]
     fn other_topics_as_raw_bytes() {
-        let raw = PayloadMapping { format: PayloadFormat::Raw, msg_type: "UPLINK".into() };
+        let raw = PayloadMapping { format: PayloadFormat::Raw, msg_type: "UPLINK".into(), tokens: None };
         let text = expected("UPLINK", "node-7", NOW, json!("01 ff 3a"), "lora/uplink/node-7");
         assert_eq!(raw.messages("lora/uplink/node-7", b"01 ff 3a", NOW).unwrap(), [text]);
 
@@ -827,6 +921,30 @@ mod tests {
         assert_eq!(binary[0].meta("payloadEncoding"), Some("base64"));
         // The API topics keep their shapes whatever the format.
         assert_eq!(raw.messages("v1/devices/d/telemetry", br#"{"x": 1}"#, NOW).unwrap()[0].data, json!({"x": 1}));
+    }
+
+    #[test]
+    fn token_topics_resolve_to_the_device_with_its_type() {
+        let tokens = Tokens::from_devices([("A1_TOKEN".to_string(), Device::new("Thermostat A1", "thermostat"))]);
+        let mapping = PayloadMapping { tokens: Some(Arc::new(tokens)), ..json_mapping() };
+        let msgs =
+            mapping.messages("v1/tokens/A1_TOKEN/telemetry", br#"{"ts": 5, "values": {"t": 21.5}}"#, NOW).unwrap();
+        let mut want =
+            expected("POST_TELEMETRY_REQUEST", "Thermostat A1", 5, json!({"t": 21.5}), "v1/devices/me/telemetry");
+        want.metadata.insert("deviceType".into(), "thermostat".into());
+        assert_eq!(msgs, [want]);
+        let attrs = mapping.messages("v1/tokens/A1_TOKEN/attributes", br#"{"fw": "1.2"}"#, NOW).unwrap();
+        assert_eq!(attrs[0].msg_type, "POST_ATTRIBUTES_REQUEST");
+        assert_eq!(attrs[0].meta("topic"), Some("v1/devices/me/attributes"), "the token stays out of the message");
+        assert_eq!(attrs[0].meta("deviceType"), Some("thermostat"));
+
+        // An unknown token, or no token file: refused, and the error does not show the token.
+        let e = mapping.messages("v1/tokens/WRONG_TOKEN/telemetry", br#"{"t": 1}"#, NOW).unwrap_err();
+        assert_eq!(e.to_string(), "topic `v1/tokens/…/telemetry`: unknown access token (not in the token file)");
+        let e = json_mapping().messages("v1/tokens/A1_TOKEN/telemetry", br#"{"t": 1}"#, NOW).unwrap_err();
+        assert!(e.reason.contains("no token file") && !e.to_string().contains("A1_TOKEN"), "{e}");
+        let e = mapping.messages("v1/tokens/A1_TOKEN/telemetry", b"{oops", NOW).unwrap_err();
+        assert!(!e.to_string().contains("A1_TOKEN"), "{e}");
     }
 
     #[test]
@@ -862,7 +980,7 @@ mod tests {
         }
         let e = json_mapping().messages("other/topic", &[0xff, 0xfe], NOW).unwrap_err();
         assert!(e.reason.contains("not UTF-8"), "{e}");
-        let raw = PayloadMapping { format: PayloadFormat::Raw, msg_type: "UPLINK".into() };
+        let raw = PayloadMapping { format: PayloadFormat::Raw, msg_type: "UPLINK".into(), tokens: None };
         assert!(raw.messages("ends/with/", b"x", NOW).unwrap_err().reason.contains("last level"));
     }
 }

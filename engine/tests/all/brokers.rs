@@ -39,6 +39,40 @@ fn mosquitto() -> PathBuf {
     on_path.unwrap_or_else(|| debian.to_path_buf())
 }
 
+/// Sluice's mosquitto plugin for ThingsBoard devices' `v1/devices/me/…`, compiled from its
+/// source (once per test binary) with the system's C compiler and mosquitto's headers
+/// (`scripts/setup.sh --test-brokers` installs them).
+pub fn token_plugin() -> &'static Path {
+    static PLUGIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let source = repo.join("examples/deploy/mosquitto/sluice_token_topics.c");
+        let dir = repo.join("target").join("sluice-mosquitto-plugin");
+        std::fs::create_dir_all(&dir).expect("plugin directory");
+        // One file per test process: another test binary may be loading its copy right now.
+        let out = dir.join(format!("sluice_token_topics-{}.so", std::process::id()));
+        let built = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .output()
+            .expect("cannot run cc: install a C compiler");
+        assert!(
+            built.status.success(),
+            "building {} failed (mosquitto's headers: scripts/setup.sh --test-brokers):\n{}",
+            source.display(),
+            String::from_utf8_lossy(&built.stderr)
+        );
+        // mosquitto drops to its own user: the plugin must be readable by everyone.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        out
+    })
+}
+
 /// Extra `mosquitto.conf` lines: a TLS listener.
 pub struct TlsListener {
     pub port: u16,
@@ -71,7 +105,17 @@ impl Mosquitto {
         Self::with(false, Some(tls))
     }
 
+    /// A broker with Sluice's token plugin loaded (`examples/deploy/mosquitto`): what a client
+    /// publishes to `v1/devices/me/telemetry` goes on as `v1/tokens/{its user name}/telemetry`.
+    pub fn start_with_token_plugin() -> Mosquitto {
+        Self::with_plugin(false, None, Some(token_plugin()))
+    }
+
     fn with(persistent: bool, tls: Option<TlsListener>) -> Mosquitto {
+        Self::with_plugin(persistent, tls, None)
+    }
+
+    fn with_plugin(persistent: bool, tls: Option<TlsListener>, plugin: Option<&'static Path>) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         // Run as root, mosquitto drops to its own user, which must be able to write here.
         #[cfg(unix)]
@@ -85,6 +129,9 @@ impl Mosquitto {
              persistence_location {}/\n",
             dir.path().display()
         );
+        if let Some(plugin) = plugin {
+            conf.push_str(&format!("plugin {}\n", plugin.display()));
+        }
         if let Some(tls) = &tls {
             conf.push_str(&format!(
                 "listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",

@@ -3,6 +3,7 @@
 
 mod brokers;
 mod chain_load;
+mod event_time;
 mod handover;
 mod http;
 mod mqtt;

@@ -60,6 +60,7 @@ fn source_spec(url: &str, client_id: Option<&str>) -> MqttSourceSpec {
         topics: vec![],
         format: PayloadFormat::Json,
         msg_type: None,
+        tokens: None,
     }
 }
 
@@ -273,6 +274,37 @@ fn guarded(connector: MqttConnector, timeout_ms: Option<u64>) -> Guarded {
         ..Default::default()
     };
     Guarded::new("mqtt", Arc::new(connector), &policy).expect("policy")
+}
+
+/// A ThingsBoard device as it is — its access token as user name, `v1/devices/me/telemetry` —
+/// through a mosquitto with Sluice's token plugin: the source resolves the token through its
+/// token file to the device and its type.
+#[test]
+fn mqtt_thingsboard_device_known_by_its_access_token() {
+    let broker = Mosquitto::start_with_token_plugin();
+    let rt = tokio();
+    let dir = ChainDir::new();
+    let tokens =
+        dir.write("tokens.json", r#"{"A1_TOKEN": {"deviceName": "Thermostat A1", "deviceType": "thermostat"}}"#);
+    let spec =
+        MqttSourceSpec { tokens: Some(tokens.to_string_lossy().into_owned()), ..source_spec(&broker.url(), None) };
+    let run = SourceRun::start(&rt, spec, None);
+
+    let mut options = MqttOptions::new("thermostat-a1", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5)).set_credentials("A1_TOKEN", "");
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    rt.spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let point = json!({"ts": 1451649600512_i64, "values": {"temperature": 42}});
+    rt.block_on(client.publish("v1/devices/me/telemetry", QoS::AtLeastOnce, false, point.to_string()))
+        .expect("publish queued");
+
+    wait_until("the device's message", || !run.output().is_empty());
+    let mut got = serde_json::to_value(&run.output()[0]).unwrap();
+    got.as_object_mut().unwrap().remove("id");
+    let mut expected = telemetry("Thermostat A1", 1451649600512, json!({"temperature": 42}), "v1/devices/me/telemetry");
+    expected["metadata"]["deviceType"] = json!("thermostat");
+    assert_eq!(got, expected);
+    run.stop(&rt).expect("clean stop");
 }
 
 #[test]
