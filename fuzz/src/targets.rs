@@ -242,7 +242,7 @@ pub fn mqtt_payload(input: &[u8]) -> Result<Verdict, String> {
         Some(t) => (PayloadFormat::Raw, t),
         None => (PayloadFormat::Json, topic),
     };
-    let mapping = mqtt::PayloadMapping { format, msg_type: "POST_TELEMETRY_REQUEST".into() };
+    let mapping = mqtt::PayloadMapping { format, msg_type: "POST_TELEMETRY_REQUEST".into(), tokens: None };
     match mapping.messages(topic, payload, NOW) {
         Ok(msgs) => {
             for msg in &msgs {
