@@ -69,7 +69,11 @@ impl DiskCache {
 fn store(path: &Path, module: &Module) -> anyhow::Result<()> {
     let dir = path.parent().ok_or_else(|| anyhow::anyhow!("no parent directory"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    // Unique per call, not only per process: two threads compiling the same module at once
+    // (two workers, a reload) must not write into one temp file and rename it half-written.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
     let bytes = module.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
