@@ -157,7 +157,10 @@ pub fn chain_load(input: &[u8]) -> Result<Verdict, String> {
         }
         Err(_) => input.to_vec(),
     };
-    let path = write_chain(setup.dir.path(), "chain.json", &bytes)?;
+    // A directory per call: targets run on several test threads at once, and one thread must
+    // not read the chain file another is writing.
+    let dir = tempfile::tempdir_in(setup.dir.path()).map_err(|e| e.to_string())?;
+    let path = write_chain(dir.path(), "chain.json", &bytes)?;
     load_checked(&setup.runtime, &setup.modules, &path)
 }
 
