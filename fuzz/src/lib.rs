@@ -67,7 +67,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -76,7 +76,7 @@ impl Rng {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 { 0 } else { (self.next_u64() % n as u64) as usize }
     }
     pub fn chance(&mut self, one_in: usize) -> bool {
         self.below(one_in) == 0
@@ -321,11 +321,11 @@ fn mutate_bytes(rng: &mut Rng, input: &mut Vec<u8>, other: &[u8]) {
         }
         1 if len > 0 => {
             let i = rng.below(len);
-            input[i] = rng.next() as u8;
+            input[i] = rng.next_u64() as u8;
         }
         2 => {
             let i = rng.below(len + 1);
-            input.insert(i, rng.next() as u8);
+            input.insert(i, rng.next_u64() as u8);
         }
         3 if len > 0 => {
             let a = rng.below(len);

@@ -117,8 +117,7 @@ fn a_scaffolded_crate_depends_on_an_sdk_that_exists() {
     let sdk = repo().join("rule-sdk").canonicalize().unwrap();
     let sdk_dep = |crate_dir: &Path| {
         let toml = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
-        let line = toml.lines().find(|l| l.starts_with("sluice-sdk")).unwrap().to_string();
-        line
+        toml.lines().find(|l| l.starts_with("sluice-sdk")).unwrap().to_string()
     };
     let new = |bin: &Path, name: &str, sdk_env: Option<&Path>| {
         let mut cmd = Command::new(bin);
