@@ -233,7 +233,7 @@ impl Connector for KafkaConnector {
             None => return Err("request has no `value`".into()),
         };
         let headers = headers_of(request.get("headers"))
-            .unwrap_or_else(OwnedHeaders::new)
+            .unwrap_or_default()
             .insert(Header { key: "idempotency-key", value: Some(call.idempotency_key.as_bytes()) });
         let headers = Some(headers);
         let producer = self.producer().map_err(|e| ConnectorError::permanent(e.as_str()))?;
