@@ -3,6 +3,8 @@
 # tests, the engine's and the end-to-end tests, formatting and lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build, never edited in place: incremental caches would only cost disk (gigabytes).
+export CARGO_INCREMENTAL=0
 scripts/setup.sh --test-brokers
 cargo build --quiet -p sluice-engine --bin sluice
 ./target/debug/sluice rules build rules
