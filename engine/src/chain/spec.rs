@@ -175,6 +175,20 @@ pub struct MqttConnection {
     /// Keep-alive interval in seconds (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive_s: Option<u64>,
+    /// The protocol: `"3.1.1"` (the default) or `"5"`. Over MQTT 5 an action's publish carries
+    /// its idempotency key as the user property `idempotency-key`. Sources speak 3.1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<MqttVersion>,
+}
+
+/// An MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum MqttVersion {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
 }
 
 /// One node. Exactly one of `module`, `chain` or `sink` says what it is.

@@ -35,9 +35,14 @@
 //! [`CALL_TIMEOUT`]) fails with a message saying so (and the last connection error); it is not
 //! re-sent by the connection after that — the policy's retry, if any, is a new publish.
 //!
-//! MQTT 3.1.1, which this client speaks, has no headers or user properties: the call's
-//! idempotency key cannot travel with the publish (MQTT 5 user properties would carry it). A
-//! receiver that must drop duplicates needs an id inside the payload.
+//! ## Idempotency keys
+//!
+//! With `protocolVersion: "5"` the connector speaks MQTT 5, and every publish carries the call's
+//! idempotency key (`{message id}:{node}:{request hash}`, the same on every retry and on a replay
+//! of the message) as the user property `idempotency-key`, so a subscriber can drop duplicates.
+//! MQTT 3.1.1 (the default, what every broker speaks) has no user properties: a receiver that
+//! must drop duplicates then needs an id inside the payload. Over MQTT 5 a PUBACK or PUBREC with
+//! a failure reason code (not authorized, quota exceeded, …) fails the call with that reason.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,11 +50,12 @@ use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason, PubRecReason, PublishProperties};
 use rumqttc::{Client, Event, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
 
 use super::{Call, Connector, ConnectorError};
-use crate::chain::spec::MqttConnection;
+use crate::chain::spec::{MqttConnection, MqttVersion};
 
 /// How long a call waits for its publish to be confirmed, across reconnects.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,6 +146,7 @@ pub fn expand(spec: &MqttConnection) -> Result<MqttConnection, MqttConfigError> 
         password: expand(&spec.password)?,
         ca_file: expand(&spec.ca_file)?,
         keep_alive_s: spec.keep_alive_s,
+        protocol_version: spec.protocol_version,
     })
 }
 
@@ -174,6 +181,18 @@ pub fn options(spec: &MqttConnection, prefix: &str) -> Result<MqttOptions, MqttC
             path: path.clone(),
             reason: "given for an mqtt:// url (use mqtts://)".into(),
         });
+    }
+    Ok(options)
+}
+
+/// [`options`] for an MQTT 5 client: the same checks and settings.
+pub fn options_v5(spec: &MqttConnection, prefix: &str) -> Result<rumqttc::v5::MqttOptions, MqttConfigError> {
+    let v4 = options(spec, prefix)?;
+    let (host, port) = v4.broker_address();
+    let mut options = rumqttc::v5::MqttOptions::new(v4.client_id(), host, port);
+    options.set_keep_alive(v4.keep_alive()).set_max_packet_size(Some(MAX_PACKET as u32)).set_transport(v4.transport());
+    if let Some(login) = v4.credentials() {
+        options.set_credentials(login.username, login.password);
     }
     Ok(options)
 }
@@ -253,8 +272,97 @@ impl Default for Backoff {
 pub struct MqttConnector {
     name: String,
     url: String,
-    options: MqttOptions,
+    options: Options,
     shared: Arc<Shared>,
+}
+
+/// How to connect: MQTT 3.1.1 or 5.
+#[derive(Debug, Clone)]
+enum Options {
+    V311(MqttOptions),
+    V5(Box<rumqttc::v5::MqttOptions>),
+}
+
+/// The current connection's client, of either protocol.
+enum AnyClient {
+    V311(Client),
+    V5(rumqttc::v5::Client),
+}
+
+impl AnyClient {
+    /// Queues `waiter`'s publish; `false` when rumqttc's request channel is full.
+    fn try_publish(&self, waiter: &Waiter) -> bool {
+        let (topic, qos, retain, payload) = (waiter.topic.clone(), waiter.qos, waiter.retain, waiter.payload.clone());
+        match self {
+            AnyClient::V311(client) => client.try_publish(topic, qos, retain, payload).is_ok(),
+            AnyClient::V5(client) => {
+                let mut properties = PublishProperties::default();
+                if let Some(key) = &waiter.key {
+                    properties.user_properties.push((IDEMPOTENCY_PROPERTY.to_string(), key.clone()));
+                }
+                let qos = match qos {
+                    QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                    QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+                };
+                client.try_publish_with_properties(topic, qos, retain, payload, properties).is_ok()
+            }
+        }
+    }
+
+    fn try_disconnect(&self) {
+        let _ = match self {
+            AnyClient::V311(client) => client.try_disconnect().map_err(drop),
+            AnyClient::V5(client) => client.try_disconnect().map_err(drop),
+        };
+    }
+}
+
+/// The MQTT 5 user property that carries a publish's idempotency key.
+pub const IDEMPOTENCY_PROPERTY: &str = "idempotency-key";
+
+/// What the connection thread acts on, from either protocol's events.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Connected,
+    Published(u16),
+    AwaitAck(u16),
+    /// PUBACK; `Some(reason)` when the broker refused the publish (MQTT 5).
+    Acked(u16, Option<String>),
+    Received(u16, Option<String>),
+    Completed(u16),
+    Other,
+}
+
+fn seen_v311(event: Event) -> Seen {
+    match event {
+        Event::Incoming(Incoming::ConnAck(_)) => Seen::Connected,
+        Event::Outgoing(Outgoing::Publish(pkid)) => Seen::Published(pkid),
+        Event::Outgoing(Outgoing::AwaitAck(pkid)) => Seen::AwaitAck(pkid),
+        Event::Incoming(Incoming::PubAck(ack)) => Seen::Acked(ack.pkid, None),
+        Event::Incoming(Incoming::PubRec(rec)) => Seen::Received(rec.pkid, None),
+        Event::Incoming(Incoming::PubComp(comp)) => Seen::Completed(comp.pkid),
+        _ => Seen::Other,
+    }
+}
+
+fn seen_v5(event: rumqttc::v5::Event) -> Seen {
+    use rumqttc::v5::Event as E;
+    match event {
+        E::Incoming(Packet5::ConnAck(_)) => Seen::Connected,
+        E::Outgoing(Outgoing::Publish(pkid)) => Seen::Published(pkid),
+        E::Outgoing(Outgoing::AwaitAck(pkid)) => Seen::AwaitAck(pkid),
+        E::Incoming(Packet5::PubAck(ack)) => {
+            let refused = !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers);
+            Seen::Acked(ack.pkid, refused.then(|| format!("the broker refused the publish: {:?}", ack.reason)))
+        }
+        E::Incoming(Packet5::PubRec(rec)) => {
+            let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
+            Seen::Received(rec.pkid, refused.then(|| format!("the broker refused the publish: {:?}", rec.reason)))
+        }
+        E::Incoming(Packet5::PubComp(comp)) => Seen::Completed(comp.pkid),
+        _ => Seen::Other,
+    }
 }
 
 /// One call waiting for its confirmation.
@@ -266,6 +374,8 @@ struct Waiter {
     qos: QoS,
     retain: bool,
     payload: Vec<u8>,
+    /// Sent as a user property over MQTT 5.
+    key: Option<String>,
     done: SyncSender<Result<(), String>>,
     /// The caller gave up (timeout): never re-sent, its answer is dropped.
     abandoned: AtomicBool,
@@ -290,7 +400,7 @@ struct Shared {
 #[derive(Default)]
 struct State {
     /// The current generation's client; `None` while (re)connecting.
-    client: Option<Client>,
+    client: Option<AnyClient>,
     /// Sent on the current client, packet id not yet known (channel order).
     queue: VecDeque<Arc<Waiter>>,
     /// Sent, waiting for the PUBACK (QoS 1) or PUBREC (QoS 2) of this packet id.
@@ -360,16 +470,22 @@ impl State {
         }
     }
 
-    fn acked(&mut self, pkid: u16) {
+    fn acked(&mut self, pkid: u16, refused: Option<String>) {
         if let Some(waiter) = self.inflight.remove(&pkid) {
-            waiter.finish(Ok(()));
+            waiter.finish(refused.map_or(Ok(()), Err));
         }
     }
 
-    /// QoS 2: the broker has the publish; its release (PUBREL → PUBCOMP) is under way.
-    fn received(&mut self, pkid: u16) {
+    /// QoS 2: the broker has the publish; its release (PUBREL → PUBCOMP) is under way — unless
+    /// the broker refused it (MQTT 5).
+    fn received(&mut self, pkid: u16, refused: Option<String>) {
         if let Some(waiter) = self.inflight.remove(&pkid) {
-            self.releasing.insert(pkid, waiter);
+            match refused {
+                None => {
+                    self.releasing.insert(pkid, waiter);
+                }
+                Some(reason) => waiter.finish(Err(reason)),
+            }
         }
     }
 
@@ -385,14 +501,11 @@ impl State {
             self.unsent.push(waiter);
             return Ok(());
         };
-        match client.try_publish(waiter.topic.clone(), waiter.qos, waiter.retain, waiter.payload.clone()) {
-            Ok(()) => {
-                self.queue.push_back(waiter);
-                Ok(())
-            }
-            Err(rumqttc::ClientError::TryRequest(_)) | Err(rumqttc::ClientError::Request(_)) => {
-                Err(format!("{REQUEST_CAPACITY} publishes already wait for the broker; not queuing more"))
-            }
+        if client.try_publish(&waiter) {
+            self.queue.push_back(waiter);
+            Ok(())
+        } else {
+            Err(format!("{REQUEST_CAPACITY} publishes already wait for the broker; not queuing more"))
         }
     }
 }
@@ -405,8 +518,18 @@ impl MqttConnector {
     /// Checks `spec` (URL, TLS files, credentials); connects on the first call.
     pub fn new(name: &str, spec: &MqttConnection) -> Result<Self, String> {
         let spec = expand(spec).map_err(|e| e.to_string())?;
-        let mut options = options(&spec, "sluice-connector").map_err(|e| e.to_string())?;
-        options.set_clean_session(true).set_inflight(100);
+        let options = match spec.protocol_version.unwrap_or_default() {
+            MqttVersion::V311 => {
+                let mut options = options(&spec, "sluice-connector").map_err(|e| e.to_string())?;
+                options.set_clean_session(true).set_inflight(100);
+                Options::V311(options)
+            }
+            MqttVersion::V5 => {
+                let mut options = options_v5(&spec, "sluice-connector").map_err(|e| e.to_string())?;
+                options.set_clean_start(true).set_outgoing_inflight_upper_limit(100);
+                Options::V5(Box::new(options))
+            }
+        };
         Ok(MqttConnector {
             name: name.to_string(),
             url: spec.url.clone(),
@@ -436,7 +559,7 @@ impl Drop for MqttConnector {
         let mut state = lock(&self.shared);
         state.closed = true;
         if let Some(client) = state.client.take() {
-            let _ = client.try_disconnect();
+            client.try_disconnect();
         }
         for waiter in state.take_unconfirmed() {
             waiter.finish(Err("the connector was closed".into()));
@@ -507,6 +630,7 @@ impl Connector for MqttConnector {
             qos,
             retain,
             payload,
+            key: Some(call.idempotency_key.to_string()),
             done,
             abandoned: AtomicBool::new(false),
         });
@@ -538,59 +662,28 @@ impl Connector for MqttConnector {
 }
 
 /// The connection thread: one generation per connection, until the connector is dropped.
-fn drive(shared: Arc<Shared>, options: MqttOptions, url: String) {
+fn drive(shared: Arc<Shared>, options: Options, url: String) {
     let mut backoff = Backoff::new();
     loop {
-        let (client, mut connection) = Client::new(options.clone(), REQUEST_CAPACITY);
-        {
-            let mut state = lock(&shared);
-            if state.closed {
-                return;
+        let error = match &options {
+            Options::V311(options) => {
+                let (client, mut connection) = Client::new(options.clone(), REQUEST_CAPACITY);
+                let events = connection.iter().map(|e| e.map(seen_v311).map_err(|e| e.to_string()));
+                generation(&shared, &url, &mut backoff, AnyClient::V311(client), events)
             }
-            state.client = Some(client);
-            for waiter in state.take_unconfirmed() {
-                if waiter.abandoned.load(Ordering::SeqCst) {
-                    continue;
-                }
-                if let Err(e) = state.send(waiter.clone()) {
-                    waiter.finish(Err(e));
-                }
+            Options::V5(options) => {
+                let (client, mut connection) = rumqttc::v5::Client::new((**options).clone(), REQUEST_CAPACITY);
+                let events = connection.iter().map(|e| e.map(seen_v5).map_err(|e| e.to_string()));
+                generation(&shared, &url, &mut backoff, AnyClient::V5(client), events)
             }
-        }
-        let mut error = None;
-        for event in connection.iter() {
-            let mut state = lock(&shared);
-            match event {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    tracing::info!(url, "MQTT connector connected");
-                    backoff.reset();
-                    state.last_error = None;
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => state.published(pkid),
-                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => state.await_ack(pkid),
-                Ok(Event::Incoming(Incoming::PubAck(ack))) => state.acked(ack.pkid),
-                Ok(Event::Incoming(Incoming::PubRec(rec))) => state.received(rec.pkid),
-                Ok(Event::Incoming(Incoming::PubComp(comp))) => state.completed(comp.pkid),
-                Ok(_) => {}
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
-                }
-            }
-            // Dropped: the DISCONNECT it queued was sent, or at the latest the next keep-alive
-            // ping ends the thread (rumqttc's event loop holds a sender of its own channel, so
-            // the channel never closes by itself).
-            if state.closed {
-                return;
-            }
-        }
+        };
+        let Some(error) = error else { return };
         let mut state = lock(&shared);
         state.client = None;
         if state.closed {
             return;
         }
         let delay = backoff.next_delay();
-        let error = error.unwrap_or_else(|| "connection ended".into());
         tracing::warn!(url, error, retry_in_ms = delay.as_millis() as u64, "MQTT connector: broker connection lost");
         state.last_error = Some(error);
         // Sleeps the backoff unless the connector is dropped meanwhile.
@@ -599,6 +692,56 @@ fn drive(shared: Arc<Shared>, options: MqttOptions, url: String) {
             return;
         }
     }
+}
+
+/// One connection: re-sends what is unconfirmed, then matches events to calls until the
+/// connection ends (`Some(error)`) or the connector is dropped (`None`).
+fn generation(
+    shared: &Shared,
+    url: &str,
+    backoff: &mut Backoff,
+    client: AnyClient,
+    events: impl Iterator<Item = Result<Seen, String>>,
+) -> Option<String> {
+    {
+        let mut state = lock(shared);
+        if state.closed {
+            return None;
+        }
+        state.client = Some(client);
+        for waiter in state.take_unconfirmed() {
+            if waiter.abandoned.load(Ordering::SeqCst) {
+                continue;
+            }
+            if let Err(e) = state.send(waiter.clone()) {
+                waiter.finish(Err(e));
+            }
+        }
+    }
+    for event in events {
+        let mut state = lock(shared);
+        match event {
+            Ok(Seen::Connected) => {
+                tracing::info!(url, "MQTT connector connected");
+                backoff.reset();
+                state.last_error = None;
+            }
+            Ok(Seen::Published(pkid)) => state.published(pkid),
+            Ok(Seen::AwaitAck(pkid)) => state.await_ack(pkid),
+            Ok(Seen::Acked(pkid, refused)) => state.acked(pkid, refused),
+            Ok(Seen::Received(pkid, refused)) => state.received(pkid, refused),
+            Ok(Seen::Completed(pkid)) => state.completed(pkid),
+            Ok(Seen::Other) => {}
+            Err(e) => return Some(e),
+        }
+        // Dropped: the DISCONNECT it queued was sent, or at the latest the next keep-alive
+        // ping ends the thread (rumqttc's event loop holds a sender of its own channel, so
+        // the channel never closes by itself).
+        if state.closed {
+            return None;
+        }
+    }
+    Some("connection ended".into())
 }
 
 #[cfg(test)]
@@ -634,6 +777,7 @@ mod tests {
             password: None,
             ca_file: None,
             keep_alive_s: None,
+            protocol_version: None,
         }
     }
 
@@ -698,6 +842,7 @@ mod tests {
             qos,
             retain: false,
             payload: vec![],
+            key: None,
             done,
             abandoned: AtomicBool::new(false),
         };
@@ -718,14 +863,14 @@ mod tests {
         state.published(8); // call 2 is packet 8
         state.await_ack(7); // call 3 collides with packet 7, still in flight
         assert!(answers[1].try_recv().unwrap().is_ok());
-        state.acked(8);
+        state.acked(8, None);
         assert!(answers[2].try_recv().unwrap().is_ok());
         assert!(answers[0].try_recv().is_err() && answers[3].try_recv().is_err());
-        state.acked(7); // call 0 confirmed; rumqttc now sends call 3 as packet 7
+        state.acked(7, None); // call 0 confirmed; rumqttc now sends call 3 as packet 7
         state.published(7);
         assert!(answers[0].try_recv().unwrap().is_ok());
         assert!(answers[3].try_recv().is_err());
-        state.acked(7);
+        state.acked(7, None);
         assert!(answers[3].try_recv().unwrap().is_ok());
         assert!(state.queue.is_empty() && state.inflight.is_empty() && state.collided.is_none());
 
@@ -734,9 +879,9 @@ mod tests {
         let (at_least_once, answer_5) = waiter(5, QoS::AtLeastOnce);
         state.queue.extend([exactly_once, at_least_once]);
         state.published(9);
-        state.received(9);
+        state.received(9, None);
         state.published(9); // call 5 reuses packet 9
-        state.acked(9);
+        state.acked(9, None);
         assert!(answer_5.try_recv().unwrap().is_ok());
         assert!(answer_4.try_recv().is_err());
         state.completed(9);

@@ -573,6 +573,7 @@ fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
                 password: password.as_ref().map(|p| format!("${{{env}_PASSWORD:-{p}}}")),
                 ca_file: None,
                 keep_alive_s: None,
+                protocol_version: None,
             }))
         }),
     };

@@ -138,6 +138,8 @@ pub enum MqttSourceError {
     Config(#[from] MqttConfigError),
     #[error("MQTT source: `topics`: {0:?} is not an MQTT topic filter")]
     Filter(String),
+    #[error("MQTT source: `protocolVersion` \"5\": the source speaks MQTT 3.1.1 (only connectors speak 5)")]
+    Version5,
     #[error("MQTT source: the pipeline stopped taking messages")]
     PipelineClosed,
     #[error("MQTT source: {0}")]
@@ -187,6 +189,9 @@ pub async fn run_with_stats(
     stats: Arc<MqttSourceStats>,
 ) -> Result<(), MqttSourceError> {
     let persistent = spec.connection.client_id.is_some();
+    if spec.connection.protocol_version == Some(crate::chain::spec::MqttVersion::V5) {
+        return Err(MqttSourceError::Version5);
+    }
     let mut options = options(&spec.connection, "sluice-source")?;
     options.set_clean_session(!persistent).set_manual_acks(true);
     let tokens = spec.tokens.as_ref().map(|path| Tokens::load(Path::new(path))).transpose()?.map(Arc::new);

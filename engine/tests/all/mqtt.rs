@@ -51,6 +51,7 @@ fn connection(url: &str, client_id: Option<&str>) -> MqttConnection {
         password: None,
         ca_file: None,
         keep_alive_s: Some(5),
+        protocol_version: None,
     }
 }
 
@@ -362,6 +363,68 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
     // Bad requests fail the call, naming what is wrong; nothing is sent.
     let e = connector.call("publish", &json!({"topic": "alerts/+", "payload": 1}), &Ack::none(), "key").unwrap_err();
     assert!(e.contains("wildcards"), "{e}");
+}
+
+/// With `protocolVersion: "5"` every publish carries its call's idempotency key as the user
+/// property `idempotency-key`: an MQTT 5 subscriber sees each payload with its own key.
+#[test]
+fn mqtt5_connector_sends_the_idempotency_key_as_a_user_property() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    let broker = Mosquitto::start();
+    let rt = tokio();
+    let mut options = rumqttc::v5::MqttOptions::new("test-subscriber-5", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+    let received: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>> = Arc::default();
+    let subscribed = Arc::new(Mutex::new(false));
+    let (r, s) = (received.clone(), subscribed.clone());
+    rt.spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
+                    let properties = p.properties.map(|p| p.user_properties).unwrap_or_default();
+                    r.lock().unwrap().push((String::from_utf8_lossy(&p.payload).into_owned(), properties));
+                }
+                Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(_))) => *s.lock().unwrap() = true,
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    rt.block_on(client.subscribe("alerts/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)).expect("subscribe queued");
+    wait_until("the MQTT 5 subscription", || *subscribed.lock().unwrap());
+
+    let spec = MqttConnection {
+        protocol_version: Some(sluice::chain::spec::MqttVersion::V5),
+        ..connection(&broker.url(), None)
+    };
+    let connector = guarded(MqttConnector::new("alerts", &spec).expect("connector"), None);
+    for (i, qos) in [1, 0, 2, 1].into_iter().enumerate() {
+        let request = json!({"topic": "alerts/zone", "qos": qos, "payload": {"i": i}});
+        let answer =
+            connector.call("publish", &request, &Ack::none(), &format!("msg-{i}:publish:0123")).expect("publish");
+        assert_eq!(answer, json!({}));
+    }
+    wait_until("four publishes", || received.lock().unwrap().len() == 4);
+    let mut got = received.lock().unwrap().clone();
+    got.sort();
+    let expected: Vec<(String, Vec<(String, String)>)> = (0..4)
+        .map(|i| (json!({"i": i}).to_string(), vec![("idempotency-key".to_string(), format!("msg-{i}:publish:0123"))]))
+        .collect();
+    assert_eq!(got, expected);
+
+    // A source refuses MQTT 5, saying so, rather than connecting with the wrong protocol.
+    let source = MqttSourceSpec { connection: spec, ..source_spec(&broker.url(), None) };
+    let dir = ChainDir::new();
+    let path = dir.write_json("chain.json", &json!({"entry": "out", "nodes": [{"id": "out", "sink": "output"}]}));
+    let chain = Arc::new(Loader::new(&runtime(), vec![]).load(&path).expect("chain loads"));
+    let pipeline =
+        Pipeline::start(runtime(), chain.clone(), StateStore::default(), Sinks::default(), PipelineConfig::default())
+            .expect("pipeline");
+    let feed = Feed::new(pipeline.sender(), &chain, Watermarks::new(&chain.event_time), Clock::System);
+    let (_tx, shutdown) = watch::channel(false);
+    let err = rt.block_on(mqtt::run_with_stats(source, feed, shutdown, Arc::default())).unwrap_err();
+    assert!(err.to_string().contains("`protocolVersion`"), "{err}");
 }
 
 #[test]
