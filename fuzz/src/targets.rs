@@ -245,7 +245,12 @@ pub fn mqtt_payload(input: &[u8]) -> Result<Verdict, String> {
         Some(t) => (PayloadFormat::Raw, t),
         None => (PayloadFormat::Json, topic),
     };
-    let mapping = mqtt::PayloadMapping { format, msg_type: "POST_TELEMETRY_REQUEST".into(), tokens: None };
+    let mapping = mqtt::PayloadMapping {
+        format,
+        msg_type: "POST_TELEMETRY_REQUEST".into(),
+        tokens: None,
+        input: Default::default(),
+    };
     match mapping.messages(topic, payload, NOW) {
         Ok(msgs) => {
             for msg in &msgs {

@@ -196,6 +196,51 @@ fn malformed_lines_are_reported_by_number_and_the_run_goes_on() {
     );
 }
 
+/// Flat JSON, read through the chain's `input.originator`: each record a message from
+/// `{panel}/{module}`, its fields as data; a record without the module is malformed, named.
+#[test]
+fn flat_records_become_messages_named_by_the_chains_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("flat.json");
+    let spec = json!({"entry": "out", "input": {"originator": "${panel}/${module}"},
+                      "nodes": [{"id": "out", "sink": "output"}]});
+    std::fs::write(&chain, spec.to_string()).unwrap();
+    let records: Vec<Value> = (0..40)
+        .map(|k| {
+            json!({"ts": 1_700_000_000_000i64 + k, "panel": format!("Panel {:04}", k % 4),
+                        "module": format!("Module {}", k % 3), "power": 300.0 + k as f64 / 4.0})
+        })
+        .collect();
+    let mut lines: Vec<String> = records.iter().map(Value::to_string).collect();
+    lines.insert(7, json!({"ts": 1, "panel": "Panel 0009", "power": 1.0}).to_string());
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, &lines);
+    let output = dir.path().join("out.jsonl");
+    let out = sluice(&[
+        "run",
+        "--chain",
+        chain.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("line 8: no `module`, which the chain's `input.originator` names"), "{err}");
+    let mut produced = read_values(&output);
+    produced.sort_by_key(|m| m["ts"].as_i64());
+    assert_eq!(produced.len(), records.len());
+    for (msg, record) in produced.iter().zip(&records) {
+        let name = format!("{}/{}", record["panel"].as_str().unwrap(), record["module"].as_str().unwrap());
+        assert_eq!(msg["originator"], json!({"entityType": "DEVICE", "name": name}));
+        assert_eq!((&msg["type"], &msg["ts"]), (&json!("POST_TELEMETRY_REQUEST"), &record["ts"]));
+        let mut data = record.clone();
+        data.as_object_mut().unwrap().remove("ts");
+        assert_eq!(msg["data"], data);
+    }
+}
+
 #[test]
 fn strict_stops_at_the_first_malformed_line() {
     let dir = tempfile::tempdir().unwrap();

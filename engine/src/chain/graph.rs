@@ -24,6 +24,8 @@ pub struct Chain {
     pub max_hops: u32,
     pub event_time: EventTimeSpec,
     pub time_field: TimeField,
+    /// How flat input records become messages (`input`).
+    pub input: crate::sources::jsonl::InputForm,
     /// Rule nodes upstream first (index order where connections form a cycle): windows fire in
     /// this order, so results of an upstream window reach a downstream one before it closes.
     pub fire_order: Vec<NodeIdx>,

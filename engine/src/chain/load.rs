@@ -78,6 +78,8 @@ impl<'r> Loader<'r> {
         let event_time = spec.event_time.clone().unwrap_or_default();
         let time_field = TimeField::parse(&event_time.from)
             .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("eventTime.from"))?;
+        let input = crate::sources::jsonl::InputForm::new(spec.input.as_ref())
+            .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("input.originator"))?;
         Ok(Chain {
             file: file.to_path_buf(),
             files,
@@ -86,6 +88,7 @@ impl<'r> Loader<'r> {
             max_hops,
             event_time,
             time_field,
+            input,
             fire_order: Chain::topological_order(&nodes)
                 .into_iter()
                 .filter(|&i| matches!(nodes[i].kind, NodeKind::Rule(_)))

@@ -32,6 +32,10 @@ pub struct ChainSpec {
     /// watermark windows close by. Default: the message's `ts`, no lateness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<crate::state::time::EventTimeSpec>,
+    /// How a flat JSON record — neither a message (`originator`) nor ThingsBoard's telemetry
+    /// form (`deviceName`) — becomes a message: its originator built from its fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
     /// Where action nodes may deliver: name → connector. A node reaches one only when granted
     /// it (`"connector": NAME` on the node).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -39,6 +43,26 @@ pub struct ChainSpec {
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub connections: Vec<ConnectionSpec>,
+}
+
+/// How flat records become messages (`input` in the chain file). A record `{"ts": 1700000000000,
+/// "panel": "Panel 0042", "module": "Module 3", "power": 312.25}` with
+/// `{"originator": "${panel}/${module}"}` becomes telemetry from the device
+/// `Panel 0042/Module 3`, its fields (`ts` taken out) as `data`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InputSpec {
+    /// The originator's name: text with `${field}` (or `${data.field}`) taken from the record's
+    /// top-level fields (strings as they are, numbers and booleans written out). A record
+    /// missing one is malformed, the error naming the field. Like Kafka Streams' `selectKey`: the
+    /// originator is also what orders and partitions messages.
+    pub originator: String,
+    /// The originator's entity type (default `DEVICE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_type: Option<String>,
+    /// The message type (default `POST_TELEMETRY_REQUEST`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub msg_type: Option<String>,
 }
 
 /// A destination for action nodes' requests (see `engine/src/connectors`): what it is

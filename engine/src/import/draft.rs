@@ -318,6 +318,7 @@ impl Draft {
             entry,
             max_hops,
             event_time: None,
+            input: None,
             connectors: self.connectors,
             nodes: self.nodes,
             connections: self.connections,

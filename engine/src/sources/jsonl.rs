@@ -2,8 +2,10 @@
 //!
 //! A line is either a full TbMsg or ThingsBoard's simple telemetry form
 //! `{"ts": …, "deviceName": …, "deviceType": …, <values>}`, which becomes a
-//! `POST_TELEMETRY_REQUEST` from that device with the values as data. A malformed line is
-//! reported with its line number and counted; the run goes on (unless strict).
+//! `POST_TELEMETRY_REQUEST` from that device with the values as data — or, when the chain says
+//! how to name its originator ([`InputForm`], `input` in the chain file), any flat JSON object.
+//! A malformed line is reported with its line number and counted; the run goes on (unless
+//! strict).
 //!
 //! Numbers keep every digit they were written with (serde_json's `arbitrary_precision`): a
 //! 39-digit id goes through the nodes that do not touch it and out unchanged. JSON nested deeper
@@ -26,9 +28,97 @@ pub struct LineError {
     pub message: String,
 }
 
+/// How a flat record (no `originator`, no `deviceName`) becomes a message: the chain's `input`
+/// block, checked. Without one such a record is malformed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputForm {
+    originator: Option<Template>,
+    entity_type: String,
+    msg_type: String,
+}
+
+/// `Panel ${panel}/${data.module}`: text and top-level fields of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(String),
+}
+
+impl InputForm {
+    /// Checks `spec`; the error names what is wrong in `input.originator`.
+    pub fn new(spec: Option<&crate::chain::spec::InputSpec>) -> Result<InputForm, String> {
+        let Some(spec) = spec else { return Ok(InputForm::default()) };
+        let mut parts = Vec::new();
+        let mut rest = spec.originator.as_str();
+        while let Some(start) = rest.find("${") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_string()));
+            }
+            let end = rest[start..].find('}').ok_or_else(|| format!("`{}`: `${{` without `}}`", spec.originator))?;
+            let name = &rest[start + 2..start + end];
+            let name = name.strip_prefix("data.").unwrap_or(name);
+            if name.is_empty() || name.contains(['$', '{']) {
+                return Err(format!("`{}`: `${{{name}}}` is not a field name", spec.originator));
+            }
+            parts.push(Part::Field(name.to_string()));
+            rest = &rest[start + end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        if parts.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(InputForm {
+            originator: Some(Template(parts)),
+            entity_type: spec.entity_type.clone().unwrap_or_else(|| "DEVICE".into()),
+            msg_type: spec.msg_type.clone().unwrap_or_else(|| msg_type::POST_TELEMETRY_REQUEST.into()),
+        })
+    }
+
+    /// The originator's name for `record`, or why there is none.
+    fn name(&self, template: &Template, record: &Map<String, Value>) -> Result<String, String> {
+        let mut name = String::new();
+        for part in &template.0 {
+            match part {
+                Part::Text(text) => name.push_str(text),
+                Part::Field(field) => match record.get(field) {
+                    Some(Value::String(s)) => name.push_str(s),
+                    Some(v @ (Value::Number(_) | Value::Bool(_))) => name.push_str(&v.to_string()),
+                    Some(other) => {
+                        return Err(format!(
+                            "`{field}` is {}, not text for the originator (the chain's `input.originator`)",
+                            super::json_kind(other)
+                        ));
+                    }
+                    None => return Err(format!("no `{field}`, which the chain's `input.originator` names")),
+                },
+            }
+        }
+        if name.is_empty() {
+            return Err("the chain's `input.originator` gives an empty name".into());
+        }
+        Ok(name)
+    }
+}
+
 /// Parses one input line (1-based `line`) from `source`. `Ok(None)` for a blank line.
 pub fn parse_line(source: &str, line: u64, text: &str, now_ms: i64) -> Result<Option<Msg>, LineError> {
-    let mut msg = parse_message(source, line, text, now_ms)?;
+    parse_line_as(source, line, text, now_ms, &InputForm::default())
+}
+
+/// [`parse_line`], flat records becoming messages as `form` says.
+pub fn parse_line_as(
+    source: &str,
+    line: u64,
+    text: &str,
+    now_ms: i64,
+    form: &InputForm,
+) -> Result<Option<Msg>, LineError> {
+    let mut msg = parse_message_as(source, line, text, now_ms, form)?;
     if let Some(msg) = &mut msg
         && msg.id.is_empty()
     {
@@ -40,6 +130,17 @@ pub fn parse_line(source: &str, line: u64, text: &str, now_ms: i64) -> Result<Op
 /// [`parse_line`] without the id: a message that carries none keeps an empty `id`, for a source
 /// whose input has no stable position to derive one from (an MQTT publish) and gives its own.
 pub fn parse_message(source: &str, line: u64, text: &str, now_ms: i64) -> Result<Option<Msg>, LineError> {
+    parse_message_as(source, line, text, now_ms, &InputForm::default())
+}
+
+/// [`parse_message`], flat records becoming messages as `form` says.
+pub fn parse_message_as(
+    source: &str,
+    line: u64,
+    text: &str,
+    now_ms: i64,
+    form: &InputForm,
+) -> Result<Option<Msg>, LineError> {
     let err = |message: String| LineError { input: source.to_string(), line, message };
     let text = text.trim();
     if text.is_empty() {
@@ -51,6 +152,11 @@ pub fn parse_message(source: &str, line: u64, text: &str, now_ms: i64) -> Result
     };
     let msg = if obj.contains_key("originator") {
         serde_json::from_value::<Msg>(Value::Object(obj)).map_err(|e| err(format!("not a message: {e}")))?
+    } else if let (false, Some(template)) = (obj.contains_key("deviceName"), &form.originator) {
+        let name = form.name(template, &obj).map_err(err)?;
+        let ts = take_ts(&mut obj, now_ms).map_err(err)?;
+        let originator = Originator { entity_type: form.entity_type.clone(), name, id: None };
+        Msg::new(form.msg_type.clone(), originator, Value::Object(obj)).with_ts(ts)
     } else {
         simple_form(&mut obj, now_ms).map_err(err)?
     };
@@ -63,12 +169,13 @@ fn simple_form(obj: &mut Map<String, Value>, now_ms: i64) -> Result<Msg, String>
     let device = match obj.remove("deviceName") {
         Some(Value::String(name)) if !name.is_empty() => name,
         Some(other) => return Err(format!("`deviceName` must be a non-empty string, not {other}")),
-        None => return Err("neither a message (no `originator`) nor telemetry (no `deviceName`)".into()),
+        None => {
+            return Err("neither a message (no `originator`) nor telemetry (no `deviceName`); a chain \
+                        reads flat records with `input.originator`"
+                .into());
+        }
     };
-    let ts = match obj.remove("ts") {
-        None => now_ms,
-        Some(v) => v.as_i64().ok_or_else(|| format!("`ts` must be an integer of milliseconds, not {v}"))?,
-    };
+    let ts = take_ts(obj, now_ms)?;
     let mut msg = Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(&device), Value::Null).with_ts(ts);
     msg.metadata.insert("deviceName".into(), device);
     msg.metadata.insert("ts".into(), ts.to_string());
@@ -81,6 +188,14 @@ fn simple_form(obj: &mut Map<String, Value>, now_ms: i64) -> Result<Msg, String>
     }
     msg.data = Value::Object(std::mem::take(obj));
     Ok(msg)
+}
+
+/// The record's `ts`, taken out of it (`now_ms` when it has none).
+fn take_ts(obj: &mut Map<String, Value>, now_ms: i64) -> Result<i64, String> {
+    match obj.remove("ts") {
+        None => Ok(now_ms),
+        Some(v) => v.as_i64().ok_or_else(|| format!("`ts` must be an integer of milliseconds, not {v}")),
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +215,37 @@ mod tests {
         assert_eq!(msg.meta("deviceType"), Some("WeatherStation"));
         assert_eq!(msg.data, json!({"windSpeed": "33"}));
         assert!(!msg.id.is_empty());
+    }
+
+    #[test]
+    fn flat_records_take_their_originator_from_the_chains_template() {
+        let spec = crate::chain::spec::InputSpec {
+            originator: "${panel}/${data.module}".into(),
+            entity_type: None,
+            msg_type: None,
+        };
+        let form = InputForm::new(Some(&spec)).unwrap();
+        let line = r#"{"ts":1700000000000,"panel":"Panel 0042","module":3,"power":312.25}"#;
+        let msg = parse_line_as("in", 1, line, 0, &form).unwrap().unwrap();
+        assert_eq!(msg.originator, Originator::device("Panel 0042/3"));
+        assert_eq!((msg.ts, msg.msg_type.as_str()), (1700000000000, "POST_TELEMETRY_REQUEST"));
+        assert_eq!(msg.data, json!({"panel": "Panel 0042", "module": 3, "power": 312.25}));
+        // The simple form and full messages are read as before.
+        let simple = parse_line_as("in", 2, r#"{"deviceName":"d","x":1}"#, 0, &form).unwrap().unwrap();
+        assert_eq!(simple.originator, Originator::device("d"));
+        // A record without a field the template names is malformed, saying which.
+        let e = parse_line_as("in", 3, r#"{"panel":"P","power":1}"#, 0, &form).unwrap_err();
+        assert_eq!(e.to_string(), "in line 3: no `module`, which the chain's `input.originator` names");
+        let e = parse_line_as("in", 4, r#"{"panel":{"a":1},"module":1}"#, 0, &form).unwrap_err();
+        assert!(e.message.contains("`panel` is an object"), "{e}");
+        // Without a template a flat record is malformed, and the error says how to read it.
+        let e = parse_line("in", 5, line, 0).unwrap_err();
+        assert!(e.message.contains("input.originator"), "{e}");
+        // Templates are checked.
+        for bad in ["", "${}", "x ${panel", "${a${b}}"] {
+            let spec = crate::chain::spec::InputSpec { originator: bad.into(), ..spec.clone() };
+            assert!(InputForm::new(Some(&spec)).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

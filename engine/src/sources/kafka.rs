@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::jsonl::InputForm;
 use base64::Engine as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -688,7 +689,7 @@ impl Reader {
                     self.stats.records.fetch_add(1, Ordering::Relaxed);
                     let index = self.tracker.index(record.topic(), record.partition());
                     let offset = record.offset();
-                    match to_msg(&record, &self.spec) {
+                    match to_msg(&record, &self.spec, self.feed.input_form()) {
                         Ok(msg) => {
                             self.tracker.handed_out(index, offset);
                             let ack = Ack::new(acks.clone(), ((index as u64) << 48) | offset as u64);
@@ -727,9 +728,9 @@ fn watermark_partition(topic: &str, partition: i32) -> u32 {
     (hi << 16) | (partition as u32 & 0xffff)
 }
 
-/// A record as a message: per `format`, a TbMsg / simple telemetry JSON, or raw bytes for an
+/// A record as a message: per `format` (flat JSON records as `form` says), a TbMsg / simple telemetry JSON, or raw bytes for an
 /// uplink decoder.
-pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec) -> Result<Msg, String> {
+pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec, form: &InputForm) -> Result<Msg, String> {
     let ts = record.timestamp().to_millis().unwrap_or_else(chrono_now);
     let source = partition_key(record.topic(), record.partition());
     let payload = record.payload().unwrap_or_default();
@@ -737,7 +738,7 @@ pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec) -> Result<Ms
     let mut msg = match spec.format {
         PayloadFormat::Json => {
             let text = std::str::from_utf8(payload).map_err(|e| format!("not UTF-8: {e}"))?;
-            super::jsonl::parse_line(&source, record.offset() as u64, text, ts)
+            super::jsonl::parse_line_as(&source, record.offset() as u64, text, ts, form)
                 .map_err(|e| e.message)?
                 .ok_or("empty record")?
         }

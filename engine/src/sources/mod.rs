@@ -49,6 +49,7 @@ struct Shared {
     sender: PipelineSender,
     watermarks: Mutex<Watermarks>,
     time_field: TimeField,
+    input: jsonl::InputForm,
     clock: Clock,
 }
 
@@ -61,6 +62,7 @@ impl Feed {
             sender,
             watermarks: Mutex::new(watermarks),
             time_field: chain.time_field.clone(),
+            input: chain.input.clone(),
             clock,
         });
         let weak = Arc::downgrade(&shared);
@@ -158,6 +160,11 @@ impl Feed {
 
     pub fn progress(&self) -> &Arc<crate::flow::Progress> {
         self.shared.sender.progress()
+    }
+
+    /// How flat JSON records become messages (the chain's `input`).
+    pub fn input_form(&self) -> &jsonl::InputForm {
+        &self.shared.input
     }
 
     pub fn now_ms(&self) -> i64 {

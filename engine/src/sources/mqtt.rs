@@ -209,6 +209,7 @@ pub async fn run_with_stats(
         format: spec.format,
         msg_type: spec.msg_type.clone().unwrap_or_else(|| msg_type::POST_TELEMETRY_REQUEST.to_string()),
         tokens,
+        input: feed.input_form().clone(),
     };
     let url = spec.connection.url.clone();
 
@@ -504,6 +505,8 @@ pub struct PayloadMapping {
     pub msg_type: String,
     /// Access tokens → devices, for `v1/tokens/{token}/…` (none: those topics are refused).
     pub tokens: Option<Arc<Tokens>>,
+    /// How flat JSON payloads become messages (the chain's `input`).
+    pub input: super::jsonl::InputForm,
 }
 
 /// The ThingsBoard API a topic belongs to.
@@ -615,7 +618,7 @@ impl PayloadMapping {
     fn json_line(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Msg, String> {
         let text = std::str::from_utf8(payload)
             .map_err(|_| "payload is not UTF-8 text, so not JSON (format = \"raw\" takes bytes)".to_string())?;
-        let mut msg = super::jsonl::parse_message(topic, 1, text, now_ms)
+        let mut msg = super::jsonl::parse_message_as(topic, 1, text, now_ms, &self.input)
             .map_err(|e| e.message)?
             .ok_or_else(|| "empty payload".to_string())?;
         msg.metadata.entry("topic".into()).or_insert_with(|| topic.to_string());
@@ -753,7 +756,12 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn json_mapping() -> PayloadMapping {
-        PayloadMapping { format: PayloadFormat::Json, msg_type: "POST_TELEMETRY_REQUEST".into(), tokens: None }
+        PayloadMapping {
+            format: PayloadFormat::Json,
+            msg_type: "POST_TELEMETRY_REQUEST".into(),
+            tokens: None,
+            input: Default::default(),
+        }
     }
 
     fn map(topic: &str, payload: &str) -> Result<Vec<Msg>, PayloadError> {
@@ -917,7 +925,12 @@ mod tests {
 
     #[test]
     fn other_topics_as_raw_bytes() {
-        let raw = PayloadMapping { format: PayloadFormat::Raw, msg_type: "UPLINK".into(), tokens: None };
+        let raw = PayloadMapping {
+            format: PayloadFormat::Raw,
+            msg_type: "UPLINK".into(),
+            tokens: None,
+            input: Default::default(),
+        };
         let text = expected("UPLINK", "node-7", NOW, json!("01 ff 3a"), "lora/uplink/node-7");
         assert_eq!(raw.messages("lora/uplink/node-7", b"01 ff 3a", NOW).unwrap(), [text]);
 
@@ -985,7 +998,12 @@ mod tests {
         }
         let e = json_mapping().messages("other/topic", &[0xff, 0xfe], NOW).unwrap_err();
         assert!(e.reason.contains("not UTF-8"), "{e}");
-        let raw = PayloadMapping { format: PayloadFormat::Raw, msg_type: "UPLINK".into(), tokens: None };
+        let raw = PayloadMapping {
+            format: PayloadFormat::Raw,
+            msg_type: "UPLINK".into(),
+            tokens: None,
+            input: Default::default(),
+        };
         assert!(raw.messages("ends/with/", b"x", NOW).unwrap_err().reason.contains("last level"));
     }
 }
