@@ -9,7 +9,8 @@
 //! - for each item, in arrival order, with `deviation > 0` and `z = |v − avg| / deviation`
 //!   above `thresholdSigma`: one message on `Anomaly`, type `resultType`, from the device named
 //!   after the member, `ts` = window start, data `{"group", "member", "value", "groupAvg",
-//!   "deviation", "z", "members": n, "windowStart", "windowEnd"}`;
+//!   "deviation", "z", "members": n, "windowStart", "windowEnd"}` and the member's `keep`
+//!   fields (its own count, average… as its message carried them);
 //! - then one summary on `Success`: type `GROUP_STATS`, from the asset named after the group,
 //!   `ts` = window start, data `{"group", "members": n, "sum", "avg", "deviation", "windowStart",
 //!   "windowEnd"}`.
@@ -34,6 +35,9 @@
 //!   "advanceMs"}` or `{"type": "session", "gapMs"}`; `graceMs` (default 0).
 //! - `thresholdSigma` (default 1.0, ≥ 0), `resultType` (default `"ANOMALY"`), `late` (default
 //!   `"Late"`; `null` drops late events).
+//! - `keep` (default none): `data.<k>`/`metadata.<k>` fields of each member's message carried
+//!   into its anomaly under their key (`data.count` → `count`): a module's count and average
+//!   reach the alert without a second lookup. A key the anomaly already has is refused.
 use sluice_sdk::prelude::*;
 use sluice_sdk::windows::WindowKind;
 
@@ -52,6 +56,8 @@ pub struct Config {
     pub result_type: String,
     #[serde(default = "default_late")]
     pub late: Option<String>,
+    #[serde(default)]
+    pub keep: Vec<FieldPath>,
 }
 
 fn one() -> f64 {
@@ -71,11 +77,17 @@ pub const GROUP_STATS: &str = "GROUP_STATS";
 /// The host window's name (it keys the window's state across restarts and reloads).
 const WINDOW: &str = "group";
 
-/// One member's value, as collected in the window: `{"member", "value"}`.
+/// Keys of an anomaly's data, which a `keep` field must not take.
+const ANOMALY_KEYS: [&str; 9] =
+    ["group", "member", "value", "groupAvg", "deviation", "z", "members", "windowStart", "windowEnd"];
+
+/// One member's value, as collected in the window: `{"member", "value"}` and the kept fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Item {
     member: String,
     value: f64,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    kept: serde_json::Map<String, Value>,
 }
 
 pub struct GroupDeviation {
@@ -97,6 +109,14 @@ impl Node for GroupDeviation {
         if config.result_type.is_empty() {
             bail!("resultType must not be empty");
         }
+        for field in &config.keep {
+            if !matches!(field, FieldPath::Data(_) | FieldPath::Metadata(_)) {
+                bail!("`keep` takes `data.<key>` or `metadata.<key>`, not `{}`", field.name());
+            }
+            if ANOMALY_KEYS.contains(&field.name()) {
+                bail!("`keep` field `{}` would replace the anomaly's own `{}`", field.name(), field.name());
+            }
+        }
         let builder = Window::of_kind(WINDOW, config.window);
         let window = builder.grace_ms(config.grace_ms).collect().define()?;
         Ok(GroupDeviation { config, window })
@@ -111,7 +131,8 @@ impl Node for GroupDeviation {
         let Some(value) = cfg.value.number(&msg).filter(|v| v.is_finite()) else {
             bail!("no numeric `{}` in the message", cfg.value.name())
         };
-        if self.window.collect(&group, msg.ts, &Item { member, value })? == Added::Late
+        let kept = cfg.keep.iter().filter_map(|f| Some((f.name().to_string(), f.value(&msg)?))).collect();
+        if self.window.collect(&group, msg.ts, &Item { member, value, kept })? == Added::Late
             && let Some(late) = &cfg.late
         {
             out.forward(late);
@@ -135,9 +156,12 @@ impl Node for GroupDeviation {
             for item in &items {
                 let z = (item.value - avg).abs() / deviation;
                 if z > cfg.threshold_sigma {
-                    let data = json!({"group": closed.key, "member": item.member, "value": item.value,
+                    let mut data = json!({"group": closed.key, "member": item.member, "value": item.value,
                         "groupAvg": avg, "deviation": deviation, "z": z, "members": members,
                         "windowStart": closed.start, "windowEnd": closed.end});
+                    if let Value::Object(fields) = &mut data {
+                        fields.extend(item.kept.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
                     let anomaly =
                         Msg::new(&cfg.result_type, Originator::device(&item.member), data).with_ts(closed.start);
                     out.emit(ANOMALY, anomaly);
@@ -296,6 +320,32 @@ mod tests {
         let mut d = TestDriver::node_from_json::<GroupDeviation>(&dropping.to_string()).unwrap();
         d.send(module_sum("M1", "P1", 1.0, 30_000))?;
         assert!(d.send(late)?.outputs.is_empty());
+        Ok(())
+    }
+
+    /// `keep`: each flagged member's own fields ride along into its anomaly.
+    #[test]
+    fn kept_fields_of_the_member_reach_its_anomaly() -> Result<()> {
+        let mut cfg: Value = serde_json::from_str(SOLAR).unwrap();
+        cfg["keep"] = json!(["data.count", "data.avg", "metadata.site"]);
+        let mut d = TestDriver::node_from_json::<GroupDeviation>(&cfg.to_string()).unwrap().named("panels");
+        for (m, s, count, ts) in [("M1", 30.0, 10, 1_000), ("M2", 30.0, 10, 2_000), ("M3", 21.0, 7, 3_000)] {
+            let msg = Msg::telemetry(m, json!({"panel": "P1", "sum": s, "count": count, "avg": s / count as f64}))
+                .with_ts(ts)
+                .with_meta("site", "north");
+            d.send(msg)?;
+        }
+        let out = d.flush()?;
+        assert_eq!(out.relations(), ["Anomaly", "Success"]);
+        let data = &out.messages()[0].data;
+        assert_eq!((&data["member"], &data["count"], &data["avg"]), (&json!("M3"), &json!(7), &json!(3.0)));
+        assert_eq!(data["site"], json!("north"));
+        // The summary is about the group: no member's fields.
+        assert!(out.messages()[1].data.get("count").is_none());
+
+        cfg["keep"] = json!(["data.z"]);
+        let err = TestDriver::node_from_json::<GroupDeviation>(&cfg.to_string()).err().unwrap();
+        assert!(err.message.contains("would replace the anomaly's own `z`"), "{err}");
         Ok(())
     }
 
