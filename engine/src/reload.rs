@@ -297,12 +297,17 @@ fn absolute(path: &Path) -> PathBuf {
 /// change. Dropping it stops the watching.
 pub struct Watcher {
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes the thread at once on drop (it otherwise waits up to a second for events, which
+    /// rounded every short run up to a whole second).
+    wake: std::sync::mpsc::Sender<DebounceEventResult>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // No events: the thread wakes, finds `stop` set and ends.
+        let _ = self.wake.send(Ok(Vec::new()));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -312,6 +317,7 @@ impl Drop for Watcher {
 /// Starts watching for `reloader` (and expiring removed nodes' state once a second).
 pub fn watch(reloader: Arc<Reloader>, options: &ReloadOptions) -> Result<Watcher, ReloadError> {
     let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
+    let wake = tx.clone();
     let mut debouncer = new_debouncer(options.debounce, None, tx)
         .map_err(|e| ReloadError::Watch { path: PathBuf::from("."), message: e.to_string() })?;
     let mut watching = BTreeSet::new();
@@ -357,7 +363,7 @@ pub fn watch(reloader: Arc<Reloader>, options: &ReloadOptions) -> Result<Watcher
             }
         })
         .map_err(|e| ReloadError::Watch { path: PathBuf::from("."), message: e.to_string() })?;
-    Ok(Watcher { stop, thread: Some(thread) })
+    Ok(Watcher { stop, wake, thread: Some(thread) })
 }
 
 /// Watches the directories of `reloader`'s files (not yet watched); returns the files.

@@ -25,10 +25,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::chain::{Chain, LoadError, Loader, NodeKind};
 use crate::config::OutputSpec;
-use crate::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Problems, Progress, RunStats, Sinks};
+use crate::flow::{Ack, AckCounter, Batcher, Envelope, Pipeline, PipelineConfig, Problems, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
 use crate::sinks::jsonl::{self as output, SinkSender};
-use crate::sources::jsonl::{LineError, parse_line};
+use crate::sources::jsonl::{LineError, parse_line_as};
 use crate::state::StateStore;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
 use crate::state::time::Watermarks;
@@ -409,11 +409,25 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// Reads lines until EOF (or, when strict, the first bad line, which is returned).
+    /// Reads lines until EOF (or, when strict, the first bad line, which is returned). Every
+    /// message read is handed to the pipeline before this returns, whatever the reason.
     async fn read(
         &mut self,
         reader: Box<dyn AsyncRead + Unpin + Send>,
         report: &mut RunReport,
+    ) -> Result<End, RunError> {
+        let mut batcher = self.pipeline.batcher();
+        let end = self.read_into(reader, report, &mut batcher).await;
+        // Closed: the pipeline stopped taking messages, and those held go with it.
+        let _ = batcher.flush().await;
+        end
+    }
+
+    async fn read_into(
+        &mut self,
+        reader: Box<dyn AsyncRead + Unpin + Send>,
+        report: &mut RunReport,
+        batcher: &mut Batcher,
     ) -> Result<End, RunError> {
         let options = self.options;
         let mut reader = BufReader::with_capacity(1 << 16, reader);
@@ -421,6 +435,11 @@ impl Reading<'_> {
         let mut last_checkpoint = Instant::now();
         loop {
             buf.clear();
+            // What was read so far goes to the workers before waiting for more: a batch is
+            // what a read brought at once, never a message held back for the next line.
+            if reader.buffer().is_empty() && batcher.holds() && batcher.flush().await.is_err() {
+                return Ok(End::Eof);
+            }
             // Only a read waiting for input is cut short by a stop: a line read is always handed
             // over, so that every line counted is one the pipeline has.
             let n = tokio::select! {
@@ -438,13 +457,17 @@ impl Reading<'_> {
                 continue;
             }
             if self.checkpoints.is_some() && last_checkpoint.elapsed() >= options.checkpoint_every {
+                // The checkpoint waits for every message to be done: none may wait in a batch.
+                if batcher.flush().await.is_err() {
+                    return Ok(End::Eof);
+                }
                 self.checkpoint(line - 1).await?;
                 report.checkpoints += 1;
                 last_checkpoint = Instant::now();
             }
             let now = options.pipeline.clock.now_ms();
             let parsed = match std::str::from_utf8(&buf) {
-                Ok(text) => parse_line(&self.source, line, text, now),
+                Ok(text) => parse_line_as(&self.source, line, text, now, &self.chain.input),
                 Err(e) => Err(LineError { input: self.source.clone(), line, message: format!("not UTF-8: {e}") }),
             };
             match parsed {
@@ -458,7 +481,7 @@ impl Reading<'_> {
                     let ack = Ack::new(self.acks.clone(), line);
                     report.messages += 1;
                     let envelope = Envelope::new(bytes.into(), key, ack).with_stamp(stamp);
-                    if self.pipeline.send(envelope).await.is_err() {
+                    if batcher.push(envelope).await.is_err() {
                         return Ok(End::Eof);
                     }
                 }

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Queues are bounded: when workers fall behind, [`Pipeline::send`] waits, so a slow chain slows
-//! the source instead of eating memory. Each worker runs a message through the whole chain
+//! the source instead of eating memory. Messages cross to a worker in batches ([`Batcher`]): a
+//! channel send, and the wake-up of a worker waiting on it, cost more than running a small chain,
+//! so a source that has many messages at hand (a file) hands them over a few dozen at a time. Each worker runs a message through the whole chain
 //! ([`worker`]); the router sends all messages of one originator to one worker, so their order
 //! holds, while different originators run in parallel.
 
@@ -101,6 +103,12 @@ impl Envelope {
     }
 }
 
+/// What crosses a worker's queue: envelopes of that worker, in the order they were routed.
+pub type Batch = Vec<Envelope>;
+
+/// Envelopes per batch a [`Batcher`] collects before it hands them to their worker.
+pub const BATCH: usize = 64;
+
 /// Where sink nodes write.
 #[derive(Debug, Clone, Default)]
 pub struct Sinks {
@@ -114,7 +122,8 @@ pub struct Sinks {
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub workers: usize,
-    /// Messages waiting per worker before the source is made to wait.
+    /// Batches waiting per worker before the source is made to wait: a batch is one message from
+    /// a source that sends them one by one, up to [`BATCH`] from one that batches ([`Batcher`]).
     pub queue: usize,
     pub clock: Clock,
     /// Close every window when the input ends (a finite input: a file, stdin).
@@ -128,7 +137,7 @@ impl Default for PipelineConfig {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         PipelineConfig {
             workers: cores,
-            queue: 1024,
+            queue: 64,
             clock: Clock::System,
             flush_at_end: true,
             tick: std::time::Duration::from_millis(50),
@@ -138,7 +147,7 @@ impl Default for PipelineConfig {
 
 /// A running chain.
 pub struct Pipeline {
-    inboxes: Vec<mpsc::Sender<Envelope>>,
+    inboxes: Vec<mpsc::Sender<Batch>>,
     workers: Vec<std::thread::JoinHandle<RunStats>>,
     progress: Arc<Progress>,
     state: StateStore,
@@ -217,21 +226,26 @@ impl ChainHandle {
 /// The sending side of a [`Pipeline`], for sources running on tasks or threads of their own.
 #[derive(Clone)]
 pub struct PipelineSender {
-    inboxes: Vec<mpsc::Sender<Envelope>>,
+    inboxes: Vec<mpsc::Sender<Batch>>,
     progress: Arc<Progress>,
 }
 
 impl PipelineSender {
     /// See [`Pipeline::send`].
     pub async fn send(&self, envelope: Envelope) -> Result<(), Closed> {
-        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
-        inbox.send(envelope).await.map_err(|_| Closed)
+        let (i, envelope) = route(self.inboxes.len(), &self.progress, envelope);
+        self.inboxes[i].send(vec![envelope]).await.map_err(|_| Closed)
     }
 
     /// See [`Pipeline::send_blocking`].
     pub fn send_blocking(&self, envelope: Envelope) -> Result<(), Closed> {
-        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
-        inbox.blocking_send(envelope).map_err(|_| Closed)
+        let (i, envelope) = route(self.inboxes.len(), &self.progress, envelope);
+        self.inboxes[i].blocking_send(vec![envelope]).map_err(|_| Closed)
+    }
+
+    /// A [`Batcher`] onto this pipeline.
+    pub fn batcher(&self) -> Batcher {
+        Batcher::new(self.inboxes.clone(), self.progress.clone())
     }
 
     pub fn progress(&self) -> &Arc<Progress> {
@@ -239,20 +253,62 @@ impl PipelineSender {
     }
 }
 
-/// The worker inbox of `envelope` (by its key: one originator, one worker, its order kept), with
-/// the envelope now tracked by `progress`.
-fn route<'a>(
-    inboxes: &'a [mpsc::Sender<Envelope>],
-    progress: &Arc<Progress>,
-    mut envelope: Envelope,
-) -> (&'a mpsc::Sender<Envelope>, Envelope) {
+/// The worker of `envelope` (by its key: one originator, one worker, its order kept), with the
+/// envelope now tracked by `progress`.
+fn route(workers: usize, progress: &Arc<Progress>, mut envelope: Envelope) -> (usize, Envelope) {
     // A source that stamps and issues in one step (the `Feed`, so that no message stamped
     // before another can be issued after it) brings its token along.
     if envelope.progress.is_none() {
         envelope.progress = Some(progress.issue(envelope.watermark));
     }
-    let i = (envelope.key % inboxes.len() as u64) as usize;
-    (&inboxes[i], envelope)
+    ((envelope.key % workers as u64) as usize, envelope)
+}
+
+/// Hands envelopes to their workers [`BATCH`] at a time, for a source that has many at hand.
+///
+/// An envelope counts as in flight from [`Batcher::push`] on (its progress token is issued
+/// then, in the order the source stamped them), so an envelope held in a batch holds windows
+/// open until it is run: a source must [`Batcher::flush`] whenever it is about to wait for
+/// input, and before it waits for the pipeline to be idle (a checkpoint) — otherwise it would
+/// wait for messages it holds itself.
+pub struct Batcher {
+    inboxes: Vec<mpsc::Sender<Batch>>,
+    progress: Arc<Progress>,
+    pending: Vec<Batch>,
+}
+
+impl Batcher {
+    fn new(inboxes: Vec<mpsc::Sender<Batch>>, progress: Arc<Progress>) -> Self {
+        let pending = inboxes.iter().map(|_| Vec::new()).collect();
+        Batcher { inboxes, progress, pending }
+    }
+
+    /// Adds `envelope` to its worker's batch, handing the batch over (waiting for room) once
+    /// it is full.
+    pub async fn push(&mut self, envelope: Envelope) -> Result<(), Closed> {
+        let (i, envelope) = route(self.inboxes.len(), &self.progress, envelope);
+        self.pending[i].push(envelope);
+        if self.pending[i].len() >= BATCH {
+            let batch = std::mem::replace(&mut self.pending[i], Vec::with_capacity(BATCH));
+            self.inboxes[i].send(batch).await.map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every partial batch over.
+    pub async fn flush(&mut self) -> Result<(), Closed> {
+        for (inbox, pending) in self.inboxes.iter().zip(&mut self.pending) {
+            if !pending.is_empty() {
+                inbox.send(std::mem::take(pending)).await.map_err(|_| Closed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an envelope waits in a batch not yet handed over.
+    pub fn holds(&self) -> bool {
+        self.pending.iter().any(|p| !p.is_empty())
+    }
 }
 
 /// The pipeline has stopped taking messages.
@@ -313,7 +369,7 @@ impl Pipeline {
             while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 std::thread::sleep(every);
                 // Never waits: a busy worker will see the next tick.
-                let _ = tick_tx.try_send(Envelope::tick());
+                let _ = tick_tx.try_send(vec![Envelope::tick()]);
             }
         })?;
         Ok(Pipeline { inboxes, workers, progress, state, version, ticker: Some((stop, ticker)), flush_at_end })
@@ -348,14 +404,19 @@ impl Pipeline {
 
     /// Hands a message to its worker, waiting while that worker's queue is full.
     pub async fn send(&self, envelope: Envelope) -> Result<(), Closed> {
-        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
-        inbox.send(envelope).await.map_err(|_| Closed)
+        let (i, envelope) = route(self.inboxes.len(), &self.progress, envelope);
+        self.inboxes[i].send(vec![envelope]).await.map_err(|_| Closed)
     }
 
     /// Blocking [`Pipeline::send`], for callers outside the async runtime.
     pub fn send_blocking(&self, envelope: Envelope) -> Result<(), Closed> {
-        let (inbox, envelope) = route(&self.inboxes, &self.progress, envelope);
-        inbox.blocking_send(envelope).map_err(|_| Closed)
+        let (i, envelope) = route(self.inboxes.len(), &self.progress, envelope);
+        self.inboxes[i].blocking_send(vec![envelope]).map_err(|_| Closed)
+    }
+
+    /// A [`Batcher`] onto this pipeline.
+    pub fn batcher(&self) -> Batcher {
+        Batcher::new(self.inboxes.clone(), self.progress.clone())
     }
 
     /// [`Pipeline::shutdown`] without closing the windows still open, whatever the config

@@ -156,12 +156,14 @@ impl Worker {
 
     pub(super) fn run(
         mut self,
-        mut inbox: mpsc::Receiver<Envelope>,
+        mut inbox: mpsc::Receiver<super::Batch>,
         all_drained: Arc<Barrier>,
         flush: Arc<AtomicBool>,
     ) -> RunStats {
-        while let Some(envelope) = inbox.blocking_recv() {
-            self.process(envelope);
+        while let Some(batch) = inbox.blocking_recv() {
+            for envelope in batch {
+                self.process(envelope);
+            }
         }
         // Every worker has run everything it was given: the end of the input closes every window.
         all_drained.wait();
