@@ -279,7 +279,7 @@ pub struct MqttConnector {
 /// How to connect: MQTT 3.1.1 or 5.
 #[derive(Debug, Clone)]
 enum Options {
-    V311(MqttOptions),
+    V311(Box<MqttOptions>),
     V5(Box<rumqttc::v5::MqttOptions>),
 }
 
@@ -522,7 +522,7 @@ impl MqttConnector {
             MqttVersion::V311 => {
                 let mut options = options(&spec, "sluice-connector").map_err(|e| e.to_string())?;
                 options.set_clean_session(true).set_inflight(100);
-                Options::V311(options)
+                Options::V311(Box::new(options))
             }
             MqttVersion::V5 => {
                 let mut options = options_v5(&spec, "sluice-connector").map_err(|e| e.to_string())?;
@@ -667,7 +667,7 @@ fn drive(shared: Arc<Shared>, options: Options, url: String) {
     loop {
         let error = match &options {
             Options::V311(options) => {
-                let (client, mut connection) = Client::new(options.clone(), REQUEST_CAPACITY);
+                let (client, mut connection) = Client::new((**options).clone(), REQUEST_CAPACITY);
                 let events = connection.iter().map(|e| e.map(seen_v311).map_err(|e| e.to_string()));
                 generation(&shared, &url, &mut backoff, AnyClient::V311(client), events)
             }

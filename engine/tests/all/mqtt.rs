@@ -375,7 +375,9 @@ fn mqtt5_connector_sends_the_idempotency_key_as_a_user_property() {
     let mut options = rumqttc::v5::MqttOptions::new("test-subscriber-5", "127.0.0.1", broker.port);
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
-    let received: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>> = Arc::default();
+    /// A payload and its user properties.
+    type Received = (String, Vec<(String, String)>);
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
     let subscribed = Arc::new(Mutex::new(false));
     let (r, s) = (received.clone(), subscribed.clone());
     rt.spawn(async move {
@@ -408,7 +410,7 @@ fn mqtt5_connector_sends_the_idempotency_key_as_a_user_property() {
     wait_until("four publishes", || received.lock().unwrap().len() == 4);
     let mut got = received.lock().unwrap().clone();
     got.sort();
-    let expected: Vec<(String, Vec<(String, String)>)> = (0..4)
+    let expected: Vec<Received> = (0..4)
         .map(|i| (json!({"i": i}).to_string(), vec![("idempotency-key".to_string(), format!("msg-{i}:publish:0123"))]))
         .collect();
     assert_eq!(got, expected);
