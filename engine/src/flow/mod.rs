@@ -51,6 +51,9 @@ pub struct Envelope {
     pub partition: crate::state::window::Owner,
     /// Set by the pipeline: marks the message done when dropped.
     pub progress: Option<ProgressToken>,
+    /// Tracked by the token of its batch, which the batch's first envelope carries (see
+    /// [`Batcher`]): the worker issues none for it.
+    pub covered: bool,
     /// Not a message: a wake-up to fire due timers and windows.
     pub tick: bool,
 }
@@ -65,6 +68,7 @@ impl Envelope {
             judged_by: crate::state::time::NO_WATERMARK,
             partition: crate::state::window::UNOWNED,
             progress: None,
+            covered: false,
             tick: false,
         }
     }
@@ -266,40 +270,63 @@ fn route(workers: usize, progress: &Arc<Progress>, mut envelope: Envelope) -> (u
 
 /// Hands envelopes to their workers [`BATCH`] at a time, for a source that has many at hand.
 ///
-/// An envelope counts as in flight from [`Batcher::push`] on (its progress token is issued
-/// then, in the order the source stamped them), so an envelope held in a batch holds windows
-/// open until it is run: a source must [`Batcher::flush`] whenever it is about to wait for
-/// input, and before it waits for the pipeline to be idle (a checkpoint) — otherwise it would
-/// wait for messages it holds itself.
+/// A batch is one unit of [`Progress`]: its first envelope carries a token issued when it was
+/// pushed, which the worker holds until the whole batch is run; the others are `covered`. The
+/// stamps of the others raise the progress's latest watermark when the batch is handed over —
+/// before its token can be dropped — so the completed watermark never passes a message that
+/// is not done, and reaches every stamp once everything is. (Per message, the token was a lock
+/// shared by the reader and every worker.)
+///
+/// An envelope counts as in flight from [`Batcher::push`] on, so an envelope held in a batch
+/// holds windows open until it is run: a source must [`Batcher::flush`] whenever it is about to
+/// wait for input, and before it waits for the pipeline to be idle (a checkpoint) — otherwise
+/// it would wait for messages it holds itself.
 pub struct Batcher {
     inboxes: Vec<mpsc::Sender<Batch>>,
     progress: Arc<Progress>,
     pending: Vec<Batch>,
+    /// The greatest stamp in each pending batch.
+    stamps: Vec<i64>,
 }
 
 impl Batcher {
     fn new(inboxes: Vec<mpsc::Sender<Batch>>, progress: Arc<Progress>) -> Self {
         let pending = inboxes.iter().map(|_| Vec::new()).collect();
-        Batcher { inboxes, progress, pending }
+        let stamps = vec![crate::state::time::NO_WATERMARK; inboxes.len()];
+        Batcher { inboxes, progress, pending, stamps }
     }
 
     /// Adds `envelope` to its worker's batch, handing the batch over (waiting for room) once
     /// it is full.
-    pub async fn push(&mut self, envelope: Envelope) -> Result<(), Closed> {
-        let (i, envelope) = route(self.inboxes.len(), &self.progress, envelope);
+    pub async fn push(&mut self, mut envelope: Envelope) -> Result<(), Closed> {
+        let i = (envelope.key % self.inboxes.len() as u64) as usize;
+        if self.pending[i].is_empty() {
+            if envelope.progress.is_none() {
+                envelope.progress = Some(self.progress.issue(envelope.watermark));
+            }
+        } else if envelope.progress.is_none() {
+            envelope.covered = true;
+            self.stamps[i] = self.stamps[i].max(envelope.watermark);
+        }
         self.pending[i].push(envelope);
         if self.pending[i].len() >= BATCH {
-            let batch = std::mem::replace(&mut self.pending[i], Vec::with_capacity(BATCH));
-            self.inboxes[i].send(batch).await.map_err(|_| Closed)?;
+            self.send(i).await?;
         }
         Ok(())
     }
 
+    async fn send(&mut self, i: usize) -> Result<(), Closed> {
+        let stamp = std::mem::replace(&mut self.stamps[i], crate::state::time::NO_WATERMARK);
+        self.progress.raise(stamp);
+        let batch = std::mem::replace(&mut self.pending[i], Vec::with_capacity(BATCH));
+        self.inboxes[i].send(batch).await.map_err(|_| Closed)
+    }
+
     /// Hands every partial batch over.
     pub async fn flush(&mut self) -> Result<(), Closed> {
-        for (inbox, pending) in self.inboxes.iter().zip(&mut self.pending) {
-            if !pending.is_empty() {
-                inbox.send(std::mem::take(pending)).await.map_err(|_| Closed)?;
+        for i in 0..self.pending.len() {
+            if !self.pending[i].is_empty() {
+                self.send(i).await?;
             }
         }
         Ok(())

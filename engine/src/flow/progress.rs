@@ -82,6 +82,17 @@ impl Progress {
         ProgressToken { progress: self.clone(), seq }
     }
 
+    /// Messages stamped up to `watermark` entered, tracked by a token issued before them (a
+    /// batch's, see [`crate::flow::Batcher`]): raise the latest watermark to theirs. Must happen
+    /// before that token is dropped.
+    pub fn raise(&self, watermark: i64) {
+        if watermark == NO_WATERMARK {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.latest = inner.latest.max(watermark);
+    }
+
     fn done(&self, seq: u64) {
         let mut inner = self.lock();
         inner.in_flight.remove(&seq);
@@ -158,6 +169,23 @@ mod tests {
         drop(c);
         assert_eq!(p.completed(), 30);
         assert!(p.idle());
+    }
+
+    /// A batch: one token issued with its first message (stamped 10), the others' stamps (up to
+    /// 40) raised when it is handed over. Another worker's batch, issued in between, finishing
+    /// first must not let the watermark pass the first batch's messages.
+    #[test]
+    fn a_batch_token_covers_every_stamp_it_raised() {
+        let p = Arc::new(Progress::default());
+        let batch_a = p.issue(10);
+        let batch_b = p.issue(15);
+        p.raise(40); // batch a's other messages, stamped up to 40, handed over
+        drop(batch_b);
+        assert_eq!(p.completed(), NO_WATERMARK, "batch a (from 10 on) is still running");
+        drop(batch_a);
+        assert_eq!(p.completed(), 40, "every stamp of both batches is done");
+        p.raise(NO_WATERMARK);
+        assert_eq!(p.completed(), 40);
     }
 
     /// A rebalance brings in a partition behind the watermark: the completed watermark goes

@@ -161,8 +161,20 @@ impl Worker {
         flush: Arc<AtomicBool>,
     ) -> RunStats {
         while let Some(batch) = inbox.blocking_recv() {
-            for envelope in batch {
+            // The batch's token (on its first envelope) is held until every envelope it covers
+            // has run; then the windows its completion closed fire.
+            let mut held = None;
+            let covers = batch.iter().any(|e| e.covered);
+            for (k, mut envelope) in batch.into_iter().enumerate() {
+                if k == 0 && covers {
+                    held = envelope.progress.take();
+                    envelope.covered = true;
+                }
                 self.process(envelope);
+            }
+            if let Some(token) = held {
+                drop(token);
+                self.fire_due();
             }
         }
         // Every worker has run everything it was given: the end of the input closes every window.
@@ -193,9 +205,10 @@ impl Worker {
             self.fire_due();
             return;
         }
-        let Envelope { msg, ack, watermark, judged_by, partition, progress, .. } = envelope;
-        // A message handed straight to a standalone worker is tracked by the worker itself.
-        let progress = progress.or_else(|| Some(self.progress.issue(watermark)));
+        let Envelope { msg, ack, watermark, judged_by, partition, progress, covered, .. } = envelope;
+        // A message handed straight to a standalone worker is tracked by the worker itself; one
+        // covered by its batch's token, by that.
+        let progress = if covered { progress } else { progress.or_else(|| Some(self.progress.issue(watermark))) };
         self.adopt_reload();
         // Lateness is judged by the message's own watermark; early updates go on under it too.
         let watermark = judged_by;
