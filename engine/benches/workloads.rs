@@ -37,7 +37,8 @@
 //! the same windows with the same counts, averages and sums within 1e-9 relative, the same late
 //! count, the same anomalies; the bench panics naming the difference otherwise.
 //!
-//! `cargo bench -p sluice-engine --bench workloads [wind|solar]` (guests are built from `rules/`).
+//! `cargo bench -p sluice-engine --bench workloads [wind|solar]` (guests are built from `rules/`);
+//! `SLUICE_BENCH_DIR=DIR` writes the inputs, chains and outputs under `DIR` and keeps them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -792,10 +793,13 @@ fn main() {
         modules,
         cache: repo.join("target").join("sluice-module-cache"),
     };
-    let dir = tempfile::tempdir().unwrap();
+    // `SLUICE_BENCH_DIR`: inputs, chains and outputs there, kept (to profile a run by hand).
+    let temp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("SLUICE_BENCH_DIR").map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
+    let load = load_average();
     let mut rows = Vec::new();
     if wanted("wind") {
-        let dir = dir.path().join("wind");
+        let dir = dir.join("wind");
         std::fs::create_dir_all(&dir).unwrap();
         let input = dir.join("input.jsonl");
         generate_wind(&input, n);
@@ -813,7 +817,7 @@ fn main() {
         ));
     }
     if wanted("solar") {
-        let dir = dir.path().join("solar");
+        let dir = dir.join("solar");
         std::fs::create_dir_all(&dir).unwrap();
         let input = dir.join("input.jsonl");
         generate_solar(&input, n);
@@ -831,7 +835,18 @@ fn main() {
         ));
     }
     print_table(&rows, n, runs);
-    println!("bench took {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "bench took {:.0} s; load average (1, 5, 15 min) at the start {load}, at the end {} on {} cores",
+        started.elapsed().as_secs_f64(),
+        load_average(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+}
+
+/// `/proc/loadavg`'s first three fields: other work on the machine skews wall times.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn print_table(rows: &[Row], n: usize, runs: usize) {
