@@ -788,8 +788,10 @@ fn main() {
     let runs = env_usize("SLUICE_BENCH_RUNS", 3);
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    // `SLUICE_BENCH_BIN`: another build of `sluice` (an older commit's, for a before/after).
     let sluice = Sluice {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
+        bin: std::env::var_os("SLUICE_BENCH_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice")), PathBuf::from),
         modules,
         cache: repo.join("target").join("sluice-module-cache"),
     };
