@@ -13,9 +13,12 @@
 //!   by an SDK `#[filter]` (`rules/attribute-filter` with `chains/wind-zones.json`'s config), and
 //!   `noop-wat`, a hand-written module that forwards without parsing (the bare v1 crossing).
 //!
-//! For core and component, `rule` is the whole rule, `forward` the bare crossing with one output and
-//! no field read, `empty` an export that returns at once. Every iteration puts the message into the
-//! host's table, calls, and takes it back out (moved, not cloned), as a v2 worker would per message.
+//! For core and component, `rule` is the whole rule, `ts` one string-free read, `forward` the bare
+//! crossing with one output and no field read, `empty` an export that takes the handle and returns.
+//! Every iteration puts the message into the host's table, calls, and takes it back out (moved, not
+//! cloned), as a v2 worker would per message. `ping` calls an export with no argument and no result;
+//! `component/rule-no-table` keeps the messages in a `Vec` behind `Resource::new_borrow`; `table/*`
+//! is the host tables alone. The numbers and the decision: `docs/design/message-path-v2.md`.
 //!
 //! `cargo bench -p sluice-engine --bench abi_shape` (the guests are built first, for
 //! wasm32-unknown-unknown).
