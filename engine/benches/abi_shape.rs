@@ -20,7 +20,7 @@
 //! `component/rule-no-table` keeps the messages in a `Vec` behind `Resource::new_borrow`; `table/*`
 //! is the host tables alone. The numbers and the decision: `docs/design/message-path-v2.md`.
 //!
-//! `cargo bench -p sluice-engine --bench abi_shape` (the guests are built first, for
+//! `cargo bench -p sluice-engine --features abi-shape-bench --bench abi_shape` (the guests are built first, for
 //! wasm32-unknown-unknown).
 
 use std::collections::BTreeMap;
