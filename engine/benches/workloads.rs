@@ -60,20 +60,15 @@ const MODULES_PER_PANEL: u64 = 10;
 /// zone's window adds its values in another order.
 const REL_EPS: f64 = 1e-9;
 
-/// SplitMix64: the same inputs on every run.
-struct Rng(u64);
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+trait EventTime {
+    fn event_time(&mut self, k: u64) -> i64;
+}
+
+impl EventTime for Rng {
     /// Event time of line `k`: increasing by 1 ms a line, 1 % up to 2 s behind, 0.1 % 2–6 s.
     fn event_time(&mut self, k: u64) -> i64 {
         let nominal = T0 + k as i64;
