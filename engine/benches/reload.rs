@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::json;
 use sluice::chain::Loader;
 use sluice::flow::{Ack, Envelope, Pipeline, PipelineConfig, Sinks};
@@ -91,8 +90,8 @@ fn main() {
         let mut seen = Vec::new();
         for item in rx {
             if let SinkItem::Msg(bytes, _ack) = item {
-                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                let version = v["data"]
+                let version = bytes
+                    .data
                     .as_object()
                     .and_then(|d| d.keys().find_map(|k| k.strip_prefix('v')?.parse::<usize>().ok()))
                     .unwrap_or(usize::MAX);
@@ -119,7 +118,7 @@ fn main() {
                 let msg = json!({"id": format!("m{i}"), "ts": 1_700_000_000_000u64 + i, "type": "POST_TELEMETRY_REQUEST",
                     "originator": {"entityType": "DEVICE", "name": device}, "metadata": {}, "data": {"v": i}});
                 let envelope = Envelope::new(
-                    Bytes::from(serde_json::to_vec(&msg).unwrap()),
+                    Arc::new(serde_json::from_value(msg).unwrap()),
                     Envelope::key_of("DEVICE", &device),
                     Ack::none(),
                 );

@@ -28,7 +28,7 @@ use crate::config::OutputSpec;
 use crate::flow::{Ack, AckCounter, Batcher, Envelope, Pipeline, PipelineConfig, Problems, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
 use crate::sinks::jsonl::{self as output, SinkSender};
-use crate::sources::jsonl::{LineError, parse_line_as};
+use crate::sources::jsonl::{LineError, LineIds, parse_message_as};
 use crate::state::StateStore;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
 use crate::state::time::Watermarks;
@@ -432,6 +432,7 @@ impl Reading<'_> {
         let options = self.options;
         let mut reader = BufReader::with_capacity(1 << 16, reader);
         let mut buf = Vec::new();
+        let ids = LineIds::new(&self.source);
         let mut last_checkpoint = Instant::now();
         loop {
             buf.clear();
@@ -467,20 +468,21 @@ impl Reading<'_> {
             }
             let now = options.pipeline.clock.now_ms();
             let parsed = match std::str::from_utf8(&buf) {
-                Ok(text) => parse_line_as(&self.source, line, text, now, &self.chain.input),
+                Ok(text) => parse_message_as(&self.source, line, text, now, &self.chain.input),
                 Err(e) => Err(LineError { input: self.source.clone(), line, message: format!("not UTF-8: {e}") }),
             };
             match parsed {
                 Ok(None) => {}
-                Ok(Some(msg)) => {
+                Ok(Some(mut msg)) => {
+                    if msg.id.is_empty() {
+                        msg.id = ids.id(line);
+                    }
                     let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
                     let event_time = self.chain.time_field.event_time(&msg, now);
                     let stamp = self.watermarks.stamp(0, &msg.originator.name, event_time, now);
-                    let bytes = serde_json::to_vec(&msg)
-                        .map_err(|e| RunError::Io { what: format!("line {line}"), error: std::io::Error::other(e) })?;
                     let ack = Ack::new(self.acks.clone(), line);
                     report.messages += 1;
-                    let envelope = Envelope::new(bytes.into(), key, ack).with_stamp(stamp);
+                    let envelope = Envelope::new(std::sync::Arc::new(msg), key, ack).with_stamp(stamp);
                     if batcher.push(envelope).await.is_err() {
                         return Ok(End::Eof);
                     }

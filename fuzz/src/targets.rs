@@ -11,7 +11,7 @@ use sluice::chain::spec::ChainSpec;
 use sluice::config::PayloadFormat;
 use sluice::runtime::Runtime;
 use sluice::sources::{http, jsonl, mqtt};
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 use crate::{Target, Verdict};
 
@@ -32,12 +32,12 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 /// What the host hands a guest is what the guest reads: the message survives the ABI unchanged.
-fn crosses_the_abi(msg: &Msg) -> Result<(), String> {
+fn crosses_the_abi(msg: &TbMsg) -> Result<(), String> {
     let bytes = serde_json::to_vec(msg).map_err(|e| format!("a parsed message does not serialize: {e}"))?;
     let decoded = sluice_sdk::abi::decode_msg(&bytes).map_err(|e| {
         format!("the guest cannot read a message the host made: {e}\n{}", String::from_utf8_lossy(&bytes))
     })?;
-    check(&decoded == msg, || format!("the message changed across the ABI:\n{msg:?}\n{decoded:?}"))
+    check(decoded.to_tb() == *msg, || format!("the message changed across the ABI:\n{msg:?}\n{decoded:?}"))
 }
 
 /// Every number in `value` as written in `source`: digits are neither lost nor rounded. (The

@@ -4,7 +4,7 @@
 //! Nothing here is for rule authors; it is public only so macro output can reach it.
 
 /// Version of the contract in `ABI.md`. The engine refuses a module reporting another one.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// `sluice_init` / `sluice_on_msg` status codes.
 pub const STATUS_OK: u32 = 0;
@@ -13,14 +13,14 @@ pub const STATUS_ERROR: u32 = 1;
 /// The config did not parse; `fail` got `{"field": …, "message": …}` as JSON.
 pub const STATUS_CONFIG_ERROR: u32 = 2;
 
-/// Talc instead of dlmalloc: every message allocates a dozen small strings and maps (id,
-/// originator, metadata, data), and this allocator makes them several times cheaper in wasm.
+/// Talc instead of dlmalloc: what a node allocates (the strings it reads, the JSON it builds) is
+/// several times cheaper in wasm with this allocator.
 #[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
-/// Reads the message the host hands to `sluice_on_msg` (JSON of a [`crate::Msg`]). Plain
-/// functions, compiled natively too, so that they can be tested and fuzzed off wasm.
+/// Reads a message as JSON (a [`crate::Msg`]: what `emit_json` carries, and what nodes keep in
+/// state). Plain functions, compiled natively too, so that they can be tested and fuzzed off wasm.
 pub fn decode_msg(input: &[u8]) -> Result<crate::Msg, String> {
     serde_json::from_slice(input).map_err(|err| format!("message does not parse: {err}"))
 }
@@ -41,8 +41,23 @@ pub(crate) mod imports {
     unsafe extern "C" {
         pub fn log(level: u32, ptr: *const u8, len: usize);
         pub fn now_ms() -> i64;
-        pub fn emit(rel_ptr: *const u8, rel_len: usize, msg_ptr: *const u8, msg_len: usize);
-        pub fn forward(rel_ptr: *const u8, rel_len: usize);
+        pub fn msg_str(
+            handle: u32,
+            field: u32,
+            key_ptr: *const u8,
+            key_len: usize,
+            dst_ptr: *mut u8,
+            dst_cap: usize,
+        ) -> i64;
+        pub fn msg_number(handle: u32, field: u32, key_ptr: *const u8, key_len: usize) -> f64;
+        pub fn msg_has(handle: u32, field: u32, key_ptr: *const u8, key_len: usize) -> i32;
+        pub fn msg_ts(handle: u32) -> i64;
+        pub fn forward(handle: u32, rel_ptr: *const u8, rel_len: usize);
+        pub fn out_copy(handle: u32) -> u32;
+        pub fn out_set(draft: u32, field: u32, key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize);
+        pub fn out_set_ts(draft: u32, ts: i64);
+        pub fn emit(rel_ptr: *const u8, rel_len: usize, draft: u32);
+        pub fn emit_json(rel_ptr: *const u8, rel_len: usize, msg_ptr: *const u8, msg_len: usize);
         pub fn fail(ptr: *const u8, len: usize);
         pub fn state_get(key_ptr: *const u8, key_len: usize) -> i64;
         pub fn take_value(dst: *mut u8);
@@ -93,6 +108,64 @@ pub(crate) mod imports {
     }
 }
 
+/// `msg_str`: a part of the host's message `handle` as text, `None` when absent. The common case
+/// (under 128 bytes) reads into the stack and allocates only the returned string.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn msg_str(handle: u32, field: u32, key: &str) -> Option<String> {
+    let mut small = [0u8; 128];
+    // SAFETY: the key is a live string; the host writes at most `dst_cap` bytes into `small`.
+    let n = unsafe { imports::msg_str(handle, field, key.as_ptr(), key.len(), small.as_mut_ptr(), small.len()) };
+    let n = usize::try_from(n).ok()?;
+    if n <= small.len() {
+        return Some(String::from_utf8_lossy(&small[..n]).into_owned());
+    }
+    let mut big = vec![0u8; n];
+    // SAFETY: as above, with a buffer of the announced length.
+    let again = unsafe { imports::msg_str(handle, field, key.as_ptr(), key.len(), big.as_mut_ptr(), n) };
+    big.truncate(usize::try_from(again).ok()?.min(n));
+    Some(String::from_utf8(big).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// `msg_number`: a part read as a number (numeric strings count), `None` when absent or not one.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn msg_number(handle: u32, field: u32, key: &str) -> Option<f64> {
+    // SAFETY: the key is a live string.
+    let n = unsafe { imports::msg_number(handle, field, key.as_ptr(), key.len()) };
+    (!n.is_nan()).then_some(n)
+}
+
+/// `msg_has`: whether a part is present.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn msg_has(handle: u32, field: u32, key: &str) -> bool {
+    // SAFETY: the key is a live string.
+    unsafe { imports::msg_has(handle, field, key.as_ptr(), key.len()) == 1 }
+}
+
+/// `msg_ts`: the message's event time.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn msg_ts(handle: u32) -> i64 {
+    // SAFETY: no pointers.
+    unsafe { imports::msg_ts(handle) }
+}
+
+// Natively a view never has a handle (it owns its parts), so these are never reached.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn msg_str(_: u32, _: u32, _: &str) -> Option<String> {
+    None
+}
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn msg_number(_: u32, _: u32, _: &str) -> Option<f64> {
+    None
+}
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn msg_has(_: u32, _: u32, _: &str) -> bool {
+    false
+}
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn msg_ts(_: u32) -> i64 {
+    0
+}
+
 #[cfg(target_arch = "wasm32")]
 pub use glue::*;
 
@@ -139,27 +212,87 @@ mod glue {
         std::panic::set_hook(Box::new(|info| fail(&format!("guest panicked: {info}"))));
     }
 
-    fn send_outputs(out: &mut Outputs, parent_id: &str) -> u32 {
+    fn set(draft: u32, field: u32, value: &[u8]) {
+        // SAFETY: pointer and length describe a live byte slice; the key is empty.
+        unsafe { imports::out_set(draft, field, "".as_ptr(), 0, value.as_ptr(), value.len()) }
+    }
+
+    /// Hands the outputs to the host. A changed incoming message (`handle`) goes back as a copy
+    /// of the host's message with the changed parts set; any other message as JSON. The host
+    /// names a message left without an id (`derived_id`).
+    fn send_outputs(out: &mut Outputs, handle: Option<u32>) -> u32 {
+        use crate::msg::{changed, field};
         let mut buf = OUTPUT.0.borrow_mut();
-        for (n, (relation, output)) in out.drain().enumerate() {
+        for (relation, output) in out.drain() {
+            let rel = (relation.as_ptr(), relation.len());
             match output {
-                // SAFETY: pointer and length describe a live string.
-                Output::Forward => unsafe { imports::forward(relation.as_ptr(), relation.len()) },
-                Output::Msg(mut msg) => {
-                    if msg.id.is_empty() {
-                        msg.id = crate::derived_id(parent_id, n);
-                    }
-                    buf.clear();
-                    if let Err(err) = serde_json::to_writer(&mut *buf, &msg) {
-                        fail(&format!("output does not serialize: {err}"));
+                Output::Forward => match handle {
+                    // SAFETY: pointer and length describe a live string.
+                    Some(h) => unsafe { imports::forward(h, rel.0, rel.1) },
+                    None => {
+                        fail("there is no incoming message to forward: emit a new message");
                         return STATUS_ERROR;
                     }
-                    // SAFETY: both pointer/length pairs describe live byte slices.
-                    unsafe { imports::emit(relation.as_ptr(), relation.len(), buf.as_ptr(), buf.len()) }
-                }
+                },
+                Output::Msg(msg) => match msg.changes() {
+                    (Some(src), parts) if Some(src) == handle => {
+                        // SAFETY: `src` is the handle of this call's message.
+                        let draft = unsafe { imports::out_copy(src) };
+                        let json = |buf: &mut Vec<u8>, value: &dyn erased::Json| {
+                            buf.clear();
+                            value.write(buf)
+                        };
+                        if parts & changed::ID != 0 {
+                            set(draft, field::ID, msg.id().as_bytes());
+                        }
+                        if parts & changed::TYPE != 0 {
+                            set(draft, field::TYPE, msg.msg_type().as_bytes());
+                        }
+                        if parts & changed::TS != 0 {
+                            // SAFETY: no pointers.
+                            unsafe { imports::out_set_ts(draft, msg.ts()) };
+                        }
+                        for (bit, code, value) in [
+                            (changed::ORIGINATOR, field::ORIGINATOR, &msg.originator() as &dyn erased::Json),
+                            (changed::METADATA, field::METADATA, &msg.metadata()),
+                            (changed::DATA, field::DATA, &msg.data()),
+                        ] {
+                            if parts & bit != 0 {
+                                if let Err(err) = json(&mut buf, value) {
+                                    fail(&format!("output does not serialize: {err}"));
+                                    return STATUS_ERROR;
+                                }
+                                set(draft, code, &buf);
+                            }
+                        }
+                        // SAFETY: pointer and length describe a live string.
+                        unsafe { imports::emit(rel.0, rel.1, draft) }
+                    }
+                    _ => {
+                        buf.clear();
+                        if let Err(err) = serde_json::to_writer(&mut *buf, &msg) {
+                            fail(&format!("output does not serialize: {err}"));
+                            return STATUS_ERROR;
+                        }
+                        // SAFETY: both pointer/length pairs describe live byte slices.
+                        unsafe { imports::emit_json(rel.0, rel.1, buf.as_ptr(), buf.len()) }
+                    }
+                },
             }
         }
         STATUS_OK
+    }
+
+    /// Serializing the three JSON parts through one loop.
+    mod erased {
+        pub trait Json {
+            fn write(&self, buf: &mut Vec<u8>) -> serde_json::Result<()>;
+        }
+        impl<T: serde::Serialize> Json for T {
+            fn write(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+                serde_json::to_writer(buf, self)
+            }
+        }
     }
 
     /// The running node of this module.
@@ -201,19 +334,9 @@ mod glue {
             }
         }
 
-        /// `sluice_on_msg(len)`: message JSON is in the input buffer.
-        pub fn on_msg(&self, len: u32) -> u32 {
-            let msg: Msg = {
-                let input = INPUT.0.borrow();
-                match super::decode_msg(&input[..len as usize]) {
-                    Ok(msg) => msg,
-                    Err(err) => {
-                        fail(&err);
-                        return STATUS_ERROR;
-                    }
-                }
-            };
-            let parent_id = msg.id.clone();
+        /// `sluice_on_msg(handle)`: the host's message `handle`, read through the view.
+        pub fn on_msg(&self, handle: u32) -> u32 {
+            let msg = Msg::from_handle(handle);
             let mut slot = self.0.0.borrow_mut();
             let Some(node) = slot.as_mut() else {
                 fail("node called before sluice_init succeeded");
@@ -225,7 +348,7 @@ mod glue {
                 return STATUS_ERROR;
             }
             drop(slot);
-            send_outputs(&mut out, &parent_id)
+            send_outputs(&mut out, Some(handle))
         }
 
         /// `sluice_on_timer(len)`: a due timer (JSON) is in the input buffer.
@@ -240,7 +363,6 @@ mod glue {
                     }
                 }
             };
-            let parent_id = timer.id.clone();
             let mut slot = self.0.0.borrow_mut();
             let Some(node) = slot.as_mut() else {
                 fail("node called before sluice_init succeeded");
@@ -256,7 +378,7 @@ mod glue {
                 fail("a timer has no incoming message to forward: emit a new message");
                 return STATUS_ERROR;
             }
-            send_outputs(&mut out, &parent_id)
+            send_outputs(&mut out, None)
         }
 
         /// `sluice_on_window(len)`: a closed window (JSON) is in the input buffer.
@@ -271,7 +393,6 @@ mod glue {
                     }
                 }
             };
-            let parent_id = closed.id.clone();
             let mut slot = self.0.0.borrow_mut();
             let Some(node) = slot.as_mut() else {
                 fail("node called before sluice_init succeeded");
@@ -287,7 +408,7 @@ mod glue {
                 fail("a closed window has no incoming message to forward: emit a new message");
                 return STATUS_ERROR;
             }
-            send_outputs(&mut out, &parent_id)
+            send_outputs(&mut out, None)
         }
     }
 }
@@ -318,8 +439,8 @@ macro_rules! export_node {
             }
 
             #[unsafe(no_mangle)]
-            pub extern "C" fn sluice_on_msg(len: u32) -> u32 {
-                SLOT.on_msg(len)
+            pub extern "C" fn sluice_on_msg(handle: u32) -> u32 {
+                SLOT.on_msg(handle)
             }
 
             #[unsafe(no_mangle)]

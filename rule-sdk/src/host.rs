@@ -114,7 +114,7 @@ pub mod state {
 }
 
 /// Windows kept by the host: declare them in `init`, add events in `on_msg`, get the result in
-/// [`crate::Node::on_window`] when the watermark closes them. The event's own time (`msg.ts`)
+/// [`crate::Node::on_window`] when the watermark closes them. The event's own time (`msg.ts()`)
 /// decides its windows; the watermark the source stamped on the incoming message decides
 /// lateness.
 pub mod window {

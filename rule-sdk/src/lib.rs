@@ -14,7 +14,7 @@
 //! /// Keeps weather-station telemetry that carries a wind speed.
 //! #[filter]                       // Ok(true) → "True", Ok(false) → "False", Err → "Failure"
 //! fn weather_station(msg: &Msg, cfg: &Config) -> Result<bool> {
-//!     Ok(msg.meta("deviceType") == Some(cfg.device_type.as_str()) && msg.field("windSpeed").is_some())
+//!     Ok(msg.meta("deviceType") == Some(cfg.device_type.as_str()) && msg.has_field("windSpeed"))
 //! }
 //! ```
 //!
@@ -36,7 +36,7 @@ pub mod windows;
 
 pub use error::{Error, Result};
 pub use host::{action, clock, log, state, table, timer, window};
-pub use msg::{FieldPath, Metadata, Msg, Originator, as_number, derived_id, msg_type};
+pub use msg::{FieldPath, Metadata, Msg, Originator, TbMsg, as_number, data_path, derived_id, msg_type, value_text};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
 pub use template::Template;

@@ -1,7 +1,14 @@
-//! The message every node sees: ThingsBoard's `TbMsg`, as JSON.
+//! The message every node sees: ThingsBoard's `TbMsg`.
 //!
-//! One definition serves the host and the guest, so what a rule author tests natively is byte for
-//! byte what the engine hands the compiled module:
+//! Two types, one shape:
+//!
+//! - [`TbMsg`] is the message as data: the JSON form below, with public fields. The engine keeps
+//!   each message in flight as one `TbMsg`, parsed once by its source; sinks write it back as JSON.
+//! - [`Msg`] is what a rule node gets and emits: a *view* of a message. In a module (ABI v2, see
+//!   `ABI.md`) it reads the host's `TbMsg` through host calls, one field at a time, and only the
+//!   fields the rule asks for: a filter that reads two fields never sees the rest, and nothing is
+//!   parsed as a whole. A changed message is sent back as its changes only. Natively (tests,
+//!   [`crate::testing::TestDriver`]) the same view simply owns its fields.
 //!
 //! ```json
 //! {"id": "7b0c…", "ts": 1700000000000, "type": "POST_TELEMETRY_REQUEST",
@@ -14,13 +21,13 @@
 //! telemetry and attributes). A `BTreeMap` keeps metadata in a stable order, so outputs are
 //! reproducible.
 
-use std::collections::BTreeMap;
+use std::cell::{OnceCell, RefCell};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Metadata of a message: string keys to string values, as in ThingsBoard.
-pub type Metadata = BTreeMap<String, String>;
+pub type Metadata = std::collections::BTreeMap<String, String>;
 
 /// Well-known message types. Any other string is a valid, custom type.
 pub mod msg_type {
@@ -40,6 +47,30 @@ pub mod msg_type {
     pub const ENTITY_UPDATED: &str = "ENTITY_UPDATED";
     pub const ENTITY_DELETED: &str = "ENTITY_DELETED";
     pub const ALARM: &str = "ALARM";
+}
+
+/// The parts of a message as ABI v2 names them (`ABI.md`, "Reading the message").
+pub mod field {
+    /// `id`, as text.
+    pub const ID: u32 = 0;
+    /// `type`, as text.
+    pub const TYPE: u32 = 1;
+    /// `originator.entityType`, as text.
+    pub const ENTITY_TYPE: u32 = 2;
+    /// `originator.name`, as text.
+    pub const NAME: u32 = 3;
+    /// `metadata[key]`, as text.
+    pub const META: u32 = 4;
+    /// `data[key]` as text: a string as it is, a number or a boolean written out.
+    pub const DATA_TEXT: u32 = 5;
+    /// `data[key]` as JSON.
+    pub const DATA_JSON: u32 = 6;
+    /// The whole `data`, as JSON.
+    pub const DATA: u32 = 7;
+    /// The whole `metadata`, as a JSON object of strings.
+    pub const METADATA: u32 = 8;
+    /// The whole `originator`, as JSON.
+    pub const ORIGINATOR: u32 = 9;
 }
 
 /// Who sent the message: a device, an asset, …
@@ -64,10 +95,16 @@ impl Originator {
     }
 }
 
-/// A telemetry message in flight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl Default for Originator {
+    fn default() -> Self {
+        Originator::device("")
+    }
+}
+
+/// A telemetry message as data: what sources parse, the engine carries and sinks write.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Msg {
+pub struct TbMsg {
     /// Unique id. Left empty on a message a node creates, it becomes [`derived_id`] of the
     /// incoming message's id and the output's position (`"<parent>:<n>"`): deterministic, so a
     /// replay yields the same ids.
@@ -90,20 +127,20 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-impl Msg {
+impl TbMsg {
     /// A message of any type from `originator`, with empty metadata.
     pub fn new(msg_type: impl Into<String>, originator: Originator, data: Value) -> Self {
-        Msg { id: String::new(), ts: 0, msg_type: msg_type.into(), originator, metadata: Metadata::new(), data }
+        TbMsg { id: String::new(), ts: 0, msg_type: msg_type.into(), originator, metadata: Metadata::new(), data }
     }
 
     /// A `POST_TELEMETRY_REQUEST` from the device `device`.
     pub fn telemetry(device: impl Into<String>, data: Value) -> Self {
-        Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(device), data)
+        TbMsg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(device), data)
     }
 
     /// A `POST_ATTRIBUTES_REQUEST` from the device `device`.
     pub fn attributes(device: impl Into<String>, data: Value) -> Self {
-        Msg::new(msg_type::POST_ATTRIBUTES_REQUEST, Originator::device(device), data)
+        TbMsg::new(msg_type::POST_ATTRIBUTES_REQUEST, Originator::device(device), data)
     }
 
     /// Builder: sets one metadata entry.
@@ -129,20 +166,455 @@ impl Msg {
         self.metadata.get(key).map(String::as_str)
     }
 
-    /// A top-level field of `data`, if `data` is an object that has it.
+    /// A field of `data` by key (see [`data_path`]).
     pub fn field(&self, key: &str) -> Option<&Value> {
-        self.data.get(key)
+        data_path(&self.data, key)
     }
 
-    /// A top-level field of `data` read as a number. Numbers sent as strings (`"33"`, as many
-    /// devices do) count as numbers too.
+    /// A field of `data` read as a number (numeric strings count, see [`as_number`]).
     pub fn number(&self, key: &str) -> Option<f64> {
-        as_number(self.data.get(key)?)
+        as_number(self.field(key)?)
+    }
+}
+
+/// A field of `data`: the top-level key `key` if there is one, else `key` as a dotted path into
+/// nested objects (`location.zone`). One rule for rules, templates and the host's accessors.
+pub fn data_path<'a>(data: &'a Value, key: &str) -> Option<&'a Value> {
+    if let Some(v) = data.get(key) {
+        return Some(v);
+    }
+    if !key.contains('.') {
+        return None;
+    }
+    key.split('.').try_fold(data, |v, k| v.get(k))
+}
+
+/// A data value as text, as [`field::DATA_TEXT`] reads it: a string as it is, a number or a
+/// boolean written out; anything else (null, arrays, objects) is not text.
+pub fn value_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
+        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
+}
+
+/// Which parts of a [`Msg`] were changed, so that only they are sent back.
+#[doc(hidden)]
+pub mod changed {
+    pub const ID: u8 = 1;
+    pub const TS: u8 = 2;
+    pub const TYPE: u8 = 4;
+    pub const ORIGINATOR: u8 = 8;
+    pub const METADATA: u8 = 16;
+    pub const DATA: u8 = 32;
+}
+
+/// A message as a rule node sees it: read with accessors, changed with setters, built with the
+/// builders. In a module, the incoming message is read from the host on demand — each part
+/// once, and single keys (`meta`, `field`, `number`) without loading the rest; natively and for
+/// messages a node builds itself, the view owns its parts.
+///
+/// An incoming message is readable during the call that received it. To keep one for later
+/// (in a node's own memory), keep a [`Clone`]: a clone owns everything it holds.
+pub struct Msg {
+    /// The host's message this view reads, during the call that received it (wasm only).
+    handle: Option<u32>,
+    id: OnceCell<String>,
+    ts: OnceCell<i64>,
+    msg_type: OnceCell<String>,
+    originator: OnceCell<Originator>,
+    metadata: OnceCell<Metadata>,
+    data: OnceCell<Value>,
+    /// Single keys read before their whole part was (only with a handle).
+    reads: Reads,
+    changed: u8,
+}
+
+/// Answers of single-key reads. Append-only while shared: a value, once handed out as `&str` or
+/// `&Value`, stays where it is (its heap allocation is owned by a `Box` that never changes)
+/// until the view is borrowed mutably or dropped.
+#[derive(Default)]
+struct Reads {
+    meta: Answers<str>,
+    fields: Answers<Value>,
+}
+
+/// Keys read, each with its answer (`None`: absent).
+type Answers<T> = RefCell<Vec<(Box<str>, Option<Box<T>>)>>;
+
+impl Reads {
+    fn meta(&self, key: &str, load: impl FnOnce() -> Option<String>) -> Option<&str> {
+        let found =
+            self.meta.borrow().iter().find(|(k, _)| &**k == key).map(|(_, v)| v.as_deref().map(|s| s as *const str));
+        let ptr = match found {
+            Some(ptr) => ptr,
+            None => {
+                let value = load().map(String::into_boxed_str);
+                let ptr = value.as_deref().map(|s| s as *const str);
+                self.meta.borrow_mut().push((key.into(), value));
+                ptr
+            }
+        };
+        // SAFETY: the pointer is to a `Box<str>`'s heap data, which no push moves and which is
+        // freed only through `&mut self` (or drop): it outlives this `&self` borrow.
+        ptr.map(|p| unsafe { &*p })
+    }
+
+    fn field(&self, key: &str, load: impl FnOnce() -> Option<Value>) -> Option<&Value> {
+        let found = self
+            .fields
+            .borrow()
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| v.as_deref().map(|v| v as *const Value));
+        let ptr = match found {
+            Some(ptr) => ptr,
+            None => {
+                let value = load().map(Box::new);
+                let ptr = value.as_deref().map(|v| v as *const Value);
+                self.fields.borrow_mut().push((key.into(), value));
+                ptr
+            }
+        };
+        // SAFETY: as in `meta`: boxed, append-only, freed only through `&mut self`.
+        ptr.map(|p| unsafe { &*p })
+    }
+}
+
+impl Msg {
+    /// A message of any type from `originator`, with empty metadata.
+    pub fn new(msg_type: impl Into<String>, originator: Originator, data: Value) -> Self {
+        Msg::from(TbMsg::new(msg_type, originator, data))
+    }
+
+    /// A `POST_TELEMETRY_REQUEST` from the device `device`.
+    pub fn telemetry(device: impl Into<String>, data: Value) -> Self {
+        Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(device), data)
+    }
+
+    /// A `POST_ATTRIBUTES_REQUEST` from the device `device`.
+    pub fn attributes(device: impl Into<String>, data: Value) -> Self {
+        Msg::new(msg_type::POST_ATTRIBUTES_REQUEST, Originator::device(device), data)
+    }
+
+    /// The view of the host's message `handle` (the SDK's glue, on wasm).
+    #[doc(hidden)]
+    pub fn from_handle(handle: u32) -> Self {
+        Msg {
+            handle: Some(handle),
+            id: OnceCell::new(),
+            ts: OnceCell::new(),
+            msg_type: OnceCell::new(),
+            originator: OnceCell::new(),
+            metadata: OnceCell::new(),
+            data: OnceCell::new(),
+            reads: Reads::default(),
+            changed: 0,
+        }
+    }
+
+    /// The host message this view reads and the parts changed since (the SDK's glue).
+    #[doc(hidden)]
+    pub fn changes(&self) -> (Option<u32>, u8) {
+        (self.handle, self.changed)
+    }
+
+    /// Builder: sets one metadata entry.
+    pub fn with_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.set_meta(key, value);
+        self
+    }
+
+    /// Builder: sets the event time.
+    pub fn with_ts(mut self, ts: i64) -> Self {
+        self.set_ts(ts);
+        self
+    }
+
+    /// Builder: sets the id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.set_id(id);
+        self
+    }
+
+    /// Builder: sets the type.
+    pub fn with_type(mut self, msg_type: impl Into<String>) -> Self {
+        self.set_msg_type(msg_type);
+        self
+    }
+
+    // Reading.
+
+    /// The id (empty on a message a node built and has not named).
+    pub fn id(&self) -> &str {
+        self.id.get_or_init(|| self.load_text(field::ID, "").unwrap_or_default())
+    }
+
+    /// Event time in milliseconds since the Unix epoch.
+    pub fn ts(&self) -> i64 {
+        *self.ts.get_or_init(|| self.handle.map_or(0, crate::abi::msg_ts))
+    }
+
+    /// The message type, e.g. [`msg_type::POST_TELEMETRY_REQUEST`].
+    pub fn msg_type(&self) -> &str {
+        self.msg_type.get_or_init(|| self.load_text(field::TYPE, "").unwrap_or_default())
+    }
+
+    /// Who sent it.
+    pub fn originator(&self) -> &Originator {
+        self.originator.get_or_init(|| self.load_json(field::ORIGINATOR, "").unwrap_or_default())
+    }
+
+    /// The originator's name, without reading the rest of it.
+    pub fn originator_name(&self) -> std::borrow::Cow<'_, str> {
+        match (self.originator.get(), self.handle) {
+            (None, Some(_)) => self.load_text(field::NAME, "").unwrap_or_default().into(),
+            _ => self.originator().name.as_str().into(),
+        }
+    }
+
+    /// All metadata.
+    pub fn metadata(&self) -> &Metadata {
+        self.metadata.get_or_init(|| self.load_json(field::METADATA, "").unwrap_or_default())
+    }
+
+    /// A metadata value, if present.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        match (self.metadata.get(), self.handle) {
+            (None, Some(_)) => self.reads.meta(key, || self.load_text(field::META, key)),
+            _ => self.metadata().get(key).map(String::as_str),
+        }
+    }
+
+    /// The whole `data`.
+    pub fn data(&self) -> &Value {
+        self.data.get_or_init(|| self.load_json(field::DATA, "").unwrap_or_else(empty_object))
+    }
+
+    /// A field of `data`: a top-level key, or a dotted path into nested objects (`loc.city`).
+    pub fn field(&self, key: &str) -> Option<&Value> {
+        match (self.data.get(), self.handle) {
+            (None, Some(_)) => self.reads.field(key, || self.load_json(field::DATA_JSON, key)),
+            _ => data_path(self.data(), key),
+        }
+    }
+
+    /// A field of `data` read as a number. Numbers sent as strings (`"33"`, as many devices do)
+    /// count as numbers too.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match (self.data.get(), self.handle) {
+            (None, Some(h)) => crate::abi::msg_number(h, field::DATA_TEXT, key),
+            _ => as_number(self.field(key)?),
+        }
+    }
+
+    /// A field of `data` as text: a string as it is, a number or a boolean written out.
+    pub fn text(&self, key: &str) -> Option<String> {
+        match (self.data.get(), self.handle) {
+            (None, Some(_)) => self.load_text(field::DATA_TEXT, key),
+            _ => value_text(self.field(key)?).map(std::borrow::Cow::into_owned),
+        }
+    }
+
+    /// Whether `data` has the field (a JSON `null` counts as present).
+    pub fn has_field(&self, key: &str) -> bool {
+        match (self.data.get(), self.handle) {
+            (None, Some(h)) => crate::abi::msg_has(h, field::DATA_JSON, key),
+            _ => self.field(key).is_some(),
+        }
+    }
+
+    // Changing.
+
+    pub fn set_id(&mut self, id: impl Into<String>) {
+        self.id = OnceCell::from(id.into());
+        self.changed |= changed::ID;
+    }
+
+    pub fn set_ts(&mut self, ts: i64) {
+        self.ts = OnceCell::from(ts);
+        self.changed |= changed::TS;
+    }
+
+    pub fn set_msg_type(&mut self, msg_type: impl Into<String>) {
+        self.msg_type = OnceCell::from(msg_type.into());
+        self.changed |= changed::TYPE;
+    }
+
+    pub fn set_originator(&mut self, originator: Originator) {
+        self.originator = OnceCell::from(originator);
+        self.changed |= changed::ORIGINATOR;
+    }
+
+    /// The originator, to change in place.
+    pub fn originator_mut(&mut self) -> &mut Originator {
+        self.originator();
+        self.changed |= changed::ORIGINATOR;
+        self.originator.get_mut().expect("loaded above")
+    }
+
+    /// The metadata, to change in place.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        self.metadata();
+        self.changed |= changed::METADATA;
+        self.reads.meta.get_mut().clear();
+        self.metadata.get_mut().expect("loaded above")
+    }
+
+    /// Sets one metadata entry.
+    pub fn set_meta(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.metadata_mut().insert(key.into(), value.into());
+    }
+
+    /// Removes one metadata entry, returning its value. Removing an absent key changes nothing.
+    pub fn remove_meta(&mut self, key: &str) -> Option<String> {
+        self.meta(key)?;
+        self.metadata_mut().remove(key)
+    }
+
+    /// Replaces all metadata.
+    pub fn set_metadata(&mut self, metadata: Metadata) {
+        self.metadata = OnceCell::from(metadata);
+        self.reads.meta.get_mut().clear();
+        self.changed |= changed::METADATA;
+    }
+
+    /// The data, to change in place.
+    pub fn data_mut(&mut self) -> &mut Value {
+        self.data();
+        self.changed |= changed::DATA;
+        self.reads.fields.get_mut().clear();
+        self.data.get_mut().expect("loaded above")
+    }
+
+    /// Replaces the data.
+    pub fn set_data(&mut self, data: Value) {
+        self.data = OnceCell::from(data);
+        self.reads.fields.get_mut().clear();
+        self.changed |= changed::DATA;
+    }
+
+    /// Sets a top-level field of `data` (turning `data` into an object if it is not one).
+    pub fn set_field(&mut self, key: impl Into<String>, value: Value) {
+        let data = self.data_mut();
+        if !data.is_object() {
+            *data = empty_object();
+        }
+        if let Value::Object(map) = data {
+            map.insert(key.into(), value);
+        }
+    }
+
+    /// Removes a top-level field of `data`, returning it. Removing an absent key changes nothing.
+    pub fn remove_field(&mut self, key: &str) -> Option<Value> {
+        if !self.has_field(key) {
+            return None;
+        }
+        self.data_mut().as_object_mut()?.remove(key)
+    }
+
+    /// Takes the data out of the message (leaving `{}`).
+    pub fn take_data(&mut self) -> Value {
+        std::mem::replace(self.data_mut(), empty_object())
+    }
+
+    /// The message as data, every part read.
+    pub fn to_tb(&self) -> TbMsg {
+        TbMsg {
+            id: self.id().to_string(),
+            ts: self.ts(),
+            msg_type: self.msg_type().to_string(),
+            originator: self.originator().clone(),
+            metadata: self.metadata().clone(),
+            data: self.data().clone(),
+        }
+    }
+
+    /// The message as data, every part read, without copying the parts already held.
+    pub fn into_tb(mut self) -> TbMsg {
+        self.id();
+        self.ts();
+        self.msg_type();
+        self.originator();
+        self.metadata();
+        self.data();
+        TbMsg {
+            id: self.id.take().unwrap_or_default(),
+            ts: self.ts.take().unwrap_or_default(),
+            msg_type: self.msg_type.take().unwrap_or_default(),
+            originator: self.originator.take().unwrap_or_default(),
+            metadata: self.metadata.take().unwrap_or_default(),
+            data: self.data.take().unwrap_or_else(empty_object),
+        }
+    }
+
+    fn load_text(&self, field: u32, key: &str) -> Option<String> {
+        crate::abi::msg_str(self.handle?, field, key)
+    }
+
+    fn load_json<T: serde::de::DeserializeOwned>(&self, field: u32, key: &str) -> Option<T> {
+        let text = self.load_text(field, key)?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl From<TbMsg> for Msg {
+    fn from(m: TbMsg) -> Self {
+        Msg {
+            handle: None,
+            id: OnceCell::from(m.id),
+            ts: OnceCell::from(m.ts),
+            msg_type: OnceCell::from(m.msg_type),
+            originator: OnceCell::from(m.originator),
+            metadata: OnceCell::from(m.metadata),
+            data: OnceCell::from(m.data),
+            reads: Reads::default(),
+            changed: 0,
+        }
+    }
+}
+
+impl From<Msg> for TbMsg {
+    fn from(m: Msg) -> Self {
+        m.into_tb()
+    }
+}
+
+/// A clone owns every part (it reads the rest first), so it can be kept after the call.
+impl Clone for Msg {
+    fn clone(&self) -> Self {
+        Msg::from(self.to_tb())
+    }
+}
+
+impl PartialEq for Msg {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_tb() == other.to_tb()
+    }
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_tb().fmt(f)
+    }
+}
+
+impl Serialize for Msg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_tb().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Msg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        TbMsg::deserialize(d).map(Msg::from)
     }
 }
 
 /// Where a value lives in a message, as rule configs name it: `originator` (its name), `type`,
-/// `ts`, `metadata.<key>` or `data.<key>`.
+/// `ts`, `metadata.<key>` or `data.<key>` (a dotted path reaches into nested objects).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldPath {
     Originator,
@@ -171,24 +643,20 @@ impl FieldPath {
     /// The value as text (numbers and booleans rendered; objects and null are not text).
     pub fn text(&self, msg: &Msg) -> Option<String> {
         match self {
-            FieldPath::Originator => Some(msg.originator.name.clone()),
-            FieldPath::Type => Some(msg.msg_type.clone()),
-            FieldPath::Ts => Some(msg.ts.to_string()),
-            FieldPath::Metadata(k) => msg.metadata.get(k).cloned(),
-            FieldPath::Data(k) => match msg.data.get(k)? {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                Value::Bool(b) => Some(b.to_string()),
-                _ => None,
-            },
+            FieldPath::Originator => Some(msg.originator_name().into_owned()),
+            FieldPath::Type => Some(msg.msg_type().to_string()),
+            FieldPath::Ts => Some(msg.ts().to_string()),
+            FieldPath::Metadata(k) => msg.meta(k).map(str::to_string),
+            FieldPath::Data(k) => msg.text(k),
         }
     }
 
     /// The value as a number (numeric strings count).
     pub fn number(&self, msg: &Msg) -> Option<f64> {
         match self {
-            FieldPath::Ts => Some(msg.ts as f64),
-            FieldPath::Data(k) => as_number(msg.data.get(k)?),
+            FieldPath::Ts => Some(msg.ts() as f64),
+            FieldPath::Data(k) => msg.number(k),
+            FieldPath::Metadata(k) => msg.meta(k)?.trim().parse().ok(),
             other => other.text(msg)?.trim().parse().ok(),
         }
     }
@@ -196,8 +664,8 @@ impl FieldPath {
     /// The value as JSON.
     pub fn value(&self, msg: &Msg) -> Option<Value> {
         match self {
-            FieldPath::Data(k) => msg.data.get(k).cloned(),
-            FieldPath::Ts => Some(Value::from(msg.ts)),
+            FieldPath::Data(k) => msg.field(k).cloned(),
+            FieldPath::Ts => Some(Value::from(msg.ts())),
             other => other.text(msg).map(Value::String),
         }
     }
@@ -222,7 +690,7 @@ impl<'de> Deserialize<'de> for FieldPath {
 
 /// The id of the `n`-th output of a node handling the message `parent`, when the node created a
 /// message without an id: deterministic, so a replay produces the same ids and duplicates can be
-/// recognised downstream.
+/// recognised downstream. The engine gives it (the SDK leaves a new message's id empty).
 pub fn derived_id(parent: &str, n: usize) -> String {
     format!("{parent}:{n}")
 }
@@ -247,6 +715,8 @@ mod tests {
         let msg: Msg = serde_json::from_str(text).unwrap();
         assert_eq!(msg.meta("deviceType"), Some("T"));
         assert_eq!(serde_json::to_string(&msg).unwrap(), text);
+        let tb: TbMsg = serde_json::from_str(text).unwrap();
+        assert_eq!(msg.to_tb(), tb);
     }
 
     #[test]
@@ -256,6 +726,30 @@ mod tests {
         assert_eq!(msg.number("t"), Some(21.5));
         assert_eq!(msg.number("bad"), None);
         assert_eq!(msg.number("missing"), None);
+    }
+
+    #[test]
+    fn data_keys_are_top_level_first_then_dotted_paths() {
+        let data = json!({"a.b": 1, "a": {"b": 2, "c": 3}});
+        assert_eq!(data_path(&data, "a.b"), Some(&json!(1)));
+        assert_eq!(data_path(&data, "a.c"), Some(&json!(3)));
+        assert_eq!(data_path(&data, "a.d"), None);
+        assert_eq!(value_text(&json!(2.5)).as_deref(), Some("2.5"));
+        assert_eq!(value_text(&json!(null)), None);
+    }
+
+    #[test]
+    fn changes_are_tracked_and_reads_follow_them() {
+        let mut msg = Msg::telemetry("D", json!({"t": 1})).with_meta("k", "v");
+        assert_eq!(msg.changes().1, changed::METADATA);
+        msg.set_field("u", json!(2));
+        msg.remove_meta("k");
+        assert_eq!(msg.meta("k"), None);
+        assert_eq!(msg.number("u"), Some(2.0));
+        assert_eq!(msg.changes().1, changed::METADATA | changed::DATA);
+        let copy = msg.clone();
+        assert_eq!(copy, msg);
+        assert_eq!(copy.changes(), (None, 0));
     }
 
     /// Telemetry values cross the engine unchanged: serde_json's default float parser can be one

@@ -69,7 +69,7 @@ impl Template {
                     Some(v) => out.push_str(v),
                     None => crate::bail!("template placeholder ${{{k}}}: metadata has no `{k}`"),
                 },
-                Part::Data(k) => match data_path(&msg.data, k) {
+                Part::Data(k) => match msg.field(k) {
                     Some(serde_json::Value::String(s)) => out.push_str(s),
                     Some(v) if !v.is_null() => out.push_str(&v.to_string()),
                     _ => crate::bail!("template placeholder $[{k}]: data has no `{k}`"),
@@ -83,14 +83,6 @@ impl Template {
     pub fn is_literal(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
-}
-
-/// `a.b.c` inside a JSON value.
-fn data_path<'a>(data: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    if let Some(v) = data.get(path) {
-        return Some(v);
-    }
-    path.split('.').try_fold(data, |v, k| v.get(k))
 }
 
 impl<'de> serde::Deserialize<'de> for Template {

@@ -164,7 +164,7 @@ impl TestDriver {
 
     /// Sends one message through the node.
     pub fn send(&mut self, msg: Msg) -> Result<Outcome> {
-        let max_ts = self.max_ts.map_or(msg.ts, |m| m.max(msg.ts));
+        let max_ts = self.max_ts.map_or(msg.ts(), |m| m.max(msg.ts()));
         self.max_ts = Some(max_ts);
         let watermark = max_ts.saturating_sub(self.lateness);
         self.host.watermark = watermark;
@@ -178,8 +178,8 @@ impl TestDriver {
                 .map(|(n, (relation, output))| match output {
                     Output::Forward => (relation, msg.clone()),
                     Output::Msg(mut m) => {
-                        if m.id.is_empty() {
-                            m.id = crate::derived_id(&msg.id, n);
+                        if m.id().is_empty() {
+                            m.set_id(crate::derived_id(msg.id(), n));
                         }
                         (relation, m)
                     }
@@ -210,8 +210,8 @@ impl TestDriver {
                 match output {
                     Output::Forward => crate::bail!("a timer has no incoming message to forward"),
                     Output::Msg(mut m) => {
-                        if m.id.is_empty() {
-                            m.id = crate::derived_id(&parent, n);
+                        if m.id().is_empty() {
+                            m.set_id(crate::derived_id(&parent, n));
                         }
                         outputs.push((relation, m));
                     }
@@ -244,8 +244,8 @@ impl TestDriver {
                         match output {
                             Output::Forward => crate::bail!("a closed window has no incoming message to forward"),
                             Output::Msg(mut m) => {
-                                if m.id.is_empty() {
-                                    m.id = crate::derived_id(&parent, n);
+                                if m.id().is_empty() {
+                                    m.set_id(crate::derived_id(&parent, n));
                                 }
                                 outputs.push((relation, m));
                             }

@@ -8,7 +8,7 @@ use sluice::host::{Clock, Emitted};
 use sluice::runtime::{Limits, NodeErrorKind, Runtime};
 use sluice::state::NodeHandles;
 use sluice_sdk::testing::TestDriver;
-use sluice_sdk::{Msg, Originator};
+use sluice_sdk::{Originator, TbMsg};
 
 use crate::support::{modules, repo};
 
@@ -19,7 +19,7 @@ fn runtime() -> Arc<Runtime> {
 }
 
 /// What the engine's instance of `module` does with each message.
-fn in_wasm(module: &str, config: &Value, msgs: &[Msg]) -> Vec<Vec<(String, Msg)>> {
+fn in_wasm(module: &str, config: &Value, msgs: &[TbMsg]) -> Vec<Vec<(String, TbMsg)>> {
     let rt = runtime();
     let path = modules().join(sluice::chain::load::module_file_name(module));
     let module = rt.load_module(&path).expect("module loads");
@@ -30,12 +30,22 @@ fn in_wasm(module: &str, config: &Value, msgs: &[Msg]) -> Vec<Vec<(String, Msg)>
     msgs.iter()
         .map(|msg| {
             let mut outputs = Vec::new();
-            match instance.call(&serde_json::to_vec(msg).unwrap().into(), &mut outputs) {
+            match instance.call(&std::sync::Arc::new(msg.clone()), &mut outputs) {
+                // As the engine's worker routes them: a new message without an id is named after
+                // the incoming one and its position.
                 Ok(()) => outputs
                     .into_iter()
-                    .map(|(relation, emitted)| match emitted {
+                    .enumerate()
+                    .map(|(n, (relation, emitted))| match emitted {
                         Emitted::Forward => (relation, msg.clone()),
-                        Emitted::Msg(bytes) => (relation, serde_json::from_slice(&bytes).expect("output parses")),
+                        Emitted::Draft(draft) => (relation, draft),
+                        Emitted::Json(bytes) => {
+                            let mut out: TbMsg = serde_json::from_slice(&bytes).expect("output parses");
+                            if out.id.is_empty() {
+                                out.id = sluice_sdk::derived_id(&msg.id, n);
+                            }
+                            (relation, out)
+                        }
                     })
                     .collect(),
                 Err(err) => match err.kind {
@@ -47,13 +57,18 @@ fn in_wasm(module: &str, config: &Value, msgs: &[Msg]) -> Vec<Vec<(String, Msg)>
         .collect()
 }
 
-fn natively(mut driver: TestDriver, msgs: &[Msg]) -> Vec<Vec<(String, Msg)>> {
-    msgs.iter().map(|m| driver.send(m.clone()).expect("send").outputs).collect()
+fn natively(mut driver: TestDriver, msgs: &[TbMsg]) -> Vec<Vec<(String, TbMsg)>> {
+    msgs.iter()
+        .map(|m| {
+            let outputs = driver.send(m.clone().into()).expect("send").outputs;
+            outputs.into_iter().map(|(relation, msg)| (relation, msg.into_tb())).collect()
+        })
+        .collect()
 }
 
-fn uplink(id: &str, payload: Value) -> Msg {
+fn uplink(id: &str, payload: Value) -> TbMsg {
     let text = if payload.is_string() { payload.as_str().unwrap().to_string() } else { payload.to_string() };
-    Msg::new("UPLINK", Originator::device("gw"), json!({ "payload": text })).with_id(id).with_ts(1000)
+    TbMsg::new("UPLINK", Originator::device("gw"), json!({ "payload": text })).with_id(id).with_ts(1000)
 }
 
 #[test]
@@ -65,7 +80,7 @@ fn json_decoder_agrees() {
         uplink("d", json!({"kwh": 1})),
         uplink("e", json!("{broken")),
         uplink("f", json!({"deviceName": 7})),
-        Msg::telemetry("direct", json!({"deviceName": "D-1", "ts": 99, "v": 3})).with_id("g"),
+        TbMsg::telemetry("direct", json!({"deviceName": "D-1", "ts": 99, "v": 3})).with_id("g"),
     ];
     let config = json!({});
     let native =
@@ -81,10 +96,10 @@ fn json_decoder_agrees() {
 #[test]
 fn check_fields_agrees() {
     let msgs = [
-        Msg::telemetry("d", json!({"t": 1})).with_meta("zone", "A").with_id("1"),
-        Msg::telemetry("d", json!({"t": null})).with_meta("zone", "A").with_id("2"),
-        Msg::telemetry("d", json!({})).with_meta("zone", "A").with_id("3"),
-        Msg::telemetry("d", json!([1, 2])).with_id("4"),
+        TbMsg::telemetry("d", json!({"t": 1})).with_meta("zone", "A").with_id("1"),
+        TbMsg::telemetry("d", json!({"t": null})).with_meta("zone", "A").with_id("2"),
+        TbMsg::telemetry("d", json!({})).with_meta("zone", "A").with_id("3"),
+        TbMsg::telemetry("d", json!([1, 2])).with_id("4"),
     ];
     for config in [
         json!({"messageNames": ["t"], "metadataNames": ["zone"]}),
@@ -98,9 +113,9 @@ fn check_fields_agrees() {
 #[test]
 fn rename_keys_agrees() {
     let msgs = [
-        Msg::telemetry("d", json!({"t": 1, "h": 2})).with_meta("t", "m").with_id("1"),
-        Msg::telemetry("d", json!({"h": 2})).with_id("2"),
-        Msg::telemetry("d", json!("not an object")).with_id("3"),
+        TbMsg::telemetry("d", json!({"t": 1, "h": 2})).with_meta("t", "m").with_id("1"),
+        TbMsg::telemetry("d", json!({"h": 2})).with_id("2"),
+        TbMsg::telemetry("d", json!("not an object")).with_id("3"),
     ];
     for config in [
         json!({"renameKeysMapping": {"t": "temperature"}}),

@@ -2,7 +2,7 @@
 //! connector receives is what a broker would), and their config errors at load.
 
 use serde_json::{Value, json};
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 use crate::support::{load_chain, node_config_error, run_chain};
 
@@ -35,8 +35,8 @@ fn requests(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-fn reading(device: &str, ts: i64, speed: f64) -> Msg {
-    Msg::telemetry(device, json!({"windSpeed": speed}))
+fn reading(device: &str, ts: i64, speed: f64) -> TbMsg {
+    TbMsg::telemetry(device, json!({"windSpeed": speed}))
         .with_meta("deviceName", device)
         .with_ts(ts)
         .with_id(format!("{device}-{ts}"))

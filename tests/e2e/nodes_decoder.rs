@@ -4,7 +4,7 @@
 //! bytes in the comment next to them.
 
 use serde_json::{Value, json};
-use sluice_sdk::{Msg, Originator};
+use sluice_sdk::{Originator, TbMsg};
 
 use crate::support::{node_config_error, repo, run_node, sluice, stderr};
 
@@ -12,7 +12,7 @@ const T0: i64 = 1_700_000_000_000;
 
 /// A decoded message as the node must emit it: `deviceName`, `deviceType` and `ts` in metadata
 /// on top of the incoming metadata.
-fn decoded(msg: Msg, id: &str, ts: i64, device: &str, device_type: &str) -> Msg {
+fn decoded(msg: TbMsg, id: &str, ts: i64, device: &str, device_type: &str) -> TbMsg {
     msg.with_id(id)
         .with_ts(ts)
         .with_meta("deviceName", device)
@@ -25,22 +25,22 @@ fn uplink_decoder_json() {
     let config = json!({"format": "json", "deviceNameField": "serial", "tsField": "time", "attributes": ["fw"]});
     let meter_1 = json!({"serial": "M-1", "deviceType": "Meter", "time": T0 + 5, "kwh": "12.5", "fw": "1.2"});
     let input = [
-        Msg::new("UPLINK", Originator::device("gw-1"), meter_1).with_id("a").with_ts(T0).with_meta("gateway", "gw-1"),
+        TbMsg::new("UPLINK", Originator::device("gw-1"), meter_1).with_id("a").with_ts(T0).with_meta("gateway", "gw-1"),
         // {"serial":"M-2","kwh":3} as base64: a binary uplink.
-        Msg::new("UPLINK", Originator::device("gw-1"), json!("eyJzZXJpYWwiOiJNLTIiLCJrd2giOjN9"))
+        TbMsg::new("UPLINK", Originator::device("gw-1"), json!("eyJzZXJpYWwiOiJNLTIiLCJrd2giOjN9"))
             .with_id("b")
             .with_ts(T0 + 10)
             .with_meta("payloadEncoding", "base64"),
-        Msg::new("UPLINK", Originator::device("gw-1"), json!({"kwh": 1})).with_id("c").with_ts(T0 + 20),
+        TbMsg::new("UPLINK", Originator::device("gw-1"), json!({"kwh": 1})).with_id("c").with_ts(T0 + 20),
     ];
     let out = run_node("uplink-decoder", config, &input, &["Success", "Failure"]);
-    let m1 = |msg: Msg, id, ts| decoded(msg.with_meta("gateway", "gw-1"), id, ts, "M-1", "Meter");
+    let m1 = |msg: TbMsg, id, ts| decoded(msg.with_meta("gateway", "gw-1"), id, ts, "M-1", "Meter");
     assert_eq!(
         out["Success"],
         vec![
-            m1(Msg::telemetry("M-1", json!({"kwh": "12.5"})), "a:0", T0 + 5),
-            m1(Msg::attributes("M-1", json!({"fw": "1.2"})), "a:1", T0),
-            decoded(Msg::telemetry("M-2", json!({"kwh": 3})), "b:0", T0 + 10, "M-2", "default"),
+            m1(TbMsg::telemetry("M-1", json!({"kwh": "12.5"})), "a:0", T0 + 5),
+            m1(TbMsg::attributes("M-1", json!({"fw": "1.2"})), "a:1", T0),
+            decoded(TbMsg::telemetry("M-2", json!({"kwh": 3})), "b:0", T0 + 10, "M-2", "default"),
         ]
     );
     assert_eq!(out["Failure"], vec![input[2].clone().with_meta("error", "payload has no `serial`")]);
@@ -52,24 +52,24 @@ fn uplink_decoder_solar_module() {
     // base64 bytes: {"name":"Module 2","panel":"Panel 1","power":"3"}.
     let module_2 = "eyJuYW1lIjoiTW9kdWxlIDIiLCJwYW5lbCI6IlBhbmVsIDEiLCJwb3dlciI6IjMifQ==";
     let input = [
-        Msg::telemetry("Module 1 Simulator", json!({"power": 5, "name": "Module 1", "panel": "Panel 1"}))
+        TbMsg::telemetry("Module 1 Simulator", json!({"power": 5, "name": "Module 1", "panel": "Panel 1"}))
             .with_id("s1")
             .with_ts(T0),
-        Msg::telemetry("Module 2 Simulator", json!(module_2))
+        TbMsg::telemetry("Module 2 Simulator", json!(module_2))
             .with_id("s2")
             .with_ts(T0 + 1)
             .with_meta("payloadEncoding", "base64"),
-        Msg::telemetry("Module 3 Simulator", json!({"name": "Module 3", "panel": "Panel 1"})).with_id("s3"),
+        TbMsg::telemetry("Module 3 Simulator", json!({"name": "Module 3", "panel": "Panel 1"})).with_id("s3"),
     ];
     let out = run_node("uplink-decoder", json!({"format": "solar-module"}), &input, &["Success", "Failure"]);
-    let module = |msg: Msg, id, ts, name| decoded(msg, id, ts, name, "SolarModule");
+    let module = |msg: TbMsg, id, ts, name| decoded(msg, id, ts, name, "SolarModule");
     assert_eq!(
         out["Success"],
         vec![
-            module(Msg::telemetry("Module 1", json!({"power": 5, "panel": "Panel 1"})), "s1:0", T0, "Module 1"),
-            module(Msg::attributes("Module 1", json!({"panel": "Panel 1"})), "s1:1", T0, "Module 1"),
-            module(Msg::telemetry("Module 2", json!({"power": 3, "panel": "Panel 1"})), "s2:0", T0 + 1, "Module 2"),
-            module(Msg::attributes("Module 2", json!({"panel": "Panel 1"})), "s2:1", T0 + 1, "Module 2"),
+            module(TbMsg::telemetry("Module 1", json!({"power": 5, "panel": "Panel 1"})), "s1:0", T0, "Module 1"),
+            module(TbMsg::attributes("Module 1", json!({"panel": "Panel 1"})), "s1:1", T0, "Module 1"),
+            module(TbMsg::telemetry("Module 2", json!({"power": 3, "panel": "Panel 1"})), "s2:0", T0 + 1, "Module 2"),
+            module(TbMsg::attributes("Module 2", json!({"panel": "Panel 1"})), "s2:1", T0 + 1, "Module 2"),
         ]
     );
     assert_eq!(out["Failure"], vec![input[2].clone().with_meta("error", "payload has no `power`")]);
@@ -78,7 +78,7 @@ fn uplink_decoder_solar_module() {
 /// 2024-03-01T12:00:00Z: 19 783 days after the epoch, plus 12 h.
 const NOON: i64 = 19_783 * 86_400_000 + 12 * 3_600_000;
 
-fn ttn_uplink(id: &str, f_port: u8, frm_payload: &str, received_at: &str) -> Msg {
+fn ttn_uplink(id: &str, f_port: u8, frm_payload: &str, received_at: &str) -> TbMsg {
     let uplink = json!({
         "end_device_ids": {"device_id": "meter-17", "application_ids": {"application_id": "meters"},
                            "dev_eui": "70B3D57ED005B89A", "join_eui": "0000000000000001", "dev_addr": "260BABCD"},
@@ -95,7 +95,7 @@ fn ttn_uplink(id: &str, f_port: u8, frm_payload: &str, received_at: &str) -> Msg
             "received_at": received_at
         }
     });
-    Msg::new("UPLINK", Originator::device("ttn"), uplink).with_id(id).with_ts(T0)
+    TbMsg::new("UPLINK", Originator::device("ttn"), uplink).with_id(id).with_ts(T0)
 }
 
 #[test]
@@ -110,18 +110,18 @@ fn uplink_decoder_ttn_lorawan_smart_meter() {
         ttn_uplink("t3", 5, "AQ==", "2024-03-01T12:00:00Z"),
     ];
     let out = run_node("uplink-decoder", json!({"format": "ttn-lorawan"}), &input, &["Success", "Failure"]);
-    let meter = |msg: Msg, id, ts| decoded(msg, id, ts, "meter-17", "SmartMeter");
+    let meter = |msg: TbMsg, id, ts| decoded(msg, id, ts, "meter-17", "SmartMeter");
     let attributes = json!({"devEui": "70B3D57ED005B89A", "fPort": 2});
     let t2_last = NOON + 30_500 - 90_000;
     assert_eq!(
         out["Success"],
         vec![
-            meter(Msg::telemetry("meter-17", json!({"energyWh": 1000})), "t1:0", NOON - 900_000),
-            meter(Msg::telemetry("meter-17", json!({"energyWh": 1250, "rssi": -68, "snr": 9.2})), "t1:1", NOON),
-            meter(Msg::attributes("meter-17", attributes.clone()), "t1:2", T0),
-            meter(Msg::telemetry("meter-17", json!({"energyWh": 7})), "t2:0", t2_last - 60_000),
-            meter(Msg::telemetry("meter-17", json!({"energyWh": 8, "rssi": -68, "snr": 9.2})), "t2:1", t2_last),
-            meter(Msg::attributes("meter-17", attributes), "t2:2", T0),
+            meter(TbMsg::telemetry("meter-17", json!({"energyWh": 1000})), "t1:0", NOON - 900_000),
+            meter(TbMsg::telemetry("meter-17", json!({"energyWh": 1250, "rssi": -68, "snr": 9.2})), "t1:1", NOON),
+            meter(TbMsg::attributes("meter-17", attributes.clone()), "t1:2", T0),
+            meter(TbMsg::telemetry("meter-17", json!({"energyWh": 7})), "t2:0", t2_last - 60_000),
+            meter(TbMsg::telemetry("meter-17", json!({"energyWh": 8, "rssi": -68, "snr": 9.2})), "t2:1", t2_last),
+            meter(TbMsg::attributes("meter-17", attributes), "t2:2", T0),
         ]
     );
     let error = "`uplink_message.f_port` is 5, not the meter's readings port 2";

@@ -4,15 +4,15 @@
 //! from). Expected messages are written out by hand.
 
 use serde_json::{Value, json};
-use sluice_sdk::{Msg, Originator};
+use sluice_sdk::{Originator, TbMsg};
 
 use crate::support::{modules, node_config_error, run_chain, run_node, sluice_bin};
 
 const T0: i64 = 1_700_000_000_000;
 
 /// A registry message: `door` is at `site`/`region`.
-fn registry(id: &str, ts: i64, door: &str, site: &str, region: &str) -> Msg {
-    Msg::new(
+fn registry(id: &str, ts: i64, door: &str, site: &str, region: &str) -> TbMsg {
+    TbMsg::new(
         "REGISTER",
         Originator::device("registry"),
         json!({"deviceId": door, "location": {"site": site, "region": region}}),
@@ -22,11 +22,11 @@ fn registry(id: &str, ts: i64, door: &str, site: &str, region: &str) -> Msg {
 }
 
 /// A door event from `door` itself.
-fn event(id: &str, ts: i64, door: &str, open: bool) -> Msg {
-    Msg::telemetry(door, json!({"open": open})).with_id(id).with_ts(ts).with_meta("deviceType", "Door")
+fn event(id: &str, ts: i64, door: &str, open: bool) -> TbMsg {
+    TbMsg::telemetry(door, json!({"open": open})).with_id(id).with_ts(ts).with_meta("deviceType", "Door")
 }
 
-fn error_of(msg: &Msg) -> &str {
+fn error_of(msg: &TbMsg) -> &str {
     msg.meta("error").unwrap_or_default()
 }
 
@@ -68,7 +68,7 @@ fn registry_then_events_are_enriched_with_the_region() {
         event("e4", T0 + 7, "door-7", true),
     ];
     let out = run_chain(&chain, &input);
-    let enriched = |m: Msg, site: &str, region: &str| m.with_meta("cs_site", site).with_meta("cs_region", region);
+    let enriched = |m: TbMsg, site: &str, region: &str| m.with_meta("cs_site", site).with_meta("cs_region", region);
     let expected = vec![
         event("e0", T0, "door-7", true),
         input[1].clone(),
@@ -103,7 +103,7 @@ fn an_event_whose_device_is_not_in_the_table_fails_when_asked_to() {
 fn table_writer_forwards_on_success_and_fails_without_a_key() {
     let input = [
         registry("r1", T0, "door-7", "HQ", "north"),
-        Msg::new("REGISTER", Originator::device("registry"), json!({"x": 1})).with_id("r2"),
+        TbMsg::new("REGISTER", Originator::device("registry"), json!({"x": 1})).with_id("r2"),
     ];
     let out =
         run_node("table-writer", json!({"table": "devices", "key": "data.deviceId"}), &input, &["Success", "Failure"]);
@@ -131,7 +131,7 @@ fn table_writer_delete_removes_the_entry() {
             {"from": "enrich", "to": "out", "relation": "Success"}
         ]
     });
-    let removal = Msg::new("REGISTER", Originator::device("registry"), json!({"deviceId": "door-7", "op": "delete"}));
+    let removal = TbMsg::new("REGISTER", Originator::device("registry"), json!({"deviceId": "door-7", "op": "delete"}));
     let input = [
         registry("r1", T0, "door-7", "HQ", "north"),
         event("e1", T0 + 1, "door-7", true),
@@ -197,8 +197,8 @@ fn events_are_re_keyed_to_their_region_asset() {
 
 #[test]
 fn change_originator_fails_naming_the_missing_value() {
-    let with_zone = Msg::telemetry("WS-1", json!({"windSpeed": 33})).with_id("m1").with_meta("cs_geoZone", "A");
-    let without = Msg::telemetry("WS-2", json!({"windSpeed": 30})).with_id("m2");
+    let with_zone = TbMsg::telemetry("WS-1", json!({"windSpeed": 33})).with_id("m1").with_meta("cs_geoZone", "A");
+    let without = TbMsg::telemetry("WS-2", json!({"windSpeed": 30})).with_id("m2");
     let config = json!({"entityType": "ASSET", "name": "${cs_geoZone}", "keepOriginal": "originalOriginator"});
     let out = run_node("change-originator", config, &[with_zone.clone(), without], &["Success", "Failure"]);
     let mut expected = with_zone.with_meta("originalOriginator", "WS-1").with_meta("originalOriginatorType", "DEVICE");
@@ -212,8 +212,8 @@ fn change_originator_fails_naming_the_missing_value() {
 #[test]
 fn log_forwards_every_message_unchanged() {
     let input = [
-        Msg::telemetry("WS-1", json!({"windSpeed": 33})).with_id("m1").with_meta("deviceName", "WS-1"),
-        Msg::telemetry("WS-2", json!({})).with_id("m2"), // template values missing: still forwarded
+        TbMsg::telemetry("WS-1", json!({"windSpeed": 33})).with_id("m1").with_meta("deviceName", "WS-1"),
+        TbMsg::telemetry("WS-2", json!({})).with_id("m2"), // template values missing: still forwarded
     ];
     let config = json!({"level": "warn", "message": "wind ${deviceName}: $[windSpeed]"});
     let out = run_node("log", config, &input, &["Success", "Failure"]);
@@ -238,8 +238,8 @@ fn log_lines_reach_the_engine_log() {
         ]
     });
     let input = [
-        Msg::telemetry("WS-1", json!({"windSpeed": "33"})).with_id("m1").with_ts(T0).with_meta("deviceName", "WS-1"),
-        Msg::telemetry("WS-2", json!({})).with_id("m2").with_ts(T0 + 1).with_meta("deviceName", "WS-2"),
+        TbMsg::telemetry("WS-1", json!({"windSpeed": "33"})).with_id("m1").with_ts(T0).with_meta("deviceName", "WS-1"),
+        TbMsg::telemetry("WS-2", json!({})).with_id("m2").with_ts(T0 + 1).with_meta("deviceName", "WS-2"),
     ];
     let (chain_path, in_path, out_path) =
         (dir.path().join("chain.json"), dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
@@ -260,7 +260,7 @@ fn log_lines_reach_the_engine_log() {
         .unwrap();
     let stderr = without_colours(&String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "{stderr}");
-    let written: Vec<Msg> =
+    let written: Vec<TbMsg> =
         std::fs::read_to_string(&out_path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(written, input);
     let guest: Vec<&str> = stderr.lines().filter(|l| l.contains("node=\"wind\"")).collect();

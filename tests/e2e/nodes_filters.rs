@@ -2,7 +2,7 @@
 //! `threshold` and `transform`, alone and chained. Expected messages are written out by hand.
 
 use serde_json::{Value, json};
-use sluice_sdk::{Msg, Originator};
+use sluice_sdk::{Originator, TbMsg};
 
 use crate::support::{node_config_error, run_chain, run_node};
 
@@ -10,15 +10,15 @@ const T0: i64 = 1_700_000_000_000;
 
 const WIND: &str = "metadata.deviceType == 'WeatherStation' && has(metadata.cs_geoZone) && has(msg.windSpeed)";
 
-fn station(id: &str, zone: Option<&str>, data: Value) -> Msg {
-    let msg = Msg::telemetry("WS-1", data).with_id(id).with_ts(T0).with_meta("deviceType", "WeatherStation");
+fn station(id: &str, zone: Option<&str>, data: Value) -> TbMsg {
+    let msg = TbMsg::telemetry("WS-1", data).with_id(id).with_ts(T0).with_meta("deviceType", "WeatherStation");
     match zone {
         Some(z) => msg.with_meta("cs_geoZone", z),
         None => msg,
     }
 }
 
-fn errors(msgs: &[Msg]) -> Vec<&str> {
+fn errors(msgs: &[TbMsg]) -> Vec<&str> {
     msgs.iter().map(|m| m.meta("error").unwrap_or_default()).collect()
 }
 
@@ -29,7 +29,7 @@ fn expression_filter_wind_zones_seed() {
         station("b", None, json!({"windSpeed": 33})),
         station("c", Some("Zone B"), json!({"temperature": 3})),
         station("d", Some("Zone B"), json!({"windSpeed": 12.5})),
-        Msg::telemetry("M-1", json!({"windSpeed": 1})).with_id("e").with_meta("deviceType", "Meter"),
+        TbMsg::telemetry("M-1", json!({"windSpeed": 1})).with_id("e").with_meta("deviceType", "Meter"),
     ];
     let out = run_node("expression-filter", json!({ "expression": WIND }), &input, &["True", "False", "Failure"]);
     assert_eq!(out["True"], vec![input[0].clone(), input[3].clone()], "forwarded unchanged");
@@ -69,7 +69,7 @@ fn expression_filter_bad_config() {
 
 #[test]
 fn msg_type_switch_routes_like_thingsboard() {
-    let of = |id: &str, t: &str| Msg::new(t, Originator::device("D"), json!({"x": 1})).with_id(id).with_ts(T0);
+    let of = |id: &str, t: &str| TbMsg::new(t, Originator::device("D"), json!({"x": 1})).with_id(id).with_ts(T0);
     let input = [
         of("1", "POST_TELEMETRY_REQUEST"),
         of("2", "POST_ATTRIBUTES_REQUEST"),
@@ -107,17 +107,17 @@ fn msg_type_switch_bad_config() {
 
 #[test]
 fn threshold_seed_4_anomalies() {
-    let reading = |id: &str, value: Value| Msg::telemetry("S-1", json!({ "value": value })).with_id(id).with_ts(T0);
+    let reading = |id: &str, value: Value| TbMsg::telemetry("S-1", json!({ "value": value })).with_id(id).with_ts(T0);
     let input = [
         reading("a", json!(150)),
         reading("b", json!(100)),
         reading("c", json!("100.5")),
         reading("d", json!("hot")),
-        Msg::telemetry("S-1", json!({})).with_id("e").with_ts(T0),
+        TbMsg::telemetry("S-1", json!({})).with_id("e").with_ts(T0),
     ];
     let config = json!({"value": "data.value", "op": ">", "threshold": 100, "anomalyType": "ANOMALY"});
     let out = run_node("threshold", config, &input, &["Anomaly", "Normal", "Failure"]);
-    let anomaly = |m: &Msg, value: &str| {
+    let anomaly = |m: &TbMsg, value: &str| {
         let mut m =
             m.clone().with_meta("threshold", "100").with_meta("thresholdOp", ">").with_meta("thresholdValue", value);
         m.msg_type = "ANOMALY".into();
@@ -156,13 +156,13 @@ fn transform_config() -> Value {
 #[test]
 fn transform_applies_ops_in_order() {
     let thermo = |id: &str, data: Value| {
-        Msg::telemetry("T-1", data).with_id(id).with_ts(T0).with_meta("deviceType", "Thermometer").with_meta("x", "1")
+        TbMsg::telemetry("T-1", data).with_id(id).with_ts(T0).with_meta("deviceType", "Thermometer").with_meta("x", "1")
     };
     let input = [thermo("a", json!({"t": "25"})), thermo("b", json!({"t": 100})), thermo("c", json!({"h": 1}))];
     let out = run_node("transform", transform_config(), &input, &["Success", "Failure"]);
     // 25 °C = 77 °F, 100 °C = 212 °F.
     let converted = |id: &str, t: Value, f: f64, hot: &str| {
-        Msg::new(
+        TbMsg::new(
             "CONVERTED",
             Originator::device("T-1"),
             json!({"temperature": t, "deviceType": "Thermometer", "unit": "C", "tempF": f}),
@@ -212,7 +212,7 @@ fn switch_filter_transform_threshold_chain() {
             {"from": "gale", "to": "out", "relation": "Anomaly"}
         ]
     });
-    let attrs = Msg::attributes("WS-1", json!({"windSpeed": "40"}))
+    let attrs = TbMsg::attributes("WS-1", json!({"windSpeed": "40"}))
         .with_id("attr")
         .with_meta("deviceType", "WeatherStation")
         .with_meta("cs_geoZone", "A");
@@ -224,7 +224,7 @@ fn switch_filter_transform_threshold_chain() {
     ];
     let out = run_chain(&chain, &input);
     // The transform and the threshold keep the incoming id.
-    let expected = Msg::new("GALE", Originator::device("WS-1"), json!({"windSpeed": 20.0, "zone": "A"}))
+    let expected = TbMsg::new("GALE", Originator::device("WS-1"), json!({"windSpeed": 20.0, "zone": "A"}))
         .with_id("gale")
         .with_ts(T0)
         .with_meta("deviceType", "WeatherStation")

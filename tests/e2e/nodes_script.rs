@@ -5,18 +5,18 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use sluice_sdk::{Msg, Originator};
+use sluice_sdk::{Originator, TbMsg};
 
 use crate::support::{self, node_config_error, run_chain, run_node};
 
-fn thermometer(id: &str, ts: i64, temperature: Value) -> Msg {
-    Msg::telemetry("T-1", json!({ "temperature": temperature }))
+fn thermometer(id: &str, ts: i64, temperature: Value) -> TbMsg {
+    TbMsg::telemetry("T-1", json!({ "temperature": temperature }))
         .with_id(id)
         .with_ts(ts)
         .with_meta("deviceType", "thermostat")
 }
 
-fn ids(msgs: &[Msg]) -> Vec<&str> {
+fn ids(msgs: &[TbMsg]) -> Vec<&str> {
     msgs.iter().map(|m| m.id.as_str()).collect()
 }
 
@@ -26,7 +26,7 @@ fn filter_routes_on_the_script_result() {
         thermometer("hot", 1, json!(21.5)),
         thermometer("edge", 2, json!(20)),
         thermometer("string", 3, json!("33")),
-        Msg::telemetry("T-1", json!({})).with_id("missing").with_ts(4),
+        TbMsg::telemetry("T-1", json!({})).with_id("missing").with_ts(4),
     ];
     let out = run_node(
         "script",
@@ -43,7 +43,7 @@ fn filter_routes_on_the_script_result() {
 fn switch_runs_the_thermostat_alarms_body() {
     let body = "var relations = [];\nif(metadata[\"ss_alarmTemperature\"] === \"true\"){\n    if(msg.temperature > metadata[\"ss_thresholdTemperature\"]){\n        relations.push(\"NewTempAlarm\");\n    } else {\n        relations.push(\"ClearTempAlarm\");\n    }\n}\nif(metadata[\"ss_alarmHumidity\"] === \"true\"){\n    if(msg.humidity < metadata[\"ss_thresholdHumidity\"]){\n        relations.push(\"NewHumidityAlarm\");\n    } else {\n        relations.push(\"ClearHumidityAlarm\");\n    }\n}\n\nreturn relations;";
     let reading = |id: &str, t: f64, h: f64| {
-        Msg::telemetry("T-1", json!({"temperature": t, "humidity": h}))
+        TbMsg::telemetry("T-1", json!({"temperature": t, "humidity": h}))
             .with_id(id)
             .with_meta("ss_alarmTemperature", "true")
             .with_meta("ss_thresholdTemperature", "30")
@@ -105,8 +105,8 @@ fn an_infinite_loop_is_cut_by_the_deadline_and_the_next_message_runs() {
         ]
     });
     let msgs = [
-        Msg::telemetry("T-1", json!({"spin": true})).with_id("spin"),
-        Msg::telemetry("T-1", json!({"spin": false})).with_id("next"),
+        TbMsg::telemetry("T-1", json!({"spin": true})).with_id("spin"),
+        TbMsg::telemetry("T-1", json!({"spin": false})).with_id("next"),
     ];
     let started = Instant::now();
     let out = run_chain(&chain, &msgs);
@@ -188,8 +188,8 @@ fn generators_run_the_solar_simulator_bodies_until_their_count() {
     ]);
     assert!(out.status.success(), "{}", support::stderr(&out));
     let lines = std::fs::read_to_string(&output).unwrap();
-    let msgs: Vec<Msg> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let mut per_device: BTreeMap<String, Vec<&Msg>> = BTreeMap::new();
+    let msgs: Vec<TbMsg> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut per_device: BTreeMap<String, Vec<&TbMsg>> = BTreeMap::new();
     for m in &msgs {
         per_device.entry(m.originator.name.clone()).or_default().push(m);
     }

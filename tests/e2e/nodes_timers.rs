@@ -16,12 +16,12 @@ use sluice::chain::NodeKind;
 use sluice::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Sinks};
 use sluice::host::Clock;
 use sluice::sinks::jsonl::SinkItem;
-use sluice_sdk::{Metadata, Msg, Originator};
+use sluice_sdk::{Metadata, Originator, TbMsg};
 
 use crate::support;
 
-fn reading(device: &str, ts: i64, id: &str, t: f64) -> Msg {
-    Msg::telemetry(device, json!({ "t": t })).with_ts(ts).with_id(id).with_meta("seq", id)
+fn reading(device: &str, ts: i64, id: &str, t: f64) -> TbMsg {
+    TbMsg::telemetry(device, json!({ "t": t })).with_ts(ts).with_id(id).with_meta("seq", id)
 }
 
 fn one_node(module: &str, config: Value, relations: &[&str]) -> Value {
@@ -36,7 +36,7 @@ fn one_node(module: &str, config: Value, relations: &[&str]) -> Value {
 struct Timed {
     pipeline: Pipeline,
     now: Arc<AtomicI64>,
-    out: Arc<Mutex<Vec<Msg>>>,
+    out: Arc<Mutex<Vec<TbMsg>>>,
     collector: std::thread::JoinHandle<()>,
     acks: Arc<AckCounter>,
     sent: u64,
@@ -75,7 +75,7 @@ impl Timed {
         let collector = std::thread::spawn(move || {
             for item in rx {
                 if let SinkItem::Msg(bytes, _ack) = item {
-                    let msg = serde_json::from_slice::<Msg>(&bytes).expect("output is a message");
+                    let msg = (*bytes).clone();
                     sink.lock().unwrap().push(msg);
                 }
             }
@@ -83,10 +83,10 @@ impl Timed {
         Timed { pipeline, now, out, collector, acks: Arc::new(AckCounter::default()), sent: 0 }
     }
 
-    fn send(&mut self, msg: &Msg) {
+    fn send(&mut self, msg: &TbMsg) {
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let bytes = serde_json::to_vec(msg).expect("serialize");
-        let envelope = Envelope::new(bytes.into(), key, Ack::new(self.acks.clone(), self.sent)).with_watermark(msg.ts);
+        let bytes = std::sync::Arc::new(msg.clone());
+        let envelope = Envelope::new(bytes, key, Ack::new(self.acks.clone(), self.sent)).with_watermark(msg.ts);
         self.pipeline.send_blocking(envelope).expect("send");
         self.sent += 1;
     }
@@ -95,19 +95,19 @@ impl Timed {
         self.now.store(ms, Ordering::SeqCst);
     }
 
-    fn outputs(&self) -> Vec<Msg> {
+    fn outputs(&self) -> Vec<TbMsg> {
         self.out.lock().unwrap().clone()
     }
 
     /// Lets the engine tick for a while, then returns what came out so far.
-    fn settle(&self) -> Vec<Msg> {
+    fn settle(&self) -> Vec<TbMsg> {
         std::thread::sleep(Duration::from_millis(100));
         self.outputs()
     }
 
     /// Waits until at least `n` messages came out (fails after 10 s), then lets the engine tick
     /// a little more so that an extra one would show.
-    fn wait_for(&self, n: usize) -> Vec<Msg> {
+    fn wait_for(&self, n: usize) -> Vec<TbMsg> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.outputs().len() < n {
             assert!(Instant::now() < deadline, "waited 10 s for {n} outputs; got {:?}", self.outputs());
@@ -116,7 +116,7 @@ impl Timed {
         self.settle()
     }
 
-    fn stop(self) -> Vec<Msg> {
+    fn stop(self) -> Vec<TbMsg> {
         self.pipeline.shutdown();
         self.collector.join().expect("collector");
         Arc::try_unwrap(self.out).map(|m| m.into_inner().unwrap()).unwrap_or_default()
@@ -128,7 +128,7 @@ impl Timed {
 /// A: a1 (100), a2 (500), a3 (1200), a4 (1999); B: b1 (300). Windows of 1000 ms: A has [0, 1000)
 /// = {a1, a2} and [1000, 2000) = {a3, a4}; B has {b1}. a3's watermark closes the first windows
 /// (A before B: the host closes them in key order); the end of the input closes the last one.
-fn dedup_input() -> Vec<Msg> {
+fn dedup_input() -> Vec<TbMsg> {
     vec![
         reading("A", 100, "a1", 1.0),
         reading("A", 500, "a2", 2.0),
@@ -138,7 +138,7 @@ fn dedup_input() -> Vec<Msg> {
     ]
 }
 
-fn ids(msgs: &[Msg]) -> Vec<&str> {
+fn ids(msgs: &[TbMsg]) -> Vec<&str> {
     msgs.iter().map(|m| m.id.as_str()).collect()
 }
 
@@ -157,7 +157,7 @@ fn deduplicate_first_and_last_pass_one_message_per_window_unchanged() {
 fn deduplicate_all_packs_like_thingsboard() {
     let config = json!({"intervalMs": 1000, "strategy": "all", "outMsgType": "PACKED"});
     let out = support::run_node("deduplicate", config, &dedup_input(), &["Success"]);
-    let pack = |id: &str, device: &str, ts: i64, items: Value| Msg {
+    let pack = |id: &str, device: &str, ts: i64, items: Value| TbMsg {
         id: id.into(),
         ts,
         msg_type: "PACKED".into(),
@@ -249,8 +249,8 @@ fn delay_bad_configs_name_node_and_field() {
 
 // ---------------------------------------------------------------- generator
 
-fn generated(node: &str, i: u64, ts: i64, data: Value) -> Msg {
-    let mut msg = Msg::telemetry("Module 1", data).with_ts(ts).with_id(format!("{node}/generator:{i}"));
+fn generated(node: &str, i: u64, ts: i64, data: Value) -> TbMsg {
+    let mut msg = TbMsg::telemetry("Module 1", data).with_ts(ts).with_id(format!("{node}/generator:{i}"));
     msg.metadata = Metadata::from([("deviceType".to_string(), "solar".to_string())]);
     msg
 }
@@ -329,7 +329,7 @@ fn generator_bad_configs_name_node_and_field() {
 
 // ---------------------------------------------------------------- `sluice run`, real clock
 
-fn run_cli(chain: &Value, input: &[Msg]) -> (Vec<Msg>, Duration) {
+fn run_cli(chain: &Value, input: &[TbMsg]) -> (Vec<TbMsg>, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let (chain_path, input_path, output) =
         (dir.path().join("chain.json"), dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));

@@ -91,7 +91,7 @@ pub fn node_config_error(module: &str, config: serde_json::Value) -> String {
 
 /// Runs `msgs` through a chain on one worker (event time = `ts`, windows flushed at the end) and
 /// returns what reached its output sink, in order.
-pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::Msg]) -> Vec<sluice_sdk::Msg> {
+pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::TbMsg]) -> Vec<sluice_sdk::TbMsg> {
     use sluice::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Sinks};
     use sluice::sinks::jsonl::SinkItem;
     let chain = std::sync::Arc::new(load_chain(chain).unwrap_or_else(|e| panic!("chain does not load: {e}")));
@@ -105,7 +105,7 @@ pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::Msg]) -> Vec<slu
         let mut out = Vec::new();
         for item in rx {
             if let SinkItem::Msg(bytes, _ack) = item {
-                out.push(serde_json::from_slice::<sluice_sdk::Msg>(&bytes).expect("output is a message"));
+                out.push((*bytes).clone());
             }
         }
         out
@@ -114,9 +114,9 @@ pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::Msg]) -> Vec<slu
     for (i, msg) in msgs.iter().enumerate() {
         watermark = watermark.max(msg.ts);
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let bytes = serde_json::to_vec(msg).expect("serialize");
+        let bytes = std::sync::Arc::new(msg.clone());
         pipeline
-            .send_blocking(Envelope::new(bytes.into(), key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
+            .send_blocking(Envelope::new(bytes, key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
             .expect("send");
     }
     pipeline.shutdown();
@@ -128,9 +128,9 @@ pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::Msg]) -> Vec<slu
 pub fn run_node(
     module: &str,
     config: serde_json::Value,
-    msgs: &[sluice_sdk::Msg],
+    msgs: &[sluice_sdk::TbMsg],
     relations: &[&str],
-) -> std::collections::BTreeMap<String, Vec<sluice_sdk::Msg>> {
+) -> std::collections::BTreeMap<String, Vec<sluice_sdk::TbMsg>> {
     relations
         .iter()
         .map(|relation| (relation.to_string(), run_chain(&one_node_chain(module, &config, &[relation]), msgs)))

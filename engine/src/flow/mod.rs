@@ -21,7 +21,6 @@ pub mod worker;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use ack::{Ack, AckCounter, AckTarget};
@@ -35,11 +34,12 @@ use crate::state::StateStore;
 pub use worker::NodeHealth;
 use worker::Worker;
 
-/// A message on its way in: its JSON, its partition key, its ack handle and the watermark its
+/// A message on its way in: the message (parsed once, by its source, and shared by every node
+/// it passes), its partition key, its ack handle and the watermark its
 /// source stamped on it.
 #[derive(Debug)]
 pub struct Envelope {
-    pub msg: Bytes,
+    pub msg: Arc<sluice_sdk::TbMsg>,
     pub key: u64,
     pub ack: Ack,
     /// The combined watermark as of this message: windows close by it (see [`Progress`]).
@@ -59,7 +59,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(msg: Bytes, key: u64, ack: Ack) -> Self {
+    pub fn new(msg: Arc<sluice_sdk::TbMsg>, key: u64, ack: Ack) -> Self {
         Envelope {
             msg,
             key,
@@ -75,7 +75,7 @@ impl Envelope {
 
     /// A wake-up for a worker: fires due timers, and windows the completed watermark closed.
     pub fn tick() -> Self {
-        Envelope { tick: true, ..Envelope::new(Bytes::new(), 0, Ack::none()) }
+        Envelope { tick: true, ..Envelope::new(Arc::default(), 0, Ack::none()) }
     }
 
     /// One watermark, both to close windows by and to judge this message's lateness.

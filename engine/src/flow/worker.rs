@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 
 use bytes::Bytes;
+use sluice_sdk::TbMsg;
 use tokio::sync::mpsc;
 
 use super::progress::Progress;
@@ -63,7 +64,7 @@ pub struct Worker {
     early: Vec<(NodeIdx, Closed)>,
 }
 
-type Pending = Vec<(NodeIdx, Bytes, u32)>;
+type Pending = Vec<(NodeIdx, Arc<TbMsg>, u32)>;
 
 /// What [`Worker::run_event`] hands a node besides messages.
 #[derive(Debug, Clone, Copy)]
@@ -229,7 +230,7 @@ impl Worker {
             let node = &chain.nodes[idx];
             self.stats[idx].received += 1;
             if node.debug {
-                tracing::info!(target: "sluice::debug", node = %node.id, event = "in", msg = %String::from_utf8_lossy(&msg));
+                tracing::info!(target: "sluice::debug", node = %node.id, event = "in", msg = %json(&msg));
             }
             let rule = match &node.kind {
                 NodeKind::Sink(SinkKind::Output) => {
@@ -251,45 +252,54 @@ impl Worker {
                 Ok(()) => std::mem::take(&mut self.outputs),
                 Err(err) => {
                     self.stats[idx].failures += 1;
-                    vec![(FAILURE.to_string(), Emitted::Msg(with_error(&msg, &err)))]
+                    vec![(FAILURE.to_string(), Emitted::Draft(with_error(&msg, &err)))]
                 }
             };
-            self.route(idx, outputs, Some(&msg), hops, &mut pending, ack);
+            self.route(idx, outputs, Some(&msg), &msg.id, hops, &mut pending, ack);
         }
     }
 
     /// Sends a node's outputs down its connections (pushed in reverse, so that they run in the
-    /// order they were emitted). `input` is what `forward` refers to (none for a window).
+    /// order they were emitted). `input` is what `forward` refers to (none for a window);
+    /// `parent` is the id new messages' ids derive from.
+    // The route of one call's outputs: what came in, what went out, and where it goes.
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
         idx: NodeIdx,
         outputs: Vec<(String, Emitted)>,
-        input: Option<&Bytes>,
+        input: Option<&Arc<TbMsg>>,
+        parent: &str,
         hops: u32,
         pending: &mut Pending,
         ack: &Ack,
     ) {
         let chain = self.chain.clone();
         let node = &chain.nodes[idx];
-        let empty = Bytes::new();
-        let parent = input.unwrap_or(&empty);
         for (n, (relation, emitted)) in outputs.into_iter().enumerate().rev() {
             let checked = match emitted {
-                Emitted::Forward if input.is_some() => Ok(parent.clone()),
-                Emitted::Forward => Err("a window result cannot forward: there is no incoming message".to_string()),
-                Emitted::Msg(bytes) => ensure_id(bytes, parent, n).map(Bytes::from),
+                Emitted::Forward => match input {
+                    Some(msg) => Ok(msg.clone()),
+                    None => Err("a window or timer result cannot forward: there is no incoming message".to_string()),
+                },
+                Emitted::Draft(msg) => Ok(Arc::new(msg)),
+                Emitted::Json(bytes) => ensure_id(&bytes, parent, n).map(Arc::new),
             };
             let (relation, out_msg) = match checked {
                 Ok(msg) => (relation, msg),
                 Err(error) => {
                     self.stats[idx].failures += 1;
                     let err = NodeError { node: node.id.clone(), kind: NodeErrorKind::Abi(error) };
-                    (FAILURE.to_string(), Bytes::from(with_error(parent, &err)))
+                    let failed = match input {
+                        Some(msg) => with_error(msg, &err),
+                        None => with_error(&event_msg(&node.id, parent), &err),
+                    };
+                    (FAILURE.to_string(), Arc::new(failed))
                 }
             };
             if node.debug {
                 tracing::info!(target: "sluice::debug", node = %node.id, event = "out", %relation,
-                    msg = %String::from_utf8_lossy(&out_msg));
+                    msg = %json(&out_msg));
             }
             *self.stats[idx].outputs.entry_ref(&relation) += 1;
             match chain.targets(idx, &relation) {
@@ -420,7 +430,7 @@ impl Worker {
                 }
                 let outputs = std::mem::take(&mut self.outputs);
                 let mut pending = Vec::new();
-                self.route(idx, outputs, None, 1, &mut pending, &Ack::none());
+                self.route(idx, outputs, None, id, 1, &mut pending, &Ack::none());
                 let outer = std::mem::replace(&mut self.watermark, watermark);
                 let outer_partition = std::mem::replace(&mut self.partition, owner);
                 self.run_from(pending, &Ack::none());
@@ -437,7 +447,7 @@ impl Worker {
         }
     }
 
-    fn push(&mut self, pending: &mut Pending, from: NodeIdx, to: NodeIdx, msg: Bytes, hops: u32) {
+    fn push(&mut self, pending: &mut Pending, from: NodeIdx, to: NodeIdx, msg: Arc<TbMsg>, hops: u32) {
         if hops >= self.chain.max_hops {
             self.stats[from].hop_limit += 1;
             tracing::warn!(node = %self.chain.nodes[from].id, max_hops = self.chain.max_hops,
@@ -478,7 +488,7 @@ impl Worker {
     }
 
     /// Calls the rule node `idx` with `msg`; outputs land in `self.outputs`.
-    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &Bytes, ack: &Ack) -> Result<(), NodeError> {
+    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &Arc<TbMsg>, ack: &Ack) -> Result<(), NodeError> {
         let health = self.health.clone();
         let health = &health[idx];
         if health.disabled.load(Ordering::Relaxed) {
@@ -533,50 +543,34 @@ impl EntryRef for std::collections::BTreeMap<String, u64> {
 }
 
 /// The message with `metadata.error` set, for the `Failure` relation.
-fn with_error(msg: &[u8], err: &NodeError) -> Vec<u8> {
-    let text = err.kind.to_string();
-    if let Ok(mut parsed) = serde_json::from_slice::<sluice_sdk::Msg>(msg) {
-        parsed.metadata.insert("error".into(), text);
-        return serde_json::to_vec(&parsed).unwrap_or_else(|_| msg.to_vec());
-    }
-    // Not a TbMsg (a foreign guest's output): set the field on whatever JSON it is.
-    match serde_json::from_slice::<serde_json::Value>(msg) {
-        Ok(mut value) => {
-            if !value["metadata"].is_object() {
-                value["metadata"] = serde_json::json!({});
-            }
-            value["metadata"]["error"] = serde_json::Value::String(text);
-            serde_json::to_vec(&value).unwrap_or_else(|_| msg.to_vec())
-        }
-        Err(_) => msg.to_vec(),
-    }
+fn with_error(msg: &TbMsg, err: &NodeError) -> TbMsg {
+    let mut failed = msg.clone();
+    failed.metadata.insert("error".into(), err.kind.to_string());
+    failed
 }
 
-fn error_of(msg: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(msg)
-        .ok()
-        .and_then(|v| v["metadata"]["error"].as_str().map(str::to_string))
-        .unwrap_or_default()
+/// What stands for a window or a timer on `Failure`, where there is no incoming message.
+fn event_msg(node: &str, id: &str) -> TbMsg {
+    let originator = sluice_sdk::Originator { entity_type: "RULE_NODE".into(), name: node.into(), id: None };
+    TbMsg::new("SLUICE_EVENT_FAILED", originator, serde_json::Value::Null).with_id(id)
 }
 
-/// Checks an emitted message. sluice-sdk always writes `{"id":"<non-empty>",…` from a `Msg`, so
-/// that shape passes untouched (the hot path). Anything else — a guest in another language — is
-/// parsed: it must be a TbMsg, and gets the deterministic id the SDK would have given it.
-fn ensure_id(bytes: Vec<u8>, parent: &[u8], n: usize) -> Result<Vec<u8>, String> {
-    const SDK_PREFIX: &[u8] = b"{\"id\":\"";
-    if bytes.starts_with(SDK_PREFIX) && bytes.get(SDK_PREFIX.len()).is_some_and(|&b| b != b'"') {
-        return Ok(bytes);
-    }
-    let mut msg: sluice_sdk::Msg =
-        serde_json::from_slice(&bytes).map_err(|e| format!("node emitted something that is not a message: {e}"))?;
+fn error_of(msg: &TbMsg) -> &str {
+    msg.meta("error").unwrap_or_default()
+}
+
+/// A message as JSON text, for the debug log.
+fn json(msg: &TbMsg) -> String {
+    serde_json::to_string(msg).unwrap_or_default()
+}
+
+/// Reads a message a guest wrote out as JSON (`emit_json`): it must be a TbMsg; one without an
+/// id gets the deterministic id derived from `parent` and its position.
+fn ensure_id(bytes: &[u8], parent: &str, n: usize) -> Result<TbMsg, String> {
+    let mut msg: TbMsg =
+        serde_json::from_slice(bytes).map_err(|e| format!("node emitted something that is not a message: {e}"))?;
     if msg.id.is_empty() {
-        #[derive(serde::Deserialize)]
-        struct IdOnly {
-            #[serde(default)]
-            id: String,
-        }
-        let parent_id = serde_json::from_slice::<IdOnly>(parent).map(|p| p.id).unwrap_or_default();
-        msg.id = sluice_sdk::derived_id(&parent_id, n);
+        msg.id = sluice_sdk::derived_id(parent, n);
     }
-    serde_json::to_vec(&msg).map_err(|e| e.to_string())
+    Ok(msg)
 }

@@ -102,12 +102,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 /// `{message id}:{node}:{first 16 hex digits of the request's SHA-256}`.
 fn idempotency_key(host: &HostState, request: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct IdOnly<'a> {
-        #[serde(borrow, default)]
-        id: std::borrow::Cow<'a, str>,
-    }
-    let id = serde_json::from_slice::<IdOnly>(&host.input).map(|m| m.id.into_owned()).unwrap_or_default();
+    let id = host.input.id();
     let digest = Sha256::digest(request);
     format!("{id}:{}:{}", host.node, hex::encode(&digest[..8]))
 }

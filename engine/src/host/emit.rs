@@ -1,39 +1,64 @@
-//! `emit(rel, msg)`, `forward(rel)` and `fail(text)`: how a guest answers a message.
+//! `forward(h, rel)`, `emit(rel, draft)`, `emit_json(rel, msg)` and `fail(text)`: how a guest
+//! answers a message.
 //!
 //! Outputs are collected for the current call and routed by the executor only when the call
 //! returns successfully, so a guest that traps half-way emits nothing.
 
+use sluice_sdk::TbMsg;
 use wasmtime::{Caller, Linker};
 
+use super::msg::Input;
 use super::{HostState, slice, split, string};
 
 /// One output's message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Emitted {
-    /// The incoming message unchanged (no bytes crossed the boundary).
+    /// The incoming message unchanged: the same shared message goes on, nothing is copied.
     Forward,
-    /// New message JSON.
-    Msg(Vec<u8>),
+    /// A changed copy of the incoming message (a draft).
+    Draft(TbMsg),
+    /// A message the guest wrote out as JSON (a new one, or any message of a foreign guest).
+    Json(Vec<u8>),
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "sluice",
-        "emit",
+        "emit_json",
         |mut caller: Caller<'_, HostState>, rel_ptr: u32, rel_len: u32, msg_ptr: u32, msg_len: u32| {
             let (memory, host) = split(&mut caller)?;
             let relation = string(memory, rel_ptr, rel_len)?;
             let msg = slice(memory, msg_ptr, msg_len)?.to_vec();
-            host.outputs.push((relation, Emitted::Msg(msg)));
+            host.outputs.push((relation, Emitted::Json(msg)));
             Ok(())
         },
     )?;
-    linker.func_wrap("sluice", "forward", |mut caller: Caller<'_, HostState>, rel_ptr: u32, rel_len: u32| {
+    linker.func_wrap("sluice", "emit", |mut caller: Caller<'_, HostState>, rel_ptr: u32, rel_len: u32, o: u32| {
         let (memory, host) = split(&mut caller)?;
         let relation = string(memory, rel_ptr, rel_len)?;
-        host.outputs.push((relation, Emitted::Forward));
+        super::msg::draft(host, o)?;
+        let draft = host.drafts[o as usize].take().unwrap_or_default();
+        host.outputs.push((relation, Emitted::Draft(draft)));
         Ok(())
     })?;
+    linker.func_wrap(
+        "sluice",
+        "forward",
+        |mut caller: Caller<'_, HostState>, h: u32, rel_ptr: u32, rel_len: u32| {
+            let (memory, host) = split(&mut caller)?;
+            match host.input {
+                Input::Msg(_) if h == host.handle => {}
+                _ => {
+                    return Err(wasmtime::Error::msg(format!(
+                        "forward of message handle {h}: not the message of this call"
+                    )));
+                }
+            }
+            let relation = string(memory, rel_ptr, rel_len)?;
+            host.outputs.push((relation, Emitted::Forward));
+            Ok(())
+        },
+    )?;
     linker.func_wrap("sluice", "fail", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
         let (memory, host) = split(&mut caller)?;
         host.failure = Some(string(memory, ptr, len)?);

@@ -8,6 +8,7 @@ pub mod action;
 pub mod clock;
 pub mod emit;
 pub mod log;
+pub mod msg;
 pub mod state;
 pub mod table;
 pub mod window;
@@ -46,9 +47,15 @@ pub struct HostState {
     pub early: Vec<Closed>,
     /// The connector the chain granted this node (`action_call`), if any.
     pub action: Option<crate::connectors::Granted>,
-    /// What the current call was handed (a message, a window, a timer, as JSON): its `id` keys
-    /// the call's actions for idempotency.
-    pub input: bytes::Bytes,
+    /// What the current call was handed (a message, a window, a timer): its `id` keys the
+    /// call's actions for idempotency.
+    pub input: msg::Input,
+    /// The number of the current call: the handle of its message (ABI v2).
+    pub handle: u32,
+    /// Changed copies of the message the current call asked for (`out_copy`), until emitted.
+    pub drafts: Vec<Option<sluice_sdk::TbMsg>>,
+    /// Reused for message parts written out for the guest (numbers, JSON).
+    pub scratch: Vec<u8>,
     /// The current call's deadline and the time it spent blocked in host calls.
     pub budget: action::Budget,
     /// The ack handle of the message being handled: a connector that delivers asynchronously
@@ -71,7 +78,10 @@ impl HostState {
             partition: crate::state::window::UNOWNED,
             early: Vec::new(),
             action: None,
-            input: bytes::Bytes::new(),
+            input: msg::Input::None,
+            handle: 0,
+            drafts: Vec::new(),
+            scratch: Vec::new(),
             budget: action::Budget::default(),
             ack: crate::flow::Ack::none(),
         }
@@ -83,6 +93,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     log::add_to_linker(linker)?;
     clock::add_to_linker(linker)?;
     emit::add_to_linker(linker)?;
+    msg::add_to_linker(linker)?;
     state::add_to_linker(linker)?;
     window::add_to_linker(linker)?;
     table::add_to_linker(linker)?;

@@ -16,8 +16,16 @@ use ValType::{F64, I32, I64};
 pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("log", &[I32, I32, I32], &[]),
     ("now_ms", &[], &[I64]),
-    ("emit", &[I32, I32, I32, I32], &[]),
-    ("forward", &[I32, I32], &[]),
+    ("msg_str", &[I32, I32, I32, I32, I32, I32], &[I64]),
+    ("msg_number", &[I32, I32, I32, I32], &[F64]),
+    ("msg_has", &[I32, I32, I32, I32], &[I32]),
+    ("msg_ts", &[I32], &[I64]),
+    ("forward", &[I32, I32, I32], &[]),
+    ("out_copy", &[I32], &[I32]),
+    ("out_set", &[I32, I32, I32, I32, I32, I32], &[]),
+    ("out_set_ts", &[I32, I64], &[]),
+    ("emit", &[I32, I32, I32], &[]),
+    ("emit_json", &[I32, I32, I32, I32], &[]),
     ("fail", &[I32, I32], &[]),
     ("state_get", &[I32, I32], &[I64]),
     ("take_value", &[I32], &[]),
@@ -107,4 +115,45 @@ pub fn check(module: &Module) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rule-sdk/ABI.md` is the contract guests in other languages are written against: its
+    /// import table (§5) must list exactly the functions the host links, with their wasm types.
+    #[test]
+    fn abi_md_lists_every_host_import() {
+        let doc = include_str!("../../../rule-sdk/ABI.md");
+        let types = |text: &str| -> Vec<String> {
+            text.split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| matches!(*w, "i32" | "i64" | "f64"))
+                .map(String::from)
+                .collect()
+        };
+        let mut documented = Vec::new();
+        let table =
+            doc.split("| Import | wasm type | Rust SDK wrapper |").nth(1).expect("ABI.md has the §5 import table");
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let name = cells[1].trim_matches('`').to_string();
+            let (params, results) = cells[2].trim_matches('`').split_once("->").expect("a wasm type with ->");
+            documented.push((name, types(params), types(results)));
+        }
+        let actual: Vec<(String, Vec<String>, Vec<String>)> = HOST_IMPORTS
+            .iter()
+            .map(|(n, p, r)| {
+                let list = |v: &[ValType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+                (n.to_string(), list(p), list(r))
+            })
+            .collect();
+        let mut sorted_doc = documented.clone();
+        sorted_doc.sort();
+        let mut sorted_actual = actual.clone();
+        sorted_actual.sort();
+        assert_eq!(sorted_doc, sorted_actual, "ABI.md §5 and HOST_IMPORTS differ");
+        // And the version the document describes.
+        assert!(doc.starts_with(&format!("# The Sluice guest ABI, version {ABI_VERSION}\n")));
+    }
 }

@@ -8,9 +8,12 @@ use wasmtime::{Engine, InstancePre, Memory, Store, Trap, TypedFunc};
 use super::limits::{INIT_DEADLINE, Limits};
 use super::{NodeError, NodeErrorKind, ticks};
 use crate::host::action::Budget;
+use crate::host::msg::Input;
 use crate::host::{Emitted, HostState};
 use bytes::Bytes;
+use sluice_sdk::TbMsg;
 use sluice_sdk::abi::{STATUS_CONFIG_ERROR, STATUS_ERROR, STATUS_OK};
+use std::sync::Arc;
 
 pub struct NodeInstance {
     store: Store<HostState>,
@@ -84,19 +87,26 @@ impl NodeInstance {
         }
     }
 
-    /// Copies `input` into the guest and calls `func(len)` under `deadline` (of guest time:
-    /// time blocked in host calls is given back, see `host::action`).
+    /// Prepares the store for a call handed `input`, under `deadline` (of guest time: time
+    /// blocked in host calls is given back, see `host::action`).
+    fn begin(&mut self, input: Input, deadline: Duration) {
+        self.store.set_epoch_deadline(if deadline == self.deadline { self.deadline_ticks } else { ticks(deadline) });
+        let host = self.store.data_mut();
+        host.outputs.clear();
+        host.drafts.clear();
+        host.failure = None;
+        host.limiter.hit = false;
+        host.input = input;
+        host.handle = host.handle.wrapping_add(1);
+        host.budget = Budget::start(deadline);
+    }
+
+    /// Copies `input` into the guest and calls `func(len)` under `deadline`.
     fn invoke(&mut self, func: TypedFunc<u32, u32>, input: &Bytes, deadline: Duration) -> Result<u32, NodeError> {
         let node = self.store.data().node.clone();
         let len = u32::try_from(input.len())
             .map_err(|_| NodeError { node: node.to_string(), kind: NodeErrorKind::Guest("input over 4 GiB".into()) })?;
-        self.store.set_epoch_deadline(if deadline == self.deadline { self.deadline_ticks } else { ticks(deadline) });
-        let host = self.store.data_mut();
-        host.outputs.clear();
-        host.failure = None;
-        host.limiter.hit = false;
-        host.input = input.clone();
-        host.budget = Budget::start(deadline);
+        self.begin(Input::Json(input.clone()), deadline);
         let result = (|| {
             if len > self.buf_cap {
                 self.buf_ptr = self.reserve.call(&mut self.store, len)?;
@@ -105,7 +115,7 @@ impl NodeInstance {
             self.memory.write(&mut self.store, self.buf_ptr as usize, input)?;
             func.call(&mut self.store, len)
         })();
-        self.store.data_mut().input = Bytes::new();
+        self.store.data_mut().input = Input::None;
         result.map_err(|e| NodeError { node: node.to_string(), kind: self.classify(e, deadline) })
     }
 
@@ -129,11 +139,18 @@ impl NodeInstance {
         }
     }
 
-    /// Runs one message. On success `outputs` holds what the guest emitted, in order; a guest
+    /// Runs one message (ABI v2: the guest reads it through its handle). On success `outputs` holds what the guest emitted, in order; a guest
     /// `Err` is [`NodeErrorKind::Guest`]; a crash leaves this instance unusable (the caller
     /// replaces it).
-    pub fn call(&mut self, msg: &Bytes, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
-        let status = self.invoke(self.on_msg.clone(), msg, self.deadline)?;
+    pub fn call(&mut self, msg: &Arc<TbMsg>, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+        self.begin(Input::Msg(msg.clone()), self.deadline);
+        let handle = self.store.data().handle;
+        let result = self.on_msg.call(&mut self.store, handle);
+        self.store.data_mut().input = Input::None;
+        let status = result.map_err(|e| {
+            let node = self.store.data().node.to_string();
+            NodeError { node, kind: self.classify(e, self.deadline) }
+        })?;
         self.finish(status, outputs)
     }
 

@@ -141,9 +141,11 @@ impl Runtime {
             _ => wasmtime::Module::new(&self.engine, bytes),
         }
         .map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
+        // The version first: a module built for another ABI is told so, not that its imports
+        // differ from this one's.
+        check_version(&self.engine, &compiled)?;
         abi::check(&compiled).map_err(ModuleError::Contract)?;
         let pre = self.linker.instantiate_pre(&compiled).map_err(|e| ModuleError::Contract(e.to_string()))?;
-        check_version(&self.engine, &pre)?;
         let module = Arc::new(Module { source: source.to_path_buf(), hash: hash.clone(), pre });
         self.modules.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, module.clone());
         Ok(module)
@@ -168,15 +170,21 @@ impl Runtime {
     }
 }
 
-/// Calls `sluice_abi_version` on a scratch instance.
-fn check_version(engine: &Engine, pre: &InstancePre<HostState>) -> Result<(), ModuleError> {
+/// Calls `sluice_abi_version` on a scratch instance whose imports all trap (they are not
+/// checked yet). A module without the export is left to [`abi::check`] to refuse.
+fn check_version(engine: &Engine, module: &wasmtime::Module) -> Result<(), ModuleError> {
+    if module.get_export("sluice_abi_version").is_none() {
+        return Ok(());
+    }
     // The largest cap a node may ask for: the node's own cap applies to its real instances.
     let host = HostState::new("abi-check".into(), limits::MAX_MEMORY, NodeHandles::default(), Clock::System);
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limiter);
     store.set_epoch_deadline(ticks(Duration::from_secs(5)));
     let version = (|| {
-        let instance = pre.instantiate(&mut store)?;
+        let mut linker = Linker::new(engine);
+        linker.define_unknown_imports_as_traps(module)?;
+        let instance = linker.instantiate(&mut store, module)?;
         let f = instance.get_typed_func::<(), u32>(&mut store, "sluice_abi_version")?;
         f.call(&mut store, ())
     })()

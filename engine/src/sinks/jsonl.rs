@@ -8,14 +8,13 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 
-use bytes::Bytes;
-
 use crate::flow::Ack;
 
 /// What the output thread is handed.
 pub enum SinkItem {
-    /// A message, acked once written.
-    Msg(Bytes, Ack),
+    /// A message, acked once written. It is written out as JSON here, once, on the sink's
+    /// thread.
+    Msg(std::sync::Arc<sluice_sdk::TbMsg>, Ack),
     /// Flush and sync everything written so far, then answer.
     Flush(Sender<std::io::Result<()>>),
 }
@@ -71,7 +70,7 @@ fn write_lines(rx: Receiver<SinkItem>, target: Target) -> std::io::Result<u64> {
     for item in rx {
         match item {
             SinkItem::Msg(msg, ack) => {
-                out.write_all(&msg)?;
+                serde_json::to_writer(&mut out, &*msg)?;
                 out.write_all(b"\n")?;
                 n += 1;
                 drop(ack);
@@ -104,7 +103,7 @@ mod tests {
     fn special_files_take_lines_and_flushes() {
         let file = open(Path::new("/dev/null"), false).unwrap();
         let (tx, thread) = spawn(Target::File(file), 4).unwrap();
-        tx.send(SinkItem::Msg(Bytes::from_static(b"{}"), Ack::none())).unwrap();
+        tx.send(SinkItem::Msg(Default::default(), Ack::none())).unwrap();
         flush(&tx).unwrap();
         drop(tx);
         assert_eq!(thread.join().unwrap().unwrap(), 1);

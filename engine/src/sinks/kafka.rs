@@ -8,23 +8,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::jsonl::{SinkItem, SinkSender};
 use crate::connectors::kafka::{Delivery, KafkaProducer};
-
-/// Just the originator's name, to key the record without parsing the whole message.
-#[derive(Deserialize)]
-struct Keyed<'a> {
-    #[serde(borrow)]
-    originator: Option<Name<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Name<'a> {
-    #[serde(borrow)]
-    name: Option<std::borrow::Cow<'a, str>>,
-}
 
 /// Starts the producing thread; returns its sender and its handle (records queued).
 pub fn spawn(
@@ -43,13 +28,10 @@ fn produce(rx: Receiver<SinkItem>, producer: &KafkaProducer, topic: &str) -> std
     for item in rx {
         match item {
             SinkItem::Msg(msg, ack) => {
-                let key = serde_json::from_slice::<Keyed>(&msg)
-                    .ok()
-                    .and_then(|k| k.originator)
-                    .and_then(|o| o.name)
-                    .map(|name| name.into_owned());
+                let payload = serde_json::to_vec(&*msg).map_err(std::io::Error::other)?;
+                let name = msg.originator.name.as_bytes();
                 producer
-                    .send(topic, key.as_deref().map(str::as_bytes), None, &msg, Delivery::Ack(ack))
+                    .send(topic, (!name.is_empty()).then_some(name), None, &payload, Delivery::Ack(ack))
                     .map_err(std::io::Error::other)?;
                 n += 1;
             }

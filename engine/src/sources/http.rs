@@ -52,7 +52,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
-use sluice_sdk::{Msg, Originator, msg_type};
+use sluice_sdk::{Originator, TbMsg, msg_type};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
@@ -114,7 +114,7 @@ pub struct PayloadError(pub String);
 /// The messages a telemetry body becomes, as ThingsBoard reads it: a plain object of values
 /// (at `now_ms`), an object `{"ts", "values"}`, or an array of either — one
 /// `POST_TELEMETRY_REQUEST` per point. Ids are left empty for the caller to assign.
-pub fn telemetry(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
+pub fn telemetry(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<TbMsg>, PayloadError> {
     let err = |message: String| PayloadError(message);
     match parse_body(body)? {
         Value::Array(points) => points
@@ -133,7 +133,7 @@ pub fn telemetry(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<Msg>, 
 
 /// The message an attributes body becomes: a plain object of values, one
 /// `POST_ATTRIBUTES_REQUEST` at `now_ms`.
-pub fn attributes(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
+pub fn attributes(device: &Device, body: &[u8], now_ms: i64) -> Result<Vec<TbMsg>, PayloadError> {
     match parse_body(body)? {
         Value::Object(values) => {
             check_values(&values).map_err(PayloadError)?;
@@ -151,7 +151,7 @@ fn parse_body(body: &[u8]) -> Result<Value, PayloadError> {
 }
 
 /// One point: `{"ts", "values"}` when it has both keys (ThingsBoard's test), else plain values.
-fn telemetry_point(device: &Device, point: Value, now_ms: i64) -> Result<Msg, String> {
+fn telemetry_point(device: &Device, point: Value, now_ms: i64) -> Result<TbMsg, String> {
     let Value::Object(mut point) = point else {
         return Err(format!("a point must be an object, not {}", super::json_kind(&point)));
     };
@@ -196,8 +196,8 @@ fn check_values(values: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-fn message(msg_type: &str, device: &Device, ts: i64, values: Map<String, Value>) -> Msg {
-    Msg::new(msg_type, Originator::device(&device.device_name), Value::Object(values))
+fn message(msg_type: &str, device: &Device, ts: i64, values: Map<String, Value>) -> TbMsg {
+    TbMsg::new(msg_type, Originator::device(&device.device_name), Value::Object(values))
         .with_ts(ts)
         .with_meta("deviceName", &device.device_name)
         .with_meta("deviceType", &device.device_type)
@@ -317,7 +317,7 @@ async fn post_attributes(State(shared): State<Arc<Shared>>, UrlPath(token): UrlP
 }
 
 /// A route's body → messages mapping: [`telemetry`] or [`attributes`].
-type Mapping = fn(&Device, &[u8], i64) -> Result<Vec<Msg>, PayloadError>;
+type Mapping = fn(&Device, &[u8], i64) -> Result<Vec<TbMsg>, PayloadError>;
 
 /// Looks the device up, maps the body, feeds the messages and waits until they are done; counts
 /// the outcome before answering, so a client that has its answer finds it in `/metrics`.
@@ -331,7 +331,7 @@ async fn accept(shared: &Shared, token: &str, body: &[u8], what: &str, map: Mapp
         count(&stats.unauthorized);
         return error(StatusCode::UNAUTHORIZED, "unknown access token".into());
     };
-    let mut msgs = match map(device, body, shared.feed.now_ms()) {
+    let msgs = match map(device, body, shared.feed.now_ms()) {
         Ok(msgs) => msgs,
         Err(e) => {
             tracing::debug!(device = %device.device_name, what, error = %e, "malformed request");
@@ -348,7 +348,7 @@ async fn accept(shared: &Shared, token: &str, body: &[u8], what: &str, map: Mapp
     // One ack for the whole request, cloned onto each of its messages: it fires once the last
     // of them is done.
     let ack = Ack::new(Arc::new(Answer(Mutex::new(Some(done_tx)))), request);
-    for msg in &mut msgs {
+    for mut msg in msgs {
         msg.id = shared.ids.next().1;
         if shared.feed.push(msg, PARTITION, ack.clone()).await.is_err() {
             // Messages already in stay in (at least once): the device sends the request again.
@@ -398,12 +398,12 @@ mod tests {
         Device::new("Thermostat A1", "thermostat")
     }
 
-    fn expected(msg_type: &str, ts: i64, data: Value) -> Msg {
+    fn expected(msg_type: &str, ts: i64, data: Value) -> TbMsg {
         let mut metadata = BTreeMap::new();
         metadata.insert("deviceName".to_string(), "Thermostat A1".to_string());
         metadata.insert("deviceType".to_string(), "thermostat".to_string());
         metadata.insert("ts".to_string(), ts.to_string());
-        Msg {
+        TbMsg {
             id: String::new(),
             ts,
             msg_type: msg_type.to_string(),
@@ -468,7 +468,7 @@ mod tests {
     #[test]
     fn malformed_bodies_say_what_and_where() {
         let d = thermostat();
-        let e = |r: Result<Vec<Msg>, PayloadError>| r.unwrap_err().0;
+        let e = |r: Result<Vec<TbMsg>, PayloadError>| r.unwrap_err().0;
         assert_eq!(e(telemetry(&d, b"", 0)), "the body is empty; expected JSON");
         let not_json = e(telemetry(&d, b"{\"t\": }", 0));
         assert!(not_json.starts_with("the body is not JSON: expected value at line 1 column 7"), "{not_json}");

@@ -2,7 +2,7 @@
 //! offsets only for messages whose every branch has finished.
 //!
 //! ```text
-//! poll ──record──▶ Msg + Ack(partition, offset) ──▶ Feed ──▶ chain ──▶ sinks / actions
+//! poll ──record──▶ TbMsg + Ack(partition, offset) ──▶ Feed ──▶ chain ──▶ sinks / actions
 //!   ▲                                                                      │ (delivered)
 //!   └── commit(next offsets) ◀── checkpoint(state + offsets) ◀── all acked ┘
 //! ```
@@ -42,7 +42,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use sluice_sdk::{Msg, Originator, msg_type};
+use sluice_sdk::{Originator, TbMsg, msg_type};
 use uuid::Uuid;
 
 use super::Feed;
@@ -695,7 +695,7 @@ impl Reader {
                             let ack = Ack::new(acks.clone(), ((index as u64) << 48) | offset as u64);
                             if self
                                 .feed
-                                .push_blocking(&msg, watermark_partition(record.topic(), record.partition()), ack)
+                                .push_blocking(msg, watermark_partition(record.topic(), record.partition()), ack)
                                 .is_err()
                             {
                                 break;
@@ -730,7 +730,7 @@ fn watermark_partition(topic: &str, partition: i32) -> u32 {
 
 /// A record as a message: per `format` (flat JSON records as `form` says), a TbMsg / simple telemetry JSON, or raw bytes for an
 /// uplink decoder.
-pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec, form: &InputForm) -> Result<Msg, String> {
+pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec, form: &InputForm) -> Result<TbMsg, String> {
     let ts = record.timestamp().to_millis().unwrap_or_else(chrono_now);
     let source = partition_key(record.topic(), record.partition());
     let payload = record.payload().unwrap_or_default();
@@ -752,7 +752,7 @@ pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec, form: &Input
                     Some("base64"),
                 ),
             };
-            let mut msg = Msg::new(msg_type, Originator::device(&device), data).with_ts(ts);
+            let mut msg = TbMsg::new(msg_type, Originator::device(&device), data).with_ts(ts);
             msg.metadata.insert("deviceName".into(), device);
             msg.metadata.insert("ts".into(), ts.to_string());
             if let Some(encoding) = encoding {

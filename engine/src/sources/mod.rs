@@ -1,10 +1,10 @@
-//! Sources: where messages come from. Each turns what it reads into a [`Msg`] with an ack handle
+//! Sources: where messages come from. Each turns what it reads into a [`TbMsg`] with an ack handle
 //! ([`crate::flow::Ack`]) and hands it to a [`Feed`].
 //!
 //! ```text
 //! jsonl (file, stdin) ─┐
 //! kafka (group)       ─┤
-//! mqtt (subscriptions) ┼─ Msg + partition + Ack ──▶ Feed ──(watermark, key)──▶ Pipeline
+//! mqtt (subscriptions) ┼─ TbMsg + partition + Ack ──▶ Feed ──(watermark, key)──▶ Pipeline
 //! http (device API)   ─┘
 //! ```
 //!
@@ -22,8 +22,7 @@ pub mod tokens;
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 use crate::chain::Chain;
 use crate::flow::{Ack, Closed, Envelope, PipelineSender};
@@ -86,29 +85,27 @@ impl Feed {
 
     /// The envelope for `msg` read from `partition`: its watermarks are advanced by the message,
     /// and it counts as in flight from now on.
-    pub fn envelope(&self, msg: &Msg, partition: u32, ack: Ack) -> Envelope {
+    pub fn envelope(&self, msg: TbMsg, partition: u32, ack: Ack) -> Envelope {
         let shared = &self.shared;
         let now = shared.clock.now_ms();
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let event_time = shared.time_field.event_time(msg, now);
-        // A Msg always serializes: its fields are strings, numbers and JSON values.
-        let bytes = serde_json::to_vec(msg).unwrap_or_default();
+        let event_time = shared.time_field.event_time(&msg, now);
         let mut watermarks = self.lock();
         let stamp = watermarks.stamp(partition, &msg.originator.name, event_time, now);
-        let mut envelope = Envelope::new(Bytes::from(bytes), key, ack).with_stamp(stamp).with_partition(partition);
+        let mut envelope = Envelope::new(Arc::new(msg), key, ack).with_stamp(stamp).with_partition(partition);
         envelope.progress = Some(shared.sender.progress().issue(stamp.combined));
         drop(watermarks);
         envelope
     }
 
     /// Hands `msg` to the pipeline, waiting for room.
-    pub async fn push(&self, msg: &Msg, partition: u32, ack: Ack) -> Result<(), Closed> {
+    pub async fn push(&self, msg: TbMsg, partition: u32, ack: Ack) -> Result<(), Closed> {
         let envelope = self.envelope(msg, partition, ack);
         self.shared.sender.send(envelope).await
     }
 
     /// [`Feed::push`] from a thread outside the async runtime (the Kafka consumer's).
-    pub fn push_blocking(&self, msg: &Msg, partition: u32, ack: Ack) -> Result<(), Closed> {
+    pub fn push_blocking(&self, msg: TbMsg, partition: u32, ack: Ack) -> Result<(), Closed> {
         let envelope = self.envelope(msg, partition, ack);
         self.shared.sender.send_blocking(envelope)
     }
@@ -217,7 +214,7 @@ pub(crate) fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
 
 /// Refuses a message whose `data` nests so deep that the message, with its own object around
 /// `data`, would pass [`MAX_DEPTH`]: nodes could not read it.
-pub(crate) fn check_depth(msg: &sluice_sdk::Msg) -> Result<(), String> {
+pub(crate) fn check_depth(msg: &sluice_sdk::TbMsg) -> Result<(), String> {
     if 1 + depth(&msg.data) > MAX_DEPTH {
         return Err(depth_error());
     }

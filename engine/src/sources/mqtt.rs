@@ -2,7 +2,7 @@
 //! done with it.
 //!
 //! ```text
-//! broker ──PUBLISH──▶ connection task ──▶ feeder ──Msg + Ack──▶ Feed ──▶ chain
+//! broker ──PUBLISH──▶ connection task ──▶ feeder ──TbMsg + Ack──▶ Feed ──▶ chain
 //!    ▲                  (rumqttc loop)     (payload → messages)            │ every branch done
 //!    └──────PUBACK────── acker ◀─────────── PublishAck ◀───────────────────┘
 //! ```
@@ -99,7 +99,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
 use serde_json::{Map, Value};
-use sluice_sdk::{Msg, Originator, msg_type};
+use sluice_sdk::{Originator, TbMsg, msg_type};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::Feed;
@@ -371,7 +371,7 @@ async fn feeder(
                     if msg.id.is_empty() {
                         msg.id = uuid::Uuid::new_v4().to_string();
                     }
-                    if feed.push(&msg, topic_partition(&publish.topic), ack.clone()).await.is_err() {
+                    if feed.push(msg, topic_partition(&publish.topic), ack.clone()).await.is_err() {
                         target.cancelled.store(true, Ordering::SeqCst);
                         return Err(Closed);
                     }
@@ -549,7 +549,7 @@ fn shown_topic(topic: &str) -> &str {
 impl PayloadMapping {
     /// The messages a publish of `payload` on `topic` stands for, in payload order; ids are
     /// left empty unless the payload gave one. `now_ms` stands in for a missing `ts`.
-    pub fn messages(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
+    pub fn messages(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<TbMsg>, PayloadError> {
         let messages = self.map(topic, payload, now_ms)?;
         for msg in &messages {
             super::check_depth(msg).map_err(|reason| PayloadError { topic: shown_topic(topic).to_string(), reason })?;
@@ -557,7 +557,7 @@ impl PayloadMapping {
         Ok(messages)
     }
 
-    fn map(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<Msg>, PayloadError> {
+    fn map(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Vec<TbMsg>, PayloadError> {
         let api = api(topic);
         let err = |reason: String| PayloadError { topic: shown_topic(topic).to_string(), reason };
         let json = || super::parse_json(payload).map_err(|e| format!("payload is not JSON: {e}"));
@@ -615,7 +615,7 @@ impl PayloadMapping {
         tokens.device(token).ok_or_else(|| "unknown access token (not in the token file)".to_string())
     }
 
-    fn json_line(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Msg, String> {
+    fn json_line(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<TbMsg, String> {
         let text = std::str::from_utf8(payload)
             .map_err(|_| "payload is not UTF-8 text, so not JSON (format = \"raw\" takes bytes)".to_string())?;
         let mut msg = super::jsonl::parse_message_as(topic, 1, text, now_ms, &self.input)
@@ -625,12 +625,12 @@ impl PayloadMapping {
         Ok(msg)
     }
 
-    fn raw(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Msg, String> {
+    fn raw(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<TbMsg, String> {
         let device =
             topic.rsplit('/').next().filter(|d| !d.is_empty()).ok_or_else(|| {
                 "the topic's last level, which names the device of a raw payload, is empty".to_string()
             })?;
-        let mut msg = Msg::new(self.msg_type.clone(), Originator::device(device), Value::Null)
+        let mut msg = TbMsg::new(self.msg_type.clone(), Originator::device(device), Value::Null)
             .with_ts(now_ms)
             .with_meta("deviceName", device)
             .with_meta("ts", now_ms.to_string())
@@ -662,12 +662,12 @@ fn device_of_topic(device: &str) -> Result<&str, String> {
 /// A message of a token's device: as from `v1/devices/{deviceName}/…`, with its `deviceType`,
 /// and the topic the device published to (the token stays out of the message).
 fn token_msg(
-    make: fn(&str, i64, Map<String, Value>, &str) -> Msg,
+    make: fn(&str, i64, Map<String, Value>, &str) -> TbMsg,
     device: &Device,
     ts: i64,
     values: Map<String, Value>,
     topic: &str,
-) -> Msg {
+) -> TbMsg {
     make(&device.device_name, ts, values, topic).with_meta("deviceType", &device.device_type)
 }
 
@@ -716,24 +716,24 @@ fn telemetry_point(value: Value, now_ms: i64) -> Result<Point, String> {
     Ok((ts, values))
 }
 
-fn device_msg(kind: &str, device: &str, ts: i64, data: Map<String, Value>, topic: &str) -> Msg {
-    Msg::new(kind, Originator::device(device), Value::Object(data))
+fn device_msg(kind: &str, device: &str, ts: i64, data: Map<String, Value>, topic: &str) -> TbMsg {
+    TbMsg::new(kind, Originator::device(device), Value::Object(data))
         .with_ts(ts)
         .with_meta("deviceName", device)
         .with_meta("ts", ts.to_string())
         .with_meta("topic", topic)
 }
 
-fn telemetry_msg(device: &str, ts: i64, values: Map<String, Value>, topic: &str) -> Msg {
+fn telemetry_msg(device: &str, ts: i64, values: Map<String, Value>, topic: &str) -> TbMsg {
     device_msg(msg_type::POST_TELEMETRY_REQUEST, device, ts, values, topic)
 }
 
-fn attributes_msg(device: &str, ts: i64, attributes: Map<String, Value>, topic: &str) -> Msg {
+fn attributes_msg(device: &str, ts: i64, attributes: Map<String, Value>, topic: &str) -> TbMsg {
     device_msg(msg_type::POST_ATTRIBUTES_REQUEST, device, ts, attributes, topic)
 }
 
 /// `{"device": "Device A", "type": "Thermostat"}` → a connect event from that device.
-fn connect_msg(value: Value, now_ms: i64, topic: &str) -> Result<Msg, String> {
+fn connect_msg(value: Value, now_ms: i64, topic: &str) -> Result<TbMsg, String> {
     let mut connect = object(value, "a connect payload")?;
     let device = match connect.remove("device") {
         Some(Value::String(name)) if !name.is_empty() => name,
@@ -764,13 +764,13 @@ mod tests {
         }
     }
 
-    fn map(topic: &str, payload: &str) -> Result<Vec<Msg>, PayloadError> {
+    fn map(topic: &str, payload: &str) -> Result<Vec<TbMsg>, PayloadError> {
         json_mapping().messages(topic, payload.as_bytes(), NOW)
     }
 
     /// A message written out in full, to compare against.
-    fn expected(kind: &str, device: &str, ts: i64, data: Value, topic: &str) -> Msg {
-        Msg {
+    fn expected(kind: &str, device: &str, ts: i64, data: Value, topic: &str) -> TbMsg {
+        TbMsg {
             id: String::new(),
             ts,
             msg_type: kind.into(),

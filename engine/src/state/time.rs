@@ -132,7 +132,7 @@ impl TimeField {
 
     /// The event time of `msg` (`now` for arrival time, or when the field is missing or not a
     /// number of milliseconds).
-    pub fn event_time(&self, msg: &sluice_sdk::Msg, now: i64) -> i64 {
+    pub fn event_time(&self, msg: &sluice_sdk::TbMsg, now: i64) -> i64 {
         let from_value = |v: Option<&serde_json::Value>| v.and_then(sluice_sdk::as_number).map(|n| n as i64);
         match self {
             TimeField::Ts => msg.ts,
@@ -670,7 +670,7 @@ mod tests {
 
     #[test]
     fn time_fields() {
-        let msg = sluice_sdk::Msg::telemetry("d", serde_json::json!({"t": "1500"})).with_ts(7).with_meta("m", "9");
+        let msg = sluice_sdk::TbMsg::telemetry("d", serde_json::json!({"t": "1500"})).with_ts(7).with_meta("m", "9");
         assert_eq!(TimeField::parse("ts").unwrap().event_time(&msg, 0), 7);
         assert_eq!(TimeField::parse("data.t").unwrap().event_time(&msg, 0), 1500);
         assert_eq!(TimeField::parse("metadata.m").unwrap().event_time(&msg, 0), 9);

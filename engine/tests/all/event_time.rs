@@ -18,7 +18,7 @@ use sluice::sinks::jsonl::SinkItem;
 use sluice::sources::Feed;
 use sluice::state::StateStore;
 use sluice::state::time::Watermarks;
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 use crate::support::{ChainDir, runtime};
 
@@ -54,7 +54,7 @@ fn chain(per: &str) -> Value {
 /// Every reading, in the order the devices send them: each second, each device still on the
 /// air sends two readings of its own clock, the second 500 ms older than the first (within the
 /// chain's 1 s lateness).
-fn readings() -> Vec<(i64, Msg)> {
+fn readings() -> Vec<(i64, TbMsg)> {
     let mut out = Vec::new();
     for step in 0..STEPS {
         let wall = W0 + step * 1_000;
@@ -65,7 +65,7 @@ fn readings() -> Vec<(i64, Msg)> {
             for late_by in [0, 500] {
                 let ts = wall + offset + 700 - late_by;
                 let v = (step * 7 + i as i64 * 3 + late_by / 500) % 50;
-                out.push((wall, Msg::telemetry(*name, json!({"site": "S", "v": v})).with_ts(ts)));
+                out.push((wall, TbMsg::telemetry(*name, json!({"site": "S", "v": v})).with_ts(ts)));
             }
         }
     }
@@ -73,7 +73,7 @@ fn readings() -> Vec<(i64, Msg)> {
 }
 
 /// The batch reference: (count, sum) per window start, from every reading.
-fn reference(readings: &[(i64, Msg)]) -> BTreeMap<i64, (u64, i64)> {
+fn reference(readings: &[(i64, TbMsg)]) -> BTreeMap<i64, (u64, i64)> {
     let mut windows = BTreeMap::new();
     for (_, msg) in readings {
         let start = msg.ts.div_euclid(WINDOW) * WINDOW;
@@ -91,7 +91,7 @@ struct Written {
     late: u64,
 }
 
-fn written(out: &Mutex<Vec<Msg>>) -> Written {
+fn written(out: &Mutex<Vec<TbMsg>>) -> Written {
     let mut w = Written::default();
     for msg in out.lock().unwrap().iter() {
         if msg.msg_type == "POST_TELEMETRY_REQUEST" {
@@ -138,7 +138,7 @@ fn run(per: &str, wait_for_freed: bool) -> (Written, Written) {
         std::thread::spawn(move || {
             for item in rx {
                 if let SinkItem::Msg(bytes, _ack) = item {
-                    out.lock().unwrap().push(serde_json::from_slice::<Msg>(&bytes).expect("a message"));
+                    out.lock().unwrap().push((*bytes).clone());
                 }
             }
         })
@@ -147,7 +147,7 @@ fn run(per: &str, wait_for_freed: bool) -> (Written, Written) {
     let readings = readings();
     for (wall, msg) in &readings {
         now.store(*wall, Ordering::SeqCst);
-        feed.push_blocking(msg, 0, Ack::none()).expect("the pipeline takes it");
+        feed.push_blocking(msg.clone(), 0, Ack::none()).expect("the pipeline takes it");
     }
 
     // Every device silent past the idle timeout: nobody holds the watermark back, and it moves

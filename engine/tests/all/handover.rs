@@ -15,7 +15,7 @@ use sluice::sinks::jsonl::SinkItem;
 use sluice::sources::Feed;
 use sluice::state::StateStore;
 use sluice::state::time::Watermarks;
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 use crate::support::{ChainDir, modules, runtime};
 
@@ -28,7 +28,7 @@ struct Instance {
     pipeline: Pipeline,
     feed: Feed,
     state: StateStore,
-    collector: std::thread::JoinHandle<Vec<Msg>>,
+    collector: std::thread::JoinHandle<Vec<TbMsg>>,
 }
 
 impl Instance {
@@ -49,7 +49,7 @@ impl Instance {
         let collector = std::thread::spawn(move || {
             rx.into_iter()
                 .filter_map(|item| match item {
-                    SinkItem::Msg(bytes, _) => Some(serde_json::from_slice::<Msg>(&bytes).expect("a message")),
+                    SinkItem::Msg(bytes, _) => Some((*bytes).clone()),
                     SinkItem::Flush(_) => None,
                 })
                 .collect()
@@ -58,9 +58,9 @@ impl Instance {
     }
 
     /// Feeds `records` read from `partition`, in order, and waits until the workers ran them.
-    fn read(&self, partition: u32, records: &[Msg]) {
+    fn read(&self, partition: u32, records: &[TbMsg]) {
         for msg in records {
-            self.feed.push_blocking(msg, partition, Ack::none()).expect("pipeline open");
+            self.feed.push_blocking(msg.clone(), partition, Ack::none()).expect("pipeline open");
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.feed.progress().idle() {
@@ -71,7 +71,7 @@ impl Instance {
 
     /// What the output received (the instance stops; open windows stay unfired, as when a
     /// service leaves its group).
-    fn stop(self) -> Vec<Msg> {
+    fn stop(self) -> Vec<TbMsg> {
         drop(self.feed);
         self.pipeline.shutdown();
         self.collector.join().expect("collector")
@@ -80,12 +80,12 @@ impl Instance {
 
 /// Readings of `devices` a quarter second apart from `from` to `until` (event time, ms), in
 /// time order as a partition carries them; `v` a small integer.
-fn readings(devices: &[String], from: i64, until: i64) -> Vec<Msg> {
+fn readings(devices: &[String], from: i64, until: i64) -> Vec<TbMsg> {
     let mut out = Vec::new();
     for ts in (from..until).step_by(250) {
         for (d, device) in devices.iter().enumerate() {
             let v = (ts / 250 * 7 + d as i64 * 3) % 13;
-            out.push(Msg::telemetry(device, json!({ "v": v })).with_ts(ts).with_id(format!("{device}@{ts}")));
+            out.push(TbMsg::telemetry(device, json!({ "v": v })).with_ts(ts).with_id(format!("{device}@{ts}")));
         }
     }
     out
@@ -103,7 +103,7 @@ fn devices_on(worker: u64, n: usize, taken: &[String]) -> Vec<String> {
 }
 
 /// (device, window start) → (count, sum), by plain arithmetic over the readings.
-fn expected(readings: &[Msg]) -> BTreeMap<(String, i64), (u64, f64)> {
+fn expected(readings: &[TbMsg]) -> BTreeMap<(String, i64), (u64, f64)> {
     let mut windows = BTreeMap::new();
     for msg in readings {
         let e = windows.entry((msg.originator.name.clone(), msg.ts.div_euclid(WINDOW) * WINDOW)).or_insert((0, 0.0));
@@ -149,7 +149,8 @@ fn a_partition_arriving_behind_the_watermark_keeps_its_windows_open() {
     let moving_head = readings(&moving_devices, 0, 25_000);
     let moving_tail = readings(&moving_devices, 25_000, 30_000);
     let staying_all = readings(&staying_devices, 0, 60_000);
-    let closer = |p: u32| Msg::telemetry(format!("closer-{p}"), json!({"v": 0})).with_ts(FAR).with_id(format!("c{p}"));
+    let closer =
+        |p: u32| TbMsg::telemetry(format!("closer-{p}"), json!({"v": 0})).with_ts(FAR).with_id(format!("c{p}"));
 
     // Instance B reads partition 4 up to the middle of the window [20 s, 30 s), then leaves:
     // its share of the state is what the changelog carries (taken as the source's cut takes it:
@@ -178,7 +179,7 @@ fn a_partition_arriving_behind_the_watermark_keeps_its_windows_open() {
     a.read(staying, &[closer(staying)]);
     let from_a = a.stop();
 
-    let mut by_id: BTreeMap<String, &Msg> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, &TbMsg> = BTreeMap::new();
     for msg in from_b.iter().chain(&from_a) {
         if let Some(seen) = by_id.insert(msg.id.clone(), msg) {
             assert_eq!(seen.data, msg.data, "a duplicate of {} differs", msg.id);
@@ -195,6 +196,6 @@ fn a_partition_arriving_behind_the_watermark_keeps_its_windows_open() {
             )
         })
         .collect();
-    let all: Vec<Msg> = [moving_head, moving_tail, staying_all].concat();
+    let all: Vec<TbMsg> = [moving_head, moving_tail, staying_all].concat();
     assert_eq!(results, expected(&all));
 }

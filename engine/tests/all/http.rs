@@ -25,7 +25,7 @@ use sluice::sources::Feed;
 use sluice::sources::http::{self, HttpSourceError, Tokens};
 use sluice::state::StateStore;
 use sluice::state::time::Watermarks;
-use sluice_sdk::{Msg, Originator};
+use sluice_sdk::{Originator, TbMsg};
 use tokio::sync::{oneshot, watch};
 
 use crate::support::{ChainDir, runtime};
@@ -229,8 +229,8 @@ const TOKENS: &str = r#"{
 const NOW: i64 = 1_700_000_000_000;
 
 /// What the source should make of a post: computed by hand from ThingsBoard's rules.
-fn expected(msg_type: &str, device: &str, device_type: &str, ts: i64, data: Value) -> Msg {
-    Msg {
+fn expected(msg_type: &str, device: &str, device_type: &str, ts: i64, data: Value) -> TbMsg {
+    TbMsg {
         id: String::new(),
         ts,
         msg_type: msg_type.into(),
@@ -299,7 +299,7 @@ impl Running {
     }
 
     /// Everything the output sink has written so far (flushed first).
-    fn written(&self) -> Vec<Msg> {
+    fn written(&self) -> Vec<TbMsg> {
         let (tx, _) = self.output.as_ref().expect("a file output");
         output::flush(tx).expect("flush");
         let text = std::fs::read_to_string(&self.out_path).expect("read output");
@@ -372,11 +372,11 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
 }
 
 /// The messages with their ids checked (present, distinct) and then blanked for comparison.
-fn without_ids(msgs: Vec<Msg>) -> Vec<Msg> {
+fn without_ids(msgs: Vec<TbMsg>) -> Vec<TbMsg> {
     let ids: std::collections::BTreeSet<_> = msgs.iter().map(|m| m.id.clone()).collect();
     assert_eq!(ids.len(), msgs.len(), "ids are unique: {msgs:?}");
     assert!(!ids.contains(""), "every message has an id");
-    msgs.into_iter().map(|m| Msg { id: String::new(), ..m }).collect()
+    msgs.into_iter().map(|m| TbMsg { id: String::new(), ..m }).collect()
 }
 
 #[test]
@@ -484,7 +484,7 @@ fn the_answer_waits_until_every_message_is_acked() {
     let mut held = Vec::new();
     for _ in 0..2 {
         match sunk.recv().expect("a message reaches the sink") {
-            SinkItem::Msg(bytes, ack) => held.push((serde_json::from_slice::<Msg>(&bytes).unwrap(), ack)),
+            SinkItem::Msg(bytes, ack) => held.push(((*bytes).clone(), ack)),
             SinkItem::Flush(_) => unreachable!("nobody flushes"),
         }
     }

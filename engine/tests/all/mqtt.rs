@@ -22,7 +22,7 @@ use sluice::sources::Feed;
 use sluice::sources::mqtt::{self, MqttSourceError, MqttSourceStats};
 use sluice::state::StateStore;
 use sluice::state::time::Watermarks;
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 use tokio::sync::watch;
 
 use crate::brokers::{Mosquitto, TlsListener, free_port};
@@ -68,7 +68,7 @@ fn source_spec(url: &str, client_id: Option<&str>) -> MqttSourceSpec {
 /// A running MQTT source feeding a chain that only writes to the output sink.
 struct SourceRun {
     pipeline: Option<Pipeline>,
-    out: Arc<Mutex<Vec<Msg>>>,
+    out: Arc<Mutex<Vec<TbMsg>>>,
     stats: Arc<MqttSourceStats>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), MqttSourceError>>,
@@ -79,7 +79,7 @@ struct SourceRun {
 impl SourceRun {
     /// Starts the source; with `hold`, the sink hands each message's ack to that channel instead
     /// of dropping it (the message then counts as still in the chain).
-    fn start(rt: &tokio::runtime::Runtime, spec: MqttSourceSpec, hold: Option<Sender<(Msg, Ack)>>) -> SourceRun {
+    fn start(rt: &tokio::runtime::Runtime, spec: MqttSourceSpec, hold: Option<Sender<(TbMsg, Ack)>>) -> SourceRun {
         let dir = ChainDir::new();
         let path = dir.write_json("chain.json", &json!({"entry": "out", "nodes": [{"id": "out", "sink": "output"}]}));
         let chain = Arc::new(Loader::new(&runtime(), vec![]).load(&path).expect("chain loads"));
@@ -99,7 +99,7 @@ impl SourceRun {
             std::thread::spawn(move || {
                 for item in rx {
                     if let SinkItem::Msg(bytes, ack) = item {
-                        let msg: Msg = serde_json::from_slice(&bytes).expect("output is a message");
+                        let msg: TbMsg = (*bytes).clone();
                         out.lock().unwrap().push(msg.clone());
                         match &hold {
                             Some(held) => held.send((msg, ack)).expect("the test holds the acks"),
@@ -123,7 +123,7 @@ impl SourceRun {
         wait_until("the source's subscription", || MqttSourceStats::get(&self.stats.subscribed) >= subscriptions);
     }
 
-    fn output(&self) -> Vec<Msg> {
+    fn output(&self) -> Vec<TbMsg> {
         self.out.lock().unwrap().clone()
     }
 
@@ -524,7 +524,7 @@ fn mqtt_publish_not_done_in_the_chain_is_redelivered_to_the_next_session() {
     let topic = "v1/devices/dev-2/telemetry";
     let device = TestClient::connect(&rt, broker.port, "test-redeliver-device", false);
 
-    let (held_tx, held) = std::sync::mpsc::channel::<(Msg, Ack)>();
+    let (held_tx, held) = std::sync::mpsc::channel::<(TbMsg, Ack)>();
     let first = SourceRun::start(&rt, source_spec(&broker.url(), Some("sluice-redeliver")), Some(held_tx));
     device.publish(&rt, topic, json!({"n": 1}));
     let (one, ack) = held.recv_timeout(PATIENCE).expect("n = 1 reaches the sink");

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use sluice::chain::Loader;
 use sluice::flow::{Ack, Envelope, Pipeline, PipelineConfig, Sinks};
@@ -29,11 +28,15 @@ fn counting(node: &str) -> Value {
 fn count_one(pipeline: &Pipeline, rx: &std::sync::mpsc::Receiver<SinkItem>) -> String {
     let msg = json!({"id": "m", "ts": 1, "type": "POST_TELEMETRY_REQUEST",
         "originator": {"entityType": "DEVICE", "name": "dev-1"}, "metadata": {}, "data": {}});
-    let envelope = Envelope::new(Bytes::from(msg.to_string()), Envelope::key_of("DEVICE", "dev-1"), Ack::none());
+    let envelope = Envelope::new(
+        std::sync::Arc::new(serde_json::from_value(msg).unwrap()),
+        Envelope::key_of("DEVICE", "dev-1"),
+        Ack::none(),
+    );
     pipeline.send_blocking(envelope).unwrap();
     match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
         SinkItem::Msg(bytes, _) => {
-            let out: Value = serde_json::from_slice(&bytes).unwrap();
+            let out: Value = serde_json::to_value(&*bytes).unwrap();
             out["metadata"]["count"].as_str().unwrap().to_string()
         }
         SinkItem::Flush(_) => panic!("no flush expected"),

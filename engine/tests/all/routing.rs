@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 use crate::support::{ChainDir, run_chain};
 
@@ -25,7 +25,7 @@ fn an_output_goes_down_every_matching_connection() {
             {"from": "b", "to": "out", "relation": "Success"}
         ]
     });
-    let ran = run_chain(&chain, &[Msg::telemetry("d", json!({"t": 1})).with_id("m")], 1);
+    let ran = run_chain(&chain, &[TbMsg::telemetry("d", json!({"t": 1})).with_id("m")], 1);
     let data: Vec<_> = ran.output.iter().map(|m| m.data.clone()).collect();
     assert_eq!(data, [json!({"a": 1}), json!({"b": 1})]);
     assert_eq!(ran.acked, 1);
@@ -41,7 +41,8 @@ fn unconnected_outputs_are_counted_as_dropped() {
         ],
         "connections": [{"from": "check", "to": "out", "relation": "True"}]
     });
-    let msgs = [Msg::telemetry("d", json!({"t": 1})), Msg::telemetry("d", json!({})), Msg::telemetry("d", json!({}))];
+    let msgs =
+        [TbMsg::telemetry("d", json!({"t": 1})), TbMsg::telemetry("d", json!({})), TbMsg::telemetry("d", json!({}))];
     let ran = run_chain(&chain, &msgs, 2);
     assert_eq!(ran.output.len(), 1);
     let check = ran.stats.node("check");
@@ -56,7 +57,7 @@ fn failures_without_a_connection_are_counted() {
         "nodes": [{"id": "decode", "module": "json-decoder"}, {"id": "out", "sink": "output"}],
         "connections": [{"from": "decode", "to": "out", "relation": "Success"}]
     });
-    let ran = run_chain(&chain, &[Msg::telemetry("d", json!({"payload": "not json"}))], 1);
+    let ran = run_chain(&chain, &[TbMsg::telemetry("d", json!({"payload": "not json"}))], 1);
     let decode = ran.stats.node("decode");
     assert_eq!((decode.failures, decode.unhandled_failures), (1, 1));
     assert!(ran.output.is_empty());
@@ -91,7 +92,8 @@ fn a_nested_chain_hands_back_what_it_leaves_unconnected() {
     let chain = dir.load("outer.json", &outer).expect("loads");
     assert!(chain.find("sub/check").is_some(), "nested ids are qualified");
     let path = dir.dir.path().join("outer.json");
-    let msgs = [Msg::telemetry("d", json!({"t": 5})).with_id("1"), Msg::telemetry("d", json!({"h": 1})).with_id("2")];
+    let msgs =
+        [TbMsg::telemetry("d", json!({"t": 5})).with_id("1"), TbMsg::telemetry("d", json!({"h": 1})).with_id("2")];
     let ran = crate::support::run_chain_file(&path, &msgs, 1);
     assert_eq!(ran.output.len(), 2);
     assert_eq!(ran.output[0].data, json!({"temperature": 5}));
@@ -112,8 +114,8 @@ fn per_originator_order_holds_across_workers() {
     });
     let devices = 8;
     let per_device = 200;
-    let msgs: Vec<Msg> = (0..per_device)
-        .flat_map(|i| (0..devices).map(move |d| Msg::telemetry(format!("dev-{d}"), json!({"seq": i}))))
+    let msgs: Vec<TbMsg> = (0..per_device)
+        .flat_map(|i| (0..devices).map(move |d| TbMsg::telemetry(format!("dev-{d}"), json!({"seq": i}))))
         .collect();
     let ran = run_chain(&chain, &msgs, 2);
     assert_eq!(ran.output.len(), devices * per_device);
@@ -143,7 +145,7 @@ fn a_bounded_cycle_stops_at_max_hops() {
             {"from": "b", "to": "a", "relation": "Success"}
         ]
     });
-    let ran = run_chain(&chain, &[Msg::telemetry("d", json!({"x": 1}))], 1);
+    let ran = run_chain(&chain, &[TbMsg::telemetry("d", json!({"x": 1}))], 1);
     let visits = ran.stats.node("a").received + ran.stats.node("b").received;
     assert_eq!(visits, 5);
     assert_eq!(ran.stats.node("a").hop_limit + ran.stats.node("b").hop_limit, 1);

@@ -2,7 +2,7 @@
 //! `metadata.error`, and the messages after it are processed normally.
 
 use serde_json::{Value, json};
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 use crate::support::{ChainDir, run_chain};
 
@@ -21,11 +21,11 @@ fn chain(guest: &str, limits: Value) -> Value {
     })
 }
 
-fn msg(id: &str, data: Value) -> Msg {
-    Msg::telemetry("dev", data).with_id(id)
+fn msg(id: &str, data: Value) -> TbMsg {
+    TbMsg::telemetry("dev", data).with_id(id)
 }
 
-fn error_of(m: &Msg) -> &str {
+fn error_of(m: &TbMsg) -> &str {
     m.meta("error").unwrap_or("")
 }
 
@@ -110,7 +110,7 @@ fn a_success_resets_the_crash_count() {
 const UNKNOWN_IMPORT: &str = r#"(module
   (import "env" "open_socket" (func (param i32) (result i32)))
   (memory (export "memory") 1)
-  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
   (func (export "sluice_init") (param i32) (result i32) i32.const 0)
   (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
@@ -118,14 +118,23 @@ const UNKNOWN_IMPORT: &str = r#"(module
 const WASI_IMPORT: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
-  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
   (func (export "sluice_init") (param i32) (result i32) i32.const 0)
   (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
 
 const FUTURE_ABI: &str = r#"(module
   (memory (export "memory") 1)
-  (func (export "sluice_abi_version") (result i32) i32.const 2)
+  (func (export "sluice_abi_version") (result i32) i32.const 3)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
+
+const V1_MODULE: &str = r#"(module
+  (import "sluice" "emit" (func (param i32 i32 i32 i32)))
+  (import "sluice" "forward" (func (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 1)
   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
   (func (export "sluice_init") (param i32) (result i32) i32.const 0)
   (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
@@ -133,7 +142,7 @@ const FUTURE_ABI: &str = r#"(module
 const WRONG_SIGNATURE: &str = r#"(module
   (import "sluice" "emit" (func (param i32 i32)))
   (memory (export "memory") 1)
-  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
   (func (export "sluice_init") (param i32) (result i32) i32.const 0)
   (func (export "sluice_on_msg") (param i32) (result i32) i32.const 0))"#;
@@ -163,14 +172,18 @@ fn a_module_importing_wasi_is_refused_at_load() {
 #[test]
 fn a_module_with_another_abi_version_is_refused_at_load() {
     let err = load_guest(FUTURE_ABI);
-    assert!(err.contains("ABI version 2; this engine speaks version 1"), "{err}");
+    assert!(err.contains("ABI version 3; this engine speaks version 2"), "{err}");
+    // A module built against ABI v1 imports v1's functions: it is told its version is the
+    // problem, not that its imports differ.
+    let err = load_guest(V1_MODULE);
+    assert!(err.contains("ABI version 1; this engine speaks version 2"), "{err}");
 }
 
 #[test]
 fn a_host_import_with_the_wrong_signature_is_refused_at_load() {
     let err = load_guest(WRONG_SIGNATURE);
     assert!(
-        err.contains("imports `sluice::emit` as (i32, i32) -> (); the host provides (i32, i32, i32, i32) -> ()"),
+        err.contains("imports `sluice::emit` as (i32, i32) -> (); the host provides (i32, i32, i32) -> ()"),
         "{err}"
     );
 }
@@ -178,11 +191,11 @@ fn a_host_import_with_the_wrong_signature_is_refused_at_load() {
 /// A guest (not built with the SDK) that emits bytes that are not a message, or passes a pointer
 /// outside its memory: its message goes to `Failure` saying so, and the engine carries on.
 const EMITS_GARBAGE: &str = r#"(module
-  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32)))
+  (import "sluice" "emit_json" (func $emit (param i32 i32 i32 i32)))
   (memory (export "memory") 2)
   (data (i32.const 16) "True")
   (data (i32.const 32) "hello")
-  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
   (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
   (func (export "sluice_init") (param i32) (result i32) i32.const 0)
   (func (export "sluice_on_msg") (param i32) (result i32)
@@ -190,9 +203,9 @@ const EMITS_GARBAGE: &str = r#"(module
     i32.const 0))"#;
 
 const OUT_OF_BOUNDS: &str = r#"(module
-  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32)))
+  (import "sluice" "emit_json" (func $emit (param i32 i32 i32 i32)))
   (memory (export "memory") 1)
-  (func (export "sluice_abi_version") (result i32) i32.const 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
   (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
   (func (export "sluice_init") (param i32) (result i32) i32.const 0)
   (func (export "sluice_on_msg") (param i32) (result i32)
@@ -207,6 +220,29 @@ fn a_foreign_guest_emitting_a_non_message_fails_that_message() {
     let ran = crate::support::run_chain_file(&path, &[msg("1", json!({})), msg("2", json!({}))], 1);
     assert_eq!(ran.output.len(), 2);
     assert!(error_of(&ran.output[0]).contains("not a message"), "{:?}", ran.output[0]);
+}
+
+/// ABI v2 hands a guest a handle to the message; one that reads another handle (a message kept
+/// from an earlier call) traps, saying so, and reads nothing.
+const STALE_HANDLE: &str = r#"(module
+  (import "sluice" "msg_ts" (func $ts (param i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param $h i32) (result i32)
+    (drop (call $ts (i32.sub (local.get $h) (i32.const 1))))
+    i32.const 0))"#;
+
+#[test]
+fn a_stale_message_handle_traps() {
+    let dir = ChainDir::new();
+    dir.write("guest.wat", STALE_HANDLE);
+    let path = dir.write_json("chain.json", &chain("guest.wat", json!({})));
+    let ran = crate::support::run_chain_file(&path, &[msg("1", json!({}))], 1);
+    let error = error_of(&ran.output[0]);
+    assert!(error.contains("is stale") && error.contains("keep a clone"), "{error}");
+    assert_eq!(ran.stats.node("guest").crashes, 1);
 }
 
 #[test]

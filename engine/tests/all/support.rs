@@ -9,7 +9,7 @@ use sluice::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, RunStats
 use sluice::runtime::Runtime;
 use sluice::sinks::jsonl::SinkItem;
 use sluice::state::StateStore;
-use sluice_sdk::Msg;
+use sluice_sdk::TbMsg;
 
 /// The directory of the built guest modules (built on first use, with the toolchain present).
 pub fn modules() -> &'static Path {
@@ -63,21 +63,21 @@ impl ChainDir {
 
 /// What a chain produced.
 pub struct Ran {
-    pub output: Vec<Msg>,
+    pub output: Vec<TbMsg>,
     pub stats: RunStats,
     pub acked: u64,
 }
 
 /// Runs `msgs` through `chain` (JSON) with `workers` workers; returns the output sink's messages
 /// in the order they were written.
-pub fn run_chain(chain: &Value, msgs: &[Msg], workers: usize) -> Ran {
+pub fn run_chain(chain: &Value, msgs: &[TbMsg], workers: usize) -> Ran {
     let dir = ChainDir::new();
     let path = dir.write_json("chain.json", chain);
     run_chain_file(&path, msgs, workers)
 }
 
 /// [`run_chain`] for a chain file.
-pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
+pub fn run_chain_file(path: &Path, msgs: &[TbMsg], workers: usize) -> Ran {
     let loaded = Loader::new(&runtime(), vec![modules().to_path_buf()]).load(path);
     let chain = Arc::new(loaded.unwrap_or_else(|e| panic!("chain does not load: {e}")));
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
@@ -95,7 +95,7 @@ pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
         let mut out = Vec::new();
         for item in rx {
             if let SinkItem::Msg(bytes, _ack) = item {
-                out.push(serde_json::from_slice::<Msg>(&bytes).expect("output is a message"));
+                out.push((*bytes).clone());
             }
         }
         out
@@ -104,9 +104,9 @@ pub fn run_chain_file(path: &Path, msgs: &[Msg], workers: usize) -> Ran {
     for (i, msg) in msgs.iter().enumerate() {
         watermark = watermark.max(msg.ts);
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let bytes = serde_json::to_vec(msg).expect("serialize");
+        let bytes = std::sync::Arc::new(msg.clone());
         pipeline
-            .send_blocking(Envelope::new(bytes.into(), key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
+            .send_blocking(Envelope::new(bytes, key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
             .expect("send");
     }
     let stats = pipeline.shutdown();

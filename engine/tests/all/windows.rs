@@ -8,12 +8,12 @@ use sluice::chain::Loader;
 use sluice::flow::{Ack, Envelope, Pipeline, PipelineConfig, Sinks};
 use sluice::sinks::jsonl::SinkItem;
 use sluice::state::StateStore;
-use sluice_sdk::{Msg, Originator};
+use sluice_sdk::{Originator, TbMsg};
 
 use crate::support::{ChainDir, modules, run_chain, runtime};
 
-fn reading(zone: &str, ts: i64, v: f64) -> Msg {
-    Msg::telemetry("station", json!({ "v": v })).with_meta("zone", zone).with_ts(ts).with_id(format!("m{ts}"))
+fn reading(zone: &str, ts: i64, v: f64) -> TbMsg {
+    TbMsg::telemetry("station", json!({ "v": v })).with_meta("zone", zone).with_ts(ts).with_id(format!("m{ts}"))
 }
 
 fn zone_average(late: Value) -> Value {
@@ -89,7 +89,7 @@ fn the_solar_worked_example() {
         ]
     });
     let power = |module: &str, ts: i64, p: f64| {
-        Msg::telemetry(module, json!({"power": p, "panel": "P1"})).with_ts(ts).with_id(format!("{module}@{ts}"))
+        TbMsg::telemetry(module, json!({"power": p, "panel": "P1"})).with_ts(ts).with_id(format!("{module}@{ts}"))
     };
     let msgs = [
         power("M1", 1_000, 10.0),
@@ -123,11 +123,11 @@ fn rebuilt(wasm: &[u8]) -> Vec<u8> {
     out
 }
 
-fn drive(pipeline: &Pipeline, msgs: &[Msg], watermark: &mut i64) {
+fn drive(pipeline: &Pipeline, msgs: &[TbMsg], watermark: &mut i64) {
     for msg in msgs {
         *watermark = (*watermark).max(msg.ts);
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let env = Envelope::new(serde_json::to_vec(msg).unwrap().into(), key, Ack::none()).with_watermark(*watermark);
+        let env = Envelope::new(std::sync::Arc::new(msg.clone()), key, Ack::none()).with_watermark(*watermark);
         pipeline.send_blocking(env).unwrap();
     }
 }
@@ -143,7 +143,7 @@ fn swapping_a_module_keeps_its_open_windows() {
         c["nodes"][0]["module"] = json!(module);
         c
     };
-    let msgs: Vec<Msg> = (0..400).map(|i| reading(["A", "B", "C"][i % 3], i as i64 * 97, (i % 17) as f64)).collect();
+    let msgs: Vec<TbMsg> = (0..400).map(|i| reading(["A", "B", "C"][i % 3], i as i64 * 97, (i % 17) as f64)).collect();
     let (first, second) = msgs.split_at(150);
 
     let run = |swap: bool| {
@@ -164,7 +164,7 @@ fn swapping_a_module_keeps_its_open_windows() {
         let collector = std::thread::spawn(move || {
             rx.into_iter()
                 .filter_map(|item| match item {
-                    SinkItem::Msg(bytes, _) => Some(serde_json::from_slice::<Value>(&bytes).unwrap().to_string()),
+                    SinkItem::Msg(bytes, _) => Some(serde_json::to_value(&*bytes).unwrap().to_string()),
                     SinkItem::Flush(_) => None,
                 })
                 .collect::<Vec<_>>()
@@ -197,8 +197,8 @@ fn swapping_a_module_keeps_its_open_windows() {
     assert_eq!(stats.node("avg").received, 400);
 }
 
-fn event(kind: &str, device: &str, ts: i64, data: Value) -> Msg {
-    Msg::new(kind, Originator::device(device), data).with_ts(ts).with_id(format!("{kind}-{ts}"))
+fn event(kind: &str, device: &str, ts: i64, data: Value) -> TbMsg {
+    TbMsg::new(kind, Originator::device(device), data).with_ts(ts).with_id(format!("{kind}-{ts}"))
 }
 
 fn features_chain() -> Value {
@@ -286,13 +286,13 @@ fn processing_time_timers_fire_on_ticks() {
     )
     .unwrap();
     let arm = event("ARM", "d1", 0, json!({"after": 500}));
-    pipeline.send_blocking(Envelope::new(serde_json::to_vec(&arm).unwrap().into(), 1, Ack::none())).unwrap();
+    pipeline.send_blocking(Envelope::new(std::sync::Arc::new(arm.clone()), 1, Ack::none())).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(rx.try_recv().is_err(), "not due yet at 1 000");
     now.store(1_600, Ordering::SeqCst);
     let fired = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the timer fires on a tick");
     let SinkItem::Msg(bytes, _) = fired else { panic!("expected a message") };
-    let timeout: Msg = serde_json::from_slice(&bytes).unwrap();
+    let timeout: TbMsg = (*bytes).clone();
     assert_eq!(timeout.msg_type, "TIMEOUT");
     assert_eq!(timeout.originator.name, "d1");
     assert_eq!(timeout.data, json!({"at": 1_500, "now": 1_600}));

@@ -81,8 +81,8 @@ pub fn env_sense(mut msg: Msg, cfg: &Config) -> Result<Msg> {
             .map_err(|e| Error::new(format!("`{}` is not base64: {e}", cfg.field)))?,
     };
     let r = decode(&bytes)?;
-    msg.msg_type = msg_type::POST_TELEMETRY_REQUEST.into();
-    msg.data = json!({"temperature": r.temperature, "humidity": r.humidity, "battery": r.battery});
+    msg.set_msg_type(msg_type::POST_TELEMETRY_REQUEST);
+    msg.set_data(json!({"temperature": r.temperature, "humidity": r.humidity, "battery": r.battery}));
     Ok(msg)
 }
 
@@ -105,8 +105,11 @@ mod tests {
         let out = hex_driver().send(uplink("00EB3A5F"))?;
         let (relation, msg) = out.single().unwrap();
         assert_eq!(relation, "Success");
-        assert_eq!(msg.data, json!({"temperature": 23.5, "humidity": 58, "battery": 95}));
-        assert_eq!((msg.originator.name.as_str(), msg.ts, msg.meta("deviceType")), ("env-1", 1000, Some("EnvSense")));
+        assert_eq!(msg.data(), &json!({"temperature": 23.5, "humidity": 58, "battery": 95}));
+        assert_eq!(
+            (msg.originator().name.as_str(), msg.ts(), msg.meta("deviceType")),
+            ("env-1", 1000, Some("EnvSense"))
+        );
         Ok(())
     }
 
@@ -114,7 +117,7 @@ mod tests {
     fn negative_temperatures_and_lowercase_hex() -> Result<()> {
         // 0xFFC9 = 65481 − 65536 = −55 → −5.5 °C; 0x50 = 80 %; 0x64 = 100 %.
         let out = hex_driver().send(uplink(" ffc95064 "))?;
-        assert_eq!(out.single().unwrap().1.data, json!({"temperature": -5.5, "humidity": 80, "battery": 100}));
+        assert_eq!(out.single().unwrap().1.data(), &json!({"temperature": -5.5, "humidity": 80, "battery": 100}));
         Ok(())
     }
 
@@ -124,7 +127,7 @@ mod tests {
         let config = Config { field: "raw".into(), encoding: Encoding::Base64 };
         let msg = Msg::telemetry("env-1", json!({"raw": "AOs6Xw=="}));
         let out = TestDriver::transform(env_sense, config).send(msg)?;
-        assert_eq!(out.single().unwrap().1.data, json!({"temperature": 23.5, "humidity": 58, "battery": 95}));
+        assert_eq!(out.single().unwrap().1.data(), &json!({"temperature": 23.5, "humidity": 58, "battery": 95}));
         Ok(())
     }
 

@@ -69,18 +69,22 @@ impl Node for ChangeOriginator {
         }
         let entity_type = match &self.cfg.entity_type {
             Some(t) => t.render(&msg)?,
-            None => msg.originator.entity_type.clone(),
+            None => msg.originator().entity_type.clone(),
         };
         if entity_type.trim().is_empty() {
             bail!("the new originator's entity type is empty");
         }
-        let old = std::mem::replace(&mut msg.originator, Originator { entity_type, name, id: None });
-        if let Some(key) = &self.cfg.keep_original {
-            msg.metadata.insert(format!("{key}Type"), old.entity_type);
-            if let Some(id) = old.id {
-                msg.metadata.insert(format!("{key}Id"), id);
+        let new = Originator { entity_type, name, id: None };
+        match &self.cfg.keep_original {
+            Some(key) => {
+                let old = std::mem::replace(msg.originator_mut(), new);
+                msg.set_meta(format!("{key}Type"), old.entity_type);
+                if let Some(id) = old.id {
+                    msg.set_meta(format!("{key}Id"), id);
+                }
+                msg.set_meta(key.clone(), old.name);
             }
-            msg.metadata.insert(key.clone(), old.name);
+            None => msg.set_originator(new),
         }
         out.emit(relation::SUCCESS, msg);
         Ok(())
@@ -109,7 +113,7 @@ mod tests {
         let out = driver(r#"{"entityType": "ASSET", "name": "${cs_geoZone}"}"#).send(station())?;
         assert_eq!(out.relations(), ["Success"]);
         let mut expected = station();
-        expected.originator = Originator::asset("Zone A");
+        expected.set_originator(Originator::asset("Zone A"));
         assert_eq!(out.messages(), [&expected]);
         Ok(())
     }
@@ -118,9 +122,11 @@ mod tests {
     fn keeps_the_original_in_metadata() -> Result<()> {
         let config = r#"{"entityType": "ASSET", "name": "zone-${cs_geoZone}", "keepOriginal": "originalOriginator"}"#;
         let mut msg = station();
-        msg.originator.id = Some("784f394c-42b6".into());
+        msg.originator_mut().id = Some("784f394c-42b6".into());
         let out = driver(config).send(msg)?;
-        let expected = Msg { originator: Originator::asset("zone-Zone A"), ..station() }
+        let mut expected = station();
+        expected.set_originator(Originator::asset("zone-Zone A"));
+        let expected = expected
             .with_meta("originalOriginator", "WS-1")
             .with_meta("originalOriginatorType", "DEVICE")
             .with_meta("originalOriginatorId", "784f394c-42b6");
@@ -136,13 +142,13 @@ mod tests {
     fn data_placeholders_and_default_type() -> Result<()> {
         // The type stays when not configured; numbers render as their JSON text.
         let out = driver(r#"{"name": "$[site.name]-$[n]-$[windSpeed]"}"#).send(station())?;
-        assert_eq!(out.messages()[0].originator, Originator::device("Cape-7-33"));
+        assert_eq!(out.messages()[0].originator(), &Originator::device("Cape-7-33"));
         let out = driver(r#"{"name": "${deviceType}", "entityType": "$[kind]"}"#).send(station())?;
         assert_eq!(out.relations(), ["Failure"], "no `kind` in data");
         let mut typed = station();
-        typed.data["kind"] = json!("ENTITY_VIEW");
+        typed.data_mut()["kind"] = json!("ENTITY_VIEW");
         let out = driver(r#"{"name": "${deviceType}", "entityType": "$[kind]"}"#).send(typed)?;
-        let o = &out.messages()[0].originator;
+        let o = out.messages()[0].originator();
         assert_eq!((o.entity_type.as_str(), o.name.as_str()), ("ENTITY_VIEW", "WeatherStation"));
         Ok(())
     }
@@ -151,10 +157,10 @@ mod tests {
     fn a_missing_value_fails_naming_it() -> Result<()> {
         let mut d = driver(r#"{"entityType": "ASSET", "name": "${cs_geoZone}"}"#);
         let mut msg = station();
-        msg.metadata.remove("cs_geoZone");
+        msg.remove_meta("cs_geoZone");
         let out = d.send(msg.clone())?;
         assert_eq!(out.relations(), ["Failure"]);
-        assert_eq!(out.messages()[0].originator, Originator::device("WS-1"));
+        assert_eq!(out.messages()[0].originator(), &Originator::device("WS-1"));
         assert!(out.messages()[0].meta("error").unwrap_or_default().contains("${cs_geoZone}"));
         // A null data value counts as missing; an empty rendered name fails too.
         let out = driver(r#"{"name": "$[nothing]"}"#).send(station())?;

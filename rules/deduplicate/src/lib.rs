@@ -141,8 +141,8 @@ impl Node for Deduplicate {
         let cfg = &self.config;
         let Some(key) = cfg.key.text(&msg) else { bail!("no key: the message has no `{}`", cfg.key.name()) };
         let (max, strategy) = (cfg.max_pending_msgs, cfg.strategy);
-        let mut full = false;
-        let added = self.dedup.fold(&key, msg.ts, |pending: Option<Pending>| {
+        let (ts, mut full) = (msg.ts(), false);
+        let added = self.dedup.fold(&key, ts, |pending: Option<Pending>| {
             let mut pending = pending.unwrap_or_default();
             if pending.count >= max {
                 full = true;
@@ -152,8 +152,8 @@ impl Node for Deduplicate {
             let replace = match (strategy, &pending.kept) {
                 (Strategy::All, _) => false,
                 (_, None) => true,
-                (Strategy::First, Some(kept)) => msg.ts < kept.ts,
-                (Strategy::Last, Some(kept)) => msg.ts >= kept.ts,
+                (Strategy::First, Some(kept)) => ts < kept.ts(),
+                (Strategy::Last, Some(kept)) => ts >= kept.ts(),
             };
             if replace {
                 pending.kept = Some(msg.clone());
@@ -167,12 +167,12 @@ impl Node for Deduplicate {
                 }
             }
             Added::Accepted if full => {
-                let start = msg.ts.div_euclid(cfg.interval_ms as i64) * cfg.interval_ms as i64;
+                let start = ts.div_euclid(cfg.interval_ms as i64) * cfg.interval_ms as i64;
                 bail!("deduplication: maxPendingMsgs ({max}) reached for key `{key}` in the window starting at {start}")
             }
             Added::Accepted => {
                 if let Some(pack) = &self.pack {
-                    pack.collect(&key, msg.ts, &msg)?;
+                    pack.collect(&key, ts, &msg)?;
                 }
             }
         }
@@ -195,11 +195,13 @@ impl Node for Deduplicate {
                     .map(|item| serde_json::from_value(item.clone()))
                     .collect::<Result<Vec<Msg>, _>>()?;
                 // Stable: equal timestamps keep their arrival order.
-                msgs.sort_by_key(|m| m.ts);
+                msgs.sort_by_key(|m| m.ts());
                 let Some(earliest) = msgs.first() else { return Ok(()) };
-                let (originator, ts) = (earliest.originator.clone(), earliest.ts);
-                let packed: Vec<Value> =
-                    msgs.into_iter().map(|m| json!({"msg": m.data, "metadata": m.metadata})).collect();
+                let (originator, ts) = (earliest.originator().clone(), earliest.ts());
+                let packed: Vec<Value> = msgs
+                    .into_iter()
+                    .map(|mut m| json!({"msg": m.take_data(), "metadata": std::mem::take(m.metadata_mut())}))
+                    .collect();
                 let result = Msg::new(&self.config.out_msg_type, originator, Value::Array(packed))
                     .with_ts(ts)
                     .with_meta("ts", ts.to_string());
@@ -214,7 +216,6 @@ impl Node for Deduplicate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_sdk::Metadata;
     use sluice_sdk::testing::TestDriver;
 
     fn driver(config: Value) -> TestDriver {
@@ -226,7 +227,7 @@ mod tests {
     }
 
     fn ids(msgs: &[&Msg]) -> Vec<String> {
-        msgs.iter().map(|m| m.id.clone()).collect()
+        msgs.iter().map(|m| m.id().to_string()).collect()
     }
 
     #[test]
@@ -277,20 +278,20 @@ mod tests {
         d.send(reading("M1", 12_000, "m3", 7.0))?;
         let out = d.flush()?;
         assert_eq!(out.relations(), ["Success", "Success"]);
-        let expected = Msg {
-            id: "dedup/pack/M1/0:0".into(),
-            ts: 1_000,
-            msg_type: "POST_TELEMETRY_REQUEST".into(),
-            originator: Originator::device("M1"),
-            metadata: Metadata::from([("ts".to_string(), "1000".to_string())]),
-            data: json!([
+        let expected = Msg::new(
+            "POST_TELEMETRY_REQUEST",
+            Originator::device("M1"),
+            json!([
                 {"msg": {"t": 1.0}, "metadata": {"seq": "m1"}},
                 {"msg": {"t": 2.5}, "metadata": {"seq": "m2"}},
             ]),
-        };
+        )
+        .with_id("dedup/pack/M1/0:0")
+        .with_ts(1_000)
+        .with_meta("ts", "1000");
         assert_eq!(out.messages()[0], &expected);
-        assert_eq!(out.messages()[1].id, "dedup/pack/M1/10000:0");
-        assert_eq!(out.messages()[1].data, json!([{"msg": {"t": 7.0}, "metadata": {"seq": "m3"}}]));
+        assert_eq!(out.messages()[1].id(), "dedup/pack/M1/10000:0");
+        assert_eq!(out.messages()[1].data(), &json!([{"msg": {"t": 7.0}, "metadata": {"seq": "m3"}}]));
         Ok(())
     }
 
@@ -299,7 +300,7 @@ mod tests {
         let mut d = driver(json!({"intervalMs": 5, "strategy": "all", "outMsgType": "PACKED"}));
         d.send(reading("A", 0, "x", 1.0))?;
         let out = d.flush()?;
-        assert_eq!(out.messages()[0].msg_type, "PACKED");
+        assert_eq!(out.messages()[0].msg_type(), "PACKED");
         Ok(())
     }
 
@@ -310,8 +311,11 @@ mod tests {
         d.send(Msg::telemetry("gw-2", json!({"sensor": "33", "v": 2})).with_ts(20))?;
         d.send(Msg::telemetry("gw-1", json!({"sensor": 34, "v": 3})).with_ts(30))?;
         let out = d.flush()?;
-        let sizes: Vec<(String, usize)> =
-            out.messages().iter().map(|m| (m.originator.name.clone(), m.data.as_array().map_or(0, Vec::len))).collect();
+        let sizes: Vec<(String, usize)> = out
+            .messages()
+            .iter()
+            .map(|m| (m.originator().name.clone(), m.data().as_array().map_or(0, Vec::len)))
+            .collect();
         // Keys "33" (both devices; the earliest is gw-1's) and "34".
         assert_eq!(sizes, [("gw-1".to_string(), 2), ("gw-1".to_string(), 1)]);
         Ok(())
@@ -343,11 +347,11 @@ mod tests {
             out.messages()[0].meta("error"),
             Some("deduplication: maxPendingMsgs (2) reached for key `A` in the window starting at 0")
         );
-        assert_eq!(out.messages()[0].data, third.data, "the refused message itself");
+        assert_eq!(out.messages()[0].data(), third.data(), "the refused message itself");
         // Another key, and the next window, are not affected.
         assert!(d.send(reading("B", 400, "b1", 4.0))?.outputs.is_empty());
         let next = d.send(reading("A", 1_100, "a4", 5.0))?;
-        let packs: Vec<usize> = next.messages().iter().map(|m| m.data.as_array().map_or(0, Vec::len)).collect();
+        let packs: Vec<usize> = next.messages().iter().map(|m| m.data().as_array().map_or(0, Vec::len)).collect();
         assert_eq!(packs, [2, 1], "A's window holds a1 and a2 only; B holds b1");
         Ok(())
     }

@@ -76,7 +76,7 @@ impl Node for Delay {
         if pending >= self.max_pending {
             bail!("delay: {pending} messages already pending (maxPendingMsgs is {})", self.max_pending);
         }
-        let key = free_key(&msg.id)?;
+        let key = free_key(msg.id())?;
         state::put_json(&slot(&key), &msg)?;
         state::put_json(PENDING, &(pending + 1))?;
         timer::set(&key, clock::now_ms().saturating_add(self.period_ms));
@@ -155,7 +155,8 @@ mod tests {
         d.send(reading("b", json!(2)))?;
         d.set_time(700);
         d.send(reading("c", json!(null)))?;
-        let ids = |out: sluice_sdk::testing::Outcome| out.messages().iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        let ids =
+            |out: sluice_sdk::testing::Outcome| out.messages().iter().map(|m| m.id().to_string()).collect::<Vec<_>>();
         assert_eq!(ids(d.advance_to(1_000)?), ["a"]);
         assert_eq!(ids(d.advance_to(1_500)?), ["b"], "due at 1400");
         assert!(d.advance_to(1_699)?.outputs.is_empty());
@@ -170,7 +171,7 @@ mod tests {
         d.send(reading("b", json!(2)))?;
         let refused = d.send(reading("c", json!(3)))?;
         assert_eq!(refused.relations(), ["Failure"]);
-        assert_eq!(refused.messages()[0].id, "c");
+        assert_eq!(refused.messages()[0].id(), "c");
         assert_eq!(
             refused.messages()[0].meta("error"),
             Some("delay: 2 messages already pending (maxPendingMsgs is 2)")
@@ -178,7 +179,7 @@ mod tests {
         assert_eq!(held(&d), 2);
         assert_eq!(d.advance_to(100)?.outputs.len(), 2);
         assert!(d.send(reading("d", json!(4)))?.outputs.is_empty(), "room again");
-        assert_eq!(d.advance_to(200)?.messages()[0].id, "d");
+        assert_eq!(d.advance_to(200)?.messages()[0].id(), "d");
         Ok(())
     }
 
@@ -193,13 +194,13 @@ mod tests {
         }
         assert_eq!(held(&d), 4);
         let out = d.advance_to(10)?;
-        let data: Vec<&Value> = out.messages().iter().map(|m| &m.data["temperature"]).collect();
+        let data: Vec<&Value> = out.messages().iter().map(|m| &m.data()["temperature"]).collect();
         // Due at the same time: fired in key order ("#1", "#2", "dup", "dup#2").
         assert_eq!(data, [&json!(3), &json!(4), &json!(1), &json!(2)]);
         assert_eq!(out.messages()[2], &first);
         assert_eq!(out.messages()[3], &second);
         // Messages without an id get one derived from their timer.
-        assert_eq!(out.messages()[0].id, "node/timer/#1/10:0");
+        assert_eq!(out.messages()[0].id(), "node/timer/#1/10:0");
         assert_eq!(held(&d), 0);
         Ok(())
     }

@@ -120,7 +120,7 @@ mod tests {
             let failed = out.messages()[0];
             let text = failed.meta("error").unwrap();
             assert!(text.contains(error), "{data}: {text}");
-            assert_eq!(failed.data, msg.data, "the message is otherwise unchanged");
+            assert_eq!(failed.data(), msg.data(), "the message is otherwise unchanged");
         }
         let out = loaded("msg.windSpeed").send(station(Some("A"), json!({"windSpeed": "33"})))?;
         assert_eq!(out.relations(), ["Failure"]);

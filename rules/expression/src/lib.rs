@@ -61,6 +61,9 @@ pub struct Expression {
     env: Arc<Env>,
     /// Which of [`VARIABLES`] the expression uses: only those are bound per message.
     uses: [bool; 5],
+    /// For `msg` and `metadata`: the keys, when the expression reads them only as `msg.<key>`
+    /// and `metadata.<key>`; `None` when it uses the whole map (`size(msg)`, `msg[k]`, …).
+    keys: [Option<Vec<String>>; 2],
 }
 
 impl std::fmt::Debug for Expression {
@@ -87,10 +90,11 @@ impl Expression {
         }
         let env = Arc::new(Env::stdlib());
         let program = env.compile(source).map_err(|e| e.to_string())?;
-        let mut free = BTreeSet::new();
+        let mut free = Free::default();
         check(program.expression(), &mut Vec::new(), &mut free)?;
+        let keys = [0, 1].map(|i| (!free.whole[i]).then(|| free.keys[i].iter().map(|k| k.to_string()).collect()));
         let mut uses = [false; 5];
-        for name in free {
+        for name in free.names {
             match VARIABLES.iter().position(|v| *v == name) {
                 Some(i) => uses[i] = true,
                 None => {
@@ -100,7 +104,7 @@ impl Expression {
                 }
             }
         }
-        Ok(Expression { source: source.to_string(), program, env, uses })
+        Ok(Expression { source: source.to_string(), program, env, uses, keys })
     }
 
     /// The text it was compiled from.
@@ -108,27 +112,34 @@ impl Expression {
         &self.source
     }
 
-    /// Evaluates against `msg`.
+    /// Evaluates against `msg`. Only the parts the expression uses are read, and of `msg` and
+    /// `metadata` only the keys it names when it names keys only.
     pub fn eval(&self, msg: &Msg) -> Result<Cel> {
-        let values: [fn(&Msg) -> Cel; 5] = [
-            |m| to_cel(&m.data),
-            |m| string_map(m.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            |m| Cel::String(Arc::new(m.msg_type.clone())),
-            |m| {
-                let o = &m.originator;
-                let mut fields = vec![("entityType", o.entity_type.as_str()), ("name", o.name.as_str())];
-                if let Some(id) = &o.id {
-                    fields.push(("id", id.as_str()));
-                }
-                string_map(fields.into_iter())
-            },
-            |m| Cel::Int(m.ts),
-        ];
         let mut context = Context::with_env(self.env.clone());
-        for (i, value) in values.iter().enumerate() {
-            if self.uses[i] {
-                context.add_variable_from_value(VARIABLES[i], value(msg));
+        for (i, name) in VARIABLES.iter().enumerate() {
+            if !self.uses[i] {
+                continue;
             }
+            let value = match i {
+                0 => {
+                    self.keys[0].as_deref().and_then(|keys| data_keys(msg, keys)).unwrap_or_else(|| to_cel(msg.data()))
+                }
+                1 => match self.keys[1].as_deref() {
+                    Some(keys) => string_map(keys.iter().filter_map(|k| Some((k.as_str(), msg.meta(k)?)))),
+                    None => string_map(msg.metadata().iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                },
+                2 => Cel::String(Arc::new(msg.msg_type().to_string())),
+                3 => {
+                    let o = msg.originator();
+                    let mut fields = vec![("entityType", o.entity_type.as_str()), ("name", o.name.as_str())];
+                    if let Some(id) = &o.id {
+                        fields.push(("id", id.as_str()));
+                    }
+                    string_map(fields.into_iter())
+                }
+                _ => Cel::Int(msg.ts()),
+            };
+            context.add_variable_from_value(*name, value);
         }
         self.program.execute(&context).map_err(|e| Error::new(format!("expression failed: {e}")))
     }
@@ -147,22 +158,50 @@ impl Expression {
     }
 }
 
+/// `msg` bound to only the data keys `keys`, read one by one — or `None` when one is missing:
+/// then the whole data is bound, so that a missing key, or data that is not an object, behaves
+/// exactly as it does on the whole data. (A key that is there proves the data is an object.)
+fn data_keys(msg: &Msg, keys: &[String]) -> Option<Cel> {
+    let mut map = HashMap::with_capacity(keys.len());
+    for k in keys {
+        map.insert(Key::String(Arc::new(k.clone())), to_cel(msg.field(k)?));
+    }
+    Some(Cel::Map(Map { map: Arc::new(map) }))
+}
+
+/// The free variables of an expression, and how it reads `msg` and `metadata` (`[0]`, `[1]`).
+#[derive(Default)]
+struct Free<'e> {
+    names: BTreeSet<&'e str>,
+    /// The keys selected as `msg.<key>` / `metadata.<key>`.
+    keys: [BTreeSet<&'e str>; 2],
+    /// Whether the variable is also used otherwise (as a whole).
+    whole: [bool; 2],
+}
+
 /// Refuses what the interpreter cannot evaluate (it would trap) and collects the free variables.
-fn check<'e>(
-    e: &'e IdedExpr,
-    bound: &mut Vec<&'e str>,
-    free: &mut BTreeSet<&'e str>,
-) -> std::result::Result<(), String> {
+fn check<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>, free: &mut Free<'e>) -> std::result::Result<(), String> {
     match &e.expr {
         Expr::Unspecified => return Err("the expression has an incomplete part".into()),
         Expr::Struct(s) => return Err(format!("message construction (`{}{{…}}`) is not supported", s.type_name)),
         Expr::Ident(name) => {
             if !bound.contains(&name.as_str()) {
-                free.insert(name);
+                free.names.insert(name);
+                if let Some(i) = VARIABLES[..2].iter().position(|v| v == name) {
+                    free.whole[i] = true;
+                }
             }
         }
         Expr::Literal(_) => {}
-        Expr::Select(s) => check(&s.operand, bound, free)?,
+        Expr::Select(s) => match &s.operand.expr {
+            // `msg.<key>` or `metadata.<key>` (also under `has()`): only that key is read.
+            Expr::Ident(name) if !bound.contains(&name.as_str()) && VARIABLES[..2].contains(&name.as_str()) => {
+                free.names.insert(name);
+                let i = usize::from(name == VARIABLES[1]);
+                free.keys[i].insert(&s.field);
+            }
+            _ => check(&s.operand, bound, free)?,
+        },
         Expr::Call(c) => {
             for e in c.target.iter().map(|t| &**t).chain(&c.args) {
                 check(e, bound, free)?;
@@ -304,6 +343,42 @@ mod tests {
         assert!(!e.eval_bool(&no_zone)?);
         // Only the referenced variables are bound.
         assert_eq!(e.uses, [true, true, false, false, false]);
+        Ok(())
+    }
+
+    #[test]
+    fn reads_only_the_keys_it_names() -> Result<()> {
+        let e = Expression::compile(WIND).map_err(Error::new)?;
+        let keys = |v: &[&str]| Some(v.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+        assert_eq!(e.keys, [keys(&["windSpeed"]), keys(&["cs_geoZone", "deviceType"])]);
+        for (source, whole) in [
+            ("size(msg) > 0 && metadata.k == 'v'", [true, false]),
+            ("msg['a'] == 1 && 'k' in metadata", [true, true]),
+            ("msg.a.b == 1 && has(metadata.k)", [false, false]),
+        ] {
+            let e = Expression::compile(source).map_err(Error::new)?;
+            assert_eq!(e.keys.each_ref().map(Option::is_none), whole, "{source}");
+        }
+        // A comprehension's own `msg` is not the message's.
+        let e = Expression::compile("[{'a': 1}].exists(msg, msg.a == 1)").map_err(Error::new)?;
+        assert_eq!(e.uses, [false; 5]);
+        // The same answers as on the whole message: missing keys, nulls, data that is not an object.
+        let sources = ["has(msg.a)", "msg.a == 1", "has(msg.a) && msg.b > 0", "has(metadata.k)", "metadata.k == 'v'"];
+        for data in [json!({"a": 1, "b": 2}), json!({"a": 1}), json!({}), json!({"a": null}), json!([1]), json!("x")] {
+            for meta in [None, Some("v")] {
+                let mut msg = Msg::telemetry("D", data.clone());
+                if let Some(v) = meta {
+                    msg.set_meta("k", v);
+                }
+                for source in sources {
+                    let partial = Expression::compile(source).map_err(Error::new)?;
+                    let mut whole = Expression::compile(source).map_err(Error::new)?;
+                    whole.keys = [None, None];
+                    let answer = |e: &Expression| e.eval(&msg).map_err(|e| e.to_string());
+                    assert_eq!(answer(&partial), answer(&whole), "{source} on {data} {meta:?}");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -245,7 +245,7 @@ impl Generator {
         let mut msg = Msg::new(&self.msg_type, self.originator.clone(), Value::Object(data))
             .with_ts(ts)
             .with_id(sluice_sdk::derived_id(&format!("{node}/generator"), i as usize));
-        msg.metadata = self.metadata.clone();
+        msg.set_metadata(self.metadata.clone());
         Ok(msg)
     }
 }
@@ -272,7 +272,7 @@ mod tests {
     }
 
     fn datas(out: &sluice_sdk::testing::Outcome) -> Vec<Value> {
-        out.messages().iter().map(|m| m.data.clone()).collect()
+        out.messages().iter().map(|m| m.data().clone()).collect()
     }
 
     fn base() -> Value {
@@ -288,22 +288,22 @@ mod tests {
         let first_due = start + 5_000;
         assert!(d.advance_to(first_due - 1)?.outputs.is_empty());
         let out = d.advance_to(first_due)?;
-        let expected = Msg {
-            id: "module-1/generator:0".into(),
-            ts: 1_700_000_000_000,
-            msg_type: "POST_TELEMETRY_REQUEST".into(),
-            originator: Originator::device("Module 1"),
-            metadata: Metadata::from([("deviceType".to_string(), "solar".to_string())]),
-            data: json!({"name": "Module 1", "panel": "Panel 1", "power": 30, "energy": 0.0}),
-        };
+        let expected = Msg::new(
+            "POST_TELEMETRY_REQUEST",
+            Originator::device("Module 1"),
+            json!({"name": "Module 1", "panel": "Panel 1", "power": 30, "energy": 0.0}),
+        )
+        .with_id("module-1/generator:0")
+        .with_ts(1_700_000_000_000)
+        .with_meta("deviceType", "solar");
         assert_eq!(out.relations(), ["Success"]);
         assert_eq!(out.messages(), [&expected]);
         let out = d.advance_to(first_due + 5_000)?;
-        assert_eq!(out.messages()[0].id, "module-1/generator:1");
-        assert_eq!(out.messages()[0].ts, 1_700_000_005_000);
+        assert_eq!(out.messages()[0].id(), "module-1/generator:1");
+        assert_eq!(out.messages()[0].ts(), 1_700_000_005_000);
         assert_eq!(datas(&out), [json!({"name": "Module 1", "panel": "Panel 1", "power": 31, "energy": 1.5})]);
         let out = d.advance_to(first_due + 10_000)?;
-        assert_eq!(out.messages()[0].ts, 1_700_000_010_000);
+        assert_eq!(out.messages()[0].ts(), 1_700_000_010_000);
         assert_eq!(datas(&out), [json!({"name": "Module 1", "panel": "Panel 1", "power": 29, "energy": 3.0})]);
         assert!(d.advance_to(first_due + 1_000_000)?.outputs.is_empty(), "count reached: no timer left");
         Ok(())
@@ -320,12 +320,12 @@ mod tests {
         let out = d.advance_to(start + 3_500)?;
         assert_eq!(datas(&out), [json!({"v": "a"}), json!({"v": 2}), json!({"v": null})]);
         // Without tsStartMs, ts is the processing time each was due.
-        let ts: Vec<i64> = out.messages().iter().map(|m| m.ts).collect();
+        let ts: Vec<i64> = out.messages().iter().map(|m| m.ts()).collect();
         assert_eq!(ts, [start + 1_000, start + 2_000, start + 3_000]);
         assert!(d.advance_to(start + 3_999)?.outputs.is_empty());
         let out = d.advance_to(start + 10_000)?;
         assert_eq!(datas(&out), [json!({"v": "a"}), json!({"v": 2})], "only 5 in all");
-        let ids: Vec<&str> = out.messages().iter().map(|m| m.id.as_str()).collect();
+        let ids: Vec<&str> = out.messages().iter().map(|m| m.id()).collect();
         assert_eq!(ids, ["node/generator:3", "node/generator:4"]);
         assert!(d.advance_to(start + 20_000)?.outputs.is_empty());
         Ok(())
@@ -356,11 +356,11 @@ mod tests {
         let out = d.advance_to(i64::MAX / 2)?;
         assert_eq!(out.outputs.len(), 2);
         let m = out.messages()[1];
-        assert_eq!((m.msg_type.as_str(), &m.originator, m.ts), ("READING", &Originator::asset("Plant"), 110));
-        assert_eq!(m.metadata, Metadata::new());
+        assert_eq!((m.msg_type(), m.originator(), m.ts()), ("READING", &Originator::asset("Plant"), 110));
+        assert_eq!(m.metadata(), &Metadata::new());
         assert_eq!(
-            m.data,
-            json!({"k": "v", "n": 7, "obj": {"a": 1, "b": 2}, "lit": {"sequence": [1]}, "f": 0.25, "big": 1002.0})
+            m.data(),
+            &json!({"k": "v", "n": 7, "obj": {"a": 1, "b": 2}, "lit": {"sequence": [1]}, "f": 0.25, "big": 1002.0})
         );
         Ok(())
     }

@@ -132,7 +132,7 @@ impl Node for GroupDeviation {
             bail!("no numeric `{}` in the message", cfg.value.name())
         };
         let kept = cfg.keep.iter().filter_map(|f| Some((f.name().to_string(), f.value(&msg)?))).collect();
-        if self.window.collect(&group, msg.ts, &Item { member, value, kept })? == Added::Late
+        if self.window.collect(&group, msg.ts(), &Item { member, value, kept })? == Added::Late
             && let Some(late) = &cfg.late
         {
             out.forward(late);
@@ -221,15 +221,12 @@ mod tests {
         assert_eq!(out.relations(), ["Anomaly", "Success"]);
 
         let anomaly = out.messages()[0].clone();
-        assert_eq!(anomaly.id, "panels/group/P1/0:0");
-        assert_eq!(
-            (anomaly.msg_type.as_str(), &anomaly.originator, anomaly.ts),
-            ("ANOMALY", &Originator::device("M3"), 0)
-        );
-        let (dev, z) = (anomaly.data["deviation"].as_f64().unwrap(), anomaly.data["z"].as_f64().unwrap());
+        assert_eq!(anomaly.id(), "panels/group/P1/0:0");
+        assert_eq!((anomaly.msg_type(), anomaly.originator(), anomaly.ts()), ("ANOMALY", &Originator::device("M3"), 0));
+        let (dev, z) = (anomaly.data()["deviation"].as_f64().unwrap(), anomaly.data()["z"].as_f64().unwrap());
         assert!(close(dev, SQRT_18), "{dev}");
         assert!(close(z, Z_ODD), "{z}");
-        let mut rest = anomaly.data.clone();
+        let mut rest = anomaly.data().clone();
         rest.as_object_mut().unwrap().retain(|k, _| k != "deviation" && k != "z");
         assert_eq!(
             rest,
@@ -238,13 +235,13 @@ mod tests {
         );
 
         let summary = out.messages()[1].clone();
-        assert_eq!(summary.id, "panels/group/P1/0:1");
+        assert_eq!(summary.id(), "panels/group/P1/0:1");
         assert_eq!(
-            (summary.msg_type.as_str(), &summary.originator, summary.ts),
+            (summary.msg_type(), summary.originator(), summary.ts()),
             ("GROUP_STATS", &Originator::asset("P1"), 0)
         );
-        assert!(close(summary.data["deviation"].as_f64().unwrap(), SQRT_18));
-        let mut rest = summary.data.clone();
+        assert!(close(summary.data()["deviation"].as_f64().unwrap(), SQRT_18));
+        let mut rest = summary.data().clone();
         rest.as_object_mut().unwrap().remove("deviation");
         assert_eq!(
             rest,
@@ -262,8 +259,10 @@ mod tests {
         }
         let out = d.flush()?;
         assert_eq!(out.relations(), ["Anomaly", "Anomaly", "Anomaly", "Success"]);
-        let flagged: Vec<(&str, f64)> =
-            out.messages()[..3].iter().map(|m| (m.originator.name.as_str(), m.data["z"].as_f64().unwrap())).collect();
+        let flagged: Vec<(&str, f64)> = out.messages()[..3]
+            .iter()
+            .map(|m| (m.originator().name.as_str(), m.data()["z"].as_f64().unwrap()))
+            .collect();
         assert_eq!(flagged.iter().map(|f| f.0).collect::<Vec<_>>(), ["M3", "M1", "M2"]);
         assert!(close(flagged[0].1, Z_ODD) && close(flagged[1].1, Z_EVEN) && close(flagged[2].1, Z_EVEN));
         Ok(())
@@ -280,7 +279,7 @@ mod tests {
         // Watermark 12 000 = 10 000 + grace closes both; this one lands in [10 000, 20 000).
         let out = d.send(module_sum("M1", "P1", 1.0, 12_000))?;
         assert_eq!(out.relations(), ["Success", "Success"]);
-        let stats: Vec<&Value> = out.messages().iter().map(|m| &m.data).collect();
+        let stats: Vec<&Value> = out.messages().iter().map(|m| m.data()).collect();
         assert_eq!(
             stats,
             [
@@ -291,8 +290,8 @@ mod tests {
             ]
         );
         let next = d.flush()?;
-        assert_eq!(next.messages()[0].data["windowStart"], json!(10_000));
-        assert_eq!(next.messages()[0].data["members"], json!(1));
+        assert_eq!(next.messages()[0].data()["windowStart"], json!(10_000));
+        assert_eq!(next.messages()[0].data()["members"], json!(1));
         Ok(())
     }
 
@@ -313,7 +312,7 @@ mod tests {
         assert_eq!(d.send(text)?.messages()[0].meta("error"), Some("no numeric `sum` in the message"));
         let as_string = Msg::telemetry("M2", json!({"panel": "P1", "sum": "3"})).with_ts(30_003);
         assert!(d.send(as_string)?.outputs.is_empty(), "a number sent as a string counts");
-        assert_eq!(d.flush()?.messages()[0].data["sum"], json!(4.0));
+        assert_eq!(d.flush()?.messages()[0].data()["sum"], json!(4.0));
 
         let mut dropping: Value = serde_json::from_str(SOLAR).unwrap();
         dropping["late"] = Value::Null;
@@ -337,11 +336,11 @@ mod tests {
         }
         let out = d.flush()?;
         assert_eq!(out.relations(), ["Anomaly", "Success"]);
-        let data = &out.messages()[0].data;
+        let data = out.messages()[0].data();
         assert_eq!((&data["member"], &data["count"], &data["avg"]), (&json!("M3"), &json!(7), &json!(3.0)));
         assert_eq!(data["site"], json!("north"));
         // The summary is about the group: no member's fields.
-        assert!(out.messages()[1].data.get("count").is_none());
+        assert!(out.messages()[1].data().get("count").is_none());
 
         cfg["keep"] = json!(["data.z"]);
         let err = TestDriver::node_from_json::<GroupDeviation>(&cfg.to_string()).err().unwrap();

@@ -46,11 +46,16 @@ impl Node for JsonDecoder {
         Ok(JsonDecoder { config })
     }
 
-    fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
+    fn on_msg(&mut self, mut msg: Msg, out: &mut Outputs) -> Result<()> {
         let cfg = &self.config;
-        let payload: Value = match msg.data.get(&cfg.payload_field) {
+        // The top-level key alone (`field` would also follow a dotted path).
+        let field = match cfg.payload_field.contains('.') {
+            false => msg.field(&cfg.payload_field),
+            true => msg.data().get(&cfg.payload_field),
+        };
+        let payload: Value = match field {
             Some(Value::String(text)) => serde_json::from_str(text)?,
-            _ => msg.data.clone(),
+            _ => msg.take_data(),
         };
         let Value::Object(mut payload) = payload else {
             bail!("payload is not a JSON object");
@@ -64,19 +69,19 @@ impl Node for JsonDecoder {
             Some(Value::String(t)) => Some(t),
             _ => None,
         };
-        let mut base = Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(&device), Value::Null)
-            .with_ts(msg.ts)
-            .with_meta("deviceName", &device);
-        base.metadata.extend(msg.metadata.clone());
-        base.metadata.insert("deviceName".into(), device.clone());
+        let ts = msg.ts();
+        let mut metadata = msg.metadata().clone();
+        metadata.insert("deviceName".into(), device.clone());
         if let Some(t) = device_type {
-            base.metadata.insert("deviceType".into(), t);
+            metadata.insert("deviceType".into(), t);
         }
+        let mut base = Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(&device), Value::Null).with_ts(ts);
+        base.set_metadata(metadata);
 
         let telemetry = payload.remove("telemetry");
         let attributes = payload.remove("attributes");
         if telemetry.is_none() && attributes.is_none() {
-            let ts = payload.remove("ts").and_then(|v| v.as_i64()).unwrap_or(msg.ts);
+            let ts = payload.remove("ts").and_then(|v| v.as_i64()).unwrap_or(ts);
             emit_telemetry(out, &base, ts, payload);
             return Ok(());
         }
@@ -84,17 +89,17 @@ impl Node for JsonDecoder {
             None => {}
             Some(Value::Array(entries)) => {
                 for entry in entries {
-                    emit_entry(out, &base, msg.ts, entry)?;
+                    emit_entry(out, &base, ts, entry)?;
                 }
             }
-            Some(entry) => emit_entry(out, &base, msg.ts, entry)?,
+            Some(entry) => emit_entry(out, &base, ts, entry)?,
         }
         match attributes {
             None => {}
             Some(Value::Object(attrs)) => {
                 let mut m = base.clone();
-                m.msg_type = msg_type::POST_ATTRIBUTES_REQUEST.into();
-                m.data = Value::Object(attrs);
+                m.set_msg_type(msg_type::POST_ATTRIBUTES_REQUEST);
+                m.set_data(Value::Object(attrs));
                 out.emit(relation::SUCCESS, m);
             }
             Some(other) => bail!("`attributes` is not an object: {other}"),
@@ -119,9 +124,9 @@ fn emit_entry(out: &mut Outputs, base: &Msg, default_ts: i64, entry: Value) -> R
 
 fn emit_telemetry(out: &mut Outputs, base: &Msg, ts: i64, values: Map<String, Value>) {
     let mut m = base.clone();
-    m.ts = ts;
-    m.metadata.insert("ts".into(), ts.to_string());
-    m.data = Value::Object(values);
+    m.set_ts(ts);
+    m.set_meta("ts", ts.to_string());
+    m.set_data(Value::Object(values));
     out.emit(relation::SUCCESS, m);
 }
 
@@ -143,11 +148,11 @@ mod tests {
         let out = driver().send(uplink(r#"{"deviceName":"M-1","deviceType":"Meter","kwh":12.5}"#))?;
         let (rel, m) = out.single().unwrap();
         assert_eq!(rel, "Success");
-        assert_eq!(m.originator, Originator::device("M-1"));
-        assert_eq!(m.msg_type, "POST_TELEMETRY_REQUEST");
+        assert_eq!(m.originator(), &Originator::device("M-1"));
+        assert_eq!(m.msg_type(), "POST_TELEMETRY_REQUEST");
         assert_eq!(m.meta("deviceType"), Some("Meter"));
-        assert_eq!(m.data, json!({"kwh": 12.5}));
-        assert_eq!(m.ts, 1000);
+        assert_eq!(m.data(), &json!({"kwh": 12.5}));
+        assert_eq!(m.ts(), 1000);
         Ok(())
     }
 
@@ -158,10 +163,10 @@ mod tests {
         ))?;
         assert_eq!(out.relations(), ["Success", "Success", "Success"]);
         let m = out.messages();
-        assert_eq!((m[0].ts, &m[0].data), (5, &json!({"a": 1})));
-        assert_eq!((m[1].ts, &m[1].data), (6, &json!({"a": 2})));
-        assert_eq!(m[2].msg_type, "POST_ATTRIBUTES_REQUEST");
-        assert_eq!(m[2].data, json!({"fw": "1.2"}));
+        assert_eq!((m[0].ts(), m[0].data()), (5, &json!({"a": 1})));
+        assert_eq!((m[1].ts(), m[1].data()), (6, &json!({"a": 2})));
+        assert_eq!(m[2].msg_type(), "POST_ATTRIBUTES_REQUEST");
+        assert_eq!(m[2].data(), &json!({"fw": "1.2"}));
         Ok(())
     }
 

@@ -56,14 +56,14 @@ pub enum ValueKind {
 pub fn request(msg: &Msg, cfg: &Config) -> Result<Value> {
     let mut headers = BTreeMap::new();
     if cfg.metadata_headers {
-        headers.extend(msg.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        headers.extend(msg.metadata().iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     for (name, template) in &cfg.headers {
         headers.insert(name.clone(), template.render(msg)?);
     }
     let value = match (&cfg.template, cfg.value) {
         (Some(template), _) => Value::String(template.render(msg)?),
-        (None, ValueKind::Data) => msg.data.clone(),
+        (None, ValueKind::Data) => msg.data().clone(),
         (None, ValueKind::Message) => serde_json::to_value(msg)?,
     };
     let key = cfg.key.as_ref().map(|k| k.render(msg)).transpose()?;
@@ -86,11 +86,11 @@ impl Node for KafkaAction {
         let request = request(&msg, &self.config)?;
         let answer = action::call(&request)?;
         if let Some(topic) = request["topic"].as_str() {
-            msg.metadata.insert("topic".into(), topic.to_string());
+            msg.set_meta("topic", topic);
         }
         for key in ["offset", "partition"] {
             if let Some(v) = answer.get(key).filter(|v| !v.is_null()) {
-                msg.metadata.insert(key.into(), v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                msg.set_meta(key, v.as_str().map_or_else(|| v.to_string(), str::to_string));
             }
         }
         out.emit(relation::SUCCESS, msg);

@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(out.relations(), ["Success"]);
         assert_eq!(out.messages(), [&wind()]);
         let mut nulled = wind();
-        nulled.data["speed"] = Value::Null;
+        nulled.data_mut()["speed"] = Value::Null;
         d.send(nulled)?;
         let line = "log template: template placeholder $[speed]: data has no `speed`".to_string();
         assert_eq!(d.logs(), [(Level::Warn, line.clone()), (Level::Warn, line)]);

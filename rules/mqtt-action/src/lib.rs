@@ -46,11 +46,10 @@ pub enum Payload {
 
 /// The request the connector gets for `msg`.
 pub fn request(msg: &Msg, cfg: &Config) -> Result<Value> {
-    let device = msg.originator.name.clone();
     let payload = match cfg.payload {
-        Payload::Data => msg.data.clone(),
-        Payload::GatewayTelemetry => json!({ device: [{"ts": msg.ts, "values": msg.data}] }),
-        Payload::GatewayAttributes => json!({ device: msg.data }),
+        Payload::Data => msg.data().clone(),
+        Payload::GatewayTelemetry => json!({ msg.originator_name(): [{"ts": msg.ts(), "values": msg.data()}] }),
+        Payload::GatewayAttributes => json!({ msg.originator_name(): msg.data() }),
         Payload::Message => serde_json::to_value(msg)?,
     };
     Ok(json!({"topic": cfg.topic.render(msg)?, "qos": cfg.qos, "retain": cfg.retain, "payload": payload}))

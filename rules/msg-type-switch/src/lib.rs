@@ -102,9 +102,9 @@ impl Node for MsgTypeSwitch {
     }
 
     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
-        match self.custom.get(&msg.msg_type) {
+        match self.custom.get(msg.msg_type()) {
             Some(relation) => out.forward(relation.as_str()),
-            None => out.forward(thingsboard_relation(&msg.msg_type)),
+            None => out.forward(thingsboard_relation(msg.msg_type())),
         }
         Ok(())
     }

@@ -134,7 +134,7 @@ impl Node for OriginatorAttributes {
     }
 
     fn on_msg(&mut self, mut msg: Msg, out: &mut Outputs) -> Result<()> {
-        let key = match text_at(&self.key, &msg) {
+        let key = match self.key.text(&msg) {
             Some(k) if !k.is_empty() => k,
             _ => bail!("no lookup key: the message has no `{}`", path_name(&self.key)),
         };
@@ -167,11 +167,11 @@ impl Node for OriginatorAttributes {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    msg.metadata.insert(name.clone(), text);
+                    msg.set_meta(name.clone(), text);
                 }
             }
             Target::Data => {
-                let Value::Object(data) = &mut msg.data else {
+                let Value::Object(data) = msg.data_mut() else {
                     bail!("cannot copy attributes into data that is not a JSON object");
                 };
                 for (name, value) in found {
@@ -194,18 +194,6 @@ fn path_name(path: &FieldPath) -> String {
 }
 
 /// The text at `path`; a `data.` path reaches into objects along its dots.
-fn text_at(path: &FieldPath, msg: &Msg) -> Option<String> {
-    match path {
-        FieldPath::Data(k) => match lookup(&msg.data, k)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        },
-        other => other.text(msg),
-    }
-}
-
 /// `path` inside `value`: the key itself first, then the dotted path through objects.
 fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     if let Some(v) = value.as_object().and_then(|o| o.get(path)) {
@@ -232,9 +220,9 @@ mod tests {
             Ok(Seeded(OriginatorAttributes::init(cfg)?))
         }
         fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
-            if msg.msg_type == "SEED" {
-                let (t, k) = (msg.data["table"].as_str().unwrap_or(""), msg.data["key"].as_str().unwrap_or(""));
-                return table::put(t, k, &msg.data["value"]);
+            if msg.msg_type() == "SEED" {
+                let (t, k) = (msg.data()["table"].as_str().unwrap_or(""), msg.data()["key"].as_str().unwrap_or(""));
+                return table::put(t, k, &msg.data()["value"]);
             }
             self.0.on_msg(msg, out)
         }
@@ -292,8 +280,8 @@ mod tests {
                          "location": "where"}, "to": "DATA", "prefix": "ss_"}"#;
         let out = seeded(config, &[door7()]).send(event("door-7"))?;
         let mut expected = event("door-7");
-        expected.data = json!({"open": true, "ss_region": "north", "ss_floor": 2,
-                               "ss_where": {"site": "HQ", "region": "north"}});
+        expected.set_data(json!({"open": true, "ss_region": "north", "ss_floor": 2,
+                               "ss_where": {"site": "HQ", "region": "north"}}));
         assert_eq!(out.messages(), [&expected]);
         // Data that is not an object cannot take them.
         let out = seeded(config, &[door7()]).send(Msg::telemetry("door-7", json!([1])))?;
@@ -307,7 +295,7 @@ mod tests {
         let config = r#"{"table": "devices", "attributes": {"location.region": "region"}, "to": "data"}"#;
         let msg = Msg::telemetry("door-7", json!({"region": "stale", "open": false}));
         let out = seeded(config, &[door7()]).send(msg)?;
-        assert_eq!(out.messages()[0].data, json!({"region": "north", "open": false}));
+        assert_eq!(out.messages()[0].data(), &json!({"region": "north", "open": false}));
         let config = r#"{"table": "devices", "attributes": {"location.region": "deviceType"}}"#;
         let out = seeded(config, &[door7()]).send(event("door-7"))?;
         assert_eq!(out.messages()[0].meta("deviceType"), Some("north"));

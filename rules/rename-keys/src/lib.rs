@@ -27,19 +27,26 @@ pub struct Config {
 pub fn rename_keys(mut msg: Msg, cfg: &Config) -> Result<Msg> {
     match cfg.rename_in {
         RenameIn::Data => {
-            let Value::Object(data) = &mut msg.data else {
+            let Value::Object(data) = msg.data() else {
                 bail!("data is not a JSON object");
             };
-            for (from, to) in &cfg.rename_keys_mapping {
-                if let Some(value) = data.remove(from) {
-                    data.insert(to.clone(), value);
+            // Data that has none of the keys is left as it is (so it is not sent back).
+            if cfg.rename_keys_mapping.keys().any(|k| data.contains_key(k))
+                && let Value::Object(data) = msg.data_mut()
+            {
+                for (from, to) in &cfg.rename_keys_mapping {
+                    if let Some(value) = data.remove(from) {
+                        data.insert(to.clone(), value);
+                    }
                 }
             }
         }
         RenameIn::Metadata => {
             for (from, to) in &cfg.rename_keys_mapping {
-                if let Some(value) = msg.metadata.remove(from) {
-                    msg.metadata.insert(to.clone(), value);
+                if msg.meta(from).is_some()
+                    && let Some(value) = msg.remove_meta(from)
+                {
+                    msg.set_meta(to.clone(), value);
                 }
             }
         }
@@ -62,7 +69,7 @@ mod tests {
         let out = TestDriver::transform(rename_keys, cfg).send(Msg::telemetry("T", json!({"temp": 21, "h": 40})))?;
         let (rel, m) = out.single().unwrap();
         assert_eq!(rel, "Success");
-        assert_eq!(m.data, json!({"temperature": 21, "h": 40}));
+        assert_eq!(m.data(), &json!({"temperature": 21, "h": 40}));
         Ok(())
     }
 

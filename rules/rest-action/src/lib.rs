@@ -108,9 +108,9 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn with_status(mut msg: Msg, status: u16) -> Msg {
-    msg.metadata.insert("status".into(), reason(status).to_string());
-    msg.metadata.insert("statusCode".into(), status.to_string());
-    msg.metadata.insert("statusReason".into(), reason(status).to_string());
+    msg.set_meta("status", reason(status));
+    msg.set_meta("statusCode", status.to_string());
+    msg.set_meta("statusReason", reason(status));
     msg
 }
 
@@ -164,13 +164,13 @@ impl Node for RestAction {
                 }
                 let body = match &cfg.body {
                     Some(t) => Value::String(t.render(&msg)?),
-                    None => msg.data.clone(),
+                    None => msg.data().clone(),
                 };
                 let answer = call(&cfg.method.to_ascii_uppercase(), &url, Value::Object(rendered), body)?;
                 if (200..300).contains(&answer.status) {
                     let mut msg = with_status(msg, answer.status);
                     if cfg.use_response_body && !answer.body.is_null() {
-                        msg.data = answer.body;
+                        msg.set_data(answer.body);
                     }
                     out.emit(relation::SUCCESS, msg);
                 } else {
@@ -183,7 +183,7 @@ impl Node for RestAction {
                 let login = Login { username: &username, password: &password };
                 match self.asset_telemetry(&login, &name, &cfg.asset_type, &msg)? {
                     Ok(id) => out.emit(relation::SUCCESS, msg.with_meta("assetId", id)),
-                    Err(failure) => out.emit(relation::FAILURE, failure),
+                    Err((answer, what)) => out.emit(relation::FAILURE, failed(msg, &answer, &what)),
                 }
             }
         }
@@ -238,7 +238,7 @@ impl RestAction {
         name: &str,
         asset_type: &str,
         msg: &Msg,
-    ) -> Result<std::result::Result<String, Msg>> {
+    ) -> Result<std::result::Result<String, (Answer, String)>> {
         let id = match self.assets.get(name) {
             Some(id) => id.clone(),
             None => {
@@ -254,13 +254,13 @@ impl RestAction {
                         self.assets.insert(name.to_string(), id.to_string());
                         id.to_string()
                     }
-                    _ => return Ok(Err(failed(msg.clone(), &answer, &format!("asset {name}")))),
+                    _ => return Ok(Err((answer, format!("asset {name}")))),
                 }
             }
         };
         let url = format!("/api/plugins/telemetry/ASSET/{id}/timeseries/values");
-        let answer = self.authorised(login, "POST", &url, json!({"ts": msg.ts, "values": msg.data}))?;
-        if (200..300).contains(&answer.status) { Ok(Ok(id)) } else { Ok(Err(failed(msg.clone(), &answer, &url))) }
+        let answer = self.authorised(login, "POST", &url, json!({"ts": msg.ts(), "values": msg.data()}))?;
+        if (200..300).contains(&answer.status) { Ok(Ok(id)) } else { Ok(Err((answer, url))) }
     }
 }
 
@@ -298,7 +298,7 @@ mod tests {
             json!({"method": "POST", "url": "/api/v1/T1/telemetry", "headers": {"X-Zone": "A"}, "body": {"zone": "A", "v": 1}})
         );
         assert_eq!(out.relations(), ["Success"]);
-        assert_eq!(out.messages()[0].data, json!({"ok": true}));
+        assert_eq!(out.messages()[0].data(), &json!({"ok": true}));
         assert_eq!(out.messages()[0].meta("statusCode"), Some("200"));
         *status.borrow_mut() = 400;
         let out = d.send(msg)?;

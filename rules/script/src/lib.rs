@@ -283,7 +283,7 @@ impl Script {
     }
 
     fn filter(&mut self, msg: &Msg, out: &mut Outputs) -> Result<()> {
-        let result = self.call(&msg.data, &msg.metadata, &msg.msg_type)?;
+        let result = self.call(msg.data(), msg.metadata(), msg.msg_type())?;
         match result.as_boolean() {
             Some(keep) => sluice_sdk::node::filter_outputs(keep, out),
             None => bail!("a filter script must return a boolean, got {}", js_type(&result)),
@@ -292,7 +292,7 @@ impl Script {
     }
 
     fn switch(&mut self, msg: &Msg, out: &mut Outputs) -> Result<()> {
-        let result = self.call(&msg.data, &msg.metadata, &msg.msg_type)?;
+        let result = self.call(msg.data(), msg.metadata(), msg.msg_type())?;
         let wrong =
             || Error::new(format!("a switch script must return an array of relation names, got {}", js_type(&result)));
         let relations = match to_json(&result, &mut self.ctx)? {
@@ -316,8 +316,8 @@ impl Script {
         Ok(())
     }
 
-    fn transform(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
-        let result = self.call(&msg.data, &msg.metadata, &msg.msg_type)?;
+    fn transform(&mut self, mut msg: Msg, out: &mut Outputs) -> Result<()> {
+        let result = self.call(msg.data(), msg.metadata(), msg.msg_type())?;
         let results = match to_json(&result, &mut self.ctx)? {
             Some(Value::Array(items)) => items,
             Some(one @ Value::Object(_)) => vec![one],
@@ -326,14 +326,30 @@ impl Script {
                 js_type(&result)
             ),
         };
-        let many = results.len() > 1;
-        let mut built = Vec::with_capacity(results.len());
-        for (n, result) in results.into_iter().enumerate() {
-            let (data, metadata, msg_type) = unbind(result, (&msg.data, &msg.metadata, &msg.msg_type))?;
-            let id = if many { derived_id(&msg.id, n) } else { msg.id.clone() };
-            built.push(Msg { id, ts: msg.ts, msg_type, originator: msg.originator.clone(), metadata, data });
+        let mut built = results
+            .into_iter()
+            .map(|result| unbind(result, (msg.data(), msg.metadata(), msg.msg_type())))
+            .collect::<Result<Vec<_>>>()?;
+        if built.len() == 1 {
+            // One output is the incoming message, changed in place: only what the script changed
+            // goes back.
+            let (data, metadata, msg_type) = built.pop().expect("one result");
+            if data != *msg.data() {
+                msg.set_data(data);
+            }
+            if metadata != *msg.metadata() {
+                msg.set_metadata(metadata);
+            }
+            if msg_type != msg.msg_type() {
+                msg.set_msg_type(msg_type);
+            }
+            out.emit(relation::SUCCESS, msg);
+            return Ok(());
         }
-        for m in built {
+        for (n, (data, metadata, msg_type)) in built.into_iter().enumerate() {
+            let mut m =
+                Msg::new(msg_type, msg.originator().clone(), data).with_id(derived_id(msg.id(), n)).with_ts(msg.ts());
+            m.set_metadata(metadata);
             out.emit(relation::SUCCESS, m);
         }
         Ok(())
@@ -458,7 +474,9 @@ impl Node for Script {
         if count > 0 && state.generated >= count {
             timer::cancel(GENERATOR_TIMER);
         }
-        out.emit(relation::SUCCESS, Msg { id: String::new(), ts: timer.now, msg_type, originator, metadata, data });
+        let mut generated = Msg::new(msg_type, originator, data).with_ts(timer.now);
+        generated.set_metadata(metadata);
+        out.emit(relation::SUCCESS, generated);
         Ok(())
     }
 }
@@ -601,7 +619,7 @@ mod tests {
         let body = "var l = []; l.add(msg.temperature); msg.list = l; msg.n = l.size(); msg.has = msg.containsKey('n');\n\
                     msg.f = toFixed(1.23456, 2); return {msg: msg, metadata: metadata, msgType: msgType};";
         let out = tbel("transform", body).send(thermometer(json!(21)))?;
-        assert_eq!(out.messages()[0].data, json!({"temperature": 21, "list": [21], "n": 1, "has": true, "f": 1.23}));
+        assert_eq!(out.messages()[0].data(), &json!({"temperature": 21, "list": [21], "n": 1, "has": true, "f": 1.23}));
         assert!(config_error(json!({"mode": "filter", "script": "return true;", "lang": "mvel"})).field == "lang");
         Ok(())
     }
@@ -645,7 +663,7 @@ mod tests {
         // The failing message is the incoming one, with the error added; the node keeps going.
         let mut d = mode("filter", "if (msg.temperature === 0) throw new RangeError('zero'); return true;");
         let out = d.send(thermometer(json!(0)))?;
-        assert_eq!(out.messages()[0].data, json!({"temperature": 0}));
+        assert_eq!(out.messages()[0].data(), &json!({"temperature": 0}));
         assert_eq!(error_of(&out), "RangeError: zero");
         assert_eq!(d.send(thermometer(json!(1)))?.relations(), ["True"]);
         Ok(())
@@ -742,7 +760,7 @@ return relations;"#;
             [(json!(212), json!(100)), (json!(98.6), json!(37)), (json!(50), json!(10)), (json!(0), json!(-17.78))]
         {
             let out = d.send(thermometer(f.clone()))?;
-            assert_eq!(out.messages()[0].data, json!({ "temperature": c }), "{f} °F");
+            assert_eq!(out.messages()[0].data(), &json!({ "temperature": c }), "{f} °F");
         }
         let untouched = Msg::telemetry("T", json!({"humidity": 50})).with_id("m2");
         assert_eq!(d.send(untouched.clone())?.messages(), [&untouched]);
@@ -756,8 +774,8 @@ return relations;"#;
             .with_meta("indoorTemperature", "20.25")
             .with_meta("outdoorTemperature", "25.5");
         let out = mode("transform", delta).send(msg.clone())?;
-        assert_eq!(out.messages()[0].data, json!({"deltaTemperature": 5.25}));
-        assert_eq!(out.messages()[0].metadata, msg.metadata);
+        assert_eq!(out.messages()[0].data(), &json!({"deltaTemperature": 5.25}));
+        assert_eq!(out.messages()[0].metadata(), msg.metadata());
 
         let telegram = "var newMsg = {};\nnewMsg.text = '\"' + msg.name + '\"' + \" alarm was created for device: \" + '\"' + metadata.deviceName + '\"';\nnewMsg.chat_id = 337878729; //has to be replaced by the actual chat id\nreturn {msg: newMsg, metadata: metadata, msgType: msgType};";
         let alarm = Msg::new("ALARM", Originator::device("T-1"), json!({"name": "High Temperature"}))
@@ -765,8 +783,8 @@ return relations;"#;
         let out = mode("transform", telegram).send(alarm)?;
         let expected =
             json!({"text": "\"High Temperature\" alarm was created for device: \"T-1\"", "chat_id": 337878729});
-        assert_eq!(out.messages()[0].data, expected);
-        assert_eq!(out.messages()[0].msg_type, "ALARM");
+        assert_eq!(out.messages()[0].data(), &expected);
+        assert_eq!(out.messages()[0].msg_type(), "ALARM");
 
         let fetch = "var newMsg = {\n    \"outsideTemp\": msg.main.temp,\n    \"outsideMaxTemp\": msg.main.temp_max,\n    \"outsideMinTemp\": msg.main.temp_min,\n    \"outsideHumidity\": msg.main.humidity,\n};\n\n\nreturn {msg: newMsg, metadata: metadata, msgType: msgType};";
         let weather =
@@ -774,7 +792,7 @@ return relations;"#;
         let out = mode("transform", fetch).send(weather)?;
         let expected =
             json!({"outsideTemp": 281.5, "outsideMaxTemp": 283, "outsideMinTemp": 280.1, "outsideHumidity": 81});
-        assert_eq!(out.messages()[0].data, expected);
+        assert_eq!(out.messages()[0].data(), &expected);
         Ok(())
     }
 
@@ -783,16 +801,16 @@ return relations;"#;
         let msg = thermometer(json!(1));
         let out = mode("transform", "return {msg: {a: 1}};").send(msg.clone())?;
         let m = out.messages()[0];
-        assert_eq!((m.id.as_str(), m.ts, &m.originator), ("m1", msg.ts, &msg.originator));
+        assert_eq!((m.id(), m.ts(), m.originator()), ("m1", msg.ts(), msg.originator()));
         assert_eq!(
-            (&m.data, &m.metadata, m.msg_type.as_str()),
-            (&json!({"a": 1}), &msg.metadata, "POST_TELEMETRY_REQUEST")
+            (m.data(), m.metadata(), m.msg_type()),
+            (&json!({"a": 1}), msg.metadata(), "POST_TELEMETRY_REQUEST")
         );
         let out = mode("transform", "return {metadata: {}, msgType: ''};").send(msg.clone())?;
         let m = out.messages()[0];
-        assert_eq!((&m.data, m.metadata.len(), m.msg_type.as_str()), (&msg.data, 0, "POST_TELEMETRY_REQUEST"));
+        assert_eq!((m.data(), m.metadata().len(), m.msg_type()), (msg.data(), 0, "POST_TELEMETRY_REQUEST"));
         let out = mode("transform", "return {msg: null, msgType: 'CUSTOM'};").send(msg)?;
-        assert_eq!((&out.messages()[0].data, out.messages()[0].msg_type.as_str()), (&Value::Null, "CUSTOM"));
+        assert_eq!((out.messages()[0].data(), out.messages()[0].msg_type()), (&Value::Null, "CUSTOM"));
         Ok(())
     }
 
@@ -805,7 +823,7 @@ return relations;"#;
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        assert_eq!(out.messages()[0].metadata, expected);
+        assert_eq!(out.messages()[0].metadata(), &expected);
         Ok(())
     }
 
@@ -813,7 +831,7 @@ return relations;"#;
     fn computed_whole_numbers_stay_integers() -> Result<()> {
         let out = mode("transform", "return {msg: {x: 1.5 * 2, y: 0.1 + 0.2, big: 2e20, nan: NaN}};")
             .send(thermometer(json!(1)))?;
-        let data = &out.messages()[0].data;
+        let data = out.messages()[0].data();
         assert!(data["x"].is_i64(), "{data}");
         assert_eq!(data["x"], json!(3));
         assert_eq!(data["y"].as_f64(), Some(0.1 + 0.2));
@@ -829,11 +847,8 @@ return relations;"#;
         let out = mode("transform", body).send(thermometer(json!(4)))?;
         assert_eq!(out.relations(), ["Success", "Success"]);
         let m = out.messages();
-        assert_eq!((m[0].id.as_str(), &m[0].data, m[0].msg_type.as_str()), ("m1:0", &json!({"t": 4}), "A"));
-        assert_eq!(
-            (m[1].id.as_str(), &m[1].data, m[1].msg_type.as_str()),
-            ("m1:1", &json!({"t": 8}), "POST_TELEMETRY_REQUEST")
-        );
+        assert_eq!((m[0].id(), m[0].data(), m[0].msg_type()), ("m1:0", &json!({"t": 4}), "A"));
+        assert_eq!((m[1].id(), m[1].data(), m[1].msg_type()), ("m1:1", &json!({"t": 8}), "POST_TELEMETRY_REQUEST"));
         assert_eq!(m[1].meta("k"), Some("v"));
         assert!(mode("transform", "return [];").send(thermometer(json!(4)))?.outputs.is_empty());
         Ok(())
@@ -879,16 +894,13 @@ return relations;"#;
         assert_eq!(generated.len(), 3, "count 3: {generated:?}");
         for (k, (relation, m)) in generated.iter().enumerate() {
             assert_eq!(relation, "Success");
-            assert_eq!(m.data, json!({"power": 5, "name": "Module 1", "panel": "Panel 1"}));
-            assert_eq!(
-                (m.msg_type.as_str(), &m.originator),
-                ("POST_TELEMETRY_REQUEST", &Originator::device("Module 1"))
-            );
-            assert!(m.metadata.is_empty());
-            assert_eq!(m.ts, LATER + k as i64 * 5000);
+            assert_eq!(m.data(), &json!({"power": 5, "name": "Module 1", "panel": "Panel 1"}));
+            assert_eq!((m.msg_type(), m.originator()), ("POST_TELEMETRY_REQUEST", &Originator::device("Module 1")));
+            assert!(m.metadata().is_empty());
+            assert_eq!(m.ts(), LATER + k as i64 * 5000);
         }
         // Ids derive from the timer's: deterministic on replay.
-        assert_eq!(generated[1].1.id, format!("node/timer/generate/{}:0", LATER + 5000));
+        assert_eq!(generated[1].1.id(), format!("node/timer/generate/{}:0", LATER + 5000));
         let kept: GeneratorState = serde_json::from_slice(&d.state()[GENERATOR_STATE.as_bytes()])?;
         assert_eq!(kept.generated, 3);
         Ok(())
@@ -914,7 +926,7 @@ return relations;"#;
         }
         let seen: Vec<_> = generated
             .iter()
-            .map(|m| (m.data["n"].clone(), m.meta("prev").map(str::to_string), m.msg_type.as_str()))
+            .map(|m| (m.data()["n"].clone(), m.meta("prev").map(str::to_string), m.msg_type()))
             .collect();
         assert_eq!(
             seen,
@@ -934,7 +946,7 @@ return relations;"#;
         for k in 0..5 {
             let out = d.advance_to(LATER + k * 1000)?;
             let m = out.messages()[0];
-            let t: f64 = m.data["temperature"].as_str().expect("toFixed gives a string").parse()?;
+            let t: f64 = m.data()["temperature"].as_str().expect("toFixed gives a string").parse()?;
             assert!((20.0..=25.0).contains(&t), "{t}");
             assert_eq!(m.meta("deviceType"), Some("indoor thermometer"));
         }
@@ -948,8 +960,8 @@ return relations;"#;
         let err = d.advance_to(LATER).unwrap_err();
         assert_eq!(err.message(), "Error: warming up");
         let out = d.advance_to(LATER + 100)?;
-        assert_eq!(out.messages()[0].data, json!({"ok": 1}));
-        assert_eq!(out.messages()[0].msg_type, "POST_TELEMETRY_REQUEST", "the default type of a first message");
+        assert_eq!(out.messages()[0].data(), &json!({"ok": 1}));
+        assert_eq!(out.messages()[0].msg_type(), "POST_TELEMETRY_REQUEST", "the default type of a first message");
         assert_eq!(d.advance_to(LATER + 200)?.outputs.len(), 1);
         assert!(d.advance_to(LATER + 300)?.outputs.is_empty(), "two generated: done");
         Ok(())

@@ -80,17 +80,17 @@ impl Node for TableWriter {
     }
 
     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
-        let key = match text_at(&self.cfg.key, &msg) {
+        let key = match self.cfg.key.text(&msg) {
             Some(k) if !k.is_empty() => k,
             _ => bail!("no table key: the message has no `{}`", path_name(&self.cfg.key)),
         };
-        let deleting = self.cfg.delete.as_ref().is_some_and(|d| text_at(&d.field, &msg).as_deref() == Some(&d.equals));
+        let deleting = self.cfg.delete.as_ref().is_some_and(|d| d.field.text(&msg).as_deref() == Some(&d.equals));
         if deleting {
             table::delete(&self.cfg.table, &key);
         } else {
             let picked = match &self.cfg.fields {
-                None => msg.data.clone(),
-                Some(fields) => pick(&msg.data, fields),
+                None => msg.data().clone(),
+                Some(fields) => pick(&msg, fields),
             };
             let value = match (self.cfg.merge, table::get::<Value>(&self.cfg.table, &key)?) {
                 (true, Some(mut stored)) => {
@@ -116,18 +116,6 @@ fn path_name(path: &FieldPath) -> String {
 }
 
 /// The text at `path`; a `data.` path reaches into objects along its dots.
-fn text_at(path: &FieldPath, msg: &Msg) -> Option<String> {
-    match path {
-        FieldPath::Data(k) => match lookup(&msg.data, k)?.1 {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        },
-        other => other.text(msg),
-    }
-}
-
 /// Whether a path was found as one key (`"a.b": …`) or through nested objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
@@ -147,10 +135,16 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<(Found, &'a Value)> {
 }
 
 /// The listed fields of `data`, each in the shape it was found in.
-fn pick(data: &Value, fields: &[String]) -> Value {
+fn pick(msg: &Msg, fields: &[String]) -> Value {
     let mut picked = Value::Object(Default::default());
     for field in fields {
-        let Some((found, value)) = lookup(data, field) else { continue };
+        // A plain key is read alone; a dotted path needs the whole data, to tell a key that
+        // contains the dots from a path into objects.
+        let found = match field.contains('.') {
+            false => msg.field(field).map(|v| (Found::Key, v)),
+            true => lookup(msg.data(), field),
+        };
+        let Some((found, value)) = found else { continue };
         let mut shaped = value.clone();
         if found == Found::Nested {
             for part in field.rsplit('.') {
@@ -199,8 +193,8 @@ mod tests {
             Ok(Probe { writer: TableWriter::init(cfg)? })
         }
         fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
-            if msg.msg_type == "READ" {
-                let (t, k) = (msg.data["table"].as_str().unwrap_or(""), msg.data["key"].as_str().unwrap_or(""));
+            if msg.msg_type() == "READ" {
+                let (t, k) = (msg.data()["table"].as_str().unwrap_or(""), msg.data()["key"].as_str().unwrap_or(""));
                 let entry = table::get::<Value>(t, k)?.unwrap_or(Value::Null);
                 out.emit("Read", Msg::new("ENTRY", Originator::device(k), entry));
                 return Ok(());
@@ -215,7 +209,7 @@ mod tests {
 
     fn read(d: &mut TestDriver, table: &str, key: &str) -> Value {
         let out = d.send(Msg::new("READ", Originator::device("probe"), json!({"table": table, "key": key}))).unwrap();
-        out.single().expect("one answer").1.data.clone()
+        out.single().expect("one answer").1.data().clone()
     }
 
     fn registry(data: Value) -> Msg {

@@ -117,7 +117,7 @@ impl Node for Threshold {
             .with_meta("thresholdOp", self.op.symbol())
             .with_meta("thresholdValue", value.to_string());
         if let Some(t) = &self.anomaly_type {
-            anomaly.msg_type = t.clone();
+            anomaly.set_msg_type(t.clone());
         }
         out.emit("Anomaly", anomaly);
         Ok(())
@@ -161,7 +161,7 @@ mod tests {
         let out = d.send(reading(json!("100.25")))?;
         assert_eq!(out.relations(), ["Anomaly"]);
         assert_eq!(out.messages()[0].meta("thresholdValue"), Some("100.25"));
-        assert_eq!(out.messages()[0].data, json!({"value": "100.25"}), "data untouched");
+        assert_eq!(out.messages()[0].data(), &json!({"value": "100.25"}), "data untouched");
         assert_eq!(d.send(reading(json!(" 99 ")))?.relations(), ["Normal"]);
         Ok(())
     }
@@ -198,13 +198,13 @@ mod tests {
         let out = d.send(Msg::telemetry("D", json!({})).with_meta("rssi", "-97"))?;
         assert_eq!(out.relations(), ["Anomaly"]);
         let m = out.messages()[0];
-        assert_eq!(m.msg_type, "WEAK_SIGNAL");
+        assert_eq!(m.msg_type(), "WEAK_SIGNAL");
         assert_eq!(
             (m.meta("threshold"), m.meta("thresholdOp"), m.meta("thresholdValue")),
             (Some("-90"), Some("<"), Some("-97"))
         );
         let normal = d.send(Msg::telemetry("D", json!({})).with_meta("rssi", "-60"))?;
-        assert_eq!(normal.messages()[0].msg_type, "POST_TELEMETRY_REQUEST");
+        assert_eq!(normal.messages()[0].msg_type(), "POST_TELEMETRY_REQUEST");
 
         let mut d = detector(json!({"value": "ts", "op": ">=", "threshold": 2000}));
         assert_eq!(d.send(reading(json!(1)).with_ts(2000))?.relations(), ["Anomaly"]);

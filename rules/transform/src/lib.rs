@@ -64,21 +64,28 @@ impl std::fmt::Display for Place {
 impl Place {
     fn get(&self, msg: &Msg) -> Option<Value> {
         match self {
-            Place::Data(k) => msg.data.get(k).cloned(),
-            Place::Metadata(k) => msg.metadata.get(k).map(|v| Value::String(v.clone())),
+            // A top-level key, read alone (`field` would also follow a dotted path).
+            Place::Data(k) if !k.contains('.') => msg.field(k).cloned(),
+            Place::Data(k) => msg.data().get(k).cloned(),
+            Place::Metadata(k) => msg.meta(k).map(|v| Value::String(v.to_string())),
         }
     }
 
     fn take(&self, msg: &mut Msg) -> Option<Value> {
         match self {
-            Place::Data(k) => msg.data.as_object_mut()?.remove(k),
-            Place::Metadata(k) => msg.metadata.remove(k).map(Value::String),
+            // Only a field that is there is taken: a missing one leaves `data` unchanged.
+            Place::Data(k) if !k.contains('.') && !msg.has_field(k) => None,
+            Place::Data(k) => msg.remove_field(k),
+            Place::Metadata(k) => {
+                msg.meta(k)?;
+                msg.remove_meta(k).map(Value::String)
+            }
         }
     }
 
     fn put(&self, msg: &mut Msg, value: Value) -> Result<()> {
         match self {
-            Place::Data(k) => match msg.data.as_object_mut() {
+            Place::Data(k) => match msg.data_mut().as_object_mut() {
                 Some(fields) => {
                     fields.insert(k.clone(), value);
                 }
@@ -89,7 +96,7 @@ impl Place {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                msg.metadata.insert(k.clone(), text);
+                msg.set_meta(k.clone(), text);
             }
         }
         Ok(())
@@ -182,7 +189,7 @@ pub fn transform(mut msg: Msg, cfg: &Config) -> Result<Msg> {
                 let value = expression.eval_json(&msg).map_err(|e| Error::new(format!("computing `{to}`: {e}")))?;
                 to.put(&mut msg, value)?;
             }
-            Op::MsgType(MsgType(t)) => msg.msg_type = t.clone(),
+            Op::MsgType(MsgType(t)) => msg.set_msg_type(t.clone()),
         }
     }
     Ok(msg)
@@ -248,7 +255,7 @@ mod tests {
         assert_eq!(out.messages(), [&expected]);
         // A number sent as a number computes the same.
         let out = loaded(doc_config()).send(Msg::telemetry("T-1", json!({"t": 100})).with_meta("deviceType", "T"))?;
-        assert_eq!(out.messages()[0].data["tempF"], json!(212.0));
+        assert_eq!(out.messages()[0].data()["tempF"], json!(212.0));
         Ok(())
     }
 
@@ -271,7 +278,7 @@ mod tests {
         assert_eq!(m.meta("n"), Some("null"));
         assert_eq!(m.meta("double"), Some("43.0"));
         assert_eq!(m.meta("src"), None);
-        assert_eq!(m.data["src"], json!("33"), "read from metadata: a string");
+        assert_eq!(m.data()["src"], json!("33"), "read from metadata: a string");
         Ok(())
     }
 
@@ -285,7 +292,7 @@ mod tests {
             {"compute": {"to": "data.n", "expression": "size(msg.b)"}}
         ]});
         let out = loaded(config).send(Msg::telemetry("D", json!({"a": 1})))?;
-        assert_eq!(out.messages()[0].data, json!({"b": [1, 2], "c": 2, "n": 2}));
+        assert_eq!(out.messages()[0].data(), &json!({"b": [1, 2], "c": 2, "n": 2}));
         Ok(())
     }
 
@@ -301,17 +308,17 @@ mod tests {
         let out = loaded(json!({ "ops": ops })).send(msg.clone())?;
         assert_eq!(out.relations(), ["Failure"]);
         assert_eq!(out.messages()[0].meta("error"), Some("field `data.t` is missing"));
-        assert_eq!(out.messages()[0].data, msg.data, "the failed message is the incoming one");
+        assert_eq!(out.messages()[0].data(), msg.data(), "the failed message is the incoming one");
 
         let out = loaded(json!({ "ops": ops, "ignoreMissing": true })).send(msg)?;
         assert_eq!(out.relations(), ["Success"]);
-        assert_eq!(out.messages()[0].data, json!({"h": 1, "seen": true}));
+        assert_eq!(out.messages()[0].data(), &json!({"h": 1, "seen": true}));
 
         let out = loaded(json!({ "ops": ops })).send(Msg::telemetry("D", json!({"t": 1})))?;
         assert_eq!(out.messages()[0].meta("error"), Some("field `metadata.zone` is missing"));
         // A null value is present: it is moved as null.
         let out = loaded(json!({ "ops": [ops[0]] })).send(Msg::telemetry("D", json!({"t": null})))?;
-        assert_eq!(out.messages()[0].data, json!({"temperature": null}));
+        assert_eq!(out.messages()[0].data(), &json!({"temperature": null}));
         Ok(())
     }
 

@@ -69,7 +69,7 @@ mod tests {
             failed.meta("error"),
             Some("unsupported ThingsBoard node org.thingsboard.rule.engine.action.TbCreateAlarmNode: no alarms")
         );
-        assert_eq!(failed.data, msg.data);
+        assert_eq!(failed.data(), msg.data());
         let mut d = TestDriver::node_from_json::<Unsupported>(r#"{"class": "TbX"}"#).unwrap();
         let out = d.send(msg)?;
         assert!(out.messages()[0].meta("error").unwrap_or_default().contains("TbX: no Sluice node"));

@@ -140,15 +140,15 @@ mod tests {
         assert_eq!(out.relations(), ["Success", "Success"]);
         let (t, a) = (out.messages()[0], out.messages()[1]);
         assert_eq!(
-            (t.msg_type.as_str(), t.ts, &t.data),
+            (t.msg_type(), t.ts(), t.data()),
             ("POST_TELEMETRY_REQUEST", 1_700_000_000_500, &json!({"kwh": 12.5}))
         );
-        assert_eq!(t.originator, Originator::device("1234"));
+        assert_eq!(t.originator(), &Originator::device("1234"));
         assert_eq!(t.meta("ts"), Some("1700000000500"));
         assert_eq!(t.meta("deviceType"), Some("Meter"));
-        assert_eq!((a.msg_type.as_str(), a.ts), ("POST_ATTRIBUTES_REQUEST", 1_700_000_000_000));
-        assert_eq!(a.data, json!({"fw": "1.2", "site": "North"}));
-        assert_eq!((t.id.as_str(), a.id.as_str()), ("u7:0", "u7:1"));
+        assert_eq!((a.msg_type(), a.ts()), ("POST_ATTRIBUTES_REQUEST", 1_700_000_000_000));
+        assert_eq!(a.data(), &json!({"fw": "1.2", "site": "North"}));
+        assert_eq!((t.id(), a.id()), ("u7:0", "u7:1"));
         Ok(())
     }
 
@@ -158,14 +158,14 @@ mod tests {
         let payload =
             json!({"deviceName": "D", "deviceType": "T", "ts": 1_700_000_000_001i64, "fw": "2", "a": 1, "b": [1, 2]});
         let out = driver(config).send(uplink(payload))?;
-        assert_eq!(out.messages()[0].data, json!({"a": 1, "b": [1, 2]}));
-        assert_eq!(out.messages()[0].ts, 1_700_000_000_001);
-        assert_eq!(out.messages()[1].data, json!({"fw": "2"}));
+        assert_eq!(out.messages()[0].data(), &json!({"a": 1, "b": [1, 2]}));
+        assert_eq!(out.messages()[0].ts(), 1_700_000_000_001);
+        assert_eq!(out.messages()[1].data(), &json!({"fw": "2"}));
         // A payload without a type: ThingsBoard's "default"; a missing ts field: the message's time.
         let out =
             driver(json!({"format": "json", "tsField": "ts"})).send(uplink(json!({"deviceName": "D", "x": 0})))?;
         let m = out.single().unwrap().1.clone();
-        assert_eq!((m.meta("deviceType"), m.ts), (Some("default"), 1_700_000_000_000));
+        assert_eq!((m.meta("deviceType"), m.ts()), (Some("default"), 1_700_000_000_000));
         Ok(())
     }
 
@@ -173,10 +173,10 @@ mod tests {
     fn an_array_payload_is_several_devices() -> Result<()> {
         let payload = json!([{"deviceName": "A", "t": 1}, {"deviceName": "B", "t": 2}]);
         let out = driver(json!({"format": "json", "deviceTypeField": "kind"})).send(uplink(payload))?;
-        let names: Vec<_> = out.messages().iter().map(|m| m.originator.name.clone()).collect();
+        let names: Vec<_> = out.messages().iter().map(|m| m.originator().name.clone()).collect();
         assert_eq!(names, ["A", "B"]);
-        assert_eq!(out.messages()[1].data, json!({"t": 2}));
-        assert_eq!(out.messages()[1].id, "u7:1");
+        assert_eq!(out.messages()[1].data(), &json!({"t": 2}));
+        assert_eq!(out.messages()[1].id(), "u7:1");
         Ok(())
     }
 

@@ -209,7 +209,7 @@ impl Node for UplinkDecoder {
         let uplinks = match &self.decoder {
             Decoder::Json(d) => d.decode(payload)?,
             Decoder::Solar(d) => d.decode(payload)?,
-            Decoder::Ttn(d) => d.decode(payload, msg.ts)?,
+            Decoder::Ttn(d) => d.decode(payload, msg.ts())?,
         };
         for m in messages(&msg, uplinks)? {
             out.emit(relation::SUCCESS, m);
@@ -221,7 +221,7 @@ impl Node for UplinkDecoder {
 /// The payload of `msg` as JSON, after the encoding its metadata names.
 pub fn payload(msg: &Msg) -> Result<Value> {
     use base64::Engine as _;
-    match (msg.meta("payloadEncoding"), &msg.data) {
+    match (msg.meta("payloadEncoding"), msg.data()) {
         (Some("base64"), Value::String(text)) => {
             let bytes = BASE64
                 .decode(text.trim())
@@ -253,26 +253,27 @@ pub const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpos
 
 /// The output messages for the devices decoded from `msg`'s payload.
 pub fn messages(msg: &Msg, uplinks: Vec<Uplink>) -> Result<Vec<Msg>> {
-    let mut meta = msg.metadata.clone();
+    let mut meta = msg.metadata().clone();
     meta.remove("payloadEncoding");
+    let (id, msg_ts) = (msg.id(), msg.ts());
     let mut outputs = Vec::new();
     for uplink in uplinks {
         let mut base = Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(&uplink.device_name), Value::Null);
-        base.metadata = meta.clone();
-        base.metadata.insert("deviceName".into(), uplink.device_name);
-        base.metadata.insert("deviceType".into(), uplink.device_type);
+        let mut base_meta = meta.clone();
+        base_meta.insert("deviceName".into(), uplink.device_name);
+        base_meta.insert("deviceType".into(), uplink.device_type);
+        base.set_metadata(base_meta);
         let mut push = |msg_type: &str, ts: i64, data: Map<String, Value>| {
-            let mut m = base.clone().with_ts(ts).with_id(derived_id(&msg.id, outputs.len()));
-            m.msg_type = msg_type.into();
-            m.metadata.insert("ts".into(), ts.to_string());
-            m.data = Value::Object(data);
+            let mut m = base.clone().with_ts(ts).with_id(derived_id(id, outputs.len())).with_type(msg_type);
+            m.set_meta("ts", ts.to_string());
+            m.set_data(Value::Object(data));
             outputs.push(m);
         };
         for point in uplink.telemetry.into_iter().filter(|p| !p.values.is_empty()) {
-            push(msg_type::POST_TELEMETRY_REQUEST, point.ts.unwrap_or(msg.ts), point.values);
+            push(msg_type::POST_TELEMETRY_REQUEST, point.ts.unwrap_or(msg_ts), point.values);
         }
         if !uplink.attributes.is_empty() {
-            push(msg_type::POST_ATTRIBUTES_REQUEST, msg.ts, uplink.attributes);
+            push(msg_type::POST_ATTRIBUTES_REQUEST, msg_ts, uplink.attributes);
         }
     }
     if outputs.is_empty() {
@@ -352,21 +353,21 @@ mod tests {
         let out = driver(json!({"format": "json"})).send(msg)?;
         let (rel, m) = out.single().unwrap();
         assert_eq!(rel, "Success");
-        assert_eq!(m.data, json!({"t": 1}));
+        assert_eq!(m.data(), &json!({"t": 1}));
         assert_eq!(m.meta("payloadEncoding"), None, "the encoding described the input, not the output");
         assert_eq!(m.meta("gw"), Some("g1"));
         // Unpadded base64 too: `{"deviceName":"D","t":10}` is 25 bytes → 34 characters, "==" dropped.
         let unpadded = "eyJkZXZpY2VOYW1lIjoiRCIsInQiOjEwfQ";
         let out =
             driver(json!({"format": "json"})).send(uplink(json!(unpadded)).with_meta("payloadEncoding", "base64"))?;
-        assert_eq!(out.single().unwrap().1.data, json!({"t": 10}));
+        assert_eq!(out.single().unwrap().1.data(), &json!({"t": 10}));
         Ok(())
     }
 
     #[test]
     fn json_text_payload_is_parsed() -> Result<()> {
         let out = driver(json!({"format": "json"})).send(uplink(json!(r#"{"deviceName":"D","t":"33"}"#)))?;
-        assert_eq!(out.single().unwrap().1.data, json!({"t": "33"}));
+        assert_eq!(out.single().unwrap().1.data(), &json!({"t": "33"}));
         Ok(())
     }
 
@@ -389,7 +390,7 @@ mod tests {
         // The failed message is the input, unchanged but for the error.
         let msg = uplink(json!(null));
         let out = d.send(msg.clone())?;
-        assert_eq!(out.messages()[0].data, msg.data);
+        assert_eq!(out.messages()[0].data(), msg.data());
         Ok(())
     }
 

@@ -83,10 +83,10 @@ mod tests {
     fn power_as_a_string_becomes_a_number() -> Result<()> {
         let mut d = driver(json!({"format": "solar-module", "deviceType": "Panel module"}));
         let out = d.send(module(json!({"name": "Module 3", "panel": "Panel 2", "power": "33"})))?;
-        assert_eq!(out.messages()[0].data, json!({"power": 33, "panel": "Panel 2"}));
+        assert_eq!(out.messages()[0].data(), &json!({"power": 33, "panel": "Panel 2"}));
         assert_eq!(out.messages()[0].meta("deviceType"), Some("Panel module"));
         let out = d.send(module(json!({"name": "Module 3", "panel": 2, "power": " 2.5 ", "extra": 1})))?;
-        assert_eq!(out.messages()[0].data, json!({"power": 2.5, "panel": "2"}));
+        assert_eq!(out.messages()[0].data(), &json!({"power": 2.5, "panel": "2"}));
         Ok(())
     }
 
@@ -95,7 +95,7 @@ mod tests {
         let payload = json!([{"name": "M1", "panel": "P", "power": 1}, {"name": "M2", "panel": "P", "power": 2}]);
         let out = driver(json!({"format": "solar-module"})).send(module(payload))?;
         let summary: Vec<_> =
-            out.messages().iter().map(|m| (m.originator.name.as_str(), m.msg_type.as_str(), m.id.as_str())).collect();
+            out.messages().iter().map(|m| (m.originator().name.as_str(), m.msg_type(), m.id())).collect();
         assert_eq!(
             summary,
             [

@@ -185,8 +185,8 @@ mod tests {
     fn energy_and_ts(out: &sluice_sdk::testing::Outcome) -> Vec<(i64, Value)> {
         out.messages()
             .iter()
-            .filter(|m| m.msg_type == "POST_TELEMETRY_REQUEST")
-            .map(|m| (m.ts, m.data["energyWh"].clone()))
+            .filter(|m| m.msg_type() == "POST_TELEMETRY_REQUEST")
+            .map(|m| (m.ts(), m.data()["energyWh"].clone()))
             .collect()
     }
 
@@ -200,15 +200,15 @@ mod tests {
         assert_eq!(out.relations(), ["Success", "Success", "Success"]);
         assert_eq!(energy_and_ts(&out), [(NOON - 15 * 60_000, json!(1000)), (NOON, json!(1250))]);
         let m = out.messages();
-        assert_eq!(m[0].data, json!({"energyWh": 1000}));
-        assert_eq!(m[1].data, json!({"energyWh": 1250, "rssi": -68, "snr": 9.2}));
-        assert_eq!(m[1].originator, Originator::device("meter-17"));
+        assert_eq!(m[0].data(), &json!({"energyWh": 1000}));
+        assert_eq!(m[1].data(), &json!({"energyWh": 1250, "rssi": -68, "snr": 9.2}));
+        assert_eq!(m[1].originator(), &Originator::device("meter-17"));
         assert_eq!(m[1].meta("deviceType"), Some("SmartMeter"));
         assert_eq!(m[1].meta("ts"), Some(NOON.to_string().as_str()));
-        assert_eq!(m[2].msg_type, "POST_ATTRIBUTES_REQUEST");
-        assert_eq!(m[2].data, json!({"devEui": "70B3D57ED005B89A", "fPort": 2}));
-        assert_eq!(m[2].ts, 1);
-        assert_eq!([m[0].id.as_str(), &m[1].id, &m[2].id], ["t1:0", "t1:1", "t1:2"]);
+        assert_eq!(m[2].msg_type(), "POST_ATTRIBUTES_REQUEST");
+        assert_eq!(m[2].data(), &json!({"devEui": "70B3D57ED005B89A", "fPort": 2}));
+        assert_eq!(m[2].ts(), 1);
+        assert_eq!([m[0].id(), m[1].id(), m[2].id()], ["t1:0", "t1:1", "t1:2"]);
         Ok(())
     }
 
@@ -228,8 +228,8 @@ mod tests {
             [(last - 120_000, json!(7)), (last - 60_000, json!(8)), (last, json!(4_294_967_295u64))]
         );
         // No gateway: no rssi/snr. Named by DevEUI.
-        assert_eq!(out.messages()[2].data, json!({"energyWh": 4_294_967_295u64}));
-        assert_eq!(out.messages()[2].originator.name, "70B3D57ED005B89A");
+        assert_eq!(out.messages()[2].data(), &json!({"energyWh": 4_294_967_295u64}));
+        assert_eq!(out.messages()[2].originator().name, "70B3D57ED005B89A");
         assert_eq!(out.messages()[2].meta("deviceType"), Some("Meter"));
         Ok(())
     }
@@ -241,11 +241,11 @@ mod tests {
         // Equal rssi: the higher snr wins; a gateway without rssi never does; strings are not numbers.
         let rx = json!([{"rssi": -80, "snr": 1}, {"snr": 20}, {"rssi": -80, "snr": 7.25}, {"rssi": "-10"}]);
         let out = d.send(ttn(&frm, "2024-03-01T12:00:00Z", rx))?;
-        assert_eq!(out.messages()[0].data, json!({"energyWh": 1, "rssi": -80, "snr": 7.25}));
+        assert_eq!(out.messages()[0].data(), &json!({"energyWh": 1, "rssi": -80, "snr": 7.25}));
         // The best gateway reports no snr: rssi alone.
         let rx = json!([{"rssi": -120, "snr": 3}, {"rssi": -60}]);
         let out = d.send(ttn(&frm, "2024-03-01T12:00:00Z", rx))?;
-        assert_eq!(out.messages()[0].data, json!({"energyWh": 1, "rssi": -60}));
+        assert_eq!(out.messages()[0].data(), &json!({"energyWh": 1, "rssi": -60}));
         Ok(())
     }
 
@@ -253,12 +253,12 @@ mod tests {
     fn received_at_falls_back() -> Result<()> {
         let frm = [5, 0, 0, 0, 0, 1];
         let mut msg = ttn(&frm, "x", json!([]));
-        msg.data.as_object_mut().unwrap().remove("received_at");
+        msg.data_mut().as_object_mut().unwrap().remove("received_at");
         let out = driver(json!({"format": "ttn-lorawan"})).send(msg.clone())?;
-        assert_eq!(out.messages()[0].ts, 946_684_800_000, "uplink_message.received_at, 2000-01-01");
-        msg.data["uplink_message"].as_object_mut().unwrap().remove("received_at");
+        assert_eq!(out.messages()[0].ts(), 946_684_800_000, "uplink_message.received_at, 2000-01-01");
+        msg.data_mut()["uplink_message"].as_object_mut().unwrap().remove("received_at");
         let out = driver(json!({"format": "ttn-lorawan"})).send(msg)?;
-        assert_eq!(out.messages()[0].ts, 1, "the message's ts");
+        assert_eq!(out.messages()[0].ts(), 1, "the message's ts");
         Ok(())
     }
 
@@ -280,7 +280,7 @@ mod tests {
         let good = ttn(&[5, 0, 0, 0, 0, 1], "2024-03-01T12:00:00Z", json!([]));
         let with = |path: &[&str], value: Option<Value>| {
             let mut m = good.clone();
-            let mut target = &mut m.data;
+            let mut target = m.data_mut();
             for key in &path[..path.len() - 1] {
                 target = &mut target[*key];
             }
@@ -315,7 +315,7 @@ mod tests {
         // Another readings port is configurable.
         let out = driver(json!({"format": "ttn-lorawan", "fPort": 3}))
             .send(with(&["uplink_message", "f_port"], Some(json!(3))))?;
-        assert_eq!(out.messages()[1].data, json!({"devEui": "70B3D57ED005B89A", "fPort": 3}));
+        assert_eq!(out.messages()[1].data(), &json!({"devEui": "70B3D57ED005B89A", "fPort": 3}));
         Ok(())
     }
 

@@ -123,7 +123,7 @@ impl Node for WindowAggregate {
                 None => bail!("no numeric `{}` in the message", field.name()),
             },
         };
-        match self.window.add(&key, msg.ts, value)? {
+        match self.window.add(&key, msg.ts(), value)? {
             Added::Accepted if !cfg.keep.is_empty() => {
                 let slot = keep_slot(&key);
                 if state::get(slot.as_bytes()).is_none() {
@@ -190,7 +190,6 @@ fn number(v: Option<f64>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_sdk::Metadata;
     use sluice_sdk::testing::TestDriver;
 
     /// The config of the module docs, verbatim.
@@ -227,24 +226,25 @@ mod tests {
         let out = d.send(station("B", 12_000, json!(2)))?;
         let (relation, msg) = out.single().expect("one result");
         assert_eq!(relation, "Success");
-        let expected = Msg {
-            id: "zones/aggregate/A/0:0".into(),
-            ts: 0,
-            msg_type: "WINDOW_AGGREGATE".into(),
-            originator: Originator::asset("A"),
-            metadata: Metadata::from([
-                ("windowStart".to_string(), "0".to_string()),
-                ("windowEnd".to_string(), "10000".to_string()),
-                ("key".to_string(), "A".to_string()),
-            ]),
-            data: json!({"avg": 21.0, "count": 3, "panel": "P-9", "windowStart": 0, "windowEnd": 10_000}),
-        };
+        let expected = Msg::new(
+            "WINDOW_AGGREGATE",
+            Originator::asset("A"),
+            json!({"avg": 21.0, "count": 3, "panel": "P-9", "windowStart": 0, "windowEnd": 10_000}),
+        )
+        .with_id("zones/aggregate/A/0:0")
+        .with_ts(0)
+        .with_meta("windowStart", "0")
+        .with_meta("windowEnd", "10000")
+        .with_meta("key", "A");
         assert_eq!(msg, &expected);
         // Zone B: 1 and 2 in [10 000, 20 000) → avg 1.5.
         let flushed = d.flush()?;
         let b = flushed.single().expect("zone B").1.clone();
-        assert_eq!(b.originator, Originator::asset("B"));
-        assert_eq!(b.data, json!({"avg": 1.5, "count": 2, "panel": "P-9", "windowStart": 10_000, "windowEnd": 20_000}));
+        assert_eq!(b.originator(), &Originator::asset("B"));
+        assert_eq!(
+            b.data(),
+            &json!({"avg": 1.5, "count": 2, "panel": "P-9", "windowStart": 10_000, "windowEnd": 20_000})
+        );
         Ok(())
     }
 
@@ -261,11 +261,11 @@ mod tests {
         }
         let out = d.flush()?;
         let msg = out.single().unwrap().1.clone();
-        assert_eq!((msg.msg_type.as_str(), &msg.originator), ("STATS", &Originator::device("K")));
+        assert_eq!((msg.msg_type(), msg.originator()), ("STATS", &Originator::device("K")));
         // sum 20, avg 5; deviations 1, 4, -3, -2 → squares 1 + 16 + 9 + 4 = 30 → variance 7.5.
-        let stddev = msg.data["stddev"].as_f64().unwrap();
+        let stddev = msg.data()["stddev"].as_f64().unwrap();
         assert!((stddev - 2.7386127875258306).abs() < 1e-12, "{stddev}");
-        let mut data = msg.data.clone();
+        let mut data = msg.data().clone();
         data.as_object_mut().unwrap().remove("stddev");
         assert_eq!(
             data,
@@ -284,9 +284,9 @@ mod tests {
         d.send(Msg::telemetry("d", json!({"zone": 7})).with_meta("speed", "4").with_ts(200))?;
         let out = d.flush()?;
         let msg = out.single().unwrap().1.clone();
-        assert_eq!(msg.originator, Originator::asset("7"));
-        assert_eq!(msg.msg_type, "WINDOW_AGGREGATE");
-        assert_eq!(msg.data, json!({"count": 2, "sum": 6.5, "avg": 3.25, "windowStart": 0, "windowEnd": 1000}));
+        assert_eq!(msg.originator(), &Originator::asset("7"));
+        assert_eq!(msg.msg_type(), "WINDOW_AGGREGATE");
+        assert_eq!(msg.data(), &json!({"count": 2, "sum": 6.5, "avg": 3.25, "windowStart": 0, "windowEnd": 1000}));
         Ok(())
     }
 
@@ -299,7 +299,7 @@ mod tests {
         d.send(reading("K", 7_000, 1.0))?;
         d.send(reading("K", 12_000, 3.0))?;
         let out = d.flush()?;
-        let got: Vec<&Value> = out.messages().iter().map(|m| &m.data).collect();
+        let got: Vec<&Value> = out.messages().iter().map(|m| m.data()).collect();
         assert_eq!(
             got,
             [
@@ -320,12 +320,12 @@ mod tests {
         assert!(d.send(reading("K", 0, 4.0))?.outputs.is_empty());
         assert!(d.send(reading("K", 3_000, 7.0))?.outputs.is_empty());
         let first = d.send(reading("K", 20_000, 1.0))?;
-        assert_eq!(first.messages()[0].data, json!({"count": 2, "max": 7.0, "windowStart": 0, "windowEnd": 8_000}));
+        assert_eq!(first.messages()[0].data(), &json!({"count": 2, "max": 7.0, "windowStart": 0, "windowEnd": 8_000}));
         assert_eq!(first.messages()[0].meta("windowEnd"), Some("8000"));
         let last = d.flush()?;
         assert_eq!(
-            last.messages()[0].data,
-            json!({"count": 1, "max": 1.0, "windowStart": 20_000, "windowEnd": 25_000})
+            last.messages()[0].data(),
+            &json!({"count": 1, "max": 1.0, "windowStart": 20_000, "windowEnd": 25_000})
         );
         Ok(())
     }
@@ -353,7 +353,7 @@ mod tests {
         d.send(reading("K", 20_000, 1.0))?;
         assert!(d.send(late_msg)?.outputs.is_empty());
         // The late event is in no result: only the 20 000 window, with its one event.
-        assert_eq!(d.flush()?.messages()[0].data["count"], json!(1));
+        assert_eq!(d.flush()?.messages()[0].data()["count"], json!(1));
         Ok(())
     }
 
@@ -365,8 +365,8 @@ mod tests {
             d.send(Msg::telemetry("d", json!({})).with_meta("k", "a").with_ts(ts))?;
         }
         let out = d.flush()?;
-        assert_eq!(out.messages()[0].data["count"], json!(3));
-        assert_eq!(out.messages()[0].data["sum"], json!(3.0));
+        assert_eq!(out.messages()[0].data()["count"], json!(3));
+        assert_eq!(out.messages()[0].data()["sum"], json!(3.0));
         Ok(())
     }
 
@@ -399,7 +399,8 @@ mod tests {
         d.send(power("M2", 2_000, 5.0, "P2"))?;
         d.send(power("M1", 3_000, 4.0, "P7"))?; // a later panel does not replace the first
         let out = d.send(power("M1", 15_000, 1.0, "P8"))?; // closes [0, 10 000)
-        let got: Vec<(&str, &Value)> = out.messages().iter().map(|m| (m.originator.name.as_str(), &m.data)).collect();
+        let got: Vec<(&str, &Value)> =
+            out.messages().iter().map(|m| (m.originator().name.as_str(), m.data())).collect();
         assert_eq!(
             got,
             [
@@ -407,7 +408,7 @@ mod tests {
                 ("M2", &json!({"sum": 5.0, "panel": "P2", "site": "North", "windowStart": 0, "windowEnd": 10_000})),
             ]
         );
-        assert_eq!(d.flush()?.messages()[0].data["panel"], json!("P1"), "kept for later windows too");
+        assert_eq!(d.flush()?.messages()[0].data()["panel"], json!("P1"), "kept for later windows too");
         Ok(())
     }
 

@@ -25,10 +25,11 @@ impl Node for Counter {
     }
 
     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
-        let key = format!("count/{}", msg.originator.name);
+        let name = msg.originator_name();
+        let key = format!("count/{name}");
         let count: u64 = state::get_json(&key)?.unwrap_or(0) + 1;
         state::put_json(&key, &count)?;
-        log::debug(&format!("{} has sent {count}", msg.originator.name));
+        log::debug(&format!("{name} has sent {count}"));
         out.emit(&self.relation, msg.with_meta("count", count.to_string()));
         Ok(())
     }

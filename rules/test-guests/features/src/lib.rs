@@ -35,15 +35,15 @@ impl Node for Features {
     }
 
     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
-        let device = msg.originator.name.clone();
-        match msg.msg_type.as_str() {
-            "REGISTER" => table::put("registry", &device, &msg.data)?,
+        let device = msg.originator_name().into_owned();
+        match msg.msg_type() {
+            "REGISTER" => table::put("registry", &device, msg.data())?,
             "ACCESS" => {
                 let Some(entry) = table::get::<Value>("registry", &device)? else { bail!("unknown device {device}") };
                 let region = entry["region"].as_str().unwrap_or("?").to_string();
                 let (door, user) = (text(&msg, "door")?, text(&msg, "user")?);
-                self.joins.join_left(&door, msg.ts, &json!({ "user": user }))?;
-                self.distinct.fold(&region, msg.ts, |users: Option<Vec<String>>| {
+                self.joins.join_left(&door, msg.ts(), &json!({ "user": user }))?;
+                self.distinct.fold(&region, msg.ts(), |users: Option<Vec<String>>| {
                     let mut users = users.unwrap_or_default();
                     if !users.contains(&user) {
                         users.push(user.clone());
@@ -51,11 +51,11 @@ impl Node for Features {
                     }
                     users
                 })?;
-                self.early.add(&region, msg.ts, 1.0)?;
+                self.early.add(&region, msg.ts(), 1.0)?;
                 out.emit(relation::SUCCESS, msg.with_meta("region", region));
             }
             "ALARM" => {
-                self.joins.join_right(&text(&msg, "door")?, msg.ts, &json!({ "alarm": text(&msg, "alarm")? }))?;
+                self.joins.join_right(&text(&msg, "door")?, msg.ts(), &json!({ "alarm": text(&msg, "alarm")? }))?;
             }
             "ARM" => {
                 let after = msg.number("after").unwrap_or(0.0) as i64;

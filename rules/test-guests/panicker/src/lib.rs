@@ -5,10 +5,10 @@ use sluice_sdk::prelude::*;
 #[filter]
 fn panicker(msg: &Msg) -> Result<bool> {
     if msg.field("panic") == Some(&Value::Bool(true)) {
-        panic!("asked to panic by {}", msg.originator.name);
+        panic!("asked to panic by {}", msg.originator_name());
     }
     if msg.field("fail") == Some(&Value::Bool(true)) {
-        bail!("asked to fail by {}", msg.originator.name);
+        bail!("asked to fail by {}", msg.originator_name());
     }
     Ok(true)
 }
