@@ -5,6 +5,10 @@ mod cli;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Messages are allocated on the source's thread and freed on the workers' (see `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();

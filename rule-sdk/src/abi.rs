@@ -13,6 +13,13 @@ pub const STATUS_ERROR: u32 = 1;
 /// The config did not parse; `fail` got `{"field": …, "message": …}` as JSON.
 pub const STATUS_CONFIG_ERROR: u32 = 2;
 
+/// `msg_has`: the part is absent.
+pub const HAS_NONE: i32 = 0;
+/// `msg_has`: the part is present and JSON `null`.
+pub const HAS_NULL: i32 = 1;
+/// `msg_has`: the part is present with any other value.
+pub const HAS_VALUE: i32 = 2;
+
 /// Talc instead of dlmalloc: what a node allocates (the strings it reads, the JSON it builds) is
 /// several times cheaper in wasm with this allocator.
 #[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
@@ -134,11 +141,11 @@ pub(crate) fn msg_number(handle: u32, field: u32, key: &str) -> Option<f64> {
     (!n.is_nan()).then_some(n)
 }
 
-/// `msg_has`: whether a part is present.
+/// `msg_has`: [`HAS_NONE`], [`HAS_NULL`] or [`HAS_VALUE`].
 #[cfg(target_arch = "wasm32")]
-pub(crate) fn msg_has(handle: u32, field: u32, key: &str) -> bool {
+pub(crate) fn msg_has(handle: u32, field: u32, key: &str) -> i32 {
     // SAFETY: the key is a live string.
-    unsafe { imports::msg_has(handle, field, key.as_ptr(), key.len()) == 1 }
+    unsafe { imports::msg_has(handle, field, key.as_ptr(), key.len()) }
 }
 
 /// `msg_ts`: the message's event time.
@@ -158,8 +165,8 @@ pub(crate) fn msg_number(_: u32, _: u32, _: &str) -> Option<f64> {
     None
 }
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn msg_has(_: u32, _: u32, _: &str) -> bool {
-    false
+pub(crate) fn msg_has(_: u32, _: u32, _: &str) -> i32 {
+    HAS_NONE
 }
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn msg_ts(_: u32) -> i64 {

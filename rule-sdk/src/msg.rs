@@ -421,8 +421,16 @@ impl Msg {
     /// Whether `data` has the field (a JSON `null` counts as present).
     pub fn has_field(&self, key: &str) -> bool {
         match (self.data.get(), self.handle) {
-            (None, Some(h)) => crate::abi::msg_has(h, field::DATA_JSON, key),
+            (None, Some(h)) => crate::abi::msg_has(h, field::DATA_JSON, key) != crate::abi::HAS_NONE,
             _ => self.field(key).is_some(),
+        }
+    }
+
+    /// Whether `data` has the field with a value other than `null` — without reading the value.
+    pub fn has_value(&self, key: &str) -> bool {
+        match (self.data.get(), self.handle) {
+            (None, Some(h)) => crate::abi::msg_has(h, field::DATA_JSON, key) == crate::abi::HAS_VALUE,
+            _ => self.field(key).is_some_and(|v| !v.is_null()),
         }
     }
 

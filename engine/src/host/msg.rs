@@ -172,12 +172,17 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (memory, host) = split(&mut caller)?;
             let key = text(memory, key_ptr, key_len)?;
             let msg = current(&host.input, host.handle, h)?;
-            let has = match code {
-                field::DATA_TEXT | field::DATA_JSON => data_path(&msg.data, key).is_some(),
-                field::META => msg.metadata.contains_key(key),
-                _ => true,
-            };
-            Ok(i32::from(has))
+            use sluice_sdk::abi::{HAS_NONE, HAS_NULL, HAS_VALUE};
+            Ok(match code {
+                field::DATA_TEXT | field::DATA_JSON => match data_path(&msg.data, key) {
+                    None => HAS_NONE,
+                    Some(serde_json::Value::Null) => HAS_NULL,
+                    Some(_) => HAS_VALUE,
+                },
+                field::META if msg.metadata.contains_key(key) => HAS_VALUE,
+                field::META => HAS_NONE,
+                _ => HAS_VALUE,
+            })
         },
     )?;
     linker.func_wrap("sluice", "msg_ts", |caller: Caller<'_, HostState>, h: u32| {

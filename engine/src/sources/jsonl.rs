@@ -170,30 +170,36 @@ pub fn parse_message_as(
     if text.is_empty() {
         return Ok(None);
     }
-    let value = super::parse_json(text.as_bytes()).map_err(|e| err(format!("not JSON: {e}")))?;
-    let Value::Object(mut obj) = value else {
-        return Err(err("not a JSON object".into()));
-    };
-    let msg = if obj.contains_key("originator") {
-        // From the text, not from the `Value` just read: going through a `Value` rewrites some
+    let record: Record = serde_json::from_str(text).map_err(|e| {
+        err(match e.classify() {
+            serde_json::error::Category::Data => "not a JSON object".into(),
+            _ => format!("not JSON: {}", super::json_error(e)),
+        })
+    })?;
+    let msg = if record.originator {
+        // From the text, not from the values just read: going through a `Value` rewrites some
         // numbers (`0.0000000000000055511151239` came out as `5.5511151239e-15`), and numbers must
         // leave as they came.
         serde_json::from_str::<TbMsg>(text).map_err(|e| err(format!("not a message: {e}")))?
-    } else if let (false, Some(template)) = (obj.contains_key("deviceName"), &form.originator) {
+    } else if let (None, Some(template)) = (&record.device_name, &form.originator) {
+        let mut obj = record.rest;
+        if let Some(device_type) = record.device_type {
+            obj.insert("deviceType".into(), device_type);
+        }
         let name = form.name(template, &obj).map_err(err)?;
-        let ts = take_ts(&mut obj, now_ms).map_err(err)?;
+        let ts = ts_of(record.ts, now_ms).map_err(err)?;
         let originator = Originator { entity_type: form.entity_type.clone(), name, id: None };
         TbMsg::new(form.msg_type.clone(), originator, Value::Object(obj)).with_ts(ts)
     } else {
-        simple_form(&mut obj, now_ms).map_err(err)?
+        simple_form(record, now_ms).map_err(err)?
     };
     super::check_depth(&msg).map_err(err)?;
     Ok(Some(msg))
 }
 
 /// `{"ts", "deviceName", "deviceType", <values>}` → telemetry from `deviceName`.
-fn simple_form(obj: &mut Map<String, Value>, now_ms: i64) -> Result<TbMsg, String> {
-    let device = match obj.remove("deviceName") {
+fn simple_form(record: Record, now_ms: i64) -> Result<TbMsg, String> {
+    let device = match record.device_name {
         Some(Value::String(name)) if !name.is_empty() => name,
         Some(other) => return Err(format!("`deviceName` must be a non-empty string, not {other}")),
         None => {
@@ -202,26 +208,99 @@ fn simple_form(obj: &mut Map<String, Value>, now_ms: i64) -> Result<TbMsg, Strin
                 .into());
         }
     };
-    let ts = take_ts(obj, now_ms)?;
+    let ts = ts_of(record.ts, now_ms)?;
     let mut msg = TbMsg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(&device), Value::Null).with_ts(ts);
     msg.metadata.insert("deviceName".into(), device);
     msg.metadata.insert("ts".into(), ts.to_string());
-    match obj.remove("deviceType") {
+    match record.device_type {
         None => {}
         Some(Value::String(t)) => {
             msg.metadata.insert("deviceType".into(), t);
         }
         Some(other) => return Err(format!("`deviceType` must be a string, not {other}")),
     }
-    msg.data = Value::Object(std::mem::take(obj));
+    msg.data = Value::Object(record.rest);
     Ok(msg)
 }
 
-/// The record's `ts`, taken out of it (`now_ms` when it has none).
-fn take_ts(obj: &mut Map<String, Value>, now_ms: i64) -> Result<i64, String> {
-    match obj.remove("ts") {
+/// The record's `ts` (`now_ms` when it has none).
+fn ts_of(ts: Option<Value>, now_ms: i64) -> Result<i64, String> {
+    match ts {
         None => Ok(now_ms),
         Some(v) => v.as_i64().ok_or_else(|| format!("`ts` must be an integer of milliseconds, not {v}")),
+    }
+}
+
+/// A line's top-level object, read in one pass: the fields the simple form takes out (`ts`,
+/// `deviceName`, `deviceType`) are kept aside as they are met, the rest go straight into what
+/// becomes `data`. No map of the whole line is built and then taken apart.
+struct Record {
+    ts: Option<Value>,
+    device_name: Option<Value>,
+    device_type: Option<Value>,
+    /// The line has a top-level `originator`: it is a full message.
+    originator: bool,
+    rest: Map<String, Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Record {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Record;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
+                let mut record =
+                    Record { ts: None, device_name: None, device_type: None, originator: false, rest: Map::new() };
+                while let Some(Key(key)) = map.next_key()? {
+                    match &*key {
+                        "ts" => record.ts = Some(map.next_value()?),
+                        "deviceName" => record.device_name = Some(map.next_value()?),
+                        "deviceType" => record.device_type = Some(map.next_value()?),
+                        other => {
+                            record.originator |= other == "originator";
+                            let value = map.next_value()?;
+                            record.rest.insert(key.into_owned(), value);
+                        }
+                    }
+                }
+                Ok(record)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// An object key, borrowed from the line when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(v.into()))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(v.to_string().into()))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(v.into()))
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 

@@ -203,13 +203,16 @@ pub const MAX_DEPTH: usize = 127;
 /// Parses input JSON (a line, an MQTT payload, an HTTP body). Numbers keep every digit (serde_json
 /// with `arbitrary_precision`): a 39-digit integer reaches the chain and the output as written.
 pub(crate) fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        if e.to_string().starts_with("recursion limit exceeded") {
-            format!("nesting deeper than {MAX_DEPTH} levels (Sluice's limit for input JSON) at column {}", e.column())
-        } else {
-            e.to_string()
-        }
-    })
+    serde_json::from_slice(bytes).map_err(json_error)
+}
+
+/// A JSON syntax error as a line's error says it.
+pub(crate) fn json_error(e: serde_json::Error) -> String {
+    if e.to_string().starts_with("recursion limit exceeded") {
+        format!("nesting deeper than {MAX_DEPTH} levels (Sluice's limit for input JSON) at column {}", e.column())
+    } else {
+        e.to_string()
+    }
 }
 
 /// Refuses a message whose `data` nests so deep that the message, with its own object around
@@ -230,6 +233,14 @@ pub(crate) fn depth_error() -> String {
 /// Levels of arrays and objects in `value` (a scalar is 0), without recursion.
 pub(crate) fn depth(value: &serde_json::Value) -> usize {
     use serde_json::Value;
+    let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
+    // The common case, flat telemetry, without a stack.
+    match value {
+        Value::Object(map) if map.values().all(scalar) => return 1,
+        Value::Array(items) if items.iter().all(scalar) => return 1,
+        v if scalar(v) => return 0,
+        _ => {}
+    }
     let mut deepest = 0;
     let mut stack = vec![(value, 0usize)];
     while let Some((value, above)) = stack.pop() {

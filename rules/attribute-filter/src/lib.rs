@@ -27,7 +27,7 @@ pub struct Config {
 pub fn attribute_filter(msg: &Msg, cfg: &Config) -> Result<bool> {
     Ok(cfg.equals.iter().all(|(k, v)| msg.meta(k) == Some(v.as_str()))
         && cfg.present.iter().all(|k| msg.meta(k).is_some())
-        && cfg.data_present.iter().all(|k| msg.field(k).is_some_and(|v| !v.is_null())))
+        && cfg.data_present.iter().all(|k| msg.has_value(k)))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ fn yes() -> bool {
 /// Keeps messages that carry the configured keys.
 #[filter]
 pub fn check_fields(msg: &Msg, cfg: &Config) -> Result<bool> {
-    let in_data = cfg.message_names.iter().map(|k| msg.field(k).is_some_and(|v| !v.is_null()));
+    let in_data = cfg.message_names.iter().map(|k| msg.has_value(k));
     let in_meta = cfg.metadata_names.iter().map(|k| msg.meta(k).is_some());
     let mut checks = in_data.chain(in_meta);
     Ok(if cfg.check_all_keys { checks.all(|present| present) } else { checks.any(|present| present) })
