@@ -246,41 +246,29 @@ type Answers<T> = RefCell<Vec<(Box<str>, Option<Box<T>>)>>;
 
 impl Reads {
     fn meta(&self, key: &str, load: impl FnOnce() -> Option<String>) -> Option<&str> {
-        let found =
-            self.meta.borrow().iter().find(|(k, _)| &**k == key).map(|(_, v)| v.as_deref().map(|s| s as *const str));
-        let ptr = match found {
-            Some(ptr) => ptr,
-            None => {
-                let value = load().map(String::into_boxed_str);
-                let ptr = value.as_deref().map(|s| s as *const str);
-                self.meta.borrow_mut().push((key.into(), value));
-                ptr
-            }
-        };
-        // SAFETY: the pointer is to a `Box<str>`'s heap data, which no push moves and which is
-        // freed only through `&mut self` (or drop): it outlives this `&self` borrow.
-        ptr.map(|p| unsafe { &*p })
+        answer(&self.meta, key, || load().map(String::into_boxed_str))
     }
 
     fn field(&self, key: &str, load: impl FnOnce() -> Option<Value>) -> Option<&Value> {
-        let found = self
-            .fields
-            .borrow()
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| v.as_deref().map(|v| v as *const Value));
-        let ptr = match found {
-            Some(ptr) => ptr,
-            None => {
-                let value = load().map(Box::new);
-                let ptr = value.as_deref().map(|v| v as *const Value);
-                self.fields.borrow_mut().push((key.into(), value));
-                ptr
-            }
-        };
-        // SAFETY: as in `meta`: boxed, append-only, freed only through `&mut self`.
-        ptr.map(|p| unsafe { &*p })
+        answer(&self.fields, key, || load().map(Box::new))
     }
+}
+
+/// The answer for `key`: the one read before, else `load`'s, kept.
+fn answer<'a, T: ?Sized>(cache: &'a Answers<T>, key: &str, load: impl FnOnce() -> Option<Box<T>>) -> Option<&'a T> {
+    let found = cache.borrow().iter().find(|(k, _)| &**k == key).map(|(_, v)| v.as_deref().map(|v| v as *const T));
+    let ptr = match found {
+        Some(ptr) => ptr,
+        None => {
+            let value = load();
+            let ptr = value.as_deref().map(|v| v as *const T);
+            cache.borrow_mut().push((key.into(), value));
+            ptr
+        }
+    };
+    // SAFETY: the pointer is to a `Box`'s heap data, which no push moves and which is freed only
+    // through `&mut` access to the cache (or its drop): it outlives this shared borrow.
+    ptr.map(|p| unsafe { &*p })
 }
 
 impl Msg {

@@ -52,6 +52,16 @@ impl Service {
         }
     }
 
+    /// SIGTERM; panics unless the service exits 0, with its exit status and whole log (its
+    /// shutdown included). Returns the log.
+    pub(crate) fn stop_ok(self) -> String {
+        let path = self.log.clone();
+        let status = self.stop();
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(status.success(), "the service did not stop cleanly: {status}\n{log}");
+        log
+    }
+
     /// SIGTERM, and the exit status.
     pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -250,8 +260,7 @@ fn solar_modules_from_kafka_raw_uplinks_to_the_anomalies_topic() {
     let service = Service::start(dir.path(), &chain, &config, "state");
     let windows: BTreeSet<i64> = (0..60).map(|i| (T0 + i * 1000).div_euclid(WINDOW) * WINDOW).collect();
     let anomalies = broker.read_until("solar-module-anomalies", Duration::from_secs(90), |v| v.len() >= windows.len());
-    let log = service.log();
-    assert!(service.stop().success(), "{log}");
+    let log = service.stop_ok();
     assert_eq!(anomalies.len(), windows.len(), "one anomaly per window: {anomalies:?}\n{log}");
     let mut starts = BTreeSet::new();
     for a in &anomalies {
@@ -530,7 +539,6 @@ fn broker_outage_mid_run_loses_nothing() {
     broker.produce("readings", tail);
     broker.produce("readings", &closers(6));
     let values = broker.read_until("windows", Duration::from_secs(300), complete(&expected));
-    let log = service.log();
-    assert!(service.stop().success(), "{log}");
+    let log = service.stop_ok();
     assert_eq!(results_of(&values), expected, "{log}");
 }

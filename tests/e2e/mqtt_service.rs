@@ -108,8 +108,7 @@ fn mqtt_source_metrics_count_publishes_messages_acks_and_the_connection() {
     let m = wait_for_metrics(&admin, &service, "reconnected", Duration::from_secs(30), |m| mqtt(m, "connected") == 1.0);
     assert_eq!(mqtt(&m, "connects_total"), 2.0, "{m:?}");
 
-    let log = service.log();
-    assert!(service.stop().success(), "{log}");
+    let log = service.stop_ok();
     let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
     assert_eq!(out.lines().count(), 13, "every message reached the output:\n{out}\n{log}");
 }

@@ -496,7 +496,7 @@ fn the_mqtt_service_summary_counts_what_metrics_count() {
     client.disconnect().unwrap();
     let _ = pump.join();
     let stats = dir.path().join("state-stats.json");
-    assert!(service.stop().success());
+    service.stop_ok();
     let log = service_log(dir.path());
     assert!(log.contains(&format!("8 records from mqtt:{}, 0 malformed", mosquitto.url())), "{log}");
     let report: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();

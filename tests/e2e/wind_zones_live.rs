@@ -142,8 +142,7 @@ baseUrl = "{tb_url}"
     }
     client.disconnect().unwrap();
     let _ = pump.join();
-    let log = service.log();
-    assert!(service.stop().success(), "{log}");
+    let log = service.stop_ok();
     let _ = tb_stop.send(());
     let check = |what: &str, key: (String, i64), data: &Value| {
         let (count, avg) = expected.get(&key).unwrap_or_else(|| panic!("{what}: unexpected window {key:?}"));
