@@ -738,7 +738,7 @@ pub fn to_msg(record: &BorrowedMessage<'_>, spec: &KafkaSourceSpec, form: &Input
     let mut msg = match spec.format {
         PayloadFormat::Json => {
             let text = std::str::from_utf8(payload).map_err(|e| format!("not UTF-8: {e}"))?;
-            super::jsonl::parse_line_as(&source, record.offset() as u64, text, ts, form)
+            super::jsonl::parse_message_as(&source, record.offset() as u64, text, ts, form)
                 .map_err(|e| e.message)?
                 .ok_or("empty record")?
         }
