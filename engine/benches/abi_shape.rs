@@ -435,8 +435,9 @@ fn bench(c: &mut Criterion) {
     // the message through the lazy `Msg` view. Recorded in the design doc as `v1/*` before v2.
     let filter = sluice::toolchain::build(&root.join("../rules/attribute-filter")).expect("build attribute-filter");
     let rt = Runtime::new(None).expect("runtime");
-    let input: std::sync::Arc<sluice_sdk::TbMsg> =
-        std::sync::Arc::new(serde_json::from_str(MESSAGE).expect("the bench message parses"));
+    let input: std::sync::Arc<sluice::message::Message> = std::sync::Arc::new(
+        serde_json::from_str::<sluice_sdk::TbMsg>(MESSAGE).expect("the bench message parses").into(),
+    );
     let wind_zones =
         r#"{"equals": {"deviceType": "WeatherStation"}, "present": ["cs_geoZone"], "dataPresent": ["windSpeed"]}"#;
     let v1 = [

@@ -67,7 +67,7 @@ fn bench_calls(c: &mut Criterion) {
     let rt = Runtime::new(None).expect("runtime");
     let mut group = c.benchmark_group("call");
     group.throughput(Throughput::Elements(1));
-    let msg = Arc::new(telemetry());
+    let msg = Arc::new(telemetry().into());
     let script = || std::fs::read(modules.join("script.wasm")).unwrap();
     let cases: [(&str, Vec<u8>, Value); 5] = [
         ("noop-wat", NOOP_WAT.as_bytes().to_vec(), Value::Null),
@@ -135,7 +135,7 @@ fn bench_chain(c: &mut Criterion) {
     group.bench_function("wasm-chain", |b| {
         b.iter(|| {
             let msg: TbMsg = serde_json::from_slice(&input).expect("input parses");
-            worker.process(Envelope::new(Arc::new(msg), key, Ack::none()))
+            worker.process(Envelope::new(Arc::new(msg.into()), key, Ack::none()))
         })
     });
     let stats = worker.into_stats();
@@ -227,7 +227,7 @@ fn bench_windows(c: &mut Criterion) {
                 let start = std::time::Instant::now();
                 for (bytes, ts) in &inputs[..lap] {
                     let msg: TbMsg = serde_json::from_slice(bytes).expect("input parses");
-                    worker.process(Envelope::new(Arc::new(msg), 0, Ack::none()).with_watermark(*ts));
+                    worker.process(Envelope::new(Arc::new(msg.into()), 0, Ack::none()).with_watermark(*ts));
                 }
                 elapsed += start.elapsed();
                 assert!(lap < 20_000 || worker.into_stats().node("avg").windows_fired > 0, "windows must close");

@@ -91,6 +91,7 @@ fn main() {
         for item in rx {
             if let SinkItem::Msg(bytes, _ack) = item {
                 let version = bytes
+                    .tb()
                     .data
                     .as_object()
                     .and_then(|d| d.keys().find_map(|k| k.strip_prefix('v')?.parse::<usize>().ok()))
@@ -118,7 +119,7 @@ fn main() {
                 let msg = json!({"id": format!("m{i}"), "ts": 1_700_000_000_000u64 + i, "type": "POST_TELEMETRY_REQUEST",
                     "originator": {"entityType": "DEVICE", "name": device}, "metadata": {}, "data": {"v": i}});
                 let envelope = Envelope::new(
-                    Arc::new(serde_json::from_value(msg).unwrap()),
+                    Arc::new(serde_json::from_value::<sluice_sdk::TbMsg>(msg).unwrap().into()),
                     Envelope::key_of("DEVICE", &device),
                     Ack::none(),
                 );

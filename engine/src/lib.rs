@@ -22,6 +22,7 @@ pub mod connectors;
 pub mod flow;
 pub mod host;
 pub mod import;
+pub mod message;
 pub mod reload;
 pub mod run;
 pub mod runtime;

@@ -28,7 +28,7 @@ use crate::config::OutputSpec;
 use crate::flow::{Ack, AckCounter, Batcher, Envelope, Pipeline, PipelineConfig, Problems, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
 use crate::sinks::jsonl::{self as output, SinkSender};
-use crate::sources::jsonl::{LineError, LineIds, parse_message_as};
+use crate::sources::jsonl::{LineError, LineIds, parse_record};
 use crate::state::StateStore;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
 use crate::state::time::Watermarks;
@@ -468,18 +468,18 @@ impl Reading<'_> {
             }
             let now = options.pipeline.clock.now_ms();
             let parsed = match std::str::from_utf8(&buf) {
-                Ok(text) => parse_message_as(&self.source, line, text, now, &self.chain.input),
+                Ok(text) => parse_record(&self.source, line, text, now, &self.chain.input),
                 Err(e) => Err(LineError { input: self.source.clone(), line, message: format!("not UTF-8: {e}") }),
             };
             match parsed {
                 Ok(None) => {}
                 Ok(Some(mut msg)) => {
-                    if msg.id.is_empty() {
-                        msg.id = ids.id(line);
+                    if !msg.has_id() {
+                        msg.set_uuid(ids.uuid(line));
                     }
-                    let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
+                    let key = Envelope::key_of(msg.entity_type(), msg.name());
                     let event_time = self.chain.time_field.event_time(&msg, now);
-                    let stamp = self.watermarks.stamp(0, &msg.originator.name, event_time, now);
+                    let stamp = self.watermarks.stamp(0, msg.name(), event_time, now);
                     let ack = Ack::new(self.acks.clone(), line);
                     report.messages += 1;
                     let envelope = Envelope::new(std::sync::Arc::new(msg), key, ack).with_stamp(stamp);

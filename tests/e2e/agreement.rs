@@ -30,7 +30,7 @@ fn in_wasm(module: &str, config: &Value, msgs: &[TbMsg]) -> Vec<Vec<(String, TbM
     msgs.iter()
         .map(|msg| {
             let mut outputs = Vec::new();
-            match instance.call(&std::sync::Arc::new(msg.clone()), &mut outputs) {
+            match instance.call(&std::sync::Arc::new(msg.clone().into()), &mut outputs) {
                 // As the engine's worker routes them: a new message without an id is named after
                 // the incoming one and its position.
                 Ok(()) => outputs

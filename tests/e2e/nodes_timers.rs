@@ -75,7 +75,7 @@ impl Timed {
         let collector = std::thread::spawn(move || {
             for item in rx {
                 if let SinkItem::Msg(bytes, _ack) = item {
-                    let msg = (*bytes).clone();
+                    let msg = bytes.to_tb();
                     sink.lock().unwrap().push(msg);
                 }
             }
@@ -85,7 +85,7 @@ impl Timed {
 
     fn send(&mut self, msg: &TbMsg) {
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let bytes = std::sync::Arc::new(msg.clone());
+        let bytes = std::sync::Arc::new(msg.clone().into());
         let envelope = Envelope::new(bytes, key, Ack::new(self.acks.clone(), self.sent)).with_watermark(msg.ts);
         self.pipeline.send_blocking(envelope).expect("send");
         self.sent += 1;

@@ -39,7 +39,7 @@ use worker::Worker;
 /// source stamped on it.
 #[derive(Debug)]
 pub struct Envelope {
-    pub msg: Arc<sluice_sdk::TbMsg>,
+    pub msg: Arc<crate::message::Message>,
     pub key: u64,
     pub ack: Ack,
     /// The combined watermark as of this message: windows close by it (see [`Progress`]).
@@ -59,7 +59,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(msg: Arc<sluice_sdk::TbMsg>, key: u64, ack: Ack) -> Self {
+    pub fn new(msg: Arc<crate::message::Message>, key: u64, ack: Ack) -> Self {
         Envelope {
             msg,
             key,

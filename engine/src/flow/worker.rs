@@ -10,6 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use bytes::Bytes;
 use sluice_sdk::TbMsg;
+
+use crate::message::Message;
 use tokio::sync::mpsc;
 
 use super::progress::Progress;
@@ -64,7 +66,7 @@ pub struct Worker {
     early: Vec<(NodeIdx, Closed)>,
 }
 
-type Pending = Vec<(NodeIdx, Arc<TbMsg>, u32)>;
+type Pending = Vec<(NodeIdx, Arc<Message>, u32)>;
 
 /// What [`Worker::run_event`] hands a node besides messages.
 #[derive(Debug, Clone, Copy)]
@@ -255,35 +257,41 @@ impl Worker {
                     vec![(FAILURE.to_string(), Emitted::Draft(with_error(&msg, &err)))]
                 }
             };
-            self.route(idx, outputs, Some(&msg), &msg.id, hops, &mut pending, ack);
+            self.route(idx, outputs, Some(&msg), None, hops, &mut pending, ack);
         }
     }
 
     /// Sends a node's outputs down its connections (pushed in reverse, so that they run in the
     /// order they were emitted). `input` is what `forward` refers to (none for a window);
-    /// `parent` is the id new messages' ids derive from.
+    /// `parent` is the id new messages' ids derive from (when not the input's).
     // The route of one call's outputs: what came in, what went out, and where it goes.
     #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
         idx: NodeIdx,
         outputs: Vec<(String, Emitted)>,
-        input: Option<&Arc<TbMsg>>,
-        parent: &str,
+        input: Option<&Arc<Message>>,
+        parent: Option<&str>,
         hops: u32,
         pending: &mut Pending,
         ack: &Ack,
     ) {
         let chain = self.chain.clone();
         let node = &chain.nodes[idx];
+        // Written out only for an output that needs it (a uuid is formatted on demand).
+        let parent = || match (parent, input) {
+            (Some(id), _) => std::borrow::Cow::Borrowed(id),
+            (None, Some(msg)) => msg.id(),
+            (None, None) => std::borrow::Cow::Borrowed(""),
+        };
         for (n, (relation, emitted)) in outputs.into_iter().enumerate().rev() {
             let checked = match emitted {
                 Emitted::Forward => match input {
                     Some(msg) => Ok(msg.clone()),
                     None => Err("a window or timer result cannot forward: there is no incoming message".to_string()),
                 },
-                Emitted::Draft(msg) => Ok(Arc::new(msg)),
-                Emitted::Json(bytes) => ensure_id(&bytes, parent, n).map(Arc::new),
+                Emitted::Draft(msg) => Ok(Arc::new(Message::from(msg))),
+                Emitted::Json(bytes) => ensure_id(&bytes, &parent(), n).map(|m| Arc::new(Message::from(m))),
             };
             let (relation, out_msg) = match checked {
                 Ok(msg) => (relation, msg),
@@ -292,9 +300,9 @@ impl Worker {
                     let err = NodeError { node: node.id.clone(), kind: NodeErrorKind::Abi(error) };
                     let failed = match input {
                         Some(msg) => with_error(msg, &err),
-                        None => with_error(&event_msg(&node.id, parent), &err),
+                        None => with_error(&event_msg(&node.id, &parent()).into(), &err),
                     };
-                    (FAILURE.to_string(), Arc::new(failed))
+                    (FAILURE.to_string(), Arc::new(Message::from(failed)))
                 }
             };
             if node.debug {
@@ -310,7 +318,7 @@ impl Worker {
                 }
                 None if relation == FAILURE => {
                     self.stats[idx].unhandled_failures += 1;
-                    let error = error_of(&out_msg);
+                    let error = out_msg.meta("error").unwrap_or_default();
                     tracing::warn!(node = %node.id, %error, "failure with no Failure connection");
                     if let Some(dead) = &self.sinks.dead_letter {
                         self.stats[idx].dead_lettered += 1;
@@ -430,7 +438,7 @@ impl Worker {
                 }
                 let outputs = std::mem::take(&mut self.outputs);
                 let mut pending = Vec::new();
-                self.route(idx, outputs, None, id, 1, &mut pending, &Ack::none());
+                self.route(idx, outputs, None, Some(id), 1, &mut pending, &Ack::none());
                 let outer = std::mem::replace(&mut self.watermark, watermark);
                 let outer_partition = std::mem::replace(&mut self.partition, owner);
                 self.run_from(pending, &Ack::none());
@@ -447,7 +455,7 @@ impl Worker {
         }
     }
 
-    fn push(&mut self, pending: &mut Pending, from: NodeIdx, to: NodeIdx, msg: Arc<TbMsg>, hops: u32) {
+    fn push(&mut self, pending: &mut Pending, from: NodeIdx, to: NodeIdx, msg: Arc<Message>, hops: u32) {
         if hops >= self.chain.max_hops {
             self.stats[from].hop_limit += 1;
             tracing::warn!(node = %self.chain.nodes[from].id, max_hops = self.chain.max_hops,
@@ -488,7 +496,7 @@ impl Worker {
     }
 
     /// Calls the rule node `idx` with `msg`; outputs land in `self.outputs`.
-    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &Arc<TbMsg>, ack: &Ack) -> Result<(), NodeError> {
+    fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &Arc<Message>, ack: &Ack) -> Result<(), NodeError> {
         let health = self.health.clone();
         let health = &health[idx];
         if health.disabled.load(Ordering::Relaxed) {
@@ -543,8 +551,8 @@ impl EntryRef for std::collections::BTreeMap<String, u64> {
 }
 
 /// The message with `metadata.error` set, for the `Failure` relation.
-fn with_error(msg: &TbMsg, err: &NodeError) -> TbMsg {
-    let mut failed = msg.clone();
+fn with_error(msg: &Message, err: &NodeError) -> TbMsg {
+    let mut failed = msg.to_tb();
     failed.metadata.insert("error".into(), err.kind.to_string());
     failed
 }
@@ -555,12 +563,8 @@ fn event_msg(node: &str, id: &str) -> TbMsg {
     TbMsg::new("SLUICE_EVENT_FAILED", originator, serde_json::Value::Null).with_id(id)
 }
 
-fn error_of(msg: &TbMsg) -> &str {
-    msg.meta("error").unwrap_or_default()
-}
-
 /// A message as JSON text, for the debug log.
-fn json(msg: &TbMsg) -> String {
+fn json(msg: &Message) -> String {
     serde_json::to_string(msg).unwrap_or_default()
 }
 

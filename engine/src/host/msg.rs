@@ -13,9 +13,11 @@
 
 use std::sync::Arc;
 
+use sluice_sdk::TbMsg;
 use sluice_sdk::msg::field;
-use sluice_sdk::{TbMsg, as_number, data_path, value_text};
 use wasmtime::{Caller, Linker};
+
+use crate::message::Message;
 
 use super::{HostState, slice, split};
 
@@ -25,7 +27,7 @@ pub enum Input {
     #[default]
     None,
     /// A message, readable through its handle.
-    Msg(Arc<TbMsg>),
+    Msg(Arc<Message>),
     /// A closed window or a due timer, as the JSON the guest was given.
     Json(bytes::Bytes),
 }
@@ -40,14 +42,14 @@ impl Input {
         }
         match self {
             Input::None => String::new(),
-            Input::Msg(msg) => msg.id.clone(),
+            Input::Msg(msg) => msg.id().into_owned(),
             Input::Json(json) => serde_json::from_slice::<IdOnly>(json).map(|m| m.id.into_owned()).unwrap_or_default(),
         }
     }
 }
 
 /// The message of the current call (`input`, numbered `number`), if `handle` names it.
-fn current(input: &Input, number: u32, handle: u32) -> wasmtime::Result<&TbMsg> {
+fn current(input: &Input, number: u32, handle: u32) -> wasmtime::Result<&Message> {
     match input {
         Input::Msg(msg) if handle == number => Ok(msg),
         Input::Msg(_) => Err(wasmtime::Error::msg(format!(
@@ -66,30 +68,32 @@ fn text(memory: &[u8], ptr: u32, len: u32) -> wasmtime::Result<&str> {
 
 /// A part of `msg` as text: borrowed where the message holds it as text, else written into `out`
 /// (numbers, JSON).
-fn part<'m>(msg: &'m TbMsg, code: u32, key: &str, out: &'m mut Vec<u8>) -> wasmtime::Result<Option<&'m [u8]>> {
+fn part<'m>(msg: &'m Message, code: u32, key: &str, out: &'m mut Vec<u8>) -> wasmtime::Result<Option<&'m [u8]>> {
+    use std::borrow::Cow;
     let json = |e: serde_json::Error| wasmtime::Error::msg(format!("cannot write the message part as JSON: {e}"));
     out.clear();
+    let text = |text: Option<Cow<'m, str>>, out: &'m mut Vec<u8>| match text {
+        None => None,
+        Some(Cow::Borrowed(s)) => Some(s.as_bytes()),
+        Some(Cow::Owned(s)) => {
+            out.extend_from_slice(s.as_bytes());
+            Some(&out[..])
+        }
+    };
     match code {
-        field::ID => return Ok(Some(msg.id.as_bytes())),
-        field::TYPE => return Ok(Some(msg.msg_type.as_bytes())),
-        field::ENTITY_TYPE => return Ok(Some(msg.originator.entity_type.as_bytes())),
-        field::NAME => return Ok(Some(msg.originator.name.as_bytes())),
-        field::META => return Ok(msg.metadata.get(key).map(String::as_bytes)),
-        field::DATA_TEXT => match data_path(&msg.data, key) {
-            Some(serde_json::Value::String(s)) => return Ok(Some(s.as_bytes())),
-            Some(v) => match value_text(v) {
-                Some(text) => out.extend_from_slice(text.as_bytes()),
-                None => return Ok(None),
-            },
+        field::ID => return Ok(text(Some(msg.id()), out)),
+        field::TYPE => return Ok(Some(msg.msg_type().as_bytes())),
+        field::ENTITY_TYPE => return Ok(Some(msg.entity_type().as_bytes())),
+        field::NAME => return Ok(Some(msg.name().as_bytes())),
+        field::META => return Ok(text(msg.meta(key), out)),
+        field::DATA_TEXT => return Ok(text(msg.data(key).and_then(|f| f.text()), out)),
+        field::DATA_JSON => match msg.data(key) {
+            Some(f) => f.write_json(out).map_err(json)?,
             None => return Ok(None),
         },
-        field::DATA_JSON => match data_path(&msg.data, key) {
-            Some(v) => serde_json::to_writer(&mut *out, v).map_err(json)?,
-            None => return Ok(None),
-        },
-        field::DATA => serde_json::to_writer(&mut *out, &msg.data).map_err(json)?,
-        field::METADATA => serde_json::to_writer(&mut *out, &msg.metadata).map_err(json)?,
-        field::ORIGINATOR => serde_json::to_writer(&mut *out, &msg.originator).map_err(json)?,
+        field::DATA => serde_json::to_writer(&mut *out, &msg.tb().data).map_err(json)?,
+        field::METADATA => serde_json::to_writer(&mut *out, &msg.tb().metadata).map_err(json)?,
+        field::ORIGINATOR => serde_json::to_writer(&mut *out, &msg.tb().originator).map_err(json)?,
         other => return Err(wasmtime::Error::msg(format!("unknown message field code {other}"))),
     }
     Ok(Some(&out[..]))
@@ -158,8 +162,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let key = text(memory, key_ptr, key_len)?;
             let msg = current(&host.input, host.handle, h)?;
             let number = match code {
-                field::DATA_TEXT | field::DATA_JSON => data_path(&msg.data, key).and_then(as_number),
-                field::META => msg.metadata.get(key).and_then(|v| v.trim().parse().ok()),
+                field::DATA_TEXT | field::DATA_JSON => msg.data(key).and_then(|f| f.number()),
+                field::META => msg.meta(key).and_then(|v| v.trim().parse().ok()),
                 other => return Err(wasmtime::Error::msg(format!("field code {other} is not read as a number"))),
             };
             Ok(number.unwrap_or(f64::NAN))
@@ -172,14 +176,10 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (memory, host) = split(&mut caller)?;
             let key = text(memory, key_ptr, key_len)?;
             let msg = current(&host.input, host.handle, h)?;
-            use sluice_sdk::abi::{HAS_NONE, HAS_NULL, HAS_VALUE};
+            use sluice_sdk::abi::{HAS_NONE, HAS_VALUE};
             Ok(match code {
-                field::DATA_TEXT | field::DATA_JSON => match data_path(&msg.data, key) {
-                    None => HAS_NONE,
-                    Some(serde_json::Value::Null) => HAS_NULL,
-                    Some(_) => HAS_VALUE,
-                },
-                field::META if msg.metadata.contains_key(key) => HAS_VALUE,
+                field::DATA_TEXT | field::DATA_JSON => msg.data(key).map_or(HAS_NONE, |f| f.presence()),
+                field::META if msg.meta(key).is_some() => HAS_VALUE,
                 field::META => HAS_NONE,
                 _ => HAS_VALUE,
             })
@@ -187,11 +187,11 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     linker.func_wrap("sluice", "msg_ts", |caller: Caller<'_, HostState>, h: u32| {
         let host = caller.data();
-        Ok(current(&host.input, host.handle, h)?.ts)
+        Ok(current(&host.input, host.handle, h)?.ts())
     })?;
     linker.func_wrap("sluice", "out_copy", |mut caller: Caller<'_, HostState>, h: u32| {
         let host = caller.data_mut();
-        let draft = current(&host.input, host.handle, h)?.clone();
+        let draft = current(&host.input, host.handle, h)?.to_tb();
         host.drafts.push(Some(draft));
         Ok((host.drafts.len() - 1) as u32)
     })?;

@@ -11,7 +11,6 @@ use crate::host::action::Budget;
 use crate::host::msg::Input;
 use crate::host::{Emitted, HostState};
 use bytes::Bytes;
-use sluice_sdk::TbMsg;
 use sluice_sdk::abi::{STATUS_CONFIG_ERROR, STATUS_ERROR, STATUS_OK};
 use std::sync::Arc;
 
@@ -142,7 +141,11 @@ impl NodeInstance {
     /// Runs one message (ABI v2: the guest reads it through its handle). On success `outputs` holds what the guest emitted, in order; a guest
     /// `Err` is [`NodeErrorKind::Guest`]; a crash leaves this instance unusable (the caller
     /// replaces it).
-    pub fn call(&mut self, msg: &Arc<TbMsg>, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+    pub fn call(
+        &mut self,
+        msg: &Arc<crate::message::Message>,
+        outputs: &mut Vec<(String, Emitted)>,
+    ) -> Result<(), NodeError> {
         self.begin(Input::Msg(msg.clone()), self.deadline);
         let handle = self.store.data().handle;
         let result = self.on_msg.call(&mut self.store, handle);

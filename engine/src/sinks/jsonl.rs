@@ -14,7 +14,7 @@ use crate::flow::Ack;
 pub enum SinkItem {
     /// A message, acked once written. It is written out as JSON here, once, on the sink's
     /// thread.
-    Msg(std::sync::Arc<sluice_sdk::TbMsg>, Ack),
+    Msg(std::sync::Arc<crate::message::Message>, Ack),
     /// Flush and sync everything written so far, then answer.
     Flush(Sender<std::io::Result<()>>),
 }

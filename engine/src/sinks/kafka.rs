@@ -29,7 +29,7 @@ fn produce(rx: Receiver<SinkItem>, producer: &KafkaProducer, topic: &str) -> std
         match item {
             SinkItem::Msg(msg, ack) => {
                 let payload = serde_json::to_vec(&*msg).map_err(std::io::Error::other)?;
-                let name = msg.originator.name.as_bytes();
+                let name = msg.name().as_bytes();
                 producer
                     .send(topic, (!name.is_empty()).then_some(name), None, &payload, Delivery::Ack(ack))
                     .map_err(std::io::Error::other)?;

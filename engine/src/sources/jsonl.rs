@@ -11,9 +11,13 @@
 //! 39-digit id goes through the nodes that do not touch it and out unchanged. JSON nested deeper
 //! than [`super::MAX_DEPTH`] levels is refused, the error saying so.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use sluice_sdk::{Originator, TbMsg, msg_type};
 use uuid::Uuid;
+
+use crate::message::{Message, Named};
 
 /// Namespace of the ids given to input messages without one (see [`LineIds`]).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_736c_7569_6365);
@@ -35,11 +39,16 @@ impl LineIds {
 
     /// The id of line `line`.
     pub fn id(&self, line: u64) -> String {
+        Uuid::from_bytes(self.uuid(line)).hyphenated().to_string()
+    }
+
+    /// The id of line `line` as the uuid's bytes.
+    pub fn uuid(&self, line: u64) -> [u8; 16] {
         let mut bytes = self.base;
         let mut low = [0u8; 8];
         low.copy_from_slice(&bytes[8..]);
         bytes[8..].copy_from_slice(&(u64::from_be_bytes(low) ^ line).to_be_bytes());
-        Uuid::from_bytes(bytes).hyphenated().to_string()
+        bytes
     }
 }
 
@@ -57,8 +66,8 @@ pub struct LineError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputForm {
     originator: Option<Template>,
-    entity_type: String,
-    msg_type: String,
+    entity_type: Arc<str>,
+    msg_type: Arc<str>,
 }
 
 /// `Panel ${panel}/${data.module}`: text and top-level fields of a record.
@@ -98,8 +107,8 @@ impl InputForm {
         }
         Ok(InputForm {
             originator: Some(Template(parts)),
-            entity_type: spec.entity_type.clone().unwrap_or_else(|| "DEVICE".into()),
-            msg_type: spec.msg_type.clone().unwrap_or_else(|| msg_type::POST_TELEMETRY_REQUEST.into()),
+            entity_type: spec.entity_type.as_deref().unwrap_or("DEVICE").into(),
+            msg_type: spec.msg_type.as_deref().unwrap_or(msg_type::POST_TELEMETRY_REQUEST).into(),
         })
     }
 
@@ -127,6 +136,54 @@ impl InputForm {
         }
         Ok(name)
     }
+
+    /// [`InputForm::name`] from a flat record's raw fields; `None` where that one would fail
+    /// or a field needs unescaping (the record then takes the slow path, which words the error).
+    fn name_raw(template: &Template, fields: &[(&str, &str)]) -> Option<String> {
+        let field = |key: &str| fields.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let mut name = String::new();
+        for part in &template.0 {
+            match part {
+                Part::Text(text) => name.push_str(text),
+                Part::Field(key) => match field(key)? {
+                    "null" => return None,
+                    raw if raw.starts_with('"') => {
+                        if raw.contains('\\') {
+                            return None;
+                        }
+                        name.push_str(&raw[1..raw.len() - 1]);
+                    }
+                    // A number as it was written (what `Value::to_string` gives with
+                    // `arbitrary_precision`), or a boolean.
+                    raw => name.push_str(raw),
+                },
+            }
+        }
+        Some(name)
+    }
+}
+
+/// [`parse_message_as`] into the engine's [`Message`]: a flat record (the simple form, or one the
+/// chain's `input` form names, with scalar values) is kept as its text, not built into a
+/// `TbMsg` (see [`crate::message`]); anything else is parsed into one.
+pub fn parse_record(
+    source: &str,
+    line: u64,
+    text: &str,
+    now_ms: i64,
+    form: &InputForm,
+) -> Result<Option<Message>, LineError> {
+    let trimmed = text.trim();
+    let name = |fields: &[(&str, &str)]| form.originator.as_ref().and_then(|t| InputForm::name_raw(t, fields));
+    let named = form.originator.as_ref().map(|_| Named {
+        entity_type: &form.entity_type,
+        msg_type: &form.msg_type,
+        name: &name,
+    });
+    if let Some(msg) = crate::message::scan(trimmed, now_ms, named.as_ref()) {
+        return Ok(Some(msg));
+    }
+    Ok(parse_message_as(source, line, text, now_ms, form)?.map(Message::from))
 }
 
 /// Parses one input line (1-based `line`) from `source`. `Ok(None)` for a blank line.
@@ -188,8 +245,8 @@ pub fn parse_message_as(
         }
         let name = form.name(template, &obj).map_err(err)?;
         let ts = ts_of(record.ts, now_ms).map_err(err)?;
-        let originator = Originator { entity_type: form.entity_type.clone(), name, id: None };
-        TbMsg::new(form.msg_type.clone(), originator, Value::Object(obj)).with_ts(ts)
+        let originator = Originator { entity_type: form.entity_type.to_string(), name, id: None };
+        TbMsg::new(&*form.msg_type, originator, Value::Object(obj)).with_ts(ts)
     } else {
         simple_form(record, now_ms).map_err(err)?
     };
@@ -423,5 +480,85 @@ mod tests {
         assert_eq!(msg.data["f"].to_string(), "0.1000000000000000055511151231257827");
         assert_eq!(msg.data["e"].to_string(), "1e+2");
         assert_eq!(msg.data["big"].as_f64(), Some(1.2345678901234568e38));
+    }
+
+    /// A flat record kept as its text answers every question as the `TbMsg` the slow path
+    /// parses: the whole message, and each field read through the accessors the host uses.
+    #[test]
+    fn flat_records_read_as_their_parsed_message() {
+        let named = InputForm::new(Some(&crate::chain::spec::InputSpec {
+            originator: "Panel ${panel}/${module}".into(),
+            entity_type: Some("ASSET".into()),
+            msg_type: Some("READING".into()),
+        }))
+        .unwrap();
+        let lines = [
+            r#"{"ts":5,"deviceName":"WS-1","deviceType":"WeatherStation","windSpeed":21.25,"cs_geoZone":"Zone 6"}"#,
+            r#"{"deviceType":"T","deviceName":"D","a":"x\"y","b":null,"c":true,"d":-0,"e":1e+2}"#,
+            r#"{"deviceName":"D","big":123456789012345678901234567890123456789,"f":0.1000000000000000055511151231257827}"#,
+            r#"{"ts":7,"deviceName":"D","a":1,"a":2,"s":" 12.5 ","t":"1.5e3","u":"é\u00e9"}"#,
+            r#"  {"deviceName":"D","k.dotted":3}  "#,
+            r#"{"ts":9,"panel":"P1","module":3,"power":312.25,"deviceType":"SolarModule"}"#,
+            r#"{"ts":9,"panel":"P1","module":true,"power":1}"#,
+            r#"{"ts":9,"panel":"P1","module":1.50,"deviceName":"named anyway"}"#,
+            r#"{"deviceName":"D"}"#,
+        ];
+        for form in [InputForm::default(), named] {
+            for line in lines {
+                let Ok(Some(slow)) = parse_message_as("in", 1, line, 42, &form) else { continue };
+                let fast = parse_record("in", 1, line, 42, &form).unwrap().unwrap();
+                assert!(fast.is_flat(), "{line}: kept as text");
+                assert_eq!(fast.to_tb(), slow, "{line}");
+                let tb = Message::from(slow.clone());
+                assert_eq!(
+                    (fast.ts(), fast.msg_type(), fast.entity_type(), fast.name()),
+                    (tb.ts(), tb.msg_type(), tb.entity_type(), tb.name()),
+                    "{line}"
+                );
+                for key in ["deviceName", "deviceType", "ts", "nothing"] {
+                    assert_eq!(fast.meta(key), tb.meta(key), "{line}: metadata {key}");
+                }
+                for key in slow.data.as_object().unwrap().keys().map(String::as_str).chain(["nothing", "k"]) {
+                    let (a, b) = (fast.data(key), tb.data(key));
+                    assert_eq!(a.map(|f| f.text()), b.map(|f| f.text()), "{line}: {key} as text");
+                    assert_eq!(
+                        a.and_then(|f| f.number()).map(f64::to_bits),
+                        b.and_then(|f| f.number()).map(f64::to_bits),
+                        "{line}: {key} as a number"
+                    );
+                    assert_eq!(a.map(|f| f.presence()), b.map(|f| f.presence()), "{line}: {key} presence");
+                }
+            }
+        }
+    }
+
+    /// What is not a flat record takes the slow path, and its errors are worded as before.
+    #[test]
+    fn records_that_are_not_flat_are_parsed_whole() {
+        for line in [
+            r#"{"deviceName":"D","nested":{"a":1}}"#,
+            r#"{"deviceName":"D","list":[1]}"#,
+            r#"{"deviceName":"D","k\u0065y":1}"#,
+            r#"{"deviceName":"D\u0041"}"#,
+            r#"{"id":"x","type":"T","originator":{"entityType":"DEVICE","name":"n"},"data":{}}"#,
+        ] {
+            let msg = parse_record("in", 1, line, 0, &InputForm::default()).unwrap().unwrap();
+            assert!(!msg.is_flat(), "{line}");
+            assert_eq!(msg.to_tb(), parse_message_as("in", 1, line, 0, &InputForm::default()).unwrap().unwrap());
+        }
+        for line in [
+            r#"{"ts":"5","deviceName":"D"}"#,
+            r#"{"deviceName":""}"#,
+            r#"{"deviceName":"D","deviceType":3}"#,
+            r#"{"a":1}"#,
+            "[1]",
+            "{",
+        ] {
+            assert_eq!(
+                parse_record("in", 3, line, 0, &InputForm::default()).unwrap_err(),
+                parse_message_as("in", 3, line, 0, &InputForm::default()).unwrap_err(),
+                "{line}"
+            );
+        }
     }
 }

@@ -22,7 +22,7 @@ pub mod tokens;
 
 use std::sync::{Arc, Mutex};
 
-use sluice_sdk::TbMsg;
+use crate::message::Message;
 
 use crate::chain::Chain;
 use crate::flow::{Ack, Closed, Envelope, PipelineSender};
@@ -85,13 +85,14 @@ impl Feed {
 
     /// The envelope for `msg` read from `partition`: its watermarks are advanced by the message,
     /// and it counts as in flight from now on.
-    pub fn envelope(&self, msg: TbMsg, partition: u32, ack: Ack) -> Envelope {
+    pub fn envelope(&self, msg: impl Into<Message>, partition: u32, ack: Ack) -> Envelope {
+        let msg = msg.into();
         let shared = &self.shared;
         let now = shared.clock.now_ms();
-        let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
+        let key = Envelope::key_of(msg.entity_type(), msg.name());
         let event_time = shared.time_field.event_time(&msg, now);
         let mut watermarks = self.lock();
-        let stamp = watermarks.stamp(partition, &msg.originator.name, event_time, now);
+        let stamp = watermarks.stamp(partition, msg.name(), event_time, now);
         let mut envelope = Envelope::new(Arc::new(msg), key, ack).with_stamp(stamp).with_partition(partition);
         envelope.progress = Some(shared.sender.progress().issue(stamp.combined));
         drop(watermarks);
@@ -99,13 +100,13 @@ impl Feed {
     }
 
     /// Hands `msg` to the pipeline, waiting for room.
-    pub async fn push(&self, msg: TbMsg, partition: u32, ack: Ack) -> Result<(), Closed> {
+    pub async fn push(&self, msg: impl Into<Message>, partition: u32, ack: Ack) -> Result<(), Closed> {
         let envelope = self.envelope(msg, partition, ack);
         self.shared.sender.send(envelope).await
     }
 
     /// [`Feed::push`] from a thread outside the async runtime (the Kafka consumer's).
-    pub fn push_blocking(&self, msg: TbMsg, partition: u32, ack: Ack) -> Result<(), Closed> {
+    pub fn push_blocking(&self, msg: impl Into<Message>, partition: u32, ack: Ack) -> Result<(), Closed> {
         let envelope = self.envelope(msg, partition, ack);
         self.shared.sender.send_blocking(envelope)
     }

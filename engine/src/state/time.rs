@@ -132,13 +132,12 @@ impl TimeField {
 
     /// The event time of `msg` (`now` for arrival time, or when the field is missing or not a
     /// number of milliseconds).
-    pub fn event_time(&self, msg: &sluice_sdk::TbMsg, now: i64) -> i64 {
-        let from_value = |v: Option<&serde_json::Value>| v.and_then(sluice_sdk::as_number).map(|n| n as i64);
+    pub fn event_time(&self, msg: &crate::message::Message, now: i64) -> i64 {
         match self {
-            TimeField::Ts => msg.ts,
+            TimeField::Ts => msg.ts(),
             TimeField::Arrival => now,
             TimeField::Metadata(k) => msg.meta(k).and_then(|s| s.trim().parse().ok()).unwrap_or(now),
-            TimeField::Data(k) => from_value(msg.data.get(k)).unwrap_or(now),
+            TimeField::Data(k) => msg.data_top(k).and_then(|f| f.number()).map_or(now, |n| n as i64),
         }
     }
 }
@@ -670,7 +669,8 @@ mod tests {
 
     #[test]
     fn time_fields() {
-        let msg = sluice_sdk::TbMsg::telemetry("d", serde_json::json!({"t": "1500"})).with_ts(7).with_meta("m", "9");
+        let msg: crate::message::Message =
+            sluice_sdk::TbMsg::telemetry("d", serde_json::json!({"t": "1500"})).with_ts(7).with_meta("m", "9").into();
         assert_eq!(TimeField::parse("ts").unwrap().event_time(&msg, 0), 7);
         assert_eq!(TimeField::parse("data.t").unwrap().event_time(&msg, 0), 1500);
         assert_eq!(TimeField::parse("metadata.m").unwrap().event_time(&msg, 0), 9);

@@ -138,7 +138,7 @@ fn run(per: &str, wait_for_freed: bool) -> (Written, Written) {
         std::thread::spawn(move || {
             for item in rx {
                 if let SinkItem::Msg(bytes, _ack) = item {
-                    out.lock().unwrap().push((*bytes).clone());
+                    out.lock().unwrap().push(bytes.to_tb());
                 }
             }
         })

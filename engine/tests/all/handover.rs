@@ -49,7 +49,7 @@ impl Instance {
         let collector = std::thread::spawn(move || {
             rx.into_iter()
                 .filter_map(|item| match item {
-                    SinkItem::Msg(bytes, _) => Some((*bytes).clone()),
+                    SinkItem::Msg(bytes, _) => Some(bytes.to_tb()),
                     SinkItem::Flush(_) => None,
                 })
                 .collect()

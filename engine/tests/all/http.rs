@@ -484,7 +484,7 @@ fn the_answer_waits_until_every_message_is_acked() {
     let mut held = Vec::new();
     for _ in 0..2 {
         match sunk.recv().expect("a message reaches the sink") {
-            SinkItem::Msg(bytes, ack) => held.push(((*bytes).clone(), ack)),
+            SinkItem::Msg(bytes, ack) => held.push((bytes.to_tb(), ack)),
             SinkItem::Flush(_) => unreachable!("nobody flushes"),
         }
     }

@@ -99,7 +99,7 @@ impl SourceRun {
             std::thread::spawn(move || {
                 for item in rx {
                     if let SinkItem::Msg(bytes, ack) = item {
-                        let msg: TbMsg = (*bytes).clone();
+                        let msg: TbMsg = bytes.to_tb();
                         out.lock().unwrap().push(msg.clone());
                         match &hold {
                             Some(held) => held.send((msg, ack)).expect("the test holds the acks"),

@@ -29,7 +29,7 @@ fn count_one(pipeline: &Pipeline, rx: &std::sync::mpsc::Receiver<SinkItem>) -> S
     let msg = json!({"id": "m", "ts": 1, "type": "POST_TELEMETRY_REQUEST",
         "originator": {"entityType": "DEVICE", "name": "dev-1"}, "metadata": {}, "data": {}});
     let envelope = Envelope::new(
-        std::sync::Arc::new(serde_json::from_value(msg).unwrap()),
+        std::sync::Arc::new(serde_json::from_value::<sluice_sdk::TbMsg>(msg).unwrap().into()),
         Envelope::key_of("DEVICE", "dev-1"),
         Ack::none(),
     );

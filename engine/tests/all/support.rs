@@ -95,7 +95,7 @@ pub fn run_chain_file(path: &Path, msgs: &[TbMsg], workers: usize) -> Ran {
         let mut out = Vec::new();
         for item in rx {
             if let SinkItem::Msg(bytes, _ack) = item {
-                out.push((*bytes).clone());
+                out.push(bytes.to_tb());
             }
         }
         out
@@ -104,7 +104,7 @@ pub fn run_chain_file(path: &Path, msgs: &[TbMsg], workers: usize) -> Ran {
     for (i, msg) in msgs.iter().enumerate() {
         watermark = watermark.max(msg.ts);
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let bytes = std::sync::Arc::new(msg.clone());
+        let bytes = std::sync::Arc::new(msg.clone().into());
         pipeline
             .send_blocking(Envelope::new(bytes, key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
             .expect("send");

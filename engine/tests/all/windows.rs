@@ -127,7 +127,7 @@ fn drive(pipeline: &Pipeline, msgs: &[TbMsg], watermark: &mut i64) {
     for msg in msgs {
         *watermark = (*watermark).max(msg.ts);
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let env = Envelope::new(std::sync::Arc::new(msg.clone()), key, Ack::none()).with_watermark(*watermark);
+        let env = Envelope::new(std::sync::Arc::new(msg.clone().into()), key, Ack::none()).with_watermark(*watermark);
         pipeline.send_blocking(env).unwrap();
     }
 }
@@ -286,13 +286,13 @@ fn processing_time_timers_fire_on_ticks() {
     )
     .unwrap();
     let arm = event("ARM", "d1", 0, json!({"after": 500}));
-    pipeline.send_blocking(Envelope::new(std::sync::Arc::new(arm.clone()), 1, Ack::none())).unwrap();
+    pipeline.send_blocking(Envelope::new(std::sync::Arc::new(arm.clone().into()), 1, Ack::none())).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(rx.try_recv().is_err(), "not due yet at 1 000");
     now.store(1_600, Ordering::SeqCst);
     let fired = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the timer fires on a tick");
     let SinkItem::Msg(bytes, _) = fired else { panic!("expected a message") };
-    let timeout: TbMsg = (*bytes).clone();
+    let timeout: TbMsg = bytes.to_tb();
     assert_eq!(timeout.msg_type, "TIMEOUT");
     assert_eq!(timeout.originator.name, "d1");
     assert_eq!(timeout.data, json!({"at": 1_500, "now": 1_600}));
