@@ -265,12 +265,11 @@ impl Message {
     pub fn data(&self, key: &str) -> Option<Field<'_>> {
         match self.flat() {
             // A flat record has no nested objects: a dotted key is a top-level key or nothing.
-            Some(flat) => flat
-                .fields
-                .iter()
-                .rev()
-                .find(|(k, _)| k.get(&flat.text) == key)
-                .map(|(_, v)| Field::Raw(v.get(&flat.text))),
+            Some(flat) => {
+                let text = &*flat.text;
+                let found = flat.fields.iter().rev().find(|(k, _)| k.len as usize == key.len() && k.get(text) == key);
+                found.map(|(_, v)| Field::Raw(v.get(text)))
+            }
             None => data_path(&self.tb().data, key).map(Field::Value),
         }
     }

@@ -434,22 +434,32 @@ impl Reading<'_> {
         let mut buf = Vec::new();
         let ids = LineIds::new(&self.source);
         let mut last_checkpoint = Instant::now();
+        // Arrival time, read once per fill of the buffer rather than once per line.
+        let mut now = options.pipeline.clock.now_ms();
         loop {
             buf.clear();
-            // What was read so far goes to the workers before waiting for more: a batch is
-            // what a read brought at once, never a message held back for the next line.
-            if reader.buffer().is_empty() && batcher.holds() && batcher.flush().await.is_err() {
-                return Ok(End::Eof);
-            }
-            // Only a read waiting for input is cut short by a stop: a line read is always handed
-            // over, so that every line counted is one the pipeline has.
-            let n = tokio::select! {
-                biased;
-                () = stop_requested(&mut self.shutdown) => return Ok(End::Stopped),
-                n = reader.read_until(b'\n', &mut buf) => n.map_err(io(format!("cannot read {}", self.source)))?,
-            };
-            if n == 0 {
-                return Ok(End::Eof);
+            // A whole line already in the buffer is taken at once: the async read, and the check
+            // for a stop around it, are for when the reader has to wait.
+            if let Some(end) = memchr::memchr(b'\n', reader.buffer()) {
+                buf.extend_from_slice(&reader.buffer()[..=end]);
+                reader.consume(end + 1);
+            } else {
+                // What was read so far goes to the workers before waiting for more: a batch is
+                // what a read brought at once, never a message held back for the next line.
+                if reader.buffer().is_empty() && batcher.holds() && batcher.flush().await.is_err() {
+                    return Ok(End::Eof);
+                }
+                // Only a read waiting for input is cut short by a stop: a line read is always
+                // handed over, so that every line counted is one the pipeline has.
+                let n = tokio::select! {
+                    biased;
+                    () = stop_requested(&mut self.shutdown) => return Ok(End::Stopped),
+                    n = reader.read_until(b'\n', &mut buf) => n.map_err(io(format!("cannot read {}", self.source)))?,
+                };
+                if n == 0 {
+                    return Ok(End::Eof);
+                }
+                now = options.pipeline.clock.now_ms();
             }
             report.lines += 1;
             let line = report.lines;
@@ -466,7 +476,6 @@ impl Reading<'_> {
                 report.checkpoints += 1;
                 last_checkpoint = Instant::now();
             }
-            let now = options.pipeline.clock.now_ms();
             let parsed = match std::str::from_utf8(&buf) {
                 Ok(text) => parse_record(&self.source, line, text, now, &self.chain.input),
                 Err(e) => Err(LineError { input: self.source.clone(), line, message: format!("not UTF-8: {e}") }),

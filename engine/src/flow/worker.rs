@@ -18,7 +18,7 @@ use super::progress::Progress;
 use super::stats::{NodeStats, RunStats};
 use super::{Ack, Envelope, Sinks};
 use crate::chain::{Chain, NodeIdx, NodeKind, RuleNode, SinkKind};
-use crate::host::{Clock, Emitted};
+use crate::host::{Clock, Emitted, Relation};
 use crate::runtime::{NodeError, NodeErrorKind, NodeInstance, Runtime};
 use crate::sinks::jsonl::SinkItem;
 use crate::state::time::NO_WATERMARK;
@@ -53,7 +53,9 @@ pub struct Worker {
     stats: Vec<NodeStats>,
     output_count: u64,
     /// Reused output buffer of node calls.
-    outputs: Vec<(String, Emitted)>,
+    outputs: Vec<(Relation, Emitted)>,
+    /// The work list of the last message, empty, kept for the next.
+    spare: Pending,
     /// The watermark the message being processed is judged by ([`Envelope::judged_by`]).
     watermark: i64,
     /// The source partition of the message (window, timer) being processed.
@@ -105,6 +107,7 @@ impl Worker {
             stats: vec![NodeStats::default(); n],
             output_count: 0,
             outputs: Vec::new(),
+            spare: Vec::new(),
             watermark: NO_WATERMARK,
             partition: crate::state::window::UNOWNED,
             fired: NO_WATERMARK,
@@ -217,7 +220,9 @@ impl Worker {
         let watermark = judged_by;
         self.watermark = watermark;
         self.partition = partition;
-        self.run_from(vec![(self.chain.entry, msg, 1)], &ack);
+        let mut pending = std::mem::take(&mut self.spare);
+        pending.push((self.chain.entry, msg, 1));
+        self.spare = self.run_from(pending, &ack);
         for (idx, closed) in std::mem::take(&mut self.early) {
             self.run_window(idx, closed, watermark);
         }
@@ -225,8 +230,8 @@ impl Worker {
         self.fire_due();
     }
 
-    /// Depth-first through the chain from `pending`.
-    fn run_from(&mut self, mut pending: Pending, ack: &Ack) {
+    /// Depth-first through the chain from `pending`; gives the emptied vector back for reuse.
+    fn run_from(&mut self, mut pending: Pending, ack: &Ack) -> Pending {
         let chain = self.chain.clone();
         while let Some((idx, msg, hops)) = pending.pop() {
             let node = &chain.nodes[idx];
@@ -250,15 +255,18 @@ impl Worker {
                 }
                 NodeKind::Rule(rule) => rule,
             };
-            let outputs = match self.call(idx, rule, &msg, ack) {
+            // The outputs' vector goes back to `self.outputs` once routed, so that calls reuse it.
+            let mut outputs = match self.call(idx, rule, &msg, ack) {
                 Ok(()) => std::mem::take(&mut self.outputs),
                 Err(err) => {
                     self.stats[idx].failures += 1;
-                    vec![(FAILURE.to_string(), Emitted::Draft(with_error(&msg, &err)))]
+                    vec![(FAILURE.into(), Emitted::Draft(with_error(&msg, &err)))]
                 }
             };
-            self.route(idx, outputs, Some(&msg), None, hops, &mut pending, ack);
+            self.route(idx, &mut outputs, Some(&msg), None, hops, &mut pending, ack);
+            self.outputs = outputs;
         }
+        pending
     }
 
     /// Sends a node's outputs down its connections (pushed in reverse, so that they run in the
@@ -269,7 +277,7 @@ impl Worker {
     fn route(
         &mut self,
         idx: NodeIdx,
-        outputs: Vec<(String, Emitted)>,
+        outputs: &mut Vec<(Relation, Emitted)>,
         input: Option<&Arc<Message>>,
         parent: Option<&str>,
         hops: u32,
@@ -284,7 +292,9 @@ impl Worker {
             (None, Some(msg)) => msg.id(),
             (None, None) => std::borrow::Cow::Borrowed(""),
         };
-        for (n, (relation, emitted)) in outputs.into_iter().enumerate().rev() {
+        let count = outputs.len();
+        for (back, (relation, emitted)) in outputs.drain(..).rev().enumerate() {
+            let n = count - 1 - back;
             let checked = match emitted {
                 Emitted::Forward => match input {
                     Some(msg) => Ok(msg.clone()),
@@ -302,7 +312,7 @@ impl Worker {
                         Some(msg) => with_error(msg, &err),
                         None => with_error(&event_msg(&node.id, &parent()).into(), &err),
                     };
-                    (FAILURE.to_string(), Arc::new(Message::from(failed)))
+                    (FAILURE.into(), Arc::new(Message::from(failed)))
                 }
             };
             if node.debug {
@@ -436,9 +446,10 @@ impl Worker {
                     Event::Window => self.stats[idx].windows_fired += 1,
                     Event::Timer => self.stats[idx].timers_fired += 1,
                 }
-                let outputs = std::mem::take(&mut self.outputs);
+                let mut outputs = std::mem::take(&mut self.outputs);
                 let mut pending = Vec::new();
-                self.route(idx, outputs, None, Some(id), 1, &mut pending, &Ack::none());
+                self.route(idx, &mut outputs, None, Some(id), 1, &mut pending, &Ack::none());
+                self.outputs = outputs;
                 let outer = std::mem::replace(&mut self.watermark, watermark);
                 let outer_partition = std::mem::replace(&mut self.partition, owner);
                 self.run_from(pending, &Ack::none());

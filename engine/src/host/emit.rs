@@ -4,11 +4,26 @@
 //! Outputs are collected for the current call and routed by the executor only when the call
 //! returns successfully, so a guest that traps half-way emits nothing.
 
+use std::borrow::Cow;
+
 use sluice_sdk::TbMsg;
 use wasmtime::{Caller, Linker};
 
 use super::msg::Input;
 use super::{HostState, slice, split, string};
+
+/// The relation an output goes on. ThingsBoard's common relations are static strings, so
+/// emitting one allocates nothing.
+pub type Relation = Cow<'static, str>;
+
+/// The relation named by `bytes` (guest text, lossily UTF-8).
+pub fn relation(bytes: &[u8]) -> Relation {
+    const COMMON: [&str; 8] = ["Success", "Failure", "True", "False", "Late", "Anomaly", "Normal", "Other"];
+    match COMMON.iter().find(|r| r.as_bytes() == bytes) {
+        Some(r) => Cow::Borrowed(r),
+        None => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+    }
+}
 
 /// One output's message.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +42,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "emit_json",
         |mut caller: Caller<'_, HostState>, rel_ptr: u32, rel_len: u32, msg_ptr: u32, msg_len: u32| {
             let (memory, host) = split(&mut caller)?;
-            let relation = string(memory, rel_ptr, rel_len)?;
+            let relation = relation(slice(memory, rel_ptr, rel_len)?);
             let msg = slice(memory, msg_ptr, msg_len)?.to_vec();
             host.outputs.push((relation, Emitted::Json(msg)));
             Ok(())
@@ -35,7 +50,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     linker.func_wrap("sluice", "emit", |mut caller: Caller<'_, HostState>, rel_ptr: u32, rel_len: u32, o: u32| {
         let (memory, host) = split(&mut caller)?;
-        let relation = string(memory, rel_ptr, rel_len)?;
+        let relation = relation(slice(memory, rel_ptr, rel_len)?);
         super::msg::draft(host, o)?;
         let draft = host.drafts[o as usize].take().unwrap_or_default();
         host.outputs.push((relation, Emitted::Draft(draft)));
@@ -54,7 +69,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     )));
                 }
             }
-            let relation = string(memory, rel_ptr, rel_len)?;
+            let relation = relation(slice(memory, rel_ptr, rel_len)?);
             host.outputs.push((relation, Emitted::Forward));
             Ok(())
         },

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use wasmtime::{Caller, Linker, Memory};
 
 pub use clock::Clock;
-pub use emit::Emitted;
+pub use emit::{Emitted, Relation};
 
 use crate::runtime::limits::MemoryCap;
 use crate::state::NodeHandles;
@@ -31,7 +31,7 @@ pub struct HostState {
     pub memory: Option<Memory>,
     pub limiter: MemoryCap,
     /// Outputs of the current call, in emission order.
-    pub outputs: Vec<(String, Emitted)>,
+    pub outputs: Vec<(Relation, Emitted)>,
     /// The text the guest passed to `fail` during the current call.
     pub failure: Option<String>,
     /// A value `state_get` found, waiting for `take_value`.

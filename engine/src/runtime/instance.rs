@@ -9,7 +9,7 @@ use super::limits::{INIT_DEADLINE, Limits};
 use super::{NodeError, NodeErrorKind, ticks};
 use crate::host::action::Budget;
 use crate::host::msg::Input;
-use crate::host::{Emitted, HostState};
+use crate::host::{Emitted, HostState, Relation};
 use bytes::Bytes;
 use sluice_sdk::abi::{STATUS_CONFIG_ERROR, STATUS_ERROR, STATUS_OK};
 use std::sync::Arc;
@@ -144,7 +144,7 @@ impl NodeInstance {
     pub fn call(
         &mut self,
         msg: &Arc<crate::message::Message>,
-        outputs: &mut Vec<(String, Emitted)>,
+        outputs: &mut Vec<(Relation, Emitted)>,
     ) -> Result<(), NodeError> {
         self.begin(Input::Msg(msg.clone()), self.deadline);
         let handle = self.store.data().handle;
@@ -179,7 +179,7 @@ impl NodeInstance {
     }
 
     /// Hands a closed window (JSON of a `ClosedWindow`) to the guest.
-    pub fn call_window(&mut self, window: &Bytes, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+    pub fn call_window(&mut self, window: &Bytes, outputs: &mut Vec<(Relation, Emitted)>) -> Result<(), NodeError> {
         let Some(on_window) = self.on_window.clone() else {
             let node = self.store.data().node.to_string();
             return Err(NodeError { node, kind: NodeErrorKind::Abi("module has no `sluice_on_window` export".into()) });
@@ -189,7 +189,7 @@ impl NodeInstance {
     }
 
     /// Hands a due timer (JSON of a `Timer`) to the guest.
-    pub fn call_timer(&mut self, timer: &Bytes, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+    pub fn call_timer(&mut self, timer: &Bytes, outputs: &mut Vec<(Relation, Emitted)>) -> Result<(), NodeError> {
         let Some(on_timer) = self.on_timer.clone() else {
             let node = self.store.data().node.to_string();
             return Err(NodeError { node, kind: NodeErrorKind::Abi("module has no `sluice_on_timer` export".into()) });
@@ -198,7 +198,7 @@ impl NodeInstance {
         self.finish(status, outputs)
     }
 
-    fn finish(&mut self, status: u32, outputs: &mut Vec<(String, Emitted)>) -> Result<(), NodeError> {
+    fn finish(&mut self, status: u32, outputs: &mut Vec<(Relation, Emitted)>) -> Result<(), NodeError> {
         let host = self.store.data_mut();
         match status {
             STATUS_OK => {
