@@ -36,7 +36,8 @@ fn in_wasm(module: &str, config: &Value, msgs: &[TbMsg]) -> Vec<Vec<(String, TbM
                 Ok(()) => outputs
                     .into_iter()
                     .enumerate()
-                    .map(|(n, (relation, emitted))| match emitted {
+                    .map(|(n, (relation, emitted))| (relation.into_owned(), emitted, n))
+                    .map(|(relation, emitted, n)| match emitted {
                         Emitted::Forward => (relation, msg.clone()),
                         Emitted::Draft(draft) => (relation, draft),
                         Emitted::Json(bytes) => {
