@@ -124,7 +124,11 @@ pub(crate) fn msg_str(handle: u32, field: u32, key: &str) -> Option<String> {
     let n = unsafe { imports::msg_str(handle, field, key.as_ptr(), key.len(), small.as_mut_ptr(), small.len()) };
     let n = usize::try_from(n).ok()?;
     if n <= small.len() {
-        return Some(String::from_utf8_lossy(&small[..n]).into_owned());
+        // The host writes UTF-8 text: checked, not converted (the lossy path is for a broken host).
+        return Some(match std::str::from_utf8(&small[..n]) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(&small[..n]).into_owned(),
+        });
     }
     let mut big = vec![0u8; n];
     // SAFETY: as above, with a buffer of the announced length.
