@@ -27,6 +27,10 @@ use sluice::flow::PipelineConfig;
 use sluice::runtime::Runtime;
 use sluice::service::{ServeOptions, serve};
 
+/// The service runs in this process: on the `sluice` binary's allocator, as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
 }

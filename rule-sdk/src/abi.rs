@@ -63,6 +63,7 @@ pub(crate) mod imports {
         pub fn out_copy(handle: u32) -> u32;
         pub fn out_set(draft: u32, field: u32, key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize);
         pub fn out_set_ts(draft: u32, ts: i64);
+        pub fn out_remove(draft: u32, field: u32, key_ptr: *const u8, key_len: usize);
         pub fn emit(rel_ptr: *const u8, rel_len: usize, draft: u32);
         pub fn emit_json(rel_ptr: *const u8, rel_len: usize, msg_ptr: *const u8, msg_len: usize);
         pub fn fail(ptr: *const u8, len: usize);
@@ -232,7 +233,7 @@ mod glue {
     /// of the host's message with the changed parts set; any other message as JSON. The host
     /// names a message left without an id (`derived_id`).
     fn send_outputs(out: &mut Outputs, handle: Option<u32>) -> u32 {
-        use crate::msg::{changed, field};
+        use crate::msg::{Edit, changed, field};
         let mut buf = OUTPUT.0.borrow_mut();
         for (relation, output) in out.drain() {
             let rel = (relation.as_ptr(), relation.len());
@@ -274,6 +275,33 @@ mod glue {
                                     return STATUS_ERROR;
                                 }
                                 set(draft, code, &buf);
+                            }
+                        }
+                        // Then the keys changed one by one, in order.
+                        for edit in msg.edits() {
+                            let (code, key) = match edit {
+                                Edit::Meta(key, _) => (field::META, key),
+                                Edit::Field(key, _) => (field::DATA_JSON, key),
+                            };
+                            let value: Option<&[u8]> = match edit {
+                                Edit::Meta(_, value) => value.as_ref().map(String::as_bytes),
+                                Edit::Field(_, None) => None,
+                                Edit::Field(_, Some(value)) => {
+                                    if let Err(err) = json(&mut buf, value) {
+                                        fail(&format!("output does not serialize: {err}"));
+                                        return STATUS_ERROR;
+                                    }
+                                    Some(&buf[..])
+                                }
+                            };
+                            // SAFETY: pointers and lengths describe live byte slices.
+                            unsafe {
+                                match value {
+                                    Some(v) => {
+                                        imports::out_set(draft, code, key.as_ptr(), key.len(), v.as_ptr(), v.len())
+                                    }
+                                    None => imports::out_remove(draft, code, key.as_ptr(), key.len()),
+                                }
                             }
                         }
                         // SAFETY: pointer and length describe a live string.

@@ -177,6 +177,17 @@ impl TbMsg {
     }
 }
 
+/// Sets the top-level `key` of `data`, turning `data` into an object if it is not one (what the
+/// host does with a key sent back).
+fn insert_field(data: &mut Value, key: String, value: Value) {
+    if !data.is_object() {
+        *data = empty_object();
+    }
+    if let Value::Object(map) = data {
+        map.insert(key, value);
+    }
+}
+
 /// A field of `data`: the top-level key `key` if there is one, else `key` as a dotted path into
 /// nested objects (`location.zone`). One rule for rules, templates and the host's accessors.
 pub fn data_path<'a>(data: &'a Value, key: &str) -> Option<&'a Value> {
@@ -229,7 +240,18 @@ pub struct Msg {
     data: OnceCell<Value>,
     /// Single keys read before their whole part was (only with a handle).
     reads: Reads,
+    /// Keys set or removed before their whole part was read (only with a handle): sent back
+    /// key by key, so that a node that adds a key does not send the whole part.
+    edits: Vec<Edit>,
     changed: u8,
+}
+
+/// One key set (`Some`) or removed (`None`) in metadata or in `data`'s top level.
+#[derive(Debug, Clone)]
+#[doc(hidden)]
+pub enum Edit {
+    Meta(String, Option<String>),
+    Field(String, Option<Value>),
 }
 
 /// Answers of single-key reads. Append-only while shared: a value, once handed out as `&str` or
@@ -299,6 +321,7 @@ impl Msg {
             metadata: OnceCell::new(),
             data: OnceCell::new(),
             reads: Reads::default(),
+            edits: Vec::new(),
             changed: 0,
         }
     }
@@ -307,6 +330,27 @@ impl Msg {
     #[doc(hidden)]
     pub fn changes(&self) -> (Option<u32>, u8) {
         (self.handle, self.changed)
+    }
+
+    /// Keys set or removed one by one, in order, after the whole parts in [`Msg::changes`]
+    /// (the SDK's glue).
+    #[doc(hidden)]
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// The handle to read single `data` keys through: none once `data` is loaded, or while
+    /// keys of it were changed one by one (a read then sees the loaded part with the changes).
+    fn lazy_data(&self) -> Option<u32> {
+        match self.data.get() {
+            None if !self.edits.iter().any(|e| matches!(e, Edit::Field(..))) => self.handle,
+            _ => None,
+        }
+    }
+
+    /// Whether metadata is read key by key from the host (not loaded).
+    fn lazy_meta(&self) -> bool {
+        self.handle.is_some() && self.metadata.get().is_none()
     }
 
     /// Builder: sets one metadata entry.
@@ -365,7 +409,18 @@ impl Msg {
 
     /// All metadata.
     pub fn metadata(&self) -> &Metadata {
-        self.metadata.get_or_init(|| self.load_json(field::METADATA, "").unwrap_or_default())
+        self.metadata.get_or_init(|| {
+            let mut metadata: Metadata = self.load_json(field::METADATA, "").unwrap_or_default();
+            for edit in &self.edits {
+                if let Edit::Meta(key, value) = edit {
+                    match value {
+                        Some(v) => metadata.insert(key.clone(), v.clone()),
+                        None => metadata.remove(key),
+                    };
+                }
+            }
+            metadata
+        })
     }
 
     /// A metadata value, if present.
@@ -378,47 +433,62 @@ impl Msg {
 
     /// The whole `data`.
     pub fn data(&self) -> &Value {
-        self.data.get_or_init(|| self.load_json(field::DATA, "").unwrap_or_else(empty_object))
+        self.data.get_or_init(|| {
+            let mut data = self.load_json(field::DATA, "").unwrap_or_else(empty_object);
+            for edit in &self.edits {
+                if let Edit::Field(key, value) = edit {
+                    match value {
+                        Some(v) => insert_field(&mut data, key.clone(), v.clone()),
+                        None => {
+                            if let Value::Object(map) = &mut data {
+                                map.remove(key);
+                            }
+                        }
+                    }
+                }
+            }
+            data
+        })
     }
 
     /// A field of `data`: a top-level key, or a dotted path into nested objects (`loc.city`).
     pub fn field(&self, key: &str) -> Option<&Value> {
-        match (self.data.get(), self.handle) {
-            (None, Some(_)) => self.reads.field(key, || self.load_json(field::DATA_JSON, key)),
-            _ => data_path(self.data(), key),
+        match self.lazy_data() {
+            Some(_) => self.reads.field(key, || self.load_json(field::DATA_JSON, key)),
+            None => data_path(self.data(), key),
         }
     }
 
     /// A field of `data` read as a number. Numbers sent as strings (`"33"`, as many devices do)
     /// count as numbers too.
     pub fn number(&self, key: &str) -> Option<f64> {
-        match (self.data.get(), self.handle) {
-            (None, Some(h)) => crate::abi::msg_number(h, field::DATA_TEXT, key),
-            _ => as_number(self.field(key)?),
+        match self.lazy_data() {
+            Some(h) => crate::abi::msg_number(h, field::DATA_TEXT, key),
+            None => as_number(self.field(key)?),
         }
     }
 
     /// A field of `data` as text: a string as it is, a number or a boolean written out.
     pub fn text(&self, key: &str) -> Option<String> {
-        match (self.data.get(), self.handle) {
-            (None, Some(_)) => self.load_text(field::DATA_TEXT, key),
-            _ => value_text(self.field(key)?).map(std::borrow::Cow::into_owned),
+        match self.lazy_data() {
+            Some(_) => self.load_text(field::DATA_TEXT, key),
+            None => value_text(self.field(key)?).map(std::borrow::Cow::into_owned),
         }
     }
 
     /// Whether `data` has the field (a JSON `null` counts as present).
     pub fn has_field(&self, key: &str) -> bool {
-        match (self.data.get(), self.handle) {
-            (None, Some(h)) => crate::abi::msg_has(h, field::DATA_JSON, key) != crate::abi::HAS_NONE,
-            _ => self.field(key).is_some(),
+        match self.lazy_data() {
+            Some(h) => crate::abi::msg_has(h, field::DATA_JSON, key) != crate::abi::HAS_NONE,
+            None => self.field(key).is_some(),
         }
     }
 
     /// Whether `data` has the field with a value other than `null` — without reading the value.
     pub fn has_value(&self, key: &str) -> bool {
-        match (self.data.get(), self.handle) {
-            (None, Some(h)) => crate::abi::msg_has(h, field::DATA_JSON, key) == crate::abi::HAS_VALUE,
-            _ => self.field(key).is_some_and(|v| !v.is_null()),
+        match self.lazy_data() {
+            Some(h) => crate::abi::msg_has(h, field::DATA_JSON, key) == crate::abi::HAS_VALUE,
+            None => self.field(key).is_some_and(|v| !v.is_null()),
         }
     }
 
@@ -456,24 +526,44 @@ impl Msg {
         self.metadata();
         self.changed |= changed::METADATA;
         self.reads.meta.get_mut().clear();
+        // The loaded metadata holds the key-by-key changes: it is sent whole instead.
+        self.edits.retain(|e| !matches!(e, Edit::Meta(..)));
         self.metadata.get_mut().expect("loaded above")
     }
 
-    /// Sets one metadata entry.
+    /// Sets one metadata entry. On a message read from the host whose metadata is not loaded,
+    /// only this key goes back.
     pub fn set_meta(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.metadata_mut().insert(key.into(), value.into());
+        let (key, value) = (key.into(), value.into());
+        if self.lazy_meta() {
+            let answers = self.reads.meta.get_mut();
+            answers.retain(|(k, _)| **k != *key);
+            answers.push((key.as_str().into(), Some(value.as_str().into())));
+            self.edits.push(Edit::Meta(key, Some(value)));
+        } else {
+            self.metadata_mut().insert(key, value);
+        }
     }
 
     /// Removes one metadata entry, returning its value. Removing an absent key changes nothing.
     pub fn remove_meta(&mut self, key: &str) -> Option<String> {
-        self.meta(key)?;
-        self.metadata_mut().remove(key)
+        let value = self.meta(key)?.to_string();
+        if self.lazy_meta() {
+            let answers = self.reads.meta.get_mut();
+            answers.retain(|(k, _)| **k != *key);
+            answers.push((key.into(), None));
+            self.edits.push(Edit::Meta(key.to_string(), None));
+            Some(value)
+        } else {
+            self.metadata_mut().remove(key)
+        }
     }
 
     /// Replaces all metadata.
     pub fn set_metadata(&mut self, metadata: Metadata) {
         self.metadata = OnceCell::from(metadata);
         self.reads.meta.get_mut().clear();
+        self.edits.retain(|e| !matches!(e, Edit::Meta(..)));
         self.changed |= changed::METADATA;
     }
 
@@ -482,6 +572,8 @@ impl Msg {
         self.data();
         self.changed |= changed::DATA;
         self.reads.fields.get_mut().clear();
+        // The loaded data holds the key-by-key changes: it is sent whole instead.
+        self.edits.retain(|e| !matches!(e, Edit::Field(..)));
         self.data.get_mut().expect("loaded above")
     }
 
@@ -489,22 +581,34 @@ impl Msg {
     pub fn set_data(&mut self, data: Value) {
         self.data = OnceCell::from(data);
         self.reads.fields.get_mut().clear();
+        self.edits.retain(|e| !matches!(e, Edit::Field(..)));
         self.changed |= changed::DATA;
     }
 
-    /// Sets a top-level field of `data` (turning `data` into an object if it is not one).
+    /// Sets a top-level field of `data` (turning `data` into an object if it is not one). On a
+    /// message read from the host whose data is not loaded, only this key goes back.
     pub fn set_field(&mut self, key: impl Into<String>, value: Value) {
-        let data = self.data_mut();
-        if !data.is_object() {
-            *data = empty_object();
-        }
-        if let Value::Object(map) = data {
-            map.insert(key.into(), value);
+        if self.handle.is_some() && self.data.get().is_none() {
+            self.reads.fields.get_mut().clear();
+            self.edits.push(Edit::Field(key.into(), Some(value)));
+        } else {
+            insert_field(self.data_mut(), key.into(), value);
         }
     }
 
     /// Removes a top-level field of `data`, returning it. Removing an absent key changes nothing.
     pub fn remove_field(&mut self, key: &str) -> Option<Value> {
+        // Key by key while `data` is not loaded; a dotted key may name a nested field, which
+        // only the loaded data can tell from a top-level one.
+        if self.lazy_data().is_some() && !key.contains('.') {
+            if !self.has_field(key) {
+                return None;
+            }
+            let value = self.load_json(field::DATA_JSON, key).unwrap_or(Value::Null);
+            self.reads.fields.get_mut().clear();
+            self.edits.push(Edit::Field(key.to_string(), None));
+            return Some(value);
+        }
         if !self.has_field(key) {
             return None;
         }
@@ -567,6 +671,7 @@ impl From<TbMsg> for Msg {
             metadata: OnceCell::from(m.metadata),
             data: OnceCell::from(m.data),
             reads: Reads::default(),
+            edits: Vec::new(),
             changed: 0,
         }
     }

@@ -117,10 +117,17 @@ fn rename_keys_agrees() {
         TbMsg::telemetry("d", json!({"t": 1, "h": 2})).with_meta("t", "m").with_id("1"),
         TbMsg::telemetry("d", json!({"h": 2})).with_id("2"),
         TbMsg::telemetry("d", json!("not an object")).with_id("3"),
+        TbMsg::telemetry("d", json!({"t": null, "a": {"b": 1}, "a.b": 2})).with_meta("h", "x").with_id("4"),
+        TbMsg::telemetry("d", json!({"a": {"b": 1}, "h": 5})).with_meta("t", "1").with_meta("h", "2").with_id("5"),
     ];
+    // One key (sent back key by key), several, a swap, dotted keys; the same in metadata.
     for config in [
         json!({"renameKeysMapping": {"t": "temperature"}}),
+        json!({"renameKeysMapping": {"t": "temperature", "h": "humidity"}}),
+        json!({"renameKeysMapping": {"t": "h", "h": "t"}}),
+        json!({"renameKeysMapping": {"a.b": "ab"}}),
         json!({"renameKeysMapping": {"t": "temperature"}, "renameIn": "METADATA"}),
+        json!({"renameKeysMapping": {"t": "h", "h": "t"}, "renameIn": "METADATA"}),
     ] {
         let native = TestDriver::transform(rename_keys::rename_keys, serde_json::from_value(config.clone()).unwrap());
         assert_eq!(in_wasm("rename-keys", &config, &msgs), natively(native, &msgs), "{config}");

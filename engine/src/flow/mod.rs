@@ -298,7 +298,17 @@ impl Batcher {
 
     /// Adds `envelope` to its worker's batch, handing the batch over (waiting for room) once
     /// it is full.
-    pub async fn push(&mut self, mut envelope: Envelope) -> Result<(), Closed> {
+    pub async fn push(&mut self, envelope: Envelope) -> Result<(), Closed> {
+        let i = self.enqueue(envelope);
+        if self.pending[i].len() >= BATCH {
+            self.send(i).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds `envelope` to its worker's batch (tracked as the batch's first, or covered by it);
+    /// returns the worker.
+    fn enqueue(&mut self, mut envelope: Envelope) -> usize {
         let i = (envelope.key % self.inboxes.len() as u64) as usize;
         if self.pending[i].is_empty() {
             if envelope.progress.is_none() {
@@ -309,17 +319,40 @@ impl Batcher {
             self.stamps[i] = self.stamps[i].max(envelope.watermark);
         }
         self.pending[i].push(envelope);
+        i
+    }
+
+    async fn send(&mut self, i: usize) -> Result<(), Closed> {
+        let batch = self.take(i);
+        self.inboxes[i].send(batch).await.map_err(|_| Closed)
+    }
+
+    /// Worker `i`'s batch, its stamps raised: ready to hand over.
+    fn take(&mut self, i: usize) -> Batch {
+        let stamp = std::mem::replace(&mut self.stamps[i], crate::state::time::NO_WATERMARK);
+        self.progress.raise(stamp);
+        std::mem::replace(&mut self.pending[i], Vec::with_capacity(BATCH))
+    }
+
+    /// [`Batcher::push`] from a thread outside the async runtime (the Kafka consumer's).
+    pub fn push_blocking(&mut self, envelope: Envelope) -> Result<(), Closed> {
+        let i = self.enqueue(envelope);
         if self.pending[i].len() >= BATCH {
-            self.send(i).await?;
+            let batch = self.take(i);
+            self.inboxes[i].blocking_send(batch).map_err(|_| Closed)?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, i: usize) -> Result<(), Closed> {
-        let stamp = std::mem::replace(&mut self.stamps[i], crate::state::time::NO_WATERMARK);
-        self.progress.raise(stamp);
-        let batch = std::mem::replace(&mut self.pending[i], Vec::with_capacity(BATCH));
-        self.inboxes[i].send(batch).await.map_err(|_| Closed)
+    /// [`Batcher::flush`] from a thread outside the async runtime.
+    pub fn flush_blocking(&mut self) -> Result<(), Closed> {
+        for i in 0..self.pending.len() {
+            if !self.pending[i].is_empty() {
+                let batch = self.take(i);
+                self.inboxes[i].blocking_send(batch).map_err(|_| Closed)?;
+            }
+        }
+        Ok(())
     }
 
     /// Hands every partial batch over.

@@ -1,5 +1,6 @@
 //! Reading the message in hand, and drafting changed copies of it (ABI v2, `ABI.md` "Reading the
-//! message"): `msg_str`, `msg_number`, `msg_has`, `msg_ts`, `out_copy`, `out_set`, `out_set_ts`.
+//! message"): `msg_str`, `msg_number`, `msg_has`, `msg_ts`, `out_copy`, `out_set`, `out_set_ts`,
+//! `out_remove`.
 //!
 //! Why this shape: the engine keeps each message parsed once, as a [`TbMsg`] shared by every node
 //! it passes. A node reads the parts it needs straight out of it — a metadata value is one copy
@@ -216,6 +217,29 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         draft(caller.data_mut(), o)?.ts = ts;
         Ok(())
     })?;
+    linker.func_wrap(
+        "sluice",
+        "out_remove",
+        |mut caller: Caller<'_, HostState>, o: u32, code: u32, key_ptr: u32, key_len: u32| {
+            let (memory, host) = split(&mut caller)?;
+            let key = text(memory, key_ptr, key_len)?;
+            let draft = draft(host, o)?;
+            match code {
+                field::META => {
+                    draft.metadata.remove(key);
+                }
+                field::DATA_JSON | field::DATA_TEXT => {
+                    if let serde_json::Value::Object(map) = &mut draft.data {
+                        map.remove(key);
+                    }
+                }
+                other => {
+                    return Err(wasmtime::Error::msg(format!("out_remove: field code {other} cannot be removed")));
+                }
+            }
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

@@ -24,6 +24,7 @@ pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("out_copy", &[I32], &[I32]),
     ("out_set", &[I32, I32, I32, I32, I32, I32], &[]),
     ("out_set_ts", &[I32, I64], &[]),
+    ("out_remove", &[I32, I32, I32, I32], &[]),
     ("emit", &[I32, I32, I32], &[]),
     ("emit_json", &[I32, I32, I32, I32], &[]),
     ("fail", &[I32, I32], &[]),

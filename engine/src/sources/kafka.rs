@@ -47,7 +47,7 @@ use uuid::Uuid;
 
 use super::Feed;
 use crate::config::{KafkaSourceSpec, PayloadFormat};
-use crate::flow::{Ack, AckTarget};
+use crate::flow::{Ack, AckTarget, Batcher};
 use crate::state::checkpoint::Captured;
 use crate::state::partition::PartitionState;
 use crate::state::window::Owner;
@@ -215,6 +215,10 @@ struct Context {
     /// A rebalance that could not bring a partition's state (the changelog unreadable): the
     /// source stops with this error rather than run on with state missing.
     fatal: Mutex<Option<String>>,
+    /// Messages read and not yet handed to the workers: the poll loop gathers them while
+    /// records keep coming at once, and hands them over before it waits. A rebalance (run inside
+    /// a poll) and a cut hand them over first: they wait for every message read to be done.
+    held: Mutex<Batcher>,
 }
 
 impl ClientContext for Context {
@@ -247,6 +251,11 @@ fn resume_from(local: Option<i64>, changelog: Option<i64>) -> Resume {
 }
 
 impl Context {
+    /// Hands every held message to the workers.
+    fn hand_over(&self) -> Result<(), crate::flow::Closed> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).flush_blocking()
+    }
+
     /// Brings `(topic, partition)`'s state to where it resumes; returns that offset, if known.
     fn take_over(&self, topic: &str, partition: i32, parked: &mut Offsets) -> Result<Option<i64>, String> {
         let key = partition_key(topic, partition);
@@ -293,6 +302,9 @@ impl Context {
 impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        // What was read goes to the workers before partitions come and go (a revocation waits
+        // for it to be done).
+        let _ = self.hand_over();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
@@ -566,6 +578,7 @@ impl KafkaSource {
             parked: Mutex::new(restored),
             stats: stats.clone(),
             fatal: Mutex::new(None),
+            held: Mutex::new(feed.batcher()),
         };
         let mut config = ClientConfig::new();
         config
@@ -647,6 +660,7 @@ impl Reader {
             tracing::error!("Kafka source: the cut thread panicked");
         }
         result?;
+        let _ = consumer.context().hand_over();
         let result = self.cut.run(&consumer, &self.tracker).map_err(KafkaSourceError::Checkpoint);
         consumer.unsubscribe();
         result
@@ -662,12 +676,21 @@ impl Reader {
         finishing: &AtomicBool,
         to_finisher: &std::sync::mpsc::Sender<PendingCut>,
     ) -> Result<(), KafkaSourceError> {
+        // Messages gathered since the last hand-over, and each partition's watermark partition
+        // (a hash of the topic: computed once).
+        let mut held_now = 0usize;
+        let mut owners: Vec<Option<u32>> = Vec::new();
         while !self.stop.load(Ordering::SeqCst) {
             if let Some(fatal) = consumer.context().fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 consumer.unsubscribe();
                 return Err(KafkaSourceError::Handover(fatal));
             }
             if pending.is_none() && !finishing.load(Ordering::SeqCst) && last_cut.elapsed() >= self.every {
+                // The capture waits for every message read to be done: none may be held.
+                if held_now > 0 && consumer.context().hand_over().is_err() {
+                    break;
+                }
+                held_now = 0;
                 match self.cut.capture(&self.tracker) {
                     Ok(cut) => *pending = Some(cut),
                     Err(e) => tracing::warn!("Kafka source: checkpoint deferred: {e}"),
@@ -682,8 +705,16 @@ impl Reader {
                     finishing.store(false, Ordering::SeqCst);
                 }
             }
-            match consumer.poll(Duration::from_millis(50)) {
-                None => {}
+            // Records that came at once are gathered; before the poll waits, they go to the workers.
+            let context = consumer.context();
+            let wait = if held_now > 0 { Duration::ZERO } else { Duration::from_millis(50) };
+            match consumer.poll(wait) {
+                None => {
+                    if held_now > 0 && context.hand_over().is_err() {
+                        break;
+                    }
+                    held_now = 0;
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka source: poll"),
                 Some(Ok(record)) => {
                     self.stats.records.fetch_add(1, Ordering::Relaxed);
@@ -693,12 +724,22 @@ impl Reader {
                         Ok(msg) => {
                             self.tracker.handed_out(index, offset);
                             let ack = Ack::new(acks.clone(), ((index as u64) << 48) | offset as u64);
-                            if self
-                                .feed
-                                .push_blocking(msg, watermark_partition(record.topic(), record.partition()), ack)
-                                .is_err()
-                            {
+                            if owners.len() <= index {
+                                owners.resize(index + 1, None);
+                            }
+                            let owner = *owners[index]
+                                .get_or_insert_with(|| watermark_partition(record.topic(), record.partition()));
+                            let envelope = self.feed.envelope(msg, owner, ack);
+                            let pushed = context.held.lock().unwrap_or_else(|p| p.into_inner()).push_blocking(envelope);
+                            if pushed.is_err() {
                                 break;
+                            }
+                            held_now += 1;
+                            if held_now >= HOLD {
+                                if context.hand_over().is_err() {
+                                    break;
+                                }
+                                held_now = 0;
                             }
                         }
                         Err(reason) => {
@@ -720,6 +761,9 @@ impl Reader {
         Ok(())
     }
 }
+
+/// At most this many messages are gathered before they go to the workers.
+const HOLD: usize = 256;
 
 /// The watermark partition of a record: topic and partition in one number, stable across runs.
 fn watermark_partition(topic: &str, partition: i32) -> u32 {

@@ -160,6 +160,12 @@ impl Feed {
         self.shared.sender.progress()
     }
 
+    /// A [`crate::flow::Batcher`] onto the pipeline, for envelopes made by [`Feed::envelope`]
+    /// (each keeps its own progress token; the batch saves the hand-over per message).
+    pub fn batcher(&self) -> crate::flow::Batcher {
+        self.shared.sender.batcher()
+    }
+
     /// How flat JSON records become messages (the chain's `input`).
     pub fn input_form(&self) -> &jsonl::InputForm {
         &self.shared.input

@@ -27,18 +27,16 @@ pub struct Config {
 pub fn rename_keys(mut msg: Msg, cfg: &Config) -> Result<Msg> {
     match cfg.rename_in {
         RenameIn::Data => {
-            let Value::Object(data) = msg.data() else {
-                bail!("data is not a JSON object");
-            };
-            // Data that has none of the keys is left as it is (so it is not sent back).
-            if cfg.rename_keys_mapping.keys().any(|k| data.contains_key(k))
-                && let Value::Object(data) = msg.data_mut()
-            {
-                for (from, to) in &cfg.rename_keys_mapping {
-                    if let Some(value) = data.remove(from) {
-                        data.insert(to.clone(), value);
-                    }
+            // Key by key: only the keys renamed go back to the host, not the whole data.
+            let mut renamed = false;
+            for (from, to) in &cfg.rename_keys_mapping {
+                if let Some(value) = msg.remove_field(from) {
+                    msg.set_field(to.clone(), value);
+                    renamed = true;
                 }
+            }
+            if !renamed && !msg.data().is_object() {
+                bail!("data is not a JSON object");
             }
         }
         RenameIn::Metadata => {
