@@ -254,7 +254,7 @@ mod tests {
         .unwrap();
         let opened = crate::connectors::open("audit \"log\"", &spec, dir.path()).unwrap();
         let granted = crate::connectors::Granted { name: "audit \"log\"".into(), connector: opened };
-        let ack = crate::flow::Ack::none();
+        let ack = crate::core::Ack::none();
         granted.call("n", &serde_json::json!({"a": 1}), &ack, "m:n:0").unwrap();
         granted.call("n", &serde_json::json!({"a": 2}), &ack, "m:n:1").unwrap();
         let text = connector_metrics(&[granted]);

@@ -19,10 +19,10 @@ pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod connectors;
+pub mod core;
 pub mod flow;
 pub mod host;
 pub mod import;
-pub mod message;
 pub mod reload;
 pub mod run;
 pub mod runtime;
@@ -31,3 +31,5 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod toolchain;
+
+pub use crate::core::message;

@@ -25,7 +25,7 @@ pub struct Chain {
     pub event_time: EventTimeSpec,
     pub time_field: TimeField,
     /// How flat input records become messages (`input`).
-    pub input: crate::sources::jsonl::InputForm,
+    pub input: crate::core::input::InputForm,
     /// Rule nodes upstream first (index order where connections form a cycle): windows fire in
     /// this order, so results of an upstream window reach a downstream one before it closes.
     pub fire_order: Vec<NodeIdx>,

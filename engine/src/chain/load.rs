@@ -16,7 +16,7 @@ use super::error::{LoadError, LoadErrorKind};
 use super::graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
 use super::spec::{ChainSpec, NodeSpec};
 use crate::connectors::Granted;
-use crate::host::Clock;
+use crate::core::Clock;
 use crate::runtime::{Limits, Module, NodeErrorKind, Runtime};
 use crate::state::NodeHandles;
 use crate::state::time::TimeField;
@@ -78,7 +78,7 @@ impl<'r> Loader<'r> {
         let event_time = spec.event_time.clone().unwrap_or_default();
         let time_field = TimeField::parse(&event_time.from)
             .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("eventTime.from"))?;
-        let input = crate::sources::jsonl::InputForm::new(spec.input.as_ref())
+        let input = crate::core::input::InputForm::new(spec.input.as_ref())
             .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("input.originator"))?;
         Ok(Chain {
             file: file.to_path_buf(),

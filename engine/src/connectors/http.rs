@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use super::{Call, Connector, ConnectorError};
 
 /// Default time for one HTTP exchange.
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub use crate::core::connector::DEFAULT_TIMEOUT_MS;
 
 #[derive(Debug)]
 pub struct HttpConnector {

@@ -26,9 +26,9 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::{Value, json};
 
+use super::spec::KafkaConnection;
 use super::{Call, Connector, ConnectorError};
-use crate::chain::spec::KafkaConnection;
-use crate::flow::Ack;
+use crate::core::Ack;
 
 /// How long a node waits for a delivery report with `awaitDelivery`.
 const AWAIT_TIMEOUT: Duration = Duration::from_secs(30);

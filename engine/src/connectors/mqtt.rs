@@ -54,8 +54,8 @@ use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason, PubRecReason, 
 use rumqttc::{Client, Event, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
 
+use super::spec::{MqttConnection, MqttVersion};
 use super::{Call, Connector, ConnectorError};
-use crate::chain::spec::{MqttConnection, MqttVersion};
 
 /// How long a call waits for its publish to be confirmed, across reconnects.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Call, CallPolicySpec, Connector};
-use crate::flow::Ack;
+use crate::core::Ack;
 
 /// Default retries after the first attempt: enough to ride out a restart behind a proxy
 /// (about 100 + 200 + 400 ms of waiting) without holding a worker for long.
@@ -318,7 +318,7 @@ mod tests {
     use super::super::ConnectorError;
 
     use super::*;
-    use crate::chain::spec::CircuitBreakerSpec;
+    use crate::connectors::spec::CircuitBreakerSpec;
 
     /// Fails (retryably) while `fail` says so; counts attempts and remembers the keys it saw.
     #[derive(Debug, Default)]

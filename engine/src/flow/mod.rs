@@ -13,7 +13,6 @@
 //! ([`worker`]); the router sends all messages of one originator to one worker, so their order
 //! holds, while different originators run in parallel.
 
-pub mod ack;
 pub mod progress;
 pub mod stats;
 pub mod worker;
@@ -23,12 +22,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-pub use ack::{Ack, AckCounter, AckTarget};
+pub use crate::core::ack::{Ack, AckCounter, AckTarget};
 pub use progress::{Progress, ProgressToken};
 pub use stats::{NodeStats, Problems, RunStats};
 
 use crate::chain::Chain;
-use crate::host::Clock;
+use crate::core::Clock;
 use crate::runtime::Runtime;
 use crate::state::StateStore;
 pub use worker::NodeHealth;
@@ -39,7 +38,7 @@ use worker::Worker;
 /// source stamped on it.
 #[derive(Debug)]
 pub struct Envelope {
-    pub msg: Arc<crate::message::Message>,
+    pub msg: Arc<crate::core::message::Message>,
     pub key: u64,
     pub ack: Ack,
     /// The combined watermark as of this message: windows close by it (see [`Progress`]).
@@ -59,7 +58,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(msg: Arc<crate::message::Message>, key: u64, ack: Ack) -> Self {
+    pub fn new(msg: Arc<crate::core::message::Message>, key: u64, ack: Ack) -> Self {
         Envelope {
             msg,
             key,
@@ -117,10 +116,10 @@ pub const BATCH: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct Sinks {
     /// The run's output (`sink: "output"`); `None` discards (still counted).
-    pub output: Option<crate::sinks::jsonl::SinkSender>,
+    pub output: Option<crate::core::SinkSender>,
     /// Where a `Failure` with no connection to take it goes, with `metadata.error` (`None`:
     /// logged and counted only).
-    pub dead_letter: Option<crate::sinks::jsonl::SinkSender>,
+    pub dead_letter: Option<crate::core::SinkSender>,
 }
 
 #[derive(Debug, Clone)]

@@ -11,16 +11,17 @@ use std::sync::{Arc, Barrier};
 use bytes::Bytes;
 use sluice_sdk::TbMsg;
 
-use crate::message::Message;
+use crate::core::message::Message;
 use tokio::sync::mpsc;
 
 use super::progress::Progress;
 use super::stats::{NodeStats, RunStats};
 use super::{Ack, Envelope, Sinks};
 use crate::chain::{Chain, NodeIdx, NodeKind, RuleNode, SinkKind};
-use crate::host::{Clock, Emitted, Relation};
+use crate::core::Clock;
+use crate::core::SinkItem;
+use crate::host::{Emitted, Relation};
 use crate::runtime::{NodeError, NodeErrorKind, NodeInstance, Runtime};
-use crate::sinks::jsonl::SinkItem;
 use crate::state::time::NO_WATERMARK;
 use crate::state::window::{Closed, ClosedWindow, Timer};
 use crate::state::{NodeWindows, StateStore};

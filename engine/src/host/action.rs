@@ -94,7 +94,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             (n, host.budget.remaining())
         };
         let (n, remaining) = result;
-        caller.as_context_mut().set_epoch_deadline(crate::runtime::ticks(remaining));
+        caller.as_context_mut().set_epoch_deadline(super::sandbox::ticks(remaining));
         Ok(n)
     })?;
     Ok(())

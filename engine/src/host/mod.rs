@@ -9,6 +9,7 @@ pub mod clock;
 pub mod emit;
 pub mod log;
 pub mod msg;
+pub mod sandbox;
 pub mod state;
 pub mod table;
 pub mod window;
@@ -20,9 +21,9 @@ use wasmtime::{Caller, Linker, Memory};
 pub use clock::Clock;
 pub use emit::{Emitted, Relation};
 
-use crate::runtime::limits::MemoryCap;
 use crate::state::NodeHandles;
 use crate::state::window::Closed;
+use sandbox::MemoryCap;
 
 /// Per-instance data of the store.
 pub struct HostState {
@@ -60,7 +61,7 @@ pub struct HostState {
     pub budget: action::Budget,
     /// The ack handle of the message being handled: a connector that delivers asynchronously
     /// (Kafka) holds a clone until the broker confirms, so the source commits only then.
-    pub ack: crate::flow::Ack,
+    pub ack: crate::core::Ack,
 }
 
 impl HostState {
@@ -83,7 +84,7 @@ impl HostState {
             drafts: Vec::new(),
             scratch: Vec::new(),
             budget: action::Budget::default(),
-            ack: crate::flow::Ack::none(),
+            ack: crate::core::Ack::none(),
         }
     }
 }

@@ -18,7 +18,7 @@ use sluice_sdk::TbMsg;
 use sluice_sdk::msg::field;
 use wasmtime::{Caller, Linker};
 
-use crate::message::Message;
+use crate::core::message::Message;
 
 use super::{HostState, slice, split};
 

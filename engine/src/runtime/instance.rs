@@ -143,7 +143,7 @@ impl NodeInstance {
     /// replaces it).
     pub fn call(
         &mut self,
-        msg: &Arc<crate::message::Message>,
+        msg: &Arc<crate::core::message::Message>,
         outputs: &mut Vec<(Relation, Emitted)>,
     ) -> Result<(), NodeError> {
         self.begin(Input::Msg(msg.clone()), self.deadline);
@@ -159,7 +159,7 @@ impl NodeInstance {
 
     /// Sets the ack handle of the message the next call handles (`Ack::none()` after it: an
     /// instance must not keep a message pending).
-    pub fn set_ack(&mut self, ack: crate::flow::Ack) {
+    pub fn set_ack(&mut self, ack: crate::core::Ack) {
         self.store.data_mut().ack = ack;
     }
 

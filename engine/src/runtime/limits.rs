@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::chain::LimitsSpec;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Default deadline for one message. Generous for telemetry rules (µs each), tight enough that a
 /// runaway loop costs a fraction of a second.
@@ -56,24 +57,22 @@ impl Limits {
     }
 }
 
-/// The store's resource limiter: refuses memory growth past the cap, and remembers that it did,
-/// so the trap that follows (Rust aborts on a failed allocation) is reported as out of memory.
-#[derive(Debug)]
-pub struct MemoryCap {
-    pub cap: usize,
-    pub hit: bool,
-}
+pub use crate::host::sandbox::MemoryCap;
 
-impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
-    }
+/// Per-node sandbox limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Wall-clock deadline for one message, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub deadline_ms: Option<u64>,
+    /// Most linear memory the module may grow to, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub memory_mb: Option<u64>,
+    /// Disable the node after this many consecutive crashes (trap, deadline, out of memory);
+    /// 0 never disables. A disabled node sends every message to `Failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_after: Option<u32>,
 }

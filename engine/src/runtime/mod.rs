@@ -24,13 +24,8 @@ use crate::host::{self, Clock, HostState};
 use crate::state::NodeHandles;
 use cache::DiskCache;
 
-/// How often the epoch advances: the granularity of deadlines.
-pub const TICK: Duration = Duration::from_millis(1);
-
-/// Epoch ticks for a deadline (rounded up, plus one for the tick in progress).
-pub(crate) fn ticks(deadline: Duration) -> u64 {
-    (deadline.as_nanos().div_ceil(TICK.as_nanos()) as u64).saturating_add(1)
-}
+pub use crate::host::sandbox::TICK;
+pub(crate) use crate::host::sandbox::ticks;
 
 /// A node failed to run a message, or to start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,21 +6,9 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 
-use crate::flow::Ack;
-
-/// What the output thread is handed.
-pub enum SinkItem {
-    /// A message, acked once written. It is written out as JSON here, once, on the sink's
-    /// thread.
-    Msg(std::sync::Arc<crate::message::Message>, Ack),
-    /// Flush and sync everything written so far, then answer.
-    Flush(Sender<std::io::Result<()>>),
-}
-
-/// The sending side, as sink nodes hold it.
-pub type SinkSender = SyncSender<SinkItem>;
+pub use crate::core::sink::{SinkItem, SinkSender};
 
 /// Where lines go.
 pub enum Target {
@@ -98,6 +86,7 @@ pub fn flush(tx: &SinkSender) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Ack;
 
     #[test]
     fn special_files_take_lines_and_flushes() {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Duration;
 
-use super::jsonl::{SinkItem, SinkSender};
 use crate::connectors::kafka::{Delivery, KafkaProducer};
+use crate::core::{SinkItem, SinkSender};
 
 /// Starts the producing thread; returns its sender and its handle (records queued).
 pub fn spawn(

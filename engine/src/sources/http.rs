@@ -60,7 +60,7 @@ use uuid::Uuid;
 use super::Feed;
 pub use super::tokens::{DEFAULT_DEVICE_TYPE, Device, TokenFileError, Tokens};
 use crate::config::HttpSourceSpec;
-use crate::flow::{Ack, AckTarget};
+use crate::core::{Ack, AckTarget};
 
 /// The source partition of every HTTP message (see the module docs).
 pub const PARTITION: u32 = 0;

@@ -11,13 +11,12 @@
 //! 39-digit id goes through the nodes that do not touch it and out unchanged. JSON nested deeper
 //! than [`super::MAX_DEPTH`] levels is refused, the error saying so.
 
-use std::sync::Arc;
-
 use serde_json::{Map, Value};
 use sluice_sdk::{Originator, TbMsg, msg_type};
 use uuid::Uuid;
 
-use crate::message::{Message, Named};
+pub use crate::core::input::InputForm;
+use crate::core::message::{Message, Named};
 
 /// Namespace of the ids given to input messages without one (see [`LineIds`]).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_736c_7569_6365);
@@ -61,108 +60,6 @@ pub struct LineError {
     pub message: String,
 }
 
-/// How a flat record (no `originator`, no `deviceName`) becomes a message: the chain's `input`
-/// block, checked. Without one such a record is malformed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InputForm {
-    originator: Option<Template>,
-    entity_type: Arc<str>,
-    msg_type: Arc<str>,
-}
-
-/// `Panel ${panel}/${data.module}`: text and top-level fields of a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Template(Vec<Part>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Field(String),
-}
-
-impl InputForm {
-    /// Checks `spec`; the error names what is wrong in `input.originator`.
-    pub fn new(spec: Option<&crate::chain::spec::InputSpec>) -> Result<InputForm, String> {
-        let Some(spec) = spec else { return Ok(InputForm::default()) };
-        let mut parts = Vec::new();
-        let mut rest = spec.originator.as_str();
-        while let Some(start) = rest.find("${") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_string()));
-            }
-            let end = rest[start..].find('}').ok_or_else(|| format!("`{}`: `${{` without `}}`", spec.originator))?;
-            let name = &rest[start + 2..start + end];
-            let name = name.strip_prefix("data.").unwrap_or(name);
-            if name.is_empty() || name.contains(['$', '{']) {
-                return Err(format!("`{}`: `${{{name}}}` is not a field name", spec.originator));
-            }
-            parts.push(Part::Field(name.to_string()));
-            rest = &rest[start + end + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
-        if parts.is_empty() {
-            return Err("must not be empty".into());
-        }
-        Ok(InputForm {
-            originator: Some(Template(parts)),
-            entity_type: spec.entity_type.as_deref().unwrap_or("DEVICE").into(),
-            msg_type: spec.msg_type.as_deref().unwrap_or(msg_type::POST_TELEMETRY_REQUEST).into(),
-        })
-    }
-
-    /// The originator's name for `record`, or why there is none.
-    fn name(&self, template: &Template, record: &Map<String, Value>) -> Result<String, String> {
-        let mut name = String::new();
-        for part in &template.0 {
-            match part {
-                Part::Text(text) => name.push_str(text),
-                Part::Field(field) => match record.get(field) {
-                    Some(Value::String(s)) => name.push_str(s),
-                    Some(v @ (Value::Number(_) | Value::Bool(_))) => name.push_str(&v.to_string()),
-                    Some(other) => {
-                        return Err(format!(
-                            "`{field}` is {}, not text for the originator (the chain's `input.originator`)",
-                            super::json_kind(other)
-                        ));
-                    }
-                    None => return Err(format!("no `{field}`, which the chain's `input.originator` names")),
-                },
-            }
-        }
-        if name.is_empty() {
-            return Err("the chain's `input.originator` gives an empty name".into());
-        }
-        Ok(name)
-    }
-
-    /// [`InputForm::name`] from a flat record's raw fields; `None` where that one would fail
-    /// or a field needs unescaping (the record then takes the slow path, which words the error).
-    fn name_raw(template: &Template, fields: &[(&str, &str)]) -> Option<String> {
-        let field = |key: &str| fields.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
-        let mut name = String::new();
-        for part in &template.0 {
-            match part {
-                Part::Text(text) => name.push_str(text),
-                Part::Field(key) => match field(key)? {
-                    "null" => return None,
-                    raw if raw.starts_with('"') => {
-                        if raw.contains('\\') {
-                            return None;
-                        }
-                        name.push_str(&raw[1..raw.len() - 1]);
-                    }
-                    // A number as it was written (what `Value::to_string` gives with
-                    // `arbitrary_precision`), or a boolean.
-                    raw => name.push_str(raw),
-                },
-            }
-        }
-        Some(name)
-    }
-}
-
 /// [`parse_message_as`] into the engine's [`Message`]: a flat record (the simple form, or one the
 /// chain's `input` form names, with scalar values) is kept as its text, not built into a
 /// `TbMsg` (see [`crate::message`]); anything else is parsed into one.
@@ -180,7 +77,7 @@ pub fn parse_record(
         msg_type: &form.msg_type,
         name: &name,
     });
-    if let Some(msg) = crate::message::scan(trimmed, now_ms, named.as_ref()) {
+    if let Some(msg) = crate::core::message::scan(trimmed, now_ms, named.as_ref()) {
         return Ok(Some(msg));
     }
     Ok(parse_message_as(source, line, text, now_ms, form)?.map(Message::from))

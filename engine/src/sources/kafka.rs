@@ -47,7 +47,8 @@ use uuid::Uuid;
 
 use super::Feed;
 use crate::config::{KafkaSourceSpec, PayloadFormat};
-use crate::flow::{Ack, AckTarget, Batcher};
+use crate::core::{Ack, AckTarget};
+use crate::flow::Batcher;
 use crate::state::checkpoint::Captured;
 use crate::state::partition::PartitionState;
 use crate::state::window::Owner;

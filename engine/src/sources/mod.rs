@@ -22,11 +22,12 @@ pub mod tokens;
 
 use std::sync::{Arc, Mutex};
 
-use crate::message::Message;
+use crate::core::message::Message;
 
 use crate::chain::Chain;
-use crate::flow::{Ack, Closed, Envelope, PipelineSender};
-use crate::host::Clock;
+use crate::core::Ack;
+use crate::core::Clock;
+use crate::flow::{Closed, Envelope, PipelineSender};
 use crate::state::time::{TimeField, Watermarks};
 
 /// The one way into a running pipeline, shared by every source: stamps a message with the
@@ -188,18 +189,7 @@ impl Shared {
     }
 }
 
-/// What a JSON value is, for error messages ("… must be an object, not an array").
-pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
-    use serde_json::Value;
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use crate::core::input::json_kind;
 
 /// How many levels of arrays and objects input JSON may nest (`[[0]]` is 2): serde_json's
 /// recursion limit (it refuses the 128th level), here and in every guest, whose SDK parses

@@ -106,7 +106,8 @@ use super::Feed;
 use super::tokens::{Device, TokenFileError, Tokens};
 use crate::config::{MqttSourceSpec, PayloadFormat};
 use crate::connectors::mqtt::{Backoff, MqttConfigError, options};
-use crate::flow::{Ack, AckTarget, Closed};
+use crate::core::{Ack, AckTarget};
+use crate::flow::Closed;
 
 /// Topic filters when the configuration names none: ThingsBoard's device and gateway APIs.
 pub const DEFAULT_TOPICS: [&str; 5] = [

@@ -6,6 +6,7 @@ mod chain_load;
 mod event_time;
 mod handover;
 mod http;
+mod layers;
 mod mqtt;
 mod reload;
 mod routing;

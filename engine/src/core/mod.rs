@@ -1,0 +1,22 @@
+//! The engine's shared vocabulary: the types every layer passes to the next — a message, its ack
+//! handle, the clock, what a sink is handed, what a connector is asked — and nothing else.
+//!
+//! Why a module of its own: these types used to live with their first user (`Ack` in `flow`,
+//! `Clock` in `host`, the sink item in the JSON-lines sink, the connector trait in
+//! `connectors`), so a source importing `Ack` imported the executor, and the executor, the
+//! runtime, the host and the connectors imported each other in a circle. Here they import
+//! nothing of the engine (only the SDK's message types and std), so every other module depends
+//! down on this one and the module graph has no cycles (`tests/all/layers.rs` checks it).
+
+pub mod ack;
+pub mod clock;
+pub mod connector;
+pub mod input;
+pub mod message;
+pub mod sink;
+
+pub use ack::{Ack, AckCounter, AckTarget};
+pub use clock::Clock;
+pub use connector::{Call, Connector, ConnectorError};
+pub use message::Message;
+pub use sink::{SinkItem, SinkSender};
