@@ -18,7 +18,20 @@ pub type Relation = Cow<'static, str>;
 
 /// The relation named by `bytes` (guest text, lossily UTF-8).
 pub fn relation(bytes: &[u8]) -> Relation {
-    const COMMON: [&str; 8] = ["Success", "Failure", "True", "False", "Late", "Anomaly", "Normal", "Other"];
+    const COMMON: [&str; 12] = [
+        "Success",
+        "Failure",
+        "True",
+        "False",
+        "Late",
+        "Anomaly",
+        "Normal",
+        "Other",
+        "Post telemetry",
+        "Post attributes",
+        "Attributes Updated",
+        "RPC Request from Device",
+    ];
     match COMMON.iter().find(|r| r.as_bytes() == bytes) {
         Some(r) => Cow::Borrowed(r),
         None => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
