@@ -3,12 +3,15 @@
 //! Two types, one shape:
 //!
 //! - [`TbMsg`] is the message as data: the JSON form below, with public fields. The engine keeps
-//!   each message in flight as one `TbMsg`, parsed once by its source; sinks write it back as JSON.
+//!   each message in flight parsed once by its source (as a `TbMsg`, or a flat line as its text,
+//!   read in place); sinks write it back as JSON.
 //! - [`Msg`] is what a rule node gets and emits: a *view* of a message. In a module (ABI v2, see
-//!   `ABI.md`) it reads the host's `TbMsg` through host calls, one field at a time, and only the
+//!   `ABI.md`) it reads the host's message through host calls, one field at a time, and only the
 //!   fields the rule asks for: a filter that reads two fields never sees the rest, and nothing is
-//!   parsed as a whole. A changed message is sent back as its changes only. Natively (tests,
-//!   [`crate::testing::TestDriver`]) the same view simply owns its fields.
+//!   parsed as a whole. A changed message is sent back as its changes only: the keys set or
+//!   removed one by one ([`Msg::set_meta`], [`Msg::set_field`], …) while their part was not read,
+//!   else the parts changed. Natively (tests, [`crate::testing::TestDriver`]) the same view simply
+//!   owns its fields.
 //!
 //! ```json
 //! {"id": "7b0c…", "ts": 1700000000000, "type": "POST_TELEMETRY_REQUEST",
