@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 
-use crate::reload::Reloader;
+use crate::reload::{ReloadError, ReloadOptions, Reloader};
 
 /// A number `/metrics` reports, read when scraped.
 ///
@@ -235,6 +235,44 @@ pub fn connector_metrics(connectors: &[crate::connectors::Granted]) -> String {
         each(&|g| f64::from(g.connector.circuit().code())),
     );
     out
+}
+
+/// Why the reload control could not start: the watcher, or the admin endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// Everything that reloads a running pipeline: the file watcher, SIGHUP and the admin
+/// endpoint. Dropping it stops the watcher.
+pub struct Control {
+    pub reloader: Arc<Reloader>,
+    /// Where the admin endpoint listens, if it was asked for.
+    pub admin: Option<std::net::SocketAddr>,
+    _watcher: Option<crate::reload::Watcher>,
+}
+
+impl Control {
+    /// Starts the watcher (if `options.watch`), the SIGHUP handler and the admin endpoint (if
+    /// `admin`). Must run inside the tokio runtime.
+    pub async fn start(
+        reloader: Reloader,
+        options: &ReloadOptions,
+        admin: Option<std::net::SocketAddr>,
+        metrics: Metrics,
+    ) -> Result<Control, ControlError> {
+        let reloader = Arc::new(reloader);
+        let watcher = if options.watch { Some(crate::reload::watch(reloader.clone(), options)?) } else { None };
+        crate::reload::reload_on_sighup(reloader.clone());
+        let admin = match admin {
+            Some(addr) => Some(serve(addr, reloader.clone(), metrics).await?),
+            None => None,
+        };
+        Ok(Control { reloader, admin, _watcher: watcher })
+    }
 }
 
 #[cfg(test)]

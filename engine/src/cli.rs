@@ -358,7 +358,7 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         (None, Some(dir)) => config_dir.join(dir),
         (None, None) => PathBuf::from("data"),
     };
-    let mut reload = config.reload.options();
+    let mut reload = sluice::reload::ReloadOptions::from(&config.reload);
     reload.watch &= !args.no_watch;
     let options = RunOptions {
         connectors: config.connectors,
@@ -437,7 +437,7 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 fn serve(args: RunArgs, config: sluice::config::Config, pipeline: PipelineConfig) -> anyhow::Result<i32> {
     let config_dir =
         args.config.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let mut reload = config.reload.options();
+    let mut reload = sluice::reload::ReloadOptions::from(&config.reload);
     reload.watch &= !args.no_watch;
     let admin = args.admin.or(config.admin.listen);
     let mut config = config;

@@ -88,16 +88,6 @@ impl Default for ReloadSpec {
     }
 }
 
-impl ReloadSpec {
-    pub fn options(&self) -> crate::reload::ReloadOptions {
-        crate::reload::ReloadOptions {
-            watch: self.watch,
-            debounce: std::time::Duration::from_millis(self.debounce_ms),
-            retention: std::time::Duration::from_millis(self.removed_state_retention_ms),
-        }
-    }
-}
-
 fn default_true() -> bool {
     true
 }

@@ -33,7 +33,7 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use serde::Serialize;
 
 use crate::chain::{Chain, Loader, NodeKind};
-use crate::config::ConnectorSpec;
+use crate::connectors::ConnectorSpec;
 use crate::flow::ChainHandle;
 use crate::runtime::Runtime;
 use crate::state::StateStore;
@@ -59,36 +59,16 @@ impl Default for ReloadOptions {
 pub enum ReloadError {
     #[error("cannot watch {path}: {message}")]
     Watch { path: PathBuf, message: String },
-    #[error(transparent)]
-    Admin(#[from] crate::admin::AdminError),
 }
 
-/// Everything that reloads a running pipeline: the file watcher, SIGHUP and the admin
-/// endpoint. Dropping it stops the watcher.
-pub struct Control {
-    pub reloader: Arc<Reloader>,
-    /// Where the admin endpoint listens, if it was asked for.
-    pub admin: Option<std::net::SocketAddr>,
-    _watcher: Option<Watcher>,
-}
-
-impl Control {
-    /// Starts the watcher (if `options.watch`), the SIGHUP handler and the admin endpoint (if
-    /// `admin`). Must run inside the tokio runtime.
-    pub async fn start(
-        reloader: Reloader,
-        options: &ReloadOptions,
-        admin: Option<std::net::SocketAddr>,
-        metrics: crate::admin::Metrics,
-    ) -> Result<Control, ReloadError> {
-        let reloader = Arc::new(reloader);
-        let watcher = if options.watch { Some(watch(reloader.clone(), options)?) } else { None };
-        reload_on_sighup(reloader.clone());
-        let admin = match admin {
-            Some(addr) => Some(crate::admin::serve(addr, reloader.clone(), metrics).await?),
-            None => None,
-        };
-        Ok(Control { reloader, admin, _watcher: watcher })
+impl From<&crate::config::ReloadSpec> for ReloadOptions {
+    /// The `[reload]` table of a service config.
+    fn from(spec: &crate::config::ReloadSpec) -> Self {
+        ReloadOptions {
+            watch: spec.watch,
+            debounce: Duration::from_millis(spec.debounce_ms),
+            retention: Duration::from_millis(spec.removed_state_retention_ms),
+        }
     }
 }
 
@@ -256,7 +236,7 @@ impl Reloader {
                 .find(entry)
                 .ok_or_else(|| format!("{}: the configured `entry` node `{entry}` is gone", file.display()))?;
         }
-        crate::run::check_state(&self.runtime, &chain, &self.state).map_err(|e| e.to_string())?;
+        crate::flow::check_state(&self.runtime, &chain, &self.state)?;
         Ok(chain)
     }
 

@@ -161,14 +161,6 @@ async fn stop_requested(shutdown: &mut Option<tokio::sync::watch::Receiver<bool>
     }
 }
 
-/// The checkpoint file of a chain: one per chain file, under the state directory.
-pub(crate) fn checkpoint_path(dir: &std::path::Path, chain: &std::path::Path) -> PathBuf {
-    let canonical = chain.canonicalize().unwrap_or_else(|_| chain.to_path_buf());
-    let hash = crate::runtime::cache::content_hash(canonical.display().to_string().as_bytes());
-    let stem = chain.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "chain".into());
-    dir.join(format!("{stem}-{}.redb", &hash[..12]))
-}
-
 /// Loads the chain and runs the input through it to the end.
 pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunReport, Option<LineError>), RunError> {
     let mut chain = Loader::new(&runtime, options.module_dirs.clone())
@@ -183,7 +175,7 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
     let state = StateStore::default();
     let source = options.input.name();
     let checkpoints = match &options.state_dir {
-        Some(dir) => Some(Arc::new(Checkpoints::open(&checkpoint_path(dir, &options.chain))?)),
+        Some(dir) => Some(Arc::new(Checkpoints::open(&crate::state::checkpoint::path_for(dir, &options.chain))?)),
         None => None,
     };
     let mut resume = None;
@@ -198,7 +190,7 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
             tracing::info!("previous state is complete or of another input: starting fresh");
         }
     }
-    check_state(&runtime, &chain, &state)?;
+    crate::flow::check_state(&runtime, &chain, &state).map_err(RunError::State)?;
 
     // Files start fresh unless this run carries on an interrupted one.
     let append = resume.is_some();
@@ -207,15 +199,15 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
     }
     let deployment = &options.deployment;
     let out = match (&deployment.output, &options.output) {
-        (Some(spec), _) => crate::service::open_output(spec, &deployment.dir, "output", append),
-        (None, Stream::Std) => crate::service::open_output(&OutputSpec::stdout(), Path::new(""), "output", append),
-        (None, Stream::File(p)) => crate::service::open_file_output(p, "--output", append),
+        (Some(spec), _) => crate::sinks::open_output(spec, &deployment.dir, "output", append),
+        (None, Stream::Std) => crate::sinks::open_output(&OutputSpec::stdout(), Path::new(""), "output", append),
+        (None, Stream::File(p)) => crate::sinks::open_file_output(p, "--output", append),
     }
     .map_err(RunError::Output)?;
     let dead = deployment
         .dead_letter
         .as_ref()
-        .map(|spec| crate::service::open_output(spec, &deployment.dir, "deadLetter", append))
+        .map(|spec| crate::sinks::open_output(spec, &deployment.dir, "deadLetter", append))
         .transpose()
         .map_err(RunError::Output)?;
     let out_tx = out.tx.clone();
@@ -250,7 +242,7 @@ pub async fn run(runtime: Arc<Runtime>, options: RunOptions) -> Result<(RunRepor
         state.clone(),
         options.reload.retention,
     );
-    let _control = crate::reload::Control::start(reloader, &options.reload, options.admin, Default::default())
+    let _control = crate::admin::Control::start(reloader, &options.reload, options.admin, Default::default())
         .await
         .map_err(|e| RunError::Start(std::io::Error::other(e.to_string())))?;
     let acks = Arc::new(AckCounter::default());
@@ -368,28 +360,6 @@ async fn wait_for_timers(state: &StateStore, progress: &Progress, tick: Duration
         }
         tokio::time::sleep(tick).await;
     }
-}
-
-/// Starts every rule node once against the real (possibly restored) state, so a state schema
-/// the module no longer accepts stops the run here, with the node's own message.
-pub(crate) fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), RunError> {
-    for node in &chain.nodes {
-        if let NodeKind::Rule(rule) = &node.kind {
-            let handles = state.node(&node.id);
-            runtime
-                .instantiate(
-                    &rule.module,
-                    node.id.as_str().into(),
-                    &rule.config,
-                    rule.limits,
-                    handles,
-                    Default::default(),
-                    None,
-                )
-                .map_err(|e| RunError::State(format!("{}: {e}", chain.file.display())))?;
-        }
-    }
-    Ok(())
 }
 
 struct Reading<'a> {

@@ -25,10 +25,10 @@ use serde::Serialize;
 use crate::admin::{Metric, Metrics};
 use crate::chain::{Chain, LoadError, Loader};
 use crate::config::{Config, OutputSpec, SourceSpec};
-use crate::connectors::kafka::KafkaProducer;
+use crate::core::SinkSender;
 use crate::flow::{Pipeline, PipelineConfig, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
-use crate::sinks::jsonl::{self, SinkSender, Target};
+use crate::sinks::{jsonl, open_output};
 use crate::sources::Feed;
 use crate::sources::http::HttpSourceStats;
 use crate::sources::kafka::{Checkpointer, KafkaSource, Offsets};
@@ -107,49 +107,6 @@ fn source_id(source: &SourceSpec) -> String {
         SourceSpec::Mqtt(m) => format!("mqtt:{}", m.connection.url),
         SourceSpec::Http(h) => format!("http:{}", h.listen),
     }
-}
-
-/// An output: a sender for sink nodes and the thread behind it.
-pub(crate) struct Output {
-    pub(crate) tx: SinkSender,
-    thread: std::thread::JoinHandle<std::io::Result<u64>>,
-    /// A file (or stdout): acks on write, durable on flush.
-    is_file: bool,
-}
-
-impl Output {
-    /// Waits for everything sent to be written (every sender must be dropped first); returns
-    /// how many messages were.
-    pub(crate) fn finish(self) -> std::io::Result<u64> {
-        drop(self.tx);
-        self.thread.join().unwrap_or_else(|_| Err(std::io::Error::other("the output thread panicked")))
-    }
-}
-
-/// Opens an output `name` (`output`, `deadLetter`); a file path is relative to `base`. A file
-/// is appended to with `append`, else started empty.
-pub(crate) fn open_output(spec: &OutputSpec, base: &Path, name: &str, append: bool) -> Result<Output, String> {
-    let err = |e: String| format!("{name}: {e}");
-    match spec {
-        OutputSpec::File { path } if path == "-" => {
-            let (tx, thread) = jsonl::spawn(Target::Stdout, 4096).map_err(|e| err(e.to_string()))?;
-            Ok(Output { tx, thread, is_file: true })
-        }
-        OutputSpec::File { path } => open_file_output(&base.join(path), name, append),
-        OutputSpec::Kafka { connection, topic } => {
-            let producer = Arc::new(KafkaProducer::new(name, connection).map_err(err)?);
-            let (tx, thread) =
-                crate::sinks::kafka::spawn(producer, topic.clone(), 4096).map_err(|e| err(e.to_string()))?;
-            Ok(Output { tx, thread, is_file: false })
-        }
-    }
-}
-
-/// A JSON-lines file output (see [`open_output`]).
-pub(crate) fn open_file_output(path: &Path, name: &str, append: bool) -> Result<Output, String> {
-    let file = jsonl::open(path, append).map_err(|e| format!("{name}: {e}"))?;
-    let (tx, thread) = jsonl::spawn(Target::File(file), 4096).map_err(|e| format!("{name}: {e}"))?;
-    Ok(Output { tx, thread, is_file: true })
 }
 
 /// Saves state and positions at a cut (the pipeline idle, every message acked).
@@ -254,7 +211,7 @@ pub async fn serve(
     // State: restore the last checkpoint of this source.
     let state_dir = config.state.dir.as_ref().map(|d| options.config_dir.join(d)).or(options.state_dir.clone());
     let checkpoints = match &state_dir {
-        Some(dir) => Some(Arc::new(Checkpoints::open(&crate::run::checkpoint_path(dir, &options.chain))?)),
+        Some(dir) => Some(Arc::new(Checkpoints::open(&crate::state::checkpoint::path_for(dir, &options.chain))?)),
         None => None,
     };
     let mut restored: Option<SourcePosition> = None;
@@ -269,7 +226,7 @@ pub async fn serve(
             tracing::info!("the checkpoint is of another source (or --fresh): starting with empty state");
         }
     }
-    crate::run::check_state(&runtime, &chain, &state).map_err(|e| ServeError::State(e.to_string()))?;
+    crate::flow::check_state(&runtime, &chain, &state).map_err(ServeError::State)?;
 
     // Outputs.
     // A service's files carry on from its last start (a restart is not a new run): appended.
@@ -309,7 +266,7 @@ pub async fn serve(
         state.clone(),
         options.reload.retention,
     );
-    let control = crate::reload::Control::start(reloader, &options.reload, options.admin, metrics.clone())
+    let control = crate::admin::Control::start(reloader, &options.reload, options.admin, metrics.clone())
         .await
         .map_err(|e| ServeError::Source(e.to_string()))?;
     let watermarks = restored.as_ref().map_or_else(

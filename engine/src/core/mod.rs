@@ -20,3 +20,10 @@ pub use clock::Clock;
 pub use connector::{Call, Connector, ConnectorError};
 pub use message::Message;
 pub use sink::{SinkItem, SinkSender};
+
+/// The SHA-256 of `bytes` in hex: how modules are cached, checkpoint files named and a Kafka
+/// topic's watermark partition derived.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

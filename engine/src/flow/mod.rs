@@ -33,6 +33,28 @@ use crate::state::StateStore;
 pub use worker::NodeHealth;
 use worker::Worker;
 
+/// Starts every rule node once against the real (possibly restored) state, so a state schema
+/// the module no longer accepts stops the run here, with the node's own message.
+pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), String> {
+    for node in &chain.nodes {
+        if let crate::chain::NodeKind::Rule(rule) = &node.kind {
+            let handles = state.node(&node.id);
+            runtime
+                .instantiate(
+                    &rule.module,
+                    node.id.as_str().into(),
+                    &rule.config,
+                    rule.limits,
+                    handles,
+                    Default::default(),
+                    None,
+                )
+                .map_err(|e| format!("{}: {e}", chain.file.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A message on its way in: the message (parsed once, by its source, and shared by every node
 /// it passes), its partition key, its ack handle and the watermark its
 /// source stamped on it.

@@ -8,13 +8,10 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
 /// SHA-256 of the module bytes, hex.
-pub fn content_hash(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::core::content_hash;
 
 /// Where compiled modules are kept: `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice/modules`,
 /// else `~/.cache/sluice/modules`.

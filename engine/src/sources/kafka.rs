@@ -768,7 +768,7 @@ const HOLD: usize = 256;
 
 /// The watermark partition of a record: topic and partition in one number, stable across runs.
 fn watermark_partition(topic: &str, partition: i32) -> u32 {
-    let topic = crate::runtime::cache::content_hash(topic.as_bytes());
+    let topic = crate::core::content_hash(topic.as_bytes());
     let hi = u32::from_str_radix(&topic[..4], 16).unwrap_or(0);
     (hi << 16) | (partition as u32 & 0xffff)
 }
