@@ -12,8 +12,12 @@
 //!
 //! [`run`] ties them together for `sluice run` (and [`service`] for a long-running source);
 //! [`reload`] swaps new chain versions in while they run; [`admin`] shows status and metrics
-//! over HTTP; [`toolchain`] builds and scaffolds rule crates; [`import`] turns ThingsBoard rule
-//! chains into chain files.
+//! over HTTP and starts the reload control; [`toolchain`] builds and scaffolds rule crates;
+//! [`import`] turns ThingsBoard rule chains into chain files.
+//!
+//! Under all of them, [`core`] is the vocabulary they share (a message, its ack, the clock, a
+//! sink item, the connector contract) and imports none of them. Imports only point down: the
+//! module graph has no cycle, and `tests/all/layers.rs` keeps it so.
 
 pub mod admin;
 pub mod chain;

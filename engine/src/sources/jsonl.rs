@@ -62,7 +62,7 @@ pub struct LineError {
 
 /// [`parse_message_as`] into the engine's [`Message`]: a flat record (the simple form, or one the
 /// chain's `input` form names, with scalar values) is kept as its text, not built into a
-/// `TbMsg` (see [`crate::message`]); anything else is parsed into one.
+/// `TbMsg` (see [`crate::core::message`]); anything else is parsed into one.
 pub fn parse_record(
     source: &str,
     line: u64,
