@@ -408,12 +408,10 @@ impl Reading<'_> {
         let mut now = options.pipeline.clock.now_ms();
         loop {
             buf.clear();
-            // A whole line already in the buffer is taken at once: the async read, and the check
-            // for a stop around it, are for when the reader has to wait.
-            if let Some(end) = memchr::memchr(b'\n', reader.buffer()) {
-                buf.extend_from_slice(&reader.buffer()[..=end]);
-                reader.consume(end + 1);
-            } else {
+            // A whole line already in the buffer is read where it is: the async read, and the
+            // check for a stop around it, are for when the reader has to wait.
+            let in_buffer = memchr::memchr(b'\n', reader.buffer());
+            if in_buffer.is_none() {
                 // What was read so far goes to the workers before waiting for more: a batch is
                 // what a read brought at once, never a message held back for the next line.
                 if reader.buffer().is_empty() && batcher.holds() && batcher.flush().await.is_err() {
@@ -433,10 +431,24 @@ impl Reading<'_> {
             }
             report.lines += 1;
             let line = report.lines;
-            if line <= self.skip {
+            // Parsed before the buffer moves on (the message owns a copy of its text).
+            let parsed = (line > self.skip).then(|| {
+                let bytes = match in_buffer {
+                    Some(end) => &reader.buffer()[..=end],
+                    None => &buf[..],
+                };
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => parse_record(&self.source, line, text, now, &self.chain.input),
+                    Err(e) => Err(LineError { input: self.source.clone(), line, message: format!("not UTF-8: {e}") }),
+                }
+            });
+            if let Some(end) = in_buffer {
+                reader.consume(end + 1);
+            }
+            let Some(parsed) = parsed else {
                 report.resumed_after = line;
                 continue;
-            }
+            };
             if self.checkpoints.is_some() && last_checkpoint.elapsed() >= options.checkpoint_every {
                 // The checkpoint waits for every message to be done: none may wait in a batch.
                 if batcher.flush().await.is_err() {
@@ -446,10 +458,6 @@ impl Reading<'_> {
                 report.checkpoints += 1;
                 last_checkpoint = Instant::now();
             }
-            let parsed = match std::str::from_utf8(&buf) {
-                Ok(text) => parse_record(&self.source, line, text, now, &self.chain.input),
-                Err(e) => Err(LineError { input: self.source.clone(), line, message: format!("not UTF-8: {e}") }),
-            };
             match parsed {
                 Ok(None) => {}
                 Ok(Some(mut msg)) => {

@@ -138,6 +138,33 @@ pub(crate) fn msg_str(handle: u32, field: u32, key: &str) -> Option<String> {
     Some(String::from_utf8(big).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
+/// [`msg_str`] into `arena`: the common case (under 128 bytes) reads into the stack and copies
+/// into the arena, with no allocation of its own.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn msg_str_in<'a>(handle: u32, field: u32, key: &str, arena: &'a bumpalo::Bump) -> Option<&'a str> {
+    let mut small = [0u8; 128];
+    // SAFETY: the key is a live string; the host writes at most `dst_cap` bytes into `small`.
+    let n = unsafe { imports::msg_str(handle, field, key.as_ptr(), key.len(), small.as_mut_ptr(), small.len()) };
+    let n = usize::try_from(n).ok()?;
+    if n > small.len() {
+        let big = arena.alloc_slice_fill_copy(n, 0u8);
+        // SAFETY: as above, with a buffer of the announced length.
+        let again = unsafe { imports::msg_str(handle, field, key.as_ptr(), key.len(), big.as_mut_ptr(), n) };
+        let big: &'a [u8] = &big[..usize::try_from(again).ok()?.min(n)];
+        // The text stays where the host wrote it, in the arena already.
+        return Some(match std::str::from_utf8(big) {
+            Ok(text) => text,
+            Err(_) => arena.alloc_str(&String::from_utf8_lossy(big)),
+        });
+    }
+    let bytes = &small[..n];
+    // The host writes UTF-8 text: checked, not converted (the lossy path is for a broken host).
+    Some(match std::str::from_utf8(bytes) {
+        Ok(text) => arena.alloc_str(text),
+        Err(_) => arena.alloc_str(&String::from_utf8_lossy(bytes)),
+    })
+}
+
 /// `msg_number`: a part read as a number (numeric strings count), `None` when absent or not one.
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn msg_number(handle: u32, field: u32, key: &str) -> Option<f64> {
@@ -163,6 +190,10 @@ pub(crate) fn msg_ts(handle: u32) -> i64 {
 // Natively a view never has a handle (it owns its parts), so these are never reached.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn msg_str(_: u32, _: u32, _: &str) -> Option<String> {
+    None
+}
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn msg_str_in<'a>(_: u32, _: u32, _: &str, _: &'a bumpalo::Bump) -> Option<&'a str> {
     None
 }
 #[cfg(not(target_arch = "wasm32"))]

@@ -24,7 +24,9 @@
 //! telemetry and attributes). A `BTreeMap` keeps metadata in a stable order, so outputs are
 //! reproducible.
 
+use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
+use std::ptr::NonNull;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -257,25 +259,75 @@ pub enum Edit {
     Field(String, Option<Value>),
 }
 
-/// Answers of single-key reads. Append-only while shared: a value, once handed out as `&str` or
-/// `&Value`, stays where it is (its heap allocation is owned by a `Box` that never changes)
-/// until the view is borrowed mutably or dropped.
+/// Answers of single-key reads. Text answers and their keys live in an arena: a call's few reads
+/// cost one allocation together, not three each. Append-only while shared: an answer, once handed
+/// out as `&str` or `&Value`, stays where it is until the view is borrowed mutably or dropped.
 #[derive(Default)]
 struct Reads {
-    meta: Answers<str>,
+    arena: bumpalo::Bump,
+    meta: Texts,
+    /// `data` fields read as text.
+    texts: Texts,
     fields: Answers<Value>,
 }
+
+// SAFETY: the pointers in `Texts` point into `arena`, which `Reads` owns and which moves with it
+// (a `Bump`'s chunks are on the heap); nothing else holds them.
+unsafe impl Send for Reads {}
+
+/// Keys read, each with its answer (`None`: absent), both in the arena.
+type Texts = RefCell<smallvec::SmallVec<[(NonNull<str>, Option<NonNull<str>>); 4]>>;
 
 /// Keys read, each with its answer (`None`: absent).
 type Answers<T> = RefCell<Vec<(Box<str>, Option<Box<T>>)>>;
 
 impl Reads {
-    fn meta(&self, key: &str, load: impl FnOnce() -> Option<String>) -> Option<&str> {
-        answer(&self.meta, key, || load().map(String::into_boxed_str))
+    /// The metadata value of `key`: the one read before, else `load`'s, kept.
+    fn meta<'a>(&'a self, key: &str, load: impl FnOnce(&'a bumpalo::Bump) -> Option<&'a str>) -> Option<&'a str> {
+        self.text_in(&self.meta, key, load)
+    }
+
+    /// The `data` field `key` as text: the one read before, else `load`'s, kept.
+    fn text<'a>(&'a self, key: &str, load: impl FnOnce(&'a bumpalo::Bump) -> Option<&'a str>) -> Option<&'a str> {
+        self.text_in(&self.texts, key, load)
+    }
+
+    fn text_in<'a>(
+        &'a self,
+        cache: &'a Texts,
+        key: &str,
+        load: impl FnOnce(&'a bumpalo::Bump) -> Option<&'a str>,
+    ) -> Option<&'a str> {
+        // SAFETY (both derefs): the pointers are to strings in `self.arena`, which is never reset
+        // and frees them only when dropped: they outlive this shared borrow of `self`.
+        let found = cache.borrow().iter().find(|(k, _)| unsafe { k.as_ref() } == key).map(|(_, v)| *v);
+        let ptr = match found {
+            Some(ptr) => ptr,
+            None => {
+                let value = load(&self.arena).map(NonNull::from);
+                cache.borrow_mut().push((NonNull::from(self.arena.alloc_str(key)), value));
+                value
+            }
+        };
+        ptr.map(|p| unsafe { p.as_ref() })
+    }
+
+    /// Records `value` (`None`: removed) as the answer for metadata `key`.
+    fn set_meta(&mut self, key: &str, value: Option<&str>) {
+        let answers = self.meta.get_mut();
+        answers.retain(|(k, _)| unsafe { k.as_ref() } != key);
+        let value = value.map(|v| NonNull::from(self.arena.alloc_str(v)));
+        answers.push((NonNull::from(self.arena.alloc_str(key)), value));
     }
 
     fn field(&self, key: &str, load: impl FnOnce() -> Option<Value>) -> Option<&Value> {
         answer(&self.fields, key, || load().map(Box::new))
+    }
+
+    /// Forgets every answer about `data` (it changed).
+    fn forget_data(&mut self) {
+        self.fields.get_mut().clear();
+        self.texts.get_mut().clear();
     }
 }
 
@@ -429,7 +481,7 @@ impl Msg {
     /// A metadata value, if present.
     pub fn meta(&self, key: &str) -> Option<&str> {
         match (self.metadata.get(), self.handle) {
-            (None, Some(_)) => self.reads.meta(key, || self.load_text(field::META, key)),
+            (None, Some(h)) => self.reads.meta(key, |arena| crate::abi::msg_str_in(h, field::META, key, arena)),
             _ => self.metadata().get(key).map(String::as_str),
         }
     }
@@ -472,10 +524,12 @@ impl Msg {
     }
 
     /// A field of `data` as text: a string as it is, a number or a boolean written out.
-    pub fn text(&self, key: &str) -> Option<String> {
+    pub fn text(&self, key: &str) -> Option<Cow<'_, str>> {
         match self.lazy_data() {
-            Some(_) => self.load_text(field::DATA_TEXT, key),
-            None => value_text(self.field(key)?).map(std::borrow::Cow::into_owned),
+            Some(h) => {
+                self.reads.text(key, |arena| crate::abi::msg_str_in(h, field::DATA_TEXT, key, arena)).map(Cow::Borrowed)
+            }
+            None => value_text(self.field(key)?),
         }
     }
 
@@ -539,9 +593,7 @@ impl Msg {
     pub fn set_meta(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let (key, value) = (key.into(), value.into());
         if self.lazy_meta() {
-            let answers = self.reads.meta.get_mut();
-            answers.retain(|(k, _)| **k != *key);
-            answers.push((key.as_str().into(), Some(value.as_str().into())));
+            self.reads.set_meta(&key, Some(&value));
             self.edits.push(Edit::Meta(key, Some(value)));
         } else {
             self.metadata_mut().insert(key, value);
@@ -552,9 +604,7 @@ impl Msg {
     pub fn remove_meta(&mut self, key: &str) -> Option<String> {
         let value = self.meta(key)?.to_string();
         if self.lazy_meta() {
-            let answers = self.reads.meta.get_mut();
-            answers.retain(|(k, _)| **k != *key);
-            answers.push((key.into(), None));
+            self.reads.set_meta(key, None);
             self.edits.push(Edit::Meta(key.to_string(), None));
             Some(value)
         } else {
@@ -574,7 +624,7 @@ impl Msg {
     pub fn data_mut(&mut self) -> &mut Value {
         self.data();
         self.changed |= changed::DATA;
-        self.reads.fields.get_mut().clear();
+        self.reads.forget_data();
         // The loaded data holds the key-by-key changes: it is sent whole instead.
         self.edits.retain(|e| !matches!(e, Edit::Field(..)));
         self.data.get_mut().expect("loaded above")
@@ -583,7 +633,7 @@ impl Msg {
     /// Replaces the data.
     pub fn set_data(&mut self, data: Value) {
         self.data = OnceCell::from(data);
-        self.reads.fields.get_mut().clear();
+        self.reads.forget_data();
         self.edits.retain(|e| !matches!(e, Edit::Field(..)));
         self.changed |= changed::DATA;
     }
@@ -592,7 +642,7 @@ impl Msg {
     /// message read from the host whose data is not loaded, only this key goes back.
     pub fn set_field(&mut self, key: impl Into<String>, value: Value) {
         if self.handle.is_some() && self.data.get().is_none() {
-            self.reads.fields.get_mut().clear();
+            self.reads.forget_data();
             self.edits.push(Edit::Field(key.into(), Some(value)));
         } else {
             insert_field(self.data_mut(), key.into(), value);
@@ -608,7 +658,7 @@ impl Msg {
                 return None;
             }
             let value = self.load_json(field::DATA_JSON, key).unwrap_or(Value::Null);
-            self.reads.fields.get_mut().clear();
+            self.reads.forget_data();
             self.edits.push(Edit::Field(key.to_string(), None));
             return Some(value);
         }
@@ -745,12 +795,12 @@ impl FieldPath {
     }
 
     /// The value as text (numbers and booleans rendered; objects and null are not text).
-    pub fn text(&self, msg: &Msg) -> Option<String> {
+    pub fn text<'m>(&self, msg: &'m Msg) -> Option<Cow<'m, str>> {
         match self {
-            FieldPath::Originator => Some(msg.originator_name().into_owned()),
-            FieldPath::Type => Some(msg.msg_type().to_string()),
-            FieldPath::Ts => Some(msg.ts().to_string()),
-            FieldPath::Metadata(k) => msg.meta(k).map(str::to_string),
+            FieldPath::Originator => Some(msg.originator_name()),
+            FieldPath::Type => Some(Cow::Borrowed(msg.msg_type())),
+            FieldPath::Ts => Some(Cow::Owned(msg.ts().to_string())),
+            FieldPath::Metadata(k) => msg.meta(k).map(Cow::Borrowed),
             FieldPath::Data(k) => msg.text(k),
         }
     }
@@ -770,7 +820,7 @@ impl FieldPath {
         match self {
             FieldPath::Data(k) => msg.field(k).cloned(),
             FieldPath::Ts => Some(Value::from(msg.ts())),
-            other => other.text(msg).map(Value::String),
+            other => other.text(msg).map(|t| Value::String(t.into_owned())),
         }
     }
 

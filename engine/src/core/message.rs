@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 pub struct Message {
     flat: Option<Flat>,
     /// The message as a `TbMsg`: given, or built from `flat` when first needed.
-    tb: OnceLock<TbMsg>,
+    tb: OnceLock<Box<TbMsg>>,
 }
 
 /// A flat record: the text of its line and where its parts are in it.
@@ -149,20 +149,20 @@ impl<'a> Field<'a> {
 
 impl From<TbMsg> for Message {
     fn from(msg: TbMsg) -> Self {
-        Message { flat: None, tb: OnceLock::from(msg) }
+        Message { flat: None, tb: OnceLock::from(Box::new(msg)) }
     }
 }
 
 impl Message {
     /// The message as a `TbMsg` (built from a flat record the first time it is asked for).
     pub fn tb(&self) -> &TbMsg {
-        self.tb.get_or_init(|| self.flat.as_ref().map(Flat::to_tb).unwrap_or_default())
+        self.tb.get_or_init(|| Box::new(self.flat.as_ref().map(Flat::to_tb).unwrap_or_default()))
     }
 
     /// The message as a `TbMsg` of its own, to change.
     pub fn to_tb(&self) -> TbMsg {
         match self.tb.get() {
-            Some(tb) => tb.clone(),
+            Some(tb) => TbMsg::clone(tb),
             None => self.flat.as_ref().map(Flat::to_tb).unwrap_or_default(),
         }
     }
@@ -349,7 +349,13 @@ pub(crate) struct Named<'a> {
 /// then it is parsed into a `TbMsg`, which also words any error. `ts` is `now_ms` when the record
 /// has none; `named` is the chain's `input` form, if it has one.
 pub(crate) fn scan(text: &str, now_ms: i64, named: Option<&Named>) -> Option<Message> {
-    let Fields(fields) = serde_json::from_str(text).ok()?;
+    let mut fields = SmallVec::new();
+    {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(text);
+        Fields(&mut fields).deserialize(&mut de).ok()?;
+        de.end().ok()?;
+    }
     let text_of = |raw: &str| -> Option<Span> {
         // A string without escapes, as it is in the line.
         (raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\')).then(|| Span::of(text, &raw[1..raw.len() - 1]))
@@ -397,35 +403,37 @@ pub(crate) fn scan(text: &str, now_ms: i64, named: Option<&Named>) -> Option<Mes
 }
 
 /// One pass over a record's top-level object: its keys (plain, borrowed from the line) and raw
-/// scalar values. A nested value or an escaped key fails the pass: that record is not flat.
-struct Fields<'a>(SmallVec<[(&'a str, &'a str); 12]>);
+/// scalar values, into the caller's vector (a seed, so that nothing this size is moved about). A
+/// nested value or an escaped key fails the pass: that record is not flat.
+struct Fields<'v, 'a>(&'v mut SmallVec<[(&'a str, &'a str); 12]>);
 
-impl<'de> serde::Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Fields<'de>;
+impl<'de> serde::de::DeserializeSeed<'de> for Fields<'_, 'de> {
+    type Value = ();
 
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a flat JSON object")
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Fields<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a flat JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        // `&str` keys: an escaped key cannot be borrowed, and fails here.
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let value: &'de serde_json::value::RawValue = map.next_value()?;
+            let raw = value.get();
+            if raw.starts_with(['{', '[']) {
+                return Err(A::Error::custom("nested"));
             }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-                use serde::de::Error;
-                let mut fields = SmallVec::new();
-                // `&str` keys: an escaped key cannot be borrowed, and fails here.
-                while let Some(key) = map.next_key::<&'de str>()? {
-                    let value: &'de serde_json::value::RawValue = map.next_value()?;
-                    let raw = value.get();
-                    if raw.starts_with(['{', '[']) {
-                        return Err(A::Error::custom("nested"));
-                    }
-                    fields.push((key, raw));
-                }
-                Ok(Fields(fields))
-            }
+            self.0.push((key, raw));
         }
-        d.deserialize_map(Visit)
+        Ok(())
     }
 }
 

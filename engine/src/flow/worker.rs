@@ -264,7 +264,7 @@ impl Worker {
                     vec![(FAILURE.into(), Emitted::Draft(with_error(&msg, &err)))]
                 }
             };
-            self.route(idx, &mut outputs, Some(&msg), None, hops, &mut pending, ack);
+            self.route(&chain, idx, &mut outputs, Some(&msg), None, hops, &mut pending, ack);
             self.outputs = outputs;
         }
         pending
@@ -277,6 +277,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
+        chain: &Chain,
         idx: NodeIdx,
         outputs: &mut Vec<(Relation, Emitted)>,
         input: Option<&Arc<Message>>,
@@ -285,7 +286,6 @@ impl Worker {
         pending: &mut Pending,
         ack: &Ack,
     ) {
-        let chain = self.chain.clone();
         let node = &chain.nodes[idx];
         // Written out only for an output that needs it (a uuid is formatted on demand).
         let parent = || match (parent, input) {
@@ -449,7 +449,7 @@ impl Worker {
                 }
                 let mut outputs = std::mem::take(&mut self.outputs);
                 let mut pending = Vec::new();
-                self.route(idx, &mut outputs, None, Some(id), 1, &mut pending, &Ack::none());
+                self.route(&chain, idx, &mut outputs, None, Some(id), 1, &mut pending, &Ack::none());
                 self.outputs = outputs;
                 let outer = std::mem::replace(&mut self.watermark, watermark);
                 let outer_partition = std::mem::replace(&mut self.partition, owner);
@@ -509,9 +509,7 @@ impl Worker {
 
     /// Calls the rule node `idx` with `msg`; outputs land in `self.outputs`.
     fn call(&mut self, idx: NodeIdx, rule: &RuleNode, msg: &Arc<Message>, ack: &Ack) -> Result<(), NodeError> {
-        let health = self.health.clone();
-        let health = &health[idx];
-        if health.disabled.load(Ordering::Relaxed) {
+        if self.health[idx].disabled.load(Ordering::Relaxed) {
             let id = self.chain.nodes[idx].id.clone();
             return Err(NodeError { node: id, kind: NodeErrorKind::Disabled(rule.limits.disable_after) });
         }
@@ -520,18 +518,24 @@ impl Worker {
             let instance = self.instances[idx].as_mut().expect("ensured above");
             instance.set_watermark(watermark);
             instance.set_partition(partition);
-            instance.set_ack(ack.clone());
+            instance.set_ack(ack);
             let result = instance.call(msg, &mut self.outputs);
-            instance.set_ack(Ack::none());
+            instance.set_ack(&Ack::none());
             self.early.extend(instance.take_early().into_iter().map(|c| (idx, c)));
             result
         });
         match result {
             Ok(()) => {
-                health.consecutive_crashes.store(0, Ordering::Relaxed);
+                // Written only when there is something to reset: the count is shared by every
+                // worker, and a store a message would bounce its cache line between them.
+                let crashes = &self.health[idx].consecutive_crashes;
+                if crashes.load(Ordering::Relaxed) != 0 {
+                    crashes.store(0, Ordering::Relaxed);
+                }
                 Ok(())
             }
             Err(err) if err.kind.is_crash() => {
+                let health = &self.health[idx];
                 self.instances[idx] = None;
                 self.stats[idx].crashes += 1;
                 let crashes = health.consecutive_crashes.fetch_add(1, Ordering::Relaxed) + 1;

@@ -90,11 +90,18 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     -n - 1
                 }
             };
-            host.budget.blocked += blocked_since.elapsed();
-            (n, host.budget.remaining())
+            // Only a node with a connector waits here, and only its calls start a budget (see
+            // `NodeInstance::begin`): any other call's deadline stays as it was set.
+            let remaining = host.action.is_some().then(|| {
+                host.budget.blocked += blocked_since.elapsed();
+                host.budget.remaining()
+            });
+            (n, remaining)
         };
         let (n, remaining) = result;
-        caller.as_context_mut().set_epoch_deadline(super::sandbox::ticks(remaining));
+        if let Some(remaining) = remaining {
+            caller.as_context_mut().set_epoch_deadline(super::sandbox::ticks(remaining));
+        }
         Ok(n)
     })?;
     Ok(())

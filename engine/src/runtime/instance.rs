@@ -97,7 +97,10 @@ impl NodeInstance {
         host.limiter.hit = false;
         host.input = input;
         host.handle = host.handle.wrapping_add(1);
-        host.budget = Budget::start(deadline);
+        // The clock is read only for a node that may block in an action (most never do).
+        if host.action.is_some() {
+            host.budget = Budget::start(deadline);
+        }
     }
 
     /// Copies `input` into the guest and calls `func(len)` under `deadline`.
@@ -159,8 +162,13 @@ impl NodeInstance {
 
     /// Sets the ack handle of the message the next call handles (`Ack::none()` after it: an
     /// instance must not keep a message pending).
-    pub fn set_ack(&mut self, ack: crate::core::Ack) {
-        self.store.data_mut().ack = ack;
+    /// Only a node with a connector uses it (an action holds the message's ack while it
+    /// waits): for any other the handle is not cloned, which saves a contended count a call.
+    pub fn set_ack(&mut self, ack: &crate::core::Ack) {
+        let host = self.store.data_mut();
+        if host.action.is_some() {
+            host.ack = ack.clone();
+        }
     }
 
     /// Sets the watermark the next calls see (the one stamped on the message being handled).

@@ -338,14 +338,20 @@ impl Watermarks {
                 per.get_mut(name).expect("inserted above")
             }
         };
-        let (old, max) = (track.0, track.0.max(event_time));
+        let (old, last) = *track;
+        let max = old.max(event_time);
         *track = (max, now);
-        if counted && let Some(index) = &mut self.index {
+        // The index changes when the greatest event time does, or when an entry that was idle
+        // (and so may have left the index) or new speaks: not for most events.
+        let moved = old != max || old == i64::MIN || now < last || self.idle(last, now);
+        if counted
+            && moved
+            && let Some(index) = &mut self.index
+        {
             let key = originator.map(str::to_string);
             if old != max {
                 index.remove(&(old, partition, key.clone()));
             }
-            // Also when unchanged: an entry that was idle is back.
             index.insert((max, partition, key));
         }
         max

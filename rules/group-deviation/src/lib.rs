@@ -132,7 +132,7 @@ impl Node for GroupDeviation {
             bail!("no numeric `{}` in the message", cfg.value.name())
         };
         let kept = cfg.keep.iter().filter_map(|f| Some((f.name().to_string(), f.value(&msg)?))).collect();
-        if self.window.collect(&group, msg.ts(), &Item { member, value, kept })? == Added::Late
+        if self.window.collect(&group, msg.ts(), &Item { member: member.into_owned(), value, kept })? == Added::Late
             && let Some(late) = &cfg.late
         {
             out.forward(late);
