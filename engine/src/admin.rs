@@ -10,7 +10,7 @@
 //! it has no authentication, like most metrics endpoints.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -18,94 +18,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 
+use crate::core::metrics::{DynamicFamily, Metric, Metrics, escape};
 use crate::reload::{ReloadError, ReloadOptions, Reloader};
-
-/// A number `/metrics` reports, read when scraped.
-///
-/// Metrics registered under one `name` with different `labels` are the samples of one family
-/// (`sluice_http_source_requests_total{outcome="accepted"}`, `…{outcome="unauthorized"}`): they
-/// are rendered together under one `HELP` and `TYPE`, as the text format requires, so `help`
-/// and `kind` should agree between them.
-pub struct Metric {
-    pub name: &'static str,
-    pub help: &'static str,
-    /// `counter` or `gauge`.
-    pub kind: &'static str,
-    /// `(label, value)` pairs of this sample; empty for a family of one. Static, and written
-    /// as they are: they must not need escaping (no `"`, `\` or newline).
-    pub labels: &'static [(&'static str, &'static str)],
-    pub read: Box<dyn Fn() -> f64 + Send + Sync>,
-}
-
-/// One sample of a [`DynamicFamily`]: its `(label, value)` pairs and its value.
-pub type Sample = (Vec<(&'static str, String)>, f64);
-
-/// A family whose samples are only known when scraped (one per disabled node, say): each
-/// sample is `(labels, value)`, label values escaped as the text format requires.
-pub struct DynamicFamily {
-    pub name: &'static str,
-    pub help: &'static str,
-    /// `counter` or `gauge`.
-    pub kind: &'static str,
-    pub samples: Box<dyn Fn() -> Vec<Sample> + Send + Sync>,
-}
-
-/// Metrics parts of the engine register as they start (a source after it connects).
-#[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<Vec<Metric>>>, Arc<Mutex<Vec<DynamicFamily>>>);
-
-impl Metrics {
-    pub fn register(&self, metric: Metric) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(metric);
-    }
-
-    /// Registers a family rendered after the fixed ones; with no samples, only its `HELP` and
-    /// `TYPE` lines are written (so a scraper sees it exists).
-    pub fn register_dynamic(&self, family: DynamicFamily) {
-        self.1.lock().unwrap_or_else(|p| p.into_inner()).push(family);
-    }
-
-    /// The Prometheus text exposition of every metric: families in the order their first
-    /// sample was registered, each family's samples together under one `HELP` and `TYPE`.
-    pub fn render(&self) -> String {
-        let metrics = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::new();
-        let mut families: Vec<&str> = Vec::new();
-        for (i, first) in metrics.iter().enumerate() {
-            if families.contains(&first.name) {
-                continue;
-            }
-            families.push(first.name);
-            out.push_str(&format!("# HELP {} {}\n# TYPE {} {}\n", first.name, first.help, first.name, first.kind));
-            for m in metrics[i..].iter().filter(|m| m.name == first.name) {
-                out.push_str(m.name);
-                if !m.labels.is_empty() {
-                    let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-                    out.push_str(&format!("{{{}}}", labels.join(",")));
-                }
-                out.push_str(&format!(" {}\n", (m.read)()));
-            }
-        }
-        for family in self.1.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let (name, kind) = (family.name, family.kind);
-            out.push_str(&format!("# HELP {name} {}\n# TYPE {name} {kind}\n", family.help));
-            for (labels, value) in (family.samples)() {
-                out.push_str(name);
-                if !labels.is_empty() {
-                    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-                    out.push_str(&format!("{{{}}}", labels.join(",")));
-                }
-                out.push_str(&format!(" {value}\n"));
-            }
-        }
-        out
-    }
-}
-
-/// A label value as the text format wants it: `\`, `"` and newlines escaped.
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
 
 #[derive(Clone)]
 struct Admin {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::admin::{Metric, Metrics};
+use crate::core::{Metric, Metrics};
 use crate::chain::{Chain, LoadError, Loader};
 use crate::config::{Config, OutputSpec, SourceSpec};
 use crate::core::SinkSender;

@@ -13,12 +13,14 @@ pub mod clock;
 pub mod connector;
 pub mod input;
 pub mod message;
+pub mod metrics;
 pub mod sink;
 
 pub use ack::{Ack, AckCounter, AckTarget};
 pub use clock::Clock;
 pub use connector::{Call, Connector, ConnectorError};
 pub use message::Message;
+pub use metrics::{Metric, Metrics};
 pub use sink::{SinkItem, SinkSender};
 
 /// The SHA-256 of `bytes` in hex: how modules are cached, checkpoint files named and a Kafka
