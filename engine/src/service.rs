@@ -15,24 +15,23 @@
 //! state is checkpointed and the next start carries on.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::core::{Metric, Metrics};
 use crate::chain::{Chain, LoadError, Loader};
 use crate::config::{Config, OutputSpec, SourceSpec};
+use crate::core::Metrics;
 use crate::core::SinkSender;
 use crate::flow::{Pipeline, PipelineConfig, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
 use crate::sinks::{jsonl, open_output};
-use crate::sources::Feed;
-use crate::sources::http::HttpSourceStats;
-use crate::sources::kafka::{Checkpointer, KafkaSource, Offsets};
-use crate::sources::mqtt::MqttSourceStats;
+use crate::sources::http::HttpSource;
+use crate::sources::kafka::KafkaSource;
+use crate::sources::mqtt::MqttSource;
+use crate::sources::{Checkpointer, Feed, Offsets, Source, SourceContext};
 use crate::state::StateStore;
 use crate::state::checkpoint::Captured;
 use crate::state::checkpoint::{CheckpointError, Checkpoints, SourcePosition};
@@ -191,7 +190,7 @@ impl Checkpointer for Saver {
 pub async fn serve(
     runtime: Arc<Runtime>,
     options: ServeOptions,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<ServeReport, ServeError> {
     let config = &options.config;
     let Some(source_spec) = config.source.clone() else {
@@ -299,72 +298,41 @@ pub async fn serve(
     let every = Duration::from_millis(config.state.checkpoint_ms.max(1));
 
     let mut report = ServeReport { source: source.clone(), ..Default::default() };
-    let result = match source_spec {
+    let base = &options.config_dir;
+    let source_impl: Box<dyn Source> = match source_spec {
         SourceSpec::Kafka(spec) => {
-            let offsets = restored.map(|p| p.offsets).unwrap_or_default();
-            let kafka = KafkaSource::start(spec, feed.clone(), saver.clone(), offsets, every)
-                .map_err(|e| ServeError::Source(e.to_string()))?;
-            for (name, help, read) in [
-                ("sluice_kafka_records_total", "Records read from Kafka.", 0),
-                ("sluice_kafka_malformed_total", "Records skipped: not a message.", 1),
-                ("sluice_kafka_commits_total", "Checkpoints committed to the group.", 2),
-                ("sluice_kafka_rebalances_total", "Rebalance callbacks (assign and revoke).", 3),
-                ("sluice_kafka_changelog_snapshots_total", "Partition state snapshots written to the changelog.", 4),
-                ("sluice_kafka_partitions_restored_total", "Partitions whose state came from the changelog.", 5),
-            ] {
-                let stats = kafka.stats.clone();
-                metrics.register(Metric {
-                    name,
-                    help,
-                    kind: "counter",
-                    labels: &[],
-                    read: Box::new(move || {
-                        let s = &stats;
-                        [
-                            &s.records,
-                            &s.malformed,
-                            &s.commits,
-                            &s.rebalances,
-                            &s.snapshots_written,
-                            &s.partitions_restored,
-                        ][read]
-                            .load(std::sync::atomic::Ordering::Relaxed) as f64
-                    }),
-                });
-            }
-            tracing::info!(%source, "running; stop with SIGTERM or Ctrl-C");
-            while !*shutdown.borrow() && !kafka.is_finished() {
-                let _ = tokio::time::timeout(Duration::from_millis(200), shutdown.changed()).await;
-            }
-            let stats = kafka.stats.clone();
-            let stopped = tokio::task::spawn_blocking(move || kafka.stop())
-                .await
-                .map_err(|e| ServeError::Source(format!("the Kafka source task failed: {e}")))?;
-            report.records = stats.records.load(std::sync::atomic::Ordering::Relaxed);
-            report.malformed = stats.malformed.load(std::sync::atomic::Ordering::Relaxed);
-            report.commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
-            report.rebalances = stats.rebalances.load(std::sync::atomic::Ordering::Relaxed);
-            stopped.map_err(|e| ServeError::Source(e.to_string()))
+            Box::new(KafkaSource::new(spec, restored.map(|p| p.offsets).unwrap_or_default(), every))
         }
-        other => {
-            let periodic = tokio::spawn(checkpoint_periodically(saver.clone(), every, shutdown.clone()));
-            let result =
-                run_push_source(other, &options.config_dir, feed.clone(), shutdown.clone(), &metrics, &mut report)
-                    .await;
-            if let Err(e) = &result {
-                tracing::error!("{e}");
-            }
-            periodic.abort();
-            // A final cut: everything processed is in the state on disk.
-            wait_idle(&progress).await;
-            let saver = saver.clone();
-            tokio::task::spawn_blocking(move || saver.save_with(&Offsets::new()))
-                .await
-                .map_err(|e| ServeError::State(e.to_string()))?
-                .map_err(ServeError::State)?;
-            result
-        }
+        SourceSpec::Mqtt(spec) => Box::new(MqttSource::new(spec, base)),
+        SourceSpec::Http(spec) => Box::new(HttpSource::new(spec, base)),
     };
+    let checkpoints_itself = source_impl.checkpoints_itself();
+    let periodic =
+        (!checkpoints_itself).then(|| tokio::spawn(checkpoint_periodically(saver.clone(), every, shutdown.clone())));
+    tracing::info!(source = %source_impl.describe(), "running; stop with SIGTERM or Ctrl-C");
+    let cx = SourceContext {
+        feed: feed.clone(),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+        checkpointer: saver.clone(),
+    };
+    let (counted, ended) = source_impl.run(cx).await;
+    (report.records, report.malformed, report.commits, report.rebalances) =
+        (counted.records, counted.malformed, counted.commits, counted.rebalances);
+    if let Err(e) = &ended {
+        tracing::error!("{e}");
+    }
+    let result = ended.map_err(|e| ServeError::Source(e.to_string()));
+    if let Some(periodic) = periodic {
+        periodic.abort();
+        // A final cut: everything processed is in the state on disk.
+        wait_idle(&progress).await;
+        let saver = saver.clone();
+        tokio::task::spawn_blocking(move || saver.save_with(&Offsets::new()))
+            .await
+            .map_err(|e| ServeError::State(e.to_string()))?
+            .map_err(ServeError::State)?;
+    }
     drop(control);
     drop(feed);
     drop(saver);
@@ -380,142 +348,6 @@ pub async fn serve(
     }
     result?;
     Ok(report)
-}
-
-/// MQTT and HTTP sources: they push from tasks and acknowledge to the sender (PUBACK, the HTTP
-/// answer) once a message is processed. Their counters are on `/metrics` from the start, before
-/// the first connection: a source that never connects is what an operator most needs to see.
-async fn run_push_source(
-    spec: SourceSpec,
-    base: &Path,
-    feed: Feed,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-    metrics: &Metrics,
-    report: &mut ServeReport,
-) -> Result<(), ServeError> {
-    let source = |e: String| ServeError::Source(e);
-    match spec {
-        SourceSpec::Kafka(_) => unreachable!("the Kafka source runs on its own thread"),
-        SourceSpec::Mqtt(mut spec) => {
-            // The token file is relative to sluice.toml, as the HTTP source's.
-            if let Some(tokens) = spec.tokens.as_mut() {
-                *tokens = base.join(&*tokens).to_string_lossy().into_owned();
-            }
-            let stats = Arc::new(MqttSourceStats::default());
-            register_mqtt_metrics(metrics, &stats);
-            tracing::info!(url = %spec.connection.url, "running; stop with SIGTERM or Ctrl-C");
-            let result = crate::sources::mqtt::run_with_stats(spec, feed, shutdown, stats.clone()).await;
-            // The same counters `/metrics` shows.
-            (report.records, report.malformed) = (load(&stats.messages), load(&stats.malformed));
-            result.map_err(|e| source(e.to_string()))
-        }
-        SourceSpec::Http(spec) => {
-            let stats = Arc::new(HttpSourceStats::default());
-            register_http_metrics(metrics, &stats);
-            tracing::info!(listen = %spec.listen, "running; stop with SIGTERM or Ctrl-C");
-            let result = crate::sources::http::run_with_stats(spec, base, feed, shutdown, stats.clone()).await;
-            (report.records, report.malformed) = (load(&stats.messages), load(&stats.bad_request));
-            result.map_err(|e| source(e.to_string()))
-        }
-    }
-}
-
-/// Labels of a sample (see [`Metric::labels`]).
-type Labels = &'static [(&'static str, &'static str)];
-
-/// One sample read from a source's stats `S`: `(name, help, kind, labels, read)`.
-type StatMetric<S> = (&'static str, &'static str, &'static str, Labels, fn(&S) -> u64);
-
-/// Registers numbers of a source's stats, each `read` picking its number out of the shared
-/// stats at every scrape (nothing is copied in between).
-fn register_stats<S: Send + Sync + 'static, const N: usize>(
-    metrics: &Metrics,
-    stats: &Arc<S>,
-    table: [StatMetric<S>; N],
-) {
-    for (name, help, kind, labels, read) in table {
-        let stats = stats.clone();
-        metrics.register(Metric { name, help, kind, labels, read: Box::new(move || read(&stats) as f64) });
-    }
-}
-
-fn load(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
-
-fn register_mqtt_metrics(metrics: &Metrics, stats: &Arc<MqttSourceStats>) {
-    register_stats(
-        metrics,
-        stats,
-        [
-            ("sluice_mqtt_source_publishes_total", "Publishes received from the broker.", "counter", &[], |s| {
-                load(&s.publishes)
-            }),
-            (
-                "sluice_mqtt_source_messages_total",
-                "Messages handed to the chain (a gateway publish can carry several).",
-                "counter",
-                &[],
-                |s| load(&s.messages),
-            ),
-            (
-                "sluice_mqtt_source_malformed_total",
-                "Publishes that were not messages: logged with their topic, acknowledged and skipped.",
-                "counter",
-                &[],
-                |s| load(&s.malformed),
-            ),
-            (
-                "sluice_mqtt_source_acks_total",
-                "PUBACKs sent, each once every message of its publish was processed.",
-                "counter",
-                &[],
-                |s| load(&s.acked),
-            ),
-            ("sluice_mqtt_source_connected", "1 while connected to the broker, else 0.", "gauge", &[], |s| {
-                u64::from(s.connected.load(Ordering::Relaxed))
-            }),
-            (
-                "sluice_mqtt_source_connects_total",
-                "Connections to the broker made (the first included; more means reconnects).",
-                "counter",
-                &[],
-                |s| load(&s.connects),
-            ),
-            (
-                "sluice_mqtt_source_connection_errors_total",
-                "Failed connection attempts and lost connections, each retried after a backoff.",
-                "counter",
-                &[],
-                |s| load(&s.connection_errors),
-            ),
-        ],
-    );
-}
-
-fn register_http_metrics(metrics: &Metrics, stats: &Arc<HttpSourceStats>) {
-    const REQUESTS: &str = "sluice_http_source_requests_total";
-    const HELP: &str = "Device API requests by answer: accepted (200, processed), unauthorized (401, unknown \
-                        token), bad_request (400, not telemetry or attributes), unavailable (503, shutting down), \
-                        failed (500).";
-    register_stats(
-        metrics,
-        stats,
-        [
-            (REQUESTS, HELP, "counter", &[("outcome", "accepted")], |s| load(&s.accepted)),
-            (REQUESTS, HELP, "counter", &[("outcome", "unauthorized")], |s| load(&s.unauthorized)),
-            (REQUESTS, HELP, "counter", &[("outcome", "bad_request")], |s| load(&s.bad_request)),
-            (REQUESTS, HELP, "counter", &[("outcome", "unavailable")], |s| load(&s.unavailable)),
-            (REQUESTS, HELP, "counter", &[("outcome", "failed")], |s| load(&s.failed)),
-            (
-                "sluice_http_source_messages_total",
-                "Messages handed to the chain (one per telemetry point).",
-                "counter",
-                &[],
-                |s| load(&s.messages),
-            ),
-        ],
-    );
 }
 
 async fn wait_idle(progress: &Progress) {

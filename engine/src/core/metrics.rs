@@ -92,3 +92,19 @@ pub fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Labels of a sample (see [`Metric::labels`]).
+pub type Labels = &'static [(&'static str, &'static str)];
+
+/// One sample read from a component's stats `S`: `(name, help, kind, labels, read)`.
+pub type StatMetric<S> = (&'static str, &'static str, &'static str, Labels, fn(&S) -> u64);
+
+impl Metrics {
+    /// Registers numbers of a component's stats, each `read` picking its number out of the
+    /// shared stats at every scrape (nothing is copied in between).
+    pub fn register_stats<S: Send + Sync + 'static, const N: usize>(&self, stats: &Arc<S>, table: [StatMetric<S>; N]) {
+        for (name, help, kind, labels, read) in table {
+            let stats = stats.clone();
+            self.register(Metric { name, help, kind, labels, read: Box::new(move || read(&stats) as f64) });
+        }
+    }
+}

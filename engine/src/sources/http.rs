@@ -57,10 +57,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use super::Feed;
 pub use super::tokens::{DEFAULT_DEVICE_TYPE, Device, TokenFileError, Tokens};
+use super::{Feed, Source, SourceContext, SourceError, SourceFuture, SourceReport};
 use crate::config::HttpSourceSpec;
-use crate::core::{Ack, AckTarget};
+use crate::core::{Ack, AckTarget, Metrics};
 
 /// The source partition of every HTTP message (see the module docs).
 pub const PARTITION: u32 = 0;
@@ -202,6 +202,67 @@ fn message(msg_type: &str, device: &Device, ts: i64, values: Map<String, Value>)
         .with_meta("deviceName", &device.device_name)
         .with_meta("deviceType", &device.device_type)
         .with_meta("ts", ts.to_string())
+}
+
+/// The device API as a [`Source`]: ThingsBoard's HTTP telemetry and attribute requests,
+/// each answered once its messages are processed.
+pub struct HttpSource {
+    spec: HttpSourceSpec,
+    base: std::path::PathBuf,
+}
+
+impl HttpSource {
+    /// The source `spec` describes; its token file is relative to `base` (the `sluice.toml`'s
+    /// directory).
+    pub fn new(spec: HttpSourceSpec, base: &Path) -> Self {
+        HttpSource { spec, base: base.to_path_buf() }
+    }
+}
+
+impl Source for HttpSource {
+    fn describe(&self) -> String {
+        format!("HTTP device API on {}", self.spec.listen)
+    }
+
+    fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture {
+        Box::pin(async move {
+            let stats = Arc::new(HttpSourceStats::default());
+            register_metrics(&cx.metrics, &stats);
+            let result = run_with_stats(self.spec, &self.base, cx.feed, cx.shutdown, stats.clone()).await;
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let report = SourceReport {
+                records: load(&stats.messages),
+                malformed: load(&stats.bad_request),
+                ..Default::default()
+            };
+            (report, result.map_err(SourceError::from))
+        })
+    }
+}
+
+/// Its counters on `/metrics`, from the start (before the first request).
+fn register_metrics(metrics: &Metrics, stats: &Arc<HttpSourceStats>) {
+    const REQUESTS: &str = "sluice_http_source_requests_total";
+    const HELP: &str = "Device API requests by answer: accepted (200, processed), unauthorized (401, unknown \
+                        token), bad_request (400, not telemetry or attributes), unavailable (503, shutting down), \
+                        failed (500).";
+    metrics.register_stats(
+        stats,
+        [
+            (REQUESTS, HELP, "counter", &[("outcome", "accepted")], |s| s.accepted.load(Ordering::Relaxed)),
+            (REQUESTS, HELP, "counter", &[("outcome", "unauthorized")], |s| s.unauthorized.load(Ordering::Relaxed)),
+            (REQUESTS, HELP, "counter", &[("outcome", "bad_request")], |s| s.bad_request.load(Ordering::Relaxed)),
+            (REQUESTS, HELP, "counter", &[("outcome", "unavailable")], |s| s.unavailable.load(Ordering::Relaxed)),
+            (REQUESTS, HELP, "counter", &[("outcome", "failed")], |s| s.failed.load(Ordering::Relaxed)),
+            (
+                "sluice_http_source_messages_total",
+                "Messages handed to the chain (one per telemetry point).",
+                "counter",
+                &[],
+                |s| s.messages.load(Ordering::Relaxed),
+            ),
+        ],
+    );
 }
 
 /// Runs the source `spec` describes until `shutdown` turns `true` (or its sender is dropped):

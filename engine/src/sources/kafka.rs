@@ -45,9 +45,9 @@ use rdkafka::types::RDKafkaRespErr;
 use sluice_sdk::{Originator, TbMsg, msg_type};
 use uuid::Uuid;
 
-use super::Feed;
+use super::{Feed, Source, SourceContext, SourceError, SourceFuture, SourceReport};
 use crate::config::{KafkaSourceSpec, PayloadFormat};
-use crate::core::{Ack, AckTarget};
+use crate::core::{Ack, AckTarget, Metrics};
 use crate::flow::Batcher;
 use crate::state::checkpoint::Captured;
 use crate::state::partition::PartitionState;
@@ -534,14 +534,102 @@ impl Cut {
     }
 }
 
-/// A running Kafka source.
+/// The Kafka source as a [`Source`]: a member of its consumer group, reading the partitions the
+/// group assigns it, with their state (see the module docs).
 pub struct KafkaSource {
+    spec: KafkaSourceSpec,
+    restored: Offsets,
+    every: Duration,
+}
+
+impl KafkaSource {
+    /// The source `spec` describes. `restored`: the offsets of the checkpoint the state was
+    /// restored from; `every`: how often it checkpoints.
+    pub fn new(spec: KafkaSourceSpec, restored: Offsets, every: Duration) -> Self {
+        KafkaSource { spec, restored, every }
+    }
+}
+
+impl Source for KafkaSource {
+    fn describe(&self) -> String {
+        format!("Kafka {} {:?} (group {})", self.spec.brokers, self.spec.topics, self.spec.group)
+    }
+
+    fn checkpoints_itself(&self) -> bool {
+        true
+    }
+
+    fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture {
+        Box::pin(async move {
+            let KafkaSource { spec, restored, every } = *self;
+            let consumer = match KafkaConsumer::start(spec, cx.feed, cx.checkpointer, restored, every) {
+                Ok(consumer) => consumer,
+                Err(e) => return (SourceReport::default(), Err(e.into())),
+            };
+            register_metrics(&cx.metrics, &consumer.stats);
+            let mut shutdown = cx.shutdown;
+            while !*shutdown.borrow() && !consumer.is_finished() {
+                let _ = tokio::time::timeout(Duration::from_millis(200), shutdown.changed()).await;
+            }
+            let stats = consumer.stats.clone();
+            let stopped = tokio::task::spawn_blocking(move || consumer.stop())
+                .await
+                .unwrap_or_else(|e| Err(KafkaSourceError::Handover(format!("the consumer task failed: {e}"))));
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let report = SourceReport {
+                records: load(&stats.records),
+                malformed: load(&stats.malformed),
+                commits: load(&stats.commits),
+                rebalances: load(&stats.rebalances),
+            };
+            (report, stopped.map_err(SourceError::from))
+        })
+    }
+}
+
+/// Its counters on `/metrics`.
+fn register_metrics(metrics: &Metrics, stats: &Arc<KafkaSourceStats>) {
+    metrics.register_stats(
+        stats,
+        [
+            ("sluice_kafka_records_total", "Records read from Kafka.", "counter", &[], |s| {
+                s.records.load(Ordering::Relaxed)
+            }),
+            ("sluice_kafka_malformed_total", "Records skipped: not a message.", "counter", &[], |s| {
+                s.malformed.load(Ordering::Relaxed)
+            }),
+            ("sluice_kafka_commits_total", "Checkpoints committed to the group.", "counter", &[], |s| {
+                s.commits.load(Ordering::Relaxed)
+            }),
+            ("sluice_kafka_rebalances_total", "Rebalance callbacks (assign and revoke).", "counter", &[], |s| {
+                s.rebalances.load(Ordering::Relaxed)
+            }),
+            (
+                "sluice_kafka_changelog_snapshots_total",
+                "Partition state snapshots written to the changelog.",
+                "counter",
+                &[],
+                |s| s.snapshots_written.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_kafka_partitions_restored_total",
+                "Partitions whose state came from the changelog.",
+                "counter",
+                &[],
+                |s| s.partitions_restored.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+}
+
+/// A running Kafka consumer: the thread that reads, hands over and checkpoints.
+pub struct KafkaConsumer {
     pub stats: Arc<KafkaSourceStats>,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Result<(), KafkaSourceError>>,
 }
 
-impl KafkaSource {
+impl KafkaConsumer {
     /// Subscribes and starts consuming on a thread of its own. `restored`: the offsets of the
     /// checkpoint the state was restored from.
     pub fn start(
@@ -550,7 +638,7 @@ impl KafkaSource {
         checkpointer: Arc<dyn Checkpointer>,
         restored: Offsets,
         every: Duration,
-    ) -> Result<KafkaSource, KafkaSourceError> {
+    ) -> Result<KafkaConsumer, KafkaSourceError> {
         let brokers = spec.brokers.clone();
         let setup = |message: String| KafkaSourceError::Setup { brokers: brokers.clone(), message };
         if spec.topics.is_empty() {
@@ -602,7 +690,7 @@ impl KafkaSource {
             .name("sluice-kafka-source".into())
             .spawn(move || reader.run(consumer))
             .map_err(|e| setup(e.to_string()))?;
-        Ok(KafkaSource { stats, stop, thread })
+        Ok(KafkaConsumer { stats, stop, thread })
     }
 
     /// Stops reading, checkpoints and commits what was processed, and leaves the group.

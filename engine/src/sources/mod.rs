@@ -14,21 +14,99 @@
 //! the message "unfinished" until its ack fires — commit a Kafka offset, PUBACK an MQTT
 //! publish, answer an HTTP request.
 
+//!
+//! Every source is started the same way: it is a [`Source`], handed a [`SourceContext`] (the
+//! feed, the shutdown signal, the metrics registry it registers its own counters in, and the
+//! checkpointer), and it returns a [`SourceReport`] when its input ends or the engine stops. The
+//! service builds one from `[source]` and does not know which it runs; `tests/all/sources.rs`
+//! holds each to the contract.
+
 pub mod http;
 pub mod jsonl;
 pub mod kafka;
 pub mod mqtt;
 pub mod tokens;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+pub use kafka::{Checkpointer, Offsets};
 
 use crate::core::message::Message;
 
 use crate::chain::Chain;
 use crate::core::Ack;
 use crate::core::Clock;
+use crate::core::Metrics;
 use crate::flow::{Closed, Envelope, PipelineSender};
 use crate::state::time::{TimeField, Watermarks};
+
+/// A source: reads messages from somewhere and hands them to the pipeline through
+/// [`SourceContext::feed`].
+///
+/// The contract (checked for every source by `tests/all/sources.rs`):
+/// - it registers its counters in [`SourceContext::metrics`] before it reads anything, so that
+///   a source that never connects shows on `/metrics`;
+/// - it acknowledges a message to whoever sent it (a Kafka commit, an MQTT PUBACK, an HTTP
+///   answer) only once the message is processed — its [`crate::core::Ack`] fired;
+/// - it stops when [`SourceContext::shutdown`] turns `true` (or its sender is dropped) and, when
+///   its future ends, every message it read is in the pipeline: none is held back.
+pub trait Source: Send + 'static {
+    /// What it reads, for logs (a broker and topics, a URL, an address).
+    fn describe(&self) -> String;
+
+    /// Whether it saves its own checkpoints with its position (Kafka's offsets, at its cuts).
+    /// The service checkpoints any other every `checkpoint_ms`, and once when it stops.
+    fn checkpoints_itself(&self) -> bool {
+        false
+    }
+
+    /// Runs until the input ends or shutdown; what it counted, and how it ended.
+    fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture;
+}
+
+/// The future of a running [`Source`]: its counts, also when it fails.
+pub type SourceFuture = Pin<Box<dyn Future<Output = (SourceReport, Result<(), SourceError>)> + Send>>;
+
+/// What a source is handed when it starts.
+pub struct SourceContext {
+    /// The one way into the pipeline.
+    pub feed: Feed,
+    /// Turns `true` when the engine stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// Where the source registers its counters (`/metrics`).
+    pub metrics: Metrics,
+    /// Saves consistent cuts of the state with the source's position (used by a source that
+    /// [`Source::checkpoints_itself`]).
+    pub checkpointer: Arc<dyn Checkpointer>,
+}
+
+/// What a source counted: the service's summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SourceReport {
+    /// Records (lines, Kafka records, MQTT messages, HTTP telemetry points) handed to the chain.
+    pub records: u64,
+    /// Records skipped: not a message (logged with where they came from).
+    pub malformed: u64,
+    /// Checkpoints committed with the source's position (Kafka).
+    pub commits: u64,
+    /// Partition reassignments (Kafka).
+    pub rebalances: u64,
+}
+
+/// Why a source stopped before its input ended or the engine stopped it.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaSourceError),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttSourceError),
+    #[error(transparent)]
+    Http(#[from] http::HttpSourceError),
+}
 
 /// The one way into a running pipeline, shared by every source: stamps a message with the
 /// watermarks of its source partition (and originator: `eventTime.per`), keys it by originator

@@ -102,11 +102,11 @@ use serde_json::{Map, Value};
 use sluice_sdk::{Originator, TbMsg, msg_type};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::Feed;
 use super::tokens::{Device, TokenFileError, Tokens};
+use super::{Feed, Source, SourceContext, SourceError, SourceFuture, SourceReport};
 use crate::config::{MqttSourceSpec, PayloadFormat};
 use crate::connectors::mqtt::{Backoff, MqttConfigError, options};
-use crate::core::{Ack, AckTarget};
+use crate::core::{Ack, AckTarget, Metrics};
 use crate::flow::Closed;
 
 /// Topic filters when the configuration names none: ThingsBoard's device and gateway APIs.
@@ -173,6 +173,95 @@ impl MqttSourceStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::SeqCst)
     }
+}
+
+/// The MQTT source as a [`Source`]: subscribes with the spec's topics and hands every publish
+/// to the chain, PUBACKing it once processed.
+pub struct MqttSource {
+    spec: MqttSourceSpec,
+}
+
+impl MqttSource {
+    /// The source `spec` describes; its token file is relative to `base` (the `sluice.toml`'s
+    /// directory).
+    pub fn new(mut spec: MqttSourceSpec, base: &Path) -> Self {
+        if let Some(tokens) = spec.tokens.as_mut() {
+            *tokens = base.join(&*tokens).to_string_lossy().into_owned();
+        }
+        MqttSource { spec }
+    }
+}
+
+impl Source for MqttSource {
+    fn describe(&self) -> String {
+        format!("MQTT {}", self.spec.connection.url)
+    }
+
+    fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture {
+        Box::pin(async move {
+            let stats = Arc::new(MqttSourceStats::default());
+            register_metrics(&cx.metrics, &stats);
+            let result = run_with_stats(self.spec, cx.feed, cx.shutdown, stats.clone()).await;
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let report = SourceReport {
+                records: load(&stats.messages),
+                malformed: load(&stats.malformed),
+                ..Default::default()
+            };
+            (report, result.map_err(SourceError::from))
+        })
+    }
+}
+
+/// Its counters on `/metrics`, from the start: a source that never connects is what an operator
+/// most needs to see.
+fn register_metrics(metrics: &Metrics, stats: &Arc<MqttSourceStats>) {
+    metrics.register_stats(
+        stats,
+        [
+            ("sluice_mqtt_source_publishes_total", "Publishes received from the broker.", "counter", &[], |s| {
+                s.publishes.load(Ordering::Relaxed)
+            }),
+            (
+                "sluice_mqtt_source_messages_total",
+                "Messages handed to the chain (a gateway publish can carry several).",
+                "counter",
+                &[],
+                |s| s.messages.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_mqtt_source_malformed_total",
+                "Publishes that were not messages: logged with their topic, acknowledged and skipped.",
+                "counter",
+                &[],
+                |s| s.malformed.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_mqtt_source_acks_total",
+                "PUBACKs sent, each once every message of its publish was processed.",
+                "counter",
+                &[],
+                |s| s.acked.load(Ordering::Relaxed),
+            ),
+            ("sluice_mqtt_source_connected", "1 while connected to the broker, else 0.", "gauge", &[], |s| {
+                u64::from(s.connected.load(Ordering::Relaxed))
+            }),
+            (
+                "sluice_mqtt_source_connects_total",
+                "Connections to the broker made (the first included; more means reconnects).",
+                "counter",
+                &[],
+                |s| s.connects.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_mqtt_source_connection_errors_total",
+                "Failed connection attempts and lost connections, each retried after a backoff.",
+                "counter",
+                &[],
+                |s| s.connection_errors.load(Ordering::Relaxed),
+            ),
+        ],
+    );
 }
 
 /// Runs the source until `shutdown` becomes true (or its sender is dropped): connects,

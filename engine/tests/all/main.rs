@@ -11,5 +11,6 @@ mod mqtt;
 mod reload;
 mod routing;
 mod sandbox;
+mod sources;
 mod support;
 mod windows;
