@@ -397,10 +397,17 @@ mod glue {
                     *self.0.0.borrow_mut() = Some(node);
                     STATUS_OK
                 }
-                Err(err) => {
-                    fail(err.message());
-                    STATUS_ERROR
-                }
+                // A refused field is said as a config error, so that the load error names it.
+                Err(err) => match err.field() {
+                    Some(field) => {
+                        fail(&serde_json::json!({"field": field, "message": err.reason()}).to_string());
+                        STATUS_CONFIG_ERROR
+                    }
+                    None => {
+                        fail(err.message());
+                        STATUS_ERROR
+                    }
+                },
             }
         }
 

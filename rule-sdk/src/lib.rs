@@ -54,6 +54,7 @@ pub mod prelude {
     pub use crate::windows::Timer;
     pub use crate::{
         ClosedWindow, Error, FieldPath, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, Template, bail,
+        bail_config,
     };
     pub use crate::{filter, node, transform};
     pub use serde::{Deserialize, Serialize};

@@ -253,7 +253,8 @@ impl<'r> Loader<'r> {
         let limits = Limits::from_spec(node.limits.as_ref())
             .map_err(|(field, msg)| at(LoadErrorKind::Invalid(msg)).field(field))?;
         let module = self.module(file, name).map_err(|kind| at(kind).field("module"))?;
-        let config = serde_json::to_vec(&node.config).unwrap_or_default();
+        let config = serde_json::to_vec(&node.config)
+            .map_err(|e| at(LoadErrorKind::Invalid(format!("cannot be serialized: {e}"))).field("config"))?;
         self.check_init(&module, &nodes[idx].id, &config, limits).map_err(|(field, kind)| at(kind).field(field))?;
         Ok(NodeKind::Rule(RuleNode { module, config, limits, connector: None }))
     }

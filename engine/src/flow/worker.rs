@@ -407,14 +407,25 @@ impl Worker {
     fn run_window(&mut self, idx: NodeIdx, closed: Closed, watermark: i64) {
         let owner = closed.owner;
         let window = ClosedWindow::new(&self.chain.nodes[idx].id, closed);
-        let bytes = Bytes::from(serde_json::to_vec(&window).unwrap_or_default());
-        self.run_event(idx, Event::Window, &window.id, &bytes, watermark, owner);
+        match serde_json::to_vec(&window) {
+            Ok(bytes) => self.run_event(idx, Event::Window, &window.id, &Bytes::from(bytes), watermark, owner),
+            Err(e) => self.event_unsent(idx, Event::Window, &window.id, &e),
+        }
     }
 
     fn run_timer(&mut self, idx: NodeIdx, timer: Timer, owner: crate::state::window::Owner) {
-        let bytes = Bytes::from(serde_json::to_vec(&timer).unwrap_or_default());
         let watermark = self.progress.completed();
-        self.run_event(idx, Event::Timer, &timer.id, &bytes, watermark, owner);
+        match serde_json::to_vec(&timer) {
+            Ok(bytes) => self.run_event(idx, Event::Timer, &timer.id, &Bytes::from(bytes), watermark, owner),
+            Err(e) => self.event_unsent(idx, Event::Timer, &timer.id, &e),
+        }
+    }
+
+    /// A window or timer that could not be written out for its node: counted and logged as a
+    /// failed one (never handed over empty).
+    fn event_unsent(&mut self, idx: NodeIdx, event: Event, id: &str, error: &serde_json::Error) {
+        self.stats[idx].window_failures += 1;
+        tracing::error!(node = %self.chain.nodes[idx].id, %id, %error, "{event:?} cannot be serialized");
     }
 
     /// Hands a window or a timer (JSON `bytes`) to its node, then runs the results down the
@@ -581,7 +592,7 @@ fn event_msg(node: &str, id: &str) -> TbMsg {
 
 /// A message as JSON text, for the debug log.
 fn json(msg: &Message) -> String {
-    serde_json::to_string(msg).unwrap_or_default()
+    serde_json::to_string(msg).unwrap_or_else(|e| format!("(not serializable: {e})"))
 }
 
 /// Reads a message a guest wrote out as JSON (`emit_json`): it must be a TbMsg; one without an

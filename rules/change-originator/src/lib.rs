@@ -51,13 +51,13 @@ impl Node for ChangeOriginator {
             t.is_literal() && t.render(&Msg::telemetry("", Value::Null)).is_ok_and(|s| s.trim().is_empty())
         };
         if blank(&cfg.name) {
-            bail!("config field `name`: must not be empty");
+            bail_config!("name", "must not be empty");
         }
         if cfg.entity_type.as_ref().is_some_and(blank) {
-            bail!("config field `entityType`: must not be empty");
+            bail_config!("entityType", "must not be empty");
         }
         if cfg.keep_original.as_ref().is_some_and(|k| k.is_empty()) {
-            bail!("config field `keepOriginal`: must name a metadata key");
+            bail_config!("keepOriginal", "must name a metadata key");
         }
         Ok(ChangeOriginator { cfg })
     }

@@ -116,16 +116,16 @@ impl Node for Deduplicate {
 
     fn init(config: Config) -> Result<Self> {
         if config.interval_ms == 0 {
-            bail!("config field `intervalMs`: must be at least 1 ms");
+            bail_config!("intervalMs", "must be at least 1 ms");
         }
         if !(1..=MAX_PENDING_LIMIT).contains(&config.max_pending_msgs) {
-            bail!("config field `maxPendingMsgs`: must be between 1 and {MAX_PENDING_LIMIT}");
+            bail_config!("maxPendingMsgs", "must be between 1 and {MAX_PENDING_LIMIT}");
         }
         if config.out_msg_type.is_empty() {
-            bail!("config field `outMsgType`: must not be empty");
+            bail_config!("outMsgType", "must not be empty");
         }
         if config.late.as_deref() == Some("") {
-            bail!("config field `late`: must not be empty (use null to drop late messages)");
+            bail_config!("late", "must not be empty (use null to drop late messages)");
         }
         let dedup = Window::tumbling(DEDUP, config.interval_ms).grace_ms(config.grace_ms).fold().define()?;
         let pack = match config.strategy {

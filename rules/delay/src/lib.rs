@@ -64,9 +64,9 @@ impl Node for Delay {
     type Config = Config;
 
     fn init(config: Config) -> Result<Self> {
-        let Ok(period_ms) = i64::try_from(config.period_ms) else { bail!("config field `periodMs`: too large") };
+        let Ok(period_ms) = i64::try_from(config.period_ms) else { bail_config!("periodMs", "too large") };
         if !(1..=MAX_PENDING_LIMIT).contains(&config.max_pending_msgs) {
-            bail!("config field `maxPendingMsgs`: must be between 1 and {MAX_PENDING_LIMIT}");
+            bail_config!("maxPendingMsgs", "must be between 1 and {MAX_PENDING_LIMIT}");
         }
         Ok(Delay { period_ms, max_pending: config.max_pending_msgs })
     }

@@ -91,7 +91,7 @@ impl Field {
         match kind.as_str() {
             "sequence" => match spec {
                 Value::Array(items) if !items.is_empty() => Ok(Field::Sequence(items.clone())),
-                _ => bail!("config field `data.{name}.sequence`: must be a non-empty array"),
+                _ => bail_config!(format!("data.{name}.sequence"), "must be a non-empty array"),
             },
             "linear" => match serde_json::from_value::<Linear>(spec.clone()) {
                 Ok(Linear { start, step }) => Ok(Field::Linear { start, step }),
@@ -151,19 +151,19 @@ impl Node for Generator {
 
     fn init(config: Config) -> Result<Self> {
         let period_ms = match i64::try_from(config.period_ms) {
-            Ok(0) => bail!("config field `periodMs`: must be at least 1 ms"),
+            Ok(0) => bail_config!("periodMs", "must be at least 1 ms"),
             Ok(p) => p,
-            Err(_) => bail!("config field `periodMs`: too large"),
+            Err(_) => bail_config!("periodMs", "too large"),
         };
         if config.msg_type.is_empty() {
-            bail!("config field `msgType`: must not be empty");
+            bail_config!("msgType", "must not be empty");
         }
         if config.originator.entity_type.is_empty() || config.originator.name.is_empty() {
-            bail!("config field `originator`: `entityType` and `name` must not be empty");
+            bail_config!("originator", "`entityType` and `name` must not be empty");
         }
         let ts = match (config.ts_start_ms, config.ts_step_ms) {
             (Some(start), step) => Some((start, step.unwrap_or(period_ms))),
-            (None, Some(_)) => bail!("config field `tsStepMs`: needs `tsStartMs`"),
+            (None, Some(_)) => bail_config!("tsStepMs", "needs `tsStartMs`"),
             (None, None) => None,
         };
         let data = config.data.iter().map(|(k, v)| Ok((k.clone(), Field::parse(k, v)?))).collect::<Result<_>>()?;

@@ -65,7 +65,7 @@ impl Node for MqttAction {
 
     fn init(config: Config) -> Result<Self> {
         if config.qos > 2 {
-            bail!("config field `qos`: {} is not an MQTT QoS (0, 1 or 2)", config.qos);
+            bail_config!("qos", "{} is not an MQTT QoS (0, 1 or 2)", config.qos);
         }
         Ok(MqttAction { config })
     }

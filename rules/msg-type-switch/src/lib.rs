@@ -92,10 +92,10 @@ impl Node for MsgTypeSwitch {
     fn init(config: Config) -> Result<Self> {
         for (msg_type, relation) in &config.custom {
             if msg_type.trim().is_empty() {
-                bail!("config field `custom`: a message type must not be empty");
+                bail_config!("custom", "a message type must not be empty");
             }
             if relation.trim().is_empty() {
-                bail!("config field `custom.{msg_type}`: the relation must not be empty");
+                bail_config!(format!("custom.{msg_type}"), "the relation must not be empty");
             }
         }
         Ok(MsgTypeSwitch { custom: config.custom })

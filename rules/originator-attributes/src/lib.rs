@@ -89,7 +89,7 @@ impl Node for OriginatorAttributes {
 
     fn init(cfg: Config) -> Result<Self> {
         if cfg.table.trim().is_empty() {
-            bail!("config field `table`: must name a table");
+            bail_config!("table", "must name a table");
         }
         let pairs: Vec<(String, String, String)> = match cfg.attributes {
             Attributes::List(paths) => {
@@ -99,7 +99,7 @@ impl Node for OriginatorAttributes {
                 let mut pairs = Vec::new();
                 for (path, name) in map {
                     let Value::String(name) = name else {
-                        bail!("config field `attributes.{path}`: the new name must be a string, not {name}");
+                        bail_config!(format!("attributes.{path}"), "the new name must be a string, not {name}");
                     };
                     pairs.push((format!("attributes.{path}"), path, name));
                 }
@@ -107,20 +107,20 @@ impl Node for OriginatorAttributes {
             }
         };
         if pairs.is_empty() {
-            bail!("config field `attributes`: list at least one attribute");
+            bail_config!("attributes", "list at least one attribute");
         }
         let mut names = BTreeSet::new();
         let mut copies = Vec::new();
         for (field, path, name) in pairs {
             if path.is_empty() || path.split('.').any(str::is_empty) {
-                bail!("config field `{field}`: `{path}` is not a key or a dotted path like `location.region`");
+                bail_config!(format!("{field}"), "`{path}` is not a key or a dotted path like `location.region`");
             }
             if name.is_empty() {
-                bail!("config field `{field}`: the new name is empty");
+                bail_config!(format!("{field}"), "the new name is empty");
             }
             let name = format!("{}{name}", cfg.prefix);
             if !names.insert(name.clone()) {
-                bail!("config field `{field}`: `{name}` is copied twice");
+                bail_config!(format!("{field}"), "`{name}` is copied twice");
             }
             copies.push((path, name));
         }

@@ -136,7 +136,7 @@ impl Node for RestAction {
     fn init(config: Config) -> Result<Self> {
         let method = &config.method;
         if !METHODS.contains(&method.to_ascii_uppercase().as_str()) {
-            bail!("config field `method`: {method:?} is not one of {}", METHODS.join(", "));
+            bail_config!("method", "{method:?} is not one of {}", METHODS.join(", "));
         }
         let required: &[(&str, bool)] = match config.mode {
             Mode::Call => &[("url", config.url.is_some())],
@@ -147,7 +147,7 @@ impl Node for RestAction {
             ],
         };
         if let Some((field, _)) = required.iter().find(|(_, present)| !present) {
-            bail!("config field `{field}`: required in mode {:?}", config.mode);
+            bail_config!(format!("{field}"), "required in mode {:?}", config.mode);
         }
         Ok(RestAction { config, token: None, assets: HashMap::new() })
     }

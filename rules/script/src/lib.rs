@@ -384,11 +384,11 @@ impl Node for Script {
             Mode::Generator => {
                 let period_ms = match cfg.period_ms {
                     Some(p) if p > 0 && p <= i64::MAX as u64 => p as i64,
-                    Some(_) => bail!("config field `periodMs`: must be greater than 0"),
-                    None => bail!("config field `periodMs`: required for mode `generator`"),
+                    Some(_) => bail_config!("periodMs", "must be greater than 0"),
+                    None => bail_config!("periodMs", "required for mode `generator`"),
                 };
                 let Some(originator) = cfg.originator else {
-                    bail!("config field `originator`: required for mode `generator`")
+                    bail_config!("originator", "required for mode `generator`")
                 };
                 Some(Generator { period_ms, count: cfg.count.unwrap_or(0), originator })
             }
@@ -399,7 +399,7 @@ impl Node for Script {
                     ("originator", cfg.originator.is_some()),
                 ] {
                     if set {
-                        bail!("config field `{field}`: only for mode `generator`");
+                        bail_config!(format!("{field}"), "only for mode `generator`");
                     }
                 }
                 None

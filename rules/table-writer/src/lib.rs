@@ -64,15 +64,18 @@ impl Node for TableWriter {
 
     fn init(cfg: Config) -> Result<Self> {
         if cfg.table.trim().is_empty() {
-            bail!("config field `table`: must name a table");
+            bail_config!("table", "must name a table");
         }
         if let Some(fields) = &cfg.fields {
             if fields.is_empty() {
-                bail!("config field `fields`: list at least one field, or leave it out to store the whole data");
+                bail_config!("fields", "list at least one field, or leave it out to store the whole data");
             }
             for (i, field) in fields.iter().enumerate() {
                 if field.is_empty() || field.split('.').any(str::is_empty) {
-                    bail!("config field `fields[{i}]`: `{field}` is not a key or a dotted path like `location.region`");
+                    bail_config!(
+                        format!("fields[{i}]"),
+                        "`{field}` is not a key or a dotted path like `location.region`"
+                    );
                 }
             }
         }

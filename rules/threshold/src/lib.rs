@@ -88,14 +88,14 @@ impl Node for Threshold {
             FieldPath::Metadata(k) => format!("metadata.{k}"),
             FieldPath::Ts => "ts".to_string(),
             FieldPath::Originator | FieldPath::Type => {
-                bail!("config field `value`: use `data.<key>`, `metadata.<key>` or `ts` (the others are not numbers)")
+                bail_config!("value", "use `data.<key>`, `metadata.<key>` or `ts` (the others are not numbers)")
             }
         };
         if !cfg.threshold.is_finite() {
-            bail!("config field `threshold`: must be finite");
+            bail_config!("threshold", "must be finite");
         }
         if cfg.anomaly_type.as_deref().is_some_and(|t| t.trim().is_empty()) {
-            bail!("config field `anomalyType`: must not be empty (leave it out to keep the type)");
+            bail_config!("anomalyType", "must not be empty (leave it out to keep the type)");
         }
         Ok(Threshold { value: cfg.value, name, op: cfg.op, threshold: cfg.threshold, anomaly_type: cfg.anomaly_type })
     }

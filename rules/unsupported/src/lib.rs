@@ -41,7 +41,7 @@ impl Node for Unsupported {
 
     fn init(cfg: Config) -> Result<Self> {
         if cfg.class.trim().is_empty() {
-            bail!("config field `class`: must name the ThingsBoard node class");
+            bail_config!("class", "must name the ThingsBoard node class");
         }
         Ok(Unsupported { error: format!("unsupported ThingsBoard node {}: {}", cfg.class, cfg.reason) })
     }

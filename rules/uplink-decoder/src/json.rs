@@ -25,7 +25,7 @@ impl JsonDecoder {
         let device_name_field = non_empty("deviceNameField", cfg.device_name_field, "deviceName")?;
         let device_type = match (cfg.device_type, cfg.device_type_field) {
             (Some(_), Some(_)) => {
-                bail!("config field `deviceType`: give either `deviceType` (a constant) or `deviceTypeField`, not both")
+                bail_config!("deviceType", "give either `deviceType` (a constant) or `deviceTypeField`, not both")
             }
             (Some(t), None) => DeviceType::Constant(non_empty("deviceType", Some(t), "")?),
             (None, field) => DeviceType::Field(non_empty("deviceTypeField", field, "deviceType")?),
@@ -37,7 +37,7 @@ impl JsonDecoder {
         for (field, keys) in [("telemetry", &cfg.telemetry), ("attributes", &cfg.attributes)] {
             for (i, key) in keys.iter().flatten().enumerate() {
                 if key.trim().is_empty() {
-                    bail!("config field `{field}[{i}]`: must not be empty");
+                    bail_config!(format!("{field}[{i}]"), "must not be empty");
                 }
             }
         }

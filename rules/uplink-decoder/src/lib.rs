@@ -311,7 +311,7 @@ fn objects(payload: Value, what: &str) -> Result<Vec<Map<String, Value>>> {
 fn non_empty(field: &str, value: Option<String>, default: &str) -> Result<String> {
     let value = value.unwrap_or_else(|| default.to_string());
     if value.trim().is_empty() {
-        bail!("config field `{field}`: must not be empty");
+        bail_config!(format!("{field}"), "must not be empty");
     }
     Ok(value)
 }

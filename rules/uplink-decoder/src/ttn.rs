@@ -25,7 +25,7 @@ impl TtnDecoder {
     pub fn new(cfg: Config) -> Result<Self> {
         let f_port = cfg.f_port.unwrap_or(2);
         if !(1..=223).contains(&f_port) {
-            bail!("config field `fPort`: {f_port} is not an application port (1–223)");
+            bail_config!("fPort", "{f_port} is not an application port (1–223)");
         }
         Ok(TtnDecoder {
             device_type: non_empty("deviceType", cfg.device_type, "SmartMeter")?,
