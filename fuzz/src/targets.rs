@@ -219,7 +219,8 @@ pub fn thingsboard_import(input: &[u8]) -> Result<Verdict, String> {
                         // not compile, a period of 0) is for `sluice validate` to report, naming
                         // node and field; a config of the wrong shape is the importer's fault.
                         Err(e)
-                            if matches!(&e.kind, LoadErrorKind::Config(m) if !shape_error(m)) && e.node.is_some() => {}
+                            if matches!(&e.kind, LoadErrorKind::Config(m) if !shape_error(m))
+                                && e.node_id().is_some() => {}
                         Err(e) => return Err(format!("an imported chain does not load: {e}")),
                     }
                 }

@@ -12,6 +12,7 @@ pub mod ack;
 pub mod clock;
 pub mod connector;
 pub mod input;
+pub mod located;
 pub mod message;
 pub mod metrics;
 pub mod sink;

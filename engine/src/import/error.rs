@@ -1,20 +1,15 @@
 //! Import errors: every one names the file, the node (by its index in the export, or its place
 //! in a 1.x rule: `filters[1]`, `action`) and the field, as `LoadError` does for chains.
 
-use std::fmt;
 use std::path::PathBuf;
 
-/// Why an export could not be imported. A node class Sluice lacks is *not* an error (it becomes
-/// a placeholder, listed in the report); a file or a node that cannot be read is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ImportError {
-    pub file: PathBuf,
-    /// `node 3`, `filters[1]`, `action`, `ruleChains[2]`…
-    pub at: Option<String>,
-    /// A path inside the node or file: `configuration.topicPattern`, `connections[4].toIndex`.
-    pub field: Option<String>,
-    pub kind: ImportErrorKind,
-}
+pub use crate::core::located::Located;
+
+/// Why an export could not be imported: where ([`Located`]: file, place, field), and what. A
+/// node class Sluice lacks is *not* an error (it becomes a placeholder, listed in the report); a
+/// file or a node that cannot be read is. The place is `node 3`, `filters[1]`, `action`,
+/// `ruleChains[2]`…; the field a path inside it: `configuration.topicPattern`.
+pub type ImportError = Located<ImportErrorKind>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportErrorKind {
@@ -30,35 +25,8 @@ pub enum ImportErrorKind {
     Strict(usize),
 }
 
-impl fmt::Display for ImportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(at) = &self.at {
-            write!(f, ": {at}")?;
-        }
-        if let Some(field) = &self.field {
-            write!(f, ": field `{field}`")?;
-        }
-        write!(f, ": {}", self.kind)
-    }
-}
-
 impl ImportError {
-    pub(crate) fn new(file: impl Into<PathBuf>, kind: ImportErrorKind) -> Self {
-        ImportError { file: file.into(), at: None, field: None, kind }
-    }
-
     pub(crate) fn invalid(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self::new(file, ImportErrorKind::Invalid(message.into()))
-    }
-
-    pub(crate) fn at(mut self, at: impl Into<String>) -> Self {
-        self.at = Some(at.into());
-        self
-    }
-
-    pub(crate) fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
-        self
     }
 }

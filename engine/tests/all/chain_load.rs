@@ -26,7 +26,7 @@ fn expect_error(chain: Value, node: Option<&str>, field: &str, needle: &str) -> 
     let dir = ChainDir::new();
     let err = dir.load("bad.json", &chain).expect_err("chain must be refused");
     assert_eq!(err.file, dir.dir.path().join("bad.json"), "{err}");
-    assert_eq!(err.node.as_deref(), node, "{err}");
+    assert_eq!(err.node_id(), node, "{err}");
     assert_eq!(err.field.as_deref(), Some(field), "{err}");
     let text = err.to_string();
     assert!(text.contains(needle), "`{text}` lacks `{needle}`");
@@ -67,7 +67,7 @@ fn a_file_that_is_not_wasm() {
     c["nodes"][0]["module"] = json!("junk.wasm");
     let path = dir.write_json("bad.json", &c);
     let err = Loader::new(&runtime(), vec![modules().to_path_buf()]).load(&path).unwrap_err();
-    assert_eq!((err.node.as_deref(), err.field.as_deref()), (Some("check"), Some("module")));
+    assert_eq!((err.node_id(), err.field.as_deref()), (Some("check"), Some("module")));
     assert!(err.to_string().contains("not a valid WebAssembly module"), "{err}");
 }
 
@@ -217,7 +217,7 @@ fn nested_chain_errors_name_the_nested_file() {
     });
     let err = dir.load("outer.json", &outer).unwrap_err();
     assert_eq!(err.file, inner_path);
-    assert_eq!((err.node.as_deref(), err.field.as_deref()), (Some("check"), Some("config.messageNames")));
+    assert_eq!((err.node_id(), err.field.as_deref()), (Some("check"), Some("config.messageNames")));
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn nested_chain_missing_or_recursive() {
     let dir = ChainDir::new();
     let outer = json!({"entry": "sub", "nodes": [{"id": "sub", "chain": "nowhere.json"}]});
     let err = dir.load("outer.json", &outer).unwrap_err();
-    assert_eq!((err.node.as_deref(), err.field.as_deref()), (Some("sub"), Some("chain")));
+    assert_eq!((err.node_id(), err.field.as_deref()), (Some("sub"), Some("chain")));
     let selfish = json!({"entry": "me", "nodes": [{"id": "me", "chain": "self.json"}]});
     let err = dir.load("self.json", &selfish).unwrap_err();
     assert!(err.to_string().contains("includes itself"), "{err}");

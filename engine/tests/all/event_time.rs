@@ -12,15 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice::flow::{Ack, Pipeline, PipelineConfig, Sinks};
+use sluice::flow::{Ack, PipelineConfig};
 use sluice::host::Clock;
 use sluice::sinks::jsonl::SinkItem;
 use sluice::sources::Feed;
-use sluice::state::StateStore;
 use sluice::state::time::Watermarks;
 use sluice_sdk::TbMsg;
 
-use crate::support::{ChainDir, runtime};
+use crate::support::{ChainDir, start_to_channel};
 
 /// Wall-clock time at the start of the run.
 const W0: i64 = 1_700_000_000_000;
@@ -116,7 +115,6 @@ fn run(per: &str, wait_for_freed: bool) -> (Written, Written) {
     let chain = Arc::new(dir.load("chain.json", &chain(per)).expect("chain loads"));
     let now = Arc::new(AtomicI64::new(W0));
     let clock = Clock::Manual(now.clone());
-    let (tx, rx) = std::sync::mpsc::sync_channel(64);
     let config = PipelineConfig {
         workers: 2,
         queue: 16,
@@ -124,14 +122,7 @@ fn run(per: &str, wait_for_freed: bool) -> (Written, Written) {
         flush_at_end: true,
         tick: Duration::from_millis(10),
     };
-    let pipeline = Pipeline::start(
-        runtime(),
-        chain.clone(),
-        StateStore::default(),
-        Sinks { output: Some(tx), ..Default::default() },
-        config,
-    )
-    .expect("pipeline");
+    let (pipeline, rx) = start_to_channel(&chain, config);
     let out = Arc::new(Mutex::new(Vec::new()));
     let collector = {
         let out = out.clone();

@@ -26,7 +26,7 @@ use sluice_sdk::TbMsg;
 use tokio::sync::watch;
 
 use crate::brokers::{Mosquitto, TlsListener, free_port};
-use crate::support::{ChainDir, runtime};
+use crate::support::{ChainDir, runtime, start_to_channel};
 
 /// Longest wait for something that should happen (a hang guard, not a speed check).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -81,18 +81,9 @@ impl SourceRun {
     /// of dropping it (the message then counts as still in the chain).
     fn start(rt: &tokio::runtime::Runtime, spec: MqttSourceSpec, hold: Option<Sender<(TbMsg, Ack)>>) -> SourceRun {
         let dir = ChainDir::new();
-        let path = dir.write_json("chain.json", &json!({"entry": "out", "nodes": [{"id": "out", "sink": "output"}]}));
-        let chain = Arc::new(Loader::new(&runtime(), vec![]).load(&path).expect("chain loads"));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<SinkItem>(64);
+        let chain = dir.sink_only();
         let config = PipelineConfig { workers: 2, queue: 16, flush_at_end: false, ..PipelineConfig::default() };
-        let pipeline = Pipeline::start(
-            runtime(),
-            chain.clone(),
-            StateStore::default(),
-            Sinks { output: Some(tx), ..Default::default() },
-            config,
-        )
-        .expect("pipeline");
+        let (pipeline, rx) = start_to_channel(&chain, config);
         let out = Arc::new(Mutex::new(Vec::new()));
         let collector = {
             let out = out.clone();

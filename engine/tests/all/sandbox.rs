@@ -151,7 +151,7 @@ fn load_guest(wat: &str) -> String {
     let dir = ChainDir::new();
     dir.write("guest.wat", wat);
     let err = dir.load("chain.json", &chain("guest.wat", json!({}))).expect_err("module must be refused");
-    assert_eq!(err.node.as_deref(), Some("guest"));
+    assert_eq!(err.node_id(), Some("guest"));
     assert_eq!(err.field.as_deref(), Some("module"));
     err.to_string()
 }

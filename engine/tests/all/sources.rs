@@ -15,14 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice::chain::Loader;
 use sluice::config::{HttpSourceSpec, MqttConnection, MqttSourceSpec, PayloadFormat};
 use sluice::core::{Ack, Clock, Metrics, SinkItem};
-use sluice::flow::{Pipeline, PipelineConfig, Sinks};
+use sluice::flow::{Pipeline, PipelineConfig};
 use sluice::sources::http::HttpSource;
 use sluice::sources::mqtt::MqttSource;
 use sluice::sources::{Checkpointer, Feed, Offsets, Source, SourceContext, SourceReport};
-use sluice::state::StateStore;
 use sluice::state::checkpoint::Captured;
 use sluice::state::partition::PartitionState;
 use sluice::state::time::Watermarks;
@@ -30,7 +28,7 @@ use sluice::state::window::Owner;
 use tokio::sync::watch;
 
 use crate::brokers::{Mosquitto, free_port};
-use crate::support::{ChainDir, runtime};
+use crate::support::{ChainDir, start_to_channel};
 
 /// Messages each source is sent.
 const N: u64 = 12;
@@ -80,18 +78,9 @@ struct Harness {
 impl Harness {
     fn start() -> Harness {
         let dir = ChainDir::new();
-        let path = dir.write_json("chain.json", &json!({"entry": "out", "nodes": [{"id": "out", "sink": "output"}]}));
-        let chain = Arc::new(Loader::new(&runtime(), vec![]).load(&path).expect("chain loads"));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<SinkItem>(64);
+        let chain = dir.sink_only();
         let config = PipelineConfig { workers: 2, queue: 16, flush_at_end: false, ..PipelineConfig::default() };
-        let pipeline = Pipeline::start(
-            runtime(),
-            chain.clone(),
-            StateStore::default(),
-            Sinks { output: Some(tx), ..Default::default() },
-            config,
-        )
-        .expect("pipeline");
+        let (pipeline, rx) = start_to_channel(&chain, config);
         let arrived = Arc::new(AtomicU64::new(0));
         let held = Arc::new(Mutex::new(Some(Vec::new())));
         let sink = {

@@ -59,6 +59,22 @@ impl ChainDir {
         let path = self.write_json(name, value);
         Loader::new(&runtime(), vec![modules().to_path_buf()]).load(&path)
     }
+
+    /// A chain of one node, the output sink (it needs no rule module).
+    pub fn sink_only(&self) -> Arc<Chain> {
+        let path = self
+            .write_json("chain.json", &serde_json::json!({"entry": "out", "nodes": [{"id": "out", "sink": "output"}]}));
+        Arc::new(Loader::new(&runtime(), vec![]).load(&path).expect("chain loads"))
+    }
+}
+
+/// Starts `chain` with fresh state, its output sink writing into a channel: what the chain
+/// writes arrives on the receiver.
+pub fn start_to_channel(chain: &Arc<Chain>, config: PipelineConfig) -> (Pipeline, std::sync::mpsc::Receiver<SinkItem>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let sinks = Sinks { output: Some(tx), ..Default::default() };
+    let pipeline = Pipeline::start(runtime(), chain.clone(), StateStore::default(), sinks, config).expect("pipeline");
+    (pipeline, rx)
 }
 
 /// What a chain produced.
@@ -80,16 +96,7 @@ pub fn run_chain(chain: &Value, msgs: &[TbMsg], workers: usize) -> Ran {
 pub fn run_chain_file(path: &Path, msgs: &[TbMsg], workers: usize) -> Ran {
     let loaded = Loader::new(&runtime(), vec![modules().to_path_buf()]).load(path);
     let chain = Arc::new(loaded.unwrap_or_else(|e| panic!("chain does not load: {e}")));
-    let (tx, rx) = std::sync::mpsc::sync_channel(16);
-    let config = PipelineConfig { workers, queue: 4, ..PipelineConfig::default() };
-    let pipeline = Pipeline::start(
-        runtime(),
-        chain,
-        StateStore::default(),
-        Sinks { output: Some(tx), ..Default::default() },
-        config,
-    )
-    .expect("pipeline");
+    let (pipeline, rx) = start_to_channel(&chain, PipelineConfig { workers, queue: 4, ..PipelineConfig::default() });
     let acks = Arc::new(AckCounter::default());
     let collector = std::thread::spawn(move || {
         let mut out = Vec::new();
