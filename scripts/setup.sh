@@ -47,7 +47,7 @@ wasm_toolchain() {
     log "wasm32: Debian rustc-web + rust-web-src + lld-19 (build-std)"
 }
 
-# The brokers the integration tests start on loopback ports (engine/tests/all/brokers.rs),
+# The brokers the integration tests start on loopback ports (testkit/src/brokers.rs),
 # openssl for the certificates of the TLS test, and what builds the token plugin. Debian's mosquitto lives in /usr/sbin, which is not
 # on an ordinary user's PATH.
 brokers() {

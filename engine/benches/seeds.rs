@@ -18,9 +18,8 @@ use sluice::runtime::Runtime;
 
 const T0: i64 = 1_700_000_000_000;
 
-#[path = "common/rng.rs"]
-mod rng;
 use rng::Rng;
+use sluice_testkit::rng;
 
 fn msg(id: usize, ts: i64, kind: &str, device: &str, metadata: Value, data: Value) -> Value {
     json!({"id": format!("m{id}"), "ts": ts, "type": kind, "originator": {"entityType": "DEVICE", "name": device},

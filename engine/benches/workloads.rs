@@ -60,9 +60,8 @@ const MODULES_PER_PANEL: u64 = 10;
 /// zone's window adds its values in another order.
 const REL_EPS: f64 = 1e-9;
 
-#[path = "common/rng.rs"]
-mod rng;
 use rng::Rng;
+use sluice_testkit::rng;
 
 trait EventTime {
     fn event_time(&mut self, k: u64) -> i64;

@@ -36,7 +36,9 @@ pub mod windows;
 
 pub use error::{Error, Result};
 pub use host::{action, clock, log, state, table, timer, window};
-pub use msg::{FieldPath, Metadata, Msg, Originator, TbMsg, as_number, data_path, derived_id, msg_type, value_text};
+pub use msg::{
+    FieldPath, Metadata, Msg, Originator, TbMsg, as_number, data_path, derived_id, json_kind, msg_type, value_text,
+};
 pub use node::{NoConfig, Node, Output, Outputs};
 pub use sluice_sdk_macros::{filter, node, transform};
 pub use template::Template;

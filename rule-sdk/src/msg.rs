@@ -205,6 +205,18 @@ pub fn data_path<'a>(data: &'a Value, key: &str) -> Option<&'a Value> {
     key.split('.').try_fold(data, |v, k| v.get(k))
 }
 
+/// What kind of JSON value `value` is, for error messages, the same in the host and every rule ("a string", "an object").
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A data value as text, as [`field::DATA_TEXT`] reads it: a string as it is, a number or a
 /// boolean written out; anything else (null, arrays, objects) is not text.
 pub fn value_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {

@@ -3,9 +3,6 @@
 
 mod actions_under_failure;
 mod agreement;
-#[allow(dead_code)]
-#[path = "../../engine/tests/all/brokers.rs"]
-mod brokers;
 mod cli;
 mod devices;
 mod fidelity;
@@ -27,3 +24,6 @@ mod support;
 mod tansu;
 mod thingsboard;
 mod wind_zones_live;
+
+// Shared with the engine's integration tests and the benches.
+use sluice_testkit::brokers;

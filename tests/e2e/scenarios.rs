@@ -22,24 +22,7 @@ const WINDOW: i64 = 10_000;
 const GRACE: i64 = 2_000;
 const T0: i64 = 1_700_000_000_000;
 
-/// A small deterministic generator (SplitMix64), so inputs are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use sluice_testkit::Rng;
 
 /// Event time of line `k`: 10 ms apart; 1% of events are 0–5 s behind (some beyond the grace).
 fn event_time(rng: &mut Rng, k: usize) -> i64 {

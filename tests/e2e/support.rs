@@ -4,15 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
-}
-
-/// The guest modules, built from `rules/` on first use.
-pub fn modules() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| sluice::toolchain::build(&repo().join("rules")).expect("building the rules"))
-}
+pub use sluice_testkit::{modules, repo, runtime};
 
 /// The `sluice` binary of this workspace, built on first use.
 pub fn sluice_bin() -> &'static Path {
@@ -54,13 +46,6 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// One runtime per test binary; compiled modules are cached under target/.
-pub fn runtime() -> std::sync::Arc<sluice::runtime::Runtime> {
-    static RT: OnceLock<std::sync::Arc<sluice::runtime::Runtime>> = OnceLock::new();
-    let cache = repo().join("target").join("sluice-module-cache");
-    RT.get_or_init(|| std::sync::Arc::new(sluice::runtime::Runtime::new(Some(cache)).expect("runtime"))).clone()
-}
-
 /// A one-node chain: `module` with `config`, every relation in `relations` wired to the output.
 fn one_node_chain(module: &str, config: &serde_json::Value, relations: &[&str]) -> serde_json::Value {
     serde_json::json!({
@@ -92,35 +77,7 @@ pub fn node_config_error(module: &str, config: serde_json::Value) -> String {
 /// Runs `msgs` through a chain on one worker (event time = `ts`, windows flushed at the end) and
 /// returns what reached its output sink, in order.
 pub fn run_chain(chain: &serde_json::Value, msgs: &[sluice_sdk::TbMsg]) -> Vec<sluice_sdk::TbMsg> {
-    use sluice::flow::{Ack, AckCounter, Envelope, Pipeline, PipelineConfig, Sinks};
-    use sluice::sinks::jsonl::SinkItem;
-    let chain = std::sync::Arc::new(load_chain(chain).unwrap_or_else(|e| panic!("chain does not load: {e}")));
-    let (tx, rx) = std::sync::mpsc::sync_channel(16);
-    let config = PipelineConfig { workers: 1, queue: 4, ..PipelineConfig::default() };
-    let state = sluice::state::StateStore::default();
-    let pipeline = Pipeline::start(runtime(), chain, state, Sinks { output: Some(tx), ..Default::default() }, config)
-        .expect("pipeline");
-    let acks = std::sync::Arc::new(AckCounter::default());
-    let collector = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        for item in rx {
-            if let SinkItem::Msg(bytes, _ack) = item {
-                out.push(bytes.to_tb());
-            }
-        }
-        out
-    });
-    let mut watermark = i64::MIN;
-    for (i, msg) in msgs.iter().enumerate() {
-        watermark = watermark.max(msg.ts);
-        let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
-        let bytes = std::sync::Arc::new(msg.clone().into());
-        pipeline
-            .send_blocking(Envelope::new(bytes, key, Ack::new(acks.clone(), i as u64)).with_watermark(watermark))
-            .expect("send");
-    }
-    pipeline.shutdown();
-    collector.join().expect("collector")
+    sluice_testkit::run_chain(chain, msgs, 1).output
 }
 
 /// Runs `msgs` through the wasm build of `module` with `config`, once per relation, and returns

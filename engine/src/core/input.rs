@@ -130,14 +130,5 @@ impl InputForm {
     }
 }
 
-/// What kind of JSON value `value` is, for messages ("a string", "an object").
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+/// What kind of JSON value a value is, for messages ("a string", "an object").
+pub use sluice_sdk::json_kind;

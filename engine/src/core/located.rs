@@ -21,9 +21,9 @@ pub struct Located<K> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
     /// A chain's node, by id: written `node `id``.
-    Node(String),
+    Node(Box<str>),
     /// Any other place, written as it is: `node 3`, `filters[1]`, `ruleChains[2]`.
-    At(String),
+    At(Box<str>),
 }
 
 impl fmt::Display for Place {
@@ -59,13 +59,13 @@ impl<K> Located<K> {
 
     /// At the node `id` of a chain.
     pub fn node(mut self, id: impl Into<String>) -> Self {
-        self.place = Some(Place::Node(id.into()));
+        self.place = Some(Place::Node(id.into().into_boxed_str()));
         self
     }
 
     /// At `place`, written as it is.
     pub fn at(mut self, place: impl Into<String>) -> Self {
-        self.place = Some(Place::At(place.into()));
+        self.place = Some(Place::At(place.into().into_boxed_str()));
         self
     }
 

@@ -1,7 +1,6 @@
 //! The engine's integration tests: one binary, one module per concern. Guests are built from
 //! source (the `rules/` workspace) by [`support`], never committed.
 
-mod brokers;
 mod chain_load;
 mod event_time;
 mod handover;
@@ -12,5 +11,8 @@ mod reload;
 mod routing;
 mod sandbox;
 mod sources;
-mod support;
 mod windows;
+
+// Shared with the end-to-end tests and the benches.
+use sluice_testkit::brokers;
+use sluice_testkit::chain as support;

@@ -210,7 +210,7 @@ fn integers(value: Value) -> Value {
 /// A returned `metadata` object as a string map, as ThingsBoard converts it.
 fn metadata_of(value: Value) -> Result<Metadata> {
     let Value::Object(map) = value else {
-        bail!("`metadata` must be an object of strings, got {}", type_name(&value));
+        bail!("`metadata` must be an object of strings, got {}", sluice_sdk::json_kind(&value));
     };
     Ok(map
         .into_iter()
@@ -227,17 +227,6 @@ fn metadata_of(value: Value) -> Result<Metadata> {
         .collect())
 }
 
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// What a JavaScript value is, for errors (`undefined` is not JSON, so not a [`Value`]).
 fn js_type(value: &JsValue) -> String {
     if value.is_undefined() {
@@ -252,7 +241,7 @@ fn js_type(value: &JsValue) -> String {
 /// One `{msg, metadata, msgType}` result: a field left out (or `undefined`) keeps `base`'s.
 fn unbind(result: Value, base: (&Value, &Metadata, &str)) -> Result<(Value, Metadata, String)> {
     let Value::Object(mut fields) = result else {
-        bail!("the script must return {{msg, metadata, msgType}}, got {}", type_name(&result));
+        bail!("the script must return {{msg, metadata, msgType}}, got {}", sluice_sdk::json_kind(&result));
     };
     let data = fields.remove("msg").unwrap_or_else(|| base.0.clone());
     let metadata = match fields.remove("metadata") {
@@ -263,7 +252,7 @@ fn unbind(result: Value, base: (&Value, &Metadata, &str)) -> Result<(Value, Meta
         None | Some(Value::Null) => base.2.to_string(),
         Some(Value::String(t)) if t.is_empty() => base.2.to_string(),
         Some(Value::String(t)) => t,
-        Some(other) => bail!("`msgType` must be a string, got {}", type_name(&other)),
+        Some(other) => bail!("`msgType` must be a string, got {}", sluice_sdk::json_kind(&other)),
     };
     Ok((data, metadata, msg_type))
 }
@@ -301,7 +290,10 @@ impl Script {
                 .into_iter()
                 .map(|item| match item {
                     Value::String(relation) => Ok(relation),
-                    other => bail!("a switch script must return relation names (strings), got {}", type_name(&other)),
+                    other => bail!(
+                        "a switch script must return relation names (strings), got {}",
+                        sluice_sdk::json_kind(&other)
+                    ),
                 })
                 .collect::<Result<Vec<_>>>()?,
             _ => return Err(wrong()),

@@ -1,4 +1,5 @@
-//! Shared test support: building the guest modules once, and running a chain in-process.
+//! Chains in tests: the guest modules built once, one runtime, scratch chain files, and a chain
+//! run in-process.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -11,12 +12,17 @@ use sluice::sinks::jsonl::SinkItem;
 use sluice::state::StateStore;
 use sluice_sdk::TbMsg;
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+}
+
 /// The directory of the built guest modules (built on first use, with the toolchain present).
 pub fn modules() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("rules");
-        sluice::toolchain::build(&rules).unwrap_or_else(|e| panic!("building the guest modules failed: {e}"))
+        sluice::toolchain::build(&repo().join("rules"))
+            .unwrap_or_else(|e| panic!("building the guest modules failed: {e}"))
     })
 }
 
@@ -24,13 +30,19 @@ pub fn modules() -> &'static Path {
 pub fn runtime() -> Arc<Runtime> {
     static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
     // Compiled modules are cached under target/, so a rerun skips Cranelift.
-    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("sluice-module-cache");
+    let cache = repo().join("target").join("sluice-module-cache");
     RT.get_or_init(|| Arc::new(Runtime::new(Some(cache)).expect("runtime"))).clone()
 }
 
 /// A scratch directory holding chain files.
 pub struct ChainDir {
     pub dir: tempfile::TempDir,
+}
+
+impl Default for ChainDir {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ChainDir {

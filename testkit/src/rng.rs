@@ -1,8 +1,10 @@
-//! SplitMix64, shared by the benches that generate their inputs: the same inputs on every run.
+//! SplitMix64, for tests and benches that generate their inputs: the same inputs on every run.
 
+#[derive(Debug, Clone)]
 pub struct Rng(pub u64);
 
 impl Rng {
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -13,5 +15,10 @@ impl Rng {
 
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
