@@ -2,7 +2,8 @@
 //!
 //! Modules in the order a message travels:
 //!
-//! - [`sources`] turn input into messages with ack handles;
+//! - [`sources`] turn input into messages with ack handles (each a [`sources::Source`], started
+//!   the same way with a [`sources::SourceContext`]);
 //! - [`flow`] routes them onto workers and through the chain;
 //! - [`chain`] is the graph they run through (loaded and validated from JSON);
 //! - [`runtime`] runs each node's WASM module in a sandbox, with the [`host`] services as its
@@ -16,7 +17,8 @@
 //! [`import`] turns ThingsBoard rule chains into chain files.
 //!
 //! Under all of them, [`core`] is the vocabulary they share (a message, its ack, the clock, a
-//! sink item, the connector contract) and imports none of them. Imports only point down: the
+//! sink item, the connector contract, the metrics registry, located errors) and imports none of
+//! them. Imports only point down: the
 //! module graph has no cycle, and `tests/all/layers.rs` keeps it so.
 
 pub mod admin;

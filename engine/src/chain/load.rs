@@ -16,9 +16,7 @@ use super::error::{LoadError, LoadErrorKind};
 use super::graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
 use super::spec::{ChainSpec, NodeSpec};
 use crate::connectors::Granted;
-use crate::core::Clock;
 use crate::runtime::{Limits, Module, NodeErrorKind, Runtime};
-use crate::state::NodeHandles;
 use crate::state::time::TimeField;
 
 /// Loads chains, resolving built-in module names in `module_dirs`.
@@ -295,9 +293,8 @@ impl<'r> Loader<'r> {
         config: &[u8],
         limits: Limits,
     ) -> Result<(), (String, LoadErrorKind)> {
-        let scratch = NodeHandles::default();
         // No connector: validating a chain must not deliver anything.
-        match self.runtime.instantiate(module, node.into(), config, limits, scratch, Clock::System, None) {
+        match self.runtime.check_config(module, node.into(), config, limits) {
             Ok(_) => Ok(()),
             Err(err) => Err(match err.kind {
                 NodeErrorKind::Config { field, message } => (

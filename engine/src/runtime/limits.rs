@@ -19,7 +19,7 @@ pub const MAX_MEMORY: usize = 4096 << 20;
 /// after repeated errors in the same way).
 pub const DEFAULT_DISABLE_AFTER: u32 = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     pub deadline: Duration,
     pub memory_bytes: usize,

@@ -10,7 +10,7 @@ pub mod cache;
 pub mod instance;
 pub mod limits;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,6 +97,9 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: Option<DiskCache>,
     modules: Mutex<HashMap<String, Arc<Module>>>,
+    /// (module hash, config, limits) whose `init` passed on a scratch instance: see
+    /// [`Runtime::check_config`].
+    checked: Mutex<HashSet<(String, Vec<u8>, Limits)>>,
 }
 
 impl Runtime {
@@ -110,7 +113,7 @@ impl Runtime {
         host::add_to_linker(&mut linker).map_err(|e| ModuleError::Engine(format!("{e:#}")))?;
         start_ticker(&engine);
         let cache = cache_dir.map(|dir| DiskCache::new(dir, &engine));
-        Ok(Runtime { engine, linker, cache, modules: Mutex::new(HashMap::new()) })
+        Ok(Runtime { engine, linker, cache, modules: Mutex::new(HashMap::new()), checked: Mutex::default() })
     }
 
     /// A runtime with the default on-disk cache.
@@ -162,6 +165,20 @@ impl Runtime {
         let mut host = HostState::new(node, limits.memory_bytes, state, clock);
         host.action = action;
         NodeInstance::new(&self.engine, &module.pre, host, config, limits)
+    }
+
+    /// Runs `init` with `config` on a scratch instance (empty state, no connector): what loading
+    /// a chain checks of each node. `init` sees nothing but these, so a (module, config, limits)
+    /// that passed once passes again and is not run twice — a reload that keeps a node, or a
+    /// chain loaded again, costs no second `init` of it (a script node compiles its script there).
+    pub fn check_config(&self, module: &Module, node: Arc<str>, config: &[u8], limits: Limits) -> Result<(), NodeError> {
+        let key = (module.hash.clone(), config.to_vec(), limits);
+        if self.checked.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+            return Ok(());
+        }
+        self.instantiate(module, node, config, limits, NodeHandles::default(), Clock::System, None)?;
+        self.checked.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        Ok(())
     }
 }
 
