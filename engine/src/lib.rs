@@ -25,10 +25,8 @@ pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod connectors;
-pub mod core;
 pub mod flow;
 pub mod host;
-pub mod import;
 pub mod reload;
 pub mod run;
 pub mod runtime;
@@ -39,3 +37,7 @@ pub mod state;
 pub mod toolchain;
 
 pub use crate::core::message;
+/// The shared vocabulary, a crate of its own (`sluice-core`) so that it builds once for all.
+pub use sluice_core as core;
+/// ThingsBoard import, a crate of its own (`sluice-import`): it needs only the specs.
+pub use sluice_import as import;

@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 /// Default deadline for one message. Generous for telemetry rules (µs each), tight enough that a
 /// runaway loop costs a fraction of a second.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(200);
@@ -59,20 +56,4 @@ impl Limits {
 
 pub use crate::host::sandbox::MemoryCap;
 
-/// Per-node sandbox limits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LimitsSpec {
-    /// Wall-clock deadline for one message, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub deadline_ms: Option<u64>,
-    /// Most linear memory the module may grow to, in MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 4096))]
-    pub memory_mb: Option<u64>,
-    /// Disable the node after this many consecutive crashes (trap, deadline, out of memory);
-    /// 0 never disables. A disabled node sends every message to `Failure`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disable_after: Option<u32>,
-}
+pub use sluice_core::spec::LimitsSpec;

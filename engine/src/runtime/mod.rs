@@ -171,7 +171,13 @@ impl Runtime {
     /// a chain checks of each node. `init` sees nothing but these, so a (module, config, limits)
     /// that passed once passes again and is not run twice — a reload that keeps a node, or a
     /// chain loaded again, costs no second `init` of it (a script node compiles its script there).
-    pub fn check_config(&self, module: &Module, node: Arc<str>, config: &[u8], limits: Limits) -> Result<(), NodeError> {
+    pub fn check_config(
+        &self,
+        module: &Module,
+        node: Arc<str>,
+        config: &[u8],
+        limits: Limits,
+    ) -> Result<(), NodeError> {
         let key = (module.hash.clone(), config.to_vec(), limits);
         if self.checked.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
             return Ok(());

@@ -56,7 +56,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Watermark before any event: nothing is late yet.
@@ -64,45 +63,7 @@ pub const NO_WATERMARK: i64 = i64::MIN;
 /// Watermark at the end of a finite input: every window may close.
 pub const END_OF_INPUT: i64 = i64::MAX;
 
-/// Where a message's event time comes from, and how late events may be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EventTimeSpec {
-    /// `ts` (the message's ts, the default), `metadata.<key>`, `data.<key>` or `arrival`.
-    #[serde(default = "default_field")]
-    pub from: String,
-    /// How far behind the greatest event time seen the watermark trails, in ms.
-    #[serde(default)]
-    pub lateness_ms: u64,
-    /// A partition (or originator) silent for this long (processing time, ms) stops holding
-    /// the watermark back.
-    #[serde(default = "default_idle")]
-    pub idle_timeout_ms: u64,
-    /// `partition` (default): one watermark per source partition (Kafka partition, MQTT topic).
-    /// `originator`: one per device within its partition; a reading is late only by its own
-    /// device's watermark, and windows close by the least of the devices not idle.
-    #[serde(default, skip_serializing_if = "WatermarkPer::is_partition")]
-    pub per: WatermarkPer,
-}
-
-fn default_field() -> String {
-    "ts".into()
-}
-
-fn default_idle() -> u64 {
-    30_000
-}
-
-impl Default for EventTimeSpec {
-    fn default() -> Self {
-        EventTimeSpec {
-            from: default_field(),
-            lateness_ms: 0,
-            idle_timeout_ms: default_idle(),
-            per: WatermarkPer::Partition,
-        }
-    }
-}
+pub use sluice_core::spec::{EventTimeSpec, WatermarkPer};
 
 /// Where to read the event time, parsed from [`EventTimeSpec::from`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,24 +100,6 @@ impl TimeField {
             TimeField::Metadata(k) => msg.meta(k).and_then(|s| s.trim().parse().ok()).unwrap_or(now),
             TimeField::Data(k) => msg.data_top(k).and_then(|f| f.number()).map_or(now, |n| n as i64),
         }
-    }
-}
-
-/// One watermark per source partition, or per originator within its partition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum WatermarkPer {
-    /// Per source partition: a Kafka partition, an MQTT topic; the HTTP source and a file are one.
-    #[default]
-    Partition,
-    /// Per originator (device) within its source partition: a device whose clock is behind is
-    /// judged by its own readings, not by the others'.
-    Originator,
-}
-
-impl WatermarkPer {
-    fn is_partition(&self) -> bool {
-        *self == WatermarkPer::Partition
     }
 }
 

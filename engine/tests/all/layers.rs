@@ -1,5 +1,7 @@
 //! The engine's modules depend on each other in layers, never in a circle: a module that needs
-//! another's type takes it from below (`core` is the floor: it uses nothing of the engine).
+//! another's type takes it from below. The floor, `core` (the shared vocabulary and the specs),
+//! is a crate of its own, `sluice-core`, as is the importer (`sluice-import`, on top of
+//! `sluice-core` alone): the compiler keeps them from using the engine.
 //!
 //! Read from the source, not from a tool's picture: every `crate::<module>` path in a file of
 //! `engine/src/<module>` (comments left out) is an arrow from its module to that one. The test
@@ -129,8 +131,6 @@ fn circles(arrows: &BTreeMap<(String, String), PathBuf>) -> Vec<BTreeSet<String>
 fn modules_depend_in_layers() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let arrows = arrows(&src);
-    let from_core: Vec<_> = arrows.iter().filter(|((from, _), _)| from == "core").collect();
-    assert!(from_core.is_empty(), "`core` must use nothing of the engine; it uses: {from_core:?}");
     let known: BTreeSet<String> = KNOWN.iter().map(|m| m.to_string()).collect();
     for circle in circles(&arrows) {
         let closing: Vec<String> = arrows

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::chain::spec::{CallPolicySpec, ChainSpec, ConnectorKind, ConnectorSpec, KafkaConnection, MqttConnection};
+use sluice_core::spec::{CallPolicySpec, ChainSpec, ConnectorKind, ConnectorSpec, KafkaConnection, MqttConnection};
 
 use super::Names;
 use super::draft::{Draft, Fragment, Part, Placed, Want, slug};
@@ -74,10 +74,10 @@ pub struct ChainLink {
 pub fn parse(file: &Path, value: &Value) -> Result<(String, Vec<RuleChain>), ImportError> {
     if let Some(chains) = value.get("ruleChains") {
         let Value::Array(chains) = chains else {
-            return Err(ImportError::invalid(file, "expected a list of rule chains").field("ruleChains"));
+            return Err(crate::error::invalid(file, "expected a list of rule chains").field("ruleChains"));
         };
         let Some(Value::Array(metadata)) = value.get("metadata") else {
-            return Err(ImportError::invalid(file, "a bulk export needs a `metadata` list").field("metadata"));
+            return Err(crate::error::invalid(file, "a bulk export needs a `metadata` list").field("metadata"));
         };
         let mut out = Vec::new();
         for (i, chain) in chains.iter().enumerate() {
@@ -88,9 +88,8 @@ pub fn parse(file: &Path, value: &Value) -> Result<(String, Vec<RuleChain>), Imp
             let (m, meta) = match found.or_else(|| metadata.get(i).map(|m| (i, m))) {
                 Some(hit) => hit,
                 None => {
-                    return Err(
-                        ImportError::invalid(file, "no metadata for this rule chain").field(format!("ruleChains[{i}]"))
-                    );
+                    return Err(crate::error::invalid(file, "no metadata for this rule chain")
+                        .field(format!("ruleChains[{i}]")));
                 }
             };
             out.push(chain_of(file, Some(chain), meta, &format!("metadata[{m}]"), &format!("ruleChains[{i}]"))?);
@@ -123,8 +122,8 @@ fn index(file: &Path, value: Option<&Value>, len: usize, field: String) -> Resul
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64().map(|n| n as usize) {
             Some(n) if n < len => Ok(Some(n)),
-            Some(n) => Err(ImportError::invalid(file, format!("node {n} does not exist ({len} nodes)")).field(field)),
-            None => Err(ImportError::invalid(file, format!("expected a node index, got {v}")).field(field)),
+            Some(n) => Err(crate::error::invalid(file, format!("node {n} does not exist ({len} nodes)")).field(field)),
+            None => Err(crate::error::invalid(file, format!("expected a node index, got {v}")).field(field)),
         },
     }
 }
@@ -133,7 +132,7 @@ fn list<'a>(file: &Path, value: Option<&'a Value>, field: String) -> Result<&'a 
     match value {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
-        Some(_) => Err(ImportError::invalid(file, "expected a list").field(field)),
+        Some(_) => Err(crate::error::invalid(file, "expected a list").field(field)),
     }
 }
 
@@ -145,13 +144,13 @@ fn chain_of(
     header_at: &str,
 ) -> Result<RuleChain, ImportError> {
     if !meta.is_object() {
-        return Err(ImportError::invalid(file, "expected an object").field(if at.is_empty() { "(root)" } else { at }));
+        return Err(crate::error::invalid(file, "expected an object").field(if at.is_empty() { "(root)" } else { at }));
     }
     let name = match header.and_then(|h| h.get("name")) {
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
             return Err(
-                ImportError::invalid(file, format!("expected a string, got {other}")).field(join(header_at, "name"))
+                crate::error::invalid(file, format!("expected a string, got {other}")).field(join(header_at, "name"))
             );
         }
         None => file.file_stem().map_or_else(|| "imported".into(), |s| s.to_string_lossy().into_owned()),
@@ -185,23 +184,23 @@ fn chain_of(
             (Some(from), Some(to), Some(relation)) => {
                 connections.push(Connection { from, to, relation: relation.to_string() })
             }
-            (None, _, _) => return Err(ImportError::invalid(file, "missing").field(field("fromIndex"))),
-            (_, None, _) => return Err(ImportError::invalid(file, "missing").field(field("toIndex"))),
-            (_, _, None) => return Err(ImportError::invalid(file, "missing or empty relation").field(field("type"))),
+            (None, _, _) => return Err(crate::error::invalid(file, "missing").field(field("fromIndex"))),
+            (_, None, _) => return Err(crate::error::invalid(file, "missing").field(field("toIndex"))),
+            (_, _, None) => return Err(crate::error::invalid(file, "missing or empty relation").field(field("type"))),
         }
     }
     let mut chain_links = Vec::new();
     for (i, c) in list(file, meta.get("ruleChainConnections"), join(at, "ruleChainConnections"))?.iter().enumerate() {
         let field = |f: &str| join(at, &format!("ruleChainConnections[{i}].{f}"));
         let from = index(file, c.get("fromIndex"), len, field("fromIndex"))?
-            .ok_or_else(|| ImportError::invalid(file, "missing").field(field("fromIndex")))?;
+            .ok_or_else(|| crate::error::invalid(file, "missing").field(field("fromIndex")))?;
         let target = entity_id(c.get("targetRuleChainId"))
-            .ok_or_else(|| ImportError::invalid(file, "missing").field(field("targetRuleChainId")))?;
+            .ok_or_else(|| crate::error::invalid(file, "missing").field(field("targetRuleChainId")))?;
         let relation = c
             .get("type")
             .and_then(Value::as_str)
             .filter(|r| !r.trim().is_empty())
-            .ok_or_else(|| ImportError::invalid(file, "missing or empty relation").field(field("type")))?;
+            .ok_or_else(|| crate::error::invalid(file, "missing or empty relation").field(field("type")))?;
         chain_links.push(ChainLink { from, target, relation: relation.to_string() });
     }
     Ok(RuleChain { name, id, edge, first, nodes, connections, chain_links })

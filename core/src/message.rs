@@ -38,7 +38,7 @@ pub struct Message {
 
 /// A flat record: the text of its line and where its parts are in it.
 #[derive(Debug)]
-pub(crate) struct Flat {
+pub struct Flat {
     text: Box<str>,
     id: Id,
     ts: i64,
@@ -51,7 +51,7 @@ pub(crate) struct Flat {
 
 /// Where a piece of the line is.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Span {
+pub struct Span {
     start: u32,
     len: u32,
 }
@@ -68,14 +68,14 @@ impl Span {
 
 /// A part of the message: in the line, or made from it.
 #[derive(Debug)]
-pub(crate) enum Text {
+pub enum Text {
     In(Span),
     Own(String),
 }
 
 /// How the record became a message.
 #[derive(Debug)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// ThingsBoard's simple telemetry form: a `POST_TELEMETRY_REQUEST` from the device
     /// `deviceName`, with `deviceName`, `ts` and `deviceType` (when given) as metadata.
     Simple { device_type: Option<Span> },
@@ -336,9 +336,9 @@ impl Flat {
 /// type, and how to name the originator from a field lookup (`None`: the record needs the slow
 /// path, which words the error).
 /// Names an originator from a record's fields (key and raw value, in the line's order).
-pub(crate) type NameFn<'a> = dyn Fn(&[(&str, &str)]) -> Option<String> + 'a;
+pub type NameFn<'a> = dyn Fn(&[(&str, &str)]) -> Option<String> + 'a;
 
-pub(crate) struct Named<'a> {
+pub struct Named<'a> {
     pub entity_type: &'a Arc<str>,
     pub msg_type: &'a Arc<str>,
     /// The name from the record's fields (key and raw value, in the line's order).
@@ -348,7 +348,7 @@ pub(crate) struct Named<'a> {
 /// Reads `text` (one JSON object, trimmed) as a flat record, or says it is not one (`None`):
 /// then it is parsed into a `TbMsg`, which also words any error. `ts` is `now_ms` when the record
 /// has none; `named` is the chain's `input` form, if it has one.
-pub(crate) fn scan(text: &str, now_ms: i64, named: Option<&Named>) -> Option<Message> {
+pub fn scan(text: &str, now_ms: i64, named: Option<&Named>) -> Option<Message> {
     let mut fields = SmallVec::new();
     {
         use serde::de::DeserializeSeed;

@@ -24,13 +24,13 @@ pub(crate) struct Fields<'a> {
 
 /// What a JSON value is, for errors ("expected a string, got a number").
 fn describe(value: &Value) -> &'static str {
-    crate::sources::json_kind(value)
+    sluice_sdk::json_kind(value)
 }
 
 impl<'a> Fields<'a> {
     pub fn error(&self, field: &str, message: impl Into<String>) -> ImportError {
         let path = if self.path.is_empty() { field.to_string() } else { format!("{}.{field}", self.path) };
-        ImportError::invalid(self.file, message).at(self.at).field(path)
+        crate::error::invalid(self.file, message).at(self.at).field(path)
     }
 
     /// The field, `None` when absent or null.

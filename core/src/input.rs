@@ -32,14 +32,14 @@ pub struct InputSpec {
 /// block, checked. Without one such a record is malformed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputForm {
-    pub(crate) originator: Option<Template>,
-    pub(crate) entity_type: Arc<str>,
-    pub(crate) msg_type: Arc<str>,
+    pub originator: Option<Template>,
+    pub entity_type: Arc<str>,
+    pub msg_type: Arc<str>,
 }
 
 /// `Panel ${panel}/${data.module}`: text and top-level fields of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Template(Vec<Part>);
+pub struct Template(Vec<Part>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -80,7 +80,7 @@ impl InputForm {
     }
 
     /// The originator's name for `record`, or why there is none.
-    pub(crate) fn name(&self, template: &Template, record: &Map<String, Value>) -> Result<String, String> {
+    pub fn name(&self, template: &Template, record: &Map<String, Value>) -> Result<String, String> {
         let mut name = String::new();
         for part in &template.0 {
             match part {
@@ -106,7 +106,7 @@ impl InputForm {
 
     /// [`InputForm::name`] from a flat record's raw fields; `None` where that one would fail
     /// or a field needs unescaping (the record then takes the slow path, which words the error).
-    pub(crate) fn name_raw(template: &Template, fields: &[(&str, &str)]) -> Option<String> {
+    pub fn name_raw(template: &Template, fields: &[(&str, &str)]) -> Option<String> {
         let field = |key: &str| fields.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let mut name = String::new();
         for part in &template.0 {

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::chain::spec::ChainSpec;
+use sluice_core::spec::ChainSpec;
 
 use super::draft::{Draft, Fragment, Part, Placed, slug};
 use super::error::ImportError;
@@ -95,7 +95,7 @@ pub fn parse_plugin(file: &Path, value: &Value) -> Result<Plugin, ImportError> {
 pub fn parse_rules(file: &Path, value: &Value) -> Result<Vec<Rule>, ImportError> {
     match value.get("rules") {
         Some(Value::Array(rules)) => rules.iter().enumerate().map(|(i, r)| parse_rule(file, r, Some(i))).collect(),
-        _ => Err(ImportError::invalid(file, "expected a list of 1.x rules").field("rules")),
+        _ => Err(crate::error::invalid(file, "expected a list of 1.x rules").field("rules")),
     }
 }
 

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::chain::spec::ChainSpec;
+use sluice_core::spec::ChainSpec;
 
 pub use error::{ImportError, ImportErrorKind};
 pub use report::{ChainReport, FileReport, Finding, FindingKind, Report};
@@ -110,7 +110,7 @@ fn classify(path: &Path, value: &Value) -> Result<Source, ImportError> {
     if has("apiToken") && has("clazz") {
         return Ok(Source::Plugin(legacy::parse_plugin(path, value)?));
     }
-    Err(ImportError::invalid(
+    Err(crate::error::invalid(
         path,
         "not a ThingsBoard export: expected `ruleChain` + `metadata`, `ruleChains`, `nodes` (2.x–4.x), or a 1.x rule (`filters`, `pluginToken`), `rules`, or plugin (`apiToken`, `clazz`)",
     ))

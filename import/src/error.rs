@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-pub use crate::core::located::Located;
+pub use sluice_core::located::Located;
 
 /// Why an export could not be imported: where ([`Located`]: file, place, field), and what. A
 /// node class Sluice lacks is *not* an error (it becomes a placeholder, listed in the report); a
@@ -25,8 +25,7 @@ pub enum ImportErrorKind {
     Strict(usize),
 }
 
-impl ImportError {
-    pub(crate) fn invalid(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self::new(file, ImportErrorKind::Invalid(message.into()))
-    }
+/// An [`ImportErrorKind::Invalid`] error about `file`.
+pub(crate) fn invalid(file: impl Into<PathBuf>, message: impl Into<String>) -> ImportError {
+    ImportError::new(file, ImportErrorKind::Invalid(message.into()))
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::chain::spec::{ChainSpec, ConnectionSpec, ConnectorSpec, NodeSpec};
+use sluice_core::spec::{ChainSpec, ConnectionSpec, ConnectorSpec, NodeSpec};
 
 use super::report::{Finding, FindingKind};
 
@@ -213,7 +213,7 @@ impl Draft {
 
     /// Connects a source connection: `Failure` from every part of `from`, anything else from its exit.
     pub fn connect_placed(&mut self, from: &Placed, to: &Placed, relation: &str) {
-        if relation == crate::import::FAILURE {
+        if relation == crate::FAILURE {
             for id in from.failing.clone() {
                 self.connect(&id, &to.entry, relation);
             }
@@ -333,7 +333,7 @@ const MAX_HOPS_FOR_CYCLES: u32 = 50;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::spec::ConnectorKind;
+    use sluice_core::spec::ConnectorKind;
 
     #[test]
     fn slugs_are_ascii_and_never_empty() {
