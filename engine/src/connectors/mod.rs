@@ -40,7 +40,7 @@ pub use crate::core::connector::{Call, Connector, ConnectorError};
 
 pub mod spec;
 
-pub use policy::{ConnectorStats, Guarded};
+pub use policy::{ActionError, ActionFailure, ConnectorStats, Guarded};
 pub use spec::{CallPolicySpec, ConnectorKind, ConnectorSpec};
 
 /// A connector as granted to a node: its name in the chain, and the connector with its policy.
@@ -53,7 +53,7 @@ pub struct Granted {
 impl Granted {
     /// The connector's answer, or an error naming the connector (retries, backoff and the
     /// circuit breaker applied).
-    pub fn call(&self, node: &str, request: &Value, ack: &Ack, idempotency_key: &str) -> Result<Value, String> {
+    pub fn call(&self, node: &str, request: &Value, ack: &Ack, idempotency_key: &str) -> Result<Value, ActionError> {
         self.connector.call(node, request, ack, idempotency_key)
     }
 }

@@ -145,6 +145,38 @@ impl Circuit {
     }
 }
 
+/// Why an action was not delivered, after the policy's attempts: the connector, and what
+/// happened. Its text is what the node gets (`connector `tb` (http): …`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("connector `{connector}` ({kind}): {reason}")]
+pub struct ActionError {
+    pub connector: Arc<str>,
+    pub kind: &'static str,
+    pub reason: ActionFailure,
+}
+
+/// What happened to an action that was not delivered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActionFailure {
+    /// Not attempted: the circuit is open, or a probe call is under way.
+    #[error("{0}")]
+    Rejected(String),
+    /// The connector refused the request: every attempt would fail the same way.
+    #[error("{0}")]
+    Refused(String),
+    /// Every attempt failed with an error worth retrying; the last one's message.
+    #[error("{message} (gave up after {attempts} attempt{s})", s = if *attempts == 1 { "" } else { "s" })]
+    GaveUp { message: String, attempts: u32 },
+}
+
+impl ActionFailure {
+    /// Asking again later may succeed (the server or the circuit may recover): what a
+    /// dead-letter sink is for, rather than a fix of the request.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, ActionFailure::Refused(_))
+    }
+}
+
 /// A connector with its call policy and circuit. One per connector of a chain, shared by every
 /// node granted it, in every worker.
 #[derive(Debug)]
@@ -198,11 +230,12 @@ impl Guarded {
 
     /// Delivers `request`: attempts, retries and the circuit as the module docs say. The error
     /// names the connector and says why it gave up.
-    pub fn call(&self, node: &str, request: &Value, ack: &Ack, idempotency_key: &str) -> Result<Value, String> {
-        let named = |why: String| format!("connector `{}` ({}): {why}", self.name, self.inner.kind());
+    pub fn call(&self, node: &str, request: &Value, ack: &Ack, idempotency_key: &str) -> Result<Value, ActionError> {
+        let named =
+            |reason: ActionFailure| ActionError { connector: self.name.clone(), kind: self.inner.kind(), reason };
         let admission = self.admit().map_err(|why| {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            named(why)
+            named(ActionFailure::Rejected(why))
         })?;
         let attempts = match admission {
             Admission::Probe => 1,
@@ -249,12 +282,10 @@ impl Guarded {
                     return Ok(answer);
                 }
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let tries = match (error.retryable, tries) {
-                    (false, _) => String::new(),
-                    (true, 1) => " (gave up after 1 attempt)".into(),
-                    (true, n) => format!(" (gave up after {n} attempts)"),
-                };
-                Err(named(format!("{}{tries}", error.message)))
+                Err(named(match error.retryable {
+                    false => ActionFailure::Refused(error.message),
+                    true => ActionFailure::GaveUp { message: error.message, attempts: tries },
+                }))
             }
         }
     }
@@ -389,7 +420,9 @@ mod tests {
         let (flaky, guarded) = guarded(spec(2, 100, 1000));
         flaky.fail.store(true, Ordering::SeqCst);
         let err = guarded.call("post", &serde_json::json!({}), &Ack::none(), "m1:post:1").unwrap_err();
-        assert_eq!(err, "connector `api` (flaky): refused (gave up after 3 attempts)");
+        assert_eq!(err.reason, ActionFailure::GaveUp { message: "refused".into(), attempts: 3 });
+        assert!(err.reason.retryable());
+        assert_eq!(err.to_string(), "connector `api` (flaky): refused (gave up after 3 attempts)");
         assert_eq!(flaky.attempts.load(Ordering::SeqCst), 3);
         assert_eq!(*flaky.keys.lock().unwrap(), vec!["m1:post:1"; 3], "one key for every attempt");
         assert_eq!(guarded.stats.retries.load(Ordering::SeqCst), 2);
@@ -400,7 +433,8 @@ mod tests {
     fn a_refused_request_is_not_retried_and_does_not_open_the_circuit() {
         let (flaky, guarded) = guarded(spec(3, 1, 60_000));
         let err = guarded.call("post", &serde_json::json!({"bad": 1}), &Ack::none(), "k").unwrap_err();
-        assert!(err.ends_with("request has no `url`"), "{err}");
+        assert!(matches!(err.reason, ActionFailure::Refused(_)) && !err.reason.retryable(), "{err}");
+        assert!(err.to_string().ends_with("request has no `url`"), "{err}");
         assert_eq!(flaky.attempts.load(Ordering::SeqCst), 1);
         assert_eq!(guarded.circuit(), Circuit::Closed { failures: 0 });
     }
@@ -411,17 +445,18 @@ mod tests {
         flaky.fail.store(true, Ordering::SeqCst);
         let call = || guarded.call("post", &serde_json::json!({}), &Ack::none(), "k");
         for _ in 0..3 {
-            assert!(call().unwrap_err().contains("refused"));
+            assert!(call().unwrap_err().to_string().contains("refused"));
         }
         assert!(matches!(guarded.circuit(), Circuit::Open { .. }));
         // Open: refused without an attempt.
         let err = call().unwrap_err();
-        assert!(err.contains("circuit open after 3 failed calls in a row"), "{err}");
+        assert!(matches!(err.reason, ActionFailure::Rejected(_)), "{err}");
+        assert!(err.to_string().contains("circuit open after 3 failed calls in a row"), "{err}");
         assert_eq!(flaky.attempts.load(Ordering::SeqCst), 3);
         assert_eq!(guarded.stats.rejected.load(Ordering::SeqCst), 1);
         // After openMs a probe goes through; it fails: open again.
         std::thread::sleep(Duration::from_millis(60));
-        assert!(call().unwrap_err().contains("refused"));
+        assert!(call().unwrap_err().to_string().contains("refused"));
         assert_eq!(flaky.attempts.load(Ordering::SeqCst), 4);
         assert!(matches!(guarded.circuit(), Circuit::Open { .. }));
         // The next probe succeeds: closed, and calls go through again.
@@ -453,7 +488,13 @@ mod tests {
         let (flaky, guarded) = guarded(spec);
         flaky.fail.store(true, Ordering::SeqCst);
         for _ in 0..5 {
-            assert!(guarded.call("post", &serde_json::json!({}), &Ack::none(), "k").unwrap_err().contains("refused"));
+            assert!(
+                guarded
+                    .call("post", &serde_json::json!({}), &Ack::none(), "k")
+                    .unwrap_err()
+                    .to_string()
+                    .contains("refused")
+            );
         }
         assert_eq!(flaky.attempts.load(Ordering::SeqCst), 5);
     }

@@ -71,7 +71,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                      under `connectors`)",
                     host.node
                 )),
-                (Some(granted), Ok(request)) => granted.call(&host.node, &request, &host.ack, &key),
+                (Some(granted), Ok(request)) => {
+                    granted.call(&host.node, &request, &host.ack, &key).map_err(|e| e.to_string())
+                }
             };
             let staged = answer.and_then(|value| {
                 serde_json::to_vec(&value).map_err(|e| format!("the connector's answer cannot be serialized: {e}"))

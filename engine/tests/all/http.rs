@@ -148,7 +148,7 @@ fn connector(base_url: &str, timeout_ms: u64, retries: u32) -> Arc<Guarded> {
 
 fn post_reading(connector: &Arc<Guarded>) -> Result<Value, String> {
     let request = json!({"method": "POST", "url": "/api/readings", "body": {"t": 21.5}});
-    connector.call("rest", &request, &Ack::none(), "m-1:rest:0")
+    connector.call("rest", &request, &Ack::none(), "m-1:rest:0").map_err(|e| e.to_string())
 }
 
 fn reading_request() -> Seen {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::{Value, json};
@@ -28,16 +28,7 @@ use tokio::sync::watch;
 use crate::brokers::{Mosquitto, TlsListener, free_port};
 use crate::support::{ChainDir, runtime, start_to_channel};
 
-/// Longest wait for something that should happen (a hang guard, not a speed check).
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use sluice_testkit::{PATIENCE, wait_until};
 
 fn tokio() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
@@ -352,7 +343,10 @@ fn mqtt_connector_publishes_and_the_subscriber_gets_exactly_the_payloads() {
     assert_eq!(got, expected);
 
     // Bad requests fail the call, naming what is wrong; nothing is sent.
-    let e = connector.call("publish", &json!({"topic": "alerts/+", "payload": 1}), &Ack::none(), "key").unwrap_err();
+    let e = connector
+        .call("publish", &json!({"topic": "alerts/+", "payload": 1}), &Ack::none(), "key")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("wildcards"), "{e}");
 }
 
@@ -445,7 +439,7 @@ fn mqtt_connector_retains_and_reports_an_unreachable_broker() {
         MqttConnector::new("x", &connection(&format!("mqtt://127.0.0.1:{}", free_port()), None)).unwrap(),
         Some(700),
     );
-    let e = nowhere.call("x", &json!({"topic": "a", "payload": "b"}), &Ack::none(), "key").unwrap_err();
+    let e = nowhere.call("x", &json!({"topic": "a", "payload": "b"}), &Ack::none(), "key").unwrap_err().to_string();
     assert!(e.contains("no PUBACK for topic `a`") && e.contains("last connection error"), "{e}");
 }
 
@@ -634,8 +628,10 @@ fn mqtts_with_the_brokers_ca_and_without() {
         Err(e) => assert!(e.contains("caFile"), "{e}"),
         Ok(untrusted) => {
             let untrusted = guarded(untrusted, Some(1500));
-            let e =
-                untrusted.call("n", &json!({"topic": "secure/a", "payload": "x"}), &Ack::none(), "key").unwrap_err();
+            let e = untrusted
+                .call("n", &json!({"topic": "secure/a", "payload": "x"}), &Ack::none(), "key")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("no PUBACK") && e.to_lowercase().contains("certificate"), "{e}");
         }
     }

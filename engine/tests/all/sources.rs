@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sluice::config::{HttpSourceSpec, MqttConnection, MqttSourceSpec, PayloadFormat};
@@ -33,16 +33,7 @@ use crate::support::{ChainDir, start_to_channel};
 /// Messages each source is sent.
 const N: u64 = 12;
 
-/// How long anything the test waits for may take.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use sluice_testkit::{PATIENCE, wait_until};
 
 /// Checkpoints nowhere: these sources are checkpointed by the service, not by themselves.
 struct NoCheckpoints;
