@@ -30,9 +30,7 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::Deserialize;
 use serde_json::Value;
-use sluice::host::Clock;
-use sluice::runtime::{Limits, Runtime};
-use sluice::state::NodeHandles;
+use sluice::runtime::{HostEnv, Limits, Runtime};
 use wasmtime::component::{Component, HasSelf, Resource, ResourceTable};
 use wasmtime::{Caller, Config, Engine, Instance, Linker, Memory, Module, OptLevel, Store, TypedFunc};
 
@@ -447,19 +445,11 @@ fn bench(c: &mut Criterion) {
     for (name, wasm, config) in v1 {
         let module = rt.load_module_bytes(Path::new(name), &wasm).expect("module");
         let mut instance = rt
-            .instantiate(
-                &module,
-                name.into(),
-                config.as_bytes(),
-                Limits::default(),
-                NodeHandles::default(),
-                Clock::System,
-                None,
-            )
+            .instantiate_module(&module, config.as_bytes(), Limits::default(), HostEnv::scratch(name))
             .expect("instance");
         let mut outputs = Vec::new();
         instance.call(&input, &mut outputs).expect("call");
-        assert_eq!(outputs.iter().map(|(rel, _)| rel.as_str()).collect::<Vec<_>>(), ["True"], "{name}");
+        assert_eq!(outputs.iter().map(|(rel, _)| rel.as_ref()).collect::<Vec<_>>(), ["True"], "{name}");
         group.bench_function(name, |b| b.iter(|| instance.call(&input, &mut outputs).expect("call")));
     }
     group.finish();

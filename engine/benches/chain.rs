@@ -25,9 +25,7 @@ use serde_json::{Map, Value, json};
 use sluice::chain::Loader;
 use sluice::flow::worker::Worker;
 use sluice::flow::{Ack, Envelope, Sinks};
-use sluice::host::Clock;
-use sluice::runtime::{Limits, Runtime};
-use sluice::state::NodeHandles;
+use sluice::runtime::{HostEnv, Limits, Runtime};
 use sluice_sdk::{Originator, TbMsg};
 
 fn modules() -> PathBuf {
@@ -90,9 +88,8 @@ fn bench_calls(c: &mut Criterion) {
     for (name, bytes, config) in cases {
         let module = rt.load_module_bytes(Path::new(name), &bytes).expect("module");
         let config = serde_json::to_vec(&config).unwrap();
-        let mut instance = rt
-            .instantiate(&module, name.into(), &config, Limits::default(), NodeHandles::default(), Clock::System, None)
-            .expect("instance");
+        let mut instance =
+            rt.instantiate_module(&module, &config, Limits::default(), HostEnv::scratch(name)).expect("instance");
         let mut outputs = Vec::new();
         group.bench_function(name, |b| {
             b.iter(|| {

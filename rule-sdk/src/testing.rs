@@ -322,7 +322,7 @@ pub(crate) mod native {
             }
         });
         let answer = answer.unwrap_or_else(|| Err("actions need a TestDriver".into()))?;
-        Ok(serde_json::to_vec(&answer).unwrap_or_default())
+        serde_json::to_vec(&answer).map_err(|e| format!("the answer cannot be serialized: {e}"))
     }
 
     thread_local! {

@@ -4,9 +4,8 @@
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
-use sluice::host::{Clock, Emitted};
-use sluice::runtime::{Limits, NodeErrorKind, Runtime};
-use sluice::state::NodeHandles;
+use sluice::host::Emitted;
+use sluice::runtime::{HostEnv, Limits, NodeErrorKind, Runtime};
 use sluice_sdk::testing::TestDriver;
 use sluice_sdk::{Originator, TbMsg};
 
@@ -24,9 +23,8 @@ fn in_wasm(module: &str, config: &Value, msgs: &[TbMsg]) -> Vec<Vec<(String, TbM
     let path = modules().join(sluice::chain::load::module_file_name(module));
     let module = rt.load_module(&path).expect("module loads");
     let config = serde_json::to_vec(config).unwrap();
-    let mut instance = rt
-        .instantiate(&module, "node".into(), &config, Limits::default(), NodeHandles::default(), Clock::System, None)
-        .expect("instantiates");
+    let mut instance =
+        rt.instantiate_module(&module, &config, Limits::default(), HostEnv::scratch("node")).expect("instantiates");
     msgs.iter()
         .map(|msg| {
             let mut outputs = Vec::new();

@@ -53,15 +53,8 @@ impl Timed {
         for node in &chain.nodes {
             if let NodeKind::Rule(rule) = &node.kind {
                 let handles = state.node(&node.id);
-                let started = runtime.instantiate(
-                    &rule.module,
-                    node.id.as_str().into(),
-                    &rule.config,
-                    rule.limits,
-                    handles,
-                    clock.clone(),
-                    rule.connector.clone(),
-                );
+                let env = sluice::runtime::HostEnv::new(node.id.as_str(), handles, clock.clone());
+                let started = runtime.instantiate(rule, env);
                 started.unwrap_or_else(|e| panic!("node {} does not start: {e}", node.id));
             }
         }

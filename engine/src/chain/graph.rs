@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::runtime::{Limits, Module};
 use crate::state::time::{EventTimeSpec, TimeField};
 
 /// Index of a node in [`Chain::nodes`].
@@ -57,15 +56,7 @@ pub enum NodeKind {
     Sink(SinkKind),
 }
 
-#[derive(Debug)]
-pub struct RuleNode {
-    pub module: Arc<Module>,
-    /// The node's config as JSON, handed to `sluice_init`.
-    pub config: Vec<u8>,
-    pub limits: Limits,
-    /// The connector the chain grants this node's actions (`"connector"` on the node).
-    pub connector: Option<crate::connectors::Granted>,
-}
+pub use crate::runtime::RuleNode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {

@@ -43,16 +43,10 @@ pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Resu
             if handles.is_empty() {
                 continue;
             }
+            // No connector: a check must not deliver anything.
+            let env = crate::runtime::HostEnv::new(node.id.as_str(), handles, Default::default());
             runtime
-                .instantiate(
-                    &rule.module,
-                    node.id.as_str().into(),
-                    &rule.config,
-                    rule.limits,
-                    handles,
-                    Default::default(),
-                    None,
-                )
+                .instantiate_module(&rule.module, &rule.config, rule.limits, env)
                 .map_err(|e| format!("{}: {e}", chain.file.display()))?;
         }
     }

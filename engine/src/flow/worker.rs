@@ -21,7 +21,7 @@ use crate::chain::{Chain, NodeIdx, NodeKind, RuleNode, SinkKind};
 use crate::core::Clock;
 use crate::core::SinkItem;
 use crate::host::{Emitted, Relation};
-use crate::runtime::{NodeError, NodeErrorKind, NodeInstance, Runtime};
+use crate::runtime::{HostEnv, NodeError, NodeErrorKind, NodeInstance, Runtime};
 use crate::state::time::NO_WATERMARK;
 use crate::state::window::{Closed, ClosedWindow, Timer};
 use crate::state::{NodeWindows, StateStore};
@@ -492,18 +492,8 @@ impl Worker {
     fn ensure_instance(&mut self, idx: NodeIdx, rule: &RuleNode) -> Result<(), NodeError> {
         if self.instances[idx].is_none() {
             let id = &self.chain.nodes[idx].id;
-            let state = self.state.node(id);
-            let clock = self.clock.clone();
-            let action = rule.connector.clone();
-            match self.runtime.instantiate(
-                &rule.module,
-                id.as_str().into(),
-                &rule.config,
-                rule.limits,
-                state,
-                clock,
-                action,
-            ) {
+            let env = HostEnv::new(id.as_str(), self.state.node(id), self.clock.clone());
+            match self.runtime.instantiate(rule, env) {
                 Ok(fresh) => self.instances[idx] = Some(fresh),
                 // A node whose init passed at load but fails now (it traps, or depends on
                 // something that changed) counts as crashing, so that it can be disabled.

@@ -12,6 +12,7 @@ pub mod msg;
 pub mod sandbox;
 pub mod state;
 pub mod table;
+pub mod timer;
 pub mod window;
 
 use std::sync::Arc;
@@ -98,6 +99,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     state::add_to_linker(linker)?;
     window::add_to_linker(linker)?;
     table::add_to_linker(linker)?;
+    timer::add_to_linker(linker)?;
     action::add_to_linker(linker)?;
     Ok(())
 }

@@ -113,7 +113,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(match store.folds(&key, ts, host.watermark) {
                 None => -1,
                 Some(folds) => {
-                    let bytes = serde_json::to_vec(&folds).unwrap_or_default();
+                    let bytes = serde_json::to_vec(&folds)
+                        .map_err(|e| wasmtime::Error::msg(format!("window folds cannot be serialized: {e}")))?;
                     let len = bytes.len() as i64;
                     host.staged = Some(bytes);
                     len

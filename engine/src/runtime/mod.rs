@@ -92,6 +92,37 @@ impl std::fmt::Debug for Module {
     }
 }
 
+/// A node of a chain, as the runtime starts it: its module, its config, its limits and the
+/// connector the chain grants it.
+#[derive(Debug)]
+pub struct RuleNode {
+    pub module: Arc<Module>,
+    /// The node's config as JSON, handed to `sluice_init`.
+    pub config: Vec<u8>,
+    pub limits: Limits,
+    /// The connector the chain grants this node's actions (`"connector"` on the node).
+    pub connector: Option<crate::connectors::Granted>,
+}
+
+/// What an instance gets from where it runs: the node it runs as (for logs and errors), that
+/// node's state, and the clock.
+pub struct HostEnv {
+    pub node: Arc<str>,
+    pub state: NodeHandles,
+    pub clock: Clock,
+}
+
+impl HostEnv {
+    pub fn new(node: impl Into<Arc<str>>, state: NodeHandles, clock: Clock) -> Self {
+        HostEnv { node: node.into(), state, clock }
+    }
+
+    /// Empty state and the system clock: a check, a test, a bench.
+    pub fn scratch(node: impl Into<Arc<str>>) -> Self {
+        Self::new(node, NodeHandles::default(), Clock::System)
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
@@ -149,20 +180,33 @@ impl Runtime {
         Ok(module)
     }
 
-    /// A fresh instance of `module` for node `node`, initialised with `config`.
-    // Everything an instance is made of; a builder would only rename the list.
-    #[allow(clippy::too_many_arguments)]
-    pub fn instantiate(
+    /// A fresh instance of `rule` (its module, initialised with its config, under its limits,
+    /// granted its connector), running where `env` says.
+    pub fn instantiate(&self, rule: &RuleNode, env: HostEnv) -> Result<NodeInstance, NodeError> {
+        self.start(&rule.module, &rule.config, rule.limits, env, rule.connector.clone())
+    }
+
+    /// A fresh instance of a module outside any chain (tests, benches): initialised with
+    /// `config`, under `limits`, with no connector.
+    pub fn instantiate_module(
         &self,
         module: &Module,
-        node: Arc<str>,
         config: &[u8],
         limits: Limits,
-        state: NodeHandles,
-        clock: Clock,
+        env: HostEnv,
+    ) -> Result<NodeInstance, NodeError> {
+        self.start(module, config, limits, env, None)
+    }
+
+    fn start(
+        &self,
+        module: &Module,
+        config: &[u8],
+        limits: Limits,
+        env: HostEnv,
         action: Option<crate::connectors::Granted>,
     ) -> Result<NodeInstance, NodeError> {
-        let mut host = HostState::new(node, limits.memory_bytes, state, clock);
+        let mut host = HostState::new(env.node, limits.memory_bytes, env.state, env.clock);
         host.action = action;
         NodeInstance::new(&self.engine, &module.pre, host, config, limits)
     }
@@ -182,7 +226,7 @@ impl Runtime {
         if self.checked.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
             return Ok(());
         }
-        self.instantiate(module, node, config, limits, NodeHandles::default(), Clock::System, None)?;
+        self.instantiate_module(module, config, limits, HostEnv::scratch(node))?;
         self.checked.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
         Ok(())
     }

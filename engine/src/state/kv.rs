@@ -103,8 +103,8 @@ impl NodeWindows {
                     "node `{node}`: window `{}` has state built with {}; the module now declares {}. The state \
                      schema changed: keep the old definition, rename the window, or delete the state directory",
                     spec.name,
-                    serde_json::to_string(&stores[i].spec).unwrap_or_default(),
-                    serde_json::to_string(&spec).unwrap_or_default()
+                    serde_json::to_string(&stores[i].spec).unwrap_or_else(|_| format!("{:?}", stores[i].spec)),
+                    serde_json::to_string(&spec).unwrap_or_else(|_| format!("{spec:?}"))
                 ));
             }
             return Ok(i);
