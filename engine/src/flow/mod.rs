@@ -34,15 +34,15 @@ pub use worker::NodeHealth;
 use worker::Worker;
 
 /// Starts every rule node once against the real (possibly restored) state, so a state schema
-/// the module no longer accepts stops the run here, with the node's own message.
+/// the module no longer accepts stops the run here, with the node's own message — and so what
+/// an `init` sets up in the state (a generator's first timer) is there before any input.
 pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), String> {
     for node in &chain.nodes {
         if let crate::chain::NodeKind::Rule(rule) = &node.kind {
+            // Run even when the node has no state yet: this `init` is the one that runs against
+            // the real state before any input, so a generator arms its first timer here (workers
+            // start instances only when a message comes).
             let handles = state.node(&node.id);
-            // Against empty state, `init` is what loading the chain ran already.
-            if handles.is_empty() {
-                continue;
-            }
             // No connector: a check must not deliver anything.
             let env = crate::runtime::HostEnv::new(node.id.as_str(), handles, Default::default());
             runtime

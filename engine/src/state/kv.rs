@@ -189,14 +189,6 @@ pub struct NodeHandles {
 /// One node's state: keyed values, windows, timers.
 type NodeEntry = (NodeState, NodeWindows, NodeTimers);
 
-impl NodeHandles {
-    /// Nothing kept: no values, no window store, no timer, no table row. An `init` run
-    /// against these behaves as one against fresh handles.
-    pub fn is_empty(&self) -> bool {
-        self.kv.is_empty() && self.windows.is_empty() && self.timers.is_empty() && self.tables.is_empty()
-    }
-}
-
 /// The state of every node of a running chain, by node id, and the chain's tables.
 #[derive(Debug, Clone, Default)]
 pub struct StateStore {

@@ -25,11 +25,6 @@ impl Tables {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// No table has a row.
-    pub fn is_empty(&self) -> bool {
-        self.lock().values().all(BTreeMap::is_empty)
-    }
-
     pub fn put(&self, table: &str, key: &str, value: Value, owner: Owner) {
         self.lock().entry(table.to_string()).or_default().insert(key.to_string(), (value, owner));
     }
