@@ -569,7 +569,10 @@ impl Source for KafkaSource {
             register_metrics(&cx.metrics, &consumer.stats);
             let mut shutdown = cx.shutdown;
             while !*shutdown.borrow() && !consumer.is_finished() {
-                let _ = tokio::time::timeout(Duration::from_millis(200), shutdown.changed()).await;
+                // A dropped sender is a stop too (nobody is left to ask for one).
+                if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(200), shutdown.changed()).await {
+                    break;
+                }
             }
             let stats = consumer.stats.clone();
             let stopped = tokio::task::spawn_blocking(move || consumer.stop())
