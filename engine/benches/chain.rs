@@ -28,7 +28,12 @@ use sluice::flow::{Ack, Envelope, Sinks};
 use sluice::runtime::{HostEnv, Limits, Runtime};
 use sluice_sdk::{Originator, TbMsg};
 
+/// The rule modules: built from `rules/`, or those in `SLUICE_BENCH_MODULES` (another commit's
+/// build, for a before/after in one sitting).
 fn modules() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SLUICE_BENCH_MODULES") {
+        return PathBuf::from(dir);
+    }
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
     sluice::toolchain::build(&rules).expect("build the rules")
 }
