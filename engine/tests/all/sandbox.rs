@@ -255,3 +255,32 @@ fn an_out_of_bounds_pointer_is_reported_as_such() {
     assert!(error.contains("guest passed an out-of-bounds slice 65530+100"), "{error}");
     assert_eq!(ran.stats.node("guest").crashes, 1);
 }
+
+/// Loops on `action_call` with no connector granted: each call fails at once, and none gives the
+/// guest more time (only a node with a connector gets the time it waited back).
+const ACTIONS_FOREVER: &str = r#"(module
+  (import "sluice" "action_call" (func $act (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{}")
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param i32) (result i32)
+    (loop $forever
+      (drop (call $act (i32.const 16) (i32.const 2)))
+      (br $forever))
+    i32.const 0))"#;
+
+#[test]
+fn action_calls_without_a_connector_do_not_extend_the_deadline() {
+    let dir = ChainDir::new();
+    dir.write("guest.wat", ACTIONS_FOREVER);
+    let path = dir.write_json("chain.json", &chain("guest.wat", json!({"deadlineMs": 50})));
+    let ran = crate::support::run_chain_file(&path, &[msg("1", json!({})), msg("2", json!({}))], 1);
+    let ids: Vec<_> = ran.output.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2"]);
+    for m in &ran.output {
+        assert!(error_of(m).contains("deadline of 50ms exceeded"), "{m:?}");
+    }
+    assert_eq!(ran.stats.node("guest").crashes, 2);
+}
