@@ -22,10 +22,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use sluice::app::AppOptions;
 use sluice::config::Config;
-use sluice::flow::PipelineConfig;
+use sluice::config::OutputSpec;
 use sluice::runtime::Runtime;
-use sluice::service::{ServeOptions, serve};
 
 /// The service runs in this process: on the `sluice` binary's allocator, as it runs in production.
 #[global_allocator]
@@ -157,20 +157,24 @@ fn start_service(
     state: &Path,
 ) -> (tokio::sync::watch::Sender<bool>, std::thread::JoinHandle<()>) {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let options = ServeOptions {
-        reload: sluice::reload::ReloadOptions { watch: false, ..Default::default() },
-        admin: None,
-        chain: repo().join("chains/uplink-to-telemetry.json"),
-        config,
-        config_dir: repo(),
-        module_dirs: vec![sluice::toolchain::module_dir(&repo().join("rules"))],
-        pipeline: PipelineConfig::default(),
+    let source = sluice::sources::from_spec(config.source.clone().expect("a [source]"), &repo());
+    let options = AppOptions {
+        connectors: config.connectors.clone(),
+        entry: config.entry.clone(),
+        output: config.output.clone().unwrap_or_else(OutputSpec::stdout),
+        dead_letter: config.dead_letter.clone(),
+        dir: repo(),
         state_dir: Some(state.to_path_buf()),
+        checkpoint_every: Duration::from_millis(config.state.checkpoint_ms.max(1)),
         fresh: true,
+        ..AppOptions::new(
+            repo().join("chains/uplink-to-telemetry.json"),
+            vec![sluice::toolchain::module_dir(&repo().join("rules"))],
+        )
     };
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        if let Err(e) = rt.block_on(serve(runtime, options, shutdown)) {
+        if let Err(e) = rt.block_on(sluice::app::run(runtime, options, source, shutdown)) {
             eprintln!("service failed: {e}");
         }
     });

@@ -9,12 +9,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
+use sluice::app::AppOptions;
+use sluice::config::OutputSpec;
 use sluice::flow::PipelineConfig;
-use sluice::run::{RunOptions, Stream};
 use sluice::runtime::Runtime;
+use sluice::sources::jsonl::{JsonLinesSource, Stream};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -133,24 +135,17 @@ fn main() {
         // SAFETY: single-threaded here; the connectors read it when the chain loads.
         unsafe { std::env::set_var("SLUICE_OUT", dir.path()) };
         for workers in [1, 2] {
-            let options = RunOptions {
-                reload: sluice::reload::ReloadOptions { watch: false, ..Default::default() },
-                admin: None,
-                chain: chain.clone(),
-                input: Stream::File(input.clone()),
-                output: Stream::File(dir.path().join("out.jsonl")),
-                module_dirs: vec![modules.clone()],
+            let options = AppOptions {
+                output: OutputSpec::File { path: dir.path().join("out.jsonl").display().to_string() },
                 pipeline: PipelineConfig { workers, ..PipelineConfig::default() },
-                strict: false,
-                state_dir: None,
-                checkpoint_every: Duration::from_secs(3600),
                 fresh: true,
-                connectors: Default::default(),
-                deployment: Default::default(),
-                shutdown: None,
+                ..AppOptions::new(chain.clone(), vec![modules.clone()])
             };
+            let source = Box::new(JsonLinesSource::new(Stream::File(input.clone()), false));
+            let (_never, shutdown) = tokio::sync::watch::channel(false);
             let started = Instant::now();
-            let (report, _) = tokio.block_on(sluice::run::run(runtime.clone(), options)).expect("run");
+            let (report, _) =
+                tokio.block_on(sluice::app::run(runtime.clone(), options, source, shutdown)).expect("run");
             let secs = started.elapsed().as_secs_f64();
             assert_eq!(report.messages as usize, n, "{name}: every line a message");
             println!("{name:<20} {workers:>8} {n:>10} {:>12.0}", n as f64 / secs);

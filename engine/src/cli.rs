@@ -7,10 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use sluice::app::AppOptions;
 use sluice::chain::Loader;
+use sluice::config::OutputSpec;
 use sluice::flow::PipelineConfig;
-use sluice::run::{RunOptions, Stream};
 use sluice::runtime::Runtime;
+use sluice::sources::jsonl::{JsonLinesError, JsonLinesSource, Stream};
+use sluice::sources::{Source, SourceError};
 use sluice::toolchain;
 
 /// Sluice: a rule engine for IoT telemetry whose rule nodes are sandboxed WebAssembly modules.
@@ -342,83 +345,100 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
     check_output_flag(&args, config.as_ref())?;
-    if let Some((config, path)) = config.clone().filter(|(c, _)| c.source.is_some()) {
-        if let Some(input) = &args.input {
-            bail!("--input {input} and [source] in {} both say where messages come from: keep one", path.display());
-        }
-        return serve(args, config, pipeline);
+    if let (Some(input), Some((config, path))) = (&args.input, &config)
+        && config.source.is_some()
+    {
+        bail!("--input {input} and [source] in {} both say where messages come from: keep one", path.display());
     }
-    // File mode: every section of the config applies; a flag given on the command line wins.
+    // Every section of the config applies; a flag given on the command line wins.
     let (config, config_dir) = match config {
         Some((config, path)) => (config, path.parent().map(Path::to_path_buf).unwrap_or_default()),
         None => Default::default(),
     };
+    let source: Box<dyn Source> = match &config.source {
+        Some(spec) => sluice::sources::from_spec(spec.clone(), &config_dir),
+        None => Box::new(JsonLinesSource::new(Stream::parse(args.input.as_deref().unwrap_or("-")), args.strict)),
+    };
+    let finite = source.finite();
     let state_dir = match (&args.state_dir, &config.state.dir) {
         (Some(flag), _) => flag.clone(),
         (None, Some(dir)) => config_dir.join(dir),
         (None, None) => PathBuf::from("data"),
     };
+    let output = match (args.output.as_deref(), config.output) {
+        (Some("-"), _) => OutputSpec::stdout(),
+        // Relative to where the command runs, not to `sluice.toml`.
+        (Some(path), _) => OutputSpec::File { path: std::env::current_dir()?.join(path).display().to_string() },
+        (None, Some(spec)) => spec,
+        (None, None) => OutputSpec::stdout(),
+    };
     let mut reload = sluice::reload::ReloadOptions::from(&config.reload);
     reload.watch &= !args.no_watch;
-    let options = RunOptions {
+    let options = AppOptions {
         connectors: config.connectors,
         module_dirs: args.modules.resolve(Some(&args.chain)),
-        chain: args.chain,
-        input: Stream::parse(args.input.as_deref().unwrap_or("-")),
-        output: Stream::parse(args.output.as_deref().unwrap_or("-")),
+        chain: args.chain.clone(),
+        entry: config.entry,
         pipeline,
-        strict: args.strict,
         state_dir: (!args.no_state).then_some(state_dir),
         checkpoint_every: std::time::Duration::from_millis(
             args.checkpoint_ms.unwrap_or(config.state.checkpoint_ms).max(1),
         ),
         fresh: args.fresh,
+        output,
+        dead_letter: config.dead_letter,
+        dir: config_dir,
         reload,
         admin: args.admin.or(config.admin.listen),
-        deployment: sluice::run::Deployment {
-            output: config.output,
-            dead_letter: config.dead_letter,
-            entry: config.entry,
-            dir: config_dir,
-        },
-        shutdown: None,
     };
     let runtime = runtime()?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stop = Stop::listen(&tokio)?;
-    let options = RunOptions { shutdown: Some(stop.stop.clone()), ..options };
-    let result = tokio.block_on(sluice::run::run(runtime, options));
+    let result = tokio.block_on(sluice::app::run(runtime, options, source, stop.stop.clone()));
     // A stdin read may still be blocked on its thread: do not wait for it.
     tokio.shutdown_background();
-    let (report, stopped_at) = result?;
-    if report.resumed_after > 0 {
-        eprintln!("sluice: resumed after line {} (covered by the last checkpoint)", report.resumed_after);
+    let (report, ended) = result?;
+    if finite {
+        if report.resumed_after > 0 {
+            eprintln!("sluice: resumed after line {} (covered by the last checkpoint)", report.resumed_after);
+        }
+        eprintln!(
+            "sluice: {} lines, {} messages, {} malformed, {} acked, {} written, {} checkpoints",
+            report.lines, report.messages, report.malformed, report.acked, report.written, report.checkpoints
+        );
+    } else {
+        let mut line = format!("{} records from {}, {} malformed", report.messages, report.source, report.malformed);
+        if report.source.starts_with("kafka:") {
+            line.push_str(&format!(", {} commits, {} rebalances", report.checkpoints, report.rebalances));
+        }
+        eprintln!("sluice: {line}");
     }
-    eprintln!(
-        "sluice: {} lines, {} messages, {} malformed, {} acked, {} written, {} checkpoints",
-        report.lines, report.messages, report.malformed, report.acked, report.written, report.checkpoints
-    );
-    if report.interrupted {
-        let by = stop.signal().unwrap_or("a signal");
-        if args.no_state {
-            eprintln!(
+    if let Some(by) = stop.signal() {
+        match (finite, args.no_state) {
+            (false, _) => {
+                eprintln!("sluice: stopped by {by}: in-flight messages finished, outputs flushed, state checkpointed")
+            }
+            (true, true) => eprintln!(
                 "sluice: stopped by {by} after line {}; state not kept (--no-state): open windows and pending timers are dropped",
                 report.lines
-            );
-        } else {
-            eprintln!(
+            ),
+            (true, false) => eprintln!(
                 "sluice: stopped by {by} after line {}; open windows and timers are checkpointed: the same command resumes there",
                 report.lines
-            );
+            ),
         }
     }
     if let Some(path) = &args.stats {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write stats to {}", path.display()))?;
     }
-    if let Some(err) = stopped_at {
-        eprintln!("error: stopped at the first malformed line (--strict): {err}");
-        return Ok(exit::MALFORMED);
+    match ended {
+        Ok(()) => {}
+        Err(SourceError::Lines(JsonLinesError::Strict(err))) => {
+            eprintln!("error: stopped at the first malformed line (--strict): {err}");
+            return Ok(exit::MALFORMED);
+        }
+        Err(e) => return Err(e.into()),
     }
     if !report.problems.is_empty() {
         eprintln!("sluice: failures: {}", report.problems);
@@ -429,50 +449,6 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
             );
             return Ok(exit::FAILURES);
         }
-    }
-    Ok(exit::OK)
-}
-
-/// `sluice run --config` with a `[source]`: a service until SIGTERM or Ctrl-C.
-fn serve(args: RunArgs, config: sluice::config::Config, pipeline: PipelineConfig) -> anyhow::Result<i32> {
-    let config_dir =
-        args.config.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let mut reload = sluice::reload::ReloadOptions::from(&config.reload);
-    reload.watch &= !args.no_watch;
-    let admin = args.admin.or(config.admin.listen);
-    let mut config = config;
-    if let Some(path) = args.output.as_deref() {
-        // `[output]` is absent (checked): `--output` takes its place, relative to here.
-        let path = if path == "-" { path.into() } else { std::env::current_dir()?.join(path).display().to_string() };
-        config.output = Some(sluice::config::OutputSpec::File { path });
-    }
-    let options = sluice::service::ServeOptions {
-        reload,
-        admin,
-        module_dirs: args.modules.resolve(Some(&args.chain)),
-        chain: args.chain.clone(),
-        config,
-        config_dir,
-        pipeline,
-        state_dir: (!args.no_state).then(|| args.state_dir.clone().unwrap_or_else(|| PathBuf::from("data"))),
-        fresh: args.fresh,
-    };
-    let runtime = runtime()?;
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let stop = Stop::listen(&tokio)?;
-    let result = tokio.block_on(sluice::service::serve(runtime, options, stop.stop.clone()));
-    tokio.shutdown_background();
-    let report = result?;
-    eprintln!("sluice: {}", report.summary());
-    if let Some(by) = stop.signal() {
-        eprintln!("sluice: stopped by {by}: in-flight messages finished, outputs flushed, state checkpointed");
-    }
-    if !report.problems.is_empty() {
-        eprintln!("sluice: failures: {}", report.problems);
-    }
-    if let Some(path) = &args.stats {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("cannot write stats to {}", path.display()))?;
     }
     Ok(exit::OK)
 }

@@ -11,8 +11,8 @@
 //! - [`sinks`] write results and ack them; [`connectors`] deliver action nodes' requests
 //!   (Kafka, MQTT, HTTP, files).
 //!
-//! [`run`] ties them together for `sluice run` (and [`service`] for a long-running source);
-//! [`reload`] swaps new chain versions in while they run; [`admin`] shows status and metrics
+//! [`app`] ties them together for `sluice run`, whatever the source (a file run is a service
+//! whose source ends); [`reload`] swaps new chain versions in while they run; [`admin`] shows status and metrics
 //! over HTTP and starts the reload control; [`toolchain`] builds and scaffolds rule crates;
 //! [`import`] turns ThingsBoard rule chains into chain files.
 //!
@@ -22,15 +22,14 @@
 //! module graph has no cycle, and `tests/all/layers.rs` keeps it so.
 
 pub mod admin;
+pub mod app;
 pub mod chain;
 pub mod config;
 pub mod connectors;
 pub mod flow;
 pub mod host;
 pub mod reload;
-pub mod run;
 pub mod runtime;
-pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod state;

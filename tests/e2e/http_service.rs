@@ -84,7 +84,10 @@ fn device_api_posts_run_through_the_chain_and_failures_become_dead_letters() {
     let counted: Vec<f64> = ["accepted", "unauthorized", "bad_request", "unavailable", "failed"].map(requests).into();
     assert_eq!(counted, [3.0, 1.0, 1.0, 0.0, 0.0], "{m:?}");
     assert_eq!(m["sluice_http_source_messages_total"], 3.0, "{m:?}");
-    let log = service.stop_ok();
+    // A service that dead-lettered says so in its exit code, as a file run does.
+    let (status, log) = service.stop_with_log();
+    assert_eq!(status.code(), Some(3), "exit code 3 (dead letters): {log}");
+    assert!(log.contains("sluice: failures: 1 message(s) dead-lettered"), "{log}");
 
     let lines = |name: &str| -> Vec<Value> {
         std::fs::read_to_string(dir.path().join(name))

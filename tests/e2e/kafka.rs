@@ -62,6 +62,13 @@ impl Service {
         log
     }
 
+    /// SIGTERM; the exit status and the whole log.
+    pub(crate) fn stop_with_log(self) -> (std::process::ExitStatus, String) {
+        let path = self.log.clone();
+        let status = self.stop();
+        (status, std::fs::read_to_string(&path).unwrap_or_default())
+    }
+
     /// SIGTERM, and the exit status.
     pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -229,6 +236,9 @@ fn solar_modules_from_kafka_raw_uplinks_to_the_anomalies_topic() {
     let broker = Tansu::start();
     broker.create_topic("solar-module-raw", 3);
     broker.create_topic("solar-module-anomalies", 1);
+    // The chain's telemetry goes to the output: a topic that exists (a produce to an unknown
+    // topic waits out its delivery timeout).
+    broker.create_topic("solar-output", 1);
     let dir = tempfile::tempdir().unwrap();
     let mut chain: Value =
         serde_json::from_slice(&std::fs::read(repo().join("chains/solar-anomaly.json")).unwrap()).unwrap();

@@ -449,7 +449,7 @@ fn sigterm_on_an_http_service_keeps_every_accepted_message_and_counts_them() {
     let log = service_log(dir.path());
     assert!(log.contains(&format!("{accepted} records from http:127.0.0.1:{port}")), "{log}");
     assert!(log.contains("stopped by SIGTERM"), "{log}");
-    assert_eq!(report["records"].as_u64(), Some(accepted), "{report}");
+    assert_eq!(report["messages"].as_u64(), Some(accepted), "{report}");
     assert_eq!(report["stats"]["output"].as_u64(), Some(accepted), "{report}");
 }
 
@@ -500,5 +500,5 @@ fn the_mqtt_service_summary_counts_what_metrics_count() {
     let log = service_log(dir.path());
     assert!(log.contains(&format!("8 records from mqtt:{}, 0 malformed", mosquitto.url())), "{log}");
     let report: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
-    assert_eq!(report["records"], 8, "{report}");
+    assert_eq!(report["messages"], 8, "{report}");
 }

@@ -319,15 +319,16 @@ impl Batcher {
     /// it is full.
     pub async fn push(&mut self, envelope: Envelope) -> Result<(), Closed> {
         let i = self.enqueue(envelope);
-        if self.pending[i].len() >= BATCH {
+        if self.full(i) {
             self.send(i).await?;
         }
         Ok(())
     }
 
     /// Adds `envelope` to its worker's batch (tracked as the batch's first, or covered by it);
-    /// returns the worker.
-    fn enqueue(&mut self, mut envelope: Envelope) -> usize {
+    /// returns the worker. A source that stamps envelopes under a lock (the feed) enqueues
+    /// under it too, so that the batch's token is issued before any later stamp can be.
+    pub(crate) fn enqueue(&mut self, mut envelope: Envelope) -> usize {
         let i = (envelope.key % self.inboxes.len() as u64) as usize;
         if self.pending[i].is_empty() {
             if envelope.progress.is_none() {
@@ -341,9 +342,21 @@ impl Batcher {
         i
     }
 
-    async fn send(&mut self, i: usize) -> Result<(), Closed> {
+    /// Whether worker `i`'s batch is full: time to [`Batcher::send`] it.
+    pub(crate) fn full(&self, i: usize) -> bool {
+        self.pending[i].len() >= BATCH
+    }
+
+    /// Hands worker `i`'s batch over, waiting for room.
+    pub(crate) async fn send(&mut self, i: usize) -> Result<(), Closed> {
         let batch = self.take(i);
         self.inboxes[i].send(batch).await.map_err(|_| Closed)
+    }
+
+    /// [`Batcher::send`] from a thread outside the async runtime.
+    pub(crate) fn send_blocking(&mut self, i: usize) -> Result<(), Closed> {
+        let batch = self.take(i);
+        self.inboxes[i].blocking_send(batch).map_err(|_| Closed)
     }
 
     /// Worker `i`'s batch, its stamps raised: ready to hand over.
@@ -356,9 +369,8 @@ impl Batcher {
     /// [`Batcher::push`] from a thread outside the async runtime (the Kafka consumer's).
     pub fn push_blocking(&mut self, envelope: Envelope) -> Result<(), Closed> {
         let i = self.enqueue(envelope);
-        if self.pending[i].len() >= BATCH {
-            let batch = self.take(i);
-            self.inboxes[i].blocking_send(batch).map_err(|_| Closed)?;
+        if self.full(i) {
+            self.send_blocking(i)?;
         }
         Ok(())
     }
@@ -367,8 +379,7 @@ impl Batcher {
     pub fn flush_blocking(&mut self) -> Result<(), Closed> {
         for i in 0..self.pending.len() {
             if !self.pending[i].is_empty() {
-                let batch = self.take(i);
-                self.inboxes[i].blocking_send(batch).map_err(|_| Closed)?;
+                self.send_blocking(i)?;
             }
         }
         Ok(())

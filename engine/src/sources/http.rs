@@ -224,6 +224,10 @@ impl Source for HttpSource {
         format!("HTTP device API on {}", self.spec.listen)
     }
 
+    fn id(&self) -> String {
+        format!("http:{}", self.spec.listen)
+    }
+
     fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture {
         Box::pin(async move {
             let stats = Arc::new(HttpSourceStats::default());

@@ -45,10 +45,9 @@ use rdkafka::types::RDKafkaRespErr;
 use sluice_sdk::{Originator, TbMsg, msg_type};
 use uuid::Uuid;
 
-use super::{Feed, Source, SourceContext, SourceError, SourceFuture, SourceReport};
+use super::{Feed, FeedBatcher, Source, SourceContext, SourceError, SourceFuture, SourceReport};
 use crate::config::{KafkaSourceSpec, PayloadFormat};
 use crate::core::{Ack, AckTarget, Metrics};
-use crate::flow::Batcher;
 use crate::state::checkpoint::Captured;
 use crate::state::partition::PartitionState;
 use crate::state::window::Owner;
@@ -88,6 +87,9 @@ pub trait Checkpointer: Send + Sync {
     /// Forgets a partition's state (it moved away, or the changelog has newer); returns how
     /// many entries.
     fn drop_partition(&self, partition: Owner) -> usize;
+    /// Saves the state now at `position`, a source's units without offsets (a file's lines);
+    /// the pipeline is idle and nothing is held back when it is called.
+    fn save_at(&self, position: u64) -> Result<(), String>;
 }
 
 /// Counts of a run, for logs and `/metrics`.
@@ -219,7 +221,7 @@ struct Context {
     /// Messages read and not yet handed to the workers: the poll loop gathers them while
     /// records keep coming at once, and hands them over before it waits. A rebalance (run inside
     /// a poll) and a cut hand them over first: they wait for every message read to be done.
-    held: Mutex<Batcher>,
+    held: Mutex<FeedBatcher>,
 }
 
 impl ClientContext for Context {
@@ -538,15 +540,13 @@ impl Cut {
 /// group assigns it, with their state (see the module docs).
 pub struct KafkaSource {
     spec: KafkaSourceSpec,
-    restored: Offsets,
-    every: Duration,
 }
 
 impl KafkaSource {
-    /// The source `spec` describes. `restored`: the offsets of the checkpoint the state was
-    /// restored from; `every`: how often it checkpoints.
-    pub fn new(spec: KafkaSourceSpec, restored: Offsets, every: Duration) -> Self {
-        KafkaSource { spec, restored, every }
+    /// The source `spec` describes. It resumes at the offsets of the checkpoint the state was
+    /// restored from ([`SourceContext::resume`]) and cuts every [`SourceContext::checkpoint_every`].
+    pub fn new(spec: KafkaSourceSpec) -> Self {
+        KafkaSource { spec }
     }
 }
 
@@ -555,17 +555,22 @@ impl Source for KafkaSource {
         format!("Kafka {} {:?} (group {})", self.spec.brokers, self.spec.topics, self.spec.group)
     }
 
+    fn id(&self) -> String {
+        format!("kafka:{}:{}", self.spec.group, self.spec.topics.join(","))
+    }
+
     fn checkpoints_itself(&self) -> bool {
         true
     }
 
     fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture {
         Box::pin(async move {
-            let KafkaSource { spec, restored, every } = *self;
-            let consumer = match KafkaConsumer::start(spec, cx.feed, cx.checkpointer, restored, every) {
-                Ok(consumer) => consumer,
-                Err(e) => return (SourceReport::default(), Err(e.into())),
-            };
+            let restored = cx.resume.map(|p| p.offsets).unwrap_or_default();
+            let consumer =
+                match KafkaConsumer::start(self.spec, cx.feed, cx.checkpointer, restored, cx.checkpoint_every) {
+                    Ok(consumer) => consumer,
+                    Err(e) => return (SourceReport::default(), Err(e.into())),
+                };
             register_metrics(&cx.metrics, &consumer.stats);
             let mut shutdown = cx.shutdown;
             while !*shutdown.borrow() && !consumer.is_finished() {
@@ -584,6 +589,7 @@ impl Source for KafkaSource {
                 malformed: load(&stats.malformed),
                 commits: load(&stats.commits),
                 rebalances: load(&stats.rebalances),
+                ..SourceReport::default()
             };
             (report, stopped.map_err(SourceError::from))
         })
@@ -821,8 +827,8 @@ impl Reader {
                             }
                             let owner = *owners[index]
                                 .get_or_insert_with(|| watermark_partition(record.topic(), record.partition()));
-                            let envelope = self.feed.envelope(msg, owner, ack);
-                            let pushed = context.held.lock().unwrap_or_else(|p| p.into_inner()).push_blocking(envelope);
+                            let pushed =
+                                context.held.lock().unwrap_or_else(|p| p.into_inner()).push_blocking(msg, owner, ack);
                             if pushed.is_err() {
                                 break;
                             }

@@ -12,14 +12,14 @@
 //! from (watermarks are tracked per partition — a Kafka partition, an MQTT topic — and, with
 //! `eventTime.per = "originator"`, per device within it: see [`crate::state::time`]) and hold
 //! the message "unfinished" until its ack fires — commit a Kafka offset, PUBACK an MQTT
-//! publish, answer an HTTP request.
-
+//! publish, answer an HTTP request (a file's acks are only counted).
 //!
 //! Every source is started the same way: it is a [`Source`], handed a [`SourceContext`] (the
-//! feed, the shutdown signal, the metrics registry it registers its own counters in, and the
-//! checkpointer), and it returns a [`SourceReport`] when its input ends or the engine stops. The
-//! service builds one from `[source]` and does not know which it runs; `tests/all/sources.rs`
-//! holds each to the contract.
+//! feed, the shutdown signal, the metrics registry it registers its own counters in, the
+//! checkpointer and where a restored checkpoint left it), and it returns a [`SourceReport`] when
+//! its input ends or the engine stops. [`crate::app`] runs one — JSON lines when no `[source]`
+//! is configured, else [`from_spec`] — and does not know which it runs; a file differs only in
+//! being [`Source::finite`]. `tests/all/sources.rs` holds each to the contract.
 
 pub mod http;
 pub mod jsonl;
@@ -42,6 +42,7 @@ use crate::core::Ack;
 use crate::core::Clock;
 use crate::core::Metrics;
 use crate::flow::{Closed, Envelope, PipelineSender};
+use crate::state::checkpoint::SourcePosition;
 use crate::state::time::{TimeField, Watermarks};
 
 /// A source: reads messages from somewhere and hands them to the pipeline through
@@ -58,14 +59,47 @@ pub trait Source: Send + 'static {
     /// What it reads, for logs (a broker and topics, a URL, an address).
     fn describe(&self) -> String;
 
-    /// Whether it saves its own checkpoints with its position (Kafka's offsets, at its cuts).
-    /// The service checkpoints any other every `checkpoint_ms`, and once when it stops.
+    /// Which input this is, in checkpoints (a file's path, a group and its topics, a URL): a
+    /// checkpoint of another input is not resumed.
+    fn id(&self) -> String;
+
+    /// Whether its input ends (a file, stdin). The end of a finite input closes every window
+    /// still open, waits for pending timers and marks the checkpoint complete; its watermark
+    /// moves only with its records (no idle check by the wall clock), so a run's results do
+    /// not depend on how fast it reads; and a fresh run starts its output files empty. A
+    /// source that runs on is only ever paused: its windows stay open in the state, and its
+    /// files are appended to.
+    fn finite(&self) -> bool {
+        false
+    }
+
+    /// Whether it saves its own checkpoints with its position (Kafka's offsets, a file's line,
+    /// at its cuts). The engine checkpoints any other every
+    /// [`SourceContext::checkpoint_every`]; it writes every source's last checkpoint when the
+    /// source has returned and the pipeline has stopped.
     fn checkpoints_itself(&self) -> bool {
+        false
+    }
+
+    /// Whether its partitions are heard of only as they come (MQTT topics), rather than known
+    /// or assigned before their records (a file's one, Kafka's).
+    fn discovers_partitions(&self) -> bool {
         false
     }
 
     /// Runs until the input ends or shutdown; what it counted, and how it ended.
     fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture;
+}
+
+/// The source `[source]` of a `sluice.toml` describes; relative paths in it (certificates) are
+/// relative to `base`, the file's directory.
+pub fn from_spec(spec: crate::config::SourceSpec, base: &std::path::Path) -> Box<dyn Source> {
+    use crate::config::SourceSpec;
+    match spec {
+        SourceSpec::Kafka(spec) => Box::new(kafka::KafkaSource::new(spec)),
+        SourceSpec::Mqtt(spec) => Box::new(mqtt::MqttSource::new(spec, base)),
+        SourceSpec::Http(spec) => Box::new(http::HttpSource::new(spec, base)),
+    }
 }
 
 /// The future of a running [`Source`]: its counts, also when it fails.
@@ -82,19 +116,38 @@ pub struct SourceContext {
     /// Saves consistent cuts of the state with the source's position (used by a source that
     /// [`Source::checkpoints_itself`]).
     pub checkpointer: Arc<dyn Checkpointer>,
+    /// Whether checkpoints reach a disk (not with `--no-state`): a source whose cuts only save
+    /// state (a file's) skips them without one; Kafka's also commit offsets, so it cuts anyway.
+    pub keeps_state: bool,
+    /// How often a source that [`Source::checkpoints_itself`] cuts.
+    pub checkpoint_every: std::time::Duration,
+    /// Counts the messages whose every branch finished, for a source whose acks need no more
+    /// than a count (a file's: `Ack::new(cx.acks.clone(), line)`). The engine reports it once
+    /// the pipeline has stopped; the others acknowledge to their senders.
+    pub acks: Arc<crate::core::AckCounter>,
+    /// Where the state restored from the last checkpoint of this source leaves it: the line
+    /// of a file, the offsets of Kafka partitions (`None`: it starts from the beginning).
+    pub resume: Option<SourcePosition>,
 }
 
-/// What a source counted: the service's summary.
+/// What a source counted: the run's summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SourceReport {
     /// Records (lines, Kafka records, MQTT messages, HTTP telemetry points) handed to the chain.
     pub records: u64,
     /// Records skipped: not a message (logged with where they came from).
     pub malformed: u64,
-    /// Checkpoints committed with the source's position (Kafka).
+    /// Checkpoints committed with the source's position while it ran (Kafka, a file).
     pub commits: u64,
     /// Partition reassignments (Kafka).
     pub rebalances: u64,
+    /// Lines read, blank ones and those a restored checkpoint covered included (a file): the
+    /// position its last checkpoint is taken at.
+    pub lines: u64,
+    /// Lines a restored checkpoint covered, skipped rather than run again (a file).
+    pub resumed_after: u64,
+    /// The input reached its end (a [`Source::finite`] one), rather than being stopped.
+    pub exhausted: bool,
 }
 
 /// Why a source stopped before its input ended or the engine stopped it.
@@ -106,6 +159,8 @@ pub enum SourceError {
     Mqtt(#[from] mqtt::MqttSourceError),
     #[error(transparent)]
     Http(#[from] http::HttpSourceError),
+    #[error(transparent)]
+    Lines(#[from] jsonl::JsonLinesError),
 }
 
 /// The one way into a running pipeline, shared by every source: stamps a message with the
@@ -135,15 +190,11 @@ struct Shared {
 pub const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Feed {
+    /// The feed of a source that runs on (a broker, a server): a thread of its own lets the
+    /// watermark move on when partitions or devices fall idle (see [`IDLE_CHECK`]).
     pub fn new(sender: PipelineSender, chain: &Chain, watermarks: Watermarks, clock: Clock) -> Self {
-        let shared = Arc::new(Shared {
-            sender,
-            watermarks: Mutex::new(watermarks),
-            time_field: chain.time_field.clone(),
-            input: chain.input.clone(),
-            clock,
-        });
-        let weak = Arc::downgrade(&shared);
+        let feed = Feed::without_idle_check(sender, chain, watermarks, clock);
+        let weak = Arc::downgrade(&feed.shared);
         // Ends with the last clone of the feed.
         let spawned = std::thread::Builder::new().name("sluice-watermarks".into()).spawn(move || {
             loop {
@@ -155,6 +206,20 @@ impl Feed {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no idle check of the watermark: it moves only with messages");
         }
+        feed
+    }
+
+    /// The feed of a source whose input ends ([`Source::finite`]: a file, stdin): the watermark
+    /// moves only with its records, never with the wall clock, so a run's results do not depend
+    /// on how fast it reads. Its end closes the windows still open.
+    pub fn without_idle_check(sender: PipelineSender, chain: &Chain, watermarks: Watermarks, clock: Clock) -> Self {
+        let shared = Arc::new(Shared {
+            sender,
+            watermarks: Mutex::new(watermarks),
+            time_field: chain.time_field.clone(),
+            input: chain.input.clone(),
+            clock,
+        });
         Feed { shared }
     }
 
@@ -239,10 +304,9 @@ impl Feed {
         self.shared.sender.progress()
     }
 
-    /// A [`crate::flow::Batcher`] onto the pipeline, for envelopes made by [`Feed::envelope`]
-    /// (each keeps its own progress token; the batch saves the hand-over per message).
-    pub fn batcher(&self) -> crate::flow::Batcher {
-        self.shared.sender.batcher()
+    /// Hands messages over in batches, for a source that has many at hand (see [`FeedBatcher`]).
+    pub fn batcher(&self) -> FeedBatcher {
+        FeedBatcher { feed: self.clone(), batcher: self.shared.sender.batcher() }
     }
 
     /// How flat JSON records become messages (the chain's `input`).
@@ -252,6 +316,79 @@ impl Feed {
 
     pub fn now_ms(&self) -> i64 {
         self.shared.clock.now_ms()
+    }
+}
+
+/// The [`Feed`] for a source with many messages at hand (a file, a Kafka poll): each message is
+/// stamped as by [`Feed::push`], then held in its worker's batch, which is handed over when full
+/// or on [`FeedBatcher::flush`]. A batch is one unit of progress (see [`crate::flow::Batcher`]):
+/// per message there is no token, no channel send and no wake-up of a worker.
+///
+/// A message held in a batch is in flight: it holds its windows open. So a source flushes
+/// whenever it is about to wait for input, and before it waits for the pipeline to be idle (a
+/// checkpoint), or it would wait for messages it holds itself.
+pub struct FeedBatcher {
+    feed: Feed,
+    batcher: crate::flow::Batcher,
+}
+
+impl FeedBatcher {
+    /// Stamps `msg` and adds it to its worker's batch; returns the worker when that batch is
+    /// full. Stamp and enqueue happen under the watermark lock, as in [`Feed::envelope`].
+    fn enqueue(&mut self, msg: Message, partition: u32, ack: Ack, now: i64) -> Option<usize> {
+        let shared = &self.feed.shared;
+        let key = Envelope::key_of(msg.entity_type(), msg.name());
+        let event_time = shared.time_field.event_time(&msg, now);
+        let mut watermarks = self.feed.lock();
+        let stamp = watermarks.stamp(partition, msg.name(), event_time, now);
+        let envelope = Envelope::new(Arc::new(msg), key, ack).with_stamp(stamp).with_partition(partition);
+        let i = self.batcher.enqueue(envelope);
+        drop(watermarks);
+        self.batcher.full(i).then_some(i)
+    }
+
+    /// Adds `msg`, read from `partition`, to its batch (handing the batch over, waiting for
+    /// room, once it is full).
+    pub async fn push(&mut self, msg: impl Into<Message>, partition: u32, ack: Ack) -> Result<(), Closed> {
+        let now = self.feed.now_ms();
+        self.push_at(msg, partition, ack, now).await
+    }
+
+    /// [`FeedBatcher::push`] with the arrival time already read (once per buffer a file
+    /// reader fills, rather than once per line).
+    pub async fn push_at(&mut self, msg: impl Into<Message>, partition: u32, ack: Ack, now: i64) -> Result<(), Closed> {
+        match self.enqueue(msg.into(), partition, ack, now) {
+            Some(i) => self.batcher.send(i).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`FeedBatcher::push`] from a thread outside the async runtime (the Kafka consumer's).
+    pub fn push_blocking(&mut self, msg: impl Into<Message>, partition: u32, ack: Ack) -> Result<(), Closed> {
+        let now = self.feed.now_ms();
+        match self.enqueue(msg.into(), partition, ack, now) {
+            Some(i) => self.batcher.send_blocking(i),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands every partial batch over.
+    pub async fn flush(&mut self) -> Result<(), Closed> {
+        self.batcher.flush().await
+    }
+
+    /// [`FeedBatcher::flush`] from a thread outside the async runtime.
+    pub fn flush_blocking(&mut self) -> Result<(), Closed> {
+        self.batcher.flush_blocking()
+    }
+
+    /// Whether a message waits in a batch not yet handed over.
+    pub fn holds(&self) -> bool {
+        self.batcher.holds()
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 }
 

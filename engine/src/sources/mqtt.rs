@@ -197,6 +197,15 @@ impl Source for MqttSource {
         format!("MQTT {}", self.spec.connection.url)
     }
 
+    fn discovers_partitions(&self) -> bool {
+        // Its topics are its partitions, heard of only as they come.
+        true
+    }
+
+    fn id(&self) -> String {
+        format!("mqtt:{}", self.spec.connection.url)
+    }
+
     fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture {
         Box::pin(async move {
             let stats = Arc::new(MqttSourceStats::default());

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// Circles tolerated while being untied: none.
 const KNOWN: &[&str] = &[];
 
-/// Top-level module of each source file (`flow/worker.rs` → `flow`, `run.rs` → `run`).
+/// Top-level module of each source file (`flow/worker.rs` → `flow`, `app.rs` → `app`).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).expect("under src");
     let first = rel.components().next().expect("a component").as_os_str().to_string_lossy().to_string();

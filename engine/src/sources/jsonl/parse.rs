@@ -9,7 +9,7 @@
 //!
 //! Numbers keep every digit they were written with (serde_json's `arbitrary_precision`): a
 //! 39-digit id goes through the nodes that do not touch it and out unchanged. JSON nested deeper
-//! than [`super::MAX_DEPTH`] levels is refused, the error saying so.
+//! than [`crate::sources::MAX_DEPTH`] levels is refused, the error saying so.
 
 use serde_json::{Map, Value};
 use sluice_sdk::{Originator, TbMsg, msg_type};
@@ -127,7 +127,7 @@ pub fn parse_message_as(
     let record: Record = serde_json::from_str(text).map_err(|e| {
         err(match e.classify() {
             serde_json::error::Category::Data => "not a JSON object".into(),
-            _ => format!("not JSON: {}", super::json_error(e)),
+            _ => format!("not JSON: {}", crate::sources::json_error(e)),
         })
     })?;
     let msg = if record.originator {
@@ -147,7 +147,7 @@ pub fn parse_message_as(
     } else {
         simple_form(record, now_ms).map_err(err)?
     };
-    super::check_depth(&msg).map_err(err)?;
+    crate::sources::check_depth(&msg).map_err(err)?;
     Ok(Some(msg))
 }
 
