@@ -308,7 +308,6 @@ pub async fn run(
         resumed_after: counted.resumed_after,
         messages: counted.records,
         malformed: counted.malformed,
-        acked: acks.count(),
         checkpoints: counted.commits,
         rebalances: counted.rebalances,
         interrupted: stopped,
@@ -342,6 +341,8 @@ pub async fn run(
     if let Some(dead) = dead {
         dead.finish().map_err(|e| AppError::Output(format!("cannot write dead letters: {e}")))?;
     }
+    // Counted once the outputs are done: a message's ack goes when its last output is written.
+    report.acked = acks.count();
     report.problems = stats.problems();
     report.stats = stats;
     Ok((report, ended))
