@@ -40,7 +40,7 @@ use crate::config::{ConnectorSpec, OutputSpec};
 use crate::core::{Metrics, SinkSender};
 use crate::flow::{Pipeline, PipelineConfig, Problems, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
-use crate::sinks::{Output, jsonl, open_output};
+use crate::sinks::{self, Output, SinkContext, SinkError, jsonl};
 use crate::sources::{Checkpointer, Feed, Offsets, Source, SourceContext, SourceError};
 use crate::state::StateStore;
 use crate::state::checkpoint::{Captured, CheckpointError, Checkpoints, SourcePosition};
@@ -138,9 +138,11 @@ pub enum AppError {
     Start(std::io::Error),
     #[error("{0}")]
     State(String),
-    /// Opening or writing an output (the name says which).
+    /// Writing an output (the error says which).
     #[error("{0}")]
     Output(String),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
 }
 
 /// Runs the chain of `options` with `source` until its input ends, it fails, or `shutdown`
@@ -190,13 +192,12 @@ pub async fn run(
     if !append {
         start_connectors_afresh(&chain)?;
     }
-    let output = open_output(&options.output, &options.dir, "output", append).map_err(AppError::Output)?;
-    let dead = options
-        .dead_letter
-        .as_ref()
-        .map(|spec| open_output(spec, &options.dir, "deadLetter", append))
-        .transpose()
-        .map_err(AppError::Output)?;
+    let metrics = Metrics::default();
+    let open = |spec: &OutputSpec, name: &'static str| {
+        sinks::from_spec(spec, &options.dir).start(SinkContext { name, append, metrics: metrics.clone() })
+    };
+    let output = open(&options.output, "output")?;
+    let dead = options.dead_letter.as_ref().map(|spec| open(spec, "deadLetter")).transpose()?;
     let outputs: Vec<&Output> = std::iter::once(&output).chain(dead.as_ref()).collect();
     let sinks = Sinks { output: Some(output.tx.clone()), dead_letter: dead.as_ref().map(|d| d.tx.clone()) };
 
@@ -215,7 +216,6 @@ pub async fn run(
         progress.clone(),
     )
     .map_err(AppError::Start)?;
-    let metrics = Metrics::default();
     let reloader = crate::reload::Reloader::new(
         runtime.clone(),
         options.module_dirs.clone(),

@@ -4,6 +4,7 @@
 //!   chain files, and a chain run in-process (messages in, the output sink's messages out);
 //! - [`brokers`]: real brokers (mosquitto) started on a free loopback port and stopped with
 //!   their guard;
+//! - [`sinks`]: the contract every sink keeps, one check for all;
 //! - [`rng`]: a small deterministic generator, so generated inputs are the same on every run;
 //! - [`wait`]: waiting, with a bound, for what should happen.
 //!
@@ -13,6 +14,7 @@
 pub mod brokers;
 pub mod chain;
 pub mod rng;
+pub mod sinks;
 pub mod wait;
 
 pub use chain::{ChainDir, Ran, modules, repo, run_chain, run_chain_file, runtime, start_to_channel};

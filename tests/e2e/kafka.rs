@@ -552,3 +552,18 @@ fn broker_outage_mid_run_loses_nothing() {
     let log = service.stop_ok();
     assert_eq!(results_of(&values), expected, "{log}");
 }
+
+#[test]
+fn the_kafka_sink_holds_to_the_sink_contract() {
+    let broker = Tansu::start();
+    broker.create_topic("contract-out", 2);
+    let connection = sluice::config::KafkaConnection {
+        brokers: broker.brokers.clone(),
+        properties: Default::default(),
+        await_delivery: false,
+    };
+    let sink = sluice::sinks::KafkaSink::new(connection, "contract-out".into());
+    sluice_testkit::sinks::holds_to_the_contract(Box::new(sink), || {
+        broker.read_until("contract-out", Duration::from_secs(10), |v| v.len() as u64 >= sluice_testkit::sinks::N)
+    });
+}

@@ -6,8 +6,11 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, sync_channel};
 
+use super::SinkStats;
 pub use crate::core::sink::{SinkItem, SinkSender};
 
 /// Where lines go.
@@ -38,13 +41,15 @@ pub fn open(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
 pub fn spawn(
     target: Target,
     capacity: usize,
+    stats: Arc<SinkStats>,
 ) -> std::io::Result<(SinkSender, std::thread::JoinHandle<std::io::Result<u64>>)> {
     let (tx, rx) = sync_channel(capacity);
-    let handle = std::thread::Builder::new().name("sluice-output".into()).spawn(move || write_lines(rx, target))?;
+    let handle =
+        std::thread::Builder::new().name("sluice-output".into()).spawn(move || write_lines(rx, target, &stats))?;
     Ok((tx, handle))
 }
 
-fn write_lines(rx: Receiver<SinkItem>, target: Target) -> std::io::Result<u64> {
+fn write_lines(rx: Receiver<SinkItem>, target: Target, stats: &SinkStats) -> std::io::Result<u64> {
     let (mut out, file): (Box<dyn Write>, Option<std::fs::File>) = match target {
         Target::Stdout => (Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())), None),
         Target::File(f) => {
@@ -61,10 +66,13 @@ fn write_lines(rx: Receiver<SinkItem>, target: Target) -> std::io::Result<u64> {
                 serde_json::to_writer(&mut out, &*msg)?;
                 out.write_all(b"\n")?;
                 n += 1;
+                // The only writer: a store, not a read-modify-write.
+                stats.written.store(n, Ordering::Relaxed);
                 drop(ack);
             }
             SinkItem::Flush(reply) => {
                 let result = out.flush().and_then(|()| file.as_ref().map_or(Ok(()), |f| f.sync_data()));
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(result);
             }
         }
@@ -91,7 +99,7 @@ mod tests {
     #[test]
     fn special_files_take_lines_and_flushes() {
         let file = open(Path::new("/dev/null"), false).unwrap();
-        let (tx, thread) = spawn(Target::File(file), 4).unwrap();
+        let (tx, thread) = spawn(Target::File(file), 4, Arc::default()).unwrap();
         tx.send(SinkItem::Msg(Default::default(), Ack::none())).unwrap();
         flush(&tx).unwrap();
         drop(tx);

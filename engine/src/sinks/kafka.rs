@@ -5,7 +5,10 @@
 //! nodes do not know which one they feed.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, sync_channel};
+
+use super::SinkStats;
 use std::time::Duration;
 
 use crate::connectors::kafka::{Delivery, KafkaProducer};
@@ -16,14 +19,16 @@ pub fn spawn(
     producer: Arc<KafkaProducer>,
     topic: String,
     capacity: usize,
+    stats: Arc<SinkStats>,
 ) -> std::io::Result<(SinkSender, std::thread::JoinHandle<std::io::Result<u64>>)> {
     let (tx, rx) = sync_channel(capacity);
-    let handle =
-        std::thread::Builder::new().name("sluice-kafka-out".into()).spawn(move || produce(rx, &producer, &topic))?;
+    let handle = std::thread::Builder::new()
+        .name("sluice-kafka-out".into())
+        .spawn(move || produce(rx, &producer, &topic, &stats))?;
     Ok((tx, handle))
 }
 
-fn produce(rx: Receiver<SinkItem>, producer: &KafkaProducer, topic: &str) -> std::io::Result<u64> {
+fn produce(rx: Receiver<SinkItem>, producer: &KafkaProducer, topic: &str, stats: &SinkStats) -> std::io::Result<u64> {
     let mut n = 0;
     for item in rx {
         match item {
@@ -34,9 +39,11 @@ fn produce(rx: Receiver<SinkItem>, producer: &KafkaProducer, topic: &str) -> std
                     .send(topic, (!name.is_empty()).then_some(name), None, &payload, Delivery::Ack(ack))
                     .map_err(std::io::Error::other)?;
                 n += 1;
+                stats.written.store(n, Ordering::Relaxed);
             }
             SinkItem::Flush(reply) => {
                 let _ = reply.send(producer.flush(Duration::from_secs(30)).map_err(std::io::Error::other));
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -1,55 +1,185 @@
-//! Sinks: where messages leave. Each acks a message once it is written.
+//! Sinks: where messages leave — JSON lines to a file or stdout, records on a Kafka topic. Each
+//! is a [`Sink`], started the same way with a [`SinkContext`]; it acks a message once it is
+//! written and makes what it wrote durable on a flush (a checkpoint waits for that). `sluice run`
+//! starts one for `[output]` and one for `[deadLetter]` ([`from_spec`]) and does not know which.
 
 pub mod jsonl;
 pub mod kafka;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::OutputSpec;
+use crate::config::{KafkaConnection, OutputSpec};
 use crate::connectors::kafka::KafkaProducer;
-use crate::core::SinkSender;
+use crate::core::metrics::Labels;
+use crate::core::{Metrics, SinkSender};
 use jsonl::Target;
 
-/// An output: a sender for sink nodes and the thread behind it.
-pub(crate) struct Output {
-    pub(crate) tx: SinkSender,
-    pub(crate) thread: std::thread::JoinHandle<std::io::Result<u64>>,
+/// How many messages may wait for a sink's thread before a worker waits for it.
+const CAPACITY: usize = 4096;
+
+/// A sink: where the chain's results (the `output`) or its dead letters leave the engine, on a
+/// thread of its own. Sink nodes send [`crate::core::SinkItem`]s and do not know which sink
+/// they feed.
+///
+/// The contract (checked for every sink by `sluice_testkit::sinks::holds_to_the_contract`):
+/// - it registers its counters in [`SinkContext::metrics`] before it writes anything;
+/// - it drops a message's [`crate::core::Ack`] only once the message is written (a file: in
+///   the file's buffer; Kafka: on the delivery report), never before;
+/// - a [`crate::core::SinkItem::Flush`] is answered once everything written before it is
+///   durable (a file: synced; Kafka: delivered);
+/// - when its last sender is dropped it writes what it holds, and [`Output::finish`] returns
+///   how many messages it wrote.
+pub trait Sink: Send + 'static {
+    /// Where it writes, for logs and errors (a path, stdout, a topic).
+    fn describe(&self) -> String;
+
+    /// Opens its destination and starts its thread.
+    fn start(self: Box<Self>, cx: SinkContext) -> Result<Output, SinkError>;
+}
+
+/// What a sink is handed when it starts.
+pub struct SinkContext {
+    /// Which output it is (`output`, `deadLetter`): in errors, its thread's name and the
+    /// `sink` label of its counters.
+    pub name: &'static str,
+    /// A file is appended to (a resumed run, a service), else started empty.
+    pub append: bool,
+    /// Where it registers its counters (`/metrics`).
+    pub metrics: Metrics,
+}
+
+/// Why a sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The error's text (which names the path) is part of the message, so it is not also a
+    /// `source`.
+    #[error("{name}: {error}")]
+    Open { name: &'static str, error: std::io::Error },
+    #[error("{name}: {reason}")]
+    Kafka { name: &'static str, reason: String },
+    #[error("{name}: cannot start its thread: {error}")]
+    Thread { name: &'static str, error: std::io::Error },
+}
+
+/// The sink an `[output]` or `[deadLetter]` spec describes; a relative path is relative to
+/// `base` (the directory of `sluice.toml`).
+pub fn from_spec(spec: &OutputSpec, base: &Path) -> Box<dyn Sink> {
+    match spec {
+        OutputSpec::File { path } if path == "-" => Box::new(JsonLinesSink::stdout()),
+        OutputSpec::File { path } => Box::new(JsonLinesSink::file(base.join(path))),
+        OutputSpec::Kafka { connection, topic } => Box::new(KafkaSink::new(connection.clone(), topic.clone())),
+    }
+}
+
+/// JSON lines to a file or stdout (see [`jsonl`]).
+pub struct JsonLinesSink {
+    path: Option<PathBuf>,
+}
+
+impl JsonLinesSink {
+    pub fn file(path: PathBuf) -> Self {
+        JsonLinesSink { path: Some(path) }
+    }
+
+    pub fn stdout() -> Self {
+        JsonLinesSink { path: None }
+    }
+}
+
+impl Sink for JsonLinesSink {
+    fn describe(&self) -> String {
+        self.path.as_ref().map_or_else(|| "stdout".into(), |p| p.display().to_string())
+    }
+
+    fn start(self: Box<Self>, cx: SinkContext) -> Result<Output, SinkError> {
+        let stats = SinkStats::register(&cx);
+        let target = match &self.path {
+            None => Target::Stdout,
+            Some(path) => {
+                Target::File(jsonl::open(path, cx.append).map_err(|error| SinkError::Open { name: cx.name, error })?)
+            }
+        };
+        let (tx, thread) =
+            jsonl::spawn(target, CAPACITY, stats).map_err(|error| SinkError::Thread { name: cx.name, error })?;
+        Ok(Output { tx, thread, is_file: true })
+    }
+}
+
+/// Records on a Kafka topic (see [`kafka`]).
+pub struct KafkaSink {
+    connection: KafkaConnection,
+    topic: String,
+}
+
+impl KafkaSink {
+    pub fn new(connection: KafkaConnection, topic: String) -> Self {
+        KafkaSink { connection, topic }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn describe(&self) -> String {
+        format!("Kafka {} topic {}", self.connection.brokers, self.topic)
+    }
+
+    fn start(self: Box<Self>, cx: SinkContext) -> Result<Output, SinkError> {
+        let stats = SinkStats::register(&cx);
+        let producer = KafkaProducer::new(cx.name, &self.connection)
+            .map_err(|reason| SinkError::Kafka { name: cx.name, reason })?;
+        let (tx, thread) = kafka::spawn(Arc::new(producer), self.topic, CAPACITY, stats)
+            .map_err(|error| SinkError::Thread { name: cx.name, error })?;
+        Ok(Output { tx, thread, is_file: false })
+    }
+}
+
+/// A sink's counters on `/metrics`, labelled by its name.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Messages written (a file: into its buffer; Kafka: handed to the producer).
+    pub written: AtomicU64,
+    /// Flushes answered.
+    pub flushes: AtomicU64,
+}
+
+impl SinkStats {
+    fn register(cx: &SinkContext) -> Arc<SinkStats> {
+        let stats = Arc::new(SinkStats::default());
+        let labels: Labels = match cx.name {
+            "output" => &[("sink", "output")],
+            "deadLetter" => &[("sink", "deadLetter")],
+            // A name of its own, for as long as the process runs (a handful at most).
+            other => Box::leak(Box::new([("sink", other)])),
+        };
+        cx.metrics.register_stats(
+            &stats,
+            [
+                ("sluice_sink_written_total", "Messages written by a sink.", "counter", labels, |s| {
+                    s.written.load(Ordering::Relaxed)
+                }),
+                ("sluice_sink_flushes_total", "Flushes a sink answered (checkpoints).", "counter", labels, |s| {
+                    s.flushes.load(Ordering::Relaxed)
+                }),
+            ],
+        );
+        stats
+    }
+}
+
+/// A started sink: a sender for sink nodes and the thread behind it.
+pub struct Output {
+    pub tx: SinkSender,
+    pub thread: std::thread::JoinHandle<std::io::Result<u64>>,
     /// A file (or stdout): acks on write, durable on flush.
-    pub(crate) is_file: bool,
+    pub is_file: bool,
 }
 
 impl Output {
     /// Waits for everything sent to be written (every sender must be dropped first); returns
     /// how many messages were.
-    pub(crate) fn finish(self) -> std::io::Result<u64> {
+    pub fn finish(self) -> std::io::Result<u64> {
         drop(self.tx);
         self.thread.join().unwrap_or_else(|_| Err(std::io::Error::other("the output thread panicked")))
     }
-}
-
-/// Opens an output `name` (`output`, `deadLetter`); a file path is relative to `base`. A file
-/// is appended to with `append`, else started empty.
-pub(crate) fn open_output(spec: &OutputSpec, base: &Path, name: &str, append: bool) -> Result<Output, String> {
-    let err = |e: String| format!("{name}: {e}");
-    match spec {
-        OutputSpec::File { path } if path == "-" => {
-            let (tx, thread) = jsonl::spawn(Target::Stdout, 4096).map_err(|e| err(e.to_string()))?;
-            Ok(Output { tx, thread, is_file: true })
-        }
-        OutputSpec::File { path } => open_file_output(&base.join(path), name, append),
-        OutputSpec::Kafka { connection, topic } => {
-            let producer = Arc::new(KafkaProducer::new(name, connection).map_err(err)?);
-            let (tx, thread) =
-                crate::sinks::kafka::spawn(producer, topic.clone(), 4096).map_err(|e| err(e.to_string()))?;
-            Ok(Output { tx, thread, is_file: false })
-        }
-    }
-}
-
-/// A JSON-lines file output (see [`open_output`]).
-pub(crate) fn open_file_output(path: &Path, name: &str, append: bool) -> Result<Output, String> {
-    let file = jsonl::open(path, append).map_err(|e| format!("{name}: {e}"))?;
-    let (tx, thread) = jsonl::spawn(Target::File(file), 4096).map_err(|e| format!("{name}: {e}"))?;
-    Ok(Output { tx, thread, is_file: true })
 }

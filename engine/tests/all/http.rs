@@ -20,7 +20,8 @@ use sluice::config::HttpSourceSpec;
 use sluice::connectors::{self, CallPolicySpec, ConnectorKind, ConnectorSpec, Guarded};
 use sluice::flow::{Ack, Pipeline, PipelineConfig, Sinks};
 use sluice::host::Clock;
-use sluice::sinks::jsonl::{self as output, SinkItem, SinkSender, Target};
+use sluice::sinks::jsonl::{self as output, SinkItem, SinkSender};
+use sluice::sinks::{JsonLinesSink, Output, Sink, SinkContext};
 use sluice::sources::Feed;
 use sluice::sources::http::{self, HttpSourceError, Tokens};
 use sluice::state::StateStore;
@@ -257,9 +258,10 @@ impl Running {
     fn to_file() -> Self {
         let dir = ChainDir::new();
         let out_path = dir.dir.path().join("out.jsonl");
-        let file = std::fs::File::create(&out_path).expect("output file");
-        let (tx, writer) = output::spawn(Target::File(file), 16).expect("output thread");
-        Self::start(dir, tx.clone(), Some((tx, writer)), out_path)
+        let sink = JsonLinesSink::file(out_path.clone());
+        let cx = SinkContext { name: "output", append: false, metrics: Default::default() };
+        let Output { tx, thread, .. } = Box::new(sink).start(cx).expect("output thread");
+        Self::start(dir, tx.clone(), Some((tx, thread)), out_path)
     }
 
     /// Sinks into a channel the test reads (and acks) itself.

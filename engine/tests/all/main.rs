@@ -10,6 +10,7 @@ mod mqtt;
 mod reload;
 mod routing;
 mod sandbox;
+mod sinks;
 mod sources;
 mod windows;
 
