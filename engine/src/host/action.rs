@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::{AsContextMut, Caller, Linker};
 
-use super::{HostState, slice, split};
+use std::sync::Arc;
+
+use super::{Action, Call, GuestData, slice, split};
 
 /// How much of a call's deadline the guest has used: wall time since the call started, less
 /// the time it spent blocked in host calls.
@@ -55,24 +57,31 @@ impl Budget {
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("sluice", "action_call", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
+/// Adds `action_call`; `actions` projects the store's data into the node's name, its action
+/// part and the current call.
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, actions: F) -> wasmtime::Result<()>
+where
+    T: GuestData,
+    F: Fn(&mut T) -> (&Arc<str>, &mut Action, &mut Call) + Send + Sync + Copy + 'static,
+{
+    linker.func_wrap("sluice", "action_call", move |mut caller: Caller<'_, T>, ptr: u32, len: u32| {
         let blocked_since = Instant::now();
         let result = {
-            let (memory, host) = split(&mut caller)?;
+            let (memory, data) = split(&mut caller)?;
+            let (node, action, call) = actions(data);
             let bytes = slice(memory, ptr, len)?;
-            let key = idempotency_key(host, bytes);
+            let key = idempotency_key(node, &call.input, bytes);
             let request = serde_json::from_slice::<serde_json::Value>(bytes)
                 .map_err(|e| format!("the action request is not JSON: {e}"));
-            let answer = match (&host.action, request) {
+            let answer = match (&action.granted, request) {
                 (_, Err(e)) => Err(e),
                 (None, _) => Err(format!(
                     "node `{}` has no connector: grant it one in the chain (`\"connector\": NAME`, NAME declared \
                      under `connectors`)",
-                    host.node
+                    node
                 )),
                 (Some(granted), Ok(request)) => {
-                    granted.call(&host.node, &request, &host.ack, &key).map_err(|e| e.to_string())
+                    granted.call(node, &request, &action.ack, &key).map_err(|e| e.to_string())
                 }
             };
             let staged = answer.and_then(|value| {
@@ -81,22 +90,22 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let n = match staged {
                 Ok(bytes) => {
                     let n = bytes.len() as i64;
-                    host.staged = Some(bytes);
+                    call.staged = Some(bytes);
                     n
                 }
                 Err(reason) => {
-                    tracing::debug!(node = %host.node, %reason, "action failed");
+                    tracing::debug!(node = %node, %reason, "action failed");
                     let bytes = reason.into_bytes();
                     let n = bytes.len() as i64;
-                    host.staged = Some(bytes);
+                    call.staged = Some(bytes);
                     -n - 1
                 }
             };
             // Only a node with a connector waits here, and only its calls start a budget (see
             // `NodeInstance::begin`): any other call's deadline stays as it was set.
-            let remaining = host.action.is_some().then(|| {
-                host.budget.blocked += blocked_since.elapsed();
-                host.budget.remaining()
+            let remaining = action.granted.is_some().then(|| {
+                action.budget.blocked += blocked_since.elapsed();
+                action.budget.remaining()
             });
             (n, remaining)
         };
@@ -110,10 +119,10 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 /// `{message id}:{node}:{first 16 hex digits of the request's SHA-256}`.
-fn idempotency_key(host: &HostState, request: &[u8]) -> String {
-    let id = host.input.id();
+fn idempotency_key(node: &str, input: &super::msg::Input, request: &[u8]) -> String {
+    let id = input.id();
     let digest = Sha256::digest(request);
-    format!("{id}:{}:{}", host.node, hex::encode(&digest[..8]))
+    format!("{id}:{node}:{}", hex::encode(&digest[..8]))
 }
 
 #[cfg(test)]

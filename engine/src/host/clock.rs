@@ -3,10 +3,14 @@
 
 use wasmtime::{Caller, Linker};
 
-use super::HostState;
 pub use crate::core::Clock;
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("sluice", "now_ms", |caller: Caller<'_, HostState>| caller.data().clock.now_ms())?;
+/// Adds `now_ms`; `clock` projects the store's data into the node's clock.
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, clock: F) -> wasmtime::Result<()>
+where
+    T: 'static,
+    F: Fn(&T) -> &Clock + Send + Sync + Copy + 'static,
+{
+    linker.func_wrap("sluice", "now_ms", move |caller: Caller<'_, T>| clock(caller.data()).now_ms())?;
     Ok(())
 }

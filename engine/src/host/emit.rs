@@ -10,7 +10,7 @@ use sluice_sdk::TbMsg;
 use wasmtime::{Caller, Linker};
 
 use super::msg::Input;
-use super::{HostState, slice, split, string};
+use super::{Call, GuestData, slice, split, string};
 
 /// The relation an output goes on. ThingsBoard's common relations are static strings, so
 /// emitting one allocates nothing.
@@ -49,46 +49,51 @@ pub enum Emitted {
     Json(Vec<u8>),
 }
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// Adds the answering functions; `call` projects the store's data into the current call.
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, call: F) -> wasmtime::Result<()>
+where
+    T: GuestData,
+    F: Fn(&mut T) -> &mut Call + Send + Sync + Copy + 'static,
+{
     linker.func_wrap(
         "sluice",
         "emit_json",
-        |mut caller: Caller<'_, HostState>, rel_ptr: u32, rel_len: u32, msg_ptr: u32, msg_len: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, rel_ptr: u32, rel_len: u32, msg_ptr: u32, msg_len: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let host = call(data);
             let relation = relation(slice(memory, rel_ptr, rel_len)?);
             let msg = slice(memory, msg_ptr, msg_len)?.to_vec();
             host.outputs.push((relation, Emitted::Json(msg)));
             Ok(())
         },
     )?;
-    linker.func_wrap("sluice", "emit", |mut caller: Caller<'_, HostState>, rel_ptr: u32, rel_len: u32, o: u32| {
-        let (memory, host) = split(&mut caller)?;
+    linker.func_wrap("sluice", "emit", move |mut caller: Caller<'_, T>, rel_ptr: u32, rel_len: u32, o: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let host = call(data);
         let relation = relation(slice(memory, rel_ptr, rel_len)?);
         super::msg::draft(host, o)?;
         let draft = host.drafts[o as usize].take().unwrap_or_default();
         host.outputs.push((relation, Emitted::Draft(draft)));
         Ok(())
     })?;
-    linker.func_wrap(
-        "sluice",
-        "forward",
-        |mut caller: Caller<'_, HostState>, h: u32, rel_ptr: u32, rel_len: u32| {
-            let (memory, host) = split(&mut caller)?;
-            match host.input {
-                Input::Msg(_) if h == host.handle => {}
-                _ => {
-                    return Err(wasmtime::Error::msg(format!(
-                        "forward of message handle {h}: not the message of this call"
-                    )));
-                }
+    linker.func_wrap("sluice", "forward", move |mut caller: Caller<'_, T>, h: u32, rel_ptr: u32, rel_len: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let host = call(data);
+        match host.input {
+            Input::Msg(_) if h == host.handle => {}
+            _ => {
+                return Err(wasmtime::Error::msg(format!(
+                    "forward of message handle {h}: not the message of this call"
+                )));
             }
-            let relation = relation(slice(memory, rel_ptr, rel_len)?);
-            host.outputs.push((relation, Emitted::Forward));
-            Ok(())
-        },
-    )?;
-    linker.func_wrap("sluice", "fail", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
-        let (memory, host) = split(&mut caller)?;
+        }
+        let relation = relation(slice(memory, rel_ptr, rel_len)?);
+        host.outputs.push((relation, Emitted::Forward));
+        Ok(())
+    })?;
+    linker.func_wrap("sluice", "fail", move |mut caller: Caller<'_, T>, ptr: u32, len: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let host = call(data);
         host.failure = Some(string(memory, ptr, len)?);
         Ok(())
     })?;

@@ -1,14 +1,21 @@
 //! `log(level, ptr, len)`: a guest's log line, as a tracing event carrying the node id.
 
+use std::sync::Arc;
+
 use wasmtime::{Caller, Linker};
 
-use super::{HostState, split, string};
+use super::{GuestData, split, string};
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("sluice", "log", |mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32| {
-        let (memory, host) = split(&mut caller)?;
+/// Adds `log`; `node` projects the store's data into the node's name.
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, node: F) -> wasmtime::Result<()>
+where
+    T: GuestData,
+    F: Fn(&T) -> &Arc<str> + Send + Sync + Copy + 'static,
+{
+    linker.func_wrap("sluice", "log", move |mut caller: Caller<'_, T>, level: u32, ptr: u32, len: u32| {
+        let (memory, data) = split(&mut caller)?;
         let text = string(memory, ptr, len)?;
-        let node = &*host.node;
+        let node = &**node(data);
         match level {
             0 => tracing::trace!(target: "sluice::guest", node, "{text}"),
             1 => tracing::debug!(target: "sluice::guest", node, "{text}"),

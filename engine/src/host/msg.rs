@@ -20,7 +20,7 @@ use wasmtime::{Caller, Linker};
 
 use crate::core::message::Message;
 
-use super::{HostState, slice, split};
+use super::{Call, GuestData, slice, split};
 
 /// What the current call was handed.
 #[derive(Debug, Clone, Default)]
@@ -133,12 +133,18 @@ fn set_part(draft: &mut TbMsg, code: u32, key: &str, value: &[u8]) -> Result<(),
     Ok(())
 }
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// Adds the message functions; `call` projects the store's data into the current call.
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, call: F) -> wasmtime::Result<()>
+where
+    T: GuestData,
+    F: Fn(&mut T) -> &mut Call + Send + Sync + Copy + 'static,
+{
     linker.func_wrap(
         "sluice",
         "msg_str",
-        |mut caller: Caller<'_, HostState>, h: u32, code: u32, key_ptr: u32, key_len: u32, dst: u32, cap: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, h: u32, code: u32, key_ptr: u32, key_len: u32, dst: u32, cap: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let host = call(data);
             let key = text(memory, key_ptr, key_len)?;
             let msg = current(&host.input, host.handle, h)?;
             Ok(match part(msg, code, key, &mut host.scratch)? {
@@ -158,8 +164,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "sluice",
         "msg_number",
-        |mut caller: Caller<'_, HostState>, h: u32, code: u32, key_ptr: u32, key_len: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, h: u32, code: u32, key_ptr: u32, key_len: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let host = call(data);
             let key = text(memory, key_ptr, key_len)?;
             let msg = current(&host.input, host.handle, h)?;
             let number = match code {
@@ -173,8 +180,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "sluice",
         "msg_has",
-        |mut caller: Caller<'_, HostState>, h: u32, code: u32, key_ptr: u32, key_len: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, h: u32, code: u32, key_ptr: u32, key_len: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let host = call(data);
             let key = text(memory, key_ptr, key_len)?;
             let msg = current(&host.input, host.handle, h)?;
             use sluice_sdk::abi::{HAS_NONE, HAS_VALUE};
@@ -186,12 +194,12 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap("sluice", "msg_ts", |caller: Caller<'_, HostState>, h: u32| {
-        let host = caller.data();
+    linker.func_wrap("sluice", "msg_ts", move |mut caller: Caller<'_, T>, h: u32| {
+        let host = call(caller.data_mut());
         Ok(current(&host.input, host.handle, h)?.ts())
     })?;
-    linker.func_wrap("sluice", "out_copy", |mut caller: Caller<'_, HostState>, h: u32| {
-        let host = caller.data_mut();
+    linker.func_wrap("sluice", "out_copy", move |mut caller: Caller<'_, T>, h: u32| {
+        let host = call(caller.data_mut());
         let draft = current(&host.input, host.handle, h)?.to_tb();
         host.drafts.push(Some(draft));
         Ok((host.drafts.len() - 1) as u32)
@@ -199,29 +207,25 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "sluice",
         "out_set",
-        |mut caller: Caller<'_, HostState>,
-         o: u32,
-         code: u32,
-         key_ptr: u32,
-         key_len: u32,
-         val_ptr: u32,
-         val_len: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, o: u32, code: u32, key_ptr: u32, key_len: u32, val_ptr: u32, val_len: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let host = call(data);
             let key = text(memory, key_ptr, key_len)?;
             let value = slice(memory, val_ptr, val_len)?;
             let draft = draft(host, o)?;
             set_part(draft, code, key, value).map_err(|e| wasmtime::Error::msg(format!("out_set: {e}")))
         },
     )?;
-    linker.func_wrap("sluice", "out_set_ts", |mut caller: Caller<'_, HostState>, o: u32, ts: i64| {
-        draft(caller.data_mut(), o)?.ts = ts;
+    linker.func_wrap("sluice", "out_set_ts", move |mut caller: Caller<'_, T>, o: u32, ts: i64| {
+        draft(call(caller.data_mut()), o)?.ts = ts;
         Ok(())
     })?;
     linker.func_wrap(
         "sluice",
         "out_remove",
-        |mut caller: Caller<'_, HostState>, o: u32, code: u32, key_ptr: u32, key_len: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, o: u32, code: u32, key_ptr: u32, key_len: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let host = call(data);
             let key = text(memory, key_ptr, key_len)?;
             let draft = draft(host, o)?;
             match code {
@@ -244,7 +248,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 /// The draft `o` of the current call, not yet emitted.
-pub(super) fn draft(host: &mut HostState, o: u32) -> wasmtime::Result<&mut TbMsg> {
+pub(super) fn draft(host: &mut Call, o: u32) -> wasmtime::Result<&mut TbMsg> {
     host.drafts
         .get_mut(o as usize)
         .and_then(Option::as_mut)

@@ -1,20 +1,32 @@
 //! Keyed state: `state_get(key) -> len | -1` stages the value, `take_value(dst)` copies it into a
 //! buffer the guest allocated for exactly that length; `state_put`, `state_delete`.
+//!
+//! `take_value` is here because keyed state was its first user; it hands over whatever a host
+//! call staged in the [`Call`] (a table value, window folds, an action's answer, an error text).
 
 use wasmtime::{Caller, Linker};
 
-use super::{HostState, slice, split};
+use super::{Call, GuestData, slice, split};
+use crate::state::NodeHandles;
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("sluice", "state_get", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
-        let (memory, host) = split(&mut caller)?;
+/// Adds the keyed-state functions and `take_value`; `keyed` projects the store's data into the
+/// node's state and the current call.
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, keyed: F) -> wasmtime::Result<()>
+where
+    T: GuestData,
+    F: Fn(&mut T) -> (&NodeHandles, &mut Call) + Send + Sync + Copy + 'static,
+{
+    linker.func_wrap("sluice", "state_get", move |mut caller: Caller<'_, T>, ptr: u32, len: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let (state, call) = keyed(data);
         let key = slice(memory, ptr, len)?;
-        host.staged = host.state.kv.get(key);
-        Ok(host.staged.as_ref().map_or(-1, |v| v.len() as i64))
+        call.staged = state.kv.get(key);
+        Ok(call.staged.as_ref().map_or(-1, |v| v.len() as i64))
     })?;
-    linker.func_wrap("sluice", "take_value", |mut caller: Caller<'_, HostState>, dst: u32| {
-        let (memory, host) = split(&mut caller)?;
-        let value = host.staged.take().ok_or_else(|| wasmtime::Error::msg("take_value without state_get"))?;
+    linker.func_wrap("sluice", "take_value", move |mut caller: Caller<'_, T>, dst: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let (_, call) = keyed(data);
+        let value = call.staged.take().ok_or_else(|| wasmtime::Error::msg("take_value without state_get"))?;
         let start = dst as usize;
         let target = memory
             .get_mut(start..start + value.len())
@@ -22,18 +34,16 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         target.copy_from_slice(&value);
         Ok(())
     })?;
-    linker.func_wrap(
-        "sluice",
-        "state_put",
-        |mut caller: Caller<'_, HostState>, kp: u32, kl: u32, vp: u32, vl: u32| {
-            let (memory, host) = split(&mut caller)?;
-            host.state.kv.put(slice(memory, kp, kl)?, slice(memory, vp, vl)?, host.partition);
-            Ok(())
-        },
-    )?;
-    linker.func_wrap("sluice", "state_delete", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
-        let (memory, host) = split(&mut caller)?;
-        host.state.kv.delete(slice(memory, ptr, len)?);
+    linker.func_wrap("sluice", "state_put", move |mut caller: Caller<'_, T>, kp: u32, kl: u32, vp: u32, vl: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let (state, call) = keyed(data);
+        state.kv.put(slice(memory, kp, kl)?, slice(memory, vp, vl)?, call.partition);
+        Ok(())
+    })?;
+    linker.func_wrap("sluice", "state_delete", move |mut caller: Caller<'_, T>, ptr: u32, len: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let (state, _) = keyed(data);
+        state.kv.delete(slice(memory, ptr, len)?);
         Ok(())
     })?;
     Ok(())

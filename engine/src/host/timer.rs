@@ -5,17 +5,26 @@
 
 use wasmtime::{Caller, Linker};
 
-use super::{HostState, split, string};
+use super::{Call, GuestData, split, string};
+use crate::state::NodeHandles;
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("sluice", "timer_set", |mut caller: Caller<'_, HostState>, kp: u32, kl: u32, at: i64| {
-        let (memory, host) = split(&mut caller)?;
-        host.state.timers.set(&string(memory, kp, kl)?, at, host.partition);
+/// Adds the timer functions; `keyed` projects the store's data into the node's state and the
+/// current call (whose partition owns the timer).
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, keyed: F) -> wasmtime::Result<()>
+where
+    T: GuestData,
+    F: Fn(&mut T) -> (&NodeHandles, &mut Call) + Send + Sync + Copy + 'static,
+{
+    linker.func_wrap("sluice", "timer_set", move |mut caller: Caller<'_, T>, kp: u32, kl: u32, at: i64| {
+        let (memory, data) = split(&mut caller)?;
+        let (state, call) = keyed(data);
+        state.timers.set(&string(memory, kp, kl)?, at, call.partition);
         Ok(())
     })?;
-    linker.func_wrap("sluice", "timer_cancel", |mut caller: Caller<'_, HostState>, kp: u32, kl: u32| {
-        let (memory, host) = split(&mut caller)?;
-        host.state.timers.cancel(&string(memory, kp, kl)?);
+    linker.func_wrap("sluice", "timer_cancel", move |mut caller: Caller<'_, T>, kp: u32, kl: u32| {
+        let (memory, data) = split(&mut caller)?;
+        let (state, _) = keyed(data);
+        state.timers.cancel(&string(memory, kp, kl)?);
         Ok(())
     })?;
     Ok(())

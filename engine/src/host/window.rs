@@ -7,21 +7,24 @@
 //! `window_fold_get` returns the staged length of the accumulators, `-1` when late, and
 //! `-1 - len` for an error.
 
+use std::sync::Arc;
+
 use wasmtime::{Caller, Linker};
 
-use super::{HostState, slice, split, string};
+use super::{Call, GuestData, slice, split, string};
+use crate::state::NodeHandles;
 use crate::state::window::{Added, Side, WindowSpec};
 
 /// Stages an error text and returns its negated length.
-fn staged_error(host: &mut HostState, text: String) -> i32 {
+fn staged_error(call: &mut Call, text: String) -> i32 {
     let len = text.len().max(1) as i32;
-    host.staged = Some(if text.is_empty() { b"?".to_vec() } else { text.into_bytes() });
+    call.staged = Some(if text.is_empty() { b"?".to_vec() } else { text.into_bytes() });
     -len
 }
 
 /// 0 accepted (queuing early updates), 1 late.
 fn outcome(
-    host: &mut HostState,
+    call: &mut Call,
     handle: usize,
     key: &str,
     added: Added,
@@ -32,91 +35,96 @@ fn outcome(
         Added::Windows(windows) => {
             let store = &stores[handle];
             if store.spec.early_updates {
-                host.early.extend(windows.iter().filter_map(|(start, _)| store.peek(key, *start)));
+                call.early.extend(windows.iter().filter_map(|(start, _)| store.peek(key, *start)));
             }
             0
         }
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("sluice", "watermark", |caller: Caller<'_, HostState>| caller.data().watermark)?;
-    linker.func_wrap("sluice", "window_define", |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| {
+/// Adds the window functions; `windows` projects the store's data into the node's name, its
+/// state and the current call (watermark, partition, early updates, staged errors).
+pub fn add_to_linker<T, F>(linker: &mut Linker<T>, windows: F) -> wasmtime::Result<()>
+where
+    T: GuestData,
+    F: Fn(&mut T) -> (&Arc<str>, &NodeHandles, &mut Call) + Send + Sync + Copy + 'static,
+{
+    linker.func_wrap("sluice", "watermark", move |mut caller: Caller<'_, T>| windows(caller.data_mut()).2.watermark)?;
+    linker.func_wrap("sluice", "window_define", move |mut caller: Caller<'_, T>, ptr: u32, len: u32| {
         if caller.get_export("sluice_on_window").is_none() {
-            let host = caller.data_mut();
-            return Ok(staged_error(host, "a node with windows must export `sluice_on_window`".into()));
+            let (_, _, call) = windows(caller.data_mut());
+            return Ok(staged_error(call, "a node with windows must export `sluice_on_window`".into()));
         }
-        let (memory, host) = split(&mut caller)?;
+        let (memory, data) = split(&mut caller)?;
+        let (node, state, call) = windows(data);
         let spec: Result<WindowSpec, _> = serde_json::from_slice(slice(memory, ptr, len)?);
-        let result = spec.map_err(|e| format!("window definition: {e}")).and_then(|spec| {
-            let node = host.node.clone();
-            host.state.windows.define(&node, spec)
-        });
+        let result =
+            spec.map_err(|e| format!("window definition: {e}")).and_then(|spec| state.windows.define(node, spec));
         Ok(match result {
             Ok(handle) => handle as i32,
-            Err(text) => staged_error(host, text),
+            Err(text) => staged_error(call, text),
         })
     })?;
     linker.func_wrap(
         "sluice",
         "window_add",
-        |mut caller: Caller<'_, HostState>, handle: i32, kp: u32, kl: u32, ts: i64, value: f64| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, handle: i32, kp: u32, kl: u32, ts: i64, value: f64| {
+            let (memory, data) = split(&mut caller)?;
+            let (_, state, call) = windows(data);
             // The hot path: the key is read in place, not copied.
             let key = std::str::from_utf8(slice(memory, kp, kl)?)
                 .map_err(|e| wasmtime::Error::msg(format!("window key is not UTF-8: {e}")))?;
-            let windows = host.state.windows.clone();
-            let mut stores = windows.lock();
+            let mut stores = state.windows.lock();
             let Some(store) = stores.get_mut(handle as usize) else {
                 drop(stores);
-                return Ok(staged_error(host, format!("no window with handle {handle}")));
+                return Ok(staged_error(call, format!("no window with handle {handle}")));
             };
-            let added = store.add_value(key, ts, host.watermark, value);
-            store.own(key, host.partition);
-            Ok(outcome(host, handle as usize, key, added, &stores))
+            let added = store.add_value(key, ts, call.watermark, value);
+            store.own(key, call.partition);
+            Ok(outcome(call, handle as usize, key, added, &stores))
         },
     )?;
     linker.func_wrap(
         "sluice",
         "window_item",
-        |mut caller: Caller<'_, HostState>, handle: i32, kp: u32, kl: u32, ts: i64, side: i32, ip: u32, il: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, handle: i32, kp: u32, kl: u32, ts: i64, side: i32, ip: u32, il: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let (_, state, call) = windows(data);
             let key = string(memory, kp, kl)?;
             let item: serde_json::Value = match serde_json::from_slice(slice(memory, ip, il)?) {
                 Ok(item) => item,
-                Err(e) => return Ok(staged_error(host, format!("window item is not JSON: {e}"))),
+                Err(e) => return Ok(staged_error(call, format!("window item is not JSON: {e}"))),
             };
             let side = if side == 0 { Side::Left } else { Side::Right };
-            let windows = host.state.windows.clone();
-            let mut stores = windows.lock();
+            let mut stores = state.windows.lock();
             let Some(store) = stores.get_mut(handle as usize) else {
                 drop(stores);
-                return Ok(staged_error(host, format!("no window with handle {handle}")));
+                return Ok(staged_error(call, format!("no window with handle {handle}")));
             };
-            let added = store.add_item(&key, ts, host.watermark, side, &item);
-            store.own(&key, host.partition);
-            Ok(outcome(host, handle as usize, &key, added, &stores))
+            let added = store.add_item(&key, ts, call.watermark, side, &item);
+            store.own(&key, call.partition);
+            Ok(outcome(call, handle as usize, &key, added, &stores))
         },
     )?;
     linker.func_wrap(
         "sluice",
         "window_fold_get",
-        |mut caller: Caller<'_, HostState>, handle: i32, kp: u32, kl: u32, ts: i64| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, handle: i32, kp: u32, kl: u32, ts: i64| {
+            let (memory, data) = split(&mut caller)?;
+            let (_, state, call) = windows(data);
             let key = string(memory, kp, kl)?;
-            let windows = host.state.windows.clone();
-            let stores = windows.lock();
+            let stores = state.windows.lock();
             let Some(store) = stores.get(handle as usize) else {
                 drop(stores);
-                return Ok(staged_error(host, format!("no window with handle {handle}")) as i64 - 1);
+                return Ok(staged_error(call, format!("no window with handle {handle}")) as i64 - 1);
             };
-            Ok(match store.folds(&key, ts, host.watermark) {
+            Ok(match store.folds(&key, ts, call.watermark) {
                 None => -1,
                 Some(folds) => {
                     let bytes = serde_json::to_vec(&folds)
                         .map_err(|e| wasmtime::Error::msg(format!("window folds cannot be serialized: {e}")))?;
                     let len = bytes.len() as i64;
-                    host.staged = Some(bytes);
+                    call.staged = Some(bytes);
                     len
                 }
             })
@@ -125,22 +133,22 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "sluice",
         "window_fold_put",
-        |mut caller: Caller<'_, HostState>, handle: i32, kp: u32, kl: u32, ts: i64, vp: u32, vl: u32| {
-            let (memory, host) = split(&mut caller)?;
+        move |mut caller: Caller<'_, T>, handle: i32, kp: u32, kl: u32, ts: i64, vp: u32, vl: u32| {
+            let (memory, data) = split(&mut caller)?;
+            let (_, state, call) = windows(data);
             let key = string(memory, kp, kl)?;
             let values: Vec<serde_json::Value> = match serde_json::from_slice(slice(memory, vp, vl)?) {
                 Ok(v) => v,
-                Err(e) => return Ok(staged_error(host, format!("accumulators are not a JSON array: {e}"))),
+                Err(e) => return Ok(staged_error(call, format!("accumulators are not a JSON array: {e}"))),
             };
-            let windows = host.state.windows.clone();
-            let mut stores = windows.lock();
+            let mut stores = state.windows.lock();
             let Some(store) = stores.get_mut(handle as usize) else {
                 drop(stores);
-                return Ok(staged_error(host, format!("no window with handle {handle}")));
+                return Ok(staged_error(call, format!("no window with handle {handle}")));
             };
-            let added = store.put_folds(&key, ts, host.watermark, values);
-            store.own(&key, host.partition);
-            Ok(outcome(host, handle as usize, &key, added, &stores))
+            let added = store.put_folds(&key, ts, call.watermark, values);
+            store.own(&key, call.partition);
+            Ok(outcome(call, handle as usize, &key, added, &stores))
         },
     )?;
     Ok(())

@@ -68,7 +68,7 @@ impl NodeInstance {
             deadline_ticks: ticks(limits.deadline),
         };
         let status = this.invoke(init, &Bytes::copy_from_slice(config), INIT_DEADLINE)?;
-        let failure = this.store.data_mut().failure.take().unwrap_or_default();
+        let failure = this.store.data_mut().call.failure.take().unwrap_or_default();
         match status {
             STATUS_OK => Ok(this),
             STATUS_CONFIG_ERROR => {
@@ -91,15 +91,15 @@ impl NodeInstance {
     fn begin(&mut self, input: Input, deadline: Duration) {
         self.store.set_epoch_deadline(if deadline == self.deadline { self.deadline_ticks } else { ticks(deadline) });
         let host = self.store.data_mut();
-        host.outputs.clear();
-        host.drafts.clear();
-        host.failure = None;
+        host.call.outputs.clear();
+        host.call.drafts.clear();
+        host.call.failure = None;
         host.limiter.hit = false;
-        host.input = input;
-        host.handle = host.handle.wrapping_add(1);
+        host.call.input = input;
+        host.call.handle = host.call.handle.wrapping_add(1);
         // The clock is read only for a node that may block in an action (most never do).
-        if host.action.is_some() {
-            host.budget = Budget::start(deadline);
+        if host.action.granted.is_some() {
+            host.action.budget = Budget::start(deadline);
         }
     }
 
@@ -117,7 +117,7 @@ impl NodeInstance {
             self.memory.write(&mut self.store, self.buf_ptr as usize, input)?;
             func.call(&mut self.store, len)
         })();
-        self.store.data_mut().input = Input::None;
+        self.store.data_mut().call.input = Input::None;
         result.map_err(|e| NodeError { node: node.to_string(), kind: self.classify(e, deadline) })
     }
 
@@ -135,7 +135,7 @@ impl NodeInstance {
             Some(trap) => trap.to_string(),
             None => error.root_cause().to_string(),
         };
-        match host.failure.take() {
+        match host.call.failure.take() {
             Some(said) => NodeErrorKind::Trap(format!("{what}; {said}")),
             None => NodeErrorKind::Trap(what),
         }
@@ -150,9 +150,9 @@ impl NodeInstance {
         outputs: &mut Vec<(Relation, Emitted)>,
     ) -> Result<(), NodeError> {
         self.begin(Input::Msg(msg.clone()), self.deadline);
-        let handle = self.store.data().handle;
+        let handle = self.store.data().call.handle;
         let result = self.on_msg.call(&mut self.store, handle);
-        self.store.data_mut().input = Input::None;
+        self.store.data_mut().call.input = Input::None;
         let status = result.map_err(|e| {
             let node = self.store.data().node.to_string();
             NodeError { node, kind: self.classify(e, self.deadline) }
@@ -166,24 +166,24 @@ impl NodeInstance {
     /// waits): for any other the handle is not cloned, which saves a contended count a call.
     pub fn set_ack(&mut self, ack: &crate::core::Ack) {
         let host = self.store.data_mut();
-        if host.action.is_some() {
-            host.ack = ack.clone();
+        if host.action.granted.is_some() {
+            host.action.ack = ack.clone();
         }
     }
 
     /// Sets the watermark the next calls see (the one stamped on the message being handled).
     pub fn set_watermark(&mut self, watermark: i64) {
-        self.store.data_mut().watermark = watermark;
+        self.store.data_mut().call.watermark = watermark;
     }
 
     /// Sets the source partition the next calls' state writes belong to.
     pub fn set_partition(&mut self, partition: crate::state::window::Owner) {
-        self.store.data_mut().partition = partition;
+        self.store.data_mut().call.partition = partition;
     }
 
     /// Early updates the last call caused.
     pub fn take_early(&mut self) -> Vec<crate::state::window::Closed> {
-        std::mem::take(&mut self.store.data_mut().early)
+        std::mem::take(&mut self.store.data_mut().call.early)
     }
 
     /// Hands a closed window (JSON of a `ClosedWindow`) to the guest.
@@ -211,12 +211,12 @@ impl NodeInstance {
         match status {
             STATUS_OK => {
                 outputs.clear();
-                std::mem::swap(outputs, &mut host.outputs);
+                std::mem::swap(outputs, &mut host.call.outputs);
                 Ok(())
             }
             STATUS_ERROR => Err(NodeError {
                 node: host.node.to_string(),
-                kind: NodeErrorKind::Guest(host.failure.take().unwrap_or_else(|| "unspecified error".into())),
+                kind: NodeErrorKind::Guest(host.call.failure.take().unwrap_or_else(|| "unspecified error".into())),
             }),
             other => Err(NodeError {
                 node: host.node.to_string(),

@@ -207,7 +207,7 @@ impl Runtime {
         action: Option<crate::connectors::Granted>,
     ) -> Result<NodeInstance, NodeError> {
         let mut host = HostState::new(env.node, limits.memory_bytes, env.state, env.clock);
-        host.action = action;
+        host.action.granted = action;
         NodeInstance::new(&self.engine, &module.pre, host, config, limits)
     }
 
