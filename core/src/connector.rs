@@ -81,7 +81,7 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     fn call(&self, call: &Call<'_>) -> Result<Value, ConnectorError>;
     /// Called once before the first message of a run that starts fresh (not a resumed run, not
     /// a service, not a reload): a connector writing files empties them. Default: nothing.
-    fn start_afresh(&self) -> Result<(), String> {
+    fn start_afresh(&self) -> std::io::Result<()> {
         Ok(())
     }
 }

@@ -86,7 +86,9 @@ async fn reload(State(admin): State<Admin>) -> Response {
     let reloader = admin.reloader.clone();
     match tokio::task::spawn_blocking(move || reloader.reload("POST /reload")).await {
         Ok(Ok(generation)) => Json(serde_json::json!({"generation": generation})).into_response(),
-        Ok(Err(error)) => (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": error}))).into_response(),
+        Ok(Err(error)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": error.to_string()}))).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

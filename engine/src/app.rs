@@ -41,7 +41,7 @@ use crate::core::{Metrics, SinkSender};
 use crate::flow::{Pipeline, PipelineConfig, Problems, Progress, RunStats, Sinks};
 use crate::runtime::Runtime;
 use crate::sinks::{self, Output, SinkContext, SinkError, jsonl};
-use crate::sources::{Checkpointer, Feed, Offsets, Source, SourceContext, SourceError};
+use crate::sources::{Checkpointer, CutError, Feed, Offsets, Source, SourceContext, SourceError};
 use crate::state::StateStore;
 use crate::state::checkpoint::{Captured, CheckpointError, Checkpoints, SourcePosition};
 use crate::state::partition::PartitionState;
@@ -138,6 +138,8 @@ pub enum AppError {
     Start(std::io::Error),
     #[error("{0}")]
     State(String),
+    #[error(transparent)]
+    StateCheck(#[from] crate::flow::StateCheckError),
     /// Writing an output (the error says which).
     #[error("{0}")]
     Output(String),
@@ -185,7 +187,7 @@ pub async fn run(
             tracing::info!("the last checkpoint is complete, of another input, or --fresh: starting with empty state");
         }
     }
-    crate::flow::check_state(&runtime, &chain, &state).map_err(AppError::State)?;
+    crate::flow::check_state(&runtime, &chain, &state)?;
 
     // Files: a fresh finite run starts them empty; anything else carries on.
     let append = restored.is_some() || !finite;
@@ -408,23 +410,23 @@ struct Saver {
 
 impl Saver {
     /// Saves now, at `position` and `offsets`, under the firing gate with the outputs flushed.
-    fn save_with(&self, position: u64, offsets: &Offsets) -> Result<(), String> {
+    fn save_with(&self, position: u64, offsets: &Offsets) -> Result<(), CutError> {
         let _gate = self.progress.gate();
         self.flush(&self.outputs)?;
         let Some(cp) = &self.checkpoints else { return Ok(()) };
-        cp.save(&self.state, &self.position(position, offsets)).map_err(|e| e.to_string())
+        Ok(cp.save(&self.state, &self.position(position, offsets))?)
     }
 
-    fn flush(&self, outputs: &[SinkSender]) -> Result<(), String> {
+    fn flush(&self, outputs: &[SinkSender]) -> Result<(), CutError> {
         for out in outputs {
-            jsonl::flush(out).map_err(|e| format!("cannot flush an output: {e}"))?;
+            jsonl::flush(out).map_err(CutError::Flush)?;
         }
         Ok(())
     }
 
     /// All state with `offsets`, and each of `partitions`' share (the caller holds the gate).
-    fn take(&self, offsets: &Offsets, partitions: &std::collections::BTreeSet<Owner>) -> Result<Captured, String> {
-        let mut captured = Captured::of(&self.state, &self.position(0, offsets)).map_err(|e| e.to_string())?;
+    fn take(&self, offsets: &Offsets, partitions: &std::collections::BTreeSet<Owner>) -> Result<Captured, CutError> {
+        let mut captured = Captured::of(&self.state, &self.position(0, offsets)).map_err(CutError::Capture)?;
         captured.partitions = self.state.split(partitions);
         Ok(captured)
     }
@@ -442,38 +444,38 @@ impl Saver {
 }
 
 impl Checkpointer for Saver {
-    fn save(&self, offsets: &Offsets, partitions: &std::collections::BTreeSet<Owner>) -> Result<Captured, String> {
+    fn save(&self, offsets: &Offsets, partitions: &std::collections::BTreeSet<Owner>) -> Result<Captured, CutError> {
         let _gate = self.progress.gate();
         self.flush(&self.outputs)?;
         let captured = self.take(offsets, partitions)?;
         if let Some(cp) = &self.checkpoints {
-            cp.write(&captured).map_err(|e| e.to_string())?;
+            cp.write(&captured)?;
         }
         Ok(captured)
     }
 
-    fn capture(&self, offsets: &Offsets, partitions: &std::collections::BTreeSet<Owner>) -> Result<Captured, String> {
+    fn capture(&self, offsets: &Offsets, partitions: &std::collections::BTreeSet<Owner>) -> Result<Captured, CutError> {
         let _gate = self.progress.gate();
         self.take(offsets, partitions)
     }
 
-    fn absorb(&self, partition: Owner, state: PartitionState) -> Result<(), String> {
-        self.state.absorb(partition, state).map_err(|e| e.to_string())
+    fn absorb(&self, partition: Owner, state: PartitionState) -> Result<(), CutError> {
+        Ok(self.state.absorb(partition, state)?)
     }
 
     fn drop_partition(&self, partition: Owner) -> usize {
         self.state.drop_owner(partition)
     }
 
-    fn persist(&self, captured: &Captured) -> Result<(), String> {
+    fn persist(&self, captured: &Captured) -> Result<(), CutError> {
         // File outputs ack a message once written, not synced: sync them before the state says
         // those messages are done. Kafka outputs ack on the delivery report: nothing to wait for.
         self.flush(&self.file_outputs)?;
         let Some(cp) = &self.checkpoints else { return Ok(()) };
-        cp.write(captured).map_err(|e| e.to_string())
+        Ok(cp.write(captured)?)
     }
 
-    fn save_at(&self, position: u64) -> Result<(), String> {
+    fn save_at(&self, position: u64) -> Result<(), CutError> {
         self.save_with(position, &Offsets::new())
     }
 }

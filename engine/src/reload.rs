@@ -113,6 +113,20 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Why a reload was refused (the running version stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    /// The new file does not load (its error names file, node and field).
+    #[error(transparent)]
+    Load(#[from] crate::chain::LoadError),
+    /// `sluice.toml` names an entry node the new version does not have.
+    #[error("{}: the configured `entry` node `{entry}` is gone", file.display())]
+    EntryGone { file: PathBuf, entry: String },
+    /// A node of the new version refused the state it would run with.
+    #[error(transparent)]
+    State(#[from] crate::flow::StateCheckError),
+}
+
 /// Loads new versions of a running chain and swaps them in.
 pub struct Reloader {
     runtime: Arc<Runtime>,
@@ -178,7 +192,7 @@ impl Reloader {
 
     /// Loads and validates the chain file again and, if it is valid, swaps it in. Returns the
     /// new generation, or the load error (the running version is untouched).
-    pub fn reload(&self, trigger: &str) -> Result<u64, String> {
+    pub fn reload(&self, trigger: &str) -> Result<u64, ReloadRefused> {
         let _one_at_a_time = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let old = self.handle.current();
@@ -217,24 +231,24 @@ impl Reloader {
                 );
                 Ok(generation)
             }
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 tracing::error!(trigger, "reload refused, the running version stays: {message}");
                 let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 status.failed_reloads += 1;
-                status.last_error =
-                    Some(ReloadFailure { at_ms: now_ms(), trigger: trigger.into(), message: message.clone() });
-                Err(message)
+                status.last_error = Some(ReloadFailure { at_ms: now_ms(), trigger: trigger.into(), message });
+                Err(error)
             }
         }
     }
 
-    fn load(&self, file: &Path) -> Result<Chain, String> {
+    fn load(&self, file: &Path) -> Result<Chain, ReloadRefused> {
         let loader = Loader::new(&self.runtime, self.module_dirs.clone()).with_connectors(self.connectors.clone());
-        let mut chain = loader.load(file).map_err(|e| e.to_string())?;
+        let mut chain = loader.load(file)?;
         if let Some(entry) = &self.entry {
             chain.entry = chain
                 .find(entry)
-                .ok_or_else(|| format!("{}: the configured `entry` node `{entry}` is gone", file.display()))?;
+                .ok_or_else(|| ReloadRefused::EntryGone { file: file.to_path_buf(), entry: entry.clone() })?;
         }
         crate::flow::check_state(&self.runtime, &chain, &self.state)?;
         Ok(chain)

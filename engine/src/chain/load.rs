@@ -119,7 +119,7 @@ impl<'r> Loader<'r> {
         for (name, connector) in &spec.connectors {
             let connector = self.overrides.get(name).unwrap_or(connector);
             let opened = crate::connectors::open(name, connector, chain_dir)
-                .map_err(|msg| invalid(msg).field(format!("connectors.{name}")))?;
+                .map_err(|e| invalid(e.to_string()).field(format!("connectors.{name}")))?;
             connectors.insert(name.clone(), Granted { name: name.as_str().into(), connector: opened });
         }
         let mut index: HashMap<&str, NodeIdx> = HashMap::new();

@@ -40,7 +40,7 @@ impl Connector for FileConnector {
         "file"
     }
 
-    fn start_afresh(&self) -> Result<(), String> {
+    fn start_afresh(&self) -> std::io::Result<()> {
         if self.append {
             return Ok(());
         }
@@ -48,7 +48,7 @@ impl Connector for FileConnector {
         match std::fs::OpenOptions::new().write(true).truncate(true).open(&self.path) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot empty {}: {e}", self.path.display())),
+            Err(e) => Err(std::io::Error::new(e.kind(), format!("cannot empty {}: {e}", self.path.display()))),
         }
     }
 

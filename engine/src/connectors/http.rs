@@ -46,9 +46,12 @@ enum Attempt {
 }
 
 impl HttpConnector {
-    pub fn new(base_url: Option<&str>, headers: BTreeMap<String, String>) -> Result<Self, String> {
+    pub fn new(base_url: Option<&str>, headers: BTreeMap<String, String>) -> Result<Self, super::OpenError> {
         let base_url = match base_url {
-            Some(url) => Some(reqwest::Url::parse(url).map_err(|e| format!("baseUrl {url:?}: {e}"))?),
+            Some(url) => Some(
+                reqwest::Url::parse(url)
+                    .map_err(|e| super::OpenError::BaseUrl { url: url.into(), reason: e.to_string() })?,
+            ),
             None => None,
         };
         Ok(HttpConnector { base_url, headers, client: OnceLock::new() })

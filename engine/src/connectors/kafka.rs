@@ -184,9 +184,9 @@ pub struct KafkaConnector {
 }
 
 impl KafkaConnector {
-    pub fn new(name: &str, connection: &KafkaConnection) -> Result<Self, String> {
+    pub fn new(name: &str, connection: &KafkaConnection) -> Result<Self, super::OpenError> {
         if connection.brokers.trim().is_empty() {
-            return Err("`brokers` is empty".into());
+            return Err(super::OpenError::NoBrokers);
         }
         Ok(KafkaConnector { name: name.into(), connection: connection.clone(), producer: OnceLock::new() })
     }

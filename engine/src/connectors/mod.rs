@@ -63,7 +63,7 @@ impl Granted {
 ///
 /// Text fields may name environment variables — `${VAR}`, or `${VAR:-default}` — so that
 /// addresses and secrets stay out of chain files.
-pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<Guarded>, String> {
+pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<Guarded>, OpenError> {
     let connector: Arc<dyn Connector> = match &spec.kind {
         ConnectorKind::File { path, append } => {
             Arc::new(file::FileConnector::new(name, &resolve(chain_dir, &expand_env(path)?)).appending(*append))
@@ -71,7 +71,7 @@ pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<Gu
         ConnectorKind::Http { base_url, headers } => {
             let base_url = base_url.as_deref().map(expand_env).transpose()?;
             let headers =
-                headers.iter().map(|(k, v)| Ok((k.clone(), expand_env(v)?))).collect::<Result<_, String>>()?;
+                headers.iter().map(|(k, v)| Ok((k.clone(), expand_env(v)?))).collect::<Result<_, EnvError>>()?;
             Arc::new(http::HttpConnector::new(base_url.as_deref(), headers)?)
         }
         ConnectorKind::Kafka(connection) => Arc::new(kafka::KafkaConnector::new(name, connection)?),
@@ -80,15 +80,39 @@ pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<Gu
     Ok(Arc::new(Guarded::new(name, connector, &spec.policy)?))
 }
 
+/// Why a connector's spec could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error("`baseUrl` {url:?}: {reason}")]
+    BaseUrl { url: String, reason: String },
+    #[error("`brokers` is empty")]
+    NoBrokers,
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttConfigError),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+}
+
+/// A `${VAR}` that cannot be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("unclosed `${{` in {text:?}")]
+    Unclosed { text: String },
+    #[error("environment variable `{var}` is not set (used in {text:?})")]
+    Unset { var: String, text: String },
+}
+
 /// Replaces `${VAR}` and `${VAR:-default}` with the environment's values; an unset variable
 /// without a default is an error naming it.
-pub fn expand_env(text: &str) -> Result<String, String> {
+pub fn expand_env(text: &str) -> Result<String, EnvError> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find("${") {
         out.push_str(&rest[..at]);
         let after = &rest[at + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in {text:?}"))?;
+        let end = after.find('}').ok_or_else(|| EnvError::Unclosed { text: text.into() })?;
         let (var, default) = match after[..end].split_once(":-") {
             Some((var, default)) => (var, Some(default)),
             None => (&after[..end], None),
@@ -96,7 +120,7 @@ pub fn expand_env(text: &str) -> Result<String, String> {
         match (std::env::var(var), default) {
             (Ok(value), _) => out.push_str(&value),
             (Err(_), Some(default)) => out.push_str(default),
-            (Err(_), None) => return Err(format!("environment variable `{var}` is not set (used in {text:?})")),
+            (Err(_), None) => return Err(EnvError::Unset { var: var.into(), text: text.into() }),
         }
         rest = &after[end + 1..];
     }
@@ -124,7 +148,7 @@ mod tests {
         unsafe { std::env::set_var("SLUICE_TEST_CONNECTOR_HOST", "10.0.0.7") };
         assert_eq!(expand_env("http://${SLUICE_TEST_CONNECTOR_HOST}:9").unwrap(), "http://10.0.0.7:9");
         assert_eq!(expand_env("${SLUICE_TEST_UNSET_X:-out}/a.jsonl").unwrap(), "out/a.jsonl");
-        assert!(expand_env("${SLUICE_TEST_UNSET_X}").unwrap_err().contains("SLUICE_TEST_UNSET_X"));
+        assert!(expand_env("${SLUICE_TEST_UNSET_X}").unwrap_err().to_string().contains("SLUICE_TEST_UNSET_X"));
         assert!(expand_env("${OPEN").is_err());
         assert_eq!(expand_env("no vars").unwrap(), "no vars");
     }

@@ -83,8 +83,8 @@ pub enum MqttConfigError {
     PasswordWithoutUser,
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("{0}")]
-    Env(String),
+    #[error(transparent)]
+    Env(#[from] super::EnvError),
 }
 
 /// Where a broker is, from `mqtt://host[:port]` or `mqtts://host[:port]`.
@@ -516,16 +516,16 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 
 impl MqttConnector {
     /// Checks `spec` (URL, TLS files, credentials); connects on the first call.
-    pub fn new(name: &str, spec: &MqttConnection) -> Result<Self, String> {
-        let spec = expand(spec).map_err(|e| e.to_string())?;
+    pub fn new(name: &str, spec: &MqttConnection) -> Result<Self, MqttConfigError> {
+        let spec = expand(spec)?;
         let options = match spec.protocol_version.unwrap_or_default() {
             MqttVersion::V311 => {
-                let mut options = options(&spec, "sluice-connector").map_err(|e| e.to_string())?;
+                let mut options = options(&spec, "sluice-connector")?;
                 options.set_clean_session(true).set_inflight(100);
                 Options::V311(Box::new(options))
             }
             MqttVersion::V5 => {
-                let mut options = options_v5(&spec, "sluice-connector").map_err(|e| e.to_string())?;
+                let mut options = options_v5(&spec, "sluice-connector")?;
                 options.set_clean_start(true).set_outgoing_inflight_upper_limit(100);
                 Options::V5(Box::new(options))
             }

@@ -67,28 +67,35 @@ pub struct Breaker {
     pub open_for: Duration,
 }
 
+/// A call policy that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("timeoutMs: must be at least 1")]
+    ZeroTimeout,
+    #[error("maxBackoffMs: {max_ms} is less than backoffMs {backoff_ms}")]
+    Backoff { max_ms: u128, backoff_ms: u128 },
+    #[error("circuitBreaker.failures: must be at least 1")]
+    ZeroFailures,
+}
+
 impl Policy {
     /// The spec's values over the defaults (`default_timeout`: the connector kind's).
-    pub fn from_spec(spec: &CallPolicySpec, default_timeout: Duration) -> Result<Policy, String> {
+    pub fn from_spec(spec: &CallPolicySpec, default_timeout: Duration) -> Result<Policy, PolicyError> {
         let timeout = match spec.timeout_ms {
-            Some(0) => return Err("timeoutMs: must be at least 1".into()),
+            Some(0) => return Err(PolicyError::ZeroTimeout),
             Some(ms) => Duration::from_millis(ms),
             None => default_timeout,
         };
         let backoff = spec.backoff_ms.map_or(DEFAULT_BACKOFF, Duration::from_millis);
         let max_backoff = spec.max_backoff_ms.map_or(DEFAULT_MAX_BACKOFF, Duration::from_millis);
         if max_backoff < backoff {
-            return Err(format!(
-                "maxBackoffMs: {} is less than backoffMs {}",
-                max_backoff.as_millis(),
-                backoff.as_millis()
-            ));
+            return Err(PolicyError::Backoff { max_ms: max_backoff.as_millis(), backoff_ms: backoff.as_millis() });
         }
         let breaker = match &spec.circuit_breaker {
             Some(b) if !b.enabled => None,
             Some(b) => Some(Breaker {
                 failures: match b.failures {
-                    Some(0) => return Err("circuitBreaker.failures: must be at least 1".into()),
+                    Some(0) => return Err(PolicyError::ZeroFailures),
                     Some(n) => n,
                     None => DEFAULT_BREAKER_FAILURES,
                 },
@@ -196,7 +203,7 @@ enum Admission {
 }
 
 impl Guarded {
-    pub fn new(name: &str, inner: Arc<dyn Connector>, spec: &CallPolicySpec) -> Result<Self, String> {
+    pub fn new(name: &str, inner: Arc<dyn Connector>, spec: &CallPolicySpec) -> Result<Self, PolicyError> {
         let policy = Policy::from_spec(spec, inner.default_timeout())?;
         Ok(Guarded {
             name: name.into(),
@@ -220,7 +227,7 @@ impl Guarded {
     }
 
     /// See [`Connector::start_afresh`].
-    pub fn start_afresh(&self) -> Result<(), String> {
+    pub fn start_afresh(&self) -> std::io::Result<()> {
         self.inner.start_afresh()
     }
 
@@ -408,11 +415,13 @@ mod tests {
     #[test]
     fn invalid_policies_name_their_key() {
         let bad = CallPolicySpec { timeout_ms: Some(0), ..Default::default() };
-        assert!(Policy::from_spec(&bad, Duration::ZERO).unwrap_err().starts_with("timeoutMs"));
+        assert!(Policy::from_spec(&bad, Duration::ZERO).unwrap_err().to_string().starts_with("timeoutMs"));
         let bad = CallPolicySpec { backoff_ms: Some(500), max_backoff_ms: Some(100), ..Default::default() };
-        assert!(Policy::from_spec(&bad, Duration::ZERO).unwrap_err().starts_with("maxBackoffMs"));
+        assert!(Policy::from_spec(&bad, Duration::ZERO).unwrap_err().to_string().starts_with("maxBackoffMs"));
         let bad = spec(0, 0, 1);
-        assert!(Policy::from_spec(&bad, Duration::ZERO).unwrap_err().starts_with("circuitBreaker.failures"));
+        assert!(
+            Policy::from_spec(&bad, Duration::ZERO).unwrap_err().to_string().starts_with("circuitBreaker.failures")
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use worker::Worker;
 /// Starts every rule node once against the real (possibly restored) state, so a state schema
 /// the module no longer accepts stops the run here, with the node's own message — and so what
 /// an `init` sets up in the state (a generator's first timer) is there before any input.
-pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), String> {
+pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), StateCheckError> {
     for node in &chain.nodes {
         if let crate::chain::NodeKind::Rule(rule) = &node.kind {
             // Run even when the node has no state yet: this `init` is the one that runs against
@@ -47,10 +47,20 @@ pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Resu
             let env = crate::runtime::HostEnv::new(node.id.as_str(), handles, Default::default());
             runtime
                 .instantiate_module(&rule.module, &rule.config, rule.limits, env)
-                .map_err(|e| format!("{}: {e}", chain.file.display()))?;
+                .map_err(|error| StateCheckError { file: chain.file.clone(), error })?;
         }
     }
     Ok(())
+}
+
+/// A node refused to start against the state it would run with (see [`check_state`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", file.display())]
+pub struct StateCheckError {
+    /// The chain file.
+    pub file: std::path::PathBuf,
+    /// The node's error (it names the node).
+    pub error: crate::runtime::NodeError,
 }
 
 /// A message on its way in: the message (parsed once, by its source, and shared by every node

@@ -45,7 +45,7 @@ use rdkafka::types::RDKafkaRespErr;
 use sluice_sdk::{Originator, TbMsg, msg_type};
 use uuid::Uuid;
 
-use super::{Feed, FeedBatcher, Source, SourceContext, SourceError, SourceFuture, SourceReport};
+use super::{Checkpointer, Feed, FeedBatcher, Offsets, Source, SourceContext, SourceError, SourceFuture, SourceReport};
 use crate::config::{KafkaSourceSpec, PayloadFormat};
 use crate::core::{Ack, AckTarget, Metrics};
 use crate::state::checkpoint::Captured;
@@ -58,9 +58,6 @@ use changelog::Changelog;
 /// Namespace of record ids: uuid v5 of `topic/partition@offset`.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_e000_0000_4000_8000_6b61_666b_6100);
 
-/// Offsets as checkpoints store them: `"topic/partition"` → next offset to read.
-pub type Offsets = BTreeMap<String, i64>;
-
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
     #[error("Kafka source ({brokers}): {message}")]
@@ -69,27 +66,6 @@ pub enum KafkaSourceError {
     Checkpoint(String),
     #[error("Kafka source: {0}")]
     Handover(String),
-}
-
-/// What the service does at a cut, and with state that moves.
-pub trait Checkpointer: Send + Sync {
-    /// Saves the state with these offsets now (the pipeline is idle and every message handed
-    /// out is acked when it is called): revocation, shutdown. The result also holds the state
-    /// of each of `partitions`, for the changelog.
-    fn save(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String>;
-    /// Takes the state in memory with these offsets (the pipeline is idle; outputs of the
-    /// messages it covers may still be on their way), with each of `partitions`' share.
-    fn capture(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, String>;
-    /// Writes what [`Checkpointer::capture`] took (every message it covers is now acked).
-    fn persist(&self, captured: &Captured) -> Result<(), String>;
-    /// Takes in a partition's state from the changelog (the partition moved here).
-    fn absorb(&self, partition: Owner, state: PartitionState) -> Result<(), String>;
-    /// Forgets a partition's state (it moved away, or the changelog has newer); returns how
-    /// many entries.
-    fn drop_partition(&self, partition: Owner) -> usize;
-    /// Saves the state now at `position`, a source's units without offsets (a file's lines);
-    /// the pipeline is idle and nothing is held back when it is called.
-    fn save_at(&self, position: u64) -> Result<(), String>;
 }
 
 /// Counts of a run, for logs and `/metrics`.
@@ -442,7 +418,7 @@ impl Cut {
         let targets = tracker.handed_out_positions();
         let offsets: Offsets = targets.iter().map(|(t, p, offset)| (partition_key(t, *p), *offset)).collect();
         let (owners, max_seen) = self.owners(&targets);
-        let captured = self.checkpointer.capture(&offsets, &owners)?;
+        let captured = self.checkpointer.capture(&offsets, &owners).map_err(|e| e.to_string())?;
         Ok(PendingCut { captured, targets, max_seen, epoch: self.epoch.load(Ordering::SeqCst), started })
     }
 
@@ -494,7 +470,7 @@ impl Cut {
         if pending.epoch != self.epoch.load(Ordering::SeqCst) {
             return Ok(false);
         }
-        self.checkpointer.persist(&pending.captured)?;
+        self.checkpointer.persist(&pending.captured).map_err(|e| e.to_string())?;
         self.write_changelog(&pending.captured, &pending.targets, &pending.max_seen)?;
         self.commit(consumer, &pending.targets)?;
         tracing::debug!(
@@ -528,7 +504,7 @@ impl Cut {
         let positions = tracker.positions();
         let offsets: Offsets = positions.iter().map(|(t, p, offset)| (partition_key(t, *p), *offset)).collect();
         let (owners, max_seen) = self.owners(&positions);
-        let captured = self.checkpointer.save(&offsets, &owners)?;
+        let captured = self.checkpointer.save(&offsets, &owners).map_err(|e| e.to_string())?;
         self.write_changelog(&captured, &positions, &max_seen)?;
         self.commit(consumer, &positions)?;
         tracing::debug!(?offsets, took_ms = started.elapsed().as_millis() as u64, "Kafka source: committed");

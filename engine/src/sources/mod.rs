@@ -33,8 +33,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-pub use kafka::{Checkpointer, Offsets};
-
 use crate::core::message::Message;
 
 use crate::chain::Chain;
@@ -42,8 +40,12 @@ use crate::core::Ack;
 use crate::core::Clock;
 use crate::core::Metrics;
 use crate::flow::{Closed, Envelope, PipelineSender};
-use crate::state::checkpoint::SourcePosition;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::state::checkpoint::{Captured, SourcePosition};
+use crate::state::partition::PartitionState;
 use crate::state::time::{TimeField, Watermarks};
+use crate::state::window::Owner;
 
 /// A source: reads messages from somewhere and hands them to the pipeline through
 /// [`SourceContext::feed`].
@@ -89,6 +91,43 @@ pub trait Source: Send + 'static {
 
     /// Runs until the input ends or shutdown; what it counted, and how it ended.
     fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture;
+}
+
+/// Offsets as checkpoints store them: `"topic/partition"` → next offset to read.
+pub type Offsets = BTreeMap<String, i64>;
+
+/// What the engine does at a source's cut, and with state that moves between instances.
+pub trait Checkpointer: Send + Sync {
+    /// Saves the state with these offsets now (the pipeline is idle and every message handed
+    /// out is acked when it is called): revocation, shutdown. The result also holds the state
+    /// of each of `partitions`, for the changelog.
+    fn save(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, CutError>;
+    /// Takes the state in memory with these offsets (the pipeline is idle; outputs of the
+    /// messages it covers may still be on their way), with each of `partitions`' share.
+    fn capture(&self, offsets: &Offsets, partitions: &BTreeSet<Owner>) -> Result<Captured, CutError>;
+    /// Writes what [`Checkpointer::capture`] took (every message it covers is now acked).
+    fn persist(&self, captured: &Captured) -> Result<(), CutError>;
+    /// Takes in a partition's state from the changelog (the partition moved here).
+    fn absorb(&self, partition: Owner, state: PartitionState) -> Result<(), CutError>;
+    /// Forgets a partition's state (it moved away, or the changelog has newer); returns how
+    /// many entries.
+    fn drop_partition(&self, partition: Owner) -> usize;
+    /// Saves the state now at `position`, a source's units without offsets (a file's lines);
+    /// the pipeline is idle and nothing is held back when it is called.
+    fn save_at(&self, position: u64) -> Result<(), CutError>;
+}
+
+/// Why a cut (a checkpoint) could not be taken or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CutError {
+    #[error("cannot flush an output: {0}")]
+    Flush(std::io::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::state::checkpoint::CheckpointError),
+    #[error("cannot capture the state: {0}")]
+    Capture(serde_json::Error),
+    #[error(transparent)]
+    Partition(#[from] crate::state::partition::PartitionStateError),
 }
 
 /// The source `[source]` of a `sluice.toml` describes; relative paths in it (certificates) are

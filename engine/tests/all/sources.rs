@@ -24,7 +24,7 @@ use sluice::flow::{Pipeline, PipelineConfig};
 use sluice::sources::http::HttpSource;
 use sluice::sources::jsonl::{JsonLinesSource, Stream};
 use sluice::sources::mqtt::MqttSource;
-use sluice::sources::{Checkpointer, Feed, Offsets, Source, SourceContext};
+use sluice::sources::{Checkpointer, CutError, Feed, Offsets, Source, SourceContext};
 use sluice::state::checkpoint::Captured;
 use sluice::state::partition::PartitionState;
 use sluice::state::time::Watermarks;
@@ -43,22 +43,22 @@ use sluice_testkit::{PATIENCE, wait_until};
 struct NoCheckpoints;
 
 impl Checkpointer for NoCheckpoints {
-    fn save(&self, _: &Offsets, _: &BTreeSet<Owner>) -> Result<Captured, String> {
+    fn save(&self, _: &Offsets, _: &BTreeSet<Owner>) -> Result<Captured, CutError> {
         Ok(Captured::default())
     }
-    fn capture(&self, _: &Offsets, _: &BTreeSet<Owner>) -> Result<Captured, String> {
+    fn capture(&self, _: &Offsets, _: &BTreeSet<Owner>) -> Result<Captured, CutError> {
         Ok(Captured::default())
     }
-    fn persist(&self, _: &Captured) -> Result<(), String> {
+    fn persist(&self, _: &Captured) -> Result<(), CutError> {
         Ok(())
     }
-    fn absorb(&self, _: Owner, _: PartitionState) -> Result<(), String> {
+    fn absorb(&self, _: Owner, _: PartitionState) -> Result<(), CutError> {
         Ok(())
     }
     fn drop_partition(&self, _: Owner) -> usize {
         0
     }
-    fn save_at(&self, _: u64) -> Result<(), String> {
+    fn save_at(&self, _: u64) -> Result<(), CutError> {
         Ok(())
     }
 }

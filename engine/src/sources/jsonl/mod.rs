@@ -65,6 +65,8 @@ pub enum JsonLinesError {
     Strict(LineError),
     #[error("checkpoint at line {line}: {reason}")]
     Checkpoint { line: u64, reason: String },
+    #[error("checkpoint at line {line}: {error}")]
+    Cut { line: u64, error: super::CutError },
 }
 
 /// JSON lines from a file or stdin, to their end.
@@ -293,6 +295,6 @@ impl Reading {
         tokio::task::spawn_blocking(move || checkpointer.save_at(lines))
             .await
             .map_err(|e| failed(format!("the checkpoint task failed: {e}")))?
-            .map_err(failed)
+            .map_err(|error| JsonLinesError::Cut { line: lines, error })
     }
 }
