@@ -218,6 +218,8 @@ pub async fn run(
         progress.clone(),
     )
     .map_err(AppError::Start)?;
+    let label = options.chain.file_stem().map_or_else(|| "chain".into(), |s| s.to_string_lossy().into_owned());
+    pipeline.live_stats().register(&metrics, &label);
     let reloader = crate::reload::Reloader::new(
         runtime.clone(),
         options.module_dirs.clone(),

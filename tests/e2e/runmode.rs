@@ -493,6 +493,22 @@ fn the_mqtt_service_summary_counts_what_metrics_count() {
         assert!(Instant::now() < deadline, "8 PUBACKs: {m:?}\n{}", service.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The nodes' counters follow while the service runs (published every 200 ms).
+    let node = |family: &str, extra: &str| {
+        format!("sluice_node_{family}_total{{chain=\"chain\",node=\"has-temperature\"{extra}}}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let m = crate::support::metrics(&admin);
+        if m.get(&node("received", "")) == Some(&8.0) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "per-node counters: {m:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(live[&node("outputs", ",relation=\"True\"")], 8.0, "{live:?}");
+    assert_eq!(live["sluice_sink_written_total{sink=\"output\"}"], 8.0, "{live:?}");
+    assert_eq!(live["sluice_output_messages_total{chain=\"chain\"}"], 8.0, "{live:?}");
     client.disconnect().unwrap();
     let _ = pump.join();
     let stats = dir.path().join("state-stats.json");
@@ -501,4 +517,9 @@ fn the_mqtt_service_summary_counts_what_metrics_count() {
     assert!(log.contains(&format!("8 records from mqtt:{}, 0 malformed", mosquitto.url())), "{log}");
     let report: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(report["messages"], 8, "{report}");
+    // `/metrics` and `--stats` agree, node by node.
+    let checked = &report["stats"]["nodes"]["has-temperature"];
+    assert_eq!(checked["received"].as_f64(), Some(live[&node("received", "")]), "{report}");
+    assert_eq!(checked["outputs"]["True"].as_f64(), Some(live[&node("outputs", ",relation=\"True\"")]), "{report}");
+    assert_eq!(report["stats"]["output"].as_f64(), Some(live["sluice_output_messages_total{chain=\"chain\"}"]));
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 pub use crate::core::ack::{Ack, AckCounter, AckTarget};
 pub use progress::{Progress, ProgressToken};
-pub use stats::{NodeStats, Problems, RunStats};
+pub use stats::{LiveStats, NodeStats, Problems, RunStats};
 
 use crate::chain::Chain;
 use crate::core::Clock;
@@ -188,6 +188,7 @@ pub struct Pipeline {
     ticker: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
     /// Whether the workers close every window once drained (see [`Pipeline::pause`]).
     flush_at_end: Arc<std::sync::atomic::AtomicBool>,
+    live: LiveStats,
 }
 
 /// The chain workers run, swappable while they run: each worker checks the generation before a
@@ -443,6 +444,7 @@ impl Pipeline {
         let flush_at_end = Arc::new(std::sync::atomic::AtomicBool::new(config.flush_at_end));
         let mut inboxes = Vec::new();
         let mut workers = Vec::new();
+        let live = LiveStats::new(n, state.clone());
         for i in 0..n {
             let (tx, rx) = mpsc::channel(config.queue.max(1));
             let worker = Worker::new(
@@ -454,7 +456,8 @@ impl Pipeline {
                 sinks.clone(),
             )
             .with_progress(progress.clone())
-            .with_version(version.clone());
+            .with_version(version.clone())
+            .publishing(live.clone(), i);
             let barrier = barrier.clone();
             let flush = flush_at_end.clone();
             let handle = std::thread::Builder::new()
@@ -472,7 +475,7 @@ impl Pipeline {
                 let _ = tick_tx.try_send(vec![Envelope::tick()]);
             }
         })?;
-        Ok(Pipeline { inboxes, workers, progress, state, version, ticker: Some((stop, ticker)), flush_at_end })
+        Ok(Pipeline { inboxes, workers, progress, state, version, ticker: Some((stop, ticker)), flush_at_end, live })
     }
 
     /// Swaps in a new version of the chain (validated already): messages in flight finish on the
@@ -514,6 +517,11 @@ impl Pipeline {
         self.inboxes[i].blocking_send(vec![envelope]).map_err(|_| Closed)
     }
 
+    /// Its counts per node while it runs (see [`LiveStats`]).
+    pub fn live_stats(&self) -> LiveStats {
+        self.live.clone()
+    }
+
     /// A [`Batcher`] onto this pipeline.
     pub fn batcher(&self) -> Batcher {
         Batcher::new(self.inboxes.clone(), self.progress.clone())
@@ -540,12 +548,7 @@ impl Pipeline {
                 Err(_) => tracing::error!("a worker thread panicked"),
             }
         }
-        for id in self.state.node_ids() {
-            let late: u64 = self.state.node(&id).windows.lock().iter().map(|s| s.late).sum();
-            if late > 0 {
-                stats.nodes.entry(id).or_default().late += late;
-            }
-        }
+        stats::add_late(&mut stats, &self.state);
         stats
     }
 }

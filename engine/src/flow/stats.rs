@@ -1,8 +1,13 @@
 //! What happened to messages, per node: the counts behind "never silently".
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::core::metrics::{DynamicFamily, Metrics, Sample};
+use crate::state::StateStore;
 
 /// Counts for one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -84,6 +89,124 @@ impl RunStats {
             problems.hop_limit += n.hop_limit;
         }
         problems
+    }
+}
+
+/// How often a busy worker publishes its counts for [`LiveStats`] (an idle one publishes on the
+/// pipeline's tick, and every worker once more when it stops).
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+/// The counts of a running pipeline, per node: what each worker last published, merged, with
+/// the late events the window stores counted. Workers keep their counts to themselves while
+/// they run (no lock, no shared counter per message) and publish a copy every
+/// [`PUBLISH_EVERY`] and when they stop; so once a pipeline has stopped, [`LiveStats::snapshot`]
+/// is exactly the [`RunStats`] it returned.
+#[derive(Clone)]
+pub struct LiveStats {
+    slots: Arc<Vec<Mutex<RunStats>>>,
+    state: StateStore,
+}
+
+impl LiveStats {
+    pub(crate) fn new(workers: usize, state: StateStore) -> Self {
+        LiveStats { slots: Arc::new((0..workers).map(|_| Mutex::new(RunStats::default())).collect()), state }
+    }
+
+    /// Worker `worker`'s counts as of now.
+    pub(crate) fn publish(&self, worker: usize, stats: RunStats) {
+        if let Some(slot) = self.slots.get(worker) {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+        }
+    }
+
+    /// Every worker's last published counts, merged, with late events added.
+    pub fn snapshot(&self) -> RunStats {
+        let mut stats = RunStats::default();
+        for slot in self.slots.iter() {
+            stats.merge(slot.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        }
+        add_late(&mut stats, &self.state);
+        stats
+    }
+
+    /// Registers the per-node families on `metrics`, each sample labelled with `chain` and the
+    /// node's id (and the relation, for outputs and drops).
+    pub fn register(&self, metrics: &Metrics, chain: &str) {
+        type Read = fn(&NodeStats) -> u64;
+        let per_node: [(&'static str, &'static str, Read); 10] = [
+            ("sluice_node_received_total", "Messages that reached the node.", |n| n.received),
+            ("sluice_node_failures_total", "Messages the node failed on (sent to Failure).", |n| n.failures),
+            ("sluice_node_crashes_total", "Traps, deadlines and out-of-memory (each replaced the instance).", |n| {
+                n.crashes
+            }),
+            ("sluice_node_unhandled_failures_total", "Failures with no Failure connection.", |n| n.unhandled_failures),
+            ("sluice_node_dead_lettered_total", "Failures written to the dead-letter sink.", |n| n.dead_lettered),
+            ("sluice_node_hop_limit_total", "Messages stopped by the chain's maxHops.", |n| n.hop_limit),
+            ("sluice_node_late_total", "Events that came after all their windows had closed.", |n| n.late),
+            ("sluice_node_windows_fired_total", "Windows handed to the node (on_window).", |n| n.windows_fired),
+            ("sluice_node_timers_fired_total", "Timers handed to the node (on_timer).", |n| n.timers_fired),
+            ("sluice_node_window_failures_total", "Window and timer calls the node failed.", |n| n.window_failures),
+        ];
+        for (name, help, read) in per_node {
+            let (live, chain) = (self.clone(), chain.to_string());
+            metrics.register_dynamic(DynamicFamily {
+                name,
+                help,
+                kind: "counter",
+                samples: Box::new(move || {
+                    let stats = live.snapshot();
+                    stats
+                        .nodes
+                        .iter()
+                        .map(|(id, n)| (vec![("chain", chain.clone()), ("node", id.clone())], read(n) as f64))
+                        .collect()
+                }),
+            });
+        }
+        type ByRelation = fn(&NodeStats) -> &BTreeMap<String, u64>;
+        let by_relation: [(&'static str, &'static str, ByRelation); 2] = [
+            ("sluice_node_outputs_total", "Outputs of the node by relation (Failure outputs included).", |n| {
+                &n.outputs
+            }),
+            ("sluice_node_dropped_total", "Outputs no connection took, by relation.", |n| &n.dropped),
+        ];
+        for (name, help, read) in by_relation {
+            let (live, chain) = (self.clone(), chain.to_string());
+            metrics.register_dynamic(DynamicFamily {
+                name,
+                help,
+                kind: "counter",
+                samples: Box::new(move || {
+                    let stats = live.snapshot();
+                    let mut samples: Vec<Sample> = Vec::new();
+                    for (id, n) in &stats.nodes {
+                        for (relation, count) in read(n) {
+                            let labels =
+                                vec![("chain", chain.clone()), ("node", id.clone()), ("relation", relation.clone())];
+                            samples.push((labels, *count as f64));
+                        }
+                    }
+                    samples
+                }),
+            });
+        }
+        let (live, chain) = (self.clone(), chain.to_string());
+        metrics.register_dynamic(DynamicFamily {
+            name: "sluice_output_messages_total",
+            help: "Messages the chain wrote to its output sink.",
+            kind: "counter",
+            samples: Box::new(move || vec![(vec![("chain", chain.clone())], live.snapshot().output as f64)]),
+        });
+    }
+}
+
+/// Adds the late events the window stores of `state` counted to each node's stats.
+pub(crate) fn add_late(stats: &mut RunStats, state: &StateStore) {
+    for id in state.node_ids() {
+        let late: u64 = state.node(&id).windows.lock().iter().map(|s| s.late).sum();
+        if late > 0 {
+            stats.nodes.entry(id).or_default().late += late;
+        }
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Worker {
     fired_epoch: u64,
     /// Early updates the current message caused: (node, window).
     early: Vec<(NodeIdx, Closed)>,
+    /// Where this worker publishes its counts (`/metrics`), its slot there, and when it last did.
+    live: Option<(super::LiveStats, usize, std::time::Instant)>,
 }
 
 type Pending = Vec<(NodeIdx, Arc<Message>, u32)>;
@@ -114,6 +116,28 @@ impl Worker {
             fired: NO_WATERMARK,
             fired_epoch: 0,
             early: Vec::new(),
+            live: None,
+        }
+    }
+
+    /// Publishes this worker's counts to `live`, in slot `slot`, while it runs.
+    pub(super) fn publishing(mut self, live: super::LiveStats, slot: usize) -> Self {
+        self.live = Some((live, slot, std::time::Instant::now()));
+        self
+    }
+
+    /// Publishes the counts when `PUBLISH_EVERY` has passed (or `now`).
+    fn publish(&mut self, now: bool) {
+        let due = match &self.live {
+            Some((_, _, last)) => now || last.elapsed() >= super::stats::PUBLISH_EVERY,
+            None => false,
+        };
+        if due {
+            let stats = self.stats();
+            if let Some((live, slot, last)) = &mut self.live {
+                live.publish(*slot, stats);
+                *last = std::time::Instant::now();
+            }
         }
     }
 
@@ -183,6 +207,8 @@ impl Worker {
                 drop(token);
                 self.fire_due();
             }
+            // About to wait for more: what it did shows now, not when it is busy again.
+            self.publish(inbox.is_empty());
         }
         // Every worker has run everything it was given: the end of the input closes every window.
         all_drained.wait();
@@ -190,17 +216,25 @@ impl Worker {
             self.progress.end_of_input();
             self.fire_due();
         }
+        // The last publication is the worker's final count: the live view ends equal to it.
+        self.publish(true);
         self.into_stats()
     }
 
     /// The counts so far.
     pub fn into_stats(self) -> RunStats {
+        self.stats()
+    }
+
+    /// The counts so far, by node id (nodes a reload removed included).
+    fn stats(&self) -> RunStats {
         let mut stats = RunStats { output: self.output_count, ..Default::default() };
-        for ((node, health), mut s) in self.chain.nodes.iter().zip(self.health.iter()).zip(self.stats) {
+        for ((node, health), s) in self.chain.nodes.iter().zip(self.health.iter()).zip(&self.stats) {
+            let mut s = s.clone();
             s.disabled = health.disabled.load(Ordering::Relaxed);
             stats.nodes.insert(node.id.clone(), s);
         }
-        stats.merge(self.retired);
+        stats.merge(self.retired.clone());
         stats
     }
 
@@ -210,6 +244,7 @@ impl Worker {
             self.adopt_reload();
             self.fire_timers(self.clock.now_ms());
             self.fire_due();
+            self.publish(false);
             return;
         }
         let Envelope { msg, ack, watermark, judged_by, partition, progress, covered, .. } = envelope;

@@ -6,6 +6,7 @@ mod event_time;
 mod handover;
 mod http;
 mod layers;
+mod metrics;
 mod mqtt;
 mod reload;
 mod routing;
