@@ -25,6 +25,7 @@ use crate::reload::{ReloadError, ReloadOptions, Reloader};
 struct Admin {
     reloader: Arc<Reloader>,
     metrics: Metrics,
+    recorder: Option<crate::flow::recorder::Recorder>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,12 @@ pub struct AdminError {
 }
 
 /// Binds `addr` and serves until the runtime stops; returns the bound address (port 0 picks one).
-pub async fn serve(addr: SocketAddr, reloader: Arc<Reloader>, metrics: Metrics) -> Result<SocketAddr, AdminError> {
+pub async fn serve(
+    addr: SocketAddr,
+    reloader: Arc<Reloader>,
+    metrics: Metrics,
+    recorder: Option<crate::flow::recorder::Recorder>,
+) -> Result<SocketAddr, AdminError> {
     for (name, help, kind, read) in [
         ("sluice_reloads_total", "Chain versions swapped in by a reload.", "counter", 0),
         ("sluice_reload_failures_total", "Reloads refused (invalid chain or module).", "counter", 1),
@@ -66,7 +72,8 @@ pub async fn serve(addr: SocketAddr, reloader: Arc<Reloader>, metrics: Metrics) 
         .route("/status", get(status))
         .route("/reload", post(reload))
         .route("/metrics", get(metrics_text))
-        .with_state(Admin { reloader, metrics });
+        .route("/nodes/{id}/events", get(node_events))
+        .with_state(Admin { reloader, metrics, recorder });
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError { addr, source })?;
     let bound = listener.local_addr().map_err(|source| AdminError { addr, source })?;
     tracing::info!(%bound, "admin endpoint: GET /status, POST /reload, GET /metrics");
@@ -90,6 +97,28 @@ async fn reload(State(admin): State<Admin>) -> Response {
             (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": error.to_string()}))).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The flight recorder's last events of a node (`404` with the reason for a node that is not
+/// recorded). The id is the node's as in `/status` (`enrich/lookup` for a nested chain's node:
+/// the slash is percent-encoded, `enrich%2Flookup`).
+async fn node_events(State(admin): State<Admin>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let Some(recorder) = &admin.recorder else {
+        return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no flight recorder in this run"})))
+            .into_response();
+    };
+    match recorder.events(&id) {
+        Some(events) => Json(events).into_response(),
+        None => {
+            let known = admin.reloader.chain().nodes.iter().any(|n| n.id == id);
+            let error = if known {
+                format!("node `{id}` is not recorded (`\"record\": false` on it, or on its chain file)")
+            } else {
+                format!("no node `{id}` in the running chain")
+            };
+            (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": error}))).into_response()
+        }
     }
 }
 
@@ -179,12 +208,13 @@ impl Control {
         options: &ReloadOptions,
         admin: Option<std::net::SocketAddr>,
         metrics: Metrics,
+        recorder: Option<crate::flow::recorder::Recorder>,
     ) -> Result<Control, ControlError> {
         let reloader = Arc::new(reloader);
         let watcher = if options.watch { Some(crate::reload::watch(reloader.clone(), options)?) } else { None };
         crate::reload::reload_on_sighup(reloader.clone());
         let admin = match admin {
-            Some(addr) => Some(serve(addr, reloader.clone(), metrics).await?),
+            Some(addr) => Some(serve(addr, reloader.clone(), metrics, recorder).await?),
             None => None,
         };
         Ok(Control { reloader, admin, _watcher: watcher })

@@ -229,7 +229,8 @@ pub async fn run(
         state.clone(),
         options.reload.retention,
     );
-    let control = crate::admin::Control::start(reloader, &options.reload, options.admin, metrics.clone())
+    let recorder = Some(pipeline.recorder());
+    let control = crate::admin::Control::start(reloader, &options.reload, options.admin, metrics.clone(), recorder)
         .await
         .map_err(|e| AppError::Start(std::io::Error::other(e.to_string())))?;
 

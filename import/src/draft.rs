@@ -187,6 +187,7 @@ impl Draft {
                 sink: part.sink.then(|| "output".to_string()),
                 config: part.config,
                 debug,
+                record: true,
                 connector,
                 limits: None,
             });
@@ -320,6 +321,7 @@ impl Draft {
             event_time: None,
             input: None,
             connectors: self.connectors,
+            record: None,
             nodes: self.nodes,
             connections: self.connections,
         };

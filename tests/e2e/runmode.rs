@@ -509,6 +509,17 @@ fn the_mqtt_service_summary_counts_what_metrics_count() {
     assert_eq!(live[&node("outputs", ",relation=\"True\"")], 8.0, "{live:?}");
     assert_eq!(live["sluice_sink_written_total{sink=\"output\"}"], 8.0, "{live:?}");
     assert_eq!(live["sluice_output_messages_total{chain=\"chain\"}"], 8.0, "{live:?}");
+    // The flight recorder: each message in, and out on `True`.
+    let (status, recorded) = crate::support::admin_json(&admin, "/nodes/has-temperature/events");
+    assert_eq!(status, 200, "{recorded}");
+    let events = recorded["events"].as_array().unwrap();
+    assert_eq!(events.len(), 8, "{recorded}");
+    assert!(
+        events.iter().all(|e| e["outputs"][0]["relation"] == "True" && e["input"]["data"]["temperature"].is_number())
+    );
+    let (status, missing) = crate::support::admin_json(&admin, "/nodes/nope/events");
+    assert_eq!(status, 404);
+    assert!(missing["error"].as_str().unwrap().contains("no node `nope`"), "{missing}");
     client.disconnect().unwrap();
     let _ = pump.join();
     let stats = dir.path().join("state-stats.json");

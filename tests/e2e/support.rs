@@ -113,3 +113,15 @@ pub fn metrics(admin: &str) -> std::collections::BTreeMap<String, f64> {
         })
         .collect()
 }
+
+/// `GET path` on the admin endpoint: the status code and the body as JSON.
+pub fn admin_json(admin: &str, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap_or_else(|e| panic!("admin endpoint {admin}: {e}"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}")))
+}

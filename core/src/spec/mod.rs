@@ -47,6 +47,12 @@ pub struct ChainSpec {
     /// it (`"connector": NAME` on the node).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub connectors: BTreeMap<String, ConnectorSpec>,
+    /// The flight recorder: the last events of every node (what came in, what went out on
+    /// which relation, how long it took, the error), kept in memory and shown on the admin
+    /// endpoint (`GET /nodes/{id}/events`). On by default; `{"enabled": false}` turns it off for
+    /// this chain's nodes (sensitive data), as `"record": false` does for one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordSpec>,
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub connections: Vec<ConnectionSpec>,
@@ -81,12 +87,48 @@ pub struct NodeSpec {
     /// Log every message in and out of this node (target `sluice::debug`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub debug: bool,
+    /// Keep this node's last events in the flight recorder (default `true`; `false` for a node
+    /// that handles data which must not stay in memory).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub record: bool,
     /// The connector (declared under the chain's `connectors`) this node's actions go to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<String>,
     /// Sandbox limits of this node; unset fields take the engine's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(value: &bool) -> bool {
+    *value
+}
+
+/// The flight recorder's settings (see [`ChainSpec::record`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RecordSpec {
+    /// Record at all (default `true`).
+    pub enabled: bool,
+    /// Events kept per node and worker (default 100).
+    #[schemars(range(min = 1))]
+    pub events: usize,
+    /// Failures kept per node and worker, apart from the other events so that a rare failure
+    /// is not pushed out by normal traffic (default 100).
+    #[schemars(range(min = 1))]
+    pub failures: usize,
+    /// A message longer than this, as JSON, is shown cut to this many bytes (default 4096).
+    #[schemars(range(min = 16))]
+    pub max_body_bytes: usize,
+}
+
+impl Default for RecordSpec {
+    fn default() -> Self {
+        RecordSpec { enabled: true, events: 100, failures: 100, max_body_bytes: 4096 }
+    }
 }
 
 /// A connection: outputs of `from` labelled `relation` go to `to`.

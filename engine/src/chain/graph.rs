@@ -25,6 +25,8 @@ pub struct Chain {
     pub time_field: TimeField,
     /// How flat input records become messages (`input`).
     pub input: crate::core::input::InputForm,
+    /// The flight recorder's settings (the root chain file's `record`).
+    pub record: crate::core::spec::RecordSpec,
     /// Rule nodes upstream first (index order where connections form a cycle): windows fire in
     /// this order, so results of an upstream window reach a downstream one before it closes.
     pub fire_order: Vec<NodeIdx>,
@@ -44,6 +46,8 @@ pub struct GraphNode {
     /// nested chain leaves unconnected.
     pub exit: Option<NodeIdx>,
     pub debug: bool,
+    /// Kept in the flight recorder (the node's `record` and its chain file's `record.enabled`).
+    pub record: bool,
 }
 
 #[derive(Debug)]

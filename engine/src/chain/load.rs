@@ -87,6 +87,7 @@ impl<'r> Loader<'r> {
             event_time,
             time_field,
             input,
+            record: spec.record.clone().unwrap_or_default(),
             fire_order: Chain::topological_order(&nodes)
                 .into_iter()
                 .filter(|&i| matches!(nodes[i].kind, NodeKind::Rule(_)))
@@ -144,6 +145,8 @@ impl<'r> Loader<'r> {
                 routes: HashMap::new(),
                 exit,
                 debug: node.debug,
+                // Each chain file speaks for its own nodes (a nested file for its).
+                record: node.record && spec.record.as_ref().is_none_or(|r| r.enabled),
             });
         }
         let Some(&entry) = index.get(spec.entry.as_str()) else {

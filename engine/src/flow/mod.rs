@@ -14,6 +14,7 @@
 //! holds, while different originators run in parallel.
 
 pub mod progress;
+pub mod recorder;
 pub mod stats;
 pub mod worker;
 
@@ -189,6 +190,7 @@ pub struct Pipeline {
     /// Whether the workers close every window once drained (see [`Pipeline::pause`]).
     flush_at_end: Arc<std::sync::atomic::AtomicBool>,
     live: LiveStats,
+    recorder: recorder::Recorder,
 }
 
 /// The chain workers run, swappable while they run: each worker checks the generation before a
@@ -445,6 +447,7 @@ impl Pipeline {
         let mut inboxes = Vec::new();
         let mut workers = Vec::new();
         let live = LiveStats::new(n, state.clone());
+        let recorder = recorder::Recorder::new(n, chain.record.clone());
         for i in 0..n {
             let (tx, rx) = mpsc::channel(config.queue.max(1));
             let worker = Worker::new(
@@ -457,7 +460,8 @@ impl Pipeline {
             )
             .with_progress(progress.clone())
             .with_version(version.clone())
-            .publishing(live.clone(), i);
+            .publishing(live.clone(), i)
+            .recording(recorder.clone(), i);
             let barrier = barrier.clone();
             let flush = flush_at_end.clone();
             let handle = std::thread::Builder::new()
@@ -475,7 +479,17 @@ impl Pipeline {
                 let _ = tick_tx.try_send(vec![Envelope::tick()]);
             }
         })?;
-        Ok(Pipeline { inboxes, workers, progress, state, version, ticker: Some((stop, ticker)), flush_at_end, live })
+        Ok(Pipeline {
+            inboxes,
+            workers,
+            progress,
+            state,
+            version,
+            ticker: Some((stop, ticker)),
+            flush_at_end,
+            live,
+            recorder,
+        })
     }
 
     /// Swaps in a new version of the chain (validated already): messages in flight finish on the
@@ -515,6 +529,11 @@ impl Pipeline {
     pub fn send_blocking(&self, envelope: Envelope) -> Result<(), Closed> {
         let (i, envelope) = route(self.inboxes.len(), &self.progress, envelope);
         self.inboxes[i].blocking_send(vec![envelope]).map_err(|_| Closed)
+    }
+
+    /// Its flight recorder: each node's last events (see [`recorder`]).
+    pub fn recorder(&self) -> recorder::Recorder {
+        self.recorder.clone()
     }
 
     /// Its counts per node while it runs (see [`LiveStats`]).

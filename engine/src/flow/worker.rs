@@ -69,9 +69,27 @@ pub struct Worker {
     early: Vec<(NodeIdx, Closed)>,
     /// Where this worker publishes its counts (`/metrics`), its slot there, and when it last did.
     live: Option<(super::LiveStats, usize, std::time::Instant)>,
+    /// The flight recorder, this worker's number in it, and its ring of each node (by index;
+    /// `None`: not recorded).
+    recorder: Option<(super::recorder::Recorder, usize)>,
+    rings: Vec<super::recorder::Slot>,
+    /// The outputs of the call being recorded, gathered as they are routed.
+    taped: Option<Vec<(Relation, Arc<Message>)>>,
+    /// An emptied outputs vector for the next recorded call.
+    tape: Vec<(Relation, Arc<Message>)>,
+    /// Processing time of the message being processed (read once per message).
+    now_ms: i64,
 }
 
 type Pending = Vec<(NodeIdx, Arc<Message>, u32)>;
+
+/// How the recorder names an event.
+fn handed(event: Event) -> super::recorder::Handed {
+    match event {
+        Event::Window => super::recorder::Handed::Window,
+        Event::Timer => super::recorder::Handed::Timer,
+    }
+}
 
 /// What [`Worker::run_event`] hands a node besides messages.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +135,19 @@ impl Worker {
             fired_epoch: 0,
             early: Vec::new(),
             live: None,
+            recorder: None,
+            rings: Vec::new(),
+            taped: None,
+            tape: Vec::new(),
+            now_ms: 0,
         }
+    }
+
+    /// Records this worker's calls in `recorder`, as its worker `number`.
+    pub(super) fn recording(mut self, recorder: super::recorder::Recorder, number: usize) -> Self {
+        self.rings = recorder.slots(&self.chain, number);
+        self.recorder = Some((recorder, number));
+        self
     }
 
     /// Publishes this worker's counts to `live`, in slot `slot`, while it runs.
@@ -174,6 +204,9 @@ impl Worker {
             .map(|node| matches!(node.kind, NodeKind::Rule(_)).then(|| self.state.node(&node.id).windows))
             .collect();
         self.instances = (0..chain.nodes.len()).map(|_| None).collect();
+        if let Some((recorder, number)) = &self.recorder {
+            self.rings = recorder.slots(&chain, *number);
+        }
         self.chain = chain;
         self.health = health;
         self.version = Some((version, latest));
@@ -238,6 +271,38 @@ impl Worker {
         stats
     }
 
+    /// When node `idx` is recorded: starts taping its outputs and returns when the call began.
+    fn start_recording(&mut self, idx: NodeIdx) -> Option<std::time::Instant> {
+        self.rings.get(idx)?.as_ref()?;
+        self.taped = Some(std::mem::take(&mut self.tape));
+        Some(std::time::Instant::now())
+    }
+
+    /// Writes the call of node `idx` that began at `started` into its ring.
+    fn finish_recording(
+        &mut self,
+        idx: NodeIdx,
+        started: std::time::Instant,
+        handed: super::recorder::Handed,
+        input: Option<Arc<Message>>,
+        error: Option<String>,
+    ) {
+        let outputs = self.taped.take().unwrap_or_default();
+        let (Some(Some(ring)), Some((_, number))) = (self.rings.get(idx), &self.recorder) else { return };
+        let event = super::recorder::Event {
+            seq: 0,
+            worker: *number,
+            at_ms: self.now_ms,
+            started,
+            handed,
+            input,
+            outputs,
+            duration: started.elapsed(),
+            error,
+        };
+        self.tape = super::recorder::Recorder::record(ring, event);
+    }
+
     /// Runs one message through the chain, then the windows its completion closed.
     pub fn process(&mut self, envelope: Envelope) {
         if envelope.tick {
@@ -248,6 +313,9 @@ impl Worker {
             return;
         }
         let Envelope { msg, ack, watermark, judged_by, partition, progress, covered, .. } = envelope;
+        if self.recorder.is_some() {
+            self.now_ms = self.clock.now_ms();
+        }
         // A message handed straight to a standalone worker is tracked by the worker itself; one
         // covered by its batch's token, by that.
         let progress = if covered { progress } else { progress.or_else(|| Some(self.progress.issue(watermark))) };
@@ -291,16 +359,24 @@ impl Worker {
                 }
                 NodeKind::Rule(rule) => rule,
             };
+            let recording = self.start_recording(idx);
             // The outputs' vector goes back to `self.outputs` once routed, so that calls reuse it.
+            let mut error = None;
             let mut outputs = match self.call(idx, rule, &msg, ack) {
                 Ok(()) => std::mem::take(&mut self.outputs),
                 Err(err) => {
                     self.stats[idx].failures += 1;
+                    if recording.is_some() {
+                        error = Some(err.to_string());
+                    }
                     vec![(FAILURE.into(), Emitted::Draft(with_error(&msg, &err)))]
                 }
             };
             self.route(&chain, idx, &mut outputs, Some(&msg), None, hops, &mut pending, ack);
             self.outputs = outputs;
+            if let Some(started) = recording {
+                self.finish_recording(idx, started, super::recorder::Handed::Message, Some(msg), error);
+            }
         }
         pending
     }
@@ -356,6 +432,9 @@ impl Worker {
                     msg = %json(&out_msg));
             }
             *self.stats[idx].outputs.entry_ref(&relation) += 1;
+            if let Some(taped) = &mut self.taped {
+                taped.push((relation.clone(), out_msg.clone()));
+            }
             match chain.targets(idx, &relation) {
                 Some(targets) => {
                     for &target in targets.iter().rev() {
@@ -478,6 +557,10 @@ impl Worker {
     ) {
         let chain = self.chain.clone();
         let NodeKind::Rule(rule) = &chain.nodes[idx].kind else { return };
+        if self.recorder.is_some() {
+            self.now_ms = self.clock.now_ms();
+        }
+        let recording = self.start_recording(idx);
         let result = self.ensure_instance(idx, rule).and_then(|()| {
             let instance = self.instances[idx].as_mut().expect("ensured above");
             instance.set_watermark(watermark);
@@ -497,6 +580,9 @@ impl Worker {
                 let mut pending = Vec::new();
                 self.route(&chain, idx, &mut outputs, None, Some(id), 1, &mut pending, &Ack::none());
                 self.outputs = outputs;
+                if let Some(started) = recording {
+                    self.finish_recording(idx, started, handed(event), None, None);
+                }
                 let outer = std::mem::replace(&mut self.watermark, watermark);
                 let outer_partition = std::mem::replace(&mut self.partition, owner);
                 self.run_from(pending, &Ack::none());
@@ -505,6 +591,9 @@ impl Worker {
             }
             Err(err) => {
                 self.stats[idx].window_failures += 1;
+                if let Some(started) = recording {
+                    self.finish_recording(idx, started, handed(event), None, Some(err.to_string()));
+                }
                 if err.kind.is_crash() {
                     self.instances[idx] = None;
                 }

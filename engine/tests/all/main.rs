@@ -8,6 +8,7 @@ mod http;
 mod layers;
 mod metrics;
 mod mqtt;
+mod recorder;
 mod reload;
 mod routing;
 mod sandbox;
