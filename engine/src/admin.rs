@@ -73,6 +73,7 @@ pub async fn serve(
         .route("/reload", post(reload))
         .route("/metrics", get(metrics_text))
         .route("/nodes/{id}/events", get(node_events))
+        .route("/nodes/{id}/replay", post(replay_node))
         .with_state(Admin { reloader, metrics, recorder });
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError { addr, source })?;
     let bound = listener.local_addr().map_err(|source| AdminError { addr, source })?;
@@ -119,6 +120,38 @@ async fn node_events(State(admin): State<Admin>, axum::extract::Path(id): axum::
             };
             (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": error}))).into_response()
         }
+    }
+}
+
+/// What `POST /nodes/{id}/replay` takes: the message to run, an edited chain file to run it
+/// in (default: the running chain's file), and whether actions are executed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    input: sluice_sdk::TbMsg,
+    #[serde(default)]
+    chain: Option<std::path::PathBuf>,
+    #[serde(default)]
+    live: bool,
+}
+
+/// Runs a message through a node (and downstream) in isolation: see [`crate::flow::replay`].
+async fn replay_node(
+    State(admin): State<Admin>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Json(request): Json<ReplayRequest>,
+) -> Response {
+    let reloader = admin.reloader.clone();
+    let replayed = tokio::task::spawn_blocking(move || {
+        reloader.replay(&id, request.input, request.chain.as_deref(), request.live)
+    })
+    .await;
+    match replayed {
+        Ok(Ok(replayed)) => Json(replayed).into_response(),
+        Ok(Err(error)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": error.to_string()}))).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

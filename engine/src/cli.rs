@@ -56,6 +56,30 @@ pub enum Command {
     /// Convert other engines' rule chains into Sluice chain files.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Run a message the flight recorder kept through a node of a running engine again — of
+    /// its chain, or of an edited chain file — in isolation: on a copy of its state, with no
+    /// action executed (unless `--live`), nothing written. Prints what the node and the nodes
+    /// after it output.
+    Replay {
+        /// The admin endpoint (`host:port`).
+        #[arg(long)]
+        admin: String,
+        /// The node (its id, as in the chain file).
+        #[arg(long)]
+        node: String,
+        /// Which recorded event: 0 is the newest (`GET /nodes/ID/events`).
+        #[arg(long, default_value_t = 0, conflicts_with = "failure")]
+        event: usize,
+        /// Replay a recorded failure instead: 0 is the newest.
+        #[arg(long)]
+        failure: Option<usize>,
+        /// An edited chain file to run it in (default: the running chain's file).
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Execute actions (HTTP calls, Kafka and MQTT publishes) for real.
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,7 +223,82 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Reload { admin } => admin_call(&admin, "POST", "/reload"),
         Command::Status { admin } => admin_call(&admin, "GET", "/status"),
+        Command::Replay { admin, node, event, failure, chain, live } => {
+            replay(&admin, &node, failure.map_or(("events", event), |n| ("failures", n)), chain, live)
+        }
     }
+}
+
+/// `sluice replay`: the recorded input from `GET /nodes/ID/events`, run by `POST
+/// /nodes/ID/replay`; the answer on stdout.
+fn replay(
+    admin: &str,
+    node: &str,
+    (list, n): (&str, usize),
+    chain: Option<PathBuf>,
+    live: bool,
+) -> anyhow::Result<i32> {
+    let client = reqwest::blocking::Client::new();
+    // A node id may hold `/` (a nested chain's node): one path segment, encoded.
+    let segment: String = node
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let url = format!("http://{admin}/nodes/{segment}/events");
+    let response = client.get(&url).send().with_context(|| format!("cannot reach the admin endpoint {url}"))?;
+    let ok = response.status().is_success();
+    let text = response.text().with_context(|| format!("{url}: no answer"))?;
+    let recorded: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+    if !ok {
+        eprintln!("error: {}", recorded["error"].as_str().unwrap_or(&recorded.to_string()));
+        return Ok(1);
+    }
+    let Some(event) = recorded[list].get(n) else {
+        let held = recorded[list].as_array().map_or(0, Vec::len);
+        eprintln!("error: node `{node}` has {held} recorded {list}; there is no number {n} (0 is the newest)");
+        return Ok(1);
+    };
+    let input = &event["input"];
+    if input.is_null() {
+        eprintln!("error: {list} {n} of `{node}` was a window or a timer, not a message: there is no input to replay");
+        return Ok(1);
+    }
+    if input.get("truncated").is_some() {
+        eprintln!(
+            "error: the recorded input was cut at the chain's `record.maxBodyBytes` ({} bytes in all): raise it to replay this message",
+            input["bytes"]
+        );
+        return Ok(1);
+    }
+    let chain = chain.map(|c| c.canonicalize().unwrap_or(c));
+    let body = serde_json::json!({"input": input, "chain": chain, "live": live});
+    let url = format!("http://{admin}/nodes/{segment}/replay");
+    let response = client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .with_context(|| format!("cannot reach {url}"))?;
+    let ok = response.status().is_success();
+    let text = response.text().with_context(|| format!("{url}: no answer"))?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+    if !ok {
+        eprintln!("error: {}", answer["error"].as_str().unwrap_or(&answer.to_string()));
+        return Ok(1);
+    }
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    if !live {
+        eprintln!("sluice: replayed in isolation: a copy of the state, no action executed (--live executes them)");
+    }
+    Ok(0)
 }
 
 /// One request to a running engine's admin endpoint; its JSON answer on stdout.

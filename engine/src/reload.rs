@@ -113,6 +113,15 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayFailed {
+    #[error(transparent)]
+    Load(#[from] crate::chain::LoadError),
+    #[error(transparent)]
+    Replay(#[from] crate::flow::replay::ReplayError),
+}
+
 /// Why a reload was refused (the running version stays).
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadRefused {
@@ -240,6 +249,22 @@ impl Reloader {
                 Err(error)
             }
         }
+    }
+
+    /// Replays `input` through `node` (see [`crate::flow::replay`]): of the chain file `edited`,
+    /// or of the running chain's file read again; against a copy of the running state.
+    pub fn replay(
+        &self,
+        node: &str,
+        input: sluice_sdk::TbMsg,
+        edited: Option<&Path>,
+        live: bool,
+    ) -> Result<crate::flow::replay::Replayed, ReplayFailed> {
+        let file = edited.map_or_else(|| self.handle.current().file.clone(), Path::to_path_buf);
+        let chain = Loader::new(&self.runtime, self.module_dirs.clone())
+            .with_connectors(self.connectors.clone())
+            .load(&file)?;
+        Ok(crate::flow::replay::replay(self.runtime.clone(), chain, &self.state, node, input, live)?)
     }
 
     fn load(&self, file: &Path) -> Result<Chain, ReloadRefused> {

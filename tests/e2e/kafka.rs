@@ -44,7 +44,7 @@ impl Service {
     }
 
     /// Waits until the log shows `needle` (e.g. an assignment).
-    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+    pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.log().contains(needle) {
             assert!(Instant::now() < deadline, "no `{needle}` in the log:\n{}", self.log());

@@ -534,3 +534,92 @@ fn the_mqtt_service_summary_counts_what_metrics_count() {
     assert_eq!(checked["outputs"]["True"].as_f64(), Some(live[&node("outputs", ",relation=\"True\"")]), "{report}");
     assert_eq!(report["stats"]["output"].as_f64(), Some(live["sluice_output_messages_total{chain=\"chain\"}"]));
 }
+
+/// The chain of the replay test: a check, then an action (a file connector standing in for
+/// Kafka), then the output; `names` are the fields the check wants.
+fn replay_chain(names: &[&str]) -> Value {
+    json!({
+        "entry": "has-temperature",
+        "connectors": {"sink": {"type": "file", "path": "{chainDir}/published.jsonl", "append": true}},
+        "nodes": [
+            {"id": "has-temperature", "module": "check-fields", "config": {"messageNames": names}},
+            {"id": "publish", "module": "kafka-action", "connector": "sink", "config": {"topic": "readings"}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "has-temperature", "to": "publish", "relation": "True"},
+            {"from": "publish", "to": "out", "relation": "Success"}
+        ]
+    })
+}
+
+#[test]
+fn a_recorded_message_replays_through_an_edited_chain_in_isolation() {
+    use rumqttc::{Client, MqttOptions, QoS};
+    let mosquitto = crate::brokers::Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let chain = write(dir.path(), "chain.json", &replay_chain(&["temperature"]).to_string());
+    let config = write(
+        dir.path(),
+        "sluice.toml",
+        &format!(
+            "[source]\ntype = \"mqtt\"\nurl = \"{}\"\n\n[output]\ntype = \"file\"\npath = \"out.jsonl\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[reload]\nwatch = false\n",
+            mosquitto.url()
+        ),
+    );
+    let service = crate::kafka::Service::start(dir.path(), &chain, &config, "state");
+    service.wait_for_log("MQTT source subscribed", Duration::from_secs(60));
+    let mut options = MqttOptions::new("replay-device", "127.0.0.1", mosquitto.port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut connection) = Client::new(options, 10);
+    let pump = std::thread::spawn(move || for _ in connection.iter().take_while(Result::is_ok) {});
+    // The device says `temp`, the chain wants `temperature`: the message goes nowhere.
+    client.publish("v1/devices/T-9/telemetry", QoS::AtLeastOnce, false, r#"{"temp": 21.5}"#).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let recorded = loop {
+        let (_, recorded) = crate::support::admin_json(&admin, "/nodes/has-temperature/events");
+        if recorded["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            break recorded;
+        }
+        assert!(Instant::now() < deadline, "recorded: {recorded}\n{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(recorded["events"][0]["outputs"][0]["relation"], "False", "{recorded}");
+
+    // The fix, replayed before it is saved: the check passes, the action is not executed.
+    let edited = write(dir.path(), "edited.json", &replay_chain(&["temp"]).to_string());
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", "--admin", &admin, "--node", "has-temperature", "--chain"];
+        let edited = edited.to_str().unwrap();
+        args.push(edited);
+        args.extend_from_slice(extra);
+        let out = sluice(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let dry = replay(&[]);
+    assert_eq!(dry["outputs"][0][0], "True", "{dry}");
+    assert_eq!(dry["outputs"][0][1]["data"]["temp"], 21.5, "{dry}");
+    let publish = &dry["downstream"]["publish"];
+    assert_eq!(publish[0][0], "Failure", "no connector without --live: {dry}");
+    assert!(publish[0][1]["metadata"]["error"].as_str().unwrap().contains("no connector"), "{dry}");
+    assert!(!dir.path().join("published.jsonl").exists(), "nothing published");
+
+    // Live: the action runs, and the message reaches the sink — shown, not written.
+    let live = replay(&["--live"]);
+    assert_eq!(live["downstream"]["publish"][0][0], "Success", "{live}");
+    assert_eq!(live["sink"].as_array().map(Vec::len), Some(1), "{live}");
+    let published = std::fs::read_to_string(dir.path().join("published.jsonl")).unwrap();
+    assert_eq!(published.lines().count(), 1, "{published}");
+
+    // Replays change nothing of the running engine: its output is still empty, its recorder
+    // still holds the one real message.
+    client.disconnect().unwrap();
+    let _ = pump.join();
+    let (_, after) = crate::support::admin_json(&admin, "/nodes/has-temperature/events");
+    assert_eq!(after["events"].as_array().map(Vec::len), Some(1), "{after}");
+    service.stop_ok();
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default(), "");
+}

@@ -15,6 +15,7 @@
 
 pub mod progress;
 pub mod recorder;
+pub mod replay;
 pub mod stats;
 pub mod worker;
 

@@ -219,7 +219,7 @@ pub enum Body {
 }
 
 impl Body {
-    fn of(msg: &Message, max: usize) -> Body {
+    pub(crate) fn of(msg: &Message, max: usize) -> Body {
         let text = serde_json::to_string(msg).unwrap_or_else(|e| format!("(cannot be written as JSON: {e})"));
         if text.len() <= max {
             return serde_json::from_str(&text).map_or(Body::Cut { bytes: text.len(), truncated: text }, Body::Whole);

@@ -214,8 +214,13 @@ impl Worker {
 
     /// A worker with its own crash bookkeeping (for use outside a [`super::Pipeline`]).
     pub fn standalone(runtime: Arc<Runtime>, chain: Arc<Chain>, sinks: Sinks) -> Self {
+        Self::standalone_with_state(runtime, chain, sinks, StateStore::default())
+    }
+
+    /// [`Worker::standalone`] on `state`.
+    pub fn standalone_with_state(runtime: Arc<Runtime>, chain: Arc<Chain>, sinks: Sinks, state: StateStore) -> Self {
         let health = Arc::new(chain.nodes.iter().map(|_| NodeHealth::default()).collect());
-        Worker::new(runtime, chain, health, StateStore::default(), Clock::System, sinks)
+        Worker::new(runtime, chain, health, state, Clock::System, sinks)
     }
 
     pub(super) fn run(
