@@ -220,6 +220,15 @@ pub async fn run(
     .map_err(AppError::Start)?;
     let label = options.chain.file_stem().map_or_else(|| "chain".into(), |s| s.to_string_lossy().into_owned());
     pipeline.live_stats().register(&metrics, &label);
+    let depths = pipeline.queue_depths();
+    metrics.register_dynamic(crate::core::metrics::DynamicFamily {
+        name: "sluice_worker_queue_depth",
+        help: "Batches waiting in each worker's inbox.",
+        kind: "gauge",
+        samples: Box::new(move || {
+            depths().into_iter().enumerate().map(|(i, n)| (vec![("worker", i.to_string())], n as f64)).collect()
+        }),
+    });
     let reloader = crate::reload::Reloader::new(
         runtime.clone(),
         options.module_dirs.clone(),
@@ -253,6 +262,7 @@ pub async fn run(
     } else {
         Feed::new(pipeline.sender(), &chain, watermarks, clock)
     };
+    register_watermarks(&metrics, &feed, &progress);
     let saver = Arc::new(Saver {
         checkpoints: checkpoints.clone(),
         state: state.clone(),
@@ -351,6 +361,38 @@ pub async fn run(
     report.problems = stats.problems();
     report.stats = stats;
     Ok((report, ended))
+}
+
+/// The watermarks on `/metrics`: the greatest event time seen per source partition, and the
+/// completed watermark windows close by.
+fn register_watermarks(metrics: &Metrics, feed: &Feed, progress: &Arc<Progress>) {
+    let feed = feed.downgrade();
+    metrics.register_dynamic(crate::core::metrics::DynamicFamily {
+        name: "sluice_partition_max_event_time_ms",
+        help: "The greatest event time seen per source partition (a Kafka partition, an MQTT topic; 0 for a file).",
+        kind: "gauge",
+        samples: Box::new(move || {
+            let Some(watermarks) = feed.watermarks() else { return Vec::new() };
+            watermarks
+                .partition_maxima()
+                .into_iter()
+                .filter_map(|(p, max)| Some((vec![("partition", p.to_string())], max? as f64)))
+                .collect()
+        }),
+    });
+    let progress = Arc::downgrade(progress);
+    metrics.register_dynamic(crate::core::metrics::DynamicFamily {
+        name: "sluice_watermark_completed_ms",
+        help: "The watermark every message before which is done: windows ending at or before it have closed.",
+        kind: "gauge",
+        samples: Box::new(move || {
+            progress
+                .upgrade()
+                .map(|p| p.completed())
+                .filter(|w| *w > i64::MIN)
+                .map_or_else(Vec::new, |w| vec![(vec![], w as f64)])
+        }),
+    });
 }
 
 /// Resolves when `shutdown` turns true (never, once its sender is gone).

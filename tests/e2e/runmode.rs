@@ -509,6 +509,10 @@ fn the_mqtt_service_summary_counts_what_metrics_count() {
     assert_eq!(live[&node("outputs", ",relation=\"True\"")], 8.0, "{live:?}");
     assert_eq!(live["sluice_sink_written_total{sink=\"output\"}"], 8.0, "{live:?}");
     assert_eq!(live["sluice_output_messages_total{chain=\"chain\"}"], 8.0, "{live:?}");
+    // Where the stream stands: the greatest event time of the topic, the workers' queues.
+    let topic_max = live.iter().find(|(k, _)| k.starts_with("sluice_partition_max_event_time_ms{partition="));
+    assert_eq!(topic_max.map(|(_, v)| *v), Some(1_700_000_007_000.0), "{live:?}");
+    assert!(live.contains_key("sluice_worker_queue_depth{worker=\"0\"}"), "{live:?}");
     // The flight recorder: each message in, and out on `True`.
     let (status, recorded) = crate::support::admin_json(&admin, "/nodes/has-temperature/events");
     assert_eq!(status, 200, "{recorded}");

@@ -532,6 +532,13 @@ impl Pipeline {
         self.inboxes[i].blocking_send(vec![envelope]).map_err(|_| Closed)
     }
 
+    /// Messages waiting in each worker's inbox, now (a batch counts as its messages' share of
+    /// the queue: batches, not messages, are queued).
+    pub fn queue_depths(&self) -> impl Fn() -> Vec<usize> + Send + Sync + 'static {
+        let inboxes: Vec<_> = self.inboxes.iter().map(|tx| tx.downgrade()).collect();
+        move || inboxes.iter().map(|tx| tx.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())).collect()
+    }
+
     /// Its flight recorder: each node's last events (see [`recorder`]).
     pub fn recorder(&self) -> recorder::Recorder {
         self.recorder.clone()

@@ -190,6 +190,33 @@ impl LiveStats {
                 }),
             });
         }
+        // What each node holds in its state, now.
+        type Held = fn(&crate::state::NodeHandles) -> usize;
+        let held: [(&'static str, &'static str, Held); 3] = [
+            ("sluice_node_open_windows", "Windows open in the node's state (over every key).", |h| {
+                h.windows.lock().iter().map(|w| w.open_count()).sum()
+            }),
+            ("sluice_node_state_entries", "Keyed values in the node's state.", |h| h.kv.len()),
+            ("sluice_node_timers_pending", "Timers armed in the node's state.", |h| h.timers.len()),
+        ];
+        for (name, help, read) in held {
+            let (state, chain) = (self.state.clone(), chain.to_string());
+            metrics.register_dynamic(DynamicFamily {
+                name,
+                help,
+                kind: "gauge",
+                samples: Box::new(move || {
+                    state
+                        .node_ids()
+                        .into_iter()
+                        .map(|id| {
+                            let value = read(&state.node(&id)) as f64;
+                            (vec![("chain", chain.clone()), ("node", id)], value)
+                        })
+                        .collect()
+                }),
+            });
+        }
         let (live, chain) = (self.clone(), chain.to_string());
         metrics.register_dynamic(DynamicFamily {
             name: "sluice_output_messages_total",

@@ -328,6 +328,11 @@ impl Feed {
         out
     }
 
+    /// A handle that does not keep the feed (and its pipeline) alive: for `/metrics`.
+    pub fn downgrade(&self) -> WeakFeed {
+        WeakFeed(Arc::downgrade(&self.shared))
+    }
+
     /// The watermarks as of now, for a checkpoint.
     pub fn watermarks(&self) -> Watermarks {
         self.lock().clone()
@@ -355,6 +360,18 @@ impl Feed {
 
     pub fn now_ms(&self) -> i64 {
         self.shared.clock.now_ms()
+    }
+}
+
+/// A [`Feed`] that does not keep it alive (see [`Feed::downgrade`]).
+pub struct WeakFeed(std::sync::Weak<Shared>);
+
+impl WeakFeed {
+    /// The watermarks of the feed, if it still runs.
+    pub fn watermarks(&self) -> Option<Watermarks> {
+        let shared = self.0.upgrade()?;
+        let watermarks = shared.watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(watermarks)
     }
 }
 

@@ -453,6 +453,11 @@ impl Watermarks {
         }
     }
 
+    /// Each partition's greatest event time seen so far (none before its first event).
+    pub fn partition_maxima(&self) -> Vec<(u32, Option<i64>)> {
+        self.partitions.keys().map(|&p| (p, self.max_seen(p))).collect()
+    }
+
     /// Entries tracked (partitions, plus originators per originator).
     pub fn len(&self) -> usize {
         self.partitions.len() + self.originators.values().map(BTreeMap::len).sum::<usize>()

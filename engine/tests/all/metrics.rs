@@ -14,11 +14,12 @@ use sluice_sdk::TbMsg;
 
 use crate::support::{ChainDir, modules, runtime, start_to_channel};
 
-/// The samples of `text` (Prometheus text) whose name starts with `sluice_node_` or
-/// `sluice_output_`: `name{labels}` → value.
+/// The counters of `text` (Prometheus text) whose name starts with `sluice_node_` or
+/// `sluice_output_`: `name{labels}` → value (the gauges of what nodes hold now left out).
 fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| l.starts_with("sluice_node_") || l.starts_with("sluice_output_"))
+        .filter(|l| l.contains("_total{"))
         .filter_map(|l| {
             let (sample, value) = l.rsplit_once(' ')?;
             Some((sample.to_string(), value.parse().ok()?))
