@@ -251,11 +251,7 @@ fn replay(
         })
         .collect();
     let url = format!("http://{admin}/nodes/{segment}/events");
-    let response = client.get(&url).send().with_context(|| format!("cannot reach the admin endpoint {url}"))?;
-    let ok = response.status().is_success();
-    let text = response.text().with_context(|| format!("{url}: no answer"))?;
-    let recorded: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+    let (ok, recorded) = json_answer(client.get(&url), &url)?;
     if !ok {
         eprintln!("error: {}", recorded["error"].as_str().unwrap_or(&recorded.to_string()));
         return Ok(1);
@@ -280,16 +276,8 @@ fn replay(
     let chain = chain.map(|c| c.canonicalize().unwrap_or(c));
     let body = serde_json::json!({"input": input, "chain": chain, "live": live});
     let url = format!("http://{admin}/nodes/{segment}/replay");
-    let response = client
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string())
-        .send()
-        .with_context(|| format!("cannot reach {url}"))?;
-    let ok = response.status().is_success();
-    let text = response.text().with_context(|| format!("{url}: no answer"))?;
-    let answer: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+    let request = client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
+    let (ok, answer) = json_answer(request, &url)?;
     if !ok {
         eprintln!("error: {}", answer["error"].as_str().unwrap_or(&answer.to_string()));
         return Ok(1);
@@ -301,16 +289,22 @@ fn replay(
     Ok(0)
 }
 
+/// Sends `request` to the admin endpoint (`url`, for errors): whether it succeeded, and its
+/// JSON answer.
+fn json_answer(request: reqwest::blocking::RequestBuilder, url: &str) -> anyhow::Result<(bool, serde_json::Value)> {
+    let response = request.send().with_context(|| format!("cannot reach the admin endpoint {url}"))?;
+    let ok = response.status().is_success();
+    let text = response.text().with_context(|| format!("{url}: no answer"))?;
+    let body = serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+    Ok((ok, body))
+}
+
 /// One request to a running engine's admin endpoint; its JSON answer on stdout.
 fn admin_call(admin: &str, method: &str, path: &str) -> anyhow::Result<i32> {
     let url = format!("http://{admin}{path}");
     let client = reqwest::blocking::Client::new();
     let request = if method == "POST" { client.post(&url) } else { client.get(&url) };
-    let response = request.send().with_context(|| format!("cannot reach the admin endpoint {url}"))?;
-    let ok = response.status().is_success();
-    let text = response.text().with_context(|| format!("{url}: no answer"))?;
-    let body: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+    let (ok, body) = json_answer(request, &url)?;
     if ok {
         println!("{}", serde_json::to_string_pretty(&body)?);
         Ok(0)

@@ -453,28 +453,31 @@ fn sigterm_on_an_http_service_keeps_every_accepted_message_and_counts_them() {
     assert_eq!(report["stats"]["output"].as_u64(), Some(accepted), "{report}");
 }
 
+/// `chain` as a service on `mosquitto` (output `out.jsonl`, an admin endpoint), once its MQTT
+/// source has subscribed; the service and the admin address.
+fn mqtt_service(dir: &Path, chain: &Path, mosquitto: &crate::brokers::Mosquitto) -> (crate::kafka::Service, String) {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir,
+        "sluice.toml",
+        &format!(
+            "[source]\ntype = \"mqtt\"\nurl = \"{}\"\n\n[output]\ntype = \"file\"\npath = \"out.jsonl\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[reload]\nwatch = false\n",
+            mosquitto.url()
+        ),
+    );
+    let service = crate::kafka::Service::start(dir, chain, &config, "state");
+    service.wait_for_log("MQTT source subscribed", Duration::from_secs(60));
+    (service, admin)
+}
+
 #[test]
 fn the_mqtt_service_summary_counts_what_metrics_count() {
     use rumqttc::{Client, MqttOptions, QoS};
     let mosquitto = crate::brokers::Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let admin = format!("127.0.0.1:{}", free_port());
     let chain = pass_chain(dir.path());
-    let config = write(
-        dir.path(),
-        "sluice.toml",
-        &format!(
-            "[source]\ntype = \"mqtt\"\nurl = \"{}\"\n\n[output]\ntype = \"file\"\npath = \"out.jsonl\"\n\n\
-             [admin]\nlisten = \"{admin}\"\n",
-            mosquitto.url()
-        ),
-    );
-    let service = crate::kafka::Service::start(dir.path(), &chain, &config, "state");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !service.log().contains("MQTT source subscribed") {
-        assert!(Instant::now() < deadline, "the MQTT source did not subscribe:\n{}", service.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (service, admin) = mqtt_service(dir.path(), &chain, &mosquitto);
     let mut options = MqttOptions::new("devices", "127.0.0.1", mosquitto.port);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut connection) = Client::new(options, 100);
@@ -562,19 +565,8 @@ fn a_recorded_message_replays_through_an_edited_chain_in_isolation() {
     use rumqttc::{Client, MqttOptions, QoS};
     let mosquitto = crate::brokers::Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let admin = format!("127.0.0.1:{}", free_port());
     let chain = write(dir.path(), "chain.json", &replay_chain(&["temperature"]).to_string());
-    let config = write(
-        dir.path(),
-        "sluice.toml",
-        &format!(
-            "[source]\ntype = \"mqtt\"\nurl = \"{}\"\n\n[output]\ntype = \"file\"\npath = \"out.jsonl\"\n\n\
-             [admin]\nlisten = \"{admin}\"\n\n[reload]\nwatch = false\n",
-            mosquitto.url()
-        ),
-    );
-    let service = crate::kafka::Service::start(dir.path(), &chain, &config, "state");
-    service.wait_for_log("MQTT source subscribed", Duration::from_secs(60));
+    let (service, admin) = mqtt_service(dir.path(), &chain, &mosquitto);
     let mut options = MqttOptions::new("replay-device", "127.0.0.1", mosquitto.port);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut connection) = Client::new(options, 10);

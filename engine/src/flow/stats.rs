@@ -148,19 +148,8 @@ impl LiveStats {
             ("sluice_node_window_failures_total", "Window and timer calls the node failed.", |n| n.window_failures),
         ];
         for (name, help, read) in per_node {
-            let (live, chain) = (self.clone(), chain.to_string());
-            metrics.register_dynamic(DynamicFamily {
-                name,
-                help,
-                kind: "counter",
-                samples: Box::new(move || {
-                    let stats = live.snapshot();
-                    stats
-                        .nodes
-                        .iter()
-                        .map(|(id, n)| (vec![("chain", chain.clone()), ("node", id.clone())], read(n) as f64))
-                        .collect()
-                }),
+            self.register_counter(metrics, chain, name, help, move |id, n, samples| {
+                samples.push((vec![("node", id.to_string())], read(n) as f64));
             });
         }
         type ByRelation = fn(&NodeStats) -> &BTreeMap<String, u64>;
@@ -171,23 +160,10 @@ impl LiveStats {
             ("sluice_node_dropped_total", "Outputs no connection took, by relation.", |n| &n.dropped),
         ];
         for (name, help, read) in by_relation {
-            let (live, chain) = (self.clone(), chain.to_string());
-            metrics.register_dynamic(DynamicFamily {
-                name,
-                help,
-                kind: "counter",
-                samples: Box::new(move || {
-                    let stats = live.snapshot();
-                    let mut samples: Vec<Sample> = Vec::new();
-                    for (id, n) in &stats.nodes {
-                        for (relation, count) in read(n) {
-                            let labels =
-                                vec![("chain", chain.clone()), ("node", id.clone()), ("relation", relation.clone())];
-                            samples.push((labels, *count as f64));
-                        }
-                    }
-                    samples
-                }),
+            self.register_counter(metrics, chain, name, help, move |id, n, samples| {
+                for (relation, count) in read(n) {
+                    samples.push((vec![("node", id.to_string()), ("relation", relation.clone())], *count as f64));
+                }
             });
         }
         // What each node holds in its state, now.
@@ -223,6 +199,36 @@ impl LiveStats {
             help: "Messages the chain wrote to its output sink.",
             kind: "counter",
             samples: Box::new(move || vec![(vec![("chain", chain.clone())], live.snapshot().output as f64)]),
+        });
+    }
+}
+
+impl LiveStats {
+    /// Registers the counter family `name`: `samples` adds each node's samples (their labels
+    /// but `chain`) from a snapshot taken per scrape.
+    fn register_counter(
+        &self,
+        metrics: &Metrics,
+        chain: &str,
+        name: &'static str,
+        help: &'static str,
+        samples: impl Fn(&str, &NodeStats, &mut Vec<Sample>) + Send + Sync + 'static,
+    ) {
+        let (live, chain) = (self.clone(), chain.to_string());
+        metrics.register_dynamic(DynamicFamily {
+            name,
+            help,
+            kind: "counter",
+            samples: Box::new(move || {
+                let mut out = Vec::new();
+                for (id, n) in &live.snapshot().nodes {
+                    samples(id, n, &mut out);
+                }
+                for (labels, _) in &mut out {
+                    labels.insert(0, ("chain", chain.clone()));
+                }
+                out
+            }),
         });
     }
 }
