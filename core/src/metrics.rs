@@ -37,7 +37,28 @@ pub struct DynamicFamily {
 
 /// Metrics parts of the engine register as they start (a source after it connects).
 #[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<Vec<Metric>>>, Arc<Mutex<Vec<DynamicFamily>>>);
+pub struct Metrics(Arc<Mutex<Vec<Metric>>>, Arc<Mutex<Vec<DynamicFamily>>>, Arc<Mutex<Vec<HistogramFamily>>>);
+
+/// A histogram's observations: how many fell at or under each of `bounds` (not cumulative:
+/// the renderer sums them), how many in all, and their sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+/// One histogram of a [`HistogramFamily`]: its `(label, value)` pairs and its observations.
+pub type HistogramSample = (Vec<(&'static str, String)>, Histogram);
+
+/// A family of histograms known when scraped: one per label set (a node's call latency).
+pub struct HistogramFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The buckets' upper bounds, ascending (`+Inf` is added).
+    pub bounds: &'static [f64],
+    pub samples: Box<dyn Fn() -> Vec<HistogramSample> + Send + Sync>,
+}
 
 impl Metrics {
     pub fn register(&self, metric: Metric) {
@@ -48,6 +69,11 @@ impl Metrics {
     /// `TYPE` lines are written (so a scraper sees it exists).
     pub fn register_dynamic(&self, family: DynamicFamily) {
         self.1.lock().unwrap_or_else(|p| p.into_inner()).push(family);
+    }
+
+    /// Registers a histogram family, rendered after the others.
+    pub fn register_histogram(&self, family: HistogramFamily) {
+        self.2.lock().unwrap_or_else(|p| p.into_inner()).push(family);
     }
 
     /// The Prometheus text exposition of every metric: families in the order their first
@@ -81,6 +107,25 @@ impl Metrics {
                     out.push_str(&format!("{{{}}}", labels.join(",")));
                 }
                 out.push_str(&format!(" {value}\n"));
+            }
+        }
+        for family in self.2.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let name = family.name;
+            out.push_str(&format!("# HELP {name} {}\n# TYPE {name} histogram\n", family.help));
+            for (labels, histogram) in (family.samples)() {
+                let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+                let with = |extra: Option<String>| {
+                    let all: Vec<String> = labels.iter().cloned().chain(extra).collect();
+                    if all.is_empty() { String::new() } else { format!("{{{}}}", all.join(",")) }
+                };
+                let mut below = 0;
+                for (i, bound) in family.bounds.iter().enumerate() {
+                    below += histogram.counts.get(i).copied().unwrap_or(0);
+                    out.push_str(&format!("{name}_bucket{} {below}\n", with(Some(format!("le=\"{bound}\"")))));
+                }
+                out.push_str(&format!("{name}_bucket{} {}\n", with(Some("le=\"+Inf\"".into())), histogram.count));
+                out.push_str(&format!("{name}_sum{} {}\n", with(None), histogram.sum));
+                out.push_str(&format!("{name}_count{} {}\n", with(None), histogram.count));
             }
         }
         out

@@ -37,6 +37,45 @@ pub struct NodeStats {
     pub windows_fired: u64,
     pub timers_fired: u64,
     pub window_failures: u64,
+    /// How long its recorded calls took (`/metrics` only: not in `--stats`).
+    #[serde(skip)]
+    pub latency: Latency,
+}
+
+/// Upper bounds (seconds) of the call-latency buckets.
+pub const LATENCY_BOUNDS: [f64; 14] =
+    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A node's call durations, bucketed by [`LATENCY_BOUNDS`] (the last slot: longer than all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    pub sum_ns: u64,
+}
+
+impl Latency {
+    pub fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = LATENCY_BOUNDS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i] += 1;
+        self.sum_ns = self.sum_ns.saturating_add(took.as_nanos() as u64);
+    }
+
+    fn merge(&mut self, other: &Latency) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.sum_ns += other.sum_ns;
+    }
+
+    /// As the metrics registry renders it.
+    pub fn histogram(&self) -> crate::core::metrics::Histogram {
+        crate::core::metrics::Histogram {
+            counts: self.buckets[..LATENCY_BOUNDS.len()].to_vec(),
+            count: self.buckets.iter().sum(),
+            sum: self.sum_ns as f64 / 1e9,
+        }
+    }
 }
 
 /// Counts for a whole run.
@@ -63,6 +102,7 @@ impl RunStats {
             mine.windows_fired += n.windows_fired;
             mine.timers_fired += n.timers_fired;
             mine.window_failures += n.window_failures;
+            mine.latency.merge(&n.latency);
             for (r, c) in n.outputs {
                 *mine.outputs.entry(r).or_default() += c;
             }
@@ -193,6 +233,21 @@ impl LiveStats {
                 }),
             });
         }
+        let (live, label) = (self.clone(), chain.to_string());
+        metrics.register_histogram(crate::core::metrics::HistogramFamily {
+            name: "sluice_node_call_seconds",
+            help: "How long the node's calls took (recorded nodes: see `record`).",
+            bounds: &LATENCY_BOUNDS,
+            samples: Box::new(move || {
+                let stats = live.snapshot();
+                stats
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.latency.buckets.iter().any(|c| *c > 0))
+                    .map(|(id, n)| (vec![("chain", label.clone()), ("node", id.clone())], n.latency.histogram()))
+                    .collect()
+            }),
+        });
         let (live, chain) = (self.clone(), chain.to_string());
         metrics.register_dynamic(DynamicFamily {
             name: "sluice_output_messages_total",

@@ -293,6 +293,8 @@ impl Worker {
         error: Option<String>,
     ) {
         let outputs = self.taped.take().unwrap_or_default();
+        let duration = started.elapsed();
+        self.stats[idx].latency.observe(duration);
         let (Some(Some(ring)), Some((_, number))) = (self.rings.get(idx), &self.recorder) else { return };
         let event = super::recorder::Event {
             seq: 0,
@@ -302,7 +304,7 @@ impl Worker {
             handed,
             input,
             outputs,
-            duration: started.elapsed(),
+            duration,
             error,
         };
         self.tape = super::recorder::Recorder::record(ring, event);

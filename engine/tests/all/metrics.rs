@@ -124,5 +124,12 @@ fn node_counters_on_metrics_end_equal_to_the_run_stats() {
 
     // Stopped: the live view is the run's stats, and /metrics says the same, sample by sample.
     assert_eq!(live.snapshot(), stats);
-    assert_eq!(samples(&metrics.render()), expected(&stats, "zones"));
+    let text = metrics.render();
+    assert_eq!(samples(&text), expected(&stats, "zones"));
+
+    // Call latency, per recorded node: every call of `check` counted once, in the +Inf bucket too.
+    let line = |sample: &str| text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse::<f64>().ok());
+    assert_eq!(line("sluice_node_call_seconds_count{chain=\"zones\",node=\"check\"}"), Some(600.0), "{text}");
+    assert_eq!(line("sluice_node_call_seconds_bucket{chain=\"zones\",node=\"check\",le=\"+Inf\"}"), Some(600.0));
+    assert!(text.contains("# TYPE sluice_node_call_seconds histogram"));
 }
