@@ -148,11 +148,6 @@ impl Recorder {
         Ring::push(&mut ring.events, events, event)
     }
 
-    /// Whether `node` is recorded.
-    pub fn records(&self, node: &str) -> bool {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).contains_key(node)
-    }
-
     /// `node`'s last events and last failures, newest first, every worker's together; each
     /// message written out as JSON and cut at `maxBodyBytes`. `None`: the node is not
     /// recorded (unknown, or opted out).
