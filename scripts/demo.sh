@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # The dev profile optimizes dependencies (see Cargo.toml), so it is quick enough for a demo and
 # shares its build with the tests.
-cargo build --quiet -p sluice-engine --bin sluice
+cargo build --quiet -p sluice --bin sluice
 ./target/debug/sluice rules build rules
 exec ./target/debug/sluice run \
     --chain chains/uplink-to-telemetry.json \

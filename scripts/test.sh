@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # One build, never edited in place: incremental caches would only cost disk (gigabytes).
 export CARGO_INCREMENTAL=0
 scripts/setup.sh --test-brokers
-cargo build --quiet -p sluice-engine --bin sluice
+cargo build --quiet -p sluice --bin sluice
 ./target/debug/sluice rules build rules
 (cd rules && cargo test --workspace --quiet)
 cargo test --workspace

@@ -11,7 +11,7 @@
 //! `connectors`), so a source importing `Ack` imported the executor, and the executor, the
 //! runtime, the host and the connectors imported each other in a circle. Here they import
 //! nothing of the engine (only the SDK's message types and std), so every other module depends
-//! down on this one and the module graph has no cycles (`engine/tests/all/layers.rs` checks the
+//! down on this one and the module graph has no cycles (`sluice/tests/all/layers.rs` checks the
 //! engine's).
 
 pub mod ack;

@@ -82,3 +82,22 @@ impl<K> Located<K> {
         }
     }
 }
+
+/// Why a file a user wrote could not be read as what it claims to be: the refusals that loading a
+/// chain and importing a ThingsBoard export share (each kind adds its own beside them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read: {0}")]
+    Io(String),
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Syntax { line: usize, column: usize, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileError {
+    /// A JSON syntax error, at serde_json's line and column.
+    pub fn syntax(error: &serde_json::Error, message: impl Into<String>) -> FileError {
+        FileError::Syntax { line: error.line(), column: error.column(), message: message.into() }
+    }
+}

@@ -1,42 +1,27 @@
-//! # Sluice: a rule engine for IoT telemetry with WebAssembly rule nodes
+//! # sluice-engine: the executor
 //!
-//! Modules in the order a message travels:
+//! What happens to a message once it is inside Sluice, in the order it happens:
 //!
-//! - [`sources`] turn input into messages with ack handles (each a [`sources::Source`], started
-//!   the same way with a [`sources::SourceContext`]);
-//! - [`flow`] routes them onto workers and through the chain;
-//! - [`chain`] is the graph they run through (loaded and validated from JSON);
-//! - [`runtime`] runs each node's WASM module in a sandbox, with the [`host`] services as its
-//!   only imports and [`state`] kept by the host;
-//! - [`sinks`] write results and ack them; [`connectors`] deliver action nodes' requests
-//!   (Kafka, MQTT, HTTP, files).
+//! - [`flow`] routes messages onto workers (one per core, ordered per originator) and through
+//!   the chain, fanning outputs out by relation, and tracks acks and watermarks;
+//! - [`chain`] is the graph they run through, loaded from its JSON spec and validated with
+//!   errors that name the file, node and field;
+//! - [`runtime`] runs each node's WebAssembly module in a sandbox (fuel-free deadlines, memory
+//!   caps), with the [`host`] services as its only imports;
+//! - [`state`] is what the host keeps for nodes: keyed state, windows, tables, timers, the
+//!   event-time watermarks, and the checkpoints they are restored from.
 //!
-//! [`app`] ties them together for `sluice run`, whatever the source (a file run is a service
-//! whose source ends); [`reload`] swaps new chain versions in while they run; [`admin`] shows status and metrics
-//! over HTTP and starts the reload control; [`toolchain`] builds and scaffolds rule crates;
-//! [`import`] turns ThingsBoard rule chains into chain files.
-//!
-//! Under all of them, [`core`] is the vocabulary they share (a message, its ack, the clock, a
-//! sink item, the connector contract, the metrics registry, located errors) and imports none of
-//! them. Imports only point down: the
-//! module graph has no cycle, and `tests/all/layers.rs` keeps it so.
+//! Where messages come from and go to is a crate above this one (`sluice-io`); what an action
+//! node's request reaches is one below (`sluice-connectors`), next to the shared vocabulary
+//! (`sluice-core`). Editing the executor rebuilds neither.
 
-pub mod admin;
-pub mod app;
 pub mod chain;
-pub mod config;
-pub mod connectors;
 pub mod flow;
 pub mod host;
-pub mod reload;
 pub mod runtime;
-pub mod sinks;
-pub mod sources;
 pub mod state;
-pub mod toolchain;
 
-pub use crate::core::message;
-/// The shared vocabulary, a crate of its own (`sluice-core`) so that it builds once for all.
-pub use sluice_core as core;
-/// ThingsBoard import, a crate of its own (`sluice-import`): it needs only the specs.
-pub use sluice_import as import;
+pub use chain::{Chain, ChainSpec, LoadError, Loader};
+pub use flow::{Pipeline, PipelineConfig, PipelineSender, RunStats};
+pub use runtime::{Module, ModuleError, Runtime};
+pub use state::kv::StateStore;

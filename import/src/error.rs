@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-pub use sluice_core::located::Located;
+pub use sluice_core::located::{FileError, Located};
 
 /// Why an export could not be imported: where ([`Located`]: file, place, field), and what. A
 /// node class Sluice lacks is *not* an error (it becomes a placeholder, listed in the report); a
@@ -13,19 +13,16 @@ pub type ImportError = Located<ImportErrorKind>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportErrorKind {
-    #[error("cannot read: {0}")]
-    Io(String),
-    #[error("invalid JSON at line {line}, column {column}: {message}")]
-    Syntax { line: usize, column: usize, message: String },
-    #[error("{0}")]
-    Invalid(String),
+    /// Unreadable, not JSON, or not what the file claims to be.
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
     #[error("{0} unsupported node(s) and --strict (see the report)")]
     Strict(usize),
 }
 
-/// An [`ImportErrorKind::Invalid`] error about `file`.
+/// An invalid-content error ([`FileError::Invalid`]) about `file`.
 pub(crate) fn invalid(file: impl Into<PathBuf>, message: impl Into<String>) -> ImportError {
-    ImportError::new(file, ImportErrorKind::Invalid(message.into()))
+    ImportError::new(file, ImportErrorKind::File(FileError::Invalid(message.into())))
 }

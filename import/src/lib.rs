@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use sluice_core::spec::ChainSpec;
 
-pub use error::{ImportError, ImportErrorKind};
+pub use error::{FileError, ImportError, ImportErrorKind};
 pub use report::{ChainReport, FileReport, Finding, FindingKind, Report};
 
 pub(crate) const FAILURE: &str = "Failure";
@@ -86,10 +86,10 @@ impl Names {
 
 /// Reads `path` as JSON, with the line and column of a syntax error.
 fn read_json(path: &Path) -> Result<Value, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::new(path, ImportErrorKind::Io(e.to_string())))?;
-    serde_json::from_str(&text).map_err(|e| {
-        ImportError::new(path, ImportErrorKind::Syntax { line: e.line(), column: e.column(), message: e.to_string() })
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ImportError::new(path, ImportErrorKind::File(FileError::Io(e.to_string()))))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ImportError::new(path, ImportErrorKind::File(FileError::syntax(&e, e.to_string()))))
 }
 
 /// Which kind of export `value` is.

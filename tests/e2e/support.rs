@@ -23,7 +23,7 @@ pub fn sluice_bin() -> &'static Path {
         }
         let status = build
             .current_dir(repo())
-            .args(["build", "--quiet", "-p", "sluice-engine", "--bin", "sluice"])
+            .args(["build", "--quiet", "-p", "sluice", "--bin", "sluice"])
             .status()
             .expect("cargo build");
         assert!(status.success(), "building sluice failed");

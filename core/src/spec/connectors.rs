@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A destination for action nodes' requests (see `engine/src/connectors`): what it is
+/// A destination for action nodes' requests (see `connectors/src`): what it is
 /// (`type` and its fields) and how calls to it are made (timeout, retries, circuit breaker —
 /// the same keys for every kind).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -58,7 +58,7 @@ pub enum ConnectorKind {
 
 /// How calls to a connector are made: each attempt's timeout, retries with exponential
 /// backoff and jitter, and a circuit breaker. Every key is optional; the defaults are in
-/// `engine/src/connectors/policy.rs`.
+/// `connectors/src/policy.rs`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallPolicySpec {

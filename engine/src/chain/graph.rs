@@ -24,9 +24,9 @@ pub struct Chain {
     pub event_time: EventTimeSpec,
     pub time_field: TimeField,
     /// How flat input records become messages (`input`).
-    pub input: crate::core::input::InputForm,
+    pub input: sluice_core::input::InputForm,
     /// The flight recorder's settings (the root chain file's `record`).
-    pub record: crate::core::spec::RecordSpec,
+    pub record: sluice_core::spec::RecordSpec,
     /// Rule nodes upstream first (index order where connections form a cycle): windows fire in
     /// this order, so results of an upstream window reach a downstream one before it closes.
     pub fire_order: Vec<NodeIdx>,
@@ -71,8 +71,8 @@ pub enum SinkKind {
 impl Chain {
     /// The connectors granted to this chain's nodes (nested chains' included), each once, by
     /// name: what `/metrics` and the run summary report on.
-    pub fn connectors(&self) -> Vec<crate::connectors::Granted> {
-        let mut seen: Vec<crate::connectors::Granted> = Vec::new();
+    pub fn connectors(&self) -> Vec<sluice_connectors::Granted> {
+        let mut seen: Vec<sluice_connectors::Granted> = Vec::new();
         for node in &self.nodes {
             if let NodeKind::Rule(RuleNode { connector: Some(granted), .. }) = &node.kind
                 && !seen.iter().any(|g| Arc::ptr_eq(&g.connector, &granted.connector))

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::error::{LoadError, LoadErrorKind};
+use super::error::{FileError, LoadError, LoadErrorKind};
 use super::graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
 use super::spec::{ChainSpec, NodeSpec};
-use crate::connectors::Granted;
 use crate::runtime::{Limits, Module, NodeErrorKind, Runtime};
 use crate::state::time::TimeField;
+use sluice_connectors::Granted;
 
 /// Loads chains, resolving built-in module names in `module_dirs`.
 pub struct Loader<'r> {
@@ -56,17 +56,18 @@ impl<'r> Loader<'r> {
         let cycle = find_cycle(&nodes);
         let max_hops = match (spec.max_hops, cycle) {
             (Some(0), _) => {
-                return Err(LoadError::new(file, LoadErrorKind::Invalid("must be at least 1".into())).field("maxHops"));
+                return Err(LoadError::new(file, LoadErrorKind::File(FileError::Invalid("must be at least 1".into())))
+                    .field("maxHops"));
             }
             (Some(n), _) => n,
             (None, Some(cycle)) => {
                 let path: Vec<_> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
                 return Err(LoadError::new(
                     file,
-                    LoadErrorKind::Invalid(format!(
+                    LoadErrorKind::File(FileError::Invalid(format!(
                         "connections form a cycle ({}) and `maxHops` does not bound it",
                         path.join(" → ")
-                    )),
+                    ))),
                 )
                 .node(path[0])
                 .field("connections"));
@@ -74,10 +75,12 @@ impl<'r> Loader<'r> {
             (None, None) => nodes.len() as u32 + 1,
         };
         let event_time = spec.event_time.clone().unwrap_or_default();
-        let time_field = TimeField::parse(&event_time.from)
-            .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("eventTime.from"))?;
-        let input = crate::core::input::InputForm::new(spec.input.as_ref())
-            .map_err(|msg| LoadError::new(file, LoadErrorKind::Invalid(msg)).field("input.originator"))?;
+        let time_field = TimeField::parse(&event_time.from).map_err(|msg| {
+            LoadError::new(file, LoadErrorKind::File(FileError::Invalid(msg))).field("eventTime.from")
+        })?;
+        let input = sluice_core::input::InputForm::new(spec.input.as_ref()).map_err(|msg| {
+            LoadError::new(file, LoadErrorKind::File(FileError::Invalid(msg))).field("input.originator")
+        })?;
         Ok(Chain {
             file: file.to_path_buf(),
             files,
@@ -98,7 +101,8 @@ impl<'r> Loader<'r> {
 
     /// Reads the spec of `file` without loading modules (for tools that only inspect chains).
     pub fn read_spec(file: &Path) -> Result<ChainSpec, LoadError> {
-        let text = std::fs::read_to_string(file).map_err(|e| LoadError::new(file, LoadErrorKind::Io(e.to_string())))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| LoadError::new(file, LoadErrorKind::File(FileError::Io(e.to_string()))))?;
         parse_spec(file, &text)
     }
 
@@ -113,13 +117,13 @@ impl<'r> Loader<'r> {
         nodes: &mut Vec<GraphNode>,
     ) -> Result<(ChainSpec, NodeIdx), LoadError> {
         let spec = Self::read_spec(file)?;
-        let invalid = |msg: String| LoadError::new(file, LoadErrorKind::Invalid(msg));
+        let invalid = |msg: String| LoadError::new(file, LoadErrorKind::File(FileError::Invalid(msg)));
         let base = nodes.len();
         let chain_dir = file.parent().unwrap_or(Path::new("."));
         let mut connectors = HashMap::new();
         for (name, connector) in &spec.connectors {
             let connector = self.overrides.get(name).unwrap_or(connector);
-            let opened = crate::connectors::open(name, connector, chain_dir)
+            let opened = sluice_connectors::open(name, connector, chain_dir)
                 .map_err(|e| invalid(e.to_string()).field(format!("connectors.{name}")))?;
             connectors.insert(name.clone(), Granted { name: name.as_str().into(), connector: opened });
         }
@@ -208,9 +212,9 @@ impl<'r> Loader<'r> {
                 let known = if declared.is_empty() { "none".to_string() } else { declared.join(", ") };
                 Err(LoadError::new(
                     file,
-                    LoadErrorKind::Invalid(format!(
+                    LoadErrorKind::File(FileError::Invalid(format!(
                         "connector `{name}` is not declared under `connectors` (declared: {known})"
-                    )),
+                    ))),
                 )
                 .node(&node.id)
                 .field("connector"))
@@ -229,22 +233,27 @@ impl<'r> Loader<'r> {
         let at = |kind| LoadError::new(file, kind).node(&node.id);
         if let Some(sink) = &node.sink {
             return SinkKind::parse(sink).map(NodeKind::Sink).ok_or_else(|| {
-                at(LoadErrorKind::Invalid(format!("unknown sink `{sink}` (known: {})", SinkKind::NAMES.join(", "))))
-                    .field("sink")
+                at(LoadErrorKind::File(FileError::Invalid(format!(
+                    "unknown sink `{sink}` (known: {})",
+                    SinkKind::NAMES.join(", ")
+                ))))
+                .field("sink")
             });
         }
         if let Some(sub) = &node.chain {
             let path = relative_to(file, sub);
             if including.contains(&canonical(&path)) {
-                return Err(at(LoadErrorKind::Invalid(format!(
+                return Err(at(LoadErrorKind::File(FileError::Invalid(format!(
                     "`{sub}` includes itself (directly or through others)"
-                )))
+                ))))
                 .field("chain"));
             }
             if !path.exists() {
-                return Err(
-                    at(LoadErrorKind::Invalid(format!("nested chain `{}` not found", path.display()))).field("chain")
-                );
+                return Err(at(LoadErrorKind::File(FileError::Invalid(format!(
+                    "nested chain `{}` not found",
+                    path.display()
+                ))))
+                .field("chain"));
             }
             let prefix = format!("{}/", nodes[idx].id);
             let (_, entry) = self.add_chain(&path, &prefix, Some(idx), including, nodes)?;
@@ -252,10 +261,11 @@ impl<'r> Loader<'r> {
         }
         let name = node.module.as_deref().unwrap_or_default();
         let limits = Limits::from_spec(node.limits.as_ref())
-            .map_err(|(field, msg)| at(LoadErrorKind::Invalid(msg)).field(field))?;
+            .map_err(|(field, msg)| at(LoadErrorKind::File(FileError::Invalid(msg))).field(field))?;
         let module = self.module(file, name).map_err(|kind| at(kind).field("module"))?;
-        let config = serde_json::to_vec(&node.config)
-            .map_err(|e| at(LoadErrorKind::Invalid(format!("cannot be serialized: {e}"))).field("config"))?;
+        let config = serde_json::to_vec(&node.config).map_err(|e| {
+            at(LoadErrorKind::File(FileError::Invalid(format!("cannot be serialized: {e}")))).field("config")
+        })?;
         self.check_init(&module, &nodes[idx].id, &config, limits).map_err(|(field, kind)| at(kind).field(field))?;
         Ok(NodeKind::Rule(RuleNode { module, config, limits, connector: None }))
     }
@@ -318,10 +328,7 @@ impl<'r> Loader<'r> {
 /// where the path is inside `nodes[i]`, that node's id.
 fn parse_spec(file: &Path, text: &str) -> Result<ChainSpec, LoadError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        LoadError::new(
-            file,
-            LoadErrorKind::Syntax { line: e.line(), column: e.column(), message: strip_position(&e.to_string()) },
-        )
+        LoadError::new(file, LoadErrorKind::File(FileError::syntax(&e, strip_position(&e.to_string()))))
     })?;
     serde_path_to_error::deserialize::<_, ChainSpec>(&value).map_err(|err| {
         let path = err.path().to_string();
@@ -332,7 +339,7 @@ fn parse_spec(file: &Path, text: &str) -> Result<ChainSpec, LoadError> {
         {
             field = if field.is_empty() { rest[..end].to_string() } else { format!("{field}.{}", &rest[..end]) };
         }
-        let mut error = LoadError::new(file, LoadErrorKind::Invalid(message));
+        let mut error = LoadError::new(file, LoadErrorKind::File(FileError::Invalid(message)));
         if let Some(node) = node_of(&value, &field) {
             error = error.node(node);
         }

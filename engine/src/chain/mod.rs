@@ -6,7 +6,7 @@ pub mod graph;
 pub mod load;
 pub mod spec;
 
-pub use error::{LoadError, LoadErrorKind};
+pub use error::{FileError, LoadError, LoadErrorKind};
 pub use graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
 pub use load::Loader;
 pub use spec::{ChainSpec, ConnectionSpec, LimitsSpec, NodeSpec};

@@ -24,14 +24,14 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-pub use crate::core::ack::{Ack, AckCounter, AckTarget};
 pub use progress::{Progress, ProgressToken};
+pub use sluice_core::ack::{Ack, AckCounter, AckTarget};
 pub use stats::{LiveStats, NodeStats, Problems, RunStats};
 
 use crate::chain::Chain;
-use crate::core::Clock;
 use crate::runtime::Runtime;
 use crate::state::StateStore;
+use sluice_core::Clock;
 pub use worker::NodeHealth;
 use worker::Worker;
 
@@ -70,7 +70,7 @@ pub struct StateCheckError {
 /// source stamped on it.
 #[derive(Debug)]
 pub struct Envelope {
-    pub msg: Arc<crate::core::message::Message>,
+    pub msg: Arc<sluice_core::message::Message>,
     pub key: u64,
     pub ack: Ack,
     /// The combined watermark as of this message: windows close by it (see [`Progress`]).
@@ -90,7 +90,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(msg: Arc<crate::core::message::Message>, key: u64, ack: Ack) -> Self {
+    pub fn new(msg: Arc<sluice_core::message::Message>, key: u64, ack: Ack) -> Self {
         Envelope {
             msg,
             key,
@@ -148,10 +148,10 @@ pub const BATCH: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct Sinks {
     /// The run's output (`sink: "output"`); `None` discards (still counted).
-    pub output: Option<crate::core::SinkSender>,
+    pub output: Option<sluice_core::SinkSender>,
     /// Where a `Failure` with no connection to take it goes, with `metadata.error` (`None`:
     /// logged and counted only).
-    pub dead_letter: Option<crate::core::SinkSender>,
+    pub dead_letter: Option<sluice_core::SinkSender>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,7 +342,7 @@ impl Batcher {
     /// Adds `envelope` to its worker's batch (tracked as the batch's first, or covered by it);
     /// returns the worker. A source that stamps envelopes under a lock (the feed) enqueues
     /// under it too, so that the batch's token is issued before any later stamp can be.
-    pub(crate) fn enqueue(&mut self, mut envelope: Envelope) -> usize {
+    pub fn enqueue(&mut self, mut envelope: Envelope) -> usize {
         let i = (envelope.key % self.inboxes.len() as u64) as usize;
         if self.pending[i].is_empty() {
             if envelope.progress.is_none() {
@@ -357,18 +357,18 @@ impl Batcher {
     }
 
     /// Whether worker `i`'s batch is full: time to [`Batcher::send`] it.
-    pub(crate) fn full(&self, i: usize) -> bool {
+    pub fn full(&self, i: usize) -> bool {
         self.pending[i].len() >= BATCH
     }
 
     /// Hands worker `i`'s batch over, waiting for room.
-    pub(crate) async fn send(&mut self, i: usize) -> Result<(), Closed> {
+    pub async fn send(&mut self, i: usize) -> Result<(), Closed> {
         let batch = self.take(i);
         self.inboxes[i].send(batch).await.map_err(|_| Closed)
     }
 
     /// [`Batcher::send`] from a thread outside the async runtime.
-    pub(crate) fn send_blocking(&mut self, i: usize) -> Result<(), Closed> {
+    pub fn send_blocking(&mut self, i: usize) -> Result<(), Closed> {
         let batch = self.take(i);
         self.inboxes[i].blocking_send(batch).map_err(|_| Closed)
     }

@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::chain::Chain;
-use crate::core::message::Message;
-use crate::core::spec::RecordSpec;
 use crate::host::Relation;
+use sluice_core::message::Message;
+use sluice_core::spec::RecordSpec;
 
 /// What a recorded call was handed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -22,10 +22,10 @@ use super::recorder::{Body, Recorder};
 use super::worker::Worker;
 use super::{Envelope, Sinks};
 use crate::chain::{Chain, NodeKind};
-use crate::core::{Ack, SinkItem};
 use crate::runtime::Runtime;
 use crate::state::StateStore;
 use crate::state::checkpoint::{Captured, Checkpoints, SourcePosition};
+use sluice_core::{Ack, SinkItem};
 
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub fn replay(
     let idx = chain.find(node).ok_or_else(|| ReplayError::NoNode { node: node.into(), file: chain.file.clone() })?;
     chain.entry = idx;
     chain.record =
-        crate::core::spec::RecordSpec { enabled: true, events: 1000, failures: 1000, max_body_bytes: 1 << 20 };
+        sluice_core::spec::RecordSpec { enabled: true, events: 1000, failures: 1000, max_body_bytes: 1 << 20 };
     for n in &mut chain.nodes {
         n.record = true;
         if !live && let NodeKind::Rule(rule) = &mut n.kind {
@@ -79,7 +79,7 @@ pub fn replay(
     let recorder = Recorder::new(1, chain.record.clone());
     let chain = Arc::new(chain);
     let mut worker = Worker::standalone_with_state(runtime, chain.clone(), sinks, copy).recording(recorder.clone(), 0);
-    let msg: crate::core::message::Message = input.into();
+    let msg: sluice_core::message::Message = input.into();
     let key = Envelope::key_of(msg.entity_type(), msg.name());
     worker.process(Envelope::new(Arc::new(msg), key, Ack::none()));
     drop(worker);

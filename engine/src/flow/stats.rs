@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::core::metrics::{DynamicFamily, Metrics, Sample};
 use crate::state::StateStore;
+use sluice_core::metrics::{DynamicFamily, Metrics, Sample};
 
 /// Counts for one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -69,8 +69,8 @@ impl Latency {
     }
 
     /// As the metrics registry renders it.
-    pub fn histogram(&self) -> crate::core::metrics::Histogram {
-        crate::core::metrics::Histogram {
+    pub fn histogram(&self) -> sluice_core::metrics::Histogram {
+        sluice_core::metrics::Histogram {
             counts: self.buckets[..LATENCY_BOUNDS.len()].to_vec(),
             count: self.buckets.iter().sum(),
             sum: self.sum_ns as f64 / 1e9,
@@ -234,7 +234,7 @@ impl LiveStats {
             });
         }
         let (live, label) = (self.clone(), chain.to_string());
-        metrics.register_histogram(crate::core::metrics::HistogramFamily {
+        metrics.register_histogram(sluice_core::metrics::HistogramFamily {
             name: "sluice_node_call_seconds",
             help: "How long the node's calls took (recorded nodes: see `record`).",
             bounds: &LATENCY_BOUNDS,

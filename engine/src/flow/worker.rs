@@ -11,20 +11,20 @@ use std::sync::{Arc, Barrier};
 use bytes::Bytes;
 use sluice_sdk::TbMsg;
 
-use crate::core::message::Message;
+use sluice_core::message::Message;
 use tokio::sync::mpsc;
 
 use super::progress::Progress;
 use super::stats::{NodeStats, RunStats};
 use super::{Ack, Envelope, Sinks};
 use crate::chain::{Chain, NodeIdx, NodeKind, RuleNode, SinkKind};
-use crate::core::Clock;
-use crate::core::SinkItem;
 use crate::host::{Emitted, Relation};
 use crate::runtime::{HostEnv, NodeError, NodeErrorKind, NodeInstance, Runtime};
 use crate::state::time::NO_WATERMARK;
 use crate::state::window::{Closed, ClosedWindow, Timer};
 use crate::state::{NodeWindows, StateStore};
+use sluice_core::Clock;
+use sluice_core::SinkItem;
 use sluice_sdk::relation::FAILURE;
 
 /// Crash bookkeeping shared by every worker's instance of a node.

@@ -3,7 +3,7 @@
 
 use wasmtime::{Caller, Linker};
 
-pub use crate::core::Clock;
+pub use sluice_core::Clock;
 
 /// Adds `now_ms`; `clock` projects the store's data into the node's clock.
 pub fn add_to_linker<T, F>(linker: &mut Linker<T>, clock: F) -> wasmtime::Result<()>

@@ -102,17 +102,17 @@ impl Default for Call {
 /// An action node's part: its connector, and what a call to it may spend.
 pub struct Action {
     /// The connector the chain granted this node (`action_call`), if any.
-    pub granted: Option<crate::connectors::Granted>,
+    pub granted: Option<sluice_connectors::Granted>,
     /// The current call's deadline and the time it spent blocked in host calls.
     pub budget: action::Budget,
     /// The ack handle of the message being handled: a connector that delivers asynchronously
     /// (Kafka) holds a clone until the broker confirms, so the source commits only then.
-    pub ack: crate::core::Ack,
+    pub ack: sluice_core::Ack,
 }
 
 impl Default for Action {
     fn default() -> Self {
-        Action { granted: None, budget: action::Budget::default(), ack: crate::core::Ack::none() }
+        Action { granted: None, budget: action::Budget::default(), ack: sluice_core::Ack::none() }
     }
 }
 

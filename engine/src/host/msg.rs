@@ -18,7 +18,7 @@ use sluice_sdk::TbMsg;
 use sluice_sdk::msg::field;
 use wasmtime::{Caller, Linker};
 
-use crate::core::message::Message;
+use sluice_core::message::Message;
 
 use super::{Call, GuestData, slice, split};
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::{Engine, Module};
 
 /// SHA-256 of the module bytes, hex.
-pub use crate::core::content_hash;
+pub use sluice_core::content_hash;
 
 /// Where compiled modules are kept: `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice/modules`,
 /// else `~/.cache/sluice/modules`.
@@ -63,15 +63,16 @@ impl DiskCache {
     }
 }
 
-fn store(path: &Path, module: &Module) -> anyhow::Result<()> {
-    let dir = path.parent().ok_or_else(|| anyhow::anyhow!("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
+fn store(path: &Path, module: &Module) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     // Unique per call, not only per process: two threads compiling the same module at once
     // (two workers, a reload) must not write into one temp file and rename it half-written.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
-    let bytes = module.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let bytes = module.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

@@ -146,7 +146,7 @@ impl NodeInstance {
     /// replaces it).
     pub fn call(
         &mut self,
-        msg: &Arc<crate::core::message::Message>,
+        msg: &Arc<sluice_core::message::Message>,
         outputs: &mut Vec<(Relation, Emitted)>,
     ) -> Result<(), NodeError> {
         self.begin(Input::Msg(msg.clone()), self.deadline);
@@ -164,7 +164,7 @@ impl NodeInstance {
     /// instance must not keep a message pending).
     /// Only a node with a connector uses it (an action holds the message's ack while it
     /// waits): for any other the handle is not cloned, which saves a contended count a call.
-    pub fn set_ack(&mut self, ack: &crate::core::Ack) {
+    pub fn set_ack(&mut self, ack: &sluice_core::Ack) {
         let host = self.store.data_mut();
         if host.action.granted.is_some() {
             host.action.ack = ack.clone();

@@ -101,7 +101,7 @@ pub struct RuleNode {
     pub config: Vec<u8>,
     pub limits: Limits,
     /// The connector the chain grants this node's actions (`"connector"` on the node).
-    pub connector: Option<crate::connectors::Granted>,
+    pub connector: Option<sluice_connectors::Granted>,
 }
 
 /// What an instance gets from where it runs: the node it runs as (for logs and errors), that
@@ -204,7 +204,7 @@ impl Runtime {
         config: &[u8],
         limits: Limits,
         env: HostEnv,
-        action: Option<crate::connectors::Granted>,
+        action: Option<sluice_connectors::Granted>,
     ) -> Result<NodeInstance, NodeError> {
         let mut host = HostState::new(env.node, limits.memory_bytes, env.state, env.clock);
         host.action.granted = action;

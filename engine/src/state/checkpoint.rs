@@ -260,7 +260,7 @@ impl Checkpoints {
 /// The checkpoint file of a chain: one per chain file, under the state directory.
 pub fn path_for(dir: &std::path::Path, chain: &std::path::Path) -> PathBuf {
     let canonical = chain.canonicalize().unwrap_or_else(|_| chain.to_path_buf());
-    let hash = crate::core::content_hash(canonical.display().to_string().as_bytes());
+    let hash = sluice_core::content_hash(canonical.display().to_string().as_bytes());
     let stem = chain.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "chain".into());
     dir.join(format!("{stem}-{}.redb", &hash[..12]))
 }

@@ -93,7 +93,7 @@ impl TimeField {
 
     /// The event time of `msg` (`now` for arrival time, or when the field is missing or not a
     /// number of milliseconds).
-    pub fn event_time(&self, msg: &crate::core::message::Message, now: i64) -> i64 {
+    pub fn event_time(&self, msg: &sluice_core::message::Message, now: i64) -> i64 {
         match self {
             TimeField::Ts => msg.ts(),
             TimeField::Arrival => now,
@@ -623,7 +623,7 @@ mod tests {
 
     #[test]
     fn time_fields() {
-        let msg: crate::core::message::Message =
+        let msg: sluice_core::message::Message =
             sluice_sdk::TbMsg::telemetry("d", serde_json::json!({"t": "1500"})).with_ts(7).with_meta("m", "9").into();
         assert_eq!(TimeField::parse("ts").unwrap().event_time(&msg, 0), 7);
         assert_eq!(TimeField::parse("data.t").unwrap().event_time(&msg, 0), 1500);
