@@ -6,8 +6,11 @@
 //!   generation, 422 with the load error naming file, node and field;
 //! - `GET /metrics`: counters in the Prometheus text format.
 //!
-//! It binds wherever it is told; keep it on loopback or behind the platform's network policy —
-//! it has no authentication, like most metrics endpoints.
+//! It shows message contents (the flight recorder), reloads the chain and replays messages, so it
+//! is not open to anyone who can reach it: without a token it binds loopback only, and with a
+//! token (`[admin] token = "${SLUICE_ADMIN_TOKEN}"`, `--admin-token`) every request, `/metrics`
+//! included, must carry `Authorization: Bearer TOKEN` or gets 401. Prometheus sends one with its
+//! scrape config's `authorization` block.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,16 +31,30 @@ struct Admin {
     recorder: Option<crate::flow::recorder::Recorder>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("admin endpoint on {addr}: {source}")]
-pub struct AdminError {
-    addr: SocketAddr,
-    source: std::io::Error,
+/// Where the admin endpoint listens, and the token it requires.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
 }
 
-/// Binds `addr` and serves until the runtime stops; returns the bound address (port 0 picks one).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin endpoint on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "admin endpoint on {addr}: an address other than loopback needs a token ([admin] token, \
+         --admin-token or SLUICE_ADMIN_TOKEN): the endpoint shows message contents and reloads the chain"
+    )]
+    NoToken { addr: SocketAddr },
+    #[error("admin endpoint on {addr}: the token is empty")]
+    EmptyToken { addr: SocketAddr },
+}
+
+/// Binds `listen.addr` and serves until the runtime stops; returns the bound address (port 0
+/// picks one).
 pub async fn serve(
-    addr: SocketAddr,
+    listen: Listen,
     reloader: Arc<Reloader>,
     metrics: Metrics,
     recorder: Option<crate::flow::recorder::Recorder>,
@@ -68,6 +85,12 @@ pub async fn serve(
             disabled.status().disabled_nodes.into_iter().map(|node| (vec![("node", node)], 1.0)).collect()
         }),
     });
+    let Listen { addr, token } = listen;
+    match &token {
+        None if !addr.ip().is_loopback() => return Err(AdminError::NoToken { addr }),
+        Some(t) if t.trim().is_empty() => return Err(AdminError::EmptyToken { addr }),
+        _ => {}
+    }
     let app = Router::new()
         .route("/status", get(status))
         .route("/reload", post(reload))
@@ -75,8 +98,12 @@ pub async fn serve(
         .route("/nodes/{id}/events", get(node_events))
         .route("/nodes/{id}/replay", post(replay_node))
         .with_state(Admin { reloader, metrics, recorder });
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| AdminError { addr, source })?;
+    let app = match token {
+        Some(token) => app.layer(axum::middleware::from_fn_with_state(Arc::<str>::from(token), bearer)),
+        None => app,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
     tracing::info!(%bound, "admin endpoint: GET /status, POST /reload, GET /metrics");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -84,6 +111,29 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// Lets a request through only with `Authorization: Bearer TOKEN` (compared in constant time).
+async fn bearer(
+    State(token): State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use subtle::ConstantTimeEq;
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({"error": "this admin endpoint needs its token: Authorization: Bearer TOKEN (sluice: --token or SLUICE_ADMIN_TOKEN)"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn status(State(admin): State<Admin>) -> Json<crate::reload::ReloadStatus> {
@@ -239,7 +289,7 @@ impl Control {
     pub async fn start(
         reloader: Reloader,
         options: &ReloadOptions,
-        admin: Option<std::net::SocketAddr>,
+        admin: Option<Listen>,
         metrics: Metrics,
         recorder: Option<crate::flow::recorder::Recorder>,
     ) -> Result<Control, ControlError> {
@@ -247,7 +297,7 @@ impl Control {
         let watcher = if options.watch { Some(crate::reload::watch(reloader.clone(), options)?) } else { None };
         crate::reload::reload_on_sighup(reloader.clone());
         let admin = match admin {
-            Some(addr) => Some(serve(addr, reloader.clone(), metrics, recorder).await?),
+            Some(listen) => Some(serve(listen, reloader.clone(), metrics, recorder).await?),
             None => None,
         };
         Ok(Control { reloader, admin, _watcher: watcher })

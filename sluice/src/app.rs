@@ -74,6 +74,8 @@ pub struct AppOptions {
     pub reload: crate::reload::ReloadOptions,
     /// Where the admin endpoint listens (`None`: no endpoint).
     pub admin: Option<std::net::SocketAddr>,
+    /// The bearer token the admin endpoint requires (required off loopback).
+    pub admin_token: Option<String>,
 }
 
 impl AppOptions {
@@ -94,6 +96,7 @@ impl AppOptions {
             dir: PathBuf::from("."),
             reload: crate::reload::ReloadOptions { watch: false, ..Default::default() },
             admin: None,
+            admin_token: None,
         }
     }
 }
@@ -239,9 +242,15 @@ pub async fn run(
         options.reload.retention,
     );
     let recorder = Some(pipeline.recorder());
-    let control = crate::admin::Control::start(reloader, &options.reload, options.admin, metrics.clone(), recorder)
-        .await
-        .map_err(|e| AppError::Start(std::io::Error::other(e.to_string())))?;
+    let control = crate::admin::Control::start(
+        reloader,
+        &options.reload,
+        options.admin.map(|addr| crate::admin::Listen { addr, token: options.admin_token.clone() }),
+        metrics.clone(),
+        recorder,
+    )
+    .await
+    .map_err(|e| AppError::Start(std::io::Error::other(e.to_string())))?;
 
     let clock = options.pipeline.clock.clone();
     let watermarks = match &restored {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +13,7 @@ use sluice::chain::Loader;
 use sluice::config::OutputSpec;
 use sluice::flow::PipelineConfig;
 use sluice::runtime::Runtime;
-use sluice::sources::jsonl::{JsonLinesError, JsonLinesSource, Stream};
+use sluice::sources::jsonl::{JsonLinesError, JsonLinesSource, JsonLinesStats, Stream};
 use sluice::sources::{Source, SourceError};
 use sluice::toolchain;
 
@@ -22,6 +23,17 @@ use sluice::toolchain;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on stderr are written: `text` for people, `json` (one object a line,
+    /// with the event's fields) for log shippers. The level: `SLUICE_LOG` (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,15 +55,13 @@ pub enum Command {
     /// Ask a running `sluice run --admin ADDR` to reload its chain now; prints the new version
     /// or the error that kept the old one running (exit code 1).
     Reload {
-        /// The admin endpoint (`host:port`).
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Show a running engine's chain version and last reload error.
     Status {
-        /// The admin endpoint (`host:port`).
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Convert other engines' rule chains into Sluice chain files.
     #[command(subcommand)]
@@ -61,9 +71,8 @@ pub enum Command {
     /// action executed (unless `--live`), nothing written. Prints what the node and the nodes
     /// after it output.
     Replay {
-        /// The admin endpoint (`host:port`).
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// The node (its id, as in the chain file).
         #[arg(long)]
         node: String,
@@ -166,9 +175,14 @@ pub struct RunArgs {
     /// every other section applies as well.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Serve `GET /status`, `POST /reload` and `GET /metrics` on this address.
+    /// Serve `GET /status`, `POST /reload`, `GET /metrics` and the flight recorder on this
+    /// address. Anything but loopback needs `--admin-token`.
     #[arg(long, value_name = "HOST:PORT")]
     pub admin: Option<std::net::SocketAddr>,
+    /// The bearer token every admin request must carry (`Authorization: Bearer TOKEN`): the
+    /// endpoint shows message contents, reloads the chain and replays messages.
+    #[arg(long, value_name = "TOKEN", env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Do not watch the chain and module files (SIGHUP and `sluice reload` still reload).
     #[arg(long)]
     pub no_watch: bool,
@@ -221,10 +235,10 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&sluice::chain::spec::schema())?);
             Ok(0)
         }
-        Command::Reload { admin } => admin_call(&admin, "POST", "/reload"),
-        Command::Status { admin } => admin_call(&admin, "GET", "/status"),
+        Command::Reload { admin } => admin_call(&admin.client(), "POST", "/reload"),
+        Command::Status { admin } => admin_call(&admin.client(), "GET", "/status"),
         Command::Replay { admin, node, event, failure, chain, live } => {
-            replay(&admin, &node, failure.map_or(("events", event), |n| ("failures", n)), chain, live)
+            replay(&admin.client(), &node, failure.map_or(("events", event), |n| ("failures", n)), chain, live)
         }
     }
 }
@@ -232,13 +246,12 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
 /// `sluice replay`: the recorded input from `GET /nodes/ID/events`, run by `POST
 /// /nodes/ID/replay`; the answer on stdout.
 fn replay(
-    admin: &str,
+    admin: &AdminClient,
     node: &str,
     (list, n): (&str, usize),
     chain: Option<PathBuf>,
     live: bool,
 ) -> anyhow::Result<i32> {
-    let client = reqwest::blocking::Client::new();
     // A node id may hold `/` (a nested chain's node): one path segment, encoded.
     let segment: String = node
         .bytes()
@@ -250,8 +263,7 @@ fn replay(
             }
         })
         .collect();
-    let url = format!("http://{admin}/nodes/{segment}/events");
-    let (ok, recorded) = json_answer(client.get(&url), &url)?;
+    let (ok, recorded) = admin.call("GET", &format!("/nodes/{segment}/events"), None)?;
     if !ok {
         eprintln!("error: {}", recorded["error"].as_str().unwrap_or(&recorded.to_string()));
         return Ok(1);
@@ -275,9 +287,7 @@ fn replay(
     }
     let chain = chain.map(|c| c.canonicalize().unwrap_or(c));
     let body = serde_json::json!({"input": input, "chain": chain, "live": live});
-    let url = format!("http://{admin}/nodes/{segment}/replay");
-    let request = client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
-    let (ok, answer) = json_answer(request, &url)?;
+    let (ok, answer) = admin.call("POST", &format!("/nodes/{segment}/replay"), Some(body))?;
     if !ok {
         eprintln!("error: {}", answer["error"].as_str().unwrap_or(&answer.to_string()));
         return Ok(1);
@@ -289,22 +299,61 @@ fn replay(
     Ok(0)
 }
 
-/// Sends `request` to the admin endpoint (`url`, for errors): whether it succeeded, and its
-/// JSON answer.
-fn json_answer(request: reqwest::blocking::RequestBuilder, url: &str) -> anyhow::Result<(bool, serde_json::Value)> {
-    let response = request.send().with_context(|| format!("cannot reach the admin endpoint {url}"))?;
-    let ok = response.status().is_success();
-    let text = response.text().with_context(|| format!("{url}: no answer"))?;
-    let body = serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
-    Ok((ok, body))
+/// Where a running engine's admin endpoint is, for `sluice reload`, `status` and `replay`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The admin endpoint (`host:port`).
+    #[arg(long)]
+    admin: String,
+    /// The endpoint's bearer token, when it has one.
+    #[arg(long, value_name = "TOKEN", env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(self) -> AdminClient {
+        AdminClient {
+            base: format!("http://{}", self.admin),
+            token: self.token,
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+}
+
+/// Requests to a running engine's admin endpoint, with its token.
+struct AdminClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl AdminClient {
+    /// Sends one request (a JSON `body` for a POST): whether it succeeded, and its JSON answer.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(bool, serde_json::Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut request = if method == "POST" { self.http.post(&url) } else { self.http.get(&url) };
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
+        }
+        let response = request.send().with_context(|| format!("cannot reach the admin endpoint {url}"))?;
+        let ok = response.status().is_success();
+        let text = response.text().with_context(|| format!("{url}: no answer"))?;
+        let body = serde_json::from_str(&text).with_context(|| format!("{url}: not a JSON answer: {text}"))?;
+        Ok((ok, body))
+    }
 }
 
 /// One request to a running engine's admin endpoint; its JSON answer on stdout.
-fn admin_call(admin: &str, method: &str, path: &str) -> anyhow::Result<i32> {
-    let url = format!("http://{admin}{path}");
-    let client = reqwest::blocking::Client::new();
-    let request = if method == "POST" { client.post(&url) } else { client.get(&url) };
-    let (ok, body) = json_answer(request, &url)?;
+fn admin_call(admin: &AdminClient, method: &str, path: &str) -> anyhow::Result<i32> {
+    let (ok, body) = admin.call(method, path, None)?;
     if ok {
         println!("{}", serde_json::to_string_pretty(&body)?);
         Ok(0)
@@ -448,9 +497,21 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         Some((config, path)) => (config, path.parent().map(Path::to_path_buf).unwrap_or_default()),
         None => Default::default(),
     };
+    let mut progress = None;
     let source: Box<dyn Source> = match &config.source {
         Some(spec) => sluice::sources::from_spec(spec.clone(), &config_dir),
-        None => Box::new(JsonLinesSource::new(Stream::parse(args.input.as_deref().unwrap_or("-")), args.strict)),
+        None => {
+            let stream = Stream::parse(args.input.as_deref().unwrap_or("-"));
+            let size = match &stream {
+                Stream::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+                Stream::Std => None,
+            };
+            let source = JsonLinesSource::new(stream, args.strict);
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                progress = Some(Progress::start(source.stats(), size));
+            }
+            Box::new(source)
+        }
     };
     let finite = source.finite();
     let state_dir = match (&args.state_dir, &config.state.dir) {
@@ -483,11 +544,13 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         dir: config_dir,
         reload,
         admin: args.admin.or(config.admin.listen),
+        admin_token: args.admin_token.or(config.admin.token),
     };
     let runtime = runtime()?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stop = Stop::listen(&tokio)?;
     let result = tokio.block_on(sluice::app::run(runtime, options, source, stop.stop.clone()));
+    drop(progress);
     // A stdin read may still be blocked on its thread: do not wait for it.
     tokio.shutdown_background();
     let (report, ended) = result?;
@@ -533,6 +596,21 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e.into()),
     }
+    for (id, node) in &report.stats.nodes {
+        if node.failures > 0 || node.window_failures > 0 || node.disabled {
+            let mut line = format!("sluice: node `{id}`: {} of {} messages failed", node.failures, node.received);
+            if node.crashes > 0 {
+                line.push_str(&format!(" ({} crashes: trap, deadline or memory)", node.crashes));
+            }
+            if node.window_failures > 0 {
+                line.push_str(&format!(", {} window/timer calls failed", node.window_failures));
+            }
+            if node.disabled {
+                line.push_str(", disabled after repeated crashes");
+            }
+            eprintln!("{line}");
+        }
+    }
     if !report.problems.is_empty() {
         eprintln!("sluice: failures: {}", report.problems);
         if !args.allow_failures {
@@ -544,4 +622,54 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+/// A file run's progress on a terminal (stderr): bytes of the file read, lines, messages per
+/// second, and the time left at that pace. Nothing is drawn when stderr is not a terminal.
+struct Progress {
+    done: Arc<AtomicBool>,
+    drawing: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(stats: Arc<JsonLinesStats>, size: Option<u64>) -> Progress {
+        let bar = match size {
+            Some(size) => indicatif::ProgressBar::new(size).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (ETA {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            ),
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            ),
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let drawing = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let messages = stats.messages.load(Ordering::Relaxed);
+                let rate = messages as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_position(stats.bytes.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{} lines, {messages} messages, {rate:.0} msgs/s",
+                    stats.lines.load(Ordering::Relaxed)
+                ));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        Progress { done, drawing: Some(drawing) }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(drawing) = self.drawing.take() {
+            let _ = drawing.join();
+        }
+    }
 }

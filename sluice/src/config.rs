@@ -110,9 +110,15 @@ fn default_retention_ms() -> u64 {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AdminSpec {
-    /// `host:port` (e.g. `127.0.0.1:9100`); unset: no endpoint.
+    /// `host:port` (e.g. `127.0.0.1:9100`); unset: no endpoint. Anything but loopback needs a
+    /// `token`.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+    /// The bearer token every request must carry (`Authorization: Bearer …`), e.g.
+    /// `"${SLUICE_ADMIN_TOKEN}"`: the endpoint shows message contents, reloads the chain and
+    /// replays messages.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -353,3 +353,90 @@ fn a_scaffolded_rule_tests_builds_and_runs() {
     let temps: Vec<_> = read_values(&output).iter().map(|m| m["data"]["temperature"].clone()).collect();
     assert_eq!(sorted(temps), ["21.5", "25"]);
 }
+
+/// A one-node chain (a threshold on `data.value`) into the output, written to `dir`.
+fn threshold_chain(dir: &Path) -> std::path::PathBuf {
+    let chain = dir.join("chain.json");
+    let spec = json!({
+        "entry": "f",
+        "nodes": [
+            {"id": "f", "module": "threshold", "config": {"value": "data.value", "op": ">", "threshold": 100}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": "f", "to": "out", "relation": "Anomaly"}, {"from": "f", "to": "out", "relation": "Normal"}]
+    });
+    std::fs::write(&chain, spec.to_string()).unwrap();
+    chain
+}
+
+/// `--log-format json`: every log line on stderr is one JSON object with its level and message
+/// (and the event's fields beside them), for a log shipper; the run itself is unchanged.
+#[test]
+fn logs_can_be_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.jsonl");
+    let out = sluice(&[
+        "--log-format",
+        "json",
+        "run",
+        "--chain",
+        threshold_chain(dir.path()).to_str().unwrap(),
+        "--input",
+        repo().join("examples/threshold-anomaly/input.jsonl").to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--no-state",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let logs: Vec<Value> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!logs.is_empty(), "no JSON log line:\n{}", stderr(&out));
+    for log in &logs {
+        assert!(log["level"].is_string() && log["message"].is_string() && log["timestamp"].is_string(), "{log}");
+    }
+    assert!(logs.iter().any(|l| l["level"] == "INFO"), "{logs:?}");
+    assert!(std::fs::metadata(&output).unwrap().len() > 0);
+}
+
+/// A file run shows its progress when stderr is a terminal (here a pseudo-terminal from
+/// util-linux's `script`), and nothing of it when it is not.
+#[test]
+fn a_file_run_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: String = (0..20_000)
+        .map(|i| format!("{}\n", json!({"ts": i, "deviceName": format!("s{}", i % 7), "value": i % 150})))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let chain = threshold_chain(dir.path());
+    let command = format!(
+        "{} run --chain {} --input {} --output /dev/null --no-state",
+        sluice_bin().display(),
+        chain.display(),
+        input.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SLUICE_MODULES", modules())
+        .output()
+        .expect("util-linux script");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    assert!(terminal.contains(" lines, ") && terminal.contains("msgs/s"), "no progress on the terminal:\n{terminal}");
+
+    let out = sluice(&[
+        "run",
+        "--chain",
+        chain.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        "/dev/null",
+        "--no-state",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("msgs/s"), "progress drawn on a pipe:\n{}", stderr(&out));
+}

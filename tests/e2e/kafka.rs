@@ -248,7 +248,11 @@ fn solar_modules_from_kafka_raw_uplinks_to_the_anomalies_topic() {
     let chain = write(dir.path(), "solar.json", &chain.to_string());
     // The chain's `kafka` connector (a file in the shipped chain) becomes the real broker.
     // Raw uplinks enter at the decoder (decoded telemetry enters the shipped chain further on).
-    let extra = format!("entry = \"decode\"\n[connectors.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\n", broker.brokers);
+    let admin = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        "entry = \"decode\"\n[admin]\nlisten = \"{admin}\"\n[connectors.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\n",
+        broker.brokers
+    );
     let config =
         config(dir.path(), &broker.brokers, "solar", "solar-module-raw", "solar-output", "format = \"raw\"", &extra);
 
@@ -270,6 +274,24 @@ fn solar_modules_from_kafka_raw_uplinks_to_the_anomalies_topic() {
     let service = Service::start(dir.path(), &chain, &config, "state");
     let windows: BTreeSet<i64> = (0..60).map(|i| (T0 + i * 1000).div_euclid(WINDOW) * WINDOW).collect();
     let anomalies = broker.read_until("solar-module-anomalies", Duration::from_secs(90), |v| v.len() >= windows.len());
+    // Everything read and committed: librdkafka's statistics show each of the 3 partitions
+    // with a consumer lag of 0.
+    let lag = |m: &BTreeMap<String, f64>| -> Vec<f64> {
+        (0..3)
+            .filter_map(|p| {
+                m.get(&format!("sluice_kafka_consumer_lag{{topic=\"solar-module-raw\",partition=\"{p}\"}}")).copied()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = crate::support::metrics(&admin);
+        if lag(&m) == [0.0, 0.0, 0.0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumer lag not 0 on the 3 partitions: {:?}\n{}", lag(&m), service.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let log = service.stop_ok();
     assert_eq!(anomalies.len(), windows.len(), "one anomaly per window: {anomalies:?}\n{log}");
     let mut starts = BTreeSet::new();

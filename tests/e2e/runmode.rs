@@ -220,6 +220,8 @@ fn a_disabled_node_is_visible_and_fails_the_run_unless_allowed() {
     let log = read(&log);
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(log.contains("1 node disabled after repeated crashes (crashy)"), "{log}");
+    // The summary names the node, its failures and why it is disabled.
+    assert!(log.contains("node `crashy`: 5 of 5 messages failed (3 crashes: trap, deadline or memory), disabled after repeated crashes"), "{log}");
     let report: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(report["problems"]["disabled_nodes"], json!(["crashy"]), "{report}");
     assert_eq!(report["stats"]["nodes"]["crashy"]["disabled"], true);
@@ -618,4 +620,108 @@ fn a_recorded_message_replays_through_an_edited_chain_in_isolation() {
     assert_eq!(after["events"].as_array().map(Vec::len), Some(1), "{after}");
     service.stop_ok();
     assert_eq!(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default(), "");
+}
+
+/// With a token, every admin request needs it — status, metrics, the recorder, reload and
+/// replay — and the CLI sends it (`--token` or `SLUICE_ADMIN_TOKEN`); without one, the endpoint
+/// refuses to listen anywhere but loopback.
+#[test]
+fn the_admin_endpoint_needs_its_token_and_stays_on_loopback_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain.json");
+    std::fs::write(
+        &chain,
+        json!({
+            "entry": "f",
+            "nodes": [
+                {"id": "f", "module": "threshold", "config": {"value": "data.t", "op": ">", "threshold": 10}},
+                {"id": "out", "sink": "output"}
+            ],
+            "connections": [{"from": "f", "to": "out", "relation": "Anomaly"}, {"from": "f", "to": "out", "relation": "Normal"}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let chain = chain.to_str().unwrap();
+
+    // Off loopback without a token: refused before anything runs, saying why.
+    let out = Command::new(sluice_bin())
+        .args(["run", "--chain", chain, "--input", "/dev/null", "--no-state", "--admin", "0.0.0.0:0"])
+        .env("SLUICE_MODULES", modules())
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("needs a token"), "{}", stderr(&out));
+
+    // On loopback with a token, reading stdin until it closes.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut run = Command::new(sluice_bin())
+        .args(["run", "--chain", chain, "--no-state", "--no-watch", "--admin", &admin, "--admin-token", "s3cret"])
+        .env("SLUICE_MODULES", modules())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&admin).is_err() {
+        assert!(Instant::now() < deadline, "the admin endpoint did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    writeln!(run.stdin.as_mut().unwrap(), r#"{{"ts": 1, "deviceName": "d", "deviceType": "t", "t": 42}}"#).unwrap();
+
+    for (method, path) in [
+        ("GET", "/status"),
+        ("GET", "/metrics"),
+        ("GET", "/nodes/f/events"),
+        ("POST", "/reload"),
+        ("POST", "/nodes/f/replay"),
+    ] {
+        for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
+            let (status, body) = crate::support::admin_request(&admin, method, path, token);
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+            assert!(body.contains("needs its token"), "{body}");
+        }
+    }
+    let (status, body) = crate::support::admin_request(&admin, "GET", "/status", Some("s3cret"));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = crate::support::admin_request(&admin, "GET", "/metrics", Some("s3cret"));
+    assert_eq!(status, 200, "{body}");
+
+    // The CLI: refused without the token (exit 1, the reason), through with it, either way.
+    let cli = |args: &[&str], env: Option<&str>| {
+        let mut command = Command::new(sluice_bin());
+        command.args(args).env_remove("SLUICE_ADMIN_TOKEN");
+        if let Some(token) = env {
+            command.env("SLUICE_ADMIN_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let out = cli(&["status", "--admin", &admin], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("needs its token"), "{}", stderr(&out));
+    let out = cli(&["status", "--admin", &admin, "--token", "s3cret"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = cli(&["reload", "--admin", &admin], Some("s3cret"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let replayed = loop {
+        let out = cli(&["replay", "--admin", &admin, "--node", "f"], Some("s3cret"));
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(replayed.status.code(), Some(0), "{}", stderr(&replayed));
+    assert!(
+        String::from_utf8_lossy(&replayed.stdout).contains("Anomaly"),
+        "{}",
+        String::from_utf8_lossy(&replayed.stdout)
+    );
+
+    drop(run.stdin.take());
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"t\":42"), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -116,12 +116,21 @@ pub fn metrics(admin: &str) -> std::collections::BTreeMap<String, f64> {
 
 /// `GET path` on the admin endpoint: the status code and the body as JSON.
 pub fn admin_json(admin: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = admin_request(admin, "GET", path, None);
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}")))
+}
+
+/// One request to the admin endpoint (with `Authorization: Bearer token` when given, and an
+/// empty body): the status code and the body.
+pub fn admin_request(admin: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(admin).unwrap_or_else(|e| panic!("admin endpoint {admin}: {e}"));
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").expect("send the request");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read the answer");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}")))
+    (status, body.to_string())
 }

@@ -80,6 +80,10 @@ pub struct KafkaSourceStats {
     pub snapshots_written: AtomicU64,
     /// Partitions whose state was restored from the changelog on assignment.
     pub partitions_restored: AtomicU64,
+    /// Consumer lag per assigned partition (`(topic, partition)` → records between the group's
+    /// committed offset and the end of the partition), from librdkafka's statistics: refreshed
+    /// every `statistics.interval.ms` (1 s unless the source's `properties` say otherwise).
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 /// The key of a partition in checkpoints and logs.
@@ -202,6 +206,22 @@ struct Context {
 }
 
 impl ClientContext for Context {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the lag of each partition this
+    /// consumer has, replacing the last snapshot (a revoked partition leaves it).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = statistics
+            .topics
+            .into_iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .into_values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(move |p| ((topic.clone(), p.partition), p.consumer_lag))
+            })
+            .collect();
+        *self.stats.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // Broker down, DNS, auth: librdkafka reconnects by itself; say so once per event.
         tracing::warn!(%error, "Kafka source: {reason} (librdkafka keeps reconnecting)");
@@ -606,6 +626,20 @@ fn register_metrics(metrics: &Metrics, stats: &Arc<KafkaSourceStats>) {
             ),
         ],
     );
+    let lag = stats.clone();
+    metrics.register_dynamic(sluice_core::metrics::DynamicFamily {
+        name: "sluice_kafka_consumer_lag",
+        help: "Records between the group's committed offset and the end of each partition this consumer has (librdkafka's statistics, every second).",
+        kind: "gauge",
+        samples: Box::new(move || {
+            let lag = lag.lag.lock().unwrap_or_else(|e| e.into_inner());
+            lag.iter()
+                .map(|((topic, partition), n)| {
+                    (vec![("topic", topic.clone()), ("partition", partition.to_string())], *n as f64)
+                })
+                .collect()
+        }),
+    });
 }
 
 /// A running Kafka consumer: the thread that reads, hands over and checkpoints.
@@ -663,7 +697,9 @@ impl KafkaConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             // Low fetch wait: some brokers (tansu) answer a fetch only after the maximum wait.
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // The consumer lag on `/metrics` (`ClientContext::stats`).
+            .set("statistics.interval.ms", "1000");
         for (k, v) in &spec.properties {
             config.set(k, v);
         }

@@ -73,13 +73,20 @@ pub enum JsonLinesError {
 pub struct JsonLinesSource {
     input: Stream,
     strict: bool,
+    stats: Arc<JsonLinesStats>,
 }
 
 impl JsonLinesSource {
     /// Lines from `input`; with `strict`, the first malformed line ends the run
     /// ([`JsonLinesError::Strict`]) instead of being counted and skipped.
     pub fn new(input: Stream, strict: bool) -> Self {
-        JsonLinesSource { input, strict }
+        JsonLinesSource { input, strict, stats: Arc::default() }
+    }
+
+    /// Its counters, live while it runs (published each time the reader refills its buffer):
+    /// what a progress display reads.
+    pub fn stats(&self) -> Arc<JsonLinesStats> {
+        self.stats.clone()
     }
 }
 
@@ -106,7 +113,8 @@ impl Source for JsonLinesSource {
     fn run(self: Box<Self>, cx: SourceContext) -> SourceFuture {
         Box::pin(async move {
             let mut report = SourceReport::default();
-            let stats = Arc::new(JsonLinesStats { acks: cx.acks.clone(), ..Default::default() });
+            let stats = self.stats.clone();
+            stats.acks.set(cx.acks.clone()).ok();
             register_metrics(&cx.metrics, &stats);
             let reader: Box<dyn AsyncRead + Unpin + Send> = match &self.input {
                 Stream::Std => Box::new(tokio::io::stdin()),
@@ -120,6 +128,7 @@ impl Source for JsonLinesSource {
             };
             let mut reading = Reading {
                 skip: cx.resume.as_ref().map_or(0, |p| p.position),
+                bytes: 0,
                 source: self.input.name(),
                 strict: self.strict,
                 batcher: cx.feed.batcher(),
@@ -147,9 +156,12 @@ async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
 #[derive(Debug, Default)]
 pub struct JsonLinesStats {
     pub lines: AtomicU64,
+    /// Bytes of input consumed (a file's progress, against its size).
+    pub bytes: AtomicU64,
     pub messages: AtomicU64,
     pub malformed: AtomicU64,
-    pub acks: Arc<AckCounter>,
+    /// The run's ack counter, once it runs.
+    pub acks: std::sync::OnceLock<Arc<AckCounter>>,
 }
 
 fn register_metrics(metrics: &Metrics, stats: &Arc<JsonLinesStats>) {
@@ -157,6 +169,7 @@ fn register_metrics(metrics: &Metrics, stats: &Arc<JsonLinesStats>) {
         stats,
         [
             ("sluice_jsonl_lines_total", "Input lines read.", "counter", &[], |s| s.lines.load(Ordering::Relaxed)),
+            ("sluice_jsonl_bytes_total", "Input bytes read.", "counter", &[], |s| s.bytes.load(Ordering::Relaxed)),
             ("sluice_jsonl_messages_total", "Input lines handed to the chain as messages.", "counter", &[], |s| {
                 s.messages.load(Ordering::Relaxed)
             }),
@@ -164,7 +177,7 @@ fn register_metrics(metrics: &Metrics, stats: &Arc<JsonLinesStats>) {
                 s.malformed.load(Ordering::Relaxed)
             }),
             ("sluice_jsonl_acked_total", "Input messages whose every branch finished.", "counter", &[], |s| {
-                s.acks.count()
+                s.acks.get().map_or(0, |a| a.count())
             }),
         ],
     );
@@ -178,12 +191,15 @@ struct Reading {
     strict: bool,
     /// Lines a restored checkpoint covers.
     skip: u64,
+    /// Bytes consumed so far.
+    bytes: u64,
 }
 
 impl Reading {
     /// Publishes the counts so far (plain stores: the reader is their only writer).
     fn publish(&self, report: &SourceReport) {
         self.stats.lines.store(report.lines, Ordering::Relaxed);
+        self.stats.bytes.store(self.bytes, Ordering::Relaxed);
         self.stats.messages.store(report.records, Ordering::Relaxed);
         self.stats.malformed.store(report.malformed, Ordering::Relaxed);
     }
@@ -246,6 +262,9 @@ impl Reading {
             });
             if let Some(end) = in_buffer {
                 reader.consume(end + 1);
+                self.bytes += end as u64 + 1;
+            } else {
+                self.bytes += buf.len() as u64;
             }
             let Some(parsed) = parsed else {
                 report.resumed_after = line;
