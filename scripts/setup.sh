@@ -64,6 +64,17 @@ brokers() {
     command -v cc >/dev/null 2>&1 || apt_install gcc
 }
 
+# The browser the web view's test drives: Debian's headless Chromium and its WebDriver
+# (tests/e2e/web.rs starts chromedriver on a loopback port).
+browser() {
+    if command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then
+        log "chromium + chromedriver: present"
+    else
+        apt_install chromium chromium-driver
+        log "chromium + chromedriver: installed"
+    fi
+}
+
 # The Kafka-protocol broker the tests start (no Kafka distribution is needed): tansu, built once
 # from crates.io into a cache that survives between runs (~9 minutes on 2 cores the first time).
 TANSU_ROOT="${SLUICE_TANSU_ROOT:-$HOME/.cache/sluice/tansu}"
@@ -77,6 +88,7 @@ tansu_broker() {
 wasm_toolchain
 if [ "${1:-}" = "--test-brokers" ]; then
     brokers
+    browser
     tansu_broker
 fi
 log "ready"

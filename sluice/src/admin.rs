@@ -4,7 +4,10 @@
 //! - `GET /status`: the running chain version and the last reload error (JSON);
 //! - `POST /reload`: reload now (what `sluice reload --admin ADDR` calls); 200 with the new
 //!   generation, 422 with the load error naming file, node and field;
-//! - `GET /metrics`: counters in the Prometheus text format.
+//! - `GET /metrics`: counters in the Prometheus text format;
+//! - `GET /nodes/{id}/events`, `POST /nodes/{id}/replay`: the flight recorder, and replay;
+//! - `GET /`: the web view ([`crate::web`]), which reads `GET /chain` (the running graph) and
+//!   `GET /live` (server-sent events: per-node counters and the reload status, every second).
 //!
 //! It shows message contents (the flight recorder), reloads the chain and replays messages, so it
 //! is not open to anyone who can reach it: without a token it binds loopback only, and with a
@@ -28,7 +31,16 @@ use crate::reload::{ReloadError, ReloadOptions, Reloader};
 struct Admin {
     reloader: Arc<Reloader>,
     metrics: Metrics,
-    recorder: Option<crate::flow::recorder::Recorder>,
+    inspect: Inspect,
+}
+
+/// What the endpoint shows of the running chain besides its status and metrics.
+#[derive(Clone, Default)]
+pub struct Inspect {
+    /// The flight recorder (`/nodes/{id}/events`, replay).
+    pub recorder: Option<crate::flow::recorder::Recorder>,
+    /// The workers' live counts (the web view's counters).
+    pub live: Option<crate::flow::LiveStats>,
 }
 
 /// Where the admin endpoint listens, and the token it requires.
@@ -57,7 +69,7 @@ pub async fn serve(
     listen: Listen,
     reloader: Arc<Reloader>,
     metrics: Metrics,
-    recorder: Option<crate::flow::recorder::Recorder>,
+    inspect: Inspect,
 ) -> Result<SocketAddr, AdminError> {
     for (name, help, kind, read) in [
         ("sluice_reloads_total", "Chain versions swapped in by a reload.", "counter", 0),
@@ -97,14 +109,17 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .route("/nodes/{id}/events", get(node_events))
         .route("/nodes/{id}/replay", post(replay_node))
-        .with_state(Admin { reloader, metrics, recorder });
+        .route("/", get(crate::web::index))
+        .route("/chain", get(chain_graph))
+        .route("/live", get(live))
+        .with_state(Admin { reloader, metrics, inspect });
     let app = match token {
         Some(token) => app.layer(axum::middleware::from_fn_with_state(Arc::<str>::from(token), bearer)),
         None => app,
     };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
-    tracing::info!(%bound, "admin endpoint: GET /status, POST /reload, GET /metrics");
+    tracing::info!(%bound, "admin endpoint: GET / (the web view), /status, /metrics; POST /reload");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("admin endpoint stopped: {e}");
@@ -113,27 +128,71 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// Lets a request through only with `Authorization: Bearer TOKEN` (compared in constant time).
+/// Lets a request through only with the token (compared in constant time): in
+/// `Authorization: Bearer TOKEN`, or — for the web view, whose browser cannot add a header to
+/// its event stream — in the `sluice_admin_token` cookie, which opening `/?token=TOKEN` once sets.
 async fn bearer(
     State(token): State<Arc<str>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     use subtle::ConstantTimeEq;
-    let given = request
-        .headers()
+    let matches = |given: &str| bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+    let headers = request.headers();
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-            Json(serde_json::json!({"error": "this admin endpoint needs its token: Authorization: Bearer TOKEN (sluice: --token or SLUICE_ADMIN_TOKEN)"})),
-        )
-            .into_response(),
+    let cookie = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("sluice_admin_token="));
+    let query = (request.uri().path() == "/")
+        .then(|| request.uri().query())
+        .flatten()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")));
+    if header.is_some_and(matches) || cookie.is_some_and(matches) {
+        return next.run(request).await;
     }
+    if query.is_some_and(matches) {
+        let mut response = next.run(request).await;
+        let cookie = format!("sluice_admin_token={token}; HttpOnly; SameSite=Strict; Path=/");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(axum::http::header::SET_COOKIE, value);
+        }
+        return response;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({"error": "this admin endpoint needs its token: Authorization: Bearer TOKEN (sluice: --token or SLUICE_ADMIN_TOKEN; a browser: open /?token=TOKEN once)"})),
+    )
+        .into_response()
+}
+
+/// `GET /chain`: the running chain as a graph (see [`crate::web::graph`]).
+async fn chain_graph(State(admin): State<Admin>) -> Json<serde_json::Value> {
+    Json(crate::web::graph(&admin.reloader.chain()))
+}
+
+/// `GET /live`: server-sent events, one a second: every node's counts so far and the reload
+/// status (`{"stats": …, "status": …}`), what the web view draws on the graph.
+async fn live(
+    State(admin): State<Admin>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    let tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let events = futures_util::stream::unfold((admin, tick), |(admin, mut tick)| async move {
+        tick.tick().await;
+        let stats = admin.inspect.live.as_ref().map(crate::flow::LiveStats::snapshot);
+        let body = serde_json::json!({"stats": stats, "status": admin.reloader.status()});
+        let event = axum::response::sse::Event::default().event("live").data(body.to_string());
+        Some((Ok(event), (admin, tick)))
+    });
+    axum::response::sse::Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default())
 }
 
 async fn status(State(admin): State<Admin>) -> Json<crate::reload::ReloadStatus> {
@@ -155,7 +214,7 @@ async fn reload(State(admin): State<Admin>) -> Response {
 /// recorded). The id is the node's as in `/status` (`enrich/lookup` for a nested chain's node:
 /// the slash is percent-encoded, `enrich%2Flookup`).
 async fn node_events(State(admin): State<Admin>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
-    let Some(recorder) = &admin.recorder else {
+    let Some(recorder) = &admin.inspect.recorder else {
         return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no flight recorder in this run"})))
             .into_response();
     };
@@ -291,13 +350,13 @@ impl Control {
         options: &ReloadOptions,
         admin: Option<Listen>,
         metrics: Metrics,
-        recorder: Option<crate::flow::recorder::Recorder>,
+        inspect: Inspect,
     ) -> Result<Control, ControlError> {
         let reloader = Arc::new(reloader);
         let watcher = if options.watch { Some(crate::reload::watch(reloader.clone(), options)?) } else { None };
         crate::reload::reload_on_sighup(reloader.clone());
         let admin = match admin {
-            Some(listen) => Some(serve(listen, reloader.clone(), metrics, recorder).await?),
+            Some(listen) => Some(serve(listen, reloader.clone(), metrics, inspect).await?),
             None => None,
         };
         Ok(Control { reloader, admin, _watcher: watcher })

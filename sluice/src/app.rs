@@ -241,13 +241,13 @@ pub async fn run(
         state.clone(),
         options.reload.retention,
     );
-    let recorder = Some(pipeline.recorder());
+    let inspect = crate::admin::Inspect { recorder: Some(pipeline.recorder()), live: Some(pipeline.live_stats()) };
     let control = crate::admin::Control::start(
         reloader,
         &options.reload,
         options.admin.map(|addr| crate::admin::Listen { addr, token: options.admin_token.clone() }),
         metrics.clone(),
-        recorder,
+        inspect,
     )
     .await
     .map_err(|e| AppError::Start(std::io::Error::other(e.to_string())))?;

@@ -31,6 +31,7 @@ pub mod app;
 pub mod config;
 pub mod reload;
 pub mod toolchain;
+pub mod web;
 
 pub use crate::core::message;
 /// Connectors (`sluice-connectors`): they need only the vocabulary.

@@ -23,6 +23,7 @@ mod seeds;
 mod support;
 mod tansu;
 mod thingsboard;
+mod web;
 mod wind_zones_live;
 
 // Shared with the engine's integration tests and the benches.

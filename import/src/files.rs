@@ -1,0 +1,205 @@
+//! An import from start to end: each file read and recognised by its shape, names assigned,
+//! every chain converted, then the report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use sluice_core::spec::ChainSpec;
+
+use crate::error::{FileError, ImportError, ImportErrorKind};
+use crate::report::{ChainReport, FileReport, Report};
+use crate::{draft, legacy, thingsboard};
+
+pub(crate) const FAILURE: &str = "Failure";
+
+/// The result of an import: chain files to write, and the report.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub chains: Vec<ImportedChain>,
+    pub report: Report,
+}
+
+/// One chain: its file name in the output directory and its content.
+#[derive(Debug, Clone)]
+pub struct ImportedChain {
+    pub file_name: String,
+    pub spec: ChainSpec,
+}
+
+/// What one input file holds.
+enum Source {
+    /// ThingsBoard 2.x–4.x rule chains.
+    Chains { shape: String, chains: Vec<thingsboard::RuleChain> },
+    /// ThingsBoard 1.x rules.
+    Rules { shape: String, rules: Vec<legacy::Rule> },
+    /// A ThingsBoard 1.x plugin: connectors for the rules that name it.
+    Plugin(legacy::Plugin),
+}
+
+/// Output file names, assigned before converting so that chains can refer to each other.
+#[derive(Default)]
+pub(crate) struct Names {
+    taken: BTreeSet<String>,
+    /// ThingsBoard rule chain id → the file it becomes.
+    pub by_id: BTreeMap<String, String>,
+}
+
+impl Names {
+    fn assign(&mut self, chain_name: &str) -> String {
+        let stem = draft::slug(chain_name);
+        let mut name = format!("{stem}.json");
+        let mut n = 2;
+        while self.taken.contains(&name) {
+            name = format!("{stem}-{n}.json");
+            n += 1;
+        }
+        self.taken.insert(name.clone());
+        name
+    }
+}
+
+/// Reads `path` as JSON, with the line and column of a syntax error.
+fn read_json(path: &Path) -> Result<Value, ImportError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ImportError::new(path, ImportErrorKind::File(FileError::Io(e.to_string()))))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ImportError::new(path, ImportErrorKind::File(FileError::syntax(&e, e.to_string()))))
+}
+
+/// Which kind of export `value` is.
+fn classify(path: &Path, value: &Value) -> Result<Source, ImportError> {
+    let has = |key: &str| value.get(key).is_some();
+    if has("ruleChain") || has("ruleChains") || has("nodes") {
+        let (shape, chains) = thingsboard::parse(path, value)?;
+        return Ok(Source::Chains { shape, chains });
+    }
+    if has("rules") {
+        let rules = legacy::parse_rules(path, value)?;
+        return Ok(Source::Rules { shape: format!("ThingsBoard 1.x rules ({})", rules.len()), rules });
+    }
+    if has("filters") || has("pluginToken") {
+        let rule = legacy::parse_rule(path, value, None)?;
+        return Ok(Source::Rules { shape: "ThingsBoard 1.x rule".into(), rules: vec![rule] });
+    }
+    if has("apiToken") && has("clazz") {
+        return Ok(Source::Plugin(legacy::parse_plugin(path, value)?));
+    }
+    Err(crate::error::invalid(
+        path,
+        "not a ThingsBoard export: expected `ruleChain` + `metadata`, `ruleChains`, `nodes` (2.x–4.x), or a 1.x rule (`filters`, `pluginToken`), `rules`, or plugin (`apiToken`, `clazz`)",
+    ))
+}
+
+/// Imports `files` (paths as given: the report shows them so).
+pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
+    let mut sources = Vec::with_capacity(files.len());
+    for file in files {
+        let value = read_json(file)?;
+        sources.push((file.clone(), classify(file, &value)?));
+    }
+    // Pass 1: names for every chain, ids of ThingsBoard chains, and the 1.x plugins by token.
+    let mut names = Names::default();
+    let mut out_names: Vec<Vec<String>> = Vec::new();
+    let mut plugins: BTreeMap<String, legacy::Plugin> = BTreeMap::new();
+    for (_, source) in &sources {
+        let mut these = Vec::new();
+        match source {
+            Source::Chains { chains, .. } => {
+                for chain in chains {
+                    let name = names.assign(&chain.name);
+                    if let Some(id) = &chain.id {
+                        names.by_id.insert(id.clone(), name.clone());
+                    }
+                    these.push(name);
+                }
+            }
+            Source::Rules { rules, .. } => these.extend(rules.iter().map(|r| names.assign(&r.name))),
+            Source::Plugin(plugin) => {
+                plugins.insert(plugin.token.clone(), plugin.clone());
+            }
+        }
+        out_names.push(these);
+    }
+    // Pass 2: convert.
+    let mut chains = Vec::new();
+    let mut report = Report::default();
+    let mut used_tokens = BTreeSet::new();
+    for ((file, source), these) in sources.iter().zip(out_names) {
+        let shown = file.display().to_string();
+        let mut file_report =
+            FileReport { file: shown.clone(), shape: String::new(), notes: Vec::new(), chains: Vec::new() };
+        match source {
+            Source::Chains { shape, chains: tb_chains } => {
+                file_report.shape = shape.clone();
+                for (chain, out) in tb_chains.iter().zip(these) {
+                    let (spec, findings) = thingsboard::convert(file, chain, &names)?;
+                    file_report.chains.push(ChainReport {
+                        name: chain.name.clone(),
+                        out: out.clone(),
+                        source_nodes: chain.nodes.len(),
+                        sluice_nodes: spec.nodes.len(),
+                        findings,
+                    });
+                    chains.push(ImportedChain { file_name: out, spec });
+                }
+            }
+            Source::Rules { shape, rules } => {
+                file_report.shape = shape.clone();
+                for (rule, out) in rules.iter().zip(these) {
+                    used_tokens.insert(rule.plugin_token.clone());
+                    let (spec, findings) = legacy::convert(file, rule, &plugins)?;
+                    file_report.chains.push(ChainReport {
+                        name: rule.name.clone(),
+                        out: out.clone(),
+                        source_nodes: rule.parts(),
+                        sluice_nodes: spec.nodes.len(),
+                        findings,
+                    });
+                    chains.push(ImportedChain { file_name: out, spec });
+                }
+            }
+            Source::Plugin(plugin) => {
+                file_report.shape = format!("ThingsBoard 1.x plugin {} ({})", plugin.class_short(), plugin.token);
+            }
+        }
+        report.files.push(file_report);
+    }
+    // Plugins: say what became of each (a connector of the rules naming it, or nothing).
+    for ((_, source), file_report) in sources.iter().zip(&mut report.files) {
+        if let Source::Plugin(plugin) = source {
+            file_report.notes.push(legacy::plugin_note(plugin, used_tokens.contains(&plugin.token)));
+        }
+    }
+    Ok(Imported { chains, report })
+}
+
+impl Imported {
+    /// Writes every chain into `dir` (created if needed), pretty-printed, one file each.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
+        let fail = |path: &Path, e: &dyn std::fmt::Display| {
+            ImportError::new(path, ImportErrorKind::Write { path: path.to_path_buf(), message: e.to_string() })
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(dir, &e))?;
+        let mut written = Vec::new();
+        for chain in &self.chains {
+            let path = dir.join(&chain.file_name);
+            let mut text = serde_json::to_string_pretty(&chain.spec).map_err(|e| fail(&path, &e))?;
+            text.push('\n');
+            std::fs::write(&path, text).map_err(|e| fail(&path, &e))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// `--strict`: an error when any node became a placeholder.
+    pub fn check_strict(&self) -> Result<(), ImportError> {
+        let placeholders: Vec<_> = self.report.placeholders().collect();
+        match placeholders.first() {
+            None => Ok(()),
+            Some((file, first)) => Err(ImportError::new(&file.file, ImportErrorKind::Strict(placeholders.len()))
+                .at(format!("{} {}", first.at, first.class))),
+        }
+    }
+}
