@@ -63,12 +63,23 @@ fn producer_config(connection: &KafkaConnection) -> ClientConfig {
     config
 }
 
+/// Why the producer could not be made, take a record, or deliver what it holds.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProducerError {
+    #[error("cannot create the Kafka producer for {brokers}: {reason}")]
+    Create { brokers: String, reason: String },
+    #[error("cannot produce to `{topic}`: {reason}")]
+    Produce { topic: String, reason: String },
+    #[error("producer `{name}`: flush: {reason}")]
+    Flush { name: String, reason: String },
+}
+
 impl KafkaProducer {
     /// Creates the producer (librdkafka connects in the background).
-    pub fn new(name: &str, connection: &KafkaConnection) -> Result<Self, String> {
+    pub fn new(name: &str, connection: &KafkaConnection) -> Result<Self, ProducerError> {
         let producer = producer_config(connection)
             .create_with_context(Deliveries::default())
-            .map_err(|e| format!("cannot create the Kafka producer for {}: {e}", connection.brokers))?;
+            .map_err(|e| ProducerError::Create { brokers: connection.brokers.clone(), reason: e.to_string() })?;
         Ok(KafkaProducer { producer, name: name.to_string() })
     }
 
@@ -81,7 +92,7 @@ impl KafkaProducer {
         headers: Option<OwnedHeaders>,
         value: &[u8],
         delivery: Delivery,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProducerError> {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(delivery)).payload(value);
         if let Some(key) = key {
             record = record.key(key);
@@ -96,14 +107,16 @@ impl KafkaProducer {
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Err(format!("cannot produce to `{topic}`: {e}")),
+                Err((e, _)) => return Err(ProducerError::Produce { topic: topic.into(), reason: e.to_string() }),
             }
         }
     }
 
     /// Waits until every queued record is delivered (or `timeout` passes).
-    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
-        self.producer.flush(timeout).map_err(|e| format!("producer `{}`: flush: {e}", self.name))
+    pub fn flush(&self, timeout: Duration) -> Result<(), ProducerError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| ProducerError::Flush { name: self.name.clone(), reason: e.to_string() })
     }
 
     /// Records whose delivery failed for good (their messages stay unacked).
@@ -180,7 +193,7 @@ pub fn headers_of(value: Option<&Value>) -> Option<OwnedHeaders> {
 pub struct KafkaConnector {
     name: String,
     connection: KafkaConnection,
-    producer: OnceLock<Result<Arc<KafkaProducer>, String>>,
+    producer: OnceLock<Result<Arc<KafkaProducer>, ProducerError>>,
 }
 
 impl KafkaConnector {
@@ -192,7 +205,7 @@ impl KafkaConnector {
     }
 
     /// The producer, created on first use (validating a chain must not reach any broker).
-    fn producer(&self) -> Result<&Arc<KafkaProducer>, String> {
+    fn producer(&self) -> Result<&Arc<KafkaProducer>, ProducerError> {
         self.producer
             .get_or_init(|| KafkaProducer::new(&self.name, &self.connection).map(Arc::new))
             .as_ref()
@@ -236,17 +249,17 @@ impl Connector for KafkaConnector {
             .unwrap_or_default()
             .insert(Header { key: "idempotency-key", value: Some(call.idempotency_key.as_bytes()) });
         let headers = Some(headers);
-        let producer = self.producer().map_err(|e| ConnectorError::permanent(e.as_str()))?;
+        let producer = self.producer().map_err(|e| ConnectorError::permanent(e.to_string()))?;
         if !self.connection.await_delivery {
             producer
                 .send(topic, key.as_deref().map(str::as_bytes), headers, &value, Delivery::Ack(ack.clone()))
-                .map_err(ConnectorError::retryable)?;
+                .map_err(|e| ConnectorError::retryable(e.to_string()))?;
             return Ok(json!({"queued": true}));
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         producer
             .send(topic, key.as_deref().map(str::as_bytes), headers, &value, Delivery::Answer(reply, ack.clone()))
-            .map_err(ConnectorError::retryable)?;
+            .map_err(|e| ConnectorError::retryable(e.to_string()))?;
         match answer.recv_timeout(call.timeout) {
             Ok(Ok((partition, offset))) => Ok(json!({"partition": partition, "offset": offset})),
             Ok(Err(e)) => Err(ConnectorError::retryable(e)),

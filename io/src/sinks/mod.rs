@@ -58,8 +58,8 @@ pub enum SinkError {
     /// `source`.
     #[error("{name}: {error}")]
     Open { name: &'static str, error: std::io::Error },
-    #[error("{name}: {reason}")]
-    Kafka { name: &'static str, reason: String },
+    #[error("{name}: {error}")]
+    Kafka { name: &'static str, error: sluice_connectors::kafka::ProducerError },
     #[error("{name}: cannot start its thread: {error}")]
     Thread { name: &'static str, error: std::io::Error },
 }
@@ -127,8 +127,8 @@ impl Sink for KafkaSink {
 
     fn start(self: Box<Self>, cx: SinkContext) -> Result<Output, SinkError> {
         let stats = SinkStats::register(&cx);
-        let producer = KafkaProducer::new(cx.name, &self.connection)
-            .map_err(|reason| SinkError::Kafka { name: cx.name, reason })?;
+        let producer =
+            KafkaProducer::new(cx.name, &self.connection).map_err(|error| SinkError::Kafka { name: cx.name, error })?;
         let (tx, thread) = kafka::spawn(Arc::new(producer), self.topic, CAPACITY, stats)
             .map_err(|error| SinkError::Thread { name: cx.name, error })?;
         Ok(Output { tx, thread, is_file: false })
