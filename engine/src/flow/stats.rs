@@ -236,7 +236,7 @@ impl LiveStats {
         let (live, label) = (self.clone(), chain.to_string());
         metrics.register_histogram(sluice_core::metrics::HistogramFamily {
             name: "sluice_node_call_seconds",
-            help: "How long the node's calls took (recorded nodes: see `record`).",
+            help: "How long the node's calls took (messages, windows and timers).",
             bounds: &LATENCY_BOUNDS,
             samples: Box::new(move || {
                 let stats = live.snapshot();

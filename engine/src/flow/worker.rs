@@ -276,14 +276,22 @@ impl Worker {
         stats
     }
 
-    /// When node `idx` is recorded: starts taping its outputs and returns when the call began.
-    fn start_recording(&mut self, idx: NodeIdx) -> Option<std::time::Instant> {
-        self.rings.get(idx)?.as_ref()?;
-        self.taped = Some(std::mem::take(&mut self.tape));
-        Some(std::time::Instant::now())
+    /// Whether node `idx`'s calls go into the flight recorder.
+    fn recorded(&self, idx: NodeIdx) -> bool {
+        matches!(self.rings.get(idx), Some(Some(_)))
     }
 
-    /// Writes the call of node `idx` that began at `started` into its ring.
+    /// A call of node `idx` begins: returns when (every call is timed, for
+    /// `sluice_node_call_seconds`), and when the node is recorded, starts taping its outputs.
+    fn start_recording(&mut self, idx: NodeIdx) -> std::time::Instant {
+        if self.recorded(idx) {
+            self.taped = Some(std::mem::take(&mut self.tape));
+        }
+        std::time::Instant::now()
+    }
+
+    /// The call of node `idx` that began at `started` ended: its latency counted, and when the
+    /// node is recorded, the call written into its ring.
     fn finish_recording(
         &mut self,
         idx: NodeIdx,
@@ -366,14 +374,14 @@ impl Worker {
                 }
                 NodeKind::Rule(rule) => rule,
             };
-            let recording = self.start_recording(idx);
+            let started = self.start_recording(idx);
             // The outputs' vector goes back to `self.outputs` once routed, so that calls reuse it.
             let mut error = None;
             let mut outputs = match self.call(idx, rule, &msg, ack) {
                 Ok(()) => std::mem::take(&mut self.outputs),
                 Err(err) => {
                     self.stats[idx].failures += 1;
-                    if recording.is_some() {
+                    if self.recorded(idx) {
                         error = Some(err.to_string());
                     }
                     vec![(FAILURE.into(), Emitted::Draft(with_error(&msg, &err)))]
@@ -381,9 +389,7 @@ impl Worker {
             };
             self.route(&chain, idx, &mut outputs, Some(&msg), None, hops, &mut pending, ack);
             self.outputs = outputs;
-            if let Some(started) = recording {
-                self.finish_recording(idx, started, super::recorder::Handed::Message, Some(msg), error);
-            }
+            self.finish_recording(idx, started, super::recorder::Handed::Message, Some(msg), error);
         }
         pending
     }
@@ -567,7 +573,7 @@ impl Worker {
         if self.recorder.is_some() {
             self.now_ms = self.clock.now_ms();
         }
-        let recording = self.start_recording(idx);
+        let started = self.start_recording(idx);
         let result = self.ensure_instance(idx, rule).and_then(|()| {
             let instance = self.instances[idx].as_mut().expect("ensured above");
             instance.set_watermark(watermark);
@@ -587,9 +593,7 @@ impl Worker {
                 let mut pending = Vec::new();
                 self.route(&chain, idx, &mut outputs, None, Some(id), 1, &mut pending, &Ack::none());
                 self.outputs = outputs;
-                if let Some(started) = recording {
-                    self.finish_recording(idx, started, handed(event), None, None);
-                }
+                self.finish_recording(idx, started, handed(event), None, None);
                 let outer = std::mem::replace(&mut self.watermark, watermark);
                 let outer_partition = std::mem::replace(&mut self.partition, owner);
                 self.run_from(pending, &Ack::none());
@@ -598,9 +602,8 @@ impl Worker {
             }
             Err(err) => {
                 self.stats[idx].window_failures += 1;
-                if let Some(started) = recording {
-                    self.finish_recording(idx, started, handed(event), None, Some(err.to_string()));
-                }
+                let error = self.recorded(idx).then(|| err.to_string());
+                self.finish_recording(idx, started, handed(event), None, error);
                 if err.kind.is_crash() {
                     self.instances[idx] = None;
                 }

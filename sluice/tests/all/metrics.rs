@@ -127,9 +127,16 @@ fn node_counters_on_metrics_end_equal_to_the_run_stats() {
     let text = metrics.render();
     assert_eq!(samples(&text), expected(&stats, "zones"));
 
-    // Call latency, per recorded node: every call of `check` counted once, in the +Inf bucket too.
+    // Call latency, per node: every call of `check` counted once, in the +Inf bucket too; the
+    // window node's windows are calls as well.
     let line = |sample: &str| text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse::<f64>().ok());
     assert_eq!(line("sluice_node_call_seconds_count{chain=\"zones\",node=\"check\"}"), Some(600.0), "{text}");
     assert_eq!(line("sluice_node_call_seconds_bucket{chain=\"zones\",node=\"check\",le=\"+Inf\"}"), Some(600.0));
     assert!(text.contains("# TYPE sluice_node_call_seconds histogram"));
+    let avg = node("avg");
+    assert_eq!(
+        line("sluice_node_call_seconds_count{chain=\"zones\",node=\"avg\"}"),
+        Some((avg.received + avg.windows_fired + avg.timers_fired) as f64),
+        "{text}"
+    );
 }

@@ -9,13 +9,13 @@ use serde_json::{Value, json};
 use sluice::chain::Loader;
 use sluice::core::Ack;
 use sluice::flow::recorder::Recorder;
-use sluice::flow::{Envelope, PipelineConfig};
+use sluice::flow::{Envelope, PipelineConfig, RunStats};
 use sluice_sdk::TbMsg;
 
 use crate::support::{ChainDir, modules, runtime, start_to_channel};
 
 /// Runs `msgs` through `chain` (2 workers); returns the recorder, as JSON per node on request.
-fn run(chain: &Value, msgs: Vec<TbMsg>) -> (Recorder, ChainDir) {
+fn run(chain: &Value, msgs: Vec<TbMsg>) -> (Recorder, RunStats, ChainDir) {
     let dir = ChainDir::new();
     let path = dir.write_json("chain.json", chain);
     let chain = Arc::new(Loader::new(&runtime(), vec![modules().to_path_buf()]).load(&path).expect("loads"));
@@ -27,9 +27,9 @@ fn run(chain: &Value, msgs: Vec<TbMsg>) -> (Recorder, ChainDir) {
         let key = Envelope::key_of(&msg.originator.entity_type, &msg.originator.name);
         pipeline.send_blocking(Envelope::new(Arc::new(msg.into()), key, Ack::none())).expect("taken");
     }
-    pipeline.shutdown();
+    let stats = pipeline.shutdown();
     sink.join().expect("sink");
-    (recorder, dir)
+    (recorder, stats, dir)
 }
 
 fn events(recorder: &Recorder, node: &str) -> Value {
@@ -65,7 +65,7 @@ fn a_node_keeps_its_last_calls_with_their_outputs_and_a_rare_failure_stays() {
     let mut msgs = vec![TbMsg::telemetry("dev-0", json!({"payload": "{not json"}))];
     msgs.extend((1..=500).map(good));
     msgs.push(TbMsg::telemetry("dev-1", json!({"no": "payload"})));
-    let (recorder, _dir) = run(&decode_chain(json!({"events": 10})), msgs);
+    let (recorder, _, _dir) = run(&decode_chain(json!({"events": 10})), msgs);
 
     let check = events(&recorder, "check");
     let list = check["events"].as_array().unwrap();
@@ -95,7 +95,7 @@ fn a_node_keeps_its_last_calls_with_their_outputs_and_a_rare_failure_stays() {
 fn bodies_past_the_limit_are_cut() {
     let long = "x".repeat(500);
     let msgs = vec![TbMsg::telemetry("dev-0", json!({"payload": json!({"deviceName": "D", "s": long}).to_string()}))];
-    let (recorder, _dir) = run(&decode_chain(json!({"maxBodyBytes": 64})), msgs);
+    let (recorder, _, _dir) = run(&decode_chain(json!({"maxBodyBytes": 64})), msgs);
     let check = events(&recorder, "check");
     let input = &check["events"][0]["input"];
     assert_eq!(input["truncated"].as_str().unwrap().len(), 64, "{input}");
@@ -106,10 +106,12 @@ fn bodies_past_the_limit_are_cut() {
 fn a_node_or_a_chain_that_opts_out_keeps_nothing() {
     let mut chain = decode_chain(Value::Null);
     chain["nodes"][1]["record"] = json!(false);
-    let (recorder, _dir) = run(&chain, (0..20).map(good).collect());
+    let (recorder, stats, _dir) = run(&chain, (0..20).map(good).collect());
     assert!(recorder.events("check").is_some());
     assert!(recorder.events("decode").is_none(), "`record: false` on the node");
+    // Not recorded, still timed: every call in the latency histogram.
+    assert_eq!(stats.node("decode").latency.buckets.iter().sum::<u64>(), 20);
 
-    let (recorder, _dir) = run(&decode_chain(json!({"enabled": false})), (0..20).map(good).collect());
+    let (recorder, _, _dir) = run(&decode_chain(json!({"enabled": false})), (0..20).map(good).collect());
     assert!(recorder.events("check").is_none() && recorder.events("decode").is_none(), "off for the chain file");
 }
