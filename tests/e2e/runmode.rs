@@ -225,6 +225,8 @@ fn a_disabled_node_is_visible_and_fails_the_run_unless_allowed() {
     let report: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(report["problems"]["disabled_nodes"], json!(["crashy"]), "{report}");
     assert_eq!(report["stats"]["nodes"]["crashy"]["disabled"], true);
+    // By kind: the panics trapped until the node was disabled; then it failed as disabled.
+    assert_eq!(report["stats"]["nodes"]["crashy"]["failure_kinds"], json!({"trap": 3, "disabled": 2}), "{report}");
     // 5 failures, none taken by a `Failure` connection or a dead-letter sink: lost, and said so.
     assert_eq!(report["problems"]["lost"], 5, "{report}");
 

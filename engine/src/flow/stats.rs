@@ -18,6 +18,10 @@ pub struct NodeStats {
     pub outputs: BTreeMap<String, u64>,
     /// Outputs no connection took, by relation (counted, never silently lost).
     pub dropped: BTreeMap<String, u64>,
+    /// `failures` by kind ([`crate::runtime::NodeErrorKind::label`]: `error`, `trap`,
+    /// `deadline`, `memory`…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failure_kinds: BTreeMap<String, u64>,
     /// Messages the node failed on (guest error, crash, disabled): sent to `Failure`.
     pub failures: u64,
     /// Crashes: traps, deadlines, out-of-memory. Each replaced the instance.
@@ -106,6 +110,9 @@ impl RunStats {
             for (r, c) in n.outputs {
                 *mine.outputs.entry(r).or_default() += c;
             }
+            for (k, c) in n.failure_kinds {
+                *mine.failure_kinds.entry(k).or_default() += c;
+            }
             for (r, c) in n.dropped {
                 *mine.dropped.entry(r).or_default() += c;
             }
@@ -192,6 +199,17 @@ impl LiveStats {
                 samples.push((vec![("node", id.to_string())], read(n) as f64));
             });
         }
+        self.register_counter(
+            metrics,
+            chain,
+            "sluice_node_failures_by_kind_total",
+            "Messages the node failed on, by kind: error (the node returned one), trap, deadline, memory, abi, disabled.",
+            |id, n, samples| {
+                for (kind, count) in &n.failure_kinds {
+                    samples.push((vec![("node", id.to_string()), ("kind", kind.clone())], *count as f64));
+                }
+            },
+        );
         type ByRelation = fn(&NodeStats) -> &BTreeMap<String, u64>;
         let by_relation: [(&'static str, &'static str, ByRelation); 2] = [
             ("sluice_node_outputs_total", "Outputs of the node by relation (Failure outputs included).", |n| {

@@ -381,6 +381,7 @@ impl Worker {
                 Ok(()) => std::mem::take(&mut self.outputs),
                 Err(err) => {
                     self.stats[idx].failures += 1;
+                    *self.stats[idx].failure_kinds.entry(err.kind.label().into()).or_default() += 1;
                     if self.recorded(idx) {
                         error = Some(err.to_string());
                     }
@@ -433,6 +434,7 @@ impl Worker {
                 Err(error) => {
                     self.stats[idx].failures += 1;
                     let err = NodeError { node: node.id.clone(), kind: NodeErrorKind::Abi(error) };
+                    *self.stats[idx].failure_kinds.entry(err.kind.label().into()).or_default() += 1;
                     let failed = match input {
                         Some(msg) => with_error(msg, &err),
                         None => with_error(&event_msg(&node.id, &parent()).into(), &err),

@@ -57,6 +57,21 @@ pub enum NodeErrorKind {
 }
 
 impl NodeErrorKind {
+    /// The kind as a metric label: `error` (the node returned one), `trap`, `deadline`,
+    /// `memory`, `abi`, `config`, `init`, `disabled`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Deadline(_) => "deadline",
+            Self::OutOfMemory { .. } => "memory",
+            Self::Trap(_) => "trap",
+            Self::Guest(_) => "error",
+            Self::Config { .. } => "config",
+            Self::Init(_) => "init",
+            Self::Abi(_) => "abi",
+            Self::Disabled(_) => "disabled",
+        }
+    }
+
     /// A crash leaves the instance unusable: it is replaced, and the crash counts towards
     /// disabling the node.
     pub fn is_crash(&self) -> bool {

@@ -51,6 +51,9 @@ fn expected(stats: &RunStats, chain: &str) -> BTreeMap<String, f64> {
                 out.insert(format!("sluice_node_{family}_total{{{labels},relation=\"{relation}\"}}"), *count as f64);
             }
         }
+        for (kind, count) in &n.failure_kinds {
+            out.insert(format!("sluice_node_failures_by_kind_total{{{labels},kind=\"{kind}\"}}"), *count as f64);
+        }
     }
     out.insert(format!("sluice_output_messages_total{{chain=\"{chain}\"}}"), stats.output as f64);
     out
@@ -119,6 +122,7 @@ fn node_counters_on_metrics_end_equal_to_the_run_stats() {
     assert_eq!(node("check").received, 600);
     assert!(node("check").dropped.get("False").is_some_and(|n| *n == 60), "{stats:?}");
     assert_eq!((node("decode").failures, node("decode").unhandled_failures), (60, 60));
+    assert_eq!(node("decode").failure_kinds, [("error".to_string(), 60)].into(), "the decoder returned an error");
     assert!(node("avg").late > 0 && node("avg").windows_fired > 0, "{stats:?}");
     assert_eq!(stats.output as usize, written);
 
