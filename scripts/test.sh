@@ -14,6 +14,8 @@ cargo test --workspace
 # finding, whose input it writes to fuzz/artifacts/.
 cargo run --quiet -p sluice-fuzz -- --secs 28
 cargo fmt --all -- --check
+# The shipped chain files are in their canonical form (`sluice fmt`).
+./target/debug/sluice fmt --check $(ls chains/*.json | grep -v chain.schema.json) examples/custom-decoder/chain.json
 (cd rules && cargo fmt --all -- --check)
 (cd rules && cargo clippy --workspace --all-targets --quiet -- -D warnings)
 cargo clippy --workspace --all-targets --quiet -- -D warnings

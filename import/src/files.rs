@@ -185,8 +185,8 @@ impl Imported {
         let mut written = Vec::new();
         for chain in &self.chains {
             let path = dir.join(&chain.file_name);
-            let mut text = serde_json::to_string_pretty(&chain.spec).map_err(|e| fail(&path, &e))?;
-            text.push('\n');
+            // The canonical form (`sluice fmt`'s), so that an imported chain diffs cleanly.
+            let text = sluice_core::spec::canonical::canonical(&chain.spec).map_err(|e| fail(&path, &e))?;
             std::fs::write(&path, text).map_err(|e| fail(&path, &e))?;
             written.push(path);
         }

@@ -52,6 +52,18 @@ pub enum Command {
     Rules(RulesCommand),
     /// Print the JSON Schema of chain files.
     Schema,
+    /// Rewrite chain files in their canonical form (fields in a fixed order, defaults left out,
+    /// connections grouped by node and relation), so that they diff and merge cleanly.
+    Fmt {
+        #[arg(required = true)]
+        chains: Vec<PathBuf>,
+        /// Change nothing; exit 1 naming each file that is not canonical (for CI).
+        #[arg(long)]
+        check: bool,
+    },
+    /// What changed between two chain files, in chain terms: chain fields, nodes added, removed
+    /// or changed (field by field), connections added or removed. Exit code 1 when they differ.
+    Diff { old: PathBuf, new: PathBuf },
     /// Ask a running `sluice run --admin ADDR` to reload its chain now; prints the new version
     /// or the error that kept the old one running (exit code 1).
     Reload {
@@ -231,6 +243,15 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Import(ImportCommand::Thingsboard { files, out, strict }) => import_thingsboard(&files, &out, strict),
+        Command::Fmt { chains, check } => fmt_chains(&chains, check),
+        Command::Diff { old, new } => {
+            let (old, new) = (Loader::read_spec(&old)?, Loader::read_spec(&new)?);
+            let changes = sluice::core::spec::canonical::diff(&old, &new);
+            for change in &changes {
+                println!("{change}");
+            }
+            Ok(if changes.is_empty() { 0 } else { 1 })
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&sluice::chain::spec::schema())?);
             Ok(0)
@@ -297,6 +318,28 @@ fn replay(
         eprintln!("sluice: replayed in isolation: a copy of the state, no action executed (--live executes them)");
     }
     Ok(0)
+}
+
+/// `sluice fmt`: each chain in its canonical form; with `check`, only whether it is.
+fn fmt_chains(chains: &[PathBuf], check: bool) -> anyhow::Result<i32> {
+    let mut off = 0;
+    for path in chains {
+        // Checked as a chain first, with the loader's errors (file, field, line).
+        Loader::read_spec(path)?;
+        let current = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = sluice::core::spec::canonical::canonical_text(&serde_json::from_str(&current)?);
+        if current == text {
+            continue;
+        }
+        off += 1;
+        if check {
+            println!("not canonical: {} (sluice fmt rewrites it)", path.display());
+        } else {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            println!("formatted {}", path.display());
+        }
+    }
+    Ok(if check && off > 0 { 1 } else { 0 })
 }
 
 /// Where a running engine's admin endpoint is, for `sluice reload`, `status` and `replay`.

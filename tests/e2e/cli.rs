@@ -440,3 +440,63 @@ fn a_file_run_shows_progress_on_a_terminal_only() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("msgs/s"), "progress drawn on a pipe:\n{}", stderr(&out));
 }
+
+/// `sluice fmt` rewrites a chain in its canonical form (and `--check` says which files are not),
+/// keeping what the chain means; `sluice diff` says what changed in chain terms.
+#[test]
+fn fmt_makes_a_chain_canonical_and_diff_speaks_in_nodes_and_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.json");
+    // Hand-written: keys in any order, everything on a few lines, connections unsorted.
+    let written = r#"{"nodes": [{"config": {"threshold": 100, "op": ">", "value": "data.t"}, "module": "threshold", "id": "f"},
+        {"sink": "output", "id": "out"}], "connections": [{"relation": "Normal", "to": "out", "from": "f"},
+        {"from": "f", "relation": "Anomaly", "to": "out"}], "entry": "f"}"#;
+    std::fs::write(&file, written).unwrap();
+    let path = file.to_str().unwrap();
+
+    let out = sluice(&["fmt", "--check", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not canonical"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written, "--check changes nothing");
+    let out = sluice(&["fmt", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let canonical = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        canonical,
+        "{\n  \"entry\": \"f\",\n  \"nodes\": [\n    \
+         {\"id\": \"f\", \"module\": \"threshold\", \"config\": {\"op\": \">\", \"threshold\": 100, \"value\": \"data.t\"}},\n    \
+         {\"id\": \"out\", \"sink\": \"output\"}\n  ],\n  \"connections\": [\n    \
+         {\"from\": \"f\", \"to\": \"out\", \"relation\": \"Anomaly\"},\n    \
+         {\"from\": \"f\", \"to\": \"out\", \"relation\": \"Normal\"}\n  ]\n}\n"
+    );
+    let before: Value = serde_json::from_str(written).unwrap();
+    let after: Value = serde_json::from_str(&canonical).unwrap();
+    assert_eq!(before["nodes"], after["nodes"]);
+    assert_eq!(sluice(&["fmt", "--check", path]).status.code(), Some(0));
+
+    // A changed threshold, a node added and connected, one connection gone.
+    let edited = dir.path().join("edited.json");
+    let mut spec = after.clone();
+    spec["nodes"][0]["config"]["threshold"] = json!(120);
+    spec["nodes"].as_array_mut().unwrap().push(json!({"id": "log", "module": "log"}));
+    spec["connections"] = json!([
+        {"from": "f", "to": "out", "relation": "Anomaly"},
+        {"from": "f", "to": "log", "relation": "Anomaly"}
+    ]);
+    std::fs::write(&edited, spec.to_string()).unwrap();
+    let out = sluice(&["diff", path, edited.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "~ node `f`: config.threshold: 100 → 120\n+ node `log` (log)\n\
+         + connection f -[Anomaly]-> log\n- connection f -[Normal]-> out\n"
+    );
+    let out = sluice(&["diff", path, path]);
+    assert_eq!((out.status.code(), out.stdout.is_empty()), (Some(0), true));
+
+    // Not a chain: refused with the file and the place, nothing written.
+    std::fs::write(&file, r#"{"entry": "f", "nodes": [{"id": "f", "modul": "x"}]}"#).unwrap();
+    let out = sluice(&["fmt", path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("chain.json") && stderr(&out).contains("modul"), "{}", stderr(&out));
+}

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+pub mod canonical;
 pub mod connectors;
 
 pub use crate::input::InputSpec;
