@@ -106,6 +106,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/status", get(status))
         .route("/reload", post(reload))
+        .route("/reload/plan", post(reload_plan))
         .route("/metrics", get(metrics_text))
         .route("/nodes/{id}/events", get(node_events))
         .route("/nodes/{id}/replay", post(replay_node))
@@ -170,6 +171,38 @@ async fn bearer(
         Json(serde_json::json!({"error": "this admin endpoint needs its token: Authorization: Bearer TOKEN (sluice: --token or SLUICE_ADMIN_TOKEN; a browser: open /?token=TOKEN once)"})),
     )
         .into_response()
+}
+
+/// `POST /reload/plan` (`{"chain": FILE}`, default the running chain's file): what a reload
+/// would do to each node's state, without reloading; 422 with the error a reload would give.
+async fn reload_plan(State(admin): State<Admin>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PlanRequest {
+        #[serde(default)]
+        chain: Option<std::path::PathBuf>,
+    }
+    let request: PlanRequest = match body.is_empty() {
+        true => PlanRequest { chain: None },
+        false => match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(serde_json::json!({"error": format!("not a plan request: {e}")})),
+                )
+                    .into_response();
+            }
+        },
+    };
+    let reloader = admin.reloader.clone();
+    match tokio::task::spawn_blocking(move || reloader.plan(request.chain.as_deref())).await {
+        Ok(Ok(plan)) => Json(plan).into_response(),
+        Ok(Err(error)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": error.to_string()}))).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// `GET /chain`: the running chain as a graph (see [`crate::web::graph`]).

@@ -63,7 +63,19 @@ pub enum Command {
     },
     /// What changed between two chain files, in chain terms: chain fields, nodes added, removed
     /// or changed (field by field), connections added or removed. Exit code 1 when they differ.
-    Diff { old: PathBuf, new: PathBuf },
+    /// With `--admin ADDR NEW`: what reloading NEW into the running engine would do to each
+    /// node's state (kept, new, removed), checked as a reload checks it, without reloading.
+    Diff {
+        /// OLD NEW, or NEW with `--admin`.
+        #[arg(required = true, num_args = 1..=2)]
+        files: Vec<PathBuf>,
+        /// The running engine's admin endpoint (`host:port`).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Its bearer token, when it has one.
+        #[arg(long, value_name = "TOKEN", env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Ask a running `sluice run --admin ADDR` to reload its chain now; prints the new version
     /// or the error that kept the old one running (exit code 1).
     Reload {
@@ -244,8 +256,15 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Import(ImportCommand::Thingsboard { files, out, strict }) => import_thingsboard(&files, &out, strict),
         Command::Fmt { chains, check } => fmt_chains(&chains, check),
-        Command::Diff { old, new } => {
-            let (old, new) = (Loader::read_spec(&old)?, Loader::read_spec(&new)?);
+        Command::Diff { files, admin: Some(admin), token } => {
+            let [new] = files.as_slice() else { bail!("with --admin, give only the new chain file") };
+            reload_plan(&AdminArgs { admin, token }.client(), new)
+        }
+        Command::Diff { files, admin: None, .. } => {
+            let [old, new] = files.as_slice() else {
+                bail!("give the old and the new chain file (or --admin ADDR NEW)")
+            };
+            let (old, new) = (Loader::read_spec(old)?, Loader::read_spec(new)?);
             let changes = sluice::core::spec::canonical::diff(&old, &new);
             for change in &changes {
                 println!("{change}");
@@ -316,6 +335,35 @@ fn replay(
     println!("{}", serde_json::to_string_pretty(&answer)?);
     if !live {
         eprintln!("sluice: replayed in isolation: a copy of the state, no action executed (--live executes them)");
+    }
+    Ok(0)
+}
+
+/// `sluice diff --admin ADDR NEW`: the running engine's plan for reloading NEW.
+fn reload_plan(admin: &AdminClient, new: &Path) -> anyhow::Result<i32> {
+    let chain = new.canonicalize().with_context(|| format!("cannot read {}", new.display()))?;
+    let (ok, plan) = admin.call("POST", "/reload/plan", Some(serde_json::json!({"chain": chain})))?;
+    if !ok {
+        eprintln!("error: a reload would be refused: {}", plan["error"].as_str().unwrap_or(&plan.to_string()));
+        return Ok(1);
+    }
+    let retention_s = plan["retentionMs"].as_u64().unwrap_or(0) / 1000;
+    for node in plan["nodes"].as_array().into_iter().flatten() {
+        let (id, has_state) = (node["node"].as_str().unwrap_or("?"), node["hasState"] == true);
+        let fate = match (node["fate"].as_str().unwrap_or(""), has_state) {
+            ("keeps", true) => "keeps its state".to_string(),
+            ("keeps", false) => "kept (no state yet)".to_string(),
+            ("keepsWithNewModule", true) => {
+                "keeps its state, under its new module (whose init accepted it)".to_string()
+            }
+            ("keepsWithNewModule", false) => "kept, with a new module (no state yet)".to_string(),
+            ("added", _) => "new: starts empty".to_string(),
+            ("returns", _) => "back: gets the state it had when removed".to_string(),
+            ("removed", true) => format!("removed: loses its state after {retention_s} s unless it comes back"),
+            ("removed", false) => "removed (no state)".to_string(),
+            (other, _) => other.to_string(),
+        };
+        println!("node `{id}`: {fate}");
     }
     Ok(0)
 }

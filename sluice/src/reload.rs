@@ -122,6 +122,53 @@ pub enum ReplayFailed {
     Replay(#[from] crate::flow::replay::ReplayError),
 }
 
+/// Why a reload plan could not be made: the new version would be refused, or the state could
+/// not be copied to check it against.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFailed {
+    #[error(transparent)]
+    Refused(#[from] ReloadRefused),
+    #[error(transparent)]
+    Copy(#[from] crate::flow::replay::ReplayError),
+}
+
+/// What a reload of a chain file would do to each node's state (`sluice diff --admin`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadPlan {
+    pub chain: PathBuf,
+    /// How long a removed node's state is kept (`[reload] removedStateRetentionMs`).
+    pub retention_ms: u64,
+    /// Nodes of the new version in its order, then the removed ones.
+    pub nodes: Vec<NodePlan>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlan {
+    pub node: String,
+    pub fate: Fate,
+    /// Whether the node holds state now (windows, keyed values, timers, table rows).
+    pub has_state: bool,
+}
+
+/// What happens to a node on the reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Fate {
+    /// Same id, same module: it runs on with its state.
+    Keeps,
+    /// Same id, another module (or build): it keeps its state, which the new module's `init`
+    /// accepted in the plan's check.
+    KeepsWithNewModule,
+    /// A new id: it starts empty.
+    Added,
+    /// An id a reload removed, back within the retention period: it gets its state back.
+    Returns,
+    /// Gone from the new version: its state is kept for the retention period, then dropped.
+    Removed,
+}
+
 /// Why a reload was refused (the running version stays).
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadRefused {
@@ -267,7 +314,43 @@ impl Reloader {
         Ok(crate::flow::replay::replay(self.runtime.clone(), chain, &self.state, node, input, live)?)
     }
 
+    /// What reloading `file` (default: the running chain's file) would do, without doing it:
+    /// the new version is loaded and checked against a copy of the running state, exactly as a
+    /// reload checks it, and each node's fate is named. A version a reload would refuse is an
+    /// error, the same one.
+    pub fn plan(&self, file: Option<&Path>) -> Result<ReloadPlan, PlanFailed> {
+        let old = self.handle.current();
+        let file = file.map_or_else(|| old.file.clone(), Path::to_path_buf);
+        let copy = crate::flow::replay::copy_state(&self.state)?;
+        let new = self.load_against(&file, &copy)?;
+        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let module = |chain: &Chain, id: &str| match chain.find(id).map(|i| &chain.nodes[i].kind) {
+            Some(crate::chain::NodeKind::Rule(rule)) => Some(rule.module.hash.clone()),
+            _ => None,
+        };
+        let mut nodes = Vec::new();
+        for node in &new.nodes {
+            let fate = if old.find(&node.id).is_some() {
+                if module(&old, &node.id) == module(&new, &node.id) { Fate::Keeps } else { Fate::KeepsWithNewModule }
+            } else if removed.contains_key(&node.id) {
+                Fate::Returns
+            } else {
+                Fate::Added
+            };
+            nodes.push(NodePlan { node: node.id.clone(), fate, has_state: self.state.holds(&node.id) });
+        }
+        for node in old.nodes.iter().filter(|n| new.find(&n.id).is_none()) {
+            nodes.push(NodePlan { node: node.id.clone(), fate: Fate::Removed, has_state: self.state.holds(&node.id) });
+        }
+        Ok(ReloadPlan { chain: file, retention_ms: self.retention.as_millis() as u64, nodes })
+    }
+
     fn load(&self, file: &Path) -> Result<Chain, ReloadRefused> {
+        self.load_against(file, &self.state)
+    }
+
+    /// Loads `file` as a reload would, its nodes started against `state`.
+    fn load_against(&self, file: &Path, state: &StateStore) -> Result<Chain, ReloadRefused> {
         let loader = Loader::new(&self.runtime, self.module_dirs.clone()).with_connectors(self.connectors.clone());
         let mut chain = loader.load(file)?;
         if let Some(entry) = &self.entry {
@@ -275,7 +358,7 @@ impl Reloader {
                 .find(entry)
                 .ok_or_else(|| ReloadRefused::EntryGone { file: file.to_path_buf(), entry: entry.clone() })?;
         }
-        crate::flow::check_state(&self.runtime, &chain, &self.state)?;
+        crate::flow::check_state(&self.runtime, &chain, state)?;
         Ok(chain)
     }
 

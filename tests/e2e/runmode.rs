@@ -722,6 +722,30 @@ fn the_admin_endpoint_needs_its_token_and_stays_on_loopback_without_one() {
         String::from_utf8_lossy(&replayed.stdout)
     );
 
+    // A dry run of a reload: which nodes keep their state, which start empty; nothing reloaded.
+    let edited = dir.path().join("edited.json");
+    let mut spec: Value = serde_json::from_str(&std::fs::read_to_string(chain).unwrap()).unwrap();
+    spec["nodes"].as_array_mut().unwrap().push(json!({"id": "g", "module": "log"}));
+    spec["connections"].as_array_mut().unwrap().push(json!({"from": "f", "to": "g", "relation": "Anomaly"}));
+    std::fs::write(&edited, spec.to_string()).unwrap();
+    let out = cli(&["diff", "--admin", &admin, edited.to_str().unwrap()], Some("s3cret"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "node `f`: kept (no state yet)\nnode `out`: kept (no state yet)\nnode `g`: new: starts empty\n"
+    );
+    spec["nodes"][0]["config"]["threshold"] = json!("high");
+    std::fs::write(&edited, spec.to_string()).unwrap();
+    let out = cli(&["diff", "--admin", &admin, edited.to_str().unwrap()], Some("s3cret"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("a reload would be refused") && stderr(&out).contains("threshold"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, status) = crate::support::admin_request(&admin, "GET", "/status", Some("s3cret"));
+    assert!(status.contains("\"generation\":1"), "only the reload above ran: {status}");
+
     drop(run.stdin.take());
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -106,7 +106,7 @@ pub fn replay(
 
 /// A copy of `state`, through a checkpoint written to a scratch file and read back (the same
 /// code that saves and restores a run's state).
-fn copy_state(state: &StateStore) -> Result<StateStore, ReplayError> {
+pub fn copy_state(state: &StateStore) -> Result<StateStore, ReplayError> {
     let failed = |e: String| ReplayError::State(e);
     let dir = tempfile::tempdir().map_err(|e| failed(e.to_string()))?;
     let position = SourcePosition {

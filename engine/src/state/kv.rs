@@ -224,6 +224,15 @@ impl StateStore {
     }
 
     /// Node ids with state, sorted.
+    /// Whether `node` holds anything: keyed values, open windows or pending timers (tables
+    /// belong to the chain, not to a node).
+    pub fn holds(&self, node: &str) -> bool {
+        let nodes = self.lock();
+        nodes.get(node).is_some_and(|(kv, windows, timers)| {
+            !kv.is_empty() || !timers.is_empty() || windows.lock().iter().any(|w| w.open_count() > 0)
+        })
+    }
+
     pub fn node_ids(&self) -> Vec<String> {
         let mut ids: Vec<_> = self.lock().keys().cloned().collect();
         ids.sort();

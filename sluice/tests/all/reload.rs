@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice::chain::Loader;
 use sluice::flow::{Ack, Envelope, Pipeline, PipelineConfig, Sinks};
-use sluice::reload::Reloader;
+use sluice::reload::{Fate, Reloader};
 use sluice::sinks::jsonl::SinkItem;
 use sluice::state::StateStore;
 
@@ -75,6 +75,21 @@ fn a_removed_node_keeps_its_state_for_the_retention_then_loses_it() {
     assert_eq!(count_one(&pipeline, &rx), "1");
     assert_eq!(count_one(&pipeline, &rx), "2");
 
+    // The plan of that reload, asked first: nothing happens, each node's fate is named.
+    let next = dir.write_json("next.json", &counting("b"));
+    let plan = keeping.plan(Some(&next)).unwrap();
+    let fates: Vec<(String, Fate, bool)> = plan.nodes.iter().map(|n| (n.node.clone(), n.fate, n.has_state)).collect();
+    assert_eq!(
+        fates,
+        [("b".into(), Fate::Added, false), ("out".into(), Fate::Keeps, false), ("a".into(), Fate::Removed, true)]
+    );
+    assert_eq!(plan.retention_ms, 3_600_000);
+    assert_eq!(keeping.status().generation, 0, "a plan reloads nothing");
+    let mut broken = counting("b");
+    broken["nodes"][0]["config"]["relation"] = json!("");
+    let refused = dir.write_json("broken.json", &broken);
+    assert!(keeping.plan(Some(&refused)).unwrap_err().to_string().contains("node `b`"), "refused as a reload would be");
+
     // `a` removed: its state stays, listed with when it goes.
     dir.write_json("chain.json", &counting("b"));
     assert_eq!(keeping.reload("test").ok(), Some(1));
@@ -86,6 +101,9 @@ fn a_removed_node_keeps_its_state_for_the_retention_then_loses_it() {
     assert!(state.node_ids().contains(&"a".to_string()), "within its retention");
 
     // `a` is back before its retention ran out: it goes on counting.
+    let back = keeping.plan(Some(&dir.write_json("back.json", &counting("a")))).unwrap();
+    assert_eq!(back.nodes[0].fate, Fate::Returns, "{back:?}");
+    assert!(back.nodes.iter().any(|n| n.node == "b" && n.fate == Fate::Removed && n.has_state), "{back:?}");
     dir.write_json("chain.json", &counting("a"));
     assert_eq!(keeping.reload("test").ok(), Some(2));
     assert_eq!(count_one(&pipeline, &rx), "3");
