@@ -202,8 +202,11 @@ fn a_disabled_node_is_visible_and_fails_the_run_unless_allowed() {
     let args = ["run", "--chain", path(&chain), "--admin", &admin, "--stats", path(&stats), "--no-state"];
     let (mut child, log) = spawn(dir.path(), &args, true);
     let mut stdin = child.stdin.take().unwrap();
+    let mut bytes = 0;
     for i in 0..5 {
-        writeln!(stdin, "{}", json!({"ts": i, "deviceName": "P-1", "panic": true})).unwrap();
+        let line = format!("{}\n", json!({"ts": i, "deviceName": "P-1", "panic": true}));
+        bytes += line.len();
+        stdin.write_all(line.as_bytes()).unwrap();
     }
     stdin.flush().unwrap();
     let status_of = || -> Option<Value> {
@@ -215,6 +218,13 @@ fn a_disabled_node_is_visible_and_fails_the_run_unless_allowed() {
     });
     let m = crate::support::metrics(&admin);
     assert_eq!(m.get("sluice_node_disabled{node=\"crashy\"}"), Some(&1.0), "{m:?}");
+    // The JSON-lines source's own counts, exact: every line and byte read, each a message.
+    let jsonl = |name: &str| m.get(&format!("sluice_jsonl_{name}_total")).copied();
+    assert_eq!(
+        (jsonl("lines"), jsonl("bytes"), jsonl("messages")),
+        (Some(5.0), Some(bytes as f64), Some(5.0)),
+        "{m:?}"
+    );
     drop(stdin);
     let status = child.wait().unwrap();
     let log = read(&log);
