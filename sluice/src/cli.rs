@@ -47,6 +47,21 @@ pub enum Command {
         #[command(flatten)]
         modules: ModuleArgs,
     },
+    /// Run chain test files (`*.test.json`, `*.test.yaml`): messages in, the virtual clock
+    /// moved on, expectations on nodes' relations, sinks, connectors and state. Exit code 1 when
+    /// a test fails.
+    Test {
+        /// Test files, or directories to search for them (default: the current directory).
+        paths: Vec<PathBuf>,
+        /// Only the tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also write the results as a JUnit XML report (for CI).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        #[command(flatten)]
+        modules: ModuleArgs,
+    },
     /// Build or scaffold rule crates.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -240,6 +255,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate { chains, modules } => validate(&chains, &modules),
+        Command::Test { paths, filter, junit, modules } => test(paths, filter, junit.as_deref(), &modules),
         Command::Rules(RulesCommand::Build { dir }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("rules"));
             let out = toolchain::build(&dir)?;
@@ -490,6 +506,42 @@ fn validate(chains: &[PathBuf], modules: &ModuleArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn test(
+    paths: Vec<PathBuf>,
+    filter: Option<String>,
+    junit: Option<&Path>,
+    modules: &ModuleArgs,
+) -> anyhow::Result<i32> {
+    use sluice::chaintest;
+    let paths = if paths.is_empty() { vec![PathBuf::from(".")] } else { paths };
+    let files = chaintest::discover(&paths)?;
+    if files.is_empty() {
+        let searched: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!("no test files (*.test.json, *.test.yaml) in {}", searched.join(", "));
+    }
+    let runtime = runtime()?;
+    let options = chaintest::Options { filter };
+    let started = std::time::Instant::now();
+    let mut outcomes = Vec::new();
+    for file in &files {
+        let dirs = modules.resolve(Some(file));
+        outcomes.extend(chaintest::run_file(&runtime, &dirs, file, &options, |o| println!("{}", chaintest::render(o))));
+    }
+    let failed = outcomes.iter().filter(|o| matches!(o.result, Ok(Some(_)))).count();
+    let errors = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let passed = outcomes.len() - failed - errors;
+    println!(
+        "\n{passed} passed, {failed} failed, {errors} could not run ({} files, {:.2} s)",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = junit {
+        let xml = chaintest::junit(&outcomes).context("cannot write the JUnit report")?;
+        std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if failed + errors == 0 { 0 } else { 1 })
 }
 
 /// A JSON Schema document (its `$schema` names a json-schema.org meta-schema), such as

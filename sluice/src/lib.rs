@@ -28,6 +28,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod chaintest;
 pub mod config;
 pub mod reload;
 pub mod toolchain;

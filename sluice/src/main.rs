@@ -11,7 +11,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // A chain test provokes failures on purpose: its report says what happened, the engine's
+    // warnings about them would only bury it (SLUICE_LOG=warn shows them).
+    let default = if matches!(cli.command, cli::Command::Test { .. }) { "error" } else { "info" };
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     match cli.log_format {
         cli::LogFormat::Text => logs.init(),

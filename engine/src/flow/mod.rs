@@ -39,6 +39,17 @@ use worker::Worker;
 /// the module no longer accepts stops the run here, with the node's own message — and so what
 /// an `init` sets up in the state (a generator's first timer) is there before any input.
 pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Result<(), StateCheckError> {
+    check_state_on(runtime, chain, state, &Clock::System)
+}
+
+/// [`check_state`] at the processing time of `clock` (a test's virtual clock: a generator's
+/// first timer is armed by it).
+pub fn check_state_on(
+    runtime: &Runtime,
+    chain: &Chain,
+    state: &StateStore,
+    clock: &Clock,
+) -> Result<(), StateCheckError> {
     for node in &chain.nodes {
         if let crate::chain::NodeKind::Rule(rule) = &node.kind {
             // Run even when the node has no state yet: this `init` is the one that runs against
@@ -46,7 +57,7 @@ pub fn check_state(runtime: &Runtime, chain: &Chain, state: &StateStore) -> Resu
             // start instances only when a message comes).
             let handles = state.node(&node.id);
             // No connector: a check must not deliver anything.
-            let env = crate::runtime::HostEnv::new(node.id.as_str(), handles, Default::default());
+            let env = crate::runtime::HostEnv::new(node.id.as_str(), handles, clock.clone());
             runtime
                 .instantiate_module(&rule.module, &rule.config, rule.limits, env)
                 .map_err(|error| StateCheckError { file: chain.file.clone(), error })?;

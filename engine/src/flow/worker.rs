@@ -79,7 +79,13 @@ pub struct Worker {
     tape: Vec<(Relation, Arc<Message>)>,
     /// Processing time of the message being processed (read once per message).
     now_ms: i64,
+    /// Sees every output of every node as it is routed (see [`Worker::tapping`]).
+    tap: Option<Tap>,
 }
+
+/// Sees each output of each node as it is routed: (node id, relation, message). `sluice test`
+/// taps a worker to check what a node sent on a relation.
+pub type Tap = Box<dyn FnMut(&str, &str, &Arc<Message>) + Send>;
 
 type Pending = Vec<(NodeIdx, Arc<Message>, u32)>;
 
@@ -140,6 +146,7 @@ impl Worker {
             taped: None,
             tape: Vec::new(),
             now_ms: 0,
+            tap: None,
         }
     }
 
@@ -148,6 +155,42 @@ impl Worker {
         self.rings = recorder.slots(&self.chain, number);
         self.recorder = Some((recorder, number));
         self
+    }
+
+    /// Hands every output of every node to `tap` as it is routed.
+    pub fn tapping(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Runs on `clock` (processing time: timers, `now_ms`, arrival-time event time) instead of
+    /// the system clock: a test moves it by hand.
+    pub fn clocked(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The progress this worker fires windows by: a driver that stamps its own messages raises
+    /// it (an idle source's watermark) or ends it (the end of the input).
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Fires the timers due by the clock and the windows the completed watermark closed, as a
+    /// pipeline's tick does.
+    pub fn tick(&mut self) {
+        self.process(Envelope::tick());
+    }
+
+    /// The end of the input: every window still open closes and fires.
+    pub fn end_of_input(&mut self) {
+        self.progress.end_of_input();
+        self.fire_due();
+    }
+
+    /// The counts so far, keeping the worker.
+    pub fn counts(&self) -> RunStats {
+        self.stats()
     }
 
     /// Publishes this worker's counts to `live`, in slot `slot`, while it runs.
@@ -449,6 +492,9 @@ impl Worker {
             *self.stats[idx].outputs.entry_ref(&relation) += 1;
             if let Some(taped) = &mut self.taped {
                 taped.push((relation.clone(), out_msg.clone()));
+            }
+            if let Some(tap) = &mut self.tap {
+                tap(&node.id, &relation, &out_msg);
             }
             match chain.targets(idx, &relation) {
                 Some(targets) => {
