@@ -265,7 +265,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCommand::New { name, dir }) => {
             let created = toolchain::scaffold(&dir, &name)?;
             eprintln!(
-                "created {0}\n  cd {0} && cargo test && sluice rules build . && sluice run --chain chain.json --input input.jsonl --no-state",
+                "created {0}\n  cd {0} && cargo test && sluice rules build . && sluice run --chain chain.json --input input.jsonl --no-state\n  sluice test chain.test.json   (the chain's own tests)",
                 created.display()
             );
             Ok(0)

@@ -170,12 +170,13 @@ pub fn scaffold(parent: &Path, name: &str) -> Result<PathBuf, ToolchainError> {
     let lib = name.replace('-', "_");
     // TOML basic string: a Windows path's backslashes (and any quote) escaped.
     let sdk = sdk.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
-    let files: [(&str, String); 6] = [
+    let files: [(&str, String); 7] = [
         ("Cargo.toml", format!(include_str!("scaffold/Cargo.toml.in"), name = name, sdk = sdk)),
         (".gitignore", include_str!("scaffold/gitignore.in").to_string()),
         ("src/lib.rs", include_str!("scaffold/lib.rs.in").to_string()),
         ("chain.json", format!(include_str!("scaffold/chain.json.in"), lib = lib)),
         ("input.jsonl", include_str!("scaffold/input.jsonl.in").to_string()),
+        ("chain.test.json", include_str!("scaffold/chain.test.json.in").to_string()),
         ("README.md", format!(include_str!("scaffold/README.md.in"), name = name)),
     ];
     for (file, text) in files {

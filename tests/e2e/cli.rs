@@ -352,6 +352,12 @@ fn a_scaffolded_rule_tests_builds_and_runs() {
     // input.jsonl: T-1 at 25 (above 20), T-2 at "18", T-1 at 21.5 (above 20).
     let temps: Vec<_> = read_values(&output).iter().map(|m| m["data"]["temperature"].clone()).collect();
     assert_eq!(sorted(temps), ["21.5", "25"]);
+    // The chain test it comes with passes, in the crate, against the module just built.
+    assert!(stderr(&out).contains("sluice test chain.test.json"), "{}", stderr(&out));
+    let test = Command::new(sluice_bin()).current_dir(&crate_dir).args(["test", "chain.test.json"]).output().unwrap();
+    let report = String::from_utf8_lossy(&test.stdout);
+    assert!(test.status.success(), "{report}{}", stderr(&test));
+    assert!(report.contains("2 passed, 0 failed"), "{report}");
 }
 
 /// A one-node chain (a threshold on `data.value`) into the output, written to `dir`.

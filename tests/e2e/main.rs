@@ -3,6 +3,7 @@
 
 mod actions_under_failure;
 mod agreement;
+mod chain_tests;
 mod cli;
 mod devices;
 mod fidelity;

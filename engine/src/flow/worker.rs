@@ -188,9 +188,13 @@ impl Worker {
         self.fire_due();
     }
 
-    /// The counts so far, keeping the worker.
+    /// The counts so far, keeping the worker, with the late events its state's windows
+    /// counted (as [`super::Pipeline::shutdown`] adds them): for a worker that has the state to
+    /// itself, a standalone one.
     pub fn counts(&self) -> RunStats {
-        self.stats()
+        let mut stats = self.stats();
+        super::stats::add_late(&mut stats, &self.state);
+        stats
     }
 
     /// Publishes this worker's counts to `live`, in slot `slot`, while it runs.
