@@ -138,3 +138,20 @@ fn late_readings_are_counted_and_a_bad_test_file_is_located() {
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("`tests[0].steps[0].expect.mesages`: unknown field `mesages`"), "{report}");
 }
+
+/// The README's example test file passes, as written, beside the shipped chains.
+#[test]
+fn the_readme_example_passes() {
+    let readme = std::fs::read_to_string(crate::support::repo().join("README.md")).unwrap();
+    let section = readme.split("## Testing a chain").nth(1).expect("README has \"Testing a chain\"");
+    let example = section.split("```json\n").nth(1).and_then(|s| s.split("```").next()).expect("a JSON example");
+    let chain = crate::support::repo().join("chains").join("wind-zones.json");
+    let example = example.replace("\"../wind-zones.json\"", &serde_json::to_string(&chain).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("readme.test.json");
+    std::fs::write(&file, example).unwrap();
+    let out = sluice(&["test", file.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}
