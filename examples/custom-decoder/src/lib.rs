@@ -22,7 +22,7 @@ use sluice_sdk::msg_type;
 use sluice_sdk::prelude::*;
 
 /// The node's `config` in the chain file, parsed once when the chain loads.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
     /// Key of `data` that holds the payload text.
@@ -31,7 +31,7 @@ pub struct Config {
     pub encoding: Encoding,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     Hex,

@@ -36,7 +36,7 @@ use std::collections::BTreeSet;
 
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub table: String,
@@ -52,7 +52,7 @@ pub struct Config {
 }
 
 /// The attributes to copy: paths (copied under the path as written) or path → name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged, expecting = "a list of attribute paths or a map of attribute path to name")]
 pub enum Attributes {
     List(Vec<String>),
@@ -60,7 +60,7 @@ pub enum Attributes {
 }
 
 /// Where copied attributes go.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     #[default]
@@ -83,7 +83,8 @@ pub struct OriginatorAttributes {
     strict: bool,
 }
 
-#[node]
+/// Adds the originator's attributes from a host table to the message.
+#[node(relations = ["Success"])]
 impl Node for OriginatorAttributes {
     type Config = Config;
 

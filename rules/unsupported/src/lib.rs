@@ -19,7 +19,7 @@
 //! Relations: `Failure` only.
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub class: String,
@@ -35,7 +35,8 @@ pub struct Unsupported {
     error: String,
 }
 
-#[node]
+/// Placeholder for a ThingsBoard node Sluice cannot run: every message to Failure.
+#[node(relations = [])]
 impl Node for Unsupported {
     type Config = Config;
 
