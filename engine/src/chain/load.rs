@@ -317,7 +317,7 @@ impl<'r> Loader<'r> {
 
     /// Resolves and loads a module reference: a path (relative to the chain file) or a built-in
     /// name looked up in the module directories.
-    fn module(&self, file: &Path, name: &str) -> Result<Arc<Module>, LoadErrorKind> {
+    pub fn module(&self, file: &Path, name: &str) -> Result<Arc<Module>, LoadErrorKind> {
         let module_err = |message: String| LoadErrorKind::Module { module: name.to_string(), message };
         let path = if name.ends_with(".wasm") || name.ends_with(".wat") || name.contains('/') {
             let path = relative_to(file, name);

@@ -60,8 +60,11 @@ pub enum Attributes {
 }
 
 /// Where copied attributes go.
+// The schema lists the aliases too (schemars does not read `alias`): a config the node takes
+// must pass the load-time schema check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(extend("enum" = ["metadata", "data", "METADATA", "DATA"]))]
 pub enum Target {
     #[default]
     #[serde(alias = "METADATA")]

@@ -36,7 +36,10 @@ pub struct Unsupported {
 }
 
 /// Placeholder for a ThingsBoard node Sluice cannot run: every message to Failure.
-#[node(relations = [])]
+// It emits only `Failure`, but it keeps the connections of the node it stands in for (`Success`,
+// `Created`, …), so that the node that replaces it is wired already: `any` tells the loader not
+// to check them against what the placeholder emits.
+#[node(relations = [any])]
 impl Node for Unsupported {
     type Config = Config;
 
