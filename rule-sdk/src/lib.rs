@@ -45,7 +45,8 @@ pub use sluice_sdk_macros::{filter, node, transform};
 pub use template::Template;
 pub use windows::ClosedWindow;
 
-/// Re-exported for convenience (`#[derive(Deserialize)]` still needs `serde` in the rule crate).
+/// Re-exported for convenience (`#[derive(Deserialize)]` still needs `serde` in the rule crate;
+/// `#[derive(JsonSchema)]` finds `schemars` through the prelude).
 pub use schemars;
 pub use serde;
 pub use serde_json;

@@ -67,7 +67,10 @@ pub fn decode(bytes: &[u8]) -> Result<Reading> {
     Ok(Reading { temperature: f64::from(tenths) / 10.0, humidity: *humidity, battery: *battery })
 }
 
-/// `Ok(msg)` → "Success", `Err` → "Failure" (with `metadata.error`).
+/// Decodes an EnvSense 4-byte payload (hex or base64) into telemetry.
+///
+/// `Ok(msg)` → "Success", `Err` → "Failure" (with `metadata.error`). The first line is the
+/// module's description in its manifest (`sluice rules describe`).
 #[transform]
 pub fn env_sense(mut msg: Msg, cfg: &Config) -> Result<Msg> {
     let Some(text) = msg.field(&cfg.field).and_then(Value::as_str) else {
