@@ -244,7 +244,7 @@ impl<'r> Loader<'r> {
             let Some(&n) = index.get(conn.from.as_str()) else { continue };
             let NodeKind::Rule(rule) = &nodes[base + n].kind else { continue };
             let Some(emits) = rule.module.info.manifest.as_ref().and_then(|m| m.closed_relations()) else { continue };
-            if !emits.iter().any(|r| *r == conn.relation) {
+            if !emits.contains(&conn.relation) {
                 return Err(LoadError::new(
                     file,
                     LoadErrorKind::File(FileError::Invalid(format!(
