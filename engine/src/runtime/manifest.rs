@@ -102,6 +102,22 @@ impl ModuleInfo {
 /// The first error, named by the field it is about.
 fn first_violation(validator: &jsonschema::Validator, config: &Value) -> Option<SchemaViolation> {
     let error = validator.iter_errors(config).next()?;
+    Some(violation(config, &error))
+}
+
+/// What an error says, about which field. A value none of an `anyOf`/`oneOf`'s alternatives
+/// takes (an enum with data, an `Option`) is explained by the alternative that got furthest
+/// into it: `{"delete": "ts"}` is a `delete` whose place is wrong (`ops[0].delete`), not "not
+/// valid under any of the schemas" of `ops[0]`.
+fn violation(config: &Value, error: &jsonschema::ValidationError<'_>) -> SchemaViolation {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let depth = |e: &jsonschema::ValidationError<'_>| e.instance_path.as_str().matches('/').count();
+    if let Kind::AnyOf { context } | Kind::OneOfNotValid { context } = &error.kind
+        && let Some(deepest) = context.iter().flatten().max_by_key(|e| depth(e))
+        && depth(deepest) > depth(error)
+    {
+        return violation(config, deepest);
+    }
     let mut field = field_path(config, error.instance_path.as_str());
     let join = |field: &str, key: &str| if field.is_empty() { key.to_string() } else { format!("{field}.{key}") };
     let message = match &error.kind {
@@ -116,7 +132,7 @@ fn first_violation(validator: &jsonschema::Validator, config: &Value) -> Option<
         }
         _ => error.to_string(),
     };
-    Some(SchemaViolation { field, message })
+    SchemaViolation { field, message }
 }
 
 /// A JSON pointer into `value` as a config path: `/ops/1/set` → `ops[1].set`.
@@ -195,6 +211,20 @@ mod tests {
         let v = m.check_config(&json!({"threshold": 1, "ops": [{"set": "a"}, {"set": 3}]})).unwrap_err();
         assert_eq!(v.field, "ops[1].set");
         m.check_config(&json!({"threshold": 1})).unwrap();
+    }
+
+    #[test]
+    fn an_alternative_is_explained_by_the_one_that_got_furthest() {
+        // An externally tagged enum, as schemars writes `enum Op { Delete(String), Keep(bool) }`.
+        let m = info(json!({"oneOf": [
+            {"type": "object", "properties": {"delete": {"type": "string", "pattern": "^data\\."}},
+             "required": ["delete"], "additionalProperties": false},
+            {"type": "object", "properties": {"keep": {"type": "boolean"}}, "required": ["keep"],
+             "additionalProperties": false}
+        ]}));
+        let v = m.check_config(&json!({"delete": "ts"})).unwrap_err();
+        assert_eq!(v.field, "delete", "{v:?}");
+        m.check_config(&json!({"delete": "data.a"})).unwrap();
     }
 
     #[test]

@@ -188,7 +188,7 @@ fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<V
     Ok(ops)
 }
 
-/// Applies the ops in order.
+/// Applies rename, copy, delete, set, compute and msgType ops to the message, in order.
 #[transform]
 pub fn transform(mut msg: Msg, cfg: &Config) -> Result<Msg> {
     for op in &cfg.ops {

@@ -356,7 +356,7 @@ fn a_config_against_the_schema_is_refused_before_init() {
                   {"id": "out", "sink": "output"}],
         "connections": [{"from": "t", "to": "out", "relation": "Success"}]
     });
-    expect_error(c, Some("t"), "config.ops[1]", "config rejected");
+    expect_error(c, Some("t"), "config.ops[1].delete", "config rejected: 7 is not of type \"string\"");
 }
 
 /// A hand-written module with no manifest and no schema: it loads, its connections and config
