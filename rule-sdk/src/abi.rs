@@ -251,6 +251,16 @@ mod glue {
         input.as_mut_ptr() as u32
     }
 
+    /// The config's JSON Schema, kept for the host to read.
+    static SCHEMA: GuestCell<Vec<u8>> = GuestCell::new(Vec::new());
+
+    /// `sluice_config_schema() -> i64`: the JSON Schema of `C`, as `ptr << 32 | len`.
+    pub fn config_schema<C: schemars::JsonSchema>() -> u64 {
+        let mut schema = SCHEMA.0.borrow_mut();
+        *schema = crate::manifest::config_schema::<C>().into_bytes();
+        ((schema.as_ptr() as u64) << 32) | schema.len() as u64
+    }
+
     fn install_panic_hook() {
         std::panic::set_hook(Box::new(|info| fail(&format!("guest panicked: {info}"))));
     }
@@ -528,6 +538,11 @@ macro_rules! export_node {
             #[unsafe(no_mangle)]
             pub extern "C" fn sluice_on_timer(len: u32) -> u32 {
                 SLOT.on_timer(len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn sluice_config_schema() -> u64 {
+                $crate::abi::config_schema::<<$ty as $crate::Node>::Config>()
             }
         };
     };

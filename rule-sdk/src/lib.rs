@@ -8,7 +8,7 @@
 //! ```
 //! use sluice_sdk::prelude::*;
 //!
-//! #[derive(Deserialize)]
+//! #[derive(Deserialize, JsonSchema)]
 //! struct Config { device_type: String }
 //!
 //! /// Keeps weather-station telemetry that carries a wind speed.
@@ -25,6 +25,7 @@ pub mod abi;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod manifest;
 pub mod msg;
 pub mod node;
 pub mod relation;
@@ -44,7 +45,9 @@ pub use sluice_sdk_macros::{filter, node, transform};
 pub use template::Template;
 pub use windows::ClosedWindow;
 
-/// Re-exported for convenience (`#[derive(Deserialize)]` still needs `serde` in the rule crate).
+/// Re-exported for convenience (`#[derive(Deserialize)]` still needs `serde` in the rule crate;
+/// `#[derive(JsonSchema)]` finds `schemars` through the prelude).
+pub use schemars;
 pub use serde;
 pub use serde_json;
 
@@ -59,6 +62,7 @@ pub mod prelude {
         bail_config,
     };
     pub use crate::{filter, node, transform};
+    pub use schemars::{self, JsonSchema};
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{Value, json};
 }

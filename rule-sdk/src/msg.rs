@@ -79,7 +79,7 @@ pub mod field {
 }
 
 /// Who sent the message: a device, an asset, …
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Originator {
     /// `DEVICE`, `ASSET`, `CUSTOMER`, … (ThingsBoard's entity types).
@@ -851,6 +851,20 @@ impl<'de> Deserialize<'de> for FieldPath {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         FieldPath::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for FieldPath {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FieldPath".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`originator`, `type`, `ts`, `metadata.<key>` or `data.<key>`",
+            "pattern": "^(originator|type|ts|metadata\\..+|data\\..+)$"
+        })
     }
 }
 

@@ -14,12 +14,13 @@ use crate::{Msg, Result};
 /// ```
 /// use sluice_sdk::prelude::*;
 ///
-/// #[derive(Deserialize)]
+/// #[derive(Deserialize, JsonSchema)]
 /// struct Config { relation: String }
 ///
 /// struct Tag { relation: String, seen: u64 }
 ///
-/// #[node]
+/// /// Tags each message with how many came before it.
+/// #[node(relations = [config])]          // emits on a relation its config names
 /// impl Node for Tag {
 ///     type Config = Config;
 ///     fn init(cfg: Config) -> Result<Self> { Ok(Tag { relation: cfg.relation, seen: 0 }) }
@@ -34,7 +35,10 @@ pub trait Node: Sized + 'static {
     /// The node's `config` from the chain JSON, parsed whenever an instance starts (first at load,
     /// to validate it); a config that does not deserialize is a load error naming the node and
     /// the field.
-    type Config: DeserializeOwned;
+    /// Its JSON Schema (`#[derive(JsonSchema)]`) is the module's `sluice_config_schema`: the
+    /// engine checks a chain's config against it before `init`, and `sluice schema` gives it to
+    /// editors.
+    type Config: DeserializeOwned + schemars::JsonSchema;
 
     /// Builds the node from its config. An `Err` here refuses the chain at load; one worded
     /// ``config field `F`: why`` names the field `config.F` in the load error.
@@ -60,7 +64,7 @@ pub trait Node: Sized + 'static {
 }
 
 /// Config of a node that takes none: accepts an absent/`null` config or `{}`, and nothing else.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoConfig {}
 

@@ -92,6 +92,19 @@ impl<'de> serde::Deserialize<'de> for Template {
     }
 }
 
+impl schemars::JsonSchema for Template {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Template".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "text with `${metadataKey}` and `$[dataKey]` placeholders"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! use sluice_sdk::prelude::*;
 //! use sluice_sdk::testing::TestDriver;
 //!
-//! #[derive(Deserialize)]
+//! #[derive(Deserialize, JsonSchema)]
 //! struct Config { min: f64 }
 //!
 //! #[filter]

@@ -65,8 +65,12 @@ pub enum Command {
     /// Build or scaffold rule crates.
     #[command(subcommand)]
     Rules(RulesCommand),
-    /// Print the JSON Schema of chain files.
-    Schema,
+    /// Print the JSON Schema of chain files, with every built-in module's config schema (the
+    /// modules are read from the module directories: build the rules first).
+    Schema {
+        #[command(flatten)]
+        modules: ModuleArgs,
+    },
     /// Rewrite chain files in their canonical form (fields in a fixed order, defaults left out,
     /// connections grouped by node and relation), so that they diff and merge cleanly.
     Fmt {
@@ -152,6 +156,17 @@ pub enum RulesCommand {
     Build {
         /// The workspace or crate (default: ./rules).
         dir: Option<PathBuf>,
+    },
+    /// Show what a module says about itself: description, the relations it emits, the host
+    /// capabilities it imports and its config's JSON Schema.
+    Describe {
+        /// A built-in rule's name (resolved as a chain's `module` is) or a path to a `.wasm`/`.wat`.
+        module: String,
+        /// Print it as one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        modules: ModuleArgs,
     },
     /// Scaffold a rule crate that builds and tests out of the box.
     New {
@@ -287,16 +302,69 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(if changes.is_empty() { 0 } else { 1 })
         }
-        Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&sluice::chain::spec::schema())?);
+        Command::Schema { modules } => {
+            let runtime = Runtime::with_default_cache()?;
+            let loader = Loader::new(&runtime, modules.resolve(None));
+            let schema = sluice::chain::schema::with_built_in(&loader)
+                .context("the schema includes every built-in module's config schema (`sluice rules build rules`)")?;
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(0)
         }
+        Command::Rules(RulesCommand::Describe { module, json, modules }) => describe(&module, json, &modules),
         Command::Reload { admin } => admin_call(&admin.client(), "POST", "/reload"),
         Command::Status { admin } => admin_call(&admin.client(), "GET", "/status"),
         Command::Replay { admin, node, event, failure, chain, live } => {
             replay(&admin.client(), &node, failure.map_or(("events", event), |n| ("failures", n)), chain, live)
         }
     }
+}
+
+/// `sluice rules describe MODULE [--json]`.
+fn describe(name: &str, json: bool, modules: &ModuleArgs) -> anyhow::Result<i32> {
+    let runtime = Runtime::with_default_cache()?;
+    let loader = Loader::new(&runtime, modules.resolve(None));
+    let module = loader.module(Path::new("./-"), name)?;
+    let info = &module.info;
+    if json {
+        let out = serde_json::json!({
+            "module": name,
+            "path": module.source,
+            "manifest": info.manifest,
+            "capabilities": info.capabilities,
+            "configSchema": info.config_schema,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    println!("{name} ({})", module.source.display());
+    let manifest = info.manifest.as_ref();
+    match manifest.map(|m| m.description.as_str()).filter(|d| !d.is_empty()) {
+        Some(description) => println!("  {description}"),
+        None => println!("  (no description)"),
+    }
+    if let Some(m) = manifest {
+        println!("  kind:          {}", m.kind);
+    }
+    let relations = match manifest {
+        None => "not declared (no manifest: connections are not checked)".to_string(),
+        Some(m) => {
+            let mut text = m.relations.as_ref().map_or_else(|| "not declared".into(), |r| r.join(", "));
+            match m.more_relations {
+                Some(sluice::runtime::manifest::MoreRelations::Config) => text.push_str(", and those its config names"),
+                Some(sluice::runtime::manifest::MoreRelations::Any) => text.push_str(", and any other name (decided by code in its config, or a placeholder keeping the wiring of the node it stands in for)"),
+                None => {}
+            }
+            text
+        }
+    };
+    println!("  relations:     {relations}");
+    let capabilities = if info.capabilities.is_empty() { "none".to_string() } else { info.capabilities.join(", ") };
+    println!("  capabilities:  {capabilities}");
+    match &info.config_schema {
+        Some(schema) => println!("  config schema:\n{}", serde_json::to_string_pretty(schema)?),
+        None => println!("  config schema: none (the config is checked by the node's init only)"),
+    }
+    Ok(0)
 }
 
 /// `sluice replay`: the recorded input from `GET /nodes/ID/events`, run by `POST

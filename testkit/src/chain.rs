@@ -107,7 +107,12 @@ pub fn run_chain(chain: &Value, msgs: &[TbMsg], workers: usize) -> Ran {
 /// [`run_chain`] for a chain file.
 pub fn run_chain_file(path: &Path, msgs: &[TbMsg], workers: usize) -> Ran {
     let loaded = Loader::new(&runtime(), vec![modules().to_path_buf()]).load(path);
-    let chain = Arc::new(loaded.unwrap_or_else(|e| panic!("chain does not load: {e}")));
+    run_loaded(loaded.unwrap_or_else(|e| panic!("chain does not load: {e}")), msgs, workers)
+}
+
+/// Runs a chain already loaded (and perhaps changed, as a replay withholds connectors).
+pub fn run_loaded(chain: Chain, msgs: &[TbMsg], workers: usize) -> Ran {
+    let chain = Arc::new(chain);
     let (pipeline, rx) = start_to_channel(&chain, PipelineConfig { workers, queue: 4, ..PipelineConfig::default() });
     let acks = Arc::new(AckCounter::default());
     let collector = std::thread::spawn(move || {

@@ -88,17 +88,22 @@ fn rest_action_without_an_http_answer_fails_the_message_with_the_reason() {
 }
 
 #[test]
-fn an_action_node_without_its_connector_fails_at_load_or_per_message() {
+fn an_action_node_without_its_connector_fails_at_load() {
     // Naming an undeclared connector: a load error on the node's `connector` field.
     let dir = tempfile::tempdir().unwrap();
     let mut chain = action_chain("kafka-action", json!({"topic": "t"}), &dir.path().join("x.jsonl"));
     chain["nodes"][0]["connector"] = json!("kafka");
     let err = load_chain(&chain).unwrap_err().to_string();
     assert!(err.contains("node `act`") && err.contains("connector") && err.contains("`kafka`"), "{err}");
-    // No connector at all: every message to Failure, saying what to do.
+    // No connector at all: the module imports `action_call`, so that is a load error too.
     chain["nodes"][0].as_object_mut().unwrap().remove("connector");
-    let out = run_chain(&chain, &[reading("WS-1", 7, 3.5)]);
-    assert!(out[0].meta("error").unwrap().contains("has no connector"), "{:?}", out[0].metadata);
+    let err = load_chain(&chain).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "node `act`: field `connector`: node `act` (kafka-action) calls actions but is granted no connector"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! Everything that can be checked before the first message is checked here, and each error names
 //! the file, the node and the field: the JSON's syntax (line and column), its shape (unknown or
 //! missing fields, wrong types), ids and connections, modules (missing, not wasm, breaking the
-//! ABI), each node's config (by running the node's own `init` on it), nested chains, and cycles
-//! that no `maxHops` bounds.
+//! ABI), each node's config (against the schema the module exports, then by running the node's
+//! own `init` on it), what the module's manifest and imports say (a connection on a relation the
+//! node never emits, actions without a granted connector), nested chains, and cycles that no
+//! `maxHops` bounds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -189,11 +191,22 @@ impl<'r> Loader<'r> {
             nodes[idx].kind = self.resolve_kind(file, node, idx, including, nodes)?;
             if let NodeKind::Rule(rule) = &mut nodes[idx].kind {
                 rule.connector = Self::grant(file, node, &connectors)?;
+                if rule.connector.is_none() && rule.module.info.uses("actions") {
+                    return Err(invalid(format!(
+                        "node `{}` ({}) calls actions but is granted no connector: add `\"connector\": NAME`, NAME \
+                         declared under `connectors`",
+                        node.id,
+                        node.module.as_deref().unwrap_or_default()
+                    ))
+                    .node(&node.id)
+                    .field("connector"));
+                }
             } else if node.connector.is_some() {
                 return Err(invalid("only a module node takes a connector".into()).node(&node.id).field("connector"));
             }
         }
         including.pop();
+        Self::check_relations(file, &spec, base, nodes)?;
         Ok((spec, entry))
     }
 
@@ -220,6 +233,33 @@ impl<'r> Loader<'r> {
                 .field("connector"))
             }
         }
+    }
+
+    /// A connection on a relation the node's manifest says it never emits is a mistake (a typo,
+    /// a filter's `Success`): refused, naming the connection. Nodes whose manifest lists no
+    /// closed set (no manifest, relations named by config or a script) are not checked.
+    fn check_relations(file: &Path, spec: &ChainSpec, base: NodeIdx, nodes: &[GraphNode]) -> Result<(), LoadError> {
+        let index: HashMap<&str, usize> = spec.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+        for (i, conn) in spec.connections.iter().enumerate() {
+            let Some(&n) = index.get(conn.from.as_str()) else { continue };
+            let NodeKind::Rule(rule) = &nodes[base + n].kind else { continue };
+            let Some(emits) = rule.module.info.manifest.as_ref().and_then(|m| m.closed_relations()) else { continue };
+            if !emits.contains(&conn.relation) {
+                return Err(LoadError::new(
+                    file,
+                    LoadErrorKind::File(FileError::Invalid(format!(
+                        "node `{}` ({}) emits {}; no relation `{}`",
+                        conn.from,
+                        spec.nodes[n].module.as_deref().unwrap_or_default(),
+                        emits.join(", "),
+                        conn.relation
+                    ))),
+                )
+                .node(&conn.from)
+                .field(format!("connections[{i}].relation")));
+            }
+        }
+        Ok(())
     }
 
     fn resolve_kind(
@@ -263,6 +303,11 @@ impl<'r> Loader<'r> {
         let limits = Limits::from_spec(node.limits.as_ref())
             .map_err(|(field, msg)| at(LoadErrorKind::File(FileError::Invalid(msg))).field(field))?;
         let module = self.module(file, name).map_err(|kind| at(kind).field("module"))?;
+        if let Err(violation) = module.info.check_config(&node.config) {
+            let field =
+                if violation.field.is_empty() { "config".to_string() } else { format!("config.{}", violation.field) };
+            return Err(at(LoadErrorKind::Config(violation.message)).field(field));
+        }
         let config = serde_json::to_vec(&node.config).map_err(|e| {
             at(LoadErrorKind::File(FileError::Invalid(format!("cannot be serialized: {e}")))).field("config")
         })?;
@@ -272,7 +317,7 @@ impl<'r> Loader<'r> {
 
     /// Resolves and loads a module reference: a path (relative to the chain file) or a built-in
     /// name looked up in the module directories.
-    fn module(&self, file: &Path, name: &str) -> Result<Arc<Module>, LoadErrorKind> {
+    pub fn module(&self, file: &Path, name: &str) -> Result<Arc<Module>, LoadErrorKind> {
         let module_err = |message: String| LoadErrorKind::Module { module: name.to_string(), message };
         let path = if name.ends_with(".wasm") || name.ends_with(".wat") || name.contains('/') {
             let path = relative_to(file, name);

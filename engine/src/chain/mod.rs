@@ -4,6 +4,7 @@
 pub mod error;
 pub mod graph;
 pub mod load;
+pub mod schema;
 pub mod spec;
 
 pub use error::{FileError, LoadError, LoadErrorKind};

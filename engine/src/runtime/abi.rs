@@ -47,9 +47,10 @@ pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
 ];
 
 /// Exports a guest may have: `sluice_on_window(len) -> status`, required once it declares a
-/// window.
+/// window; `sluice_on_timer(len) -> status`; `sluice_config_schema() -> ptr << 32 | len`, its
+/// config's JSON Schema (see `manifest.rs`).
 pub const OPTIONAL_EXPORTS: &[(&str, &[ValType], &[ValType])] =
-    &[("sluice_on_window", &[I32], &[I32]), ("sluice_on_timer", &[I32], &[I32])];
+    &[("sluice_on_window", &[I32], &[I32]), ("sluice_on_timer", &[I32], &[I32]), ("sluice_config_schema", &[], &[I64])];
 
 /// Every function a guest must export.
 pub const GUEST_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[

@@ -9,6 +9,7 @@ pub mod abi;
 pub mod cache;
 pub mod instance;
 pub mod limits;
+pub mod manifest;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use wasmtime::{Config, Engine, InstancePre, Linker, OptLevel, Store};
 
 pub use instance::NodeInstance;
 pub use limits::Limits;
+pub use manifest::ModuleInfo;
 
 use crate::host::{self, Clock, HostState};
 use crate::state::NodeHandles;
@@ -98,6 +100,8 @@ pub struct Module {
     pub source: PathBuf,
     /// SHA-256 of its bytes.
     pub hash: String,
+    /// Its manifest, capabilities and config schema.
+    pub info: ModuleInfo,
     pre: InstancePre<HostState>,
 }
 
@@ -187,10 +191,13 @@ impl Runtime {
         .map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
         // The version first: a module built for another ABI is told so, not that its imports
         // differ from this one's.
-        check_version(&self.engine, &compiled)?;
+        let schema = probe(&self.engine, &compiled)?;
         abi::check(&compiled).map_err(ModuleError::Contract)?;
+        let manifest = manifest::read_manifest(bytes).map_err(ModuleError::Contract)?;
+        let imports = compiled.imports().filter(|i| i.module() == abi::IMPORT_MODULE).map(|i| i.name());
+        let info = ModuleInfo::new(manifest, imports, schema).map_err(ModuleError::Contract)?;
         let pre = self.linker.instantiate_pre(&compiled).map_err(|e| ModuleError::Contract(e.to_string()))?;
-        let module = Arc::new(Module { source: source.to_path_buf(), hash: hash.clone(), pre });
+        let module = Arc::new(Module { source: source.to_path_buf(), hash: hash.clone(), info, pre });
         self.modules.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, module.clone());
         Ok(module)
     }
@@ -248,22 +255,23 @@ impl Runtime {
 }
 
 /// Calls `sluice_abi_version` on a scratch instance whose imports all trap (they are not
-/// checked yet). A module without the export is left to [`abi::check`] to refuse.
-fn check_version(engine: &Engine, module: &wasmtime::Module) -> Result<(), ModuleError> {
+/// checked yet), then, when the module exports it, `sluice_config_schema`, whose JSON Schema it
+/// returns. A module without the version export is left to [`abi::check`] to refuse.
+fn probe(engine: &Engine, module: &wasmtime::Module) -> Result<Option<serde_json::Value>, ModuleError> {
     if module.get_export("sluice_abi_version").is_none() {
-        return Ok(());
+        return Ok(None);
     }
     // The largest cap a node may ask for: the node's own cap applies to its real instances.
     let host = HostState::new("abi-check".into(), limits::MAX_MEMORY, NodeHandles::default(), Clock::System);
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limiter);
     store.set_epoch_deadline(ticks(Duration::from_secs(5)));
-    let version = (|| {
-        let mut linker = Linker::new(engine);
+    let mut linker = Linker::new(engine);
+    let (instance, version) = (|| {
         linker.define_unknown_imports_as_traps(module)?;
         let instance = linker.instantiate(&mut store, module)?;
         let f = instance.get_typed_func::<(), u32>(&mut store, "sluice_abi_version")?;
-        f.call(&mut store, ())
+        Ok::<_, wasmtime::Error>((instance, f.call(&mut store, ())?))
     })()
     .map_err(|e| ModuleError::Contract(format!("sluice_abi_version failed: {e}")))?;
     if version != abi::ABI_VERSION {
@@ -273,7 +281,25 @@ fn check_version(engine: &Engine, module: &wasmtime::Module) -> Result<(), Modul
             abi::ABI_VERSION
         )));
     }
-    Ok(())
+    config_schema(&mut store, &instance).map_err(|e| ModuleError::Contract(format!("{}: {e}", manifest::SCHEMA_EXPORT)))
+}
+
+/// Calls `sluice_config_schema() -> i64` (`ptr << 32 | len` of JSON in the guest's memory), if
+/// the module exports it.
+fn config_schema(
+    store: &mut Store<HostState>,
+    instance: &wasmtime::Instance,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(export) = instance.get_func(&mut *store, manifest::SCHEMA_EXPORT) else { return Ok(None) };
+    let f = export.typed::<(), i64>(&*store).map_err(|e| format!("wrong type: {e}"))?;
+    let packed = f.call(&mut *store, ()).map_err(|e| format!("failed: {e}"))? as u64;
+    let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    let memory = instance.get_memory(&mut *store, "memory").ok_or("the module exports no `memory`")?;
+    let bytes = memory
+        .data(&*store)
+        .get(ptr..ptr.saturating_add(len))
+        .ok_or_else(|| format!("returned {ptr}+{len}, outside the module's memory"))?;
+    serde_json::from_slice(bytes).map(Some).map_err(|e| format!("returned JSON that does not parse: {e}"))
 }
 
 /// Advances the engine's epoch every [`TICK`] while the engine lives.

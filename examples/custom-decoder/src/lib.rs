@@ -22,7 +22,7 @@ use sluice_sdk::msg_type;
 use sluice_sdk::prelude::*;
 
 /// The node's `config` in the chain file, parsed once when the chain loads.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
     /// Key of `data` that holds the payload text.
@@ -31,7 +31,7 @@ pub struct Config {
     pub encoding: Encoding,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     Hex,
@@ -67,7 +67,10 @@ pub fn decode(bytes: &[u8]) -> Result<Reading> {
     Ok(Reading { temperature: f64::from(tenths) / 10.0, humidity: *humidity, battery: *battery })
 }
 
-/// `Ok(msg)` → "Success", `Err` → "Failure" (with `metadata.error`).
+/// Decodes an EnvSense 4-byte payload (hex or base64) into telemetry.
+///
+/// `Ok(msg)` → "Success", `Err` → "Failure" (with `metadata.error`). The first line is the
+/// module's description in its manifest (`sluice rules describe`).
 #[transform]
 pub fn env_sense(mut msg: Msg, cfg: &Config) -> Result<Msg> {
     let Some(text) = msg.field(&cfg.field).and_then(Value::as_str) else {

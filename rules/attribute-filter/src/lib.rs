@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
     /// Metadata keys that must hold exactly these values.

@@ -28,7 +28,7 @@
 //!   `<key>Type` receives its entity type and, when it had one, `<key>Id` its id.
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub name: Template,
@@ -42,7 +42,8 @@ pub struct ChangeOriginator {
     cfg: Config,
 }
 
-#[node]
+/// Gives the message a new originator built from templates.
+#[node(relations = ["Success"])]
 impl Node for ChangeOriginator {
     type Config = Config;
 

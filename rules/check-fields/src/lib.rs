@@ -5,7 +5,7 @@
 //! Config: `{"messageNames": ["windSpeed"], "metadataNames": ["deviceType"], "checkAllKeys": true}`
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(default)]

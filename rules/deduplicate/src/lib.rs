@@ -46,7 +46,7 @@
 //! Relations: `Success` (results), `Failure`, and `late`.
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(default = "default_key")]
@@ -65,7 +65,7 @@ pub struct Config {
 }
 
 /// Which message of a window goes on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     #[default]
@@ -110,7 +110,8 @@ pub struct Deduplicate {
     pack: Option<Window>,
 }
 
-#[node]
+/// Keeps one message per key and event-time interval (ThingsBoard's deduplication).
+#[node(relations = ["Success", config])]
 impl Node for Deduplicate {
     type Config = Config;
 

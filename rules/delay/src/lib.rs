@@ -30,7 +30,7 @@
 //! Relations: `Success` (released messages), `Failure` (refused: too many pending).
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub period_ms: u64,
@@ -59,7 +59,8 @@ pub struct Delay {
     max_pending: u64,
 }
 
-#[node]
+/// Holds each message for a period of processing time (ThingsBoard's delay).
+#[node(relations = ["Success"])]
 impl Node for Delay {
     type Config = Config;
 

@@ -16,7 +16,7 @@
 use sluice_expression::Expression;
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     /// Compiled as the config is read.

@@ -81,6 +81,16 @@ impl<'de> serde::Deserialize<'de> for Expression {
     }
 }
 
+impl sluice_sdk::schemars::JsonSchema for Expression {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Expression".into()
+    }
+
+    fn json_schema(_: &mut sluice_sdk::schemars::SchemaGenerator) -> sluice_sdk::schemars::Schema {
+        sluice_sdk::schemars::json_schema!({"type": "string", "description": "a CEL expression"})
+    }
+}
+
 impl Expression {
     /// Parses and checks `source`; the error is the parser's message, or names what is not
     /// supported.

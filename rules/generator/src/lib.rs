@@ -39,7 +39,7 @@
 use sluice_sdk::prelude::*;
 use sluice_sdk::serde_json::{Map, Number};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(default = "default_period")]
@@ -74,7 +74,7 @@ enum Field {
     Linear { start: Number, step: Number },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Linear {
     start: Number,
@@ -145,7 +145,8 @@ pub struct Generator {
     ts: Option<(i64, i64)>,
 }
 
-#[node]
+/// Generates messages on a timer (ThingsBoard's generator).
+#[node(relations = ["Success"])]
 impl Node for Generator {
     type Config = Config;
 

@@ -41,7 +41,7 @@
 use sluice_sdk::prelude::*;
 use sluice_sdk::windows::WindowKind;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub group: FieldPath,
@@ -95,7 +95,8 @@ pub struct GroupDeviation {
     window: Window,
 }
 
-#[node]
+/// Per group and window, how far each member's value lies from the group (z-score).
+#[node(relations = ["Success", "Anomaly", config])]
 impl Node for GroupDeviation {
     type Config = Config;
 

@@ -13,7 +13,7 @@
 use sluice_sdk::prelude::*;
 use sluice_sdk::{msg_type, serde_json::Map};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
     pub payload_field: String,
@@ -35,7 +35,8 @@ pub struct JsonDecoder {
     config: Config,
 }
 
-#[node]
+/// Decodes a JSON payload into telemetry and attributes.
+#[node(relations = ["Success"])]
 impl Node for JsonDecoder {
     type Config = Config;
 

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub topic: Template,
@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// What the record's value is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueKind {
     #[default]
@@ -74,7 +74,8 @@ pub struct KafkaAction {
     config: Config,
 }
 
-#[node]
+/// Produces the message to a Kafka topic through the granted connector.
+#[node(relations = ["Success"])]
 impl Node for KafkaAction {
     type Config = Config;
 

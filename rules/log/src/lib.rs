@@ -22,7 +22,7 @@
 use sluice_sdk::log::Level;
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(default)]
@@ -32,7 +32,7 @@ pub struct Config {
 }
 
 /// The level of the lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Debug,
@@ -58,7 +58,8 @@ pub struct LogNode {
     message: Option<Template>,
 }
 
-#[node]
+/// Writes one line per message to the engine's log and forwards it.
+#[node(relations = ["Success"])]
 impl Node for LogNode {
     type Config = Config;
 

@@ -17,7 +17,7 @@
 //!   `"gateway-attributes"` — `{"<originator name>": <data>}`; `"message"` — the whole message.
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub topic: Template,
@@ -34,7 +34,7 @@ fn default_qos() -> u8 {
 }
 
 /// The shape of what is published.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Payload {
     #[default]
@@ -59,7 +59,8 @@ pub struct MqttAction {
     config: Config,
 }
 
-#[node]
+/// Publishes the message through the granted MQTT connector.
+#[node(relations = ["Success"])]
 impl Node for MqttAction {
     type Config = Config;
 

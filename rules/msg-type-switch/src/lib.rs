@@ -72,7 +72,7 @@ pub fn thingsboard_relation(msg_type: &str) -> &'static str {
     RELATIONS.iter().find(|(t, _)| *t == msg_type).map_or(relation::OTHER, |(_, r)| r)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     /// Message type → relation, checked before ThingsBoard's table.
@@ -85,7 +85,8 @@ pub struct MsgTypeSwitch {
     custom: BTreeMap<String, String>,
 }
 
-#[node]
+/// Routes each message by its type on ThingsBoard's relation names.
+#[node(relations = ["Post attributes", "Post telemetry", "RPC Request from Device", "Activity Event", "Inactivity Event", "Connect Event", "Disconnect Event", "Entity Created", "Entity Updated", "Entity Deleted", "Entity Assigned", "Entity Unassigned", "Attributes Updated", "Attributes Deleted", "Alarm Acknowledged", "Alarm Cleared", "Alarm Assigned", "Alarm Unassigned", "Comment Created", "Comment Updated", "RPC Request to Device", "Entity Assigned From Tenant", "Entity Assigned To Tenant", "Timeseries Updated", "Timeseries Deleted", "RPC Queued", "RPC Sent", "RPC Delivered", "RPC Successful", "RPC Timeout", "RPC Expired", "RPC Failed", "RPC Deleted", "Relation Added or Updated", "Relation Deleted", "All Relations Deleted", "REST API request", "Other", config])]
 impl Node for MsgTypeSwitch {
     type Config = Config;
 

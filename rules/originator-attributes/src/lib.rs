@@ -36,7 +36,7 @@ use std::collections::BTreeSet;
 
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub table: String,
@@ -52,7 +52,7 @@ pub struct Config {
 }
 
 /// The attributes to copy: paths (copied under the path as written) or path → name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged, expecting = "a list of attribute paths or a map of attribute path to name")]
 pub enum Attributes {
     List(Vec<String>),
@@ -60,8 +60,11 @@ pub enum Attributes {
 }
 
 /// Where copied attributes go.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+// The schema lists the aliases too (schemars does not read `alias`): a config the node takes
+// must pass the load-time schema check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(extend("enum" = ["metadata", "data", "METADATA", "DATA"]))]
 pub enum Target {
     #[default]
     #[serde(alias = "METADATA")]
@@ -83,7 +86,8 @@ pub struct OriginatorAttributes {
     strict: bool,
 }
 
-#[node]
+/// Adds the originator's attributes from a host table to the message.
+#[node(relations = ["Success"])]
 impl Node for OriginatorAttributes {
     type Config = Config;
 

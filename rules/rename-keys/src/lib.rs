@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RenameIn {
     #[default]
@@ -14,7 +14,7 @@ pub enum RenameIn {
     Metadata,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub rename_keys_mapping: BTreeMap<String, String>,

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(default)]
@@ -57,7 +57,7 @@ pub struct Config {
 }
 
 /// What the node does with the message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     #[default]
@@ -79,7 +79,7 @@ fn yes() -> bool {
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 /// One HTTP answer, as the connector gives it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct Answer {
     status: u16,
     #[serde(default)]
@@ -129,7 +129,8 @@ pub struct RestAction {
     assets: HashMap<String, String>,
 }
 
-#[node]
+/// Makes an HTTP call built from the message through the granted connector.
+#[node(relations = ["Success"])]
 impl Node for RestAction {
     type Config = Config;
 

@@ -67,7 +67,7 @@ use sluice_sdk::{derived_id, msg_type};
 mod tbel;
 
 /// What the script is, as ThingsBoard's node types: filter, switch, transform or generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Filter,
@@ -78,7 +78,7 @@ pub enum Mode {
 
 /// The language of the body: JavaScript, or ThingsBoard's TBEL run as JavaScript with its helper
 /// methods (see the crate docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Lang {
     #[default]
@@ -104,7 +104,7 @@ const TBEL_PRELUDE: &str = r#"(function () {
   globalThis.toFixed = function (value, digits) { return parseFloat(Number(value).toFixed(digits)); };
 })();"#;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub mode: Mode,
@@ -367,7 +367,8 @@ fn compile(ctx: &mut Context, name: &str, params: &str, body: &str) -> Result<Js
     }
 }
 
-#[node]
+/// Runs ThingsBoard JavaScript/TBEL filter, switch, transform and generator bodies.
+#[node(relations = [any])]
 impl Node for Script {
     type Config = Config;
 

@@ -28,7 +28,7 @@
 //!   field's text equals `equals`, the entry is removed instead of written.
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub table: String,
@@ -43,7 +43,7 @@ pub struct Config {
 }
 
 /// When a message removes its entry instead of writing it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeleteWhen {
     pub field: FieldPath,
@@ -58,7 +58,8 @@ pub struct TableWriter {
     cfg: Config,
 }
 
-#[node]
+/// Keeps a host table up to date from a stream.
+#[node(relations = ["Success"])]
 impl Node for TableWriter {
     type Config = Config;
 

@@ -18,7 +18,7 @@
 use sluice_sdk::prelude::*;
 
 /// The comparison, `value op threshold`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum Op {
     #[serde(rename = ">")]
     Gt,
@@ -58,7 +58,7 @@ impl Op {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub value: FieldPath,
@@ -78,7 +78,8 @@ pub struct Threshold {
     anomaly_type: Option<String>,
 }
 
-#[node]
+/// Compares one numeric field with a threshold: Anomaly or Normal.
+#[node(relations = ["Anomaly", "Normal"])]
 impl Node for Threshold {
     type Config = Config;
 

@@ -52,6 +52,16 @@ impl<'de> Deserialize<'de> for Place {
     }
 }
 
+impl JsonSchema for Place {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Place".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^(data|metadata)\\..+$", "description": "`data.<key>` or `metadata.<key>`"})
+    }
+}
+
 impl std::fmt::Display for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -103,21 +113,21 @@ impl Place {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Move {
     pub from: Place,
     pub to: Place,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Set {
     pub to: Place,
     pub value: Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Compute {
     pub to: Place,
@@ -139,8 +149,18 @@ impl<'de> Deserialize<'de> for MsgType {
     }
 }
 
+impl JsonSchema for MsgType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MsgType".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "minLength": 1, "description": "a message type (not empty)"})
+    }
+}
+
 /// One operation; in JSON an object with one key.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum Op {
     Rename(Move),
@@ -151,7 +171,7 @@ pub enum Op {
     MsgType(MsgType),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(deserialize_with = "at_least_one")]
@@ -168,7 +188,7 @@ fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<V
     Ok(ops)
 }
 
-/// Applies the ops in order.
+/// Applies rename, copy, delete, set, compute and msgType ops to the message, in order.
 #[transform]
 pub fn transform(mut msg: Msg, cfg: &Config) -> Result<Msg> {
     for op in &cfg.ops {

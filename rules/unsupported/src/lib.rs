@@ -19,7 +19,7 @@
 //! Relations: `Failure` only.
 use sluice_sdk::prelude::*;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub class: String,
@@ -35,7 +35,11 @@ pub struct Unsupported {
     error: String,
 }
 
-#[node]
+/// Placeholder for a ThingsBoard node Sluice cannot run: every message to Failure.
+// It emits only `Failure`, but it keeps the connections of the node it stands in for (`Success`,
+// `Created`, …), so that the node that replaces it is wired already: `any` tells the loader not
+// to check them against what the placeholder emits.
+#[node(relations = [any])]
 impl Node for Unsupported {
     type Config = Config;
 

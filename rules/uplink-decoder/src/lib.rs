@@ -95,7 +95,7 @@ mod ttn;
 /// Not a serde internally-tagged enum on purpose: serde buffers such an enum's content before
 /// deserializing the variant, which loses the path of a wrongly typed option (`telemetry[1]`
 /// would be reported as the config as a whole). A flat struct keeps every path.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub format: Format,
@@ -110,7 +110,7 @@ pub struct Config {
 }
 
 /// The shipped decoders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     Json,
@@ -180,7 +180,8 @@ pub struct UplinkDecoder {
     decoder: Decoder,
 }
 
-#[node]
+/// Decodes a device uplink into telemetry and attributes (ThingsBoard's uplink converter contract).
+#[node(relations = ["Success"])]
 impl Node for UplinkDecoder {
     type Config = Config;
 

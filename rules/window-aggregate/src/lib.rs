@@ -39,7 +39,7 @@ use sluice_sdk::prelude::*;
 use sluice_sdk::serde_json::{Map, Number};
 use sluice_sdk::windows::WindowKind;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub key: FieldPath,
@@ -61,7 +61,7 @@ pub struct Config {
 }
 
 /// One aggregate of the host's window; an unknown name is a config error naming it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregate {
     Count,
@@ -95,7 +95,8 @@ pub struct WindowAggregate {
     window: Window,
 }
 
-#[node]
+/// Aggregates a number per key over event-time windows.
+#[node(relations = ["Success", config])]
 impl Node for WindowAggregate {
     type Config = Config;
 

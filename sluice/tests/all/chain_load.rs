@@ -136,7 +136,8 @@ fn a_cycle_with_max_hops_loads() {
 fn config_with_a_wrong_type_names_the_config_field() {
     let mut c = valid();
     c["nodes"][0]["config"] = json!({"messageNames": ["t"], "checkAllKeys": "yes"});
-    expect_error(c, Some("check"), "config.checkAllKeys", "invalid type: string \"yes\", expected a boolean");
+    // Checked against the module's config schema, before `init` runs.
+    expect_error(c, Some("check"), "config.checkAllKeys", "\"yes\" is not of type \"boolean\"");
 }
 
 #[test]
@@ -251,10 +252,157 @@ fn a_schema_reference_is_allowed() {
     ChainDir::new().load("ok.json", &c).expect("loads");
 }
 
-/// The committed schema is the one the loader's types generate.
+/// The committed schema is the one the loader's types and the built-in modules generate.
 #[test]
 fn the_committed_schema_is_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../chains/chain.schema.json");
     let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    assert_eq!(committed, sluice::chain::spec::schema(), "run `sluice schema > chains/chain.schema.json`");
+    let runtime = runtime();
+    let loader = Loader::new(&runtime, vec![modules().to_path_buf()]);
+    let current = sluice::chain::schema::with_built_in(&loader).unwrap();
+    assert_eq!(committed, current, "run `sluice schema > chains/chain.schema.json`");
+}
+
+/// What an editor checks with the committed schema agrees with the loader: the shipped chains
+/// pass it, and a config the module's schema refuses fails it.
+#[test]
+fn the_shipped_chains_follow_the_committed_schema() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("chains/chain.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for entry in std::fs::read_dir(repo.join("chains")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") && !path.ends_with("chain.schema.json") {
+            let chain: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&chain).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+        }
+    }
+    let mut bad = valid();
+    bad["nodes"][0]["config"] = json!({"messageNames": ["t"], "checkAllKeys": "yes"});
+    assert!(!validator.is_valid(&bad));
+}
+
+// Node manifests: what a module says it emits, uses and takes is checked at load.
+
+/// A connection on a relation the node's manifest does not list.
+#[test]
+fn a_relation_the_node_never_emits_is_refused() {
+    let c = json!({
+        "entry": "f",
+        "nodes": [
+            {"id": "f", "module": "threshold", "config": {"value": "data.t", "op": ">", "threshold": 100}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "f", "to": "out", "relation": "Anomaly"},
+            {"from": "f", "to": "out", "relation": "True"}
+        ]
+    });
+    expect_error(
+        c,
+        Some("f"),
+        "connections[1].relation",
+        "node `f` (threshold) emits Anomaly, Normal, Failure; no relation `True`",
+    );
+    // A filter's relations come from `#[filter]` itself.
+    let mut c = valid();
+    c["connections"][0]["relation"] = json!("Success");
+    expect_error(c, Some("check"), "connections[0].relation", "emits True, False, Failure; no relation `Success`");
+}
+
+/// Relations named by a node's config (or by a script) are not checked.
+#[test]
+fn relations_from_config_are_not_checked() {
+    let c = json!({
+        "entry": "count",
+        "nodes": [{"id": "count", "module": "counter", "config": {"relation": "Counted"}}, {"id": "out", "sink": "output"}],
+        "connections": [{"from": "count", "to": "out", "relation": "Counted"}]
+    });
+    ChainDir::new().load("ok.json", &c).expect("loads");
+}
+
+/// A module that imports `action_call` needs a connector granted.
+#[test]
+fn actions_without_a_granted_connector_are_refused() {
+    let c = json!({
+        "entry": "post",
+        "nodes": [
+            {"id": "post", "module": "rest-action", "config": {"url": "http://127.0.0.1:9/x"}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": "post", "to": "out", "relation": "Success"}]
+    });
+    expect_error(c, Some("post"), "connector", "node `post` (rest-action) calls actions but is granted no connector");
+}
+
+/// The config is checked against the module's schema before `init`, naming the field.
+#[test]
+fn a_config_against_the_schema_is_refused_before_init() {
+    let c = json!({
+        "entry": "f",
+        "nodes": [
+            {"id": "f", "module": "threshold", "config": {"value": "data.t", "op": ">", "threshold": "high"}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [{"from": "f", "to": "out", "relation": "Anomaly"}]
+    });
+    expect_error(c, Some("f"), "config.threshold", "config rejected: \"high\" is not of type \"number\"");
+    // Nested: the path into the config.
+    let c = json!({
+        "entry": "t",
+        "nodes": [{"id": "t", "module": "transform", "config": {"ops": [{"delete": "data.a"}, {"delete": 7}]}},
+                  {"id": "out", "sink": "output"}],
+        "connections": [{"from": "t", "to": "out", "relation": "Success"}]
+    });
+    expect_error(c, Some("t"), "config.ops[1].delete", "config rejected: 7 is not of type \"string\"");
+}
+
+/// A hand-written module with no manifest and no schema: it loads, its connections and config
+/// unchecked (there is nothing to check them against), its imports still are.
+#[test]
+fn a_wat_module_without_a_manifest_loads() {
+    let dir = ChainDir::new();
+    let wat = include_str!("../../../rule-sdk/ABI.md").split("```wat\n").nth(1).unwrap().split("```").next().unwrap();
+    dir.write("forward.wat", wat);
+    let c = json!({
+        "entry": "fwd",
+        "nodes": [{"id": "fwd", "module": "forward.wat", "config": {"anything": 1}}, {"id": "out", "sink": "output"}],
+        "connections": [{"from": "fwd", "to": "out", "relation": "Success"}, {"from": "fwd", "to": "out", "relation": "Whatever"}]
+    });
+    let chain = dir.load("ok.json", &c).expect("a module without a manifest loads");
+    let sluice::chain::NodeKind::Rule(rule) = &chain.nodes[0].kind else { panic!("a rule") };
+    assert!(rule.module.info.manifest.is_none() && rule.module.info.config_schema.is_none());
+    // The same module calling actions is refused without a connector: that check reads imports.
+    let acting = wat.replace(
+        "(memory (export",
+        "(import \"sluice\" \"action_call\" (func $act (param i32 i32) (result i64)))\n  (memory (export",
+    );
+    dir.write("forward.wat", &acting);
+    let err = dir.load("bad.json", &c).expect_err("actions need a connector");
+    assert_eq!((err.node_id(), err.field.as_deref()), (Some("fwd"), Some("connector")), "{err}");
+}
+
+/// A WAT module may carry a manifest too: a custom section is all it takes.
+#[test]
+fn a_wat_module_with_a_manifest_is_checked() {
+    let dir = ChainDir::new();
+    let wat = include_str!("../../../rule-sdk/ABI.md").split("```wat\n").nth(1).unwrap().split("```").next().unwrap();
+    let with_manifest = wat.replace(
+        "(memory (export",
+        "(@custom \"sluice:manifest\" \"{\\\"manifest\\\":1,\\\"kind\\\":\\\"node\\\",\\\"relations\\\":[\\\"Success\\\",\\\"Failure\\\"]}\")\n  (memory (export",
+    );
+    dir.write("forward.wat", &with_manifest);
+    let c = json!({
+        "entry": "fwd",
+        "nodes": [{"id": "fwd", "module": "forward.wat"}, {"id": "out", "sink": "output"}],
+        "connections": [{"from": "fwd", "to": "out", "relation": "Whatever"}]
+    });
+    let err = dir.load("bad.json", &c).expect_err("a relation the manifest does not list");
+    assert_eq!((err.node_id(), err.field.as_deref()), (Some("fwd"), Some("connections[0].relation")), "{err}");
+    assert!(
+        err.to_string().contains("node `fwd` (forward.wat) emits Success, Failure; no relation `Whatever`"),
+        "{err}"
+    );
 }

@@ -275,8 +275,22 @@ const ACTIONS_FOREVER: &str = r#"(module
 fn action_calls_without_a_connector_do_not_extend_the_deadline() {
     let dir = ChainDir::new();
     dir.write("guest.wat", ACTIONS_FOREVER);
-    let path = dir.write_json("chain.json", &chain("guest.wat", json!({"deadlineMs": 50})));
-    let ran = crate::support::run_chain_file(&path, &[msg("1", json!({})), msg("2", json!({}))], 1);
+    // A chain must grant an acting module a connector to load; a replay withholds it after
+    // loading, as done here.
+    let mut spec = chain("guest.wat", json!({"deadlineMs": 50}));
+    spec["connectors"] = json!({"sink": {"type": "file", "path": "{chainDir}/calls.jsonl"}});
+    spec["nodes"][0]["connector"] = json!("sink");
+    let path = dir.write_json("chain.json", &spec);
+    let mut loaded =
+        sluice::chain::Loader::new(&crate::support::runtime(), vec![crate::support::modules().to_path_buf()])
+            .load(&path)
+            .unwrap();
+    for node in &mut loaded.nodes {
+        if let sluice::chain::NodeKind::Rule(rule) = &mut node.kind {
+            rule.connector = None;
+        }
+    }
+    let ran = crate::support::run_loaded(loaded, &[msg("1", json!({})), msg("2", json!({}))], 1);
     let ids: Vec<_> = ran.output.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["1", "2"]);
     for m in &ran.output {

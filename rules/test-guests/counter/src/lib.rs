@@ -2,7 +2,7 @@
 //! (`count`). The count lives in the host, so it survives a trap and a fresh instance.
 use sluice_sdk::prelude::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Relation for the stamped message.
@@ -13,7 +13,8 @@ pub struct Counter {
     pub relation: String,
 }
 
-#[node]
+/// Counts messages per originator in host state.
+#[node(relations = [config])]
 impl Node for Counter {
     type Config = Config;
 

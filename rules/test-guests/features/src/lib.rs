@@ -22,7 +22,8 @@ fn text(msg: &Msg, key: &str) -> Result<String> {
     }
 }
 
-#[node]
+/// Exercises the host's tables, windows, folds and timers.
+#[node(relations = ["Success"])]
 impl Node for Features {
     type Config = NoConfig;
 
