@@ -68,6 +68,9 @@ pub enum Command {
     /// Print the JSON Schema of chain files, with every built-in module's config schema (the
     /// modules are read from the module directories: build the rules first).
     Schema {
+        /// The schema of chain test files (`*.test.json`, `sluice test`) instead.
+        #[arg(long)]
+        tests: bool,
         #[command(flatten)]
         modules: ModuleArgs,
     },
@@ -302,7 +305,12 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(if changes.is_empty() { 0 } else { 1 })
         }
-        Command::Schema { modules } => {
+        Command::Schema { tests: true, .. } => {
+            let schema = schemars::schema_for!(sluice::chaintest::TestFile);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(0)
+        }
+        Command::Schema { modules, .. } => {
             let runtime = Runtime::with_default_cache()?;
             let loader = Loader::new(&runtime, modules.resolve(None));
             let schema = sluice::chain::schema::with_built_in(&loader)

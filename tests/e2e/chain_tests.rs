@@ -155,3 +155,17 @@ fn the_readme_example_passes() {
     assert!(out.status.success(), "{report}{}", stderr(&out));
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
+
+/// `chains/tests/test.schema.json`, which the shipped test files name for editors, is what
+/// `sluice schema --tests` prints.
+#[test]
+fn the_test_file_schema_is_current() {
+    let out = sluice(&["schema", "--tests"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shipped = std::fs::read_to_string(crate::support::repo().join("chains/tests/test.schema.json")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        shipped,
+        "regenerate: sluice schema --tests > chains/tests/test.schema.json"
+    );
+}

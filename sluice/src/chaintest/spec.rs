@@ -20,13 +20,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
 use sluice_core::spec::ConnectorSpec;
 
 /// One test file: defaults for its tests, and the tests.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TestFile {
     /// An editor's schema reference; ignored.
@@ -42,7 +43,7 @@ pub struct TestFile {
 }
 
 /// One test: a chain run from fresh state through its steps.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TestCase {
     pub name: String,
@@ -69,7 +70,7 @@ pub const DEFAULT_START_MS: i64 = 1_704_067_200_000;
 /// partition and offset, an MQTT or file acknowledgement) — or failed with `fail`. `live: true`
 /// executes them against the chain's connector, or against `spec` when given (a local stand-in
 /// server, a scratch file).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConnectorTest {
     #[serde(default)]
@@ -89,7 +90,7 @@ pub struct ConnectorTest {
 }
 
 /// One step of a test.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum Step {
     /// Messages in: full TbMsg objects or flat records (the simple telemetry form, or what the
@@ -107,7 +108,7 @@ pub enum Step {
 }
 
 /// One value or a list of them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     Many(Vec<Value>),
@@ -129,7 +130,7 @@ impl OneOrMany {
 /// Messages and requests are those that reached the place since the last check of it (a check
 /// consumes what it saw), matched in order, each partially (only the fields the expectation
 /// names) unless `exact`; numbers within `tolerance`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Expect {
     /// A node's output: with `relation`, what it sent on that relation.
