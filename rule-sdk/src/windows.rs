@@ -88,10 +88,21 @@ pub enum Side {
 }
 
 /// Running aggregates of a window. Mean and variance use Welford's method (stable, mergeable).
+///
+/// The sum (and so the average) is exact until it is read: it is kept as non-overlapping
+/// partials ([`ExactSum`]) and rounded once. Two workers add to the same window (one zone's
+/// stations are spread over both) in whatever order they happen to run, and a replay after a
+/// crash runs them in another; a float sum would then differ in its last bits, and the replayed
+/// result would differ from the one already written under the same id. The exact sum is the same
+/// in any order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Acc {
     pub count: u64,
+    /// The sum, rounded once from [`Acc::exact`].
     pub sum: f64,
+    /// The sum, exactly (absent in checkpoints written before it: then `sum` is its one partial).
+    #[serde(default, skip_serializing_if = "ExactSum::is_empty")]
+    exact: ExactSum,
     mean: f64,
     m2: f64,
     pub min: Option<f64>,
@@ -109,8 +120,12 @@ pub struct Acc {
 
 impl Acc {
     fn add(&mut self, ts: i64, value: f64) {
+        if self.exact.is_empty() && self.count > 0 {
+            self.exact = ExactSum::of(self.sum);
+        }
         self.count += 1;
-        self.sum += value;
+        self.exact.add(value);
+        self.sum = self.exact.value();
         let delta = value - self.mean;
         self.mean += delta / self.count as f64;
         self.m2 += delta * (value - self.mean);
@@ -131,7 +146,14 @@ impl Acc {
             self.mean += delta * other.count as f64 / n as f64;
             self.m2 += other.m2 + delta * delta * self.count as f64 * other.count as f64 / n as f64;
             self.count = n;
-            self.sum += other.sum;
+            if self.exact.is_empty() {
+                self.exact = ExactSum::of(self.sum);
+            }
+            match other.exact.is_empty() {
+                true => self.exact.add(other.sum),
+                false => self.exact.merge(&other.exact),
+            }
+            self.sum = self.exact.value();
             self.min = match (self.min, other.min) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -165,6 +187,88 @@ impl Acc {
 
     pub fn avg(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// A sum of floats, exact: Shewchuk's non-overlapping partials, rounded once when read (the
+/// algorithm of Python's `math.fsum`). Its value does not depend on the order the terms came in.
+/// A non-finite term (or an overflow) makes it an ordinary float sum from then on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExactSum(Vec<f64>);
+
+impl ExactSum {
+    /// A sum of one term.
+    pub fn of(value: f64) -> Self {
+        ExactSum(vec![value])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `x`: the partials stay non-overlapping and sum to the exact total.
+    pub fn add(&mut self, mut x: f64) {
+        if !x.is_finite() || self.0.iter().any(|p| !p.is_finite()) {
+            let total = self.value() + x;
+            self.0 = vec![total];
+            return;
+        }
+        let mut kept = 0;
+        for j in 0..self.0.len() {
+            let mut y = self.0[j];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                self.0[kept] = lo;
+                kept += 1;
+            }
+            x = hi;
+        }
+        self.0.truncate(kept);
+        self.0.push(x);
+        if !x.is_finite() {
+            // Overflow: the partials no longer hold an exact total.
+            self.0 = vec![x];
+        }
+    }
+
+    /// Adds every term of `other`.
+    pub fn merge(&mut self, other: &ExactSum) {
+        for &p in &other.0 {
+            self.add(p);
+        }
+    }
+
+    /// The total, correctly rounded (half-even), as `math.fsum` rounds it.
+    pub fn value(&self) -> f64 {
+        let p = &self.0;
+        let Some(mut n) = p.len().checked_sub(1) else { return 0.0 };
+        let mut hi = p[n];
+        let mut lo = 0.0;
+        while n > 0 {
+            let x = hi;
+            n -= 1;
+            let y = p[n];
+            hi = x + y;
+            lo = y - (hi - x);
+            if lo != 0.0 {
+                break;
+            }
+        }
+        // Round half-even across the partials below: when the rest has the sign of `lo`, the
+        // true total is past the halfway point `hi + lo` seemed to sit on.
+        if n > 0 && ((lo < 0.0 && p[n - 1] < 0.0) || (lo > 0.0 && p[n - 1] > 0.0)) {
+            let y = lo * 2.0;
+            let x = hi + y;
+            if y == x - hi {
+                hi = x;
+            }
+        }
+        hi
     }
 }
 
@@ -512,6 +616,53 @@ impl WindowStore {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_exact_sum_does_not_depend_on_the_order() {
+        // 0.1 + 0.2 + 0.3 is 0.6000000000000001 left to right, 0.6 right to left; exactly it is
+        // 0.6 (the nearest double to the true sum of the three doubles).
+        let values = [0.1, 0.2, 0.3, 1e16, -1e16, 7.25, 1e-9];
+        let forward = values.iter().fold(ExactSum::default(), |mut s, v| {
+            s.add(*v);
+            s
+        });
+        let backward = values.iter().rev().fold(ExactSum::default(), |mut s, v| {
+            s.add(*v);
+            s
+        });
+        assert_eq!(forward.value().to_bits(), backward.value().to_bits());
+        // The reference: Python's math.fsum([0.1, 0.2, 0.3, 1e16, -1e16, 7.25, 1e-9]).
+        assert_eq!(forward.value(), 7.850000001);
+        let mut three = ExactSum::default();
+        [0.1, 0.2, 0.3].iter().for_each(|v| three.add(*v));
+        assert_eq!(three.value(), 0.6);
+        // Merged halves give the same total as one pass.
+        let (mut a, mut b) = (ExactSum::default(), ExactSum::default());
+        values[..3].iter().for_each(|v| a.add(*v));
+        values[3..].iter().for_each(|v| b.add(*v));
+        a.merge(&b);
+        assert_eq!(a.value().to_bits(), forward.value().to_bits());
+    }
+
+    #[test]
+    fn an_average_is_the_same_whatever_the_order_and_a_checkpoint_without_partials_still_reads() {
+        let values = [14.1, 8.3, 39.7, 0.1, 0.2, 0.3, 12.9, 3.3];
+        let avg = |order: &[f64]| {
+            let mut acc = Acc::default();
+            order.iter().enumerate().for_each(|(i, v)| acc.add(i as i64, *v));
+            acc.avg().unwrap().to_bits()
+        };
+        let mut reversed = values;
+        reversed.reverse();
+        assert_eq!(avg(&values), avg(&reversed));
+        let old: Acc = serde_json::from_value(serde_json::json!({
+            "count": 2, "sum": 3.5, "mean": 1.75, "m2": 0.125, "min": 1.5, "max": 2.0,
+            "first": [0, 1.5], "last": [1, 2.0]}))
+        .unwrap();
+        let mut acc = old;
+        acc.add(2, 1.0);
+        assert_eq!((acc.count, acc.sum), (3, 4.5));
+    }
 
     fn spec(kind: WindowKind, grace: u64) -> WindowSpec {
         WindowSpec { name: "w".into(), kind, grace_ms: grace, mode: Mode::Aggregate, early_updates: false }
