@@ -44,6 +44,35 @@ pub(crate) struct Names {
     taken: BTreeSet<String>,
     /// ThingsBoard rule chain id → the file it becomes.
     pub by_id: BTreeMap<String, String>,
+    /// Every ThingsBoard chain of the import: its name and the file it becomes.
+    pub chains: Vec<(String, String)>,
+    /// `--link UUID=FILE`: the id → the file FILE's (first) chain becomes.
+    pub links: BTreeMap<String, String>,
+}
+
+/// How a link into another chain (a `TbRuleChainInputNode`, a 2.x `ruleChainConnections` entry)
+/// found its target among the chains of the import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkedBy {
+    /// The target chain's id, which the export of that chain carries (bulk exports do).
+    Uuid,
+    /// The calling node's name is the target chain's name.
+    Name,
+    /// … ignoring case.
+    CaseInsensitiveName,
+    /// `--link UUID=FILE`.
+    Flag,
+}
+
+impl std::fmt::Display for LinkedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkedBy::Uuid => "uuid",
+            LinkedBy::Name => "name",
+            LinkedBy::CaseInsensitiveName => "case-insensitive name",
+            LinkedBy::Flag => "--link",
+        })
+    }
 }
 
 impl Names {
@@ -57,6 +86,52 @@ impl Names {
         }
         self.taken.insert(name.clone());
         name
+    }
+
+    /// The file of the chain a link into `id` goes to, from the node named `caller` (none for a
+    /// 2.x `ruleChainConnections` entry, whose calling node is an ordinary node) of the chain
+    /// written to `own`: by id, else by the caller's name (exact, then ignoring case; one chain
+    /// only, never the caller's own), else by `--link`.
+    pub(crate) fn resolve(&self, id: &str, caller: Option<&str>, own: &str) -> Option<(String, LinkedBy)> {
+        if let Some(file) = self.by_id.get(id) {
+            return Some((file.clone(), LinkedBy::Uuid));
+        }
+        if let Some(caller) = caller.map(str::trim).filter(|c| !c.is_empty()) {
+            let others = || self.chains.iter().filter(|(_, file)| file != own);
+            let unique = |found: Vec<&(String, String)>| match found.as_slice() {
+                [(_, file)] => Some(file.clone()),
+                _ => None,
+            };
+            if let Some(file) = unique(others().filter(|(name, _)| name.trim() == caller).collect()) {
+                return Some((file, LinkedBy::Name));
+            }
+            let lower = caller.to_lowercase();
+            if let Some(file) = unique(others().filter(|(name, _)| name.trim().to_lowercase() == lower).collect()) {
+                return Some((file, LinkedBy::CaseInsensitiveName));
+            }
+        }
+        self.links.get(id).map(|file| (file.clone(), LinkedBy::Flag))
+    }
+}
+
+/// `--link UUID=FILE`: links into the chain `UUID` go to the (first) chain of `FILE`, which is
+/// imported too if it is not among the files given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub id: String,
+    pub file: PathBuf,
+}
+
+impl std::str::FromStr for Link {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Link, String> {
+        match text.split_once('=') {
+            Some((id, file)) if !id.trim().is_empty() && !file.trim().is_empty() => {
+                Ok(Link { id: id.trim().to_string(), file: PathBuf::from(file.trim()) })
+            }
+            _ => Err(format!("expected UUID=FILE, got {text:?}")),
+        }
     }
 }
 
@@ -94,8 +169,20 @@ fn classify(path: &Path, value: &Value) -> Result<Source, ImportError> {
 
 /// Imports `files` (paths as given: the report shows them so).
 pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
+    import_thingsboard_linked(files, &[])
+}
+
+/// Imports `files`, linking chains by `links` (`--link`) where id and name do not: each link's
+/// file is imported too when it is not among `files`.
+pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Imported, ImportError> {
+    let mut files = files.to_vec();
+    for link in links {
+        if !files.iter().any(|f| same_file(f, &link.file)) {
+            files.push(link.file.clone());
+        }
+    }
     let mut sources = Vec::with_capacity(files.len());
-    for file in files {
+    for file in &files {
         let value = read_json(file)?;
         sources.push((file.clone(), classify(file, &value)?));
     }
@@ -112,6 +199,7 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
                     if let Some(id) = &chain.id {
                         names.by_id.insert(id.clone(), name.clone());
                     }
+                    names.chains.push((chain.name.clone(), name.clone()));
                     these.push(name);
                 }
             }
@@ -121,6 +209,20 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
             }
         }
         out_names.push(these);
+    }
+    for link in links {
+        let Some(k) = sources.iter().position(|(f, _)| same_file(f, &link.file)) else { continue };
+        match (&sources[k].1, out_names[k].first()) {
+            (Source::Chains { .. }, Some(out)) => {
+                names.links.insert(link.id.clone(), out.clone());
+            }
+            _ => {
+                return Err(crate::error::invalid(
+                    &link.file,
+                    format!("--link {}={}: the file holds no ThingsBoard rule chain", link.id, link.file.display()),
+                ));
+            }
+        }
     }
     // Pass 2: convert.
     let mut chains = Vec::new();
@@ -134,7 +236,7 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
             Source::Chains { shape, chains: tb_chains } => {
                 file_report.shape = shape.clone();
                 for (chain, out) in tb_chains.iter().zip(these) {
-                    let (spec, findings) = thingsboard::convert(file, chain, &names)?;
+                    let (spec, findings) = thingsboard::convert(file, chain, &out, &names)?;
                     file_report.chains.push(ChainReport {
                         name: chain.name.clone(),
                         out: out.clone(),
@@ -173,6 +275,11 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
         }
     }
     Ok(Imported { chains, report })
+}
+
+/// Whether `a` and `b` name the same file (as given, or once made canonical).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 impl Imported {

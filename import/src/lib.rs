@@ -25,9 +25,10 @@ mod fields;
 mod files;
 pub mod legacy;
 mod report;
+mod secrets;
 pub mod thingsboard;
 
 pub use error::{FileError, ImportError, ImportErrorKind};
 pub(crate) use files::{FAILURE, Names};
-pub use files::{Imported, ImportedChain, import_thingsboard};
-pub use report::{ChainReport, FileReport, Finding, FindingKind, Report};
+pub use files::{Imported, ImportedChain, Link, LinkedBy, import_thingsboard, import_thingsboard_linked};
+pub use report::{ChainReport, FileReport, Finding, FindingKind, Report, UNRESOLVED_LINK};
