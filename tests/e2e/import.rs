@@ -816,3 +816,53 @@ fn credentials_become_environment_references_that_work_and_a_slow_server_is_awai
     assert_eq!(saved.len(), 1, "{saved:?}");
     assert_eq!(saved[0]["metadata"]["status"], "OK", "{saved:?}");
 }
+
+#[test]
+fn placeholders_say_why_and_an_unknown_class_is_told_apart_and_an_mqtt_password_stays_out() {
+    let node = |class: &str, name: &str, config: Value| json!({"type": class, "name": name, "configuration": config});
+    let export = json!({"ruleChain": {"name": "Mixed"}, "metadata": {"firstNodeIndex": 0, "nodes": [
+        node("org.thingsboard.rule.engine.ai.TbAiNode", "Ask", json!({})),
+        node("org.thingsboard.rule.engine.notification.TbNotificationNode", "Notify", json!({})),
+        node("org.thingsboard.rule.engine.edge.TbMsgPushToCloudNode", "Cloud", json!({})),
+        node("org.thingsboard.rule.engine.transform.TbDuplicateMsgToGroupNode", "Group", json!({})),
+        node("org.thingsboard.rule.engine.action.TbCheckAlarmStatusNode", "Status", json!({})),
+        node("com.example.iot.TbMyCustomNode", "Custom", json!({})),
+        node("org.thingsboard.rule.engine.mqtt.TbMqttNode", "Publish", json!({
+            "topicPattern": "out", "host": "broker", "port": 1883,
+            "credentials": {"type": "basic", "username": "u", "password": "p4ssw0rd-secret"}}))
+    ], "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Success"}]}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&[file.to_str().unwrap()], &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    let line = |node: usize| {
+        let at = format!("placeholder {} node {node} ", file.display());
+        report.lines().find(|l| l.contains(&at)).unwrap_or_else(|| panic!("node {node}: {report}")).to_string()
+    };
+    // A platform service Sluice does not have, and what to use instead.
+    for (node, instead) in
+        [(0, "`rest-action`"), (1, "`rest-action`"), (2, "`kafka-action`"), (3, "`change-originator`")]
+    {
+        let text = line(node);
+        assert!(text.contains("Sluice does not have") || text.contains("which Sluice does not keep"), "{text}");
+        assert!(text.contains(instead), "{text}");
+    }
+    assert!(line(4).ends_with("a ThingsBoard built-in Sluice has no node for yet"), "{}", line(4));
+    assert!(
+        line(5).contains(
+            "unknown class com.example.iot.TbMyCustomNode: not a ThingsBoard 1.x–4.x built-in: a custom node?"
+        ),
+        "{}",
+        line(5)
+    );
+    // The MQTT password: an environment reference without the secret as its default.
+    assert!(report.contains("TbMqttNode \"Publish\": password -> ${MQTT_PASSWORD}"), "{report}");
+    let text = std::fs::read_to_string(out.join("mixed.json")).unwrap();
+    assert!(!text.contains("p4ssw0rd-secret"), "{text}");
+    let chain: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(chain["connectors"]["mqtt"]["password"], "${MQTT_PASSWORD:-}", "{text}");
+    validate(&imported_chains(&out));
+}
