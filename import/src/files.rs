@@ -122,15 +122,20 @@ pub struct Link {
     pub file: PathBuf,
 }
 
-impl std::str::FromStr for Link {
-    type Err = String;
+/// A `--link` that is not `UUID=FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected UUID=FILE, got {0:?}")]
+pub struct LinkSyntaxError(pub String);
 
-    fn from_str(text: &str) -> Result<Link, String> {
+impl std::str::FromStr for Link {
+    type Err = LinkSyntaxError;
+
+    fn from_str(text: &str) -> Result<Link, LinkSyntaxError> {
         match text.split_once('=') {
             Some((id, file)) if !id.trim().is_empty() && !file.trim().is_empty() => {
                 Ok(Link { id: id.trim().to_string(), file: PathBuf::from(file.trim()) })
             }
-            _ => Err(format!("expected UUID=FILE, got {text:?}")),
+            _ => Err(LinkSyntaxError(text.to_string())),
         }
     }
 }
@@ -268,6 +273,27 @@ pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Im
         }
         report.files.push(file_report);
     }
+    // A `--link` no node of the import links through is most likely a mistyped id: say so.
+    let referenced: BTreeSet<&str> = sources
+        .iter()
+        .filter_map(|(_, source)| match source {
+            Source::Chains { chains, .. } => Some(chains),
+            _ => None,
+        })
+        .flatten()
+        .flat_map(|chain| {
+            let inputs = chain.nodes.iter().filter(|n| n.short() == "TbRuleChainInputNode");
+            let ids = inputs.filter_map(|n| n.config.get("ruleChainId").and_then(Value::as_str));
+            ids.chain(chain.chain_links.iter().map(|l| l.target.as_str()))
+        })
+        .collect();
+    for link in links.iter().filter(|l| !referenced.contains(l.id.as_str())) {
+        if let Some(k) = sources.iter().position(|(f, _)| same_file(f, &link.file)) {
+            report.files[k]
+                .notes
+                .push(format!("--link {}: no node of the import links to rule chain {}", link.id, link.id));
+        }
+    }
     // Plugins: say what became of each (a connector of the rules naming it, or nothing).
     for ((_, source), file_report) in sources.iter().zip(&mut report.files) {
         if let Source::Plugin(plugin) = source {
@@ -308,5 +334,45 @@ impl Imported {
             Some((file, first)) => Err(ImportError::new(&file.file, ImportErrorKind::Strict(placeholders.len()))
                 .at(format!("{} {}", first.at, first.class))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(chains: &[(&str, &str)]) -> Names {
+        let mut names = Names::default();
+        names.chains = chains.iter().map(|(n, f)| (n.to_string(), f.to_string())).collect();
+        names
+    }
+
+    #[test]
+    fn links_resolve_by_uuid_then_name_then_case_then_flag() {
+        let mut n = names(&[("Root", "root.json"), ("Alarms", "alarms.json"), ("alarms", "alarms-2.json")]);
+        n.by_id.insert("id-1".into(), "alarms-2.json".into());
+        n.links.insert("id-2".into(), "alarms.json".into());
+        assert_eq!(n.resolve("id-1", Some("Alarms"), "root.json"), Some(("alarms-2.json".into(), LinkedBy::Uuid)));
+        assert_eq!(n.resolve("x", Some("Alarms"), "root.json"), Some(("alarms.json".into(), LinkedBy::Name)));
+        // Two chains named so ignoring case: ambiguous, so not by name; the flag decides.
+        assert_eq!(n.resolve("id-2", Some("ALARMS"), "root.json"), Some(("alarms.json".into(), LinkedBy::Flag)));
+        assert_eq!(n.resolve("x", Some("ALARMS"), "root.json"), None);
+        let n = names(&[("Root", "root.json"), ("Alarms", "alarms.json")]);
+        assert_eq!(
+            n.resolve("x", Some(" alarms "), "root.json"),
+            Some(("alarms.json".into(), LinkedBy::CaseInsensitiveName))
+        );
+        // Never the calling chain itself, and a 2.x jump (no caller) never by name.
+        assert_eq!(n.resolve("x", Some("Root"), "root.json"), None);
+        assert_eq!(n.resolve("x", None, "root.json"), None);
+    }
+
+    #[test]
+    fn link_flags_parse() {
+        let link: Link = "6d8a6230-994c-11e8-851b-0b1b022bf58b=chains/alarms.json".parse().unwrap();
+        assert_eq!(link.id, "6d8a6230-994c-11e8-851b-0b1b022bf58b");
+        assert_eq!(link.file, PathBuf::from("chains/alarms.json"));
+        assert!("no-equals".parse::<Link>().is_err());
+        assert!("=file".parse::<Link>().is_err());
     }
 }

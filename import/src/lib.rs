@@ -33,5 +33,7 @@ pub mod thingsboard;
 
 pub use error::{FileError, ImportError, ImportErrorKind};
 pub(crate) use files::{FAILURE, Names};
-pub use files::{Imported, ImportedChain, Link, LinkedBy, import_thingsboard, import_thingsboard_linked};
+pub use files::{
+    Imported, ImportedChain, Link, LinkSyntaxError, LinkedBy, import_thingsboard, import_thingsboard_linked,
+};
 pub use report::{ChainReport, FileReport, Finding, FindingKind, Report, UNRESOLVED_LINK};
