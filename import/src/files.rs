@@ -342,9 +342,7 @@ mod tests {
     use super::*;
 
     fn names(chains: &[(&str, &str)]) -> Names {
-        let mut names = Names::default();
-        names.chains = chains.iter().map(|(n, f)| (n.to_string(), f.to_string())).collect();
-        names
+        Names { chains: chains.iter().map(|(n, f)| (n.to_string(), f.to_string())).collect(), ..Default::default() }
     }
 
     #[test]
