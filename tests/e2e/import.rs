@@ -713,7 +713,50 @@ fn nested_chains_without_ids_link_by_name_then_case_insensitive_name_then_link()
             }
         }
         validate(&imported_chains(&out));
+        if k == 0 {
+            run_through_the_nested_chain(dir.path(), &out);
+        }
     }
+}
+
+/// Telemetry saved by the root goes into the nested chain linked by name: its JS filter
+/// (`TbJsFilterNode.onMsg`: the script's boolean is the relation, `True`/`False`) sends 100 °C
+/// (over 80) to "Create Alarm" and 20 °C to "Clear Alarm" — both placeholders here, which fail
+/// the message (the run says so: exit code 3).
+fn run_through_the_nested_chain(dir: &Path, chains: &Path) {
+    let input = dir.join("nested-in.jsonl");
+    write_lines(
+        &input,
+        &[
+            json!({"ts": 1, "deviceName": "T-1", "deviceType": "t", "temperature": 100}),
+            json!({"ts": 2, "deviceName": "T-1", "deviceType": "t", "temperature": 20}),
+        ],
+    );
+    let (output, stats) = (dir.join("nested-out.jsonl"), dir.join("nested-stats.json"));
+    let root = chains.join("root-rule-chain.json");
+    let args = [
+        "run",
+        "--chain",
+        root.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--stats",
+        stats.to_str().unwrap(),
+        "--no-state",
+    ];
+    let result = sluice_in(&repo(), &args);
+    assert_eq!(result.status.code(), Some(3), "{}", stderr(&result));
+    let stats: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let nodes = &stats["stats"]["nodes"];
+    let chain = "n6-create-clear-alarms";
+    assert_eq!(received(nodes, chain), 2, "{nodes}");
+    assert_eq!(received(nodes, &format!("{chain}/n0-under-threshold")), 2, "{nodes}");
+    assert_eq!(received(nodes, &format!("{chain}/n1-create-alarm")), 1, "{nodes}");
+    assert_eq!(received(nodes, &format!("{chain}/n2-clear-alarm")), 1, "{nodes}");
+    // Both were saved by the root first (its output).
+    assert_eq!(read_jsonl(&output).len(), 2);
 }
 
 /// The node id stem the importer gives a name (`draft::slug`): lower-case ASCII letters and
