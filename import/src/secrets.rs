@@ -7,19 +7,26 @@
 //! service then refuses the call, which says what is missing.
 //!
 //! What counts as a credential: URL userinfo (`https://user:PASSWORD@host`), a path segment
-//! that looks like a token (Telegram's `bot<id>:<token>`, a long mix of letters and digits that
-//! is not a UUID), a query parameter named like a credential (`token`, `key`, `secret`,
-//! `password`, …), a header named so (`Authorization`, `X-Api-Key`, …). A value that is a
-//! template (`${…}`, `$[…]`) comes from the message and is left alone.
+//! that looks like a token (Telegram's `bot<id>:<token>`; 20+ characters mixing digits, upper-
+//! and lower-case letters, or 32+ hex digits; never a UUID), a query parameter named like a
+//! credential (`token`, `apiKey`, `secret`, `password`, …), a header named so (`Authorization`,
+//! `X-Api-Key`, …). A value that is a template (`${…}`, `$[…]`) comes from the message and is
+//! left alone.
 
-/// Names that mark a header, a query parameter or a field as a credential.
+/// Words that mark a header, a query parameter or a field as a credential.
 const SECRET_WORDS: &[&str] =
-    &["authorization", "token", "key", "secret", "password", "passwd", "pwd", "auth", "signature", "appid"];
+    &["authorization", "token", "key", "secret", "password", "passwd", "pwd", "auth", "signature", "sig", "appid"];
 
-/// Whether a header, parameter or field named `name` holds a credential.
+/// Endings that do too when written as one word (`apiKey`, `accesstoken`).
+const SECRET_ENDINGS: &[&str] = &["token", "key", "secret", "password"];
+
+/// Whether a header, parameter or field named `name` holds a credential: one of its words
+/// (split at anything not a letter or digit) is one of [`SECRET_WORDS`], or ends like one
+/// (`X-Api-Key`, `access_token`, `apiKey`; not `keyword` or `Content-Type`).
 pub(crate) fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| name.contains(w))
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| SECRET_WORDS.contains(&w) || SECRET_ENDINGS.iter().any(|e| w.ends_with(e)))
 }
 
 /// A template (its value comes from the message).
@@ -80,12 +87,16 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// A path segment that looks like a token: at least 20 characters of letters, digits and
-/// `-_:.`, with both letters and digits, and not a UUID.
+/// `-_:.` with digits and both upper- and lower-case letters (ThingsBoard's access tokens,
+/// API keys), or at least 32 hex digits; never a UUID. A name such as
+/// `temperature-sensor-01` is not one.
 fn looks_like_token(segment: &str) -> bool {
+    let has = |f: fn(&char) -> bool| segment.chars().any(|c| f(&c));
+    let mixed = has(char::is_ascii_digit) && has(char::is_ascii_uppercase) && has(char::is_ascii_lowercase);
+    let hex = segment.len() >= 32 && segment.chars().all(|c| c.is_ascii_hexdigit());
     segment.len() >= 20
         && segment.chars().all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
-        && segment.chars().any(|c| c.is_ascii_digit())
-        && segment.chars().any(|c| c.is_ascii_alphabetic())
+        && (mixed || hex)
         && !is_uuid(segment)
 }
 
@@ -276,5 +287,16 @@ mod tests {
             assert!(is_secret_name(name), "{name}");
         }
         assert!(!is_secret_name("Content-Type"));
+        assert!(!is_secret_name("keyword"));
+        assert!(is_secret_name("apiKey") && is_secret_name("access_token"));
+    }
+
+    #[test]
+    fn names_in_paths_are_not_tokens() {
+        for segment in ["temperature-sensor-01", "weather-station-zone-12", "2024-01-01T00:00:00.000"] {
+            assert!(!looks_like_token(segment), "{segment}");
+        }
+        assert!(looks_like_token("sJ9vsdMEVOqYQ1QLYnQT"));
+        assert!(looks_like_token("0123456789abcdef0123456789abcdef"));
     }
 }
