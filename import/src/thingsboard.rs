@@ -613,13 +613,32 @@ fn kafka(c: &Ctx) -> Result<Outcome, ImportError> {
         config["metadataHeaders"] = json!(true);
     }
     let servers = c.cfg.opt_str("bootstrapServers")?.unwrap_or("localhost:9092").to_string();
+    let mut found = Vec::new();
     let properties: std::collections::BTreeMap<String, String> = c
         .cfg
         .string_map("otherProperties")?
         .into_iter()
-        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .map(|(k, v)| {
+            let value = v.as_str().unwrap_or_default().to_string();
+            // A SASL password or JAAS config: from the environment (the connector expands it).
+            if (secrets::is_secret_name(&k) || k.contains("jaas")) && !value.is_empty() && !secrets::is_template(&value)
+            {
+                let var = secrets::var_name(&c.node.name, &k);
+                found.push(secrets::Secret { what: format!("property {k}"), var: var.clone() });
+                return (k, secrets::reference(&var));
+            }
+            (k, value)
+        })
         .collect();
-    Ok(Ok(Fragment::one(Part::module("kafka-action", config).granted(kafka_connector(servers, properties)))))
+    let mut fragment =
+        Fragment::one(Part::module("kafka-action", config).granted(kafka_connector(servers, properties)));
+    for secret in found {
+        fragment.findings.push((
+            FindingKind::Secret,
+            format!("{} -> ${{{}}} in the connector (empty when unset)", secret.what, secret.var),
+        ));
+    }
+    Ok(Ok(fragment))
 }
 
 /// A Kafka connector at `servers`, overridable by `${<NAME>_BROKERS}`.

@@ -872,7 +872,11 @@ fn placeholders_say_why_and_an_unknown_class_is_told_apart_and_an_mqtt_password_
         node("com.example.iot.TbMyCustomNode", "Custom", json!({})),
         node("org.thingsboard.rule.engine.mqtt.TbMqttNode", "Publish", json!({
             "topicPattern": "out", "host": "broker", "port": 1883,
-            "credentials": {"type": "basic", "username": "u", "password": "p4ssw0rd-secret"}}))
+            "credentials": {"type": "basic", "username": "u", "password": "p4ssw0rd-secret"}})),
+        node("org.thingsboard.rule.engine.kafka.TbKafkaNode", "To Kafka", json!({
+            "topicPattern": "t", "bootstrapServers": "kafka:9092", "otherProperties": {
+                "security.protocol": "SASL_SSL",
+                "sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"k4fka-secret\";"}}))
     ], "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Success"}]}});
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mixed.json");
@@ -907,5 +911,14 @@ fn placeholders_say_why_and_an_unknown_class_is_told_apart_and_an_mqtt_password_
     assert!(!text.contains("p4ssw0rd-secret"), "{text}");
     let chain: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(chain["connectors"]["mqtt"]["password"], "${MQTT_PASSWORD:-}", "{text}");
+    // A Kafka JAAS config (it holds the SASL password): from the environment; other properties stay.
+    assert!(
+        report.contains("TbKafkaNode \"To Kafka\": property sasl.jaas.config -> ${TB_TO_KAFKA_SASL_JAAS_CONFIG}"),
+        "{report}"
+    );
+    assert!(!text.contains("k4fka-secret"), "{text}");
+    let properties = &chain["connectors"]["kafka"]["properties"];
+    assert_eq!(properties["sasl.jaas.config"], "${TB_TO_KAFKA_SASL_JAAS_CONFIG:-}", "{text}");
+    assert_eq!(properties["security.protocol"], "SASL_SSL", "{text}");
     validate(&imported_chains(&out));
 }
