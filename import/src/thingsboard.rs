@@ -659,7 +659,27 @@ fn rest(c: &Ctx) -> Result<Outcome, ImportError> {
     let method = c.cfg.opt_str("requestMethod")?.unwrap_or("POST");
     // Credentials go to the connector, whose `baseUrl` and `headers` are expanded from the
     // environment at load (see `secrets`).
-    let split = secrets::split_url(c.cfg.str("restEndpointUrlPattern")?, &c.node.name);
+    let mut url = c.cfg.str("restEndpointUrlPattern")?.to_string();
+    // Basic credentials (`credentials: {type: basic, username, password}`): as the URL's
+    // userinfo, which the HTTP client sends as `Authorization: Basic …`; the password then
+    // moves out like any URL password.
+    let credentials = c.cfg.object("credentials", "configuration.credentials")?;
+    let kind = credentials.opt_str("type")?.unwrap_or("anonymous");
+    let basic = match (kind, credentials.opt_str("username")?, url.split_once("://")) {
+        ("basic", Some(user), Some((scheme, rest)))
+            if !user.is_empty()
+                && user.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+                && !rest.split(['/', '?', '#']).next().unwrap_or_default().contains('@') =>
+        {
+            let password = credentials.opt_str("password")?.unwrap_or_default();
+            // Any placeholder does: the password is replaced by a variable below.
+            let password = if password.is_empty() { "-" } else { "x" };
+            url = format!("{scheme}://{user}:{password}@{rest}");
+            true
+        }
+        _ => false,
+    };
+    let split = secrets::split_url(&url, &c.node.name);
     let mut headers = c.cfg.string_map("headers")?;
     let mut connector_headers = std::collections::BTreeMap::new();
     let mut found = split.secrets.clone();
@@ -709,8 +729,10 @@ fn rest(c: &Ctx) -> Result<Outcome, ImportError> {
             "readTimeoutMs {ms} -> the connector's timeoutMs; the node's guest deadline does not cut the call off: time blocked waiting for the answer is not guest time"
         ),
     });
-    let credentials = c.cfg.object("credentials", "configuration.credentials")?;
-    if let Some(kind) = credentials.opt_str("type")?.filter(|t| *t != "anonymous") {
+    if basic {
+        fragment = fragment
+            .note("basic credentials: the user name in the connector's baseUrl, the password from the environment");
+    } else if kind != "anonymous" {
         fragment = fragment.note(format!(
             "{kind} credentials are not carried over: add them as connector headers from the environment"
         ));

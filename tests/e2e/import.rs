@@ -922,3 +922,42 @@ fn placeholders_say_why_and_an_unknown_class_is_told_apart_and_an_mqtt_password_
     assert_eq!(properties["security.protocol"], "SASL_SSL", "{text}");
     validate(&imported_chains(&out));
 }
+
+#[test]
+fn basic_credentials_of_a_rest_call_are_sent_with_the_password_from_the_environment() {
+    use base64::Engine as _;
+    let (port, server) = one_request_server(Duration::ZERO);
+    let export = json!({"ruleChain": {"name": "Basic"}, "metadata": {"firstNodeIndex": 0, "nodes": [
+        {"type": "org.thingsboard.rule.engine.rest.TbRestApiCallNode", "name": "Post", "configuration": {
+            "restEndpointUrlPattern": format!("http://127.0.0.1:{port}/api/${{deviceName}}"),
+            "requestMethod": "POST", "headers": {},
+            "credentials": {"type": "basic", "username": "tenant", "password": "s3cret-pw"}}}
+    ], "connections": []}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("basic.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&[file.to_str().unwrap()], &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    assert!(report.contains("\"Post\": URL password -> ${TB_POST_PASSWORD}"), "{report}");
+    let chain_path = out.join("basic.json");
+    let text = std::fs::read_to_string(&chain_path).unwrap();
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, &[json!({"ts": 1, "deviceName": "T-1", "deviceType": "t", "v": 1})]);
+    let run = Command::new(sluice_bin())
+        .args(["run", "--chain", chain_path.to_str().unwrap(), "--input", input.to_str().unwrap(), "--no-state"])
+        .args(["--output", dir.path().join("out.jsonl").to_str().unwrap()])
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .env("TB_POST_PASSWORD", "s3cret-pw")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let head = server.join().unwrap();
+    // TbRestApiCallNode (basic credentials): `Authorization: Basic base64(user:password)`.
+    let expected = base64::engine::general_purpose::STANDARD.encode("tenant:s3cret-pw").to_ascii_lowercase();
+    assert!(head.starts_with("post /api/t-1 http/1.1"), "{head}");
+    assert!(head.contains(&format!("authorization: basic {expected}")), "{head}");
+}
