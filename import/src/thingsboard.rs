@@ -248,26 +248,20 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
 
 /// Why the classes Sluice knows it cannot run yet are placeholders.
 pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "TbSendRPCRequestNode",
-        "sends an RPC to a device over its ThingsBoard session, a platform service Sluice does not have (no device sessions); use `mqtt-action` to the device's RPC topic (`v1/devices/me/rpc/request/{id}` on a broker it listens to)",
-    ),
-    (
-        "TbSendRPCReplyNode",
-        "answers a device's RPC over its ThingsBoard session, a platform service Sluice does not have (no device sessions); use `mqtt-action` to the device's response topic",
-    ),
+    ("TbSendRPCRequestNode", "sends an RPC to a device over its ThingsBoard session; Sluice has no device sessions"),
+    ("TbSendRPCReplyNode", "answers a device's RPC over its ThingsBoard session; Sluice has no device sessions"),
     ("TbCreateAlarmNode", "alarms live in ThingsBoard's alarm service; Sluice has none"),
     ("TbClearAlarmNode", "alarms live in ThingsBoard's alarm service; Sluice has none"),
     ("TbDeviceProfileNode", "evaluates the alarm rules of device profiles stored in ThingsBoard"),
-    ("TbMsgPushToCloudNode", PUSH_TO_CLOUD),
-    ("TbMsgPushToEdgeNode", PUSH_TO_EDGE),
+    ("TbMsgPushToCloudNode", "pushes to ThingsBoard Cloud from an Edge; Sluice has no cloud link"),
+    ("TbMsgPushToEdgeNode", "pushes to a ThingsBoard Edge; Sluice has no edge link"),
     ("TbCreateRelationNode", "entity relations live in ThingsBoard's database"),
     ("TbDeleteRelationNode", "entity relations live in ThingsBoard's database"),
     ("TbGetCustomerAttributeNode", "reads attributes of the originator's customer, which Sluice does not keep"),
     ("TbGetTenantAttributeNode", "reads attributes of the tenant, which Sluice does not keep"),
     ("TbGetRelatedAttributeNode", "reads attributes of related entities; Sluice keeps no entity relations"),
-    ("TbSendEmailNode", EMAIL),
-    ("TbMsgToEmailNode", EMAIL),
+    ("TbSendEmailNode", "sends e-mail; Sluice has no mail connector"),
+    ("TbMsgToEmailNode", "builds e-mail for the send e-mail node; Sluice has no mail connector"),
     (
         "TbSendSmsNode",
         "sends SMS through ThingsBoard's SMS provider settings, a platform service Sluice does not have; use `rest-action` to your SMS provider's HTTP API",
@@ -306,11 +300,25 @@ pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
         "TbSendRestApiCallReplyNode",
         "answers a request of ThingsBoard's REST API (`/api/rule-engine`), which Sluice does not serve; use the `http` source and `rest-action`",
     ),
+    (
+        "TbIntegrationDownlinkNode",
+        "sends a downlink through a ThingsBoard integration (Professional Edition), a platform service Sluice does not have; use `mqtt-action`, `rest-action` or `kafka-action` to the device's network",
+    ),
 ];
 
-const PUSH_TO_CLOUD: &str = "pushes to ThingsBoard Cloud from an Edge, a platform link Sluice does not have; use `kafka-action` or `mqtt-action` to where the data should go";
-const PUSH_TO_EDGE: &str = "pushes to a ThingsBoard Edge, a platform link Sluice does not have; use `kafka-action` or `mqtt-action` to where the data should go";
-const EMAIL: &str = "sends e-mail through ThingsBoard's mail server settings, a platform service Sluice does not have (no mail connector); use `rest-action` to a mail HTTP API (SendGrid, Mailgun, SES)";
+/// What to use instead of a node whose reason in [`UNSUPPORTED`] is a ThingsBoard platform
+/// service (the rows added since give it in their reason).
+const INSTEAD: &[(&str, &str)] = &[
+    (
+        "TbSendRPCRequestNode",
+        "`mqtt-action` to the device's RPC topic (`v1/devices/me/rpc/request/{id}` on a broker it listens to)",
+    ),
+    ("TbSendRPCReplyNode", "`mqtt-action` to the device's response topic (`v1/devices/me/rpc/response/{id}`)"),
+    ("TbMsgPushToCloudNode", "`kafka-action` or `mqtt-action` to where the data should go"),
+    ("TbMsgPushToEdgeNode", "`kafka-action` or `mqtt-action` to where the data should go"),
+    ("TbSendEmailNode", "`rest-action` to a mail HTTP API (SendGrid, Mailgun, SES)"),
+    ("TbMsgToEmailNode", "`script` (transform) to build the mail and `rest-action` to a mail HTTP API"),
+];
 
 /// The built-in node classes of ThingsBoard 2.x–4.x that have no Sluice node and no reason of
 /// their own in [`UNSUPPORTED`]: a class in neither list is not a built-in (a typo, or a custom
@@ -363,7 +371,10 @@ const BUILT_IN: &[&str] = &[
 /// has no node for yet, or a class ThingsBoard does not ship.
 fn unsupported_reason(class: &str, short: &str) -> String {
     if let Some((_, why)) = UNSUPPORTED.iter().find(|(c, _)| *c == short) {
-        return (*why).to_string();
+        return match INSTEAD.iter().find(|(c, _)| *c == short) {
+            Some((_, instead)) => format!("{why} (a ThingsBoard platform service Sluice does not have); use {instead}"),
+            None => (*why).to_string(),
+        };
     }
     if BUILT_IN.contains(&short) {
         return "a ThingsBoard built-in Sluice has no node for yet".into();
