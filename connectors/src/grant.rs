@@ -44,7 +44,15 @@ pub fn open(name: &str, spec: &ConnectorSpec, chain_dir: &Path) -> Result<Arc<Gu
                 headers.iter().map(|(k, v)| Ok((k.clone(), expand_env(v)?))).collect::<Result<_, EnvError>>()?;
             Arc::new(http::HttpConnector::new(base_url.as_deref(), headers)?)
         }
-        ConnectorKind::Kafka(connection) => Arc::new(kafka::KafkaConnector::new(name, connection)?),
+        ConnectorKind::Kafka(connection) => {
+            // `brokers` and the properties (a SASL password) may name variables too.
+            let mut connection = connection.clone();
+            connection.brokers = expand_env(&connection.brokers)?;
+            for value in connection.properties.values_mut() {
+                *value = expand_env(value)?;
+            }
+            Arc::new(kafka::KafkaConnector::new(name, &connection)?)
+        }
         ConnectorKind::Mqtt(c) => Arc::new(mqtt::MqttConnector::new(name, c)?),
     };
     Ok(Arc::new(Guarded::new(name, connector, &spec.policy)?))
@@ -121,5 +129,32 @@ mod tests {
         assert!(expand_env("${SLUICE_TEST_UNSET_X}").unwrap_err().to_string().contains("SLUICE_TEST_UNSET_X"));
         assert!(expand_env("${OPEN").is_err());
         assert_eq!(expand_env("no vars").unwrap(), "no vars");
+    }
+
+    #[test]
+    fn kafka_brokers_and_properties_are_expanded_too() {
+        let kafka = |brokers: &str, password: &str| {
+            let properties = [("sasl.password".to_string(), password.to_string())].into();
+            ConnectorSpec::from(ConnectorKind::Kafka(crate::spec::KafkaConnection {
+                brokers: brokers.into(),
+                properties,
+                await_delivery: false,
+            }))
+        };
+        let dir = Path::new(".");
+        // An unset variable without a default is an error naming it: both fields are expanded.
+        let err = open("k", &kafka("${SLUICE_TEST_UNSET_KAFKA_BROKERS}", "x"), dir).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("SLUICE_TEST_UNSET_KAFKA_BROKERS")));
+        let err =
+            open("k", &kafka("127.0.0.1:1", "${SLUICE_TEST_UNSET_KAFKA_PASSWORD}"), dir).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("SLUICE_TEST_UNSET_KAFKA_PASSWORD")));
+        assert!(
+            open(
+                "k",
+                &kafka("${SLUICE_TEST_UNSET_KAFKA_BROKERS:-127.0.0.1:1}", "${SLUICE_TEST_UNSET_KAFKA_PASSWORD:-}"),
+                dir
+            )
+            .is_ok()
+        );
     }
 }

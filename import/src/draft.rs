@@ -77,11 +77,13 @@ pub(crate) struct Fragment {
     /// The part the source node's connections leave from (`Failure` leaves from every part).
     pub exit: usize,
     pub notes: Vec<String>,
+    /// Findings other than notes: how a link was resolved, a secret taken out.
+    pub findings: Vec<(FindingKind, String)>,
 }
 
 impl Fragment {
     pub fn one(part: Part) -> Fragment {
-        Fragment { parts: vec![part], links: Vec::new(), exit: 0, notes: Vec::new() }
+        Fragment { parts: vec![part], links: Vec::new(), exit: 0, notes: Vec::new(), findings: Vec::new() }
     }
 
     pub fn note(mut self, note: impl Into<String>) -> Fragment {
@@ -242,13 +244,11 @@ impl Draft {
     }
 
     pub fn note(&mut self, at: &str, class: &str, name: &str, text: impl Into<String>) {
-        self.findings.push(Finding {
-            kind: FindingKind::Note,
-            at: at.into(),
-            class: class.into(),
-            name: name.into(),
-            text: text.into(),
-        });
+        self.finding(FindingKind::Note, at, class, name, text);
+    }
+
+    pub fn finding(&mut self, kind: FindingKind, at: &str, class: &str, name: &str, text: impl Into<String>) {
+        self.findings.push(Finding { kind, at: at.into(), class: class.into(), name: name.into(), text: text.into() });
     }
 
     pub fn unsupported(&mut self, at: &str, class: &str, name: &str, text: impl Into<String>) {

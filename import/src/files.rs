@@ -44,6 +44,35 @@ pub(crate) struct Names {
     taken: BTreeSet<String>,
     /// ThingsBoard rule chain id → the file it becomes.
     pub by_id: BTreeMap<String, String>,
+    /// Every ThingsBoard chain of the import: its name and the file it becomes.
+    pub chains: Vec<(String, String)>,
+    /// `--link UUID=FILE`: the id → the file FILE's (first) chain becomes.
+    pub links: BTreeMap<String, String>,
+}
+
+/// How a link into another chain (a `TbRuleChainInputNode`, a 2.x `ruleChainConnections` entry)
+/// found its target among the chains of the import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkedBy {
+    /// The target chain's id, which the export of that chain carries (bulk exports do).
+    Uuid,
+    /// The calling node's name is the target chain's name.
+    Name,
+    /// … ignoring case.
+    CaseInsensitiveName,
+    /// `--link UUID=FILE`.
+    Flag,
+}
+
+impl std::fmt::Display for LinkedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkedBy::Uuid => "uuid",
+            LinkedBy::Name => "name",
+            LinkedBy::CaseInsensitiveName => "case-insensitive name",
+            LinkedBy::Flag => "--link",
+        })
+    }
 }
 
 impl Names {
@@ -57,6 +86,57 @@ impl Names {
         }
         self.taken.insert(name.clone());
         name
+    }
+
+    /// The file of the chain a link into `id` goes to, from the node named `caller` (none for a
+    /// 2.x `ruleChainConnections` entry, whose calling node is an ordinary node) of the chain
+    /// written to `own`: by id, else by the caller's name (exact, then ignoring case; one chain
+    /// only, never the caller's own), else by `--link`.
+    pub(crate) fn resolve(&self, id: &str, caller: Option<&str>, own: &str) -> Option<(String, LinkedBy)> {
+        if let Some(file) = self.by_id.get(id) {
+            return Some((file.clone(), LinkedBy::Uuid));
+        }
+        if let Some(caller) = caller.map(str::trim).filter(|c| !c.is_empty()) {
+            let others = || self.chains.iter().filter(|(_, file)| file != own);
+            let unique = |found: Vec<&(String, String)>| match found.as_slice() {
+                [(_, file)] => Some(file.clone()),
+                _ => None,
+            };
+            if let Some(file) = unique(others().filter(|(name, _)| name.trim() == caller).collect()) {
+                return Some((file, LinkedBy::Name));
+            }
+            let lower = caller.to_lowercase();
+            if let Some(file) = unique(others().filter(|(name, _)| name.trim().to_lowercase() == lower).collect()) {
+                return Some((file, LinkedBy::CaseInsensitiveName));
+            }
+        }
+        self.links.get(id).map(|file| (file.clone(), LinkedBy::Flag))
+    }
+}
+
+/// `--link UUID=FILE`: links into the chain `UUID` go to the (first) chain of `FILE`, which is
+/// imported too if it is not among the files given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub id: String,
+    pub file: PathBuf,
+}
+
+/// A `--link` that is not `UUID=FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected UUID=FILE, got {0:?}")]
+pub struct LinkSyntaxError(pub String);
+
+impl std::str::FromStr for Link {
+    type Err = LinkSyntaxError;
+
+    fn from_str(text: &str) -> Result<Link, LinkSyntaxError> {
+        match text.split_once('=') {
+            Some((id, file)) if !id.trim().is_empty() && !file.trim().is_empty() => {
+                Ok(Link { id: id.trim().to_string(), file: PathBuf::from(file.trim()) })
+            }
+            _ => Err(LinkSyntaxError(text.to_string())),
+        }
     }
 }
 
@@ -94,8 +174,20 @@ fn classify(path: &Path, value: &Value) -> Result<Source, ImportError> {
 
 /// Imports `files` (paths as given: the report shows them so).
 pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
+    import_thingsboard_linked(files, &[])
+}
+
+/// Imports `files`, linking chains by `links` (`--link`) where id and name do not: each link's
+/// file is imported too when it is not among `files`.
+pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Imported, ImportError> {
+    let mut files = files.to_vec();
+    for link in links {
+        if !files.iter().any(|f| same_file(f, &link.file)) {
+            files.push(link.file.clone());
+        }
+    }
     let mut sources = Vec::with_capacity(files.len());
-    for file in files {
+    for file in &files {
         let value = read_json(file)?;
         sources.push((file.clone(), classify(file, &value)?));
     }
@@ -112,6 +204,7 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
                     if let Some(id) = &chain.id {
                         names.by_id.insert(id.clone(), name.clone());
                     }
+                    names.chains.push((chain.name.clone(), name.clone()));
                     these.push(name);
                 }
             }
@@ -121,6 +214,20 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
             }
         }
         out_names.push(these);
+    }
+    for link in links {
+        let Some(k) = sources.iter().position(|(f, _)| same_file(f, &link.file)) else { continue };
+        match (&sources[k].1, out_names[k].first()) {
+            (Source::Chains { .. }, Some(out)) => {
+                names.links.insert(link.id.clone(), out.clone());
+            }
+            _ => {
+                return Err(crate::error::invalid(
+                    &link.file,
+                    format!("--link {}={}: the file holds no ThingsBoard rule chain", link.id, link.file.display()),
+                ));
+            }
+        }
     }
     // Pass 2: convert.
     let mut chains = Vec::new();
@@ -134,7 +241,7 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
             Source::Chains { shape, chains: tb_chains } => {
                 file_report.shape = shape.clone();
                 for (chain, out) in tb_chains.iter().zip(these) {
-                    let (spec, findings) = thingsboard::convert(file, chain, &names)?;
+                    let (spec, findings) = thingsboard::convert(file, chain, &out, &names)?;
                     file_report.chains.push(ChainReport {
                         name: chain.name.clone(),
                         out: out.clone(),
@@ -166,6 +273,27 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
         }
         report.files.push(file_report);
     }
+    // A `--link` no node of the import links through is most likely a mistyped id: say so.
+    let referenced: BTreeSet<&str> = sources
+        .iter()
+        .filter_map(|(_, source)| match source {
+            Source::Chains { chains, .. } => Some(chains),
+            _ => None,
+        })
+        .flatten()
+        .flat_map(|chain| {
+            let inputs = chain.nodes.iter().filter(|n| n.short() == "TbRuleChainInputNode");
+            let ids = inputs.filter_map(|n| n.config.get("ruleChainId").and_then(Value::as_str));
+            ids.chain(chain.chain_links.iter().map(|l| l.target.as_str()))
+        })
+        .collect();
+    for link in links.iter().filter(|l| !referenced.contains(l.id.as_str())) {
+        if let Some(k) = sources.iter().position(|(f, _)| same_file(f, &link.file)) {
+            report.files[k]
+                .notes
+                .push(format!("--link {}: no node of the import links to rule chain {}", link.id, link.id));
+        }
+    }
     // Plugins: say what became of each (a connector of the rules naming it, or nothing).
     for ((_, source), file_report) in sources.iter().zip(&mut report.files) {
         if let Source::Plugin(plugin) = source {
@@ -173,6 +301,11 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
         }
     }
     Ok(Imported { chains, report })
+}
+
+/// Whether `a` and `b` name the same file (as given, or once made canonical).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 impl Imported {
@@ -201,5 +334,43 @@ impl Imported {
             Some((file, first)) => Err(ImportError::new(&file.file, ImportErrorKind::Strict(placeholders.len()))
                 .at(format!("{} {}", first.at, first.class))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(chains: &[(&str, &str)]) -> Names {
+        Names { chains: chains.iter().map(|(n, f)| (n.to_string(), f.to_string())).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn links_resolve_by_uuid_then_name_then_case_then_flag() {
+        let mut n = names(&[("Root", "root.json"), ("Alarms", "alarms.json"), ("alarms", "alarms-2.json")]);
+        n.by_id.insert("id-1".into(), "alarms-2.json".into());
+        n.links.insert("id-2".into(), "alarms.json".into());
+        assert_eq!(n.resolve("id-1", Some("Alarms"), "root.json"), Some(("alarms-2.json".into(), LinkedBy::Uuid)));
+        assert_eq!(n.resolve("x", Some("Alarms"), "root.json"), Some(("alarms.json".into(), LinkedBy::Name)));
+        // Two chains named so ignoring case: ambiguous, so not by name; the flag decides.
+        assert_eq!(n.resolve("id-2", Some("ALARMS"), "root.json"), Some(("alarms.json".into(), LinkedBy::Flag)));
+        assert_eq!(n.resolve("x", Some("ALARMS"), "root.json"), None);
+        let n = names(&[("Root", "root.json"), ("Alarms", "alarms.json")]);
+        assert_eq!(
+            n.resolve("x", Some(" alarms "), "root.json"),
+            Some(("alarms.json".into(), LinkedBy::CaseInsensitiveName))
+        );
+        // Never the calling chain itself, and a 2.x jump (no caller) never by name.
+        assert_eq!(n.resolve("x", Some("Root"), "root.json"), None);
+        assert_eq!(n.resolve("x", None, "root.json"), None);
+    }
+
+    #[test]
+    fn link_flags_parse() {
+        let link: Link = "6d8a6230-994c-11e8-851b-0b1b022bf58b=chains/alarms.json".parse().unwrap();
+        assert_eq!(link.id, "6d8a6230-994c-11e8-851b-0b1b022bf58b");
+        assert_eq!(link.file, PathBuf::from("chains/alarms.json"));
+        assert!("no-equals".parse::<Link>().is_err());
+        assert!("=file".parse::<Link>().is_err());
     }
 }

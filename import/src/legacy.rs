@@ -451,7 +451,7 @@ fn action(
                 "telemetry and attributes go to the run's output and tables `timeseries` / `client_attributes`{ttl}"
             )))
         }
-        "SendMailAction" => Err("sends e-mail; Sluice has no mail connector".into()),
+        "SendMailAction" => Err("sends e-mail through ThingsBoard's mail plugin, a platform service Sluice does not have (no mail connector); use `rest-action` to a mail HTTP API (SendGrid, Mailgun, SES)".into()),
         _ => Err("no Sluice node for this 1.x action yet".into()),
     })
 }

@@ -6,6 +6,9 @@
 //! connection keeps its relation name exactly. What does not map is not dropped: a node class
 //! Sluice lacks becomes an `unsupported` placeholder that sends every message to `Failure`, so the
 //! chain keeps its shape and validates, and the [`Report`] lists it (`--strict` refuses it).
+//! Chains given together link to each other by id, by the calling node's name, or by an
+//! explicit [`Link`] (`--link UUID=FILE`); credentials found in node settings become
+//! environment references in the connectors (`secrets`), listed in the report.
 //!
 //! Inputs, recognised by their shape rather than by version numbers (which exports rarely carry):
 //! - [`thingsboard`]: rule chain exports of ThingsBoard 2.x–4.x — `{ruleChain, metadata}`, bulk
@@ -25,9 +28,12 @@ mod fields;
 mod files;
 pub mod legacy;
 mod report;
+mod secrets;
 pub mod thingsboard;
 
 pub use error::{FileError, ImportError, ImportErrorKind};
 pub(crate) use files::{FAILURE, Names};
-pub use files::{Imported, ImportedChain, import_thingsboard};
-pub use report::{ChainReport, FileReport, Finding, FindingKind, Report};
+pub use files::{
+    Imported, ImportedChain, Link, LinkSyntaxError, LinkedBy, import_thingsboard, import_thingsboard_linked,
+};
+pub use report::{ChainReport, FileReport, Finding, FindingKind, Report, UNRESOLVED_LINK};

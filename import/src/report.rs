@@ -8,8 +8,13 @@
 //!   chain "Root Rule Chain" -> root-rule-chain.json (6 ThingsBoard nodes, 7 Sluice nodes)
 //!   placeholder tb-root_rule_chain.json node 5 TbSendRPCRequestNode "RPC Call Request": …
 //!   note tb-root_rule_chain.json node 3 TbLogNode "Log RPC from Device": …
-//! total: 1 chain, 1 placeholder, 2 notes
+//!   link root.json node 4 TbRuleChainInputNode "Alarms": -> alarms.json (by name)
+//!   secret root.json node 6 TbRestApiCallNode "Telegram": URL path token -> ${TB_TELEGRAM_TOKEN}
+//! total: 1 chain, 1 placeholder, 2 notes, 1 link resolved, 0 unresolved, 1 secret
 //! ```
+//!
+//! A link into another chain that found no target is a placeholder whose text starts with
+//! `unresolved link:`; the links and secrets parts of the total appear when there are any.
 
 use std::fmt;
 
@@ -48,7 +53,14 @@ pub enum FindingKind {
     Placeholder,
     /// Carried over, with a difference the user should know about.
     Note,
+    /// A link into another chain, resolved: the text says to which file and how.
+    Link,
+    /// A credential taken out of the chain: the text says what and which variable holds it now.
+    Secret,
 }
+
+/// The start of a placeholder's text for a link into another chain that found no target.
+pub const UNRESOLVED_LINK: &str = "unresolved link:";
 
 /// A node (or a chain, when `at` is empty) that did not carry over exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +84,18 @@ impl Report {
         })
     }
 
+    /// Every finding, with its file.
+    pub fn findings(&self) -> impl Iterator<Item = (&FileReport, &Finding)> {
+        self.files.iter().flat_map(|f| f.chains.iter().flat_map(move |c| c.findings.iter().map(move |x| (f, x))))
+    }
+
     fn count(&self, kind: FindingKind) -> usize {
-        self.files.iter().flat_map(|f| &f.chains).flat_map(|c| &c.findings).filter(|x| x.kind == kind).count()
+        self.findings().filter(|(_, x)| x.kind == kind).count()
+    }
+
+    /// Links into other chains that found no target (placeholders).
+    pub fn unresolved_links(&self) -> impl Iterator<Item = (&FileReport, &Finding)> {
+        self.placeholders().filter(|(_, x)| x.text.starts_with(UNRESOLVED_LINK))
     }
 }
 
@@ -101,6 +123,8 @@ impl fmt::Display for Report {
                     let kind = match x.kind {
                         FindingKind::Placeholder => "placeholder",
                         FindingKind::Note => "note",
+                        FindingKind::Link => "link",
+                        FindingKind::Secret => "secret",
                     };
                     if x.at.is_empty() {
                         writeln!(f, "  {kind} {}: {}", file.file, x.text)?;
@@ -112,12 +136,21 @@ impl fmt::Display for Report {
         }
         let chains = self.files.iter().map(|f| f.chains.len()).sum();
         let file_notes: usize = self.files.iter().map(|f| f.notes.len()).sum();
-        writeln!(
+        write!(
             f,
             "total: {}, {}, {}",
             plural(chains, "chain", "chains"),
             plural(self.count(FindingKind::Placeholder), "placeholder", "placeholders"),
             plural(self.count(FindingKind::Note) + file_notes, "note", "notes")
-        )
+        )?;
+        let (links, unresolved) = (self.count(FindingKind::Link), self.unresolved_links().count());
+        if links + unresolved > 0 {
+            write!(f, ", {} resolved, {unresolved} unresolved", plural(links, "link", "links"))?;
+        }
+        let secrets = self.count(FindingKind::Secret);
+        if secrets > 0 {
+            write!(f, ", {}", plural(secrets, "secret", "secrets"))?;
+        }
+        writeln!(f)
     }
 }

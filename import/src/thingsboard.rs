@@ -23,7 +23,8 @@ use super::Names;
 use super::draft::{Draft, Fragment, Part, Placed, Want, slug};
 use super::error::ImportError;
 use super::fields::Fields;
-use super::report::Finding;
+use super::report::{Finding, FindingKind, UNRESOLVED_LINK};
+use super::secrets;
 
 /// One rule chain of an export, read but not converted.
 #[derive(Debug, Clone)]
@@ -212,6 +213,8 @@ pub(crate) struct Ctx<'a> {
     pub cfg: Fields<'a>,
     pub relations: Vec<&'a str>,
     pub names: &'a Names,
+    /// The file this chain becomes (a link by name never goes to its own chain).
+    pub own: &'a str,
 }
 
 /// A converter's answer: the fragment, or why the node cannot be converted (a placeholder).
@@ -259,7 +262,127 @@ pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
     ("TbGetRelatedAttributeNode", "reads attributes of related entities; Sluice keeps no entity relations"),
     ("TbSendEmailNode", "sends e-mail; Sluice has no mail connector"),
     ("TbMsgToEmailNode", "builds e-mail for the send e-mail node; Sluice has no mail connector"),
+    (
+        "TbSendSmsNode",
+        "sends SMS through ThingsBoard's SMS provider settings, a platform service Sluice does not have; use `rest-action` to your SMS provider's HTTP API",
+    ),
+    (
+        "TbNotificationNode",
+        "sends through ThingsBoard's notification center (templates, recipients, delivery methods), a platform service Sluice does not have; use `rest-action` to a notification HTTP API (Slack, Teams, a push service) or `kafka-action` to a notifier",
+    ),
+    (
+        "TbSlackNode",
+        "posts through the Slack settings of ThingsBoard's notification center, a platform service Sluice does not have; use `rest-action` to Slack's `chat.postMessage` (token in the connector's headers)",
+    ),
+    (
+        "TbAiNode",
+        "calls the AI model configured in ThingsBoard's AI settings, a platform service Sluice does not have; use `rest-action` to the model provider's HTTP API",
+    ),
+    (
+        "TbDuplicateMsgToGroupNode",
+        "duplicates the message to each entity of a ThingsBoard entity group (Professional Edition), which Sluice does not keep; use `change-originator` per known entity, or `kafka-action` to a fan-out service",
+    ),
+    ("TbDuplicateMsgToRelatedNode", "duplicates the message to related entities; Sluice keeps no entity relations"),
+    (
+        "TbAssignToCustomerNode",
+        "assigns the originator to a ThingsBoard customer, a platform entity Sluice does not have",
+    ),
+    (
+        "TbUnassignFromCustomerNode",
+        "unassigns the originator from a ThingsBoard customer, a platform entity Sluice does not have",
+    ),
+    ("TbCopyAttributesToEntityViewNode", "copies attributes to ThingsBoard entity views, which Sluice does not have"),
+    (
+        "TbDeviceStateNode",
+        "drives ThingsBoard's device state service (activity, connect/disconnect), which Sluice does not have",
+    ),
+    (
+        "TbSendRestApiCallReplyNode",
+        "answers a request of ThingsBoard's REST API (`/api/rule-engine`), which Sluice does not serve; use the `http` source and `rest-action`",
+    ),
+    (
+        "TbIntegrationDownlinkNode",
+        "sends a downlink through a ThingsBoard integration (Professional Edition), a platform service Sluice does not have; use `mqtt-action`, `rest-action` or `kafka-action` to the device's network",
+    ),
 ];
+
+/// What to use instead of a node whose reason in [`UNSUPPORTED`] is a ThingsBoard platform
+/// service (the rows added since give it in their reason).
+const INSTEAD: &[(&str, &str)] = &[
+    (
+        "TbSendRPCRequestNode",
+        "`mqtt-action` to the device's RPC topic (`v1/devices/me/rpc/request/{id}` on a broker it listens to)",
+    ),
+    ("TbSendRPCReplyNode", "`mqtt-action` to the device's response topic (`v1/devices/me/rpc/response/{id}`)"),
+    ("TbMsgPushToCloudNode", "`kafka-action` or `mqtt-action` to where the data should go"),
+    ("TbMsgPushToEdgeNode", "`kafka-action` or `mqtt-action` to where the data should go"),
+    ("TbSendEmailNode", "`rest-action` to a mail HTTP API (SendGrid, Mailgun, SES)"),
+    ("TbMsgToEmailNode", "`script` (transform) to build the mail and `rest-action` to a mail HTTP API"),
+];
+
+/// The built-in node classes of ThingsBoard 2.x–4.x that have no Sluice node and no reason of
+/// their own in [`UNSUPPORTED`]: a class in neither list is not a built-in (a typo, or a custom
+/// node), which the placeholder says differently.
+const BUILT_IN: &[&str] = &[
+    "TbAckNode",
+    "TbAlarmsCountNode",
+    "TbAlarmsCountNodeV2",
+    "TbAssetTypeSwitchNode",
+    "TbAwsLambdaNode",
+    "TbAzureIotHubNode",
+    "TbCalculatedFieldsNode",
+    "TbCheckAlarmStatusNode",
+    "TbCheckRelationNode",
+    "TbClearAlarmNode",
+    "TbCopyKeysNode",
+    "TbCreateAlarmNode",
+    "TbDeduplicationNode",
+    "TbDeleteKeysNode",
+    "TbDeviceProfileNode",
+    "TbDeviceTypeSwitchNode",
+    "TbFetchDeviceCredentialsNode",
+    "TbGetCustomerDetailsNode",
+    "TbGetDeviceAttrNode",
+    "TbGetEntityDetailsNode",
+    "TbGetOriginatorFieldsNode",
+    "TbGetTelemetryNode",
+    "TbGetTenantDetailsNode",
+    "TbGpsGeofencingActionNode",
+    "TbGpsGeofencingFilterNode",
+    "TbJsonPathNode",
+    "TbMathNode",
+    "CalculateDeltaNode",
+    "TbMsgCountNode",
+    "TbMsgDeleteAttributesNode",
+    "TbOriginatorTypeSwitchNode",
+    "TbPubSubNode",
+    "TbRabbitMqNode",
+    "TbSaveToCustomCassandraTableNode",
+    "TbSendRPCReplyNode",
+    "TbSendRPCRequestNode",
+    "TbSnsNode",
+    "TbSplitArrayMsgNode",
+    "TbSqsNode",
+    "TbSynchronizationBeginNode",
+    "TbSynchronizationEndNode",
+];
+
+/// Why a class without a converter becomes a placeholder: its own reason, a built-in Sluice
+/// has no node for yet, or a class ThingsBoard does not ship.
+fn unsupported_reason(class: &str, short: &str) -> String {
+    if let Some((_, why)) = UNSUPPORTED.iter().find(|(c, _)| *c == short) {
+        return match INSTEAD.iter().find(|(c, _)| *c == short) {
+            Some((_, instead)) => format!("{why} (a ThingsBoard platform service Sluice does not have); use {instead}"),
+            None => (*why).to_string(),
+        };
+    }
+    if BUILT_IN.contains(&short) {
+        return "a ThingsBoard built-in Sluice has no node for yet".into();
+    }
+    format!(
+        "unknown class {class}: not a ThingsBoard 1.x–4.x built-in: a custom node? Write a rule for it (`sluice rules new`) and put it in place of this node"
+    )
+}
 
 fn cel_list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| Value::String(s.clone()).to_string()).collect();
@@ -365,6 +488,13 @@ fn generator(c: &Ctx) -> Result<Outcome, ImportError> {
             json!({"entityType": "RULE_NODE", "name": name})
         }
     };
+    if count == 0 {
+        // TbMsgGeneratorNode: msgCount 0 (its default) generates without end.
+        notes.push(
+            "msgCount 0: generates without end, as in ThingsBoard; a file run then never ends by itself: stop it with SIGTERM or Ctrl-C (what was generated is finished and flushed, exit code 0)"
+                .into(),
+        );
+    }
     let mut config =
         json!({"mode": "generator", "script": body, "periodMs": period_ms, "count": count, "originator": originator});
     if tbel {
@@ -494,13 +624,32 @@ fn kafka(c: &Ctx) -> Result<Outcome, ImportError> {
         config["metadataHeaders"] = json!(true);
     }
     let servers = c.cfg.opt_str("bootstrapServers")?.unwrap_or("localhost:9092").to_string();
+    let mut found = Vec::new();
     let properties: std::collections::BTreeMap<String, String> = c
         .cfg
         .string_map("otherProperties")?
         .into_iter()
-        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .map(|(k, v)| {
+            let value = v.as_str().unwrap_or_default().to_string();
+            // A SASL password or JAAS config: from the environment (the connector expands it).
+            if (secrets::is_secret_name(&k) || k.contains("jaas")) && !value.is_empty() && !secrets::is_template(&value)
+            {
+                let var = secrets::var_name(&c.node.name, &k);
+                found.push(secrets::Secret { what: format!("property {k}"), var: var.clone() });
+                return (k, secrets::reference(&var));
+            }
+            (k, value)
+        })
         .collect();
-    Ok(Ok(Fragment::one(Part::module("kafka-action", config).granted(kafka_connector(servers, properties)))))
+    let mut fragment =
+        Fragment::one(Part::module("kafka-action", config).granted(kafka_connector(servers, properties)));
+    for secret in found {
+        fragment.findings.push((
+            FindingKind::Secret,
+            format!("{} -> ${{{}}} in the connector (empty when unset)", secret.what, secret.var),
+        ));
+    }
+    Ok(Ok(fragment))
 }
 
 /// A Kafka connector at `servers`, overridable by `${<NAME>_BROKERS}`.
@@ -519,23 +668,85 @@ pub(crate) fn kafka_connector(servers: String, properties: std::collections::BTr
 
 fn rest(c: &Ctx) -> Result<Outcome, ImportError> {
     let method = c.cfg.opt_str("requestMethod")?.unwrap_or("POST");
-    let config = json!({
-        "method": method,
-        "url": c.cfg.str("restEndpointUrlPattern")?,
-        "headers": c.cfg.string_map("headers")?,
-    });
+    // Credentials go to the connector, whose `baseUrl` and `headers` are expanded from the
+    // environment at load (see `secrets`).
+    let mut url = c.cfg.str("restEndpointUrlPattern")?.to_string();
+    // Basic credentials (`credentials: {type: basic, username, password}`): as the URL's
+    // userinfo, which the HTTP client sends as `Authorization: Basic …`; the password then
+    // moves out like any URL password.
+    let credentials = c.cfg.object("credentials", "configuration.credentials")?;
+    let kind = credentials.opt_str("type")?.unwrap_or("anonymous");
+    let basic = match (kind, credentials.opt_str("username")?, url.split_once("://")) {
+        ("basic", Some(user), Some((scheme, rest)))
+            if !user.is_empty()
+                && user.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+                && !rest.split(['/', '?', '#']).next().unwrap_or_default().contains('@') =>
+        {
+            let password = credentials.opt_str("password")?.unwrap_or_default();
+            // Any placeholder does: the password is replaced by a variable below.
+            let password = if password.is_empty() { "-" } else { "x" };
+            url = format!("{scheme}://{user}:{password}@{rest}");
+            true
+        }
+        _ => false,
+    };
+    let split = secrets::split_url(&url, &c.node.name);
+    let mut headers = c.cfg.string_map("headers")?;
+    let mut connector_headers = std::collections::BTreeMap::new();
+    let mut found = split.secrets.clone();
+    for (name, value) in headers.clone() {
+        let literal = value.as_str().filter(|v| !v.is_empty() && !secrets::is_template(v));
+        if secrets::is_secret_name(&name) && literal.is_some() {
+            let var = secrets::var_name(&c.node.name, &name);
+            headers.remove(&name);
+            connector_headers.insert(name.clone(), secrets::reference(&var));
+            found.push(secrets::Secret { what: format!("header {name}"), var });
+        }
+    }
+    let config = json!({"method": method, "url": split.rest, "headers": headers});
     let timeout = c.cfg.opt_u64("readTimeoutMs")?.filter(|t| *t > 0);
+    let base_url = split.base.clone();
     let want = Want {
         base: "rest",
         build: Box::new(move |_| ConnectorSpec {
-            kind: ConnectorKind::Http { base_url: None, headers: Default::default() },
+            kind: ConnectorKind::Http { base_url: base_url.clone(), headers: connector_headers.clone() },
             policy: CallPolicySpec { timeout_ms: timeout, ..Default::default() },
         }),
     };
     let mut fragment = Fragment::one(Part::module("rest-action", config).granted(want));
-    let credentials = c.cfg.object("credentials", "configuration.credentials")?;
-    if let Some(kind) = credentials.opt_str("type")?.filter(|t| *t != "anonymous") {
-        fragment = fragment.note(format!("{kind} credentials are not carried over: add them as headers"));
+    for secret in &found {
+        fragment.findings.push((
+            FindingKind::Secret,
+            format!(
+                "{} -> ${{{}}} in the connector (empty when unset: the chain loads, the server refuses)",
+                secret.what, secret.var
+            ),
+        ));
+    }
+    if split.dropped {
+        let vars: Vec<&str> = split.secrets.iter().map(|s| s.var.as_str()).collect();
+        fragment = fragment.note(format!(
+            "the URL is a template before its credential, so the credential could not move into the connector's baseUrl: it was removed; put it back by hand ({})",
+            vars.join(", ")
+        ));
+    }
+    fragment = fragment.note(match timeout {
+        // TbRestApiCallNode (TbHttpClient): 0 is no read timeout of its own.
+        None => format!(
+            "no readTimeoutMs: the connector's default timeout ({} ms) applies",
+            sluice_core::connector::DEFAULT_TIMEOUT_MS
+        ),
+        Some(ms) => format!(
+            "readTimeoutMs {ms} -> the connector's timeoutMs; the node's guest deadline does not cut the call off: time blocked waiting for the answer is not guest time"
+        ),
+    });
+    if basic {
+        fragment = fragment
+            .note("basic credentials: the user name in the connector's baseUrl, the password from the environment");
+    } else if kind != "anonymous" {
+        fragment = fragment.note(format!(
+            "{kind} credentials are not carried over: add them as connector headers from the environment"
+        ));
     }
     Ok(Ok(fragment))
 }
@@ -562,6 +773,7 @@ fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
         }
     };
     let url = format!("{scheme}://{host}:{port}");
+    let has_password = password.as_deref().is_some_and(|p| !p.is_empty());
     let want = Want {
         base: "mqtt",
         build: Box::new(move |env| {
@@ -569,7 +781,7 @@ fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
                 url: format!("${{{env}_URL:-{url}}}"),
                 client_id: client_id.clone(),
                 username: username.clone(),
-                password: password.as_ref().map(|p| format!("${{{env}_PASSWORD:-{p}}}")),
+                password: password.as_ref().map(|_| format!("${{{env}_PASSWORD:-}}")),
                 ca_file: None,
                 keep_alive_s: None,
                 protocol_version: None,
@@ -578,6 +790,14 @@ fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
     };
     let mut fragment = Fragment::one(Part::module("mqtt-action", config).granted(want));
     fragment.notes = notes;
+    if has_password {
+        // The connector's variable prefix (`MQTT`, `MQTT_2`) is given when the chain's
+        // connectors are declared: the report names the first.
+        fragment.findings.push((
+            FindingKind::Secret,
+            "password -> ${MQTT_PASSWORD} (the connector's <NAME>_PASSWORD; empty when unset: the chain loads, the broker refuses)".into(),
+        ));
+    }
     Ok(Ok(fragment))
 }
 
@@ -613,15 +833,30 @@ fn rename_keys(c: &Ctx) -> Result<Outcome, ImportError> {
 }
 
 fn rule_chain_input(c: &Ctx) -> Result<Outcome, ImportError> {
-    let id = c.cfg.str("ruleChainId")?;
-    Ok(nested(c.names, id))
+    // 3.x exports name the target `ruleChainId`; a missing or empty one is still linked by name.
+    let id = c.cfg.opt_str("ruleChainId")?.unwrap_or_default();
+    Ok(nested(c.names, id, Some(&c.node.name), c.own))
 }
 
-/// A nested chain node for the rule chain `id`, if it was imported in the same run.
-fn nested(names: &Names, id: &str) -> Outcome {
-    match names.by_id.get(id) {
-        Some(file) => Ok(Fragment::one(Part::chain(file.clone()))),
-        None => Err(format!("rule chain {id} is not among the imported files (import its export in the same run)")),
+/// A nested chain node for the rule chain `id`, called from the node named `caller` (none for a
+/// 2.x `ruleChainConnections` entry): the chain of the import [`Names::resolve`] finds, or why
+/// none was found (a placeholder whose text starts with [`UNRESOLVED_LINK`]).
+fn nested(names: &Names, id: &str, caller: Option<&str>, own: &str) -> Outcome {
+    match names.resolve(id, caller, own) {
+        Some((file, by)) => {
+            let mut fragment = Fragment::one(Part::chain(file.clone()));
+            fragment.findings.push((FindingKind::Link, format!("-> {file} (by {by})")));
+            Ok(fragment)
+        }
+        None => {
+            let by_name = match caller {
+                Some(name) => format!(", and no other chain of the import is named {name:?}"),
+                None => String::new(),
+            };
+            Err(format!(
+                "{UNRESOLVED_LINK} rule chain {id} is not among the imported files{by_name}: import its export in the same run, or give --link {id}=FILE"
+            ))
+        }
     }
 }
 
@@ -639,7 +874,12 @@ fn checkpoint(c: &Ctx) -> Result<Outcome, ImportError> {
 }
 
 /// Converts one rule chain.
-pub(crate) fn convert(file: &Path, chain: &RuleChain, names: &Names) -> Result<(ChainSpec, Vec<Finding>), ImportError> {
+pub(crate) fn convert(
+    file: &Path,
+    chain: &RuleChain,
+    own: &str,
+    names: &Names,
+) -> Result<(ChainSpec, Vec<Finding>), ImportError> {
     let mut draft = Draft::default();
     if chain.edge {
         draft.note("", "", "", "an Edge rule chain (type EDGE): imported as an ordinary chain");
@@ -656,20 +896,24 @@ pub(crate) fn convert(file: &Path, chain: &RuleChain, names: &Names) -> Result<(
             .map(|c| c.relation.as_str())
             .chain(chain.chain_links.iter().filter(|l| l.from == i).map(|l| l.relation.as_str()))
             .collect();
-        let ctx =
-            Ctx { node, cfg: Fields { file, at: &at, path: "configuration", value: &node.config }, relations, names };
+        let ctx = Ctx {
+            node,
+            cfg: Fields { file, at: &at, path: "configuration", value: &node.config },
+            relations,
+            names,
+            own,
+        };
         let outcome = match CONVERTERS.iter().find(|(class, _)| *class == short) {
             Some((_, convert)) => convert(&ctx)?,
-            None => Err(UNSUPPORTED
-                .iter()
-                .find(|(class, _)| *class == short)
-                .map_or("no Sluice node for this class yet", |(_, why)| why)
-                .to_string()),
+            None => Err(unsupported_reason(&node.class, short)),
         };
         placed.push(match outcome {
             Ok(fragment) => {
                 for note in &fragment.notes {
                     draft.note(&at, short, &node.name, note.clone());
+                }
+                for (kind, text) in &fragment.findings {
+                    draft.finding(*kind, &at, short, &node.name, text.clone());
                 }
                 draft.add(&base, &node.name, node.debug, fragment)
             }
@@ -690,10 +934,14 @@ pub(crate) fn convert(file: &Path, chain: &RuleChain, names: &Names) -> Result<(
             None => {
                 let at = format!("ruleChainConnections[{k}]");
                 let name = format!("Rule chain {}", link.target);
-                let base = format!("chain-{}", slug(names.by_id.get(&link.target).map_or(&link.target, |f| f)));
-                let p = match nested(names, &link.target) {
+                let resolved = names.resolve(&link.target, None, own);
+                let base = format!("chain-{}", slug(resolved.as_ref().map_or(&link.target, |(f, _)| f)));
+                let p = match nested(names, &link.target, None, own) {
                     Ok(fragment) => {
                         draft.note(&at, "RuleChain", &name, "legacy ruleChainConnections: a nested chain node");
+                        for (kind, text) in &fragment.findings {
+                            draft.finding(*kind, &at, "RuleChain", &name, text.clone());
+                        }
                         draft.add(&base, &name, false, fragment)
                     }
                     Err(reason) => {

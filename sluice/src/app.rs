@@ -443,7 +443,11 @@ async fn wait_for_timers(state: &StateStore, progress: &Progress, tick: Duration
             return;
         }
         if !logged {
-            tracing::info!(pending, "input ended; waiting for pending timers (delays, generators)");
+            // A generator with `count: 0` (ThingsBoard's `msgCount: 0`) never ends: say how to stop.
+            tracing::info!(
+                pending,
+                "input ended; waiting for pending timers (delays, generators); an endless generator runs until SIGTERM or Ctrl-C, which finish and flush what it generated"
+            );
             logged = true;
         }
         tokio::time::sleep(tick).await;

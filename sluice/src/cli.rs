@@ -150,6 +150,11 @@ pub enum ImportCommand {
         /// Fail (exit code 1, nothing written) if any node would become a placeholder.
         #[arg(long)]
         strict: bool,
+        /// Links into the rule chain UUID go to the (first) chain of FILE (imported too if not
+        /// given): for chains exported without their id whose calling node is not named after
+        /// them. Repeatable.
+        #[arg(long = "link", value_name = "UUID=FILE")]
+        links: Vec<sluice::import::Link>,
     },
 }
 
@@ -288,7 +293,9 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Import(ImportCommand::Thingsboard { files, out, strict }) => import_thingsboard(&files, &out, strict),
+        Command::Import(ImportCommand::Thingsboard { files, out, strict, links }) => {
+            import_thingsboard(&files, &links, &out, strict)
+        }
         Command::Fmt { chains, check } => fmt_chains(&chains, check),
         Command::Diff { files, admin: Some(admin), token } => {
             let [new] = files.as_slice() else { bail!("with --admin, give only the new chain file") };
@@ -548,8 +555,13 @@ fn admin_call(admin: &AdminClient, method: &str, path: &str) -> anyhow::Result<i
 
 /// `sluice import thingsboard`: the report on stdout; with `--strict`, placeholders are an error
 /// and nothing is written.
-fn import_thingsboard(files: &[PathBuf], out: &Path, strict: bool) -> anyhow::Result<i32> {
-    let imported = sluice::import::import_thingsboard(files)?;
+fn import_thingsboard(
+    files: &[PathBuf],
+    links: &[sluice::import::Link],
+    out: &Path,
+    strict: bool,
+) -> anyhow::Result<i32> {
+    let imported = sluice::import::import_thingsboard_linked(files, links)?;
     print!("{}", imported.report);
     if strict && let Err(err) = imported.check_strict() {
         eprintln!("error: {err}");

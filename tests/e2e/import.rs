@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -297,13 +297,17 @@ fn the_solar_module_simulators_generate_module_telemetry() {
     std::fs::write(&config, kafka_to_file(&kafka)).unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "").unwrap();
-    // Generators with msgCount 0 never stop: the run is stopped once a first round is out.
+    // Generators with msgCount 0 never stop (TbMsgGeneratorNode: 0 is "no limit"): the import
+    // says so, and the run is stopped by SIGTERM once a first round is out.
+    let report = String::from_utf8_lossy(&result.stdout);
+    assert_eq!(report.matches("msgCount 0: generates without end").count(), 3, "{report}");
+    let log = dir.path().join("run.log");
     let mut child = Command::new(sluice_bin())
         .args(["run", "--chain", chain.to_str().unwrap(), "--input", input.to_str().unwrap(), "--no-state"])
         .args(["--config", config.to_str().unwrap(), "--output", dir.path().join("out.jsonl").to_str().unwrap()])
         .env("SLUICE_MODULES", modules())
         .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn sluice");
     let started = Instant::now();
@@ -315,10 +319,25 @@ fn the_solar_module_simulators_generate_module_telemetry() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     // periodInSeconds 5: the first message of each simulator comes after 5 s, not before.
     assert!(started.elapsed() >= Duration::from_secs(4), "messages came before the first period");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let stopped = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(30), "SIGTERM did not stop the run");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("an endless generator runs until SIGTERM"), "{log}");
+    assert!(log.contains("stopped by SIGTERM"), "{log}");
+    // Every record is whole (read_jsonl parses each line), none was lost to the stop.
+    let after = read_jsonl(&kafka);
+    assert!(after.len() >= records.len(), "{after:?}");
     assert!(records.len() >= 3, "{records:?}");
     let mut modules_seen = BTreeMap::new();
     for r in &records[..3] {
@@ -484,4 +503,461 @@ fn a_bulk_export_links_its_chains_as_nested_chains() {
     let saved = read_jsonl(&output);
     assert_eq!(saved.len(), 1, "{saved:?}");
     assert_eq!(saved[0]["data"], json!({"t": 25}));
+}
+
+/// The real exports kept in the repository (`tests/fixtures/thingsboard`, see its README).
+fn repo_fixtures() -> PathBuf {
+    repo().join("tests").join("fixtures").join("thingsboard")
+}
+
+/// Every `.json` of both fixture directories, as absolute paths.
+fn all_fixture_paths() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fixture_names().iter().map(|n| fixtures().join(n)).collect();
+    let mut ours: Vec<PathBuf> = std::fs::read_dir(repo_fixtures())
+        .expect("tests/fixtures/thingsboard")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    ours.sort();
+    assert!(ours.len() >= 10, "{ours:?}");
+    paths.extend(ours);
+    paths
+}
+
+/// The multi-file sets (root, nested chain, the target id the root jumps to), as the fixtures'
+/// README lists them. Their nested chains were exported without an id, so `--link` links them
+/// (a 2.x `ruleChainConnections` entry leaves from an ordinary node: no name to match).
+fn fixture_sets() -> Vec<(PathBuf, PathBuf, &'static str)> {
+    vec![
+        (
+            repo_fixtures().join("tbdocs-2x-root_rule_chain_alarms.json"),
+            repo_fixtures().join("tbdocs-2x-create___clear_alarms.json"),
+            "6d8a6230-994c-11e8-851b-0b1b022bf58b",
+        ),
+        (
+            repo_fixtures().join("tbdocs-2x-root_rule_chain_email.json"),
+            repo_fixtures().join("tbdocs-2x-create_clear_alarm___send_email.json"),
+            "2d207550-9a3b-11e8-851b-0b1b022bf58b",
+        ),
+        (
+            fixtures().join("tb-v3.0-demo-root_rule_chain.json"),
+            fixtures().join("tb-v3.0-demo-thermostat_alarms.json"),
+            "25e26570-89ed-11ea-a650-cd6e14e633bd",
+        ),
+        // The docs' delta temperature tutorial: the emulators' generators jump into it.
+        (
+            fixtures().join("tbdocs-thermometer_emulators.json"),
+            fixtures().join("tbdocs-delta_temperature.json"),
+            "baa86770-c7ef-11e8-b555-c9ee4be8c9f5",
+        ),
+    ]
+}
+
+/// `(ThingsBoard nodes, placeholders, placeholder classes)` of a report: every chain line's
+/// node count, and every placeholder that stands for a node (not a 2.x chain jump).
+fn mapped(report: &str) -> (usize, usize, Vec<String>) {
+    let mut nodes = 0;
+    let mut classes = Vec::new();
+    for line in report.lines() {
+        if let Some(rest) = line.strip_prefix("  chain ") {
+            let count = rest.rsplit_once(" -> ").and_then(|(_, r)| r.split_once(" (")).map(|(_, r)| r);
+            let n: usize = count.and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+            nodes += n;
+        }
+        if let Some(rest) = line.strip_prefix("  placeholder ") {
+            let words: Vec<&str> = rest.split(' ').collect();
+            // `FILE node N CLASS "name": …`, or `FILE filters[1] CLASS …` for a 1.x rule.
+            match words.iter().position(|w| *w == "node") {
+                Some(i) => classes.push(words[i + 2].to_string()),
+                None if !rest.contains("ruleChainConnections[") => classes.push(words[2].to_string()),
+                None => {}
+            }
+        }
+    }
+    let placeholders = classes.len();
+    (nodes, placeholders, classes)
+}
+
+#[test]
+fn every_fixture_imports_validates_every_set_links_and_most_nodes_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = fixture_sets();
+    let in_set = |p: &PathBuf| sets.iter().any(|(root, nested, _)| root == p || nested == p);
+    let (mut nodes, mut placeholders, mut classes) = (0, 0, Vec::new());
+    let mut count = |report: &str| {
+        let (n, p, c) = mapped(report);
+        nodes += n;
+        placeholders += p;
+        classes.extend(c);
+    };
+    for (k, path) in all_fixture_paths().iter().enumerate() {
+        let out = dir.path().join(format!("single-{k}"));
+        let result = import(&[path.to_str().unwrap()], &out, &[]);
+        assert!(result.status.success(), "{}: {}", path.display(), stderr(&result));
+        validate(&imported_chains(&out));
+        if !in_set(path) {
+            count(&String::from_utf8_lossy(&result.stdout));
+        }
+    }
+    for (k, (root, nested, id)) in sets.iter().enumerate() {
+        let out = dir.path().join(format!("set-{k}"));
+        let link = format!("{id}={}", nested.display());
+        let files = [root.to_str().unwrap(), nested.to_str().unwrap()];
+        let result = import(&files, &out, &["--link", &link]);
+        assert!(result.status.success(), "{}", stderr(&result));
+        let report = String::from_utf8_lossy(&result.stdout);
+        assert!(report.contains("(by --link)"), "{report}");
+        assert!(!report.contains("unresolved link:"), "{report}");
+        assert!(report.lines().last().unwrap().contains(", 0 unresolved"), "{report}");
+        let chains = imported_chains(&out);
+        validate(&chains);
+        // The root (the first chain of the report) holds a nested chain node naming the nested
+        // chain's file.
+        let root_chain = report
+            .lines()
+            .find(|l| l.starts_with("  chain "))
+            .and_then(|l| l.split(" -> ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .unwrap();
+        let root_spec: Value = serde_json::from_slice(&std::fs::read(out.join(root_chain)).unwrap()).unwrap();
+        let linked: Vec<&Value> =
+            root_spec["nodes"].as_array().unwrap().iter().filter(|n| n.get("chain").is_some()).collect();
+        assert_eq!(linked.len(), 1, "{root_spec}");
+        assert!(out.join(linked[0]["chain"].as_str().unwrap()).exists(), "{root_spec}");
+        count(&report);
+    }
+    let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
+    for class in classes {
+        *by_class.entry(class).or_default() += 1;
+    }
+    let share = (nodes - placeholders) as f64 / nodes as f64;
+    println!(
+        "ThingsBoard nodes mapped to working Sluice nodes: {} of {nodes} ({:.1} %); placeholders by class: {by_class:?}",
+        nodes - placeholders,
+        share * 100.0
+    );
+    // Without the alarm, device profile, math and delta nodes (another branch) this holds; the
+    // issue's 90 % needs them.
+    assert!(share >= 0.70, "{share}");
+}
+
+/// The root of set A, 3.x style: its jump into the nested chain is a `TbRuleChainInputNode`
+/// named `caller` and pointing at the nested chain's id, which the nested chain's export (from
+/// the UI) does not carry — the link must come from the name.
+fn root_with_chain_node(caller: &str) -> Value {
+    let text = std::fs::read_to_string(repo_fixtures().join("tbdocs-2x-root_rule_chain_alarms.json")).unwrap();
+    let mut root: Value = serde_json::from_str(&text).unwrap();
+    let meta = &mut root["metadata"];
+    let nodes = meta["nodes"].as_array_mut().unwrap();
+    nodes.push(json!({
+        "type": "org.thingsboard.rule.engine.flow.TbRuleChainInputNode",
+        "name": caller,
+        "debugMode": false,
+        "configuration": {"ruleChainId": "6d8a6230-994c-11e8-851b-0b1b022bf58b"}
+    }));
+    let input = nodes.len() - 1;
+    // "Save Timeseries" (node 0) → the chain node on Success, as the 2.x jump was.
+    meta["connections"].as_array_mut().unwrap().push(json!({"fromIndex": 0, "toIndex": input, "type": "Success"}));
+    meta["ruleChainConnections"] = Value::Null;
+    root
+}
+
+#[test]
+fn nested_chains_without_ids_link_by_name_then_case_insensitive_name_then_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = repo_fixtures().join("tbdocs-2x-create___clear_alarms.json");
+    let cases = [
+        ("Create & Clear Alarms", &[][..], Some("(by name)")),
+        ("create & clear ALARMS", &[][..], Some("(by case-insensitive name)")),
+        ("Alarms", &["--link", "6d8a6230-994c-11e8-851b-0b1b022bf58b=NESTED"][..], Some("(by --link)")),
+        ("Alarms", &[][..], None),
+    ];
+    for (k, (caller, extra, how)) in cases.iter().enumerate() {
+        let root = dir.path().join(format!("root-{k}.json"));
+        std::fs::write(&root, root_with_chain_node(caller).to_string()).unwrap();
+        let out = dir.path().join(format!("out-{k}"));
+        let extra: Vec<String> = extra.iter().map(|a| a.replace("NESTED", nested.to_str().unwrap())).collect();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        // With --link the nested file need not be given: the flag brings it in.
+        let files: Vec<&str> = if extra.is_empty() {
+            vec![root.to_str().unwrap(), nested.to_str().unwrap()]
+        } else {
+            vec![root.to_str().unwrap()]
+        };
+        let result = import(&files, &out, &extra);
+        assert!(result.status.success(), "{caller}: {}", stderr(&result));
+        let report = String::from_utf8_lossy(&result.stdout);
+        let root_spec: Value =
+            serde_json::from_slice(&std::fs::read(out.join("root-rule-chain.json")).unwrap()).unwrap();
+        let chain_node = root_spec["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "n6-".to_string() + &slug(caller))
+            .cloned();
+        let chain_node = chain_node.unwrap_or_else(|| panic!("{root_spec}"));
+        match how {
+            Some(how) => {
+                let line = format!(
+                    "link {} node 6 TbRuleChainInputNode {caller:?}: -> create-clear-alarms.json {how}",
+                    root.display()
+                );
+                assert!(report.contains(&line), "{report}");
+                assert_eq!(chain_node["chain"], "create-clear-alarms.json", "{root_spec}");
+                assert!(report.lines().last().unwrap().contains("1 link resolved, 0 unresolved"), "{report}");
+            }
+            None => {
+                assert!(report.contains("unresolved link: rule chain 6d8a6230-994c-11e8-851b-0b1b022bf58b is not among the imported files, and no other chain of the import is named \"Alarms\""), "{report}");
+                assert_eq!(chain_node["module"], "unsupported", "{root_spec}");
+                assert!(report.lines().last().unwrap().contains("0 links resolved, 1 unresolved"), "{report}");
+            }
+        }
+        validate(&imported_chains(&out));
+        if k == 0 {
+            run_through_the_nested_chain(dir.path(), &out);
+        }
+    }
+}
+
+/// Telemetry saved by the root goes into the nested chain linked by name: its JS filter
+/// (`TbJsFilterNode.onMsg`: the script's boolean is the relation, `True`/`False`) sends 100 °C
+/// (over 80) to "Create Alarm" and 20 °C to "Clear Alarm" — both placeholders here, which fail
+/// the message (the run says so: exit code 3).
+fn run_through_the_nested_chain(dir: &Path, chains: &Path) {
+    let input = dir.join("nested-in.jsonl");
+    write_lines(
+        &input,
+        &[
+            json!({"ts": 1, "deviceName": "T-1", "deviceType": "t", "temperature": 100}),
+            json!({"ts": 2, "deviceName": "T-1", "deviceType": "t", "temperature": 20}),
+        ],
+    );
+    let (output, stats) = (dir.join("nested-out.jsonl"), dir.join("nested-stats.json"));
+    let root = chains.join("root-rule-chain.json");
+    let args = [
+        "run",
+        "--chain",
+        root.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--stats",
+        stats.to_str().unwrap(),
+        "--no-state",
+    ];
+    let result = sluice_in(&repo(), &args);
+    assert_eq!(result.status.code(), Some(3), "{}", stderr(&result));
+    let stats: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let nodes = &stats["stats"]["nodes"];
+    let chain = "n6-create-clear-alarms";
+    assert_eq!(received(nodes, chain), 2, "{nodes}");
+    assert_eq!(received(nodes, &format!("{chain}/n0-under-threshold")), 2, "{nodes}");
+    assert_eq!(received(nodes, &format!("{chain}/n1-create-alarm")), 1, "{nodes}");
+    assert_eq!(received(nodes, &format!("{chain}/n2-clear-alarm")), 1, "{nodes}");
+    // Both were saved by the root first (its output).
+    assert_eq!(read_jsonl(&output).len(), 2);
+}
+
+/// The node id stem the importer gives a name (`draft::slug`): lower-case ASCII letters and
+/// digits, the rest as single dashes.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// A one-request HTTP server on a loopback port: answers `200 {}` after `delay`, and sends the
+/// request's head (request line and headers, lower-cased names) back through the handle.
+fn one_request_server(delay: Duration) -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        std::thread::sleep(delay);
+        let answer =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        stream.write_all(answer.as_bytes()).unwrap();
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
+    });
+    (port, handle)
+}
+
+#[test]
+fn credentials_become_environment_references_that_work_and_a_slow_server_is_awaited() {
+    let token = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+    let key = "k-9f8e7d6c5b4a";
+    // The server answers after 500 ms: past the node's 200 ms guest deadline, within the
+    // node's readTimeoutMs (TbRestApiCallNode waits that long for an answer).
+    let (port, server) = one_request_server(Duration::from_millis(500));
+    let export = json!({"ruleChain": {"name": "Notify"}, "metadata": {"firstNodeIndex": 0, "nodes": [
+        {"type": "org.thingsboard.rule.engine.rest.TbRestApiCallNode", "name": "Send to Telegram", "configuration": {
+            "restEndpointUrlPattern": format!("http://127.0.0.1:{port}/bot{token}/sendMessage"),
+            "requestMethod": "POST", "readTimeoutMs": 3000,
+            "headers": {"Content-Type": "application/json", "X-Api-Key": key}}},
+        {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "Save", "configuration": {"defaultTTL": 0}}
+    ], "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Success"}]}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notify.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&[file.to_str().unwrap()], &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    let at = format!("secret {} node 0 TbRestApiCallNode \"Send to Telegram\":", file.display());
+    assert!(
+        report.contains(&format!("{at} URL path token (Telegram bot) -> ${{TB_SEND_TO_TELEGRAM_TOKEN}}")),
+        "{report}"
+    );
+    assert!(report.contains(&format!("{at} header X-Api-Key -> ${{TB_SEND_TO_TELEGRAM_X_API_KEY}}")), "{report}");
+    assert!(report.lines().last().unwrap().ends_with(", 2 secrets"), "{report}");
+    let chain_path = out.join("notify.json");
+    let text = std::fs::read_to_string(&chain_path).unwrap();
+    assert!(!text.contains(token) && !text.contains(key), "{text}");
+    let chain: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        chain["connectors"]["rest"],
+        json!({"type": "http", "baseUrl": format!("http://127.0.0.1:{port}/bot${{TB_SEND_TO_TELEGRAM_TOKEN:-}}/"),
+               "headers": {"X-Api-Key": "${TB_SEND_TO_TELEGRAM_X_API_KEY:-}"}, "timeoutMs": 3000})
+    );
+    validate(std::slice::from_ref(&chain_path));
+
+    // With the variables set, the call carries the credentials, and the slow answer arrives.
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, &[json!({"ts": 1, "deviceName": "T-1", "deviceType": "t", "temperature": 90})]);
+    let output = dir.path().join("out.jsonl");
+    let run = Command::new(sluice_bin())
+        .args(["run", "--chain", chain_path.to_str().unwrap(), "--input", input.to_str().unwrap(), "--no-state"])
+        .args(["--output", output.to_str().unwrap()])
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .env("TB_SEND_TO_TELEGRAM_TOKEN", token)
+        .env("TB_SEND_TO_TELEGRAM_X_API_KEY", key)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let head = server.join().unwrap();
+    assert!(head.starts_with(&format!("post /bot{}/sendmessage http/1.1", token.to_ascii_lowercase())), "{head}");
+    assert!(head.contains(&format!("x-api-key: {key}")), "{head}");
+    // Success: the answer became the data (TbRestApiCallNode), saved to the output.
+    let saved = read_jsonl(&output);
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(saved[0]["metadata"]["status"], "OK", "{saved:?}");
+}
+
+#[test]
+fn placeholders_say_why_and_an_unknown_class_is_told_apart_and_an_mqtt_password_stays_out() {
+    let node = |class: &str, name: &str, config: Value| json!({"type": class, "name": name, "configuration": config});
+    let export = json!({"ruleChain": {"name": "Mixed"}, "metadata": {"firstNodeIndex": 0, "nodes": [
+        node("org.thingsboard.rule.engine.ai.TbAiNode", "Ask", json!({})),
+        node("org.thingsboard.rule.engine.notification.TbNotificationNode", "Notify", json!({})),
+        node("org.thingsboard.rule.engine.edge.TbMsgPushToCloudNode", "Cloud", json!({})),
+        node("org.thingsboard.rule.engine.transform.TbDuplicateMsgToGroupNode", "Group", json!({})),
+        node("org.thingsboard.rule.engine.action.TbCheckAlarmStatusNode", "Status", json!({})),
+        node("com.example.iot.TbMyCustomNode", "Custom", json!({})),
+        node("org.thingsboard.rule.engine.mqtt.TbMqttNode", "Publish", json!({
+            "topicPattern": "out", "host": "broker", "port": 1883,
+            "credentials": {"type": "basic", "username": "u", "password": "p4ssw0rd-secret"}})),
+        node("org.thingsboard.rule.engine.kafka.TbKafkaNode", "To Kafka", json!({
+            "topicPattern": "t", "bootstrapServers": "kafka:9092", "otherProperties": {
+                "security.protocol": "SASL_SSL",
+                "sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"k4fka-secret\";"}}))
+    ], "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Success"}]}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&[file.to_str().unwrap()], &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    let line = |node: usize| {
+        let at = format!("placeholder {} node {node} ", file.display());
+        report.lines().find(|l| l.contains(&at)).unwrap_or_else(|| panic!("node {node}: {report}")).to_string()
+    };
+    // A platform service Sluice does not have, and what to use instead.
+    for (node, instead) in
+        [(0, "`rest-action`"), (1, "`rest-action`"), (2, "`kafka-action`"), (3, "`change-originator`")]
+    {
+        let text = line(node);
+        assert!(text.contains("Sluice does not have") || text.contains("which Sluice does not keep"), "{text}");
+        assert!(text.contains(instead), "{text}");
+    }
+    assert!(line(4).ends_with("a ThingsBoard built-in Sluice has no node for yet"), "{}", line(4));
+    assert!(
+        line(5).contains(
+            "unknown class com.example.iot.TbMyCustomNode: not a ThingsBoard 1.x–4.x built-in: a custom node?"
+        ),
+        "{}",
+        line(5)
+    );
+    // The MQTT password: an environment reference without the secret as its default.
+    assert!(report.contains("TbMqttNode \"Publish\": password -> ${MQTT_PASSWORD}"), "{report}");
+    let text = std::fs::read_to_string(out.join("mixed.json")).unwrap();
+    assert!(!text.contains("p4ssw0rd-secret"), "{text}");
+    let chain: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(chain["connectors"]["mqtt"]["password"], "${MQTT_PASSWORD:-}", "{text}");
+    // A Kafka JAAS config (it holds the SASL password): from the environment; other properties stay.
+    assert!(
+        report.contains("TbKafkaNode \"To Kafka\": property sasl.jaas.config -> ${TB_TO_KAFKA_SASL_JAAS_CONFIG}"),
+        "{report}"
+    );
+    assert!(!text.contains("k4fka-secret"), "{text}");
+    let properties = &chain["connectors"]["kafka"]["properties"];
+    assert_eq!(properties["sasl.jaas.config"], "${TB_TO_KAFKA_SASL_JAAS_CONFIG:-}", "{text}");
+    assert_eq!(properties["security.protocol"], "SASL_SSL", "{text}");
+    validate(&imported_chains(&out));
+}
+
+#[test]
+fn basic_credentials_of_a_rest_call_are_sent_with_the_password_from_the_environment() {
+    use base64::Engine as _;
+    let (port, server) = one_request_server(Duration::ZERO);
+    let export = json!({"ruleChain": {"name": "Basic"}, "metadata": {"firstNodeIndex": 0, "nodes": [
+        {"type": "org.thingsboard.rule.engine.rest.TbRestApiCallNode", "name": "Post", "configuration": {
+            "restEndpointUrlPattern": format!("http://127.0.0.1:{port}/api/${{deviceName}}"),
+            "requestMethod": "POST", "headers": {},
+            "credentials": {"type": "basic", "username": "tenant", "password": "s3cret-pw"}}}
+    ], "connections": []}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("basic.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.path().join("chains");
+    let result = import(&[file.to_str().unwrap()], &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    assert!(report.contains("\"Post\": URL password -> ${TB_POST_PASSWORD}"), "{report}");
+    let chain_path = out.join("basic.json");
+    let text = std::fs::read_to_string(&chain_path).unwrap();
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, &[json!({"ts": 1, "deviceName": "T-1", "deviceType": "t", "v": 1})]);
+    let run = Command::new(sluice_bin())
+        .args(["run", "--chain", chain_path.to_str().unwrap(), "--input", input.to_str().unwrap(), "--no-state"])
+        .args(["--output", dir.path().join("out.jsonl").to_str().unwrap()])
+        .env("SLUICE_MODULES", modules())
+        .env("SLUICE_CACHE_DIR", repo().join("target").join("sluice-module-cache"))
+        .env("TB_POST_PASSWORD", "s3cret-pw")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let head = server.join().unwrap();
+    // TbRestApiCallNode (basic credentials): `Authorization: Basic base64(user:password)`.
+    let expected = base64::engine::general_purpose::STANDARD.encode("tenant:s3cret-pw").to_ascii_lowercase();
+    assert!(head.starts_with("post /api/t-1 http/1.1"), "{head}");
+    assert!(head.contains(&format!("authorization: basic {expected}")), "{head}");
 }
