@@ -541,8 +541,11 @@ fn rest(c: &Ctx) -> Result<Outcome, ImportError> {
 }
 
 fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
-    let config =
+    let mut config =
         json!({"topic": c.cfg.str("topicPattern")?, "retain": c.cfg.opt_bool("retainedMessage")?.unwrap_or(false)});
+    if c.cfg.opt_bool("parseToPlainText")?.unwrap_or(false) {
+        config["parseToPlainText"] = json!(true);
+    }
     let host = c.cfg.str("host")?.to_string();
     let port = c.cfg.opt_u64("port")?.unwrap_or(1883);
     let scheme = if c.cfg.opt_bool("ssl")?.unwrap_or(false) { "mqtts" } else { "mqtt" };
