@@ -26,6 +26,7 @@ mod files;
 pub mod legacy;
 mod report;
 pub mod thingsboard;
+mod thingsboard_rules;
 
 pub use error::{FileError, ImportError, ImportErrorKind};
 pub(crate) use files::{FAILURE, Names};

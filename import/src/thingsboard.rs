@@ -241,6 +241,7 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("TbRuleChainInputNode", rule_chain_input),
     ("TbRuleChainOutputNode", rule_chain_output),
     ("TbCheckpointNode", checkpoint),
+    ("TbMathNode", super::thingsboard_rules::math),
 ];
 
 /// Why the classes Sluice knows it cannot run yet are placeholders.

@@ -1,0 +1,144 @@
+//! The rules that stand for ThingsBoard's math, delta, alarm and device profile nodes, built to
+//! wasm and run in the engine, and their import. Every expected output is worked out from
+//! ThingsBoard's node source (the class and method are named at each test), not from Sluice.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use sluice_sdk::TbMsg;
+
+use crate::support::{node_config_error, run_chain, run_node, sluice, stderr};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn reading(id: &str, device: &str, ts: i64, data: Value) -> TbMsg {
+    TbMsg::telemetry(device, data).with_id(id).with_ts(ts).with_meta("deviceName", device)
+}
+
+fn ids(msgs: &[TbMsg]) -> Vec<&str> {
+    msgs.iter().map(|m| m.id.as_str()).collect()
+}
+
+/// A ThingsBoard export with the given nodes chained in order on `relations[i]` (node i → i+1).
+fn export(nodes: &[(&str, Value)], relations: &[&str]) -> Value {
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (class, cfg))| {
+            json!({"type": format!("org.thingsboard.rule.engine.{class}"), "name": format!("{class} {i}"),
+                   "debugMode": false, "configuration": cfg})
+        })
+        .collect();
+    let connections: Vec<Value> =
+        relations.iter().enumerate().map(|(i, r)| json!({"fromIndex": i, "toIndex": i + 1, "type": r})).collect();
+    json!({"ruleChain": {"name": "issue 20"},
+           "metadata": {"firstNodeIndex": 0, "nodes": nodes, "connections": connections}})
+}
+
+/// `sluice import thingsboard` of `export` into `dir`; the report and the one chain written.
+fn import(dir: &Path, export: &Value) -> (String, Value) {
+    let file = dir.join("export.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.join("chains");
+    let result = sluice(&["import", "thingsboard", file.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let chain = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"));
+    let chain: Value = serde_json::from_slice(&std::fs::read(chain.unwrap()).unwrap()).unwrap();
+    (String::from_utf8_lossy(&result.stdout).into_owned(), chain)
+}
+
+/// The chain's node running `module`.
+fn node_of<'a>(chain: &'a Value, module: &str) -> &'a Value {
+    chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == module).unwrap_or_else(|| panic!("{chain:#}"))
+}
+
+/// `TbMathNode.calculateResult` (ADD; CUSTOM through exp4j), `TbMathArgumentValue.fromMessageBody`
+/// (numbers, numeric strings, `defaultValue`), `addToBody` / `addToMeta` with `toDoubleValue`
+/// (`BigDecimal.valueOf(v).setScale(p, HALF_UP)`) and `toIntValue` (`(long)` cast).
+#[test]
+fn math_computes_and_stores_as_tb_math_node() {
+    let msgs = [
+        reading("a", "M-1", T0, json!({"a": 1.333, "b": "1.342"})),
+        reading("b", "M-1", T0, json!({"a": 2})),
+        reading("c", "M-1", T0, json!({"a": "x", "b": 1})),
+        reading("d", "M-1", T0, json!("not an object")),
+    ];
+    let add = json!({"operation": "ADD",
+        "arguments": [{"name": "a", "type": "MESSAGE_BODY", "key": "a"},
+                      {"name": "b", "type": "MESSAGE_BODY", "key": "b", "defaultValue": 0.5}],
+        "result": {"type": "MESSAGE_BODY", "key": "sum", "resultValuePrecision": 2}});
+    let out = run_node("math", add, &msgs, &["Success", "Failure"]);
+    assert_eq!(ids(&out["Success"]), ["a", "b"]);
+    // 1.333 + 1.342 = 2.675 → HALF_UP at 2 decimals: 2.68; 2 + default 0.5 = 2.5.
+    assert_eq!(out["Success"][0].data["sum"], json!(2.68));
+    assert_eq!(out["Success"][1].data["sum"], json!(2.5));
+    assert_eq!(ids(&out["Failure"]), ["c", "d"]);
+    assert_eq!(out["Failure"][0].meta("error"), Some("Can't convert value 'x' to double!"));
+    assert_eq!(out["Failure"][1].meta("error"), Some("Message body is not a JSON object!"));
+
+    // Fahrenheit to Celsius, the node's own example, into metadata as an integer (precision 0).
+    let custom = json!({"operation": "CUSTOM", "customFunction": "(x - 32) / 1.8",
+        "arguments": [{"name": "x", "type": "MESSAGE_METADATA", "key": "f"}],
+        "result": {"type": "MESSAGE_METADATA", "key": "c", "resultValuePrecision": 0}});
+    let msg = reading("f", "M-1", T0, json!({})).with_meta("f", "99.5");
+    let out = run_node("math", custom, &[msg], &["Success"]);
+    // (99.5 - 32) / 1.8 = 37.5 → (long) 37.
+    assert_eq!(out["Success"][0].meta("c"), Some("37"));
+}
+
+/// `TbMathNode.updateMsgAndDb` TIME_SERIES: the value is saved for the originator and, with
+/// `addToMetadata`, added to the metadata as `Double.toString` writes it; the next message reads
+/// the saved value back (`resolveArguments` TIME_SERIES → `findLatest`).
+#[test]
+fn math_accumulates_a_total_in_the_time_series_table() {
+    let msgs = [
+        reading("1", "W-1", T0, json!({"delta": 1.25})),
+        reading("2", "W-1", T0 + 1, json!({"delta": 2})),
+        reading("3", "W-2", T0 + 2, json!({"delta": 4})),
+    ];
+    let total = json!({"operation": "ADD",
+        "arguments": [{"name": "t", "type": "TIME_SERIES", "key": "total", "defaultValue": 0},
+                      {"name": "d", "type": "MESSAGE_BODY", "key": "delta"}],
+        "result": {"type": "TIME_SERIES", "key": "total", "resultValuePrecision": 2, "addToMetadata": true}});
+    let out = run_node("math", total, &msgs, &["Success"]);
+    let totals: Vec<_> = out["Success"].iter().map(|m| m.meta("total").unwrap()).collect();
+    assert_eq!(totals, ["1.25", "3.25", "4.0"]);
+}
+
+#[test]
+fn math_bad_configs_name_the_field() {
+    let result = json!({"type": "MESSAGE_BODY", "key": "r"});
+    let err = node_config_error("math", json!({"operation": "ADD", "arguments": [], "result": result}));
+    assert!(err.contains("config.arguments"), "{err}");
+    let err = node_config_error(
+        "math",
+        json!({"operation": "CUSTOM", "customFunction": "2 +", "arguments": [], "result": result}),
+    );
+    assert!(err.contains("config.customFunction"), "{err}");
+    let err = node_config_error("math", json!({"operation": "LOG", "arguments": [], "result": {"type": "DB"}}));
+    assert!(err.contains("config.result"), "{err}");
+}
+
+/// A ThingsBoard export with a math node imports to `math` with the same configuration, and the
+/// imported chain runs.
+#[test]
+fn tb_math_node_imports_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let math = json!({"operation": "CUSTOM", "customFunction": "(x - 32) / 1.8",
+        "arguments": [{"name": "x", "type": "MESSAGE_BODY", "key": "temperature", "attributeScope": null, "defaultValue": null}],
+        "result": {"type": "MESSAGE_BODY", "attributeScope": "SERVER_SCOPE", "key": "celsius",
+                   "resultValuePrecision": 1, "addToBody": false, "addToMetadata": false}});
+    let (report, chain) = import(dir.path(), &export(&[("math.TbMathNode", math)], &[]));
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    let node = node_of(&chain, "math");
+    assert_eq!(node["config"]["customFunction"], "(x - 32) / 1.8");
+    let mut chain = chain.clone();
+    let id = node["id"].clone();
+    chain["nodes"].as_array_mut().unwrap().push(json!({"id": "out", "sink": "output"}));
+    chain["connections"].as_array_mut().unwrap().push(json!({"from": id, "to": "out", "relation": "Success"}));
+    let out = run_chain(&chain, &[reading("t", "T-1", T0, json!({"temperature": 212}))]);
+    assert_eq!(out[0].data["celsius"], json!(100.0));
+}
