@@ -242,6 +242,7 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("TbRuleChainOutputNode", rule_chain_output),
     ("TbCheckpointNode", checkpoint),
     ("TbMathNode", super::thingsboard_rules::math),
+    ("CalculateDeltaNode", super::thingsboard_rules::calculate_delta),
 ];
 
 /// Why the classes Sluice knows it cannot run yet are placeholders.

@@ -52,3 +52,24 @@ pub(crate) fn math(c: &Ctx) -> Result<Outcome, ImportError> {
     }
     Ok(Ok(fragment))
 }
+
+/// `CalculateDeltaNode` → `calculate-delta`: ThingsBoard's configuration keys, as they are.
+pub(crate) fn calculate_delta(c: &Ctx) -> Result<Outcome, ImportError> {
+    let keys = [
+        "inputValueKey",
+        "outputValueKey",
+        "useCache",
+        "addPeriodBetweenMsgs",
+        "periodValueKey",
+        "round",
+        "tellFailureIfDeltaIsNegative",
+    ];
+    let config = Value::Object(pick(Some(c.cfg.value), &keys));
+    let mut fragment = Fragment::one(Part::module("calculate-delta", config));
+    if c.cfg.opt_bool("useCache")? == Some(false) {
+        fragment = fragment.note(
+            "useCache false: the previous value is the node's own (host state), not the database's latest saved value",
+        );
+    }
+    Ok(Ok(fragment))
+}

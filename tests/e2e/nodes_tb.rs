@@ -142,3 +142,48 @@ fn tb_math_node_imports_and_runs() {
     let out = run_chain(&chain, &[reading("t", "T-1", T0, json!({"temperature": 212}))]);
     assert_eq!(out[0].data["celsius"], json!(100.0));
 }
+
+/// `CalculateDeltaNode.onMsg`: per originator, delta = current − previous (0 first), written as a
+/// long when whole (`stripTrailingZeros().scale() <= 0`), period from the previous `ts`; a
+/// message without the key or not `POST_TELEMETRY_REQUEST` → `Other`; a negative delta with
+/// `tellFailureIfDeltaIsNegative` → `Failure`, unchanged, its value still cached.
+#[test]
+fn calculate_delta_routes_as_calculate_delta_node() {
+    let msgs = [
+        reading("a1", "A", T0, json!({"pulseCounter": 100})),
+        reading("b1", "B", T0 + 10, json!({"pulseCounter": 7})),
+        reading("a2", "A", T0 + 60_000, json!({"pulseCounter": 112.5})),
+        reading("x", "A", T0 + 61_000, json!({"other": 1})),
+        TbMsg::attributes("A", json!({"pulseCounter": 1})).with_id("attr").with_ts(T0),
+        reading("a3", "A", T0 + 120_000, json!({"pulseCounter": 110})),
+        reading("a4", "A", T0 + 180_000, json!({"pulseCounter": 111})),
+    ];
+    let cfg = json!({"inputValueKey": "pulseCounter", "outputValueKey": "delta", "useCache": true,
+                     "addPeriodBetweenMsgs": true, "periodValueKey": "periodInMs", "round": null,
+                     "tellFailureIfDeltaIsNegative": true});
+    let out = run_node("calculate-delta", cfg, &msgs, &["Success", "Other", "Failure"]);
+    assert_eq!(ids(&out["Success"]), ["a1", "b1", "a2", "a4"]);
+    let got: Vec<_> = out["Success"].iter().map(|m| (m.data["delta"].clone(), m.data["periodInMs"].clone())).collect();
+    assert_eq!(
+        got,
+        [(json!(0), json!(0)), (json!(0), json!(0)), (json!(12.5), json!(60_000)), (json!(1), json!(60_000))]
+    );
+    assert_eq!(ids(&out["Other"]), ["x", "attr"]);
+    assert_eq!(ids(&out["Failure"]), ["a3"]);
+    assert_eq!(out["Failure"][0].data, json!({"pulseCounter": 110}));
+}
+
+/// A `CalculateDeltaNode` imports to `calculate-delta` with its configuration, `Other` kept.
+#[test]
+fn calculate_delta_node_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json!({"inputValueKey": "kwh", "outputValueKey": "kwhDelta", "useCache": true, "addPeriodBetweenMsgs": false,
+                     "periodValueKey": "periodInMs", "round": 2, "tellFailureIfDeltaIsNegative": false});
+    let (report, chain) = import(
+        dir.path(),
+        &export(&[("metadata.CalculateDeltaNode", cfg.clone()), ("action.TbLogNode", json!({}))], &["Other"]),
+    );
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert_eq!(node_of(&chain, "calculate-delta")["config"], cfg);
+    assert!(chain["connections"].as_array().unwrap().iter().any(|c| c["relation"] == "Other"), "{chain:#}");
+}
