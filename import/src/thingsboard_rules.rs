@@ -73,3 +73,100 @@ pub(crate) fn calculate_delta(c: &Ctx) -> Result<Outcome, ImportError> {
     }
     Ok(Ok(fragment))
 }
+
+/// The metadata key the importer's details script writes for the alarm node after it.
+const DETAILS_KEY: &str = "alarmDetails";
+
+/// Whitespace and `//` comments removed: to recognise ThingsBoard's default details script.
+fn normalized(body: &str) -> String {
+    body.lines().map(|l| l.split("//").next().unwrap_or_default()).collect::<String>().split_whitespace().collect()
+}
+
+/// ThingsBoard's default details script (create and clear alarm, JS and TBEL): the previous
+/// details, unchanged.
+fn is_default_details(body: &str) -> bool {
+    let n = normalized(body);
+    n.is_empty()
+        || n == "vardetails={};if(metadata.prevAlarmDetails){details=JSON.parse(metadata.prevAlarmDetails);deletemetadata.prevAlarmDetails;}returndetails;"
+        || n == "vardetails={};if(metadata.prevAlarmDetails!=null){details=JSON.parse(metadata.prevAlarmDetails);metadata.remove('prevAlarmDetails');}returndetails;"
+        || n == "returnmetadata.prevAlarmDetails!=null?JSON.parse(metadata.prevAlarmDetails):{};"
+        || n == "vardetails={};if(metadata.prevAlarmDetails){details=JSON.parse(metadata.prevAlarmDetails);}returndetails;"
+}
+
+/// The alarm node's details script: `None` for the default one (the alarm keeps its details),
+/// else a `script` transform that runs it and writes its result as JSON into metadata
+/// [`DETAILS_KEY`].
+fn details_script(c: &Ctx) -> Result<Option<Part>, ImportError> {
+    let tbel = c.cfg.opt_str("scriptLang")? == Some("TBEL");
+    let body = if tbel { c.cfg.opt_str("alarmDetailsBuildTbel")? } else { c.cfg.opt_str("alarmDetailsBuildJs")? };
+    let Some(body) = body.filter(|b| !is_default_details(b)) else { return Ok(None) };
+    let script = format!(
+        "var __details = (function() {{\n{body}\n}})();\nmetadata.{DETAILS_KEY} = JSON.stringify(__details === undefined ? {{}} : __details);\nreturn {{msg: msg, metadata: metadata, msgType: msgType}};"
+    );
+    let mut config = json!({"mode": "transform", "script": script});
+    if tbel {
+        config["lang"] = json!("tbel");
+    }
+    Ok(Some(Part::module("script", config).suffix("details")))
+}
+
+/// `TbCreateAlarmNode` → `create-alarm` (behind a `script` node when it has a details script).
+pub(crate) fn create_alarm(c: &Ctx) -> Result<Outcome, ImportError> {
+    let keys = [
+        "alarmType",
+        "severity",
+        "dynamicSeverity",
+        "propagate",
+        "propagateToOwner",
+        "propagateToTenant",
+        "relationTypes",
+        "useMessageAlarmData",
+        "overwriteAlarmDetails",
+    ];
+    let mut config = Value::Object(pick(Some(c.cfg.value), &keys));
+    // Before `dynamicSeverity` (3.2), a severity pattern was simply written in `severity`.
+    if config["severity"].as_str().is_some_and(|s| s.contains("${") || s.contains("$[")) {
+        config["dynamicSeverity"] = json!(true);
+    }
+    alarm_fragment(c, "create-alarm", &mut config, true)
+}
+
+/// `TbClearAlarmNode` → `clear-alarm` (behind a `script` node when it has a details script).
+pub(crate) fn clear_alarm(c: &Ctx) -> Result<Outcome, ImportError> {
+    let mut config = json!({"alarmType": c.cfg.str("alarmType")?});
+    alarm_fragment(c, "clear-alarm", &mut config, false)
+}
+
+fn alarm_fragment(c: &Ctx, module: &'static str, config: &mut Value, create: bool) -> Result<Outcome, ImportError> {
+    let notes = vec!["the alarm lives in the chain's `alarms` table; connect Created/Updated/Cleared to a sink or an action to send alarms out".to_string()];
+    let fragment = match details_script(c)? {
+        None => {
+            if create {
+                config["keepPreviousDetails"] = json!(true);
+            }
+            Fragment::one(Part::module(module, config.clone()))
+        }
+        Some(script) => {
+            config["detailsFromMetadata"] = json!(DETAILS_KEY);
+            let reads_previous = ["prevAlarmDetails"].iter().any(|k| {
+                let tbel = c.cfg.opt_str("alarmDetailsBuildTbel").ok().flatten().unwrap_or_default();
+                let js = c.cfg.opt_str("alarmDetailsBuildJs").ok().flatten().unwrap_or_default();
+                tbel.contains(k) || js.contains(k)
+            });
+            let note = if reads_previous {
+                // `details = JSON.parse(metadata.prevAlarmDetails); details.x = …`: the new keys
+                // merged over the previous details give the same alarm.
+                config["keepPreviousDetails"] = json!(true);
+                format!(
+                    "its details script runs in a `script` node in front, writing metadata `{DETAILS_KEY}`; it reads `metadata.prevAlarmDetails`, which it does not get: what it returns is merged over the alarm's previous details (`keepPreviousDetails`)"
+                )
+            } else {
+                format!("its details script runs in a `script` node in front, writing metadata `{DETAILS_KEY}`")
+            };
+            Fragment::one(script).then("Success", Part::module(module, config.clone())).note(note)
+        }
+    };
+    let mut fragment = fragment;
+    fragment.notes.extend(notes);
+    Ok(Ok(fragment))
+}

@@ -187,3 +187,124 @@ fn calculate_delta_node_imports() {
     assert_eq!(node_of(&chain, "calculate-delta")["config"], cfg);
     assert!(chain["connections"].as_array().unwrap().iter().any(|c| c["relation"] == "Other"), "{chain:#}");
 }
+
+/// A threshold in front of `create-alarm` (on `Anomaly`) and `clear-alarm` (on `Normal`), every
+/// alarm relation to the output.
+fn alarm_chain() -> Value {
+    json!({
+        "entry": "hot",
+        "nodes": [
+            {"id": "hot", "module": "threshold", "config": {"value": "data.temperature", "op": ">", "threshold": 25}},
+            {"id": "create", "module": "create-alarm", "config": {"alarmType": "High Temperature", "severity": "MAJOR",
+                "propagate": true, "details": {"temperature": "$[temperature]"}}},
+            {"id": "clear", "module": "clear-alarm", "config": {"alarmType": "High Temperature"}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "hot", "to": "create", "relation": "Anomaly"},
+            {"from": "hot", "to": "clear", "relation": "Normal"},
+            {"from": "create", "to": "out", "relation": "Created"},
+            {"from": "create", "to": "out", "relation": "Updated"},
+            {"from": "clear", "to": "out", "relation": "Cleared"},
+            {"from": "clear", "to": "out", "relation": "False"}
+        ]
+    })
+}
+
+/// `TbCreateAlarmNode.processAlarm`: no active alarm of the type → `createNewAlarm` (startTs =
+/// endTs = `getMetaDataTs`, `Created`, metadata `isNewAlarm`); an active one → `updateAlarm`
+/// (`Updated`, `isExistingAlarm`, same alarm). `TbClearAlarmNode.processAlarm`: an alarm not
+/// cleared → `clearAlarm` (`Cleared`, status `CLEARED_UNACK`, `isClearedAlarm`); none → `False`
+/// with the message unchanged. After a clear, the next anomaly creates a new alarm.
+/// `TbAbstractAlarmNode.toAlarmMsg`: type `ALARM`, data = the alarm.
+#[test]
+fn alarms_are_created_updated_and_cleared_as_thingsboard() {
+    let msgs = [
+        reading("n0", "T-1", T0, json!({"temperature": 20})),
+        reading("h1", "T-1", T0 + 1000, json!({"temperature": 30})),
+        reading("h2", "T-1", T0 + 2000, json!({"temperature": 31})),
+        reading("other", "T-2", T0 + 2500, json!({"temperature": 40})),
+        reading("n1", "T-1", T0 + 3000, json!({"temperature": 20})),
+        reading("h3", "T-1", T0 + 4000, json!({"temperature": 32})),
+    ];
+    let out = run_chain(&alarm_chain(), &msgs);
+    let summary: Vec<(String, String, String, String)> = out
+        .iter()
+        .map(|m| {
+            let flag =
+                ["isNewAlarm", "isExistingAlarm", "isClearedAlarm"].into_iter().find(|f| m.meta(f) == Some("true"));
+            (
+                m.msg_type.clone(),
+                flag.unwrap_or("-").to_string(),
+                m.data["status"].as_str().unwrap_or("-").to_string(),
+                m.data["id"]["id"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    let row = |t: &str, f: &str, s: &str, id: &str| (t.to_string(), f.to_string(), s.to_string(), id.to_string());
+    assert_eq!(
+        summary,
+        [
+            row("POST_TELEMETRY_REQUEST", "-", "-", "-"),
+            row("ALARM", "isNewAlarm", "ACTIVE_UNACK", "alarm:h1"),
+            row("ALARM", "isExistingAlarm", "ACTIVE_UNACK", "alarm:h1"),
+            row("ALARM", "isNewAlarm", "ACTIVE_UNACK", "alarm:other"),
+            row("ALARM", "isClearedAlarm", "CLEARED_UNACK", "alarm:h1"),
+            row("ALARM", "isNewAlarm", "ACTIVE_UNACK", "alarm:h3"),
+        ]
+    );
+    assert_eq!(out[0].id, "n0");
+    let updated = &out[2].data;
+    assert_eq!((updated["startTs"].as_i64(), updated["endTs"].as_i64()), (Some(T0 + 1000), Some(T0 + 2000)));
+    assert_eq!(updated["severity"], "MAJOR");
+    assert_eq!(updated["details"], json!({"temperature": "31"}));
+    assert_eq!(updated["originator"]["name"], "T-1");
+    assert_eq!(out[2].meta("propagate"), Some("true"));
+    let cleared = &out[4].data;
+    assert_eq!((cleared["clearTs"].as_i64(), cleared["endTs"].as_i64()), (Some(T0 + 3000), Some(T0 + 3000)));
+}
+
+/// `TbCreateAlarmNode` / `TbClearAlarmNode` import to `create-alarm` / `clear-alarm` (no longer
+/// placeholders): ThingsBoard's default details script keeps the previous details; another
+/// script runs in a `script` node in front.
+#[test]
+fn alarm_nodes_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let default_js = "var details = {};\nif (metadata.prevAlarmDetails) {\n    details = JSON.parse(metadata.prevAlarmDetails);\n    //remove prevAlarmDetails from metadata\n    delete metadata.prevAlarmDetails;\n    //now metadata is the same as it comes IN this rule node\n}\n\n\nreturn details;";
+    let create = json!({"alarmType": "High Temperature", "severity": "CRITICAL", "propagate": false,
+        "useMessageAlarmData": false, "overwriteAlarmDetails": false, "dynamicSeverity": false,
+        "relationTypes": [], "alarmDetailsBuildJs": default_js});
+    let clear =
+        json!({"alarmType": "High Temperature", "alarmDetailsBuildJs": "return {was: msg.status, type: msgType};"});
+    let (report, chain) = import(
+        dir.path(),
+        &export(
+            &[
+                ("action.TbCreateAlarmNode", create),
+                ("action.TbClearAlarmNode", clear),
+                ("action.TbLogNode", json!({})),
+            ],
+            &["Created", "Cleared"],
+        ),
+    );
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert_eq!(node_of(&chain, "create-alarm")["config"]["keepPreviousDetails"], true);
+    assert_eq!(node_of(&chain, "clear-alarm")["config"]["detailsFromMetadata"], "alarmDetails");
+    assert!(
+        node_of(&chain, "script")["config"]["script"]
+            .as_str()
+            .unwrap()
+            .contains("return {was: msg.status, type: msgType};")
+    );
+    // The imported chain runs: create, then clear — on `Created`, the message is the alarm
+    // (`toAlarmMsg`), which the details script reads.
+    let msgs = [reading("h", "T-1", T0, json!({"temperature": 30}))];
+    let mut chain = chain.clone();
+    let log = chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == "log").unwrap()["id"].clone();
+    chain["nodes"].as_array_mut().unwrap().push(json!({"id": "out", "sink": "output"}));
+    chain["connections"].as_array_mut().unwrap().push(json!({"from": log, "to": "out", "relation": "Success"}));
+    let out = run_chain(&chain, &msgs);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].data["status"], "CLEARED_UNACK");
+    assert_eq!(out[0].data["details"], json!({"was": "ACTIVE_UNACK", "type": "ALARM"}));
+}
