@@ -245,13 +245,13 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("CalculateDeltaNode", super::thingsboard_rules::calculate_delta),
     ("TbCreateAlarmNode", super::thingsboard_rules::create_alarm),
     ("TbClearAlarmNode", super::thingsboard_rules::clear_alarm),
+    ("TbDeviceProfileNode", super::thingsboard_rules::device_profile),
 ];
 
 /// Why the classes Sluice knows it cannot run yet are placeholders.
 pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
     ("TbSendRPCRequestNode", "sends an RPC to a device over its ThingsBoard session; Sluice has no device sessions"),
     ("TbSendRPCReplyNode", "answers a device's RPC over its ThingsBoard session; Sluice has no device sessions"),
-    ("TbDeviceProfileNode", "evaluates the alarm rules of device profiles stored in ThingsBoard"),
     ("TbMsgPushToCloudNode", "pushes to ThingsBoard Cloud from an Edge; Sluice has no cloud link"),
     ("TbMsgPushToEdgeNode", "pushes to a ThingsBoard Edge; Sluice has no edge link"),
     ("TbCreateRelationNode", "entity relations live in ThingsBoard's database"),

@@ -170,3 +170,22 @@ fn alarm_fragment(c: &Ctx, module: &'static str, config: &mut Value, create: boo
     fragment.notes.extend(notes);
     Ok(Ok(fragment))
 }
+
+/// `TbDeviceProfileNode` → `device-profile`. The alarm rules live in ThingsBoard's device
+/// profiles, which a rule chain export does not carry: the node passes every message on
+/// `Success` (what the entry of most 3.2+ root chains must do) until `alarms` is filled in.
+pub(crate) fn device_profile(c: &Ctx) -> Result<Outcome, ImportError> {
+    let config = match c.cfg.get("alarms") {
+        // A hand-edited export may carry the profile's `profileData.alarms`.
+        Some(alarms @ Value::Array(_)) => json!({ "alarms": alarms }),
+        _ => json!({}),
+    };
+    let fragment = Fragment::one(Part::module("device-profile", config.clone()));
+    Ok(Ok(if config.get("alarms").is_some() {
+        fragment
+    } else {
+        fragment.note(
+            "passes every message on Success; the device profile's alarm rules are not in the export: put its `profileData.alarms` in the node's `config.alarms` to evaluate them",
+        )
+    }))
+}

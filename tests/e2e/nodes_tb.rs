@@ -308,3 +308,209 @@ fn alarm_nodes_import() {
     assert_eq!(out[0].data["status"], "CLEARED_UNACK");
     assert_eq!(out[0].data["details"], json!({"was": "ACTIVE_UNACK", "type": "ALARM"}));
 }
+
+/// High Temperature: CRITICAL while `temperature > 30` for more than 10 s (DURATION); cleared
+/// when `temperature <= 25`.
+fn duration_profile() -> Value {
+    json!({"alarms": [{"id": "ht", "alarmType": "High Temperature", "propagate": false,
+        "createRules": {"CRITICAL": {"condition": {
+            "condition": [{"key": {"type": "TIME_SERIES", "key": "temperature"}, "valueType": "NUMERIC",
+                "predicate": {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": 30}}}],
+            "spec": {"type": "DURATION", "unit": "SECONDS", "predicate": {"defaultValue": 10}}},
+            "alarmDetails": "Temperature is ${temperature}"}},
+        "clearRule": {"condition": {
+            "condition": [{"key": {"type": "TIME_SERIES", "key": "temperature"}, "valueType": "NUMERIC",
+                "predicate": {"type": "NUMERIC", "operation": "LESS_OR_EQUAL", "value": {"defaultValue": 25}}}],
+            "spec": {"type": "SIMPLE"}}}}]})
+}
+
+fn profile_chain(with_success: bool) -> Value {
+    let mut connections = vec![
+        json!({"from": "profile", "to": "out", "relation": "Alarm Created"}),
+        json!({"from": "profile", "to": "out", "relation": "Alarm Updated"}),
+        json!({"from": "profile", "to": "out", "relation": "Alarm Severity Updated"}),
+        json!({"from": "profile", "to": "out", "relation": "Alarm Cleared"}),
+    ];
+    if with_success {
+        connections.push(json!({"from": "profile", "to": "out", "relation": "Success"}));
+    }
+    json!({"entry": "profile",
+           "nodes": [{"id": "profile", "module": "device-profile", "config": duration_profile()},
+                     {"id": "out", "sink": "output"}],
+           "connections": connections})
+}
+
+/// `AlarmRuleState.evalDuration`: the condition's time is summed from the first reading that met
+/// it and must be *greater* than 10 s; `AlarmState.createOrClearAlarms` / `calculateAlarmResult`
+/// / `pushMsg`: `Alarm Created`, then `Alarm Updated` (same severity), and the clear rule →
+/// `Alarm Cleared`; every message also on `Success`, unchanged.
+#[test]
+fn device_profile_duration_alarm_as_thingsboard() {
+    let t = |id: &str, dt: i64, v: f64| reading(id, "T-1", T0 + dt, json!({"temperature": v}));
+    let msgs = [
+        t("a", 0, 31.0),
+        t("b", 5_000, 32.0),
+        t("c", 10_000, 33.0), // 10 s: not more than 10 s
+        t("d", 10_500, 34.0), // 10.5 s → created
+        t("e", 12_000, 35.0), // updated
+        t("f", 13_000, 28.0), // neither: the DURATION rule resets, the clear rule does not hold
+        t("g", 14_000, 20.0), // cleared
+    ];
+    let out = run_chain(&profile_chain(true), &msgs);
+    let seen: Vec<(String, String)> = out
+        .iter()
+        .map(|m| {
+            (
+                m.id.clone(),
+                if m.msg_type == "ALARM" { m.data["status"].as_str().unwrap().to_string() } else { "-".into() },
+            )
+        })
+        .collect();
+    let row = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        seen,
+        [
+            row("a", "-"),
+            row("b", "-"),
+            row("c", "-"),
+            row("d", "-"),
+            row("d:1", "ACTIVE_UNACK"),
+            row("e", "-"),
+            row("e:1", "ACTIVE_UNACK"),
+            row("f", "-"),
+            row("g", "-"),
+            row("g:1", "CLEARED_UNACK"),
+        ]
+    );
+    let (created, updated, cleared) = (&out[4], &out[6], &out[9]);
+    assert_eq!(created.meta("isNewAlarm"), Some("true"));
+    assert_eq!(created.meta("alarmConditionDuration"), Some("10500"));
+    assert_eq!(created.data["details"], json!({"data": "Temperature is 34.0"}));
+    assert_eq!(updated.meta("isExistingAlarm"), Some("true"));
+    assert_eq!(cleared.meta("isClearedAlarm"), Some("true"));
+    for alarm in [created, updated, cleared] {
+        assert_eq!(alarm.data["id"]["id"], "alarm:d");
+        assert_eq!(alarm.data["startTs"].as_i64(), Some(T0 + 10_500));
+    }
+}
+
+/// An export whose entry is `TbDeviceProfileNode` (ThingsBoard 3.2+ root chains) imports to a
+/// `device-profile` that passes every message on `Success`.
+#[test]
+fn device_profile_node_imports_as_a_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json!({"persistAlarmRulesState": false, "fetchAlarmRulesStateOnStart": false});
+    let (report, chain) = import(
+        dir.path(),
+        &export(&[("profile.TbDeviceProfileNode", cfg), ("action.TbLogNode", json!({}))], &["Success"]),
+    );
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert!(report.contains("passes every message on Success"), "{report}");
+    assert_eq!(node_of(&chain, "device-profile")["config"], json!({}));
+    let mut chain = chain.clone();
+    let log = node_of(&chain, "log")["id"].clone();
+    chain["nodes"].as_array_mut().unwrap().push(json!({"id": "out", "sink": "output"}));
+    chain["connections"].as_array_mut().unwrap().push(json!({"from": log, "to": "out", "relation": "Success"}));
+    let msgs = [reading("1", "T-1", T0, json!({"temperature": 99})), reading("2", "T-2", T0, json!({"t": 1}))];
+    let out = run_chain(&chain, &msgs);
+    assert_eq!(out, msgs);
+}
+
+/// The acceptance test of issue 20: `sluice run` as an HTTP service with a state dir; a DURATION
+/// alarm is raised and updated, the service is killed with SIGKILL, and after the restart the
+/// alarm is updated and cleared with the same identity (`AlarmState.calculateAlarmResult` finds
+/// the current alarm; here it is in the checkpointed `alarms` table and the rule state in the
+/// node's keyed state).
+#[test]
+fn a_device_profile_alarm_survives_kill_9() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::tansu::free_port();
+    crate::kafka::write(
+        dir.path(),
+        "tokens.json",
+        r#"{"TOKEN-1": {"deviceName": "T-1", "deviceType": "Thermometer"}}"#,
+    );
+    let chain = crate::kafka::write(dir.path(), "chain.json", &profile_chain(false).to_string());
+    let config = |out: &str| {
+        crate::kafka::write(
+            dir.path(),
+            &format!("{out}.toml"),
+            &format!(
+                "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
+                 [output]\ntype = \"file\"\npath = \"{out}.jsonl\"\n"
+            ),
+        )
+    };
+    let post = |dt: i64, v: f64| {
+        let body = json!({"ts": T0 + dt, "values": {"temperature": v}}).to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = http_post(port, "/api/v1/TOKEN-1/telemetry", &body) {
+                assert_eq!(status, 200);
+                return;
+            }
+            assert!(Instant::now() < deadline, "the HTTP source did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let alarms = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first = crate::kafka::Service::start(dir.path(), &chain, &config("before"), "state");
+    first.wait_for_log("HTTP device API listening", Duration::from_secs(60));
+    post(0, 31.0);
+    post(6_000, 32.0);
+    post(11_000, 33.0); // 11 s > 10 s: created
+    post(12_000, 34.0); // updated
+    // Past a checkpoint (every second), then SIGKILL.
+    std::thread::sleep(Duration::from_millis(2_500));
+    drop(first);
+    let before = alarms("before.jsonl");
+    assert_eq!(before.len(), 2, "{before:#?}");
+    assert_eq!(
+        (before[0]["metadata"]["isNewAlarm"].as_str(), before[1]["metadata"]["isExistingAlarm"].as_str()),
+        (Some("true"), Some("true"))
+    );
+    let id = before[0]["data"]["id"]["id"].clone();
+    assert_eq!(before[1]["data"]["id"]["id"], id);
+
+    let second = crate::kafka::Service::start(dir.path(), &chain, &config("after"), "state");
+    second.wait_for_log("HTTP device API listening", Duration::from_secs(60));
+    post(13_000, 35.0); // the same alarm: updated, not created
+    post(14_000, 20.0); // cleared
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alarms("after.jsonl").len() < 2 {
+        assert!(Instant::now() < deadline, "{}", second.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.stop_ok();
+    let after = alarms("after.jsonl");
+    assert_eq!(after.len(), 2, "{after:#?}");
+    assert_eq!(after[0]["metadata"]["isExistingAlarm"], "true");
+    assert_eq!(after[1]["metadata"]["isClearedAlarm"], "true");
+    assert_eq!(after[1]["data"]["status"], "CLEARED_UNACK");
+    for alarm in &after {
+        assert_eq!(alarm["data"]["id"]["id"], id);
+        assert_eq!(alarm["data"]["startTs"].as_i64(), Some(T0 + 11_000));
+    }
+}
+
+/// One HTTP/1.1 POST; the answer's status, or `None` when nobody answers yet.
+fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}

@@ -17,6 +17,9 @@
 //!  "endTs": 1700000000000, "ackTs": 0, "clearTs": 0, "details": {…}, "propagate": false,
 //!  "propagateToOwner": false, "propagateToTenant": false, "propagateRelationTypes": []}
 //! ```
+//! `False` is declared, as `TbCreateAlarmNode`'s `relationTypes` do, so that imported chains
+//! wired on it load; like ThingsBoard 3.x+, the node never sends on it.
+//!
 //! The alarm id is derived from the id of the message that created it, so a replay after a crash
 //! creates the same alarm. The propagation flags are also set in the output's metadata
 //! (`propagate`, `propagateToOwner`, `propagateToTenant`), for a connector to route on. The
@@ -157,7 +160,7 @@ impl CreateAlarm {
 }
 
 /// Creates or updates the originator's alarm of a type (ThingsBoard's create alarm node).
-#[node(relations = ["Created", "Updated"])]
+#[node(relations = ["Created", "Updated", "False"])]
 impl Node for CreateAlarm {
     type Config = Config;
 
