@@ -19,7 +19,8 @@
 //! ```
 //!
 //! What it follows, from ThingsBoard's `rule-engine-components` (`profile/`):
-//! - **Data** (`DeviceState`): `POST_TELEMETRY_REQUEST` data (`{k: v}`, `{"ts", "values"}` or a
+//! - **Data** (`DeviceState`; devices only, as `TbDeviceProfileNode.onMsg`):
+//!   `POST_TELEMETRY_REQUEST` data (`{k: v}`, `{"ts", "values"}` or a
 //!   list of those) updates the device's latest time-series values, `POST_ATTRIBUTES_REQUEST` /
 //!   `ATTRIBUTES_UPDATED` its attributes; other messages only pass. The snapshot is kept in host
 //!   state per device, so it survives restarts.
@@ -415,7 +416,8 @@ impl Node for DeviceProfile {
             msg.msg_type(),
             sluice_sdk::msg_type::POST_ATTRIBUTES_REQUEST | sluice_sdk::msg_type::ATTRIBUTES_UPDATED
         );
-        if !telemetry && !attributes {
+        // `TbDeviceProfileNode.onMsg` evaluates devices only; other originators just pass.
+        if (!telemetry && !attributes) || msg.originator().entity_type != "DEVICE" {
             return Ok(());
         }
         // Each entry of the data is an update: `{k: v}`, `{"ts", "values"}`, or a list of them.
@@ -610,6 +612,9 @@ mod tests {
         // Messages without the key do not evaluate the rules.
         let other = Msg::telemetry("T-1", json!({"humidity": 1})).with_ts(17_000);
         assert_eq!(d.send(other)?.relations(), ["Success"]);
+        // Nor do messages from an asset.
+        let asset = Msg::new("POST_TELEMETRY_REQUEST", Originator::asset("A"), json!({"temperature": 99})).with_ts(1);
+        assert_eq!(d.send(asset)?.relations(), ["Success"]);
         Ok(())
     }
 
