@@ -30,6 +30,7 @@ pub mod legacy;
 mod report;
 mod secrets;
 pub mod thingsboard;
+mod thingsboard_rules;
 
 pub use error::{FileError, ImportError, ImportErrorKind};
 pub(crate) use files::{FAILURE, Names};

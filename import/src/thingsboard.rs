@@ -244,15 +244,17 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("TbRuleChainInputNode", rule_chain_input),
     ("TbRuleChainOutputNode", rule_chain_output),
     ("TbCheckpointNode", checkpoint),
+    ("TbMathNode", super::thingsboard_rules::math),
+    ("CalculateDeltaNode", super::thingsboard_rules::calculate_delta),
+    ("TbCreateAlarmNode", super::thingsboard_rules::create_alarm),
+    ("TbClearAlarmNode", super::thingsboard_rules::clear_alarm),
+    ("TbDeviceProfileNode", super::thingsboard_rules::device_profile),
 ];
 
 /// Why the classes Sluice knows it cannot run yet are placeholders.
 pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
     ("TbSendRPCRequestNode", "sends an RPC to a device over its ThingsBoard session; Sluice has no device sessions"),
     ("TbSendRPCReplyNode", "answers a device's RPC over its ThingsBoard session; Sluice has no device sessions"),
-    ("TbCreateAlarmNode", "alarms live in ThingsBoard's alarm service; Sluice has none"),
-    ("TbClearAlarmNode", "alarms live in ThingsBoard's alarm service; Sluice has none"),
-    ("TbDeviceProfileNode", "evaluates the alarm rules of device profiles stored in ThingsBoard"),
     ("TbMsgPushToCloudNode", "pushes to ThingsBoard Cloud from an Edge; Sluice has no cloud link"),
     ("TbMsgPushToEdgeNode", "pushes to a ThingsBoard Edge; Sluice has no edge link"),
     ("TbCreateRelationNode", "entity relations live in ThingsBoard's database"),
@@ -752,8 +754,11 @@ fn rest(c: &Ctx) -> Result<Outcome, ImportError> {
 }
 
 fn mqtt(c: &Ctx) -> Result<Outcome, ImportError> {
-    let config =
+    let mut config =
         json!({"topic": c.cfg.str("topicPattern")?, "retain": c.cfg.opt_bool("retainedMessage")?.unwrap_or(false)});
+    if c.cfg.opt_bool("parseToPlainText")?.unwrap_or(false) {
+        config["parseToPlainText"] = json!(true);
+    }
     let host = c.cfg.str("host")?.to_string();
     let port = c.cfg.opt_u64("port")?.unwrap_or(1883);
     let scheme = if c.cfg.opt_bool("ssl")?.unwrap_or(false) { "mqtts" } else { "mqtt" };

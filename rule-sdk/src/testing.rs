@@ -272,6 +272,13 @@ impl TestDriver {
     pub fn state(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
         &self.host.state
     }
+
+    /// Writes a table entry as another node of the chain would (tables are shared by name).
+    pub fn put_table<T: serde::Serialize>(&mut self, table: &str, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value)?;
+        self.host.tables.entry(table.to_string()).or_default().insert(key.to_string(), bytes);
+        Ok(())
+    }
 }
 
 /// The host's side natively: what `crate::host` calls when not compiled to wasm.

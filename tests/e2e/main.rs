@@ -16,6 +16,7 @@ mod nodes_decoder;
 mod nodes_enrich;
 mod nodes_filters;
 mod nodes_script;
+mod nodes_tb;
 mod nodes_timers;
 mod reload;
 mod runmode;

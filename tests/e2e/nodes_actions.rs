@@ -120,3 +120,17 @@ fn bad_action_configs_name_node_and_field() {
         assert!(err.contains("node `node`") && err.contains(field), "{module} {config}: {err}");
     }
 }
+
+/// ThingsBoard's `TbMqttNode.onMsg` publishes `msg.getData()`, the data as JSON text: a string
+/// data keeps its quotes (`"on"`), unless `parseToPlainText` (`JacksonUtil.toPlainText`).
+#[test]
+fn mqtt_action_publishes_a_string_data_json_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = TbMsg::telemetry("D-1", json!("on")).with_id("s");
+    let path = dir.path().join("mqtt.jsonl");
+    run_chain(&action_chain("mqtt-action", json!({"topic": "cmd"}), &path), std::slice::from_ref(&msg));
+    assert_eq!(requests(&path)[0]["payload"], json!("\"on\""));
+    let path = dir.path().join("plain.jsonl");
+    run_chain(&action_chain("mqtt-action", json!({"topic": "cmd", "parseToPlainText": true}), &path), &[msg]);
+    assert_eq!(requests(&path)[0]["payload"], json!("on"));
+}

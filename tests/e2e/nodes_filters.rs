@@ -234,3 +234,23 @@ fn switch_filter_transform_threshold_chain() {
         .with_meta("thresholdValue", "20");
     assert_eq!(out, vec![expected]);
 }
+
+/// ThingsBoard's `TbCheckMessageNode.allKeysExist` / `atLeastOneKeyExist` ask `containsKey` of
+/// the data parsed into a Gson map (`dataToMap`), which keeps `null` values: `{"windSpeed":
+/// null}` has `windSpeed`.
+#[test]
+fn check_fields_counts_a_null_value_as_present() {
+    let msgs = [
+        station("null", Some("A"), json!({"windSpeed": null})),
+        station("absent", Some("A"), json!({"t": 1})),
+        station("no-zone", None, json!({"windSpeed": null})),
+    ];
+    let config = json!({"messageNames": ["windSpeed"], "metadataNames": ["cs_geoZone"]});
+    let out = run_node("check-fields", config, &msgs, &["True", "False"]);
+    let ids = |r: &str| out[r].iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids("True"), ["null"]);
+    assert_eq!(ids("False"), ["absent", "no-zone"]);
+    let any = json!({"messageNames": ["windSpeed"], "checkAllKeys": false});
+    let out = run_node("check-fields", any, &msgs, &["True", "False"]);
+    assert_eq!(out["True"].iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["null", "no-zone"]);
+}

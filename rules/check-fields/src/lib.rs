@@ -2,6 +2,11 @@
 //! listed data keys and metadata keys — all of them, or any one with `checkAllKeys: false` —
 //! `False` otherwise.
 //!
+//! A data key is present when the data object has it, whatever its value: `{"t": null}` has `t`.
+//! ThingsBoard's `TbCheckMessageNode.onMsg` parses the data into a map (`dataToMap`, Gson, which
+//! keeps `null` entries) and asks `map.containsKey(field)` (`allKeysExist` /
+//! `atLeastOneKeyExist`), so a key whose value is `null` counts as there.
+//!
 //! Config: `{"messageNames": ["windSpeed"], "metadataNames": ["deviceType"], "checkAllKeys": true}`
 use sluice_sdk::prelude::*;
 
@@ -23,7 +28,7 @@ fn yes() -> bool {
 /// Keeps messages that carry the configured keys.
 #[filter]
 pub fn check_fields(msg: &Msg, cfg: &Config) -> Result<bool> {
-    let in_data = cfg.message_names.iter().map(|k| msg.has_value(k));
+    let in_data = cfg.message_names.iter().map(|k| msg.has_field(k));
     let in_meta = cfg.metadata_names.iter().map(|k| msg.meta(k).is_some());
     let mut checks = in_data.chain(in_meta);
     Ok(if cfg.check_all_keys { checks.all(|present| present) } else { checks.any(|present| present) })
@@ -49,8 +54,18 @@ mod tests {
         assert_eq!(d.send(both)?.relations(), ["True"]);
         let data_only = Msg::telemetry("WS", json!({"windSpeed": 1}));
         assert_eq!(d.send(data_only)?.relations(), ["False"]);
+        Ok(())
+    }
+
+    /// ThingsBoard: `TbCheckMessageNode.allKeysExist` / `atLeastOneKeyExist` ask
+    /// `containsKey` of the Gson map of the data, which holds `null` values: present.
+    #[test]
+    fn a_null_value_is_present() -> Result<()> {
+        let mut d = TestDriver::filter(check_fields, config(true));
         let null_value = Msg::telemetry("WS", json!({"windSpeed": null})).with_meta("cs_geoZone", "A");
-        assert_eq!(d.send(null_value)?.relations(), ["False"]);
+        assert_eq!(d.send(null_value)?.relations(), ["True"]);
+        let mut d = TestDriver::filter(check_fields, config(false));
+        assert_eq!(d.send(Msg::telemetry("WS", json!({"windSpeed": null})))?.relations(), ["True"]);
         Ok(())
     }
 

@@ -15,6 +15,14 @@
 //! - `payload` (default `"data"`): `"data"` — the message data; `"gateway-telemetry"` —
 //!   ThingsBoard's gateway telemetry shape `{"<originator name>": [{"ts": <ts>, "values": <data>}]}`;
 //!   `"gateway-attributes"` — `{"<originator name>": <data>}`; `"message"` — the whole message.
+//! - `parseToPlainText` (default false): ThingsBoard's option of the same name.
+//!
+//! With `payload: "data"`, what is published is the message data as JSON text, exactly as
+//! ThingsBoard's `TbMqttNode.onMsg` publishes `msg.getData()` (`getData(tbMsg, false)`): a string
+//! data `"on"` goes out as the five bytes `"on"`, quotes included. Only with `parseToPlainText`
+//! does it go out as `on` (ThingsBoard's `JacksonUtil.toPlainText`: a JSON string loses its
+//! quotes, anything else is published as it is). The connector publishes a string `payload` as
+//! is and any other value as JSON, so a string data is handed to it JSON-encoded.
 use sluice_sdk::prelude::*;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -27,6 +35,8 @@ pub struct Config {
     pub retain: bool,
     #[serde(default)]
     pub payload: Payload,
+    #[serde(default)]
+    pub parse_to_plain_text: bool,
 }
 
 fn default_qos() -> u8 {
@@ -47,7 +57,11 @@ pub enum Payload {
 /// The request the connector gets for `msg`.
 pub fn request(msg: &Msg, cfg: &Config) -> Result<Value> {
     let payload = match cfg.payload {
-        Payload::Data => msg.data().clone(),
+        Payload::Data => match msg.data() {
+            // The connector sends a string as is: hand it the JSON text, quotes and all.
+            Value::String(text) if !cfg.parse_to_plain_text => Value::String(serde_json::to_string(text)?),
+            data => data.clone(),
+        },
         Payload::GatewayTelemetry => json!({ msg.originator_name(): [{"ts": msg.ts(), "values": msg.data()}] }),
         Payload::GatewayAttributes => json!({ msg.originator_name(): msg.data() }),
         Payload::Message => serde_json::to_value(msg)?,
@@ -112,6 +126,24 @@ mod tests {
         assert_eq!(d.actions()[0]["topic"], "v1/devices/WS-1/telemetry");
         assert_eq!(d.actions()[0]["payload"], json!({"windSpeed": 3}));
         assert_eq!(out.relations(), ["Failure"]);
+        Ok(())
+    }
+
+    /// ThingsBoard: `TbMqttNode.onMsg` publishes `getData(tbMsg, parseToPlainText)` — the
+    /// message data as JSON text (`tbMsg.getData()`), a string with its quotes; with
+    /// `parseToPlainText`, `JacksonUtil.toPlainText` strips them.
+    #[test]
+    fn string_data_is_published_json_encoded() -> Result<()> {
+        let msg = Msg::telemetry("D", json!("on"));
+        let mut d = TestDriver::node_from_json::<MqttAction>(r#"{"topic": "t"}"#).unwrap();
+        d.send(msg.clone())?;
+        assert_eq!(d.actions()[0]["payload"], json!("\"on\""));
+        let mut d = TestDriver::node_from_json::<MqttAction>(r#"{"topic": "t", "parseToPlainText": true}"#).unwrap();
+        d.send(msg)?;
+        assert_eq!(d.actions()[0]["payload"], json!("on"));
+        let mut d = TestDriver::node_from_json::<MqttAction>(r#"{"topic": "t", "parseToPlainText": true}"#).unwrap();
+        d.send(Msg::telemetry("D", json!({"a": 1})))?;
+        assert_eq!(d.actions()[0]["payload"], json!({"a": 1}));
         Ok(())
     }
 

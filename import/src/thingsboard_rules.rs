@@ -1,0 +1,191 @@
+//! Converters for the ThingsBoard classes that became Sluice rules in issue 20: math, calculate
+//! delta, create / clear alarm, device profile. Kept apart from [`super::thingsboard`] so that
+//! its class table only gains one row per class here.
+
+use serde_json::{Map, Value, json};
+
+use super::draft::{Fragment, Part};
+use super::error::ImportError;
+use super::thingsboard::{Ctx, Outcome};
+
+/// Copies the keys of `from` that `keys` names (others, such as UI-only fields, are dropped).
+fn pick(from: Option<&Value>, keys: &[&str]) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(Value::Object(map)) = from {
+        for key in keys {
+            if let Some(v) = map.get(*key).filter(|v| !v.is_null()) {
+                out.insert((*key).to_string(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// `TbMathNode` → `math`: the configuration is ThingsBoard's own (`TbMathNodeConfiguration`).
+pub(crate) fn math(c: &Ctx) -> Result<Outcome, ImportError> {
+    let operation = c.cfg.str("operation")?;
+    let Some(Value::Array(args)) = c.cfg.get("arguments") else {
+        return Err(c.cfg.error("arguments", "expected a list"));
+    };
+    let arguments: Vec<Value> = args
+        .iter()
+        .map(|a| Value::Object(pick(Some(a), &["name", "type", "key", "attributeScope", "defaultValue"])))
+        .collect();
+    let result = pick(
+        c.cfg.get("result"),
+        &["type", "key", "resultValuePrecision", "addToBody", "addToMetadata", "attributeScope"],
+    );
+    if result.is_empty() {
+        return Err(c.cfg.error("result", "missing"));
+    }
+    let mut config = json!({"operation": operation, "arguments": arguments, "result": result});
+    if let Some(f) = c.cfg.opt_str("customFunction")?.filter(|f| !f.trim().is_empty()) {
+        config["customFunction"] = json!(f);
+    }
+    let mut fragment = Fragment::one(Part::module("math", config));
+    let stores = |t: &Value| matches!(t.as_str(), Some("ATTRIBUTE" | "TIME_SERIES"));
+    if args.iter().any(|a| a.get("type").is_some_and(stores)) || result.get("type").is_some_and(stores) {
+        fragment = fragment.note(
+            "attributes and time series are read from and written to the chain's tables (`server_attributes`, \
+             `timeseries`, …) that save-attributes / save-timeseries nodes keep",
+        );
+    }
+    Ok(Ok(fragment))
+}
+
+/// `CalculateDeltaNode` → `calculate-delta`: ThingsBoard's configuration keys, as they are.
+pub(crate) fn calculate_delta(c: &Ctx) -> Result<Outcome, ImportError> {
+    let keys = [
+        "inputValueKey",
+        "outputValueKey",
+        "useCache",
+        "addPeriodBetweenMsgs",
+        "periodValueKey",
+        "round",
+        "tellFailureIfDeltaIsNegative",
+    ];
+    let config = Value::Object(pick(Some(c.cfg.value), &keys));
+    let mut fragment = Fragment::one(Part::module("calculate-delta", config));
+    if c.cfg.opt_bool("useCache")? == Some(false) {
+        fragment = fragment.note(
+            "useCache false: the previous value is the node's own (host state), not the database's latest saved value",
+        );
+    }
+    Ok(Ok(fragment))
+}
+
+/// The metadata key the importer's details script writes for the alarm node after it.
+const DETAILS_KEY: &str = "alarmDetails";
+
+/// Whitespace and `//` comments removed: to recognise ThingsBoard's default details script.
+fn normalized(body: &str) -> String {
+    body.lines().map(|l| l.split("//").next().unwrap_or_default()).collect::<String>().split_whitespace().collect()
+}
+
+/// ThingsBoard's default details script (create and clear alarm, JS and TBEL): the previous
+/// details, unchanged.
+fn is_default_details(body: &str) -> bool {
+    let n = normalized(body);
+    n.is_empty()
+        || n == "vardetails={};if(metadata.prevAlarmDetails){details=JSON.parse(metadata.prevAlarmDetails);deletemetadata.prevAlarmDetails;}returndetails;"
+        || n == "vardetails={};if(metadata.prevAlarmDetails!=null){details=JSON.parse(metadata.prevAlarmDetails);metadata.remove('prevAlarmDetails');}returndetails;"
+        || n == "returnmetadata.prevAlarmDetails!=null?JSON.parse(metadata.prevAlarmDetails):{};"
+        || n == "vardetails={};if(metadata.prevAlarmDetails){details=JSON.parse(metadata.prevAlarmDetails);}returndetails;"
+}
+
+/// The alarm node's details script: `None` for the default one (the alarm keeps its details),
+/// else a `script` transform that runs it and writes its result as JSON into metadata
+/// [`DETAILS_KEY`].
+fn details_script(c: &Ctx) -> Result<Option<Part>, ImportError> {
+    let tbel = c.cfg.opt_str("scriptLang")? == Some("TBEL");
+    let body = if tbel { c.cfg.opt_str("alarmDetailsBuildTbel")? } else { c.cfg.opt_str("alarmDetailsBuildJs")? };
+    let Some(body) = body.filter(|b| !is_default_details(b)) else { return Ok(None) };
+    let script = format!(
+        "var __details = (function() {{\n{body}\n}})();\nmetadata.{DETAILS_KEY} = JSON.stringify(__details === undefined ? {{}} : __details);\nreturn {{msg: msg, metadata: metadata, msgType: msgType}};"
+    );
+    let mut config = json!({"mode": "transform", "script": script});
+    if tbel {
+        config["lang"] = json!("tbel");
+    }
+    Ok(Some(Part::module("script", config).suffix("details")))
+}
+
+/// `TbCreateAlarmNode` → `create-alarm` (behind a `script` node when it has a details script).
+pub(crate) fn create_alarm(c: &Ctx) -> Result<Outcome, ImportError> {
+    let keys = [
+        "alarmType",
+        "severity",
+        "dynamicSeverity",
+        "propagate",
+        "propagateToOwner",
+        "propagateToTenant",
+        "relationTypes",
+        "useMessageAlarmData",
+        "overwriteAlarmDetails",
+    ];
+    let mut config = Value::Object(pick(Some(c.cfg.value), &keys));
+    // Before `dynamicSeverity` (3.2), a severity pattern was simply written in `severity`.
+    if config["severity"].as_str().is_some_and(|s| s.contains("${") || s.contains("$[")) {
+        config["dynamicSeverity"] = json!(true);
+    }
+    alarm_fragment(c, "create-alarm", &mut config, true)
+}
+
+/// `TbClearAlarmNode` → `clear-alarm` (behind a `script` node when it has a details script).
+pub(crate) fn clear_alarm(c: &Ctx) -> Result<Outcome, ImportError> {
+    let mut config = json!({"alarmType": c.cfg.str("alarmType")?});
+    alarm_fragment(c, "clear-alarm", &mut config, false)
+}
+
+fn alarm_fragment(c: &Ctx, module: &'static str, config: &mut Value, create: bool) -> Result<Outcome, ImportError> {
+    let notes = vec!["the alarm lives in the chain's `alarms` table; connect Created/Updated/Cleared to a sink or an action to send alarms out".to_string()];
+    let fragment = match details_script(c)? {
+        None => {
+            if create {
+                config["keepPreviousDetails"] = json!(true);
+            }
+            Fragment::one(Part::module(module, config.clone()))
+        }
+        Some(script) => {
+            config["detailsFromMetadata"] = json!(DETAILS_KEY);
+            let reads_previous = ["prevAlarmDetails"].iter().any(|k| {
+                let tbel = c.cfg.opt_str("alarmDetailsBuildTbel").ok().flatten().unwrap_or_default();
+                let js = c.cfg.opt_str("alarmDetailsBuildJs").ok().flatten().unwrap_or_default();
+                tbel.contains(k) || js.contains(k)
+            });
+            let note = if reads_previous {
+                // `details = JSON.parse(metadata.prevAlarmDetails); details.x = …`: the new keys
+                // merged over the previous details give the same alarm.
+                config["keepPreviousDetails"] = json!(true);
+                format!(
+                    "its details script runs in a `script` node in front, writing metadata `{DETAILS_KEY}`; it reads `metadata.prevAlarmDetails`, which it does not get: what it returns is merged over the alarm's previous details (`keepPreviousDetails`)"
+                )
+            } else {
+                format!("its details script runs in a `script` node in front, writing metadata `{DETAILS_KEY}`")
+            };
+            Fragment::one(script).then("Success", Part::module(module, config.clone())).note(note)
+        }
+    };
+    let mut fragment = fragment;
+    fragment.notes.extend(notes);
+    Ok(Ok(fragment))
+}
+
+/// `TbDeviceProfileNode` → `device-profile`. The alarm rules live in ThingsBoard's device
+/// profiles, which a rule chain export does not carry: the node passes every message on
+/// `Success` (what the entry of most 3.2+ root chains must do) until `alarms` is filled in.
+pub(crate) fn device_profile(c: &Ctx) -> Result<Outcome, ImportError> {
+    let config = match c.cfg.get("alarms") {
+        // A hand-edited export may carry the profile's `profileData.alarms`.
+        Some(alarms @ Value::Array(_)) => json!({ "alarms": alarms }),
+        _ => json!({}),
+    };
+    let fragment = Fragment::one(Part::module("device-profile", config.clone()));
+    Ok(Ok(if config.get("alarms").is_some() {
+        fragment
+    } else {
+        fragment.note(
+            "passes every message on Success; the device profile's alarm rules are not in the export: put its `profileData.alarms` in the node's `config.alarms` to evaluate them",
+        )
+    }))
+}

@@ -1,0 +1,516 @@
+//! The rules that stand for ThingsBoard's math, delta, alarm and device profile nodes, built to
+//! wasm and run in the engine, and their import. Every expected output is worked out from
+//! ThingsBoard's node source (the class and method are named at each test), not from Sluice.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use sluice_sdk::TbMsg;
+
+use crate::support::{node_config_error, run_chain, run_node, sluice, stderr};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn reading(id: &str, device: &str, ts: i64, data: Value) -> TbMsg {
+    TbMsg::telemetry(device, data).with_id(id).with_ts(ts).with_meta("deviceName", device)
+}
+
+fn ids(msgs: &[TbMsg]) -> Vec<&str> {
+    msgs.iter().map(|m| m.id.as_str()).collect()
+}
+
+/// A ThingsBoard export with the given nodes chained in order on `relations[i]` (node i → i+1).
+fn export(nodes: &[(&str, Value)], relations: &[&str]) -> Value {
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (class, cfg))| {
+            json!({"type": format!("org.thingsboard.rule.engine.{class}"), "name": format!("{class} {i}"),
+                   "debugMode": false, "configuration": cfg})
+        })
+        .collect();
+    let connections: Vec<Value> =
+        relations.iter().enumerate().map(|(i, r)| json!({"fromIndex": i, "toIndex": i + 1, "type": r})).collect();
+    json!({"ruleChain": {"name": "issue 20"},
+           "metadata": {"firstNodeIndex": 0, "nodes": nodes, "connections": connections}})
+}
+
+/// `sluice import thingsboard` of `export` into `dir`; the report and the one chain written.
+fn import(dir: &Path, export: &Value) -> (String, Value) {
+    let file = dir.join("export.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = dir.join("chains");
+    let result = sluice(&["import", "thingsboard", file.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let chain = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"));
+    let chain: Value = serde_json::from_slice(&std::fs::read(chain.unwrap()).unwrap()).unwrap();
+    (String::from_utf8_lossy(&result.stdout).into_owned(), chain)
+}
+
+/// The chain's node running `module`.
+fn node_of<'a>(chain: &'a Value, module: &str) -> &'a Value {
+    chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == module).unwrap_or_else(|| panic!("{chain:#}"))
+}
+
+/// `TbMathNode.calculateResult` (ADD; CUSTOM through exp4j), `TbMathArgumentValue.fromMessageBody`
+/// (numbers, numeric strings, `defaultValue`), `addToBody` / `addToMeta` with `toDoubleValue`
+/// (`BigDecimal.valueOf(v).setScale(p, HALF_UP)`) and `toIntValue` (`(long)` cast).
+#[test]
+fn math_computes_and_stores_as_tb_math_node() {
+    let msgs = [
+        reading("a", "M-1", T0, json!({"a": 1.333, "b": "1.342"})),
+        reading("b", "M-1", T0, json!({"a": 2})),
+        reading("c", "M-1", T0, json!({"a": "x", "b": 1})),
+        reading("d", "M-1", T0, json!("not an object")),
+    ];
+    let add = json!({"operation": "ADD",
+        "arguments": [{"name": "a", "type": "MESSAGE_BODY", "key": "a"},
+                      {"name": "b", "type": "MESSAGE_BODY", "key": "b", "defaultValue": 0.5}],
+        "result": {"type": "MESSAGE_BODY", "key": "sum", "resultValuePrecision": 2}});
+    let out = run_node("math", add, &msgs, &["Success", "Failure"]);
+    assert_eq!(ids(&out["Success"]), ["a", "b"]);
+    // 1.333 + 1.342 = 2.675 → HALF_UP at 2 decimals: 2.68; 2 + default 0.5 = 2.5.
+    assert_eq!(out["Success"][0].data["sum"], json!(2.68));
+    assert_eq!(out["Success"][1].data["sum"], json!(2.5));
+    assert_eq!(ids(&out["Failure"]), ["c", "d"]);
+    assert_eq!(out["Failure"][0].meta("error"), Some("Can't convert value 'x' to double!"));
+    assert_eq!(out["Failure"][1].meta("error"), Some("Message body is not a JSON object!"));
+
+    // Fahrenheit to Celsius, the node's own example, into metadata as an integer (precision 0).
+    let custom = json!({"operation": "CUSTOM", "customFunction": "(x - 32) / 1.8",
+        "arguments": [{"name": "x", "type": "MESSAGE_METADATA", "key": "f"}],
+        "result": {"type": "MESSAGE_METADATA", "key": "c", "resultValuePrecision": 0}});
+    let msg = reading("f", "M-1", T0, json!({})).with_meta("f", "99.5");
+    let out = run_node("math", custom, &[msg], &["Success"]);
+    // (99.5 - 32) / 1.8 = 37.5 → (long) 37.
+    assert_eq!(out["Success"][0].meta("c"), Some("37"));
+}
+
+/// `TbMathNode.updateMsgAndDb` TIME_SERIES: the value is saved for the originator and, with
+/// `addToMetadata`, added to the metadata as `Double.toString` writes it; the next message reads
+/// the saved value back (`resolveArguments` TIME_SERIES → `findLatest`).
+#[test]
+fn math_accumulates_a_total_in_the_time_series_table() {
+    let msgs = [
+        reading("1", "W-1", T0, json!({"delta": 1.25})),
+        reading("2", "W-1", T0 + 1, json!({"delta": 2})),
+        reading("3", "W-2", T0 + 2, json!({"delta": 4})),
+    ];
+    let total = json!({"operation": "ADD",
+        "arguments": [{"name": "t", "type": "TIME_SERIES", "key": "total", "defaultValue": 0},
+                      {"name": "d", "type": "MESSAGE_BODY", "key": "delta"}],
+        "result": {"type": "TIME_SERIES", "key": "total", "resultValuePrecision": 2, "addToMetadata": true}});
+    let out = run_node("math", total, &msgs, &["Success"]);
+    let totals: Vec<_> = out["Success"].iter().map(|m| m.meta("total").unwrap()).collect();
+    assert_eq!(totals, ["1.25", "3.25", "4.0"]);
+}
+
+#[test]
+fn math_bad_configs_name_the_field() {
+    let result = json!({"type": "MESSAGE_BODY", "key": "r"});
+    let err = node_config_error("math", json!({"operation": "ADD", "arguments": [], "result": result}));
+    assert!(err.contains("config.arguments"), "{err}");
+    let err = node_config_error(
+        "math",
+        json!({"operation": "CUSTOM", "customFunction": "2 +", "arguments": [], "result": result}),
+    );
+    assert!(err.contains("config.customFunction"), "{err}");
+    let err = node_config_error("math", json!({"operation": "LOG", "arguments": [], "result": {"type": "DB"}}));
+    assert!(err.contains("config.result"), "{err}");
+}
+
+/// A ThingsBoard export with a math node imports to `math` with the same configuration, and the
+/// imported chain runs.
+#[test]
+fn tb_math_node_imports_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let math = json!({"operation": "CUSTOM", "customFunction": "(x - 32) / 1.8",
+        "arguments": [{"name": "x", "type": "MESSAGE_BODY", "key": "temperature", "attributeScope": null, "defaultValue": null}],
+        "result": {"type": "MESSAGE_BODY", "attributeScope": "SERVER_SCOPE", "key": "celsius",
+                   "resultValuePrecision": 1, "addToBody": false, "addToMetadata": false}});
+    let (report, chain) = import(dir.path(), &export(&[("math.TbMathNode", math)], &[]));
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    let node = node_of(&chain, "math");
+    assert_eq!(node["config"]["customFunction"], "(x - 32) / 1.8");
+    let mut chain = chain.clone();
+    let id = node["id"].clone();
+    chain["nodes"].as_array_mut().unwrap().push(json!({"id": "out", "sink": "output"}));
+    chain["connections"].as_array_mut().unwrap().push(json!({"from": id, "to": "out", "relation": "Success"}));
+    let out = run_chain(&chain, &[reading("t", "T-1", T0, json!({"temperature": 212}))]);
+    assert_eq!(out[0].data["celsius"], json!(100.0));
+}
+
+/// `CalculateDeltaNode.onMsg`: per originator, delta = current − previous (0 first), written as a
+/// long when whole (`stripTrailingZeros().scale() <= 0`), period from the previous `ts`; a
+/// message without the key or not `POST_TELEMETRY_REQUEST` → `Other`; a negative delta with
+/// `tellFailureIfDeltaIsNegative` → `Failure`, unchanged, its value still cached.
+#[test]
+fn calculate_delta_routes_as_calculate_delta_node() {
+    let msgs = [
+        reading("a1", "A", T0, json!({"pulseCounter": 100})),
+        reading("b1", "B", T0 + 10, json!({"pulseCounter": 7})),
+        reading("a2", "A", T0 + 60_000, json!({"pulseCounter": 112.5})),
+        reading("x", "A", T0 + 61_000, json!({"other": 1})),
+        TbMsg::attributes("A", json!({"pulseCounter": 1})).with_id("attr").with_ts(T0),
+        reading("a3", "A", T0 + 120_000, json!({"pulseCounter": 110})),
+        reading("a4", "A", T0 + 180_000, json!({"pulseCounter": 111})),
+    ];
+    let cfg = json!({"inputValueKey": "pulseCounter", "outputValueKey": "delta", "useCache": true,
+                     "addPeriodBetweenMsgs": true, "periodValueKey": "periodInMs", "round": null,
+                     "tellFailureIfDeltaIsNegative": true});
+    let out = run_node("calculate-delta", cfg, &msgs, &["Success", "Other", "Failure"]);
+    assert_eq!(ids(&out["Success"]), ["a1", "b1", "a2", "a4"]);
+    let got: Vec<_> = out["Success"].iter().map(|m| (m.data["delta"].clone(), m.data["periodInMs"].clone())).collect();
+    assert_eq!(
+        got,
+        [(json!(0), json!(0)), (json!(0), json!(0)), (json!(12.5), json!(60_000)), (json!(1), json!(60_000))]
+    );
+    assert_eq!(ids(&out["Other"]), ["x", "attr"]);
+    assert_eq!(ids(&out["Failure"]), ["a3"]);
+    assert_eq!(out["Failure"][0].data, json!({"pulseCounter": 110}));
+}
+
+/// A `CalculateDeltaNode` imports to `calculate-delta` with its configuration, `Other` kept.
+#[test]
+fn calculate_delta_node_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json!({"inputValueKey": "kwh", "outputValueKey": "kwhDelta", "useCache": true, "addPeriodBetweenMsgs": false,
+                     "periodValueKey": "periodInMs", "round": 2, "tellFailureIfDeltaIsNegative": false});
+    let (report, chain) = import(
+        dir.path(),
+        &export(&[("metadata.CalculateDeltaNode", cfg.clone()), ("action.TbLogNode", json!({}))], &["Other"]),
+    );
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert_eq!(node_of(&chain, "calculate-delta")["config"], cfg);
+    assert!(chain["connections"].as_array().unwrap().iter().any(|c| c["relation"] == "Other"), "{chain:#}");
+}
+
+/// A threshold in front of `create-alarm` (on `Anomaly`) and `clear-alarm` (on `Normal`), every
+/// alarm relation to the output.
+fn alarm_chain() -> Value {
+    json!({
+        "entry": "hot",
+        "nodes": [
+            {"id": "hot", "module": "threshold", "config": {"value": "data.temperature", "op": ">", "threshold": 25}},
+            {"id": "create", "module": "create-alarm", "config": {"alarmType": "High Temperature", "severity": "MAJOR",
+                "propagate": true, "details": {"temperature": "$[temperature]"}}},
+            {"id": "clear", "module": "clear-alarm", "config": {"alarmType": "High Temperature"}},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "hot", "to": "create", "relation": "Anomaly"},
+            {"from": "hot", "to": "clear", "relation": "Normal"},
+            {"from": "create", "to": "out", "relation": "Created"},
+            {"from": "create", "to": "out", "relation": "Updated"},
+            {"from": "clear", "to": "out", "relation": "Cleared"},
+            {"from": "clear", "to": "out", "relation": "False"}
+        ]
+    })
+}
+
+/// `TbCreateAlarmNode.processAlarm`: no active alarm of the type → `createNewAlarm` (startTs =
+/// endTs = `getMetaDataTs`, `Created`, metadata `isNewAlarm`); an active one → `updateAlarm`
+/// (`Updated`, `isExistingAlarm`, same alarm). `TbClearAlarmNode.processAlarm`: an alarm not
+/// cleared → `clearAlarm` (`Cleared`, status `CLEARED_UNACK`, `isClearedAlarm`); none → `False`
+/// with the message unchanged. After a clear, the next anomaly creates a new alarm.
+/// `TbAbstractAlarmNode.toAlarmMsg`: type `ALARM`, data = the alarm.
+#[test]
+fn alarms_are_created_updated_and_cleared_as_thingsboard() {
+    let msgs = [
+        reading("n0", "T-1", T0, json!({"temperature": 20})),
+        reading("h1", "T-1", T0 + 1000, json!({"temperature": 30})),
+        reading("h2", "T-1", T0 + 2000, json!({"temperature": 31})),
+        reading("other", "T-2", T0 + 2500, json!({"temperature": 40})),
+        reading("n1", "T-1", T0 + 3000, json!({"temperature": 20})),
+        reading("h3", "T-1", T0 + 4000, json!({"temperature": 32})),
+    ];
+    let out = run_chain(&alarm_chain(), &msgs);
+    let summary: Vec<(String, String, String, String)> = out
+        .iter()
+        .map(|m| {
+            let flag =
+                ["isNewAlarm", "isExistingAlarm", "isClearedAlarm"].into_iter().find(|f| m.meta(f) == Some("true"));
+            (
+                m.msg_type.clone(),
+                flag.unwrap_or("-").to_string(),
+                m.data["status"].as_str().unwrap_or("-").to_string(),
+                m.data["id"]["id"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    let row = |t: &str, f: &str, s: &str, id: &str| (t.to_string(), f.to_string(), s.to_string(), id.to_string());
+    assert_eq!(
+        summary,
+        [
+            row("POST_TELEMETRY_REQUEST", "-", "-", "-"),
+            row("ALARM", "isNewAlarm", "ACTIVE_UNACK", "alarm:h1"),
+            row("ALARM", "isExistingAlarm", "ACTIVE_UNACK", "alarm:h1"),
+            row("ALARM", "isNewAlarm", "ACTIVE_UNACK", "alarm:other"),
+            row("ALARM", "isClearedAlarm", "CLEARED_UNACK", "alarm:h1"),
+            row("ALARM", "isNewAlarm", "ACTIVE_UNACK", "alarm:h3"),
+        ]
+    );
+    assert_eq!(out[0].id, "n0");
+    let updated = &out[2].data;
+    assert_eq!((updated["startTs"].as_i64(), updated["endTs"].as_i64()), (Some(T0 + 1000), Some(T0 + 2000)));
+    assert_eq!(updated["severity"], "MAJOR");
+    assert_eq!(updated["details"], json!({"temperature": "31"}));
+    assert_eq!(updated["originator"]["name"], "T-1");
+    assert_eq!(out[2].meta("propagate"), Some("true"));
+    let cleared = &out[4].data;
+    assert_eq!((cleared["clearTs"].as_i64(), cleared["endTs"].as_i64()), (Some(T0 + 3000), Some(T0 + 3000)));
+}
+
+/// `TbCreateAlarmNode` / `TbClearAlarmNode` import to `create-alarm` / `clear-alarm` (no longer
+/// placeholders): ThingsBoard's default details script keeps the previous details; another
+/// script runs in a `script` node in front.
+#[test]
+fn alarm_nodes_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let default_js = "var details = {};\nif (metadata.prevAlarmDetails) {\n    details = JSON.parse(metadata.prevAlarmDetails);\n    //remove prevAlarmDetails from metadata\n    delete metadata.prevAlarmDetails;\n    //now metadata is the same as it comes IN this rule node\n}\n\n\nreturn details;";
+    let create = json!({"alarmType": "High Temperature", "severity": "CRITICAL", "propagate": false,
+        "useMessageAlarmData": false, "overwriteAlarmDetails": false, "dynamicSeverity": false,
+        "relationTypes": [], "alarmDetailsBuildJs": default_js});
+    let clear =
+        json!({"alarmType": "High Temperature", "alarmDetailsBuildJs": "return {was: msg.status, type: msgType};"});
+    let (report, chain) = import(
+        dir.path(),
+        &export(
+            &[
+                ("action.TbCreateAlarmNode", create),
+                ("action.TbClearAlarmNode", clear),
+                ("action.TbLogNode", json!({})),
+            ],
+            &["Created", "Cleared"],
+        ),
+    );
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert_eq!(node_of(&chain, "create-alarm")["config"]["keepPreviousDetails"], true);
+    assert_eq!(node_of(&chain, "clear-alarm")["config"]["detailsFromMetadata"], "alarmDetails");
+    assert!(
+        node_of(&chain, "script")["config"]["script"]
+            .as_str()
+            .unwrap()
+            .contains("return {was: msg.status, type: msgType};")
+    );
+    // The imported chain runs: create, then clear — on `Created`, the message is the alarm
+    // (`toAlarmMsg`), which the details script reads.
+    let msgs = [reading("h", "T-1", T0, json!({"temperature": 30}))];
+    let mut chain = chain.clone();
+    let log = chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == "log").unwrap()["id"].clone();
+    chain["nodes"].as_array_mut().unwrap().push(json!({"id": "out", "sink": "output"}));
+    chain["connections"].as_array_mut().unwrap().push(json!({"from": log, "to": "out", "relation": "Success"}));
+    let out = run_chain(&chain, &msgs);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].data["status"], "CLEARED_UNACK");
+    assert_eq!(out[0].data["details"], json!({"was": "ACTIVE_UNACK", "type": "ALARM"}));
+}
+
+/// High Temperature: CRITICAL while `temperature > 30` for more than 10 s (DURATION); cleared
+/// when `temperature <= 25`.
+fn duration_profile() -> Value {
+    json!({"alarms": [{"id": "ht", "alarmType": "High Temperature", "propagate": false,
+        "createRules": {"CRITICAL": {"condition": {
+            "condition": [{"key": {"type": "TIME_SERIES", "key": "temperature"}, "valueType": "NUMERIC",
+                "predicate": {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": 30}}}],
+            "spec": {"type": "DURATION", "unit": "SECONDS", "predicate": {"defaultValue": 10}}},
+            "alarmDetails": "Temperature is ${temperature}"}},
+        "clearRule": {"condition": {
+            "condition": [{"key": {"type": "TIME_SERIES", "key": "temperature"}, "valueType": "NUMERIC",
+                "predicate": {"type": "NUMERIC", "operation": "LESS_OR_EQUAL", "value": {"defaultValue": 25}}}],
+            "spec": {"type": "SIMPLE"}}}}]})
+}
+
+fn profile_chain(with_success: bool) -> Value {
+    let mut connections = vec![
+        json!({"from": "profile", "to": "out", "relation": "Alarm Created"}),
+        json!({"from": "profile", "to": "out", "relation": "Alarm Updated"}),
+        json!({"from": "profile", "to": "out", "relation": "Alarm Severity Updated"}),
+        json!({"from": "profile", "to": "out", "relation": "Alarm Cleared"}),
+    ];
+    if with_success {
+        connections.push(json!({"from": "profile", "to": "out", "relation": "Success"}));
+    }
+    json!({"entry": "profile",
+           "nodes": [{"id": "profile", "module": "device-profile", "config": duration_profile()},
+                     {"id": "out", "sink": "output"}],
+           "connections": connections})
+}
+
+/// `AlarmRuleState.evalDuration`: the condition's time is summed from the first reading that met
+/// it and must be *greater* than 10 s; `AlarmState.createOrClearAlarms` / `calculateAlarmResult`
+/// / `pushMsg`: `Alarm Created`, then `Alarm Updated` (same severity), and the clear rule →
+/// `Alarm Cleared`; every message also on `Success`, unchanged.
+#[test]
+fn device_profile_duration_alarm_as_thingsboard() {
+    let t = |id: &str, dt: i64, v: f64| reading(id, "T-1", T0 + dt, json!({"temperature": v}));
+    let msgs = [
+        t("a", 0, 31.0),
+        t("b", 5_000, 32.0),
+        t("c", 10_000, 33.0), // 10 s: not more than 10 s
+        t("d", 10_500, 34.0), // 10.5 s → created
+        t("e", 12_000, 35.0), // updated
+        t("f", 13_000, 28.0), // neither: the DURATION rule resets, the clear rule does not hold
+        t("g", 14_000, 20.0), // cleared
+    ];
+    let out = run_chain(&profile_chain(true), &msgs);
+    let seen: Vec<(String, String)> = out
+        .iter()
+        .map(|m| {
+            (
+                m.id.clone(),
+                if m.msg_type == "ALARM" { m.data["status"].as_str().unwrap().to_string() } else { "-".into() },
+            )
+        })
+        .collect();
+    let row = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        seen,
+        [
+            row("a", "-"),
+            row("b", "-"),
+            row("c", "-"),
+            row("d", "-"),
+            row("d:1", "ACTIVE_UNACK"),
+            row("e", "-"),
+            row("e:1", "ACTIVE_UNACK"),
+            row("f", "-"),
+            row("g", "-"),
+            row("g:1", "CLEARED_UNACK"),
+        ]
+    );
+    let (created, updated, cleared) = (&out[4], &out[6], &out[9]);
+    assert_eq!(created.meta("isNewAlarm"), Some("true"));
+    assert_eq!(created.meta("alarmConditionDuration"), Some("10500"));
+    assert_eq!(created.data["details"], json!({"data": "Temperature is 34.0"}));
+    assert_eq!(updated.meta("isExistingAlarm"), Some("true"));
+    assert_eq!(cleared.meta("isClearedAlarm"), Some("true"));
+    for alarm in [created, updated, cleared] {
+        assert_eq!(alarm.data["id"]["id"], "alarm:d");
+        assert_eq!(alarm.data["startTs"].as_i64(), Some(T0 + 10_500));
+    }
+}
+
+/// An export whose entry is `TbDeviceProfileNode` (ThingsBoard 3.2+ root chains) imports to a
+/// `device-profile` that passes every message on `Success`.
+#[test]
+fn device_profile_node_imports_as_a_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json!({"persistAlarmRulesState": false, "fetchAlarmRulesStateOnStart": false});
+    let (report, chain) = import(
+        dir.path(),
+        &export(&[("profile.TbDeviceProfileNode", cfg), ("action.TbLogNode", json!({}))], &["Success"]),
+    );
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert!(report.contains("passes every message on Success"), "{report}");
+    assert_eq!(node_of(&chain, "device-profile")["config"], json!({}));
+    let mut chain = chain.clone();
+    let log = node_of(&chain, "log")["id"].clone();
+    chain["nodes"].as_array_mut().unwrap().push(json!({"id": "out", "sink": "output"}));
+    chain["connections"].as_array_mut().unwrap().push(json!({"from": log, "to": "out", "relation": "Success"}));
+    let msgs = [reading("1", "T-1", T0, json!({"temperature": 99})), reading("2", "T-2", T0, json!({"t": 1}))];
+    let out = run_chain(&chain, &msgs);
+    assert_eq!(out, msgs);
+}
+
+/// The acceptance test of issue 20: `sluice run` as an HTTP service with a state dir; a DURATION
+/// alarm is raised and updated, the service is killed with SIGKILL, and after the restart the
+/// alarm is updated and cleared with the same identity (`AlarmState.calculateAlarmResult` finds
+/// the current alarm; here it is in the checkpointed `alarms` table and the rule state in the
+/// node's keyed state).
+#[test]
+fn a_device_profile_alarm_survives_kill_9() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::tansu::free_port();
+    crate::kafka::write(
+        dir.path(),
+        "tokens.json",
+        r#"{"TOKEN-1": {"deviceName": "T-1", "deviceType": "Thermometer"}}"#,
+    );
+    let chain = crate::kafka::write(dir.path(), "chain.json", &profile_chain(false).to_string());
+    let config = |out: &str| {
+        crate::kafka::write(
+            dir.path(),
+            &format!("{out}.toml"),
+            &format!(
+                "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
+                 [output]\ntype = \"file\"\npath = \"{out}.jsonl\"\n"
+            ),
+        )
+    };
+    let post = |dt: i64, v: f64| {
+        let body = json!({"ts": T0 + dt, "values": {"temperature": v}}).to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = http_post(port, "/api/v1/TOKEN-1/telemetry", &body) {
+                assert_eq!(status, 200);
+                return;
+            }
+            assert!(Instant::now() < deadline, "the HTTP source did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let alarms = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first = crate::kafka::Service::start(dir.path(), &chain, &config("before"), "state");
+    first.wait_for_log("HTTP device API listening", Duration::from_secs(60));
+    post(0, 31.0);
+    post(6_000, 32.0);
+    post(11_000, 33.0); // 11 s > 10 s: created
+    post(12_000, 34.0); // updated
+    // Past a checkpoint (every second), then SIGKILL.
+    std::thread::sleep(Duration::from_millis(2_500));
+    drop(first);
+    let before = alarms("before.jsonl");
+    assert_eq!(before.len(), 2, "{before:#?}");
+    assert_eq!(
+        (before[0]["metadata"]["isNewAlarm"].as_str(), before[1]["metadata"]["isExistingAlarm"].as_str()),
+        (Some("true"), Some("true"))
+    );
+    let id = before[0]["data"]["id"]["id"].clone();
+    assert_eq!(before[1]["data"]["id"]["id"], id);
+
+    let second = crate::kafka::Service::start(dir.path(), &chain, &config("after"), "state");
+    second.wait_for_log("HTTP device API listening", Duration::from_secs(60));
+    post(13_000, 35.0); // the same alarm: updated, not created
+    post(14_000, 20.0); // cleared
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alarms("after.jsonl").len() < 2 {
+        assert!(Instant::now() < deadline, "{}", second.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.stop_ok();
+    let after = alarms("after.jsonl");
+    assert_eq!(after.len(), 2, "{after:#?}");
+    assert_eq!(after[0]["metadata"]["isExistingAlarm"], "true");
+    assert_eq!(after[1]["metadata"]["isClearedAlarm"], "true");
+    assert_eq!(after[1]["data"]["status"], "CLEARED_UNACK");
+    for alarm in &after {
+        assert_eq!(alarm["data"]["id"]["id"], id);
+        assert_eq!(alarm["data"]["startTs"].as_i64(), Some(T0 + 11_000));
+    }
+}
+
+/// One HTTP/1.1 POST; the answer's status, or `None` when nobody answers yet.
+fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
