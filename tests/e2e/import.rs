@@ -636,9 +636,9 @@ fn every_fixture_imports_validates_every_set_links_and_most_nodes_map() {
         nodes - placeholders,
         share * 100.0
     );
-    // Without the alarm, device profile, math and delta nodes (another branch) this holds; the
-    // issue's 90 % needs them.
-    assert!(share >= 0.70, "{share}");
+    // 135 of 170 today. The 90 % needs the RPC nodes (12 of the 35 placeholders), 1.x
+    // alarm deduplication (4) and entity relations (6): not built yet.
+    assert!(share >= 0.79, "{share}");
 }
 
 /// The root of set A, 3.x style: its jump into the nested chain is a `TbRuleChainInputNode`
@@ -721,8 +721,9 @@ fn nested_chains_without_ids_link_by_name_then_case_insensitive_name_then_link()
 
 /// Telemetry saved by the root goes into the nested chain linked by name: its JS filter
 /// (`TbJsFilterNode.onMsg`: the script's boolean is the relation, `True`/`False`) sends 100 °C
-/// (over 80) to "Create Alarm" and 20 °C to "Clear Alarm" — both placeholders here, which fail
-/// the message (the run says so: exit code 3).
+/// (over 80) to "Create Alarm" and 20 °C to "Clear Alarm": the first creates T-1's alarm
+/// (`TbCreateAlarmNode.processAlarm`: no active alarm of the type → `Created`), the second clears
+/// it (`TbClearAlarmNode.processAlarm`: an active one → `Cleared`), and the run delivers all.
 fn run_through_the_nested_chain(dir: &Path, chains: &Path) {
     let input = dir.join("nested-in.jsonl");
     write_lines(
@@ -747,7 +748,7 @@ fn run_through_the_nested_chain(dir: &Path, chains: &Path) {
         "--no-state",
     ];
     let result = sluice_in(&repo(), &args);
-    assert_eq!(result.status.code(), Some(3), "{}", stderr(&result));
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
     let stats: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     let nodes = &stats["stats"]["nodes"];
     let chain = "n6-create-clear-alarms";
@@ -755,6 +756,8 @@ fn run_through_the_nested_chain(dir: &Path, chains: &Path) {
     assert_eq!(received(nodes, &format!("{chain}/n0-under-threshold")), 2, "{nodes}");
     assert_eq!(received(nodes, &format!("{chain}/n1-create-alarm")), 1, "{nodes}");
     assert_eq!(received(nodes, &format!("{chain}/n2-clear-alarm")), 1, "{nodes}");
+    assert_eq!(nodes[format!("{chain}/n1-create-alarm")]["outputs"]["Created"], 1, "{nodes}");
+    assert_eq!(nodes[format!("{chain}/n2-clear-alarm")]["outputs"]["Cleared"], 1, "{nodes}");
     // Both were saved by the root first (its output).
     assert_eq!(read_jsonl(&output).len(), 2);
 }
