@@ -17,7 +17,7 @@ cargo fmt --all -- --check
 # The shipped chain files are in their canonical form (`sluice fmt`).
 ./target/debug/sluice fmt --check $(ls chains/*.json | grep -v chain.schema.json) examples/custom-decoder/chain.json
 # Every shipped chain's tests (chains/tests/*.test.json): the chains do what they are for.
-./target/debug/sluice test chains/tests
+./target/debug/sluice test chains/
 (cd rules && cargo fmt --all -- --check)
 (cd rules && cargo clippy --workspace --all-targets --quiet -- -D warnings)
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -25,6 +25,7 @@ pub mod abi;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod java;
 pub mod manifest;
 pub mod msg;
 pub mod node;

@@ -105,6 +105,20 @@ impl schemars::JsonSchema for Template {
     }
 }
 
+/// Renders every string of a JSON template with [`Template`] (`${metadataKey}`, `$[dataKey]`);
+/// keys and other values stay as written. An alarm's details, for one.
+pub fn render_json(value: &serde_json::Value, msg: &Msg) -> crate::Result<serde_json::Value> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::String(s) => Value::String(Template::parse(s).map_err(crate::Error::new)?.render(msg)?),
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, msg)).collect::<crate::Result<_>>()?),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), render_json(v, msg)?))).collect::<crate::Result<_>>()?)
+        }
+        other => other.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,47 +82,10 @@ fn as_double(value: &Value) -> f64 {
     }
 }
 
-/// `BigDecimal.valueOf(v).setScale(scale, HALF_UP).doubleValue()`, on the shortest decimal text.
+/// [`sluice_sdk::java::round_half_up`] (`BigDecimal.valueOf(v).setScale(scale, HALF_UP)`); a
+/// value that is not finite stays as it is.
 pub fn round_half_up(v: f64, scale: u32) -> f64 {
-    if !v.is_finite() {
-        return v;
-    }
-    let sci = format!("{:e}", v.abs());
-    let Some((mantissa, exp)) = sci.split_once('e') else { return v };
-    let Ok(exp) = exp.parse::<i64>() else { return v };
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
-    let point = exp + 1;
-    let keep = point + i64::from(scale);
-    if keep < 0 {
-        return 0.0;
-    }
-    if keep as usize >= digits.len() {
-        return v;
-    }
-    let keep = keep as usize;
-    let mut kept = digits[..keep].to_vec();
-    if digits[keep] >= 5 {
-        let mut i = kept.len();
-        loop {
-            if i == 0 {
-                kept.insert(0, 1);
-                break;
-            }
-            i -= 1;
-            if kept[i] == 9 {
-                kept[i] = 0;
-            } else {
-                kept[i] += 1;
-                break;
-            }
-        }
-    }
-    if kept.is_empty() {
-        return 0.0;
-    }
-    let text: String = kept.iter().map(|d| char::from(b'0' + d)).collect();
-    let number = format!("{text}e{}", point - keep as i64).parse::<f64>().unwrap_or(v.abs());
-    if v < 0.0 { -number } else { number }
+    sluice_sdk::java::round_half_up(v, scale).unwrap_or(v)
 }
 
 pub struct CalculateDelta {

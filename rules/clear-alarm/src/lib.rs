@@ -35,17 +35,6 @@ pub struct Config {
     pub keep_previous_details: bool,
 }
 
-fn render(value: &Value, msg: &Msg) -> Result<Value> {
-    Ok(match value {
-        Value::String(s) => Value::String(Template::parse(s).map_err(Error::new)?.render(msg)?),
-        Value::Array(items) => Value::Array(items.iter().map(|v| render(v, msg)).collect::<Result<_>>()?),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), render(v, msg)?))).collect::<Result<_>>()?)
-        }
-        other => other.clone(),
-    })
-}
-
 pub struct ClearAlarm {
     config: Config,
 }
@@ -73,7 +62,7 @@ impl Node for ClearAlarm {
         let now = msg.meta("ts").and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or_else(|| msg.ts());
         let previous = alarm["details"].clone();
         if let Some(template) = &self.config.details {
-            alarm["details"] = render(template, &msg)?;
+            alarm["details"] = sluice_sdk::template::render_json(template, &msg)?;
         }
         if let Some(k) = &self.config.details_from_metadata
             && let Some(text) = msg.meta(k)

@@ -100,18 +100,6 @@ pub fn alarm_key(originator: &Originator, alarm_type: &str) -> String {
     format!("{}/{}/{}", originator.entity_type, originator.name, alarm_type)
 }
 
-/// Renders every string of a JSON template.
-fn render(value: &Value, msg: &Msg) -> Result<Value> {
-    Ok(match value {
-        Value::String(s) => Value::String(Template::parse(s).map_err(Error::new)?.render(msg)?),
-        Value::Array(items) => Value::Array(items.iter().map(|v| render(v, msg)).collect::<Result<_>>()?),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), render(v, msg)?))).collect::<Result<_>>()?)
-        }
-        other => other.clone(),
-    })
-}
-
 /// Objects merged key by key, `new` over `old`.
 fn merge(old: &Value, new: Value) -> Value {
     match (old, new) {
@@ -143,7 +131,7 @@ impl CreateAlarm {
 
     fn details(&self, msg: &Msg, previous: Option<&Value>) -> Result<Value> {
         let mut details = match &self.config.details {
-            Some(template) => render(template, msg)?,
+            Some(template) => sluice_sdk::template::render_json(template, msg)?,
             None => json!({}),
         };
         if let Some(key) = &self.config.details_from_metadata

@@ -222,49 +222,11 @@ fn java_min_max(a: f64, b: f64, max: bool) -> f64 {
     }
 }
 
-/// `BigDecimal.valueOf(v).setScale(scale, HALF_UP).doubleValue()`: rounds the shortest decimal
-/// text of `v` (what `Double.toString` writes), not its binary value.
+/// [`sluice_sdk::java::round_half_up`] (`BigDecimal.valueOf(v).setScale(scale, HALF_UP)`), an
+/// error for a value that is not finite.
 pub fn round_half_up(v: f64, scale: u32) -> Result<f64> {
-    if !v.is_finite() {
-        bail!("cannot round {v}: not a finite number");
-    }
-    // `{:e}` is the shortest round-trip text: `2.675e0` → digits 2,6,7,5 and the exponent.
-    let sci = format!("{:e}", v.abs());
-    let bad = || Error::new(format!("cannot round {v}"));
-    let (mantissa, exp) = sci.split_once('e').ok_or_else(bad)?;
-    let exp: i64 = exp.parse().map_err(|_| bad())?;
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
-    // Digit i (from 1) is worth 10^(point - i); keep those worth at least 10^-scale.
-    let point = exp + 1;
-    let keep = point + i64::from(scale);
-    if keep < 0 || keep as usize >= digits.len() {
-        return Ok(if keep < 0 { 0.0 } else { v });
-    }
-    let keep = keep as usize;
-    let mut kept = digits[..keep].to_vec();
-    if digits[keep] >= 5 {
-        // Add one in the last kept place, carrying.
-        let mut i = kept.len();
-        loop {
-            if i == 0 {
-                kept.insert(0, 1);
-                break;
-            }
-            i -= 1;
-            if kept[i] == 9 {
-                kept[i] = 0;
-            } else {
-                kept[i] += 1;
-                break;
-            }
-        }
-    }
-    if kept.is_empty() {
-        return Ok(0.0);
-    }
-    let text: String = kept.iter().map(|d| char::from(b'0' + d)).collect();
-    let number: f64 = format!("{text}e{}", point - keep as i64).parse().map_err(|_| bad())?;
-    Ok(if v < 0.0 { -number } else { number })
+    sluice_sdk::java::round_half_up(v, scale)
+        .ok_or_else(|| Error::new(format!("cannot round {v}: not a finite number")))
 }
 
 /// Java's `Double.toString(d)`: `2.0`, `0.001`, `1.0E7`, `1.0E-4`.
