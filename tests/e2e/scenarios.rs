@@ -7,7 +7,7 @@
 //! plus the grace period is at or below that watermark; every other event counts. Window results
 //! feed the panel stage in full.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -284,7 +284,11 @@ fn solar_input() -> &'static (PathBuf, Vec<Reading>) {
 }
 
 /// (panel, window start, module) → z of every anomalous module, and late events.
-fn solar_reference(events: &[Reading]) -> (BTreeMap<(String, i64, String), f64>, u64) {
+/// The anomalies (z > 1), the members whose z is 1 to within float noise (a window two modules
+/// reported: both are exactly one deviation from their average, so whether a float z lands just
+/// above or just below 1 depends on the order the sums were rounded in — the chain sums exactly,
+/// this reference left to right — and either answer is right), and the late readings.
+fn solar_reference(events: &[Reading]) -> (BTreeMap<(String, i64, String), f64>, BTreeSet<(String, i64, String)>, u64) {
     let mut watermark = i64::MIN;
     let mut late = 0;
     // (panel, start) → module → sum of power
@@ -299,24 +303,27 @@ fn solar_reference(events: &[Reading]) -> (BTreeMap<(String, i64, String), f64>,
         *sums.entry((e.panel.clone(), start)).or_default().entry(e.module.clone()).or_default() += e.power;
     }
     let mut anomalies = BTreeMap::new();
+    let mut borderline = BTreeSet::new();
     for ((panel, start), modules) in sums {
         let n = modules.len() as f64;
         let avg = modules.values().sum::<f64>() / n;
         let deviation = (modules.values().map(|s| (s - avg).powi(2)).sum::<f64>() / n).sqrt();
         for (module, sum) in modules {
             let z = (sum - avg).abs() / deviation;
-            if deviation > 0.0 && z > 1.0 {
+            if deviation > 0.0 && (z - 1.0).abs() <= 1e-9 {
+                borderline.insert((panel.clone(), start, module));
+            } else if deviation > 0.0 && z > 1.0 {
                 anomalies.insert((panel.clone(), start, module), z);
             }
         }
     }
-    (anomalies, late)
+    (anomalies, borderline, late)
 }
 
 #[test]
 fn solar_anomalies_on_a_million_messages_match_the_reference() {
     let (input, events) = solar_input();
-    let (expected, late) = solar_reference(events);
+    let (expected, borderline, late) = solar_reference(events);
     let dir = tempfile::tempdir().unwrap();
     let (output, stats) = (dir.path().join("out.jsonl"), dir.path().join("stats.json"));
     let out = run_chain("solar-anomaly.json", input, &output, &stats, &["--no-state"]);
@@ -335,7 +342,11 @@ fn solar_anomalies_on_a_million_messages_match_the_reference() {
         })
         .collect();
     assert_eq!(lines.len(), actual.len(), "no duplicate anomalies");
-    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    let decided: Vec<_> = actual.keys().filter(|k| !borderline.contains(*k)).collect();
+    assert_eq!(decided, expected.keys().collect::<Vec<_>>());
+    for key in actual.keys().filter(|k| borderline.contains(*k)) {
+        assert!(close(actual[key], 1.0), "z of {key:?}: {} (borderline: 1)", actual[key]);
+    }
     for (key, z) in &expected {
         assert!(close(actual[key], *z), "z of {key:?}: {} vs {z}", actual[key]);
     }
