@@ -123,9 +123,13 @@ fn all_fixtures_import_together_with_distinct_file_names() {
 #[test]
 fn strict_refuses_placeholders_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let result = import(&["tb-root_rule_chain.json"], dir.path(), &["--strict"]);
+    let result = import(&["tb-edge_root_rule_chain.json"], dir.path(), &["--strict"]);
     assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
-    assert!(stderr(&result).contains("tb-root_rule_chain.json: node 5 TbSendRPCRequestNode"), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("tb-edge_root_rule_chain.json: node 6 TbMsgPushToCloudNode"),
+        "{}",
+        stderr(&result)
+    );
     assert!(imported_chains(dir.path()).is_empty());
     // A chain Sluice fully supports imports under --strict.
     let result = import(&["tbdocs-transformation-rule-chain.json"], dir.path(), &["--strict"]);
@@ -261,7 +265,8 @@ fn the_root_chain_routes_by_message_type_as_thingsboard_does() {
     }
     let switch = &stats["n2-message-type-switch"];
     assert_eq!(switch["dropped"], json!({"Connect Event": 1, "Entity Created": 1}), "{stats}");
-    // The RPC call is a placeholder: its message fails, naming the class.
+    // The RPC call (`rpc-request`): its message has no `params`, so it fails as
+    // `TbSendRPCRequestNode.onMsg` fails it, before anything is published.
     assert_eq!(stats["n5-rpc-call-request"]["failures"], 1, "{stats}");
 }
 
