@@ -291,6 +291,12 @@ for (var key in metadata) {\n\
 /// A Velocity template as a Sluice template, the attributes it reads, and the references it
 /// could not translate (left as they are).
 fn velocity(template: &str, refs: &mut BTreeMap<&'static str, Vec<String>>) -> (String, Vec<String>) {
+    velocity_with(template, refs, true)
+}
+
+/// [`velocity`]; with `data` false, telemetry references (`$key.valueAsString`) stay as text and
+/// are listed among those not translated.
+fn velocity_with(template: &str, refs: &mut BTreeMap<&'static str, Vec<String>>, data: bool) -> (String, Vec<String>) {
     const GETTERS: &[&str] = &["valueAsString", "value", "longValue", "doubleValue", "boolValue", "strValue"];
     let mut out = String::new();
     let mut unconverted = Vec::new();
@@ -324,7 +330,12 @@ fn velocity(template: &str, refs: &mut BTreeMap<&'static str, Vec<String>>) -> (
                 getter.starts_with(**g) && !getter[g.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
             })
         {
-            out.push_str(&format!("$[{ident}]"));
+            if data {
+                out.push_str(&format!("$[{ident}]"));
+            } else {
+                out.push_str(&format!("${ident}.{g}"));
+                unconverted.push(format!("${ident}.{g}"));
+            }
             rest = &getter[g.len()..];
             continue;
         }
@@ -426,7 +437,9 @@ fn alarm_deduplication(
     let (body, _) = without_dates(f.opt_str("alarmBodyTemplate")?.unwrap_or_default());
     let mut scratch = refs.clone();
     let (alarm_type, left_id) = velocity(&id, &mut scratch);
-    let (details, left_body) = velocity(&body, &mut scratch);
+    // A telemetry value the reading lacks would fail the alarm (a template placeholder the
+    // message lacks is an error); 1.x printed a missing reference as its text.
+    let (details, left_body) = velocity_with(&body, &mut scratch, false);
     if !left_id.is_empty() || alarm_type.trim().is_empty() {
         return Ok(Err(format!(
             "deduplicates alarms by an id template Sluice cannot render ({}): rewrite it as `create-alarm` with an `alarmType` template",
@@ -444,7 +457,10 @@ fn alarm_deduplication(
         );
     }
     if !left_body.is_empty() {
-        fragment = fragment.note(format!("Velocity references left as text in the body: {}", left_body.join(", ")));
+        fragment = fragment.note(format!(
+            "left as text in the alarm body: {} (a reading without the value would fail the alarm; 1.x printed a missing reference as its text)",
+            left_body.join(", ")
+        ));
     }
     Ok(Ok(fragment))
 }
@@ -644,11 +660,11 @@ mod tests {
         };
         let mut refs = BTreeMap::new();
         let fragment = alarm_deduplication(Path::new("x.json"), &step, &mut refs).unwrap().unwrap();
-        assert_eq!(fragment.notes.len(), 2, "{:?}", fragment.notes);
+        assert_eq!(fragment.notes.len(), 3, "{:?}", fragment.notes);
         assert_eq!(
             fragment.parts[0].config,
             json!({"alarmType": "${ss_ZoneId} HVAC malfunction detected!",
-                   "details": {"body": "Temperature - $[temperature]!"}})
+                   "details": {"body": "Temperature - $temperature.valueAsString!"}})
         );
         assert_eq!(refs["ss"], ["ZoneId"]);
         assert_eq!(

@@ -969,3 +969,34 @@ fn basic_credentials_of_a_rest_call_are_sent_with_the_password_from_the_environm
     assert!(head.starts_with("post /api/t-1 http/1.1"), "{head}");
     assert!(head.contains(&format!("authorization: basic {expected}")), "{head}");
 }
+
+/// ThingsBoard 1.x `AlarmDeduplicationProcessor.process`: the rule's action runs for a new
+/// alarm id only (`isNewAlarm`, `SendMailAction`'s `sendFlag`); a known one passes nothing on.
+/// Imported as `create-alarm`, the action (here a mail placeholder) is entered on `Created`:
+/// once per device for repeated high temperatures.
+#[test]
+fn the_1x_alarm_deduplication_passes_each_new_alarm_once() {
+    let telemetry =
+        |id: &str, device: &str, t: f64| tb_msg(id, "POST_TELEMETRY_REQUEST", device, json!({"temperature": t}));
+    let input = vec![
+        tb_msg("a1", "POST_ATTRIBUTES_REQUEST", "T-1", json!({"serialNumber": "SN-1", "model": "M1"})),
+        tb_msg("a3", "POST_ATTRIBUTES_REQUEST", "T-3", json!({"serialNumber": "SN-3", "model": "M3"})),
+        telemetry("t1", "T-1", 120.0),
+        telemetry("t2", "T-1", 130.0),
+        telemetry("t3", "T-1", 50.0),
+        telemetry("t4", "T-3", 140.0),
+    ];
+    let (_, stats, chain) = run_imported("tb-v1.4-demo_alarm_rule.json", &input, None);
+    let node = |module: &str| {
+        let node = chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == module);
+        node.unwrap_or_else(|| panic!("{chain:#}"))["id"].as_str().unwrap().to_string()
+    };
+    let (dedup, mail) = (node("create-alarm"), node("unsupported"));
+    assert_eq!(
+        chain["nodes"].as_array().unwrap().iter().find(|n| n["id"] == dedup.as_str()).unwrap()["config"]["alarmType"],
+        "Device ${cs_serialNumber}(${cs_model}) temperature is high!"
+    );
+    // Three high readings reach the deduplication; two new alarms (T-1, T-3) reach the action.
+    assert_eq!(received(&stats, &dedup), 3, "{stats}");
+    assert_eq!(received(&stats, &mail), 2, "{stats}");
+}
