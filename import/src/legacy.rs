@@ -291,6 +291,12 @@ for (var key in metadata) {\n\
 /// A Velocity template as a Sluice template, the attributes it reads, and the references it
 /// could not translate (left as they are).
 fn velocity(template: &str, refs: &mut BTreeMap<&'static str, Vec<String>>) -> (String, Vec<String>) {
+    velocity_with(template, refs, true)
+}
+
+/// [`velocity`]; with `data` false, telemetry references (`$key.valueAsString`) stay as text and
+/// are listed among those not translated.
+fn velocity_with(template: &str, refs: &mut BTreeMap<&'static str, Vec<String>>, data: bool) -> (String, Vec<String>) {
     const GETTERS: &[&str] = &["valueAsString", "value", "longValue", "doubleValue", "boolValue", "strValue"];
     let mut out = String::new();
     let mut unconverted = Vec::new();
@@ -324,7 +330,12 @@ fn velocity(template: &str, refs: &mut BTreeMap<&'static str, Vec<String>>) -> (
                 getter.starts_with(**g) && !getter[g.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
             })
         {
-            out.push_str(&format!("$[{ident}]"));
+            if data {
+                out.push_str(&format!("$[{ident}]"));
+            } else {
+                out.push_str(&format!("${ident}.{g}"));
+                unconverted.push(format!("${ident}.{g}"));
+            }
             rest = &getter[g.len()..];
             continue;
         }
@@ -387,13 +398,71 @@ fn filter(file: &Path, step: &Step) -> Result<Outcome, ImportError> {
     })
 }
 
-fn processor(step: &Step) -> Outcome {
-    match step.short() {
-        "AlarmDeduplicationProcessor" => {
-            Err("deduplicates alarms kept by ThingsBoard's alarm service; Sluice has none".into())
-        }
+fn processor(file: &Path, step: &Step, refs: &mut BTreeMap<&'static str, Vec<String>>) -> Result<Outcome, ImportError> {
+    Ok(match step.short() {
+        "AlarmDeduplicationProcessor" => alarm_deduplication(file, step, refs)?,
         _ => Err("no Sluice node for this 1.x processor yet".into()),
+    })
+}
+
+/// `template` without its `$date.get('…')` references (and the `[…]` left empty around one).
+fn without_dates(template: &str) -> (String, bool) {
+    let mut out = String::new();
+    let mut rest = template;
+    let mut found = false;
+    while let Some(at) = rest.find("$date.get(") {
+        let Some(close) = rest[at..].find(')') else { break };
+        out.push_str(&rest[..at]);
+        rest = &rest[at + close + 1..];
+        found = true;
     }
+    out.push_str(rest);
+    let out = out.replace("[] ", "").replace("[]", "");
+    (out.trim().to_string(), found)
+}
+
+/// 1.x `AlarmDeduplicationProcessor` → `create-alarm`. ThingsBoard 1.x renders `alarmIdTemplate`
+/// and, when no alarm event of that id exists for the device, saves one and sets `isNewAlarm`
+/// (with `alarmId`, `alarmBody`) for the action, which then acts (`SendMailAction`'s `sendFlag`);
+/// a known id passes nothing on. `create-alarm` keeps one alarm per originator and type: the
+/// alarm id becomes the type, the body its details, and the action is entered on `Created`
+/// (an existing alarm goes on `Updated`, which nothing takes).
+fn alarm_deduplication(
+    file: &Path,
+    step: &Step,
+    refs: &mut BTreeMap<&'static str, Vec<String>>,
+) -> Result<Outcome, ImportError> {
+    let f = step.fields(file);
+    let (id, id_dated) = without_dates(f.str("alarmIdTemplate")?);
+    let (body, _) = without_dates(f.opt_str("alarmBodyTemplate")?.unwrap_or_default());
+    let mut scratch = refs.clone();
+    let (alarm_type, left_id) = velocity(&id, &mut scratch);
+    // A telemetry value the reading lacks would fail the alarm (a template placeholder the
+    // message lacks is an error); 1.x printed a missing reference as its text.
+    let (details, left_body) = velocity_with(&body, &mut scratch, false);
+    if !left_id.is_empty() || alarm_type.trim().is_empty() {
+        return Ok(Err(format!(
+            "deduplicates alarms by an id template Sluice cannot render ({}): rewrite it as `create-alarm` with an `alarmType` template",
+            if left_id.is_empty() { "empty".to_string() } else { left_id.join(", ") }
+        )));
+    }
+    *refs = scratch;
+    let config = json!({"alarmType": alarm_type, "details": {"body": details}});
+    let mut fragment = Fragment::one(Part::module("create-alarm", config)).note(
+        "1.x alarm deduplication -> `create-alarm`: the alarm id is the alarm type, the body its `details.body`; a new alarm goes on to the action (on `Created`, metadata `isNewAlarm`), a known one stops (`Updated`); the action sees the alarm as the message data, not metadata `alarmId` / `alarmBody`",
+    );
+    if id_dated {
+        fragment = fragment.note(
+            "the alarm id's `$date.get(…)` is dropped: 1.x raised the alarm again in each new period of that date (each minute for `yyyy-MM-dd HH:mm`); `create-alarm` raises it once until it is cleared (`clear-alarm`)",
+        );
+    }
+    if !left_body.is_empty() {
+        fragment = fragment.note(format!(
+            "left as text in the alarm body: {} (a reading without the value would fail the alarm; 1.x printed a missing reference as its text)",
+            left_body.join(", ")
+        ));
+    }
+    Ok(Ok(fragment))
 }
 
 fn action(
@@ -478,7 +547,10 @@ pub(crate) fn convert(
         steps.push((step, filter(file, step)?, "True"));
     }
     if let Some(step) = &rule.processor {
-        steps.push((step, processor(step), "Success"));
+        let outcome = processor(file, step, &mut refs)?;
+        // `create-alarm` (alarm deduplication) passes a new alarm on `Created`.
+        let next = if outcome.is_ok() && step.short() == "AlarmDeduplicationProcessor" { "Created" } else { "Success" };
+        steps.push((step, outcome, next));
     }
     if let Some(step) = &rule.action {
         steps.push((step, action(file, step, rule, plugins, &mut refs)?, "Success"));
@@ -571,6 +643,37 @@ mod tests {
         assert_eq!(t, "[$date.get('yyyy')] ${ss_ZoneId} costs $5");
         assert_eq!(left, ["$date"]);
         assert_eq!(refs["ss"], ["ZoneId"]);
+    }
+
+    /// ThingsBoard 1.x `AlarmDeduplicationProcessor.process`: the alarm id and body are Velocity
+    /// templates over the device's attributes and the posted values.
+    #[test]
+    fn alarm_deduplication_becomes_create_alarm() {
+        let step = Step {
+            at: "processor".into(),
+            class: "org.thingsboard.server.extensions.core.processor.AlarmDeduplicationProcessor".into(),
+            name: "Alarm Processor".into(),
+            config: json!({
+                "alarmIdTemplate": "[$date.get('yyyy-MM-dd HH:mm')] $ss.get('ZoneId') HVAC malfunction detected!",
+                "alarmBodyTemplate": "[$date.get('yyyy-MM-dd HH:mm:ss')] Temperature - $temperature.valueAsString!"
+            }),
+        };
+        let mut refs = BTreeMap::new();
+        let fragment = alarm_deduplication(Path::new("x.json"), &step, &mut refs).unwrap().unwrap();
+        assert_eq!(fragment.notes.len(), 3, "{:?}", fragment.notes);
+        assert_eq!(
+            fragment.parts[0].config,
+            json!({"alarmType": "${ss_ZoneId} HVAC malfunction detected!",
+                   "details": {"body": "Temperature - $temperature.valueAsString!"}})
+        );
+        assert_eq!(refs["ss"], ["ZoneId"]);
+        assert_eq!(
+            without_dates("[$date.get('yyyy-MM-dd HH:mm')] Device $cs.get('serialNumber') is hot!"),
+            ("Device $cs.get('serialNumber') is hot!".to_string(), true)
+        );
+        let mut bad = step.clone();
+        bad.config["alarmIdTemplate"] = json!("$util.id()");
+        assert!(alarm_deduplication(Path::new("x.json"), &bad, &mut refs).unwrap().is_err());
     }
 
     #[test]

@@ -249,12 +249,12 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("TbCreateAlarmNode", super::thingsboard_rules::create_alarm),
     ("TbClearAlarmNode", super::thingsboard_rules::clear_alarm),
     ("TbDeviceProfileNode", super::thingsboard_rules::device_profile),
+    ("TbSendRPCRequestNode", super::thingsboard_rules::rpc_request),
+    ("TbSendRPCReplyNode", super::thingsboard_rules::rpc_reply),
 ];
 
 /// Why the classes Sluice knows it cannot run yet are placeholders.
 pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
-    ("TbSendRPCRequestNode", "sends an RPC to a device over its ThingsBoard session; Sluice has no device sessions"),
-    ("TbSendRPCReplyNode", "answers a device's RPC over its ThingsBoard session; Sluice has no device sessions"),
     ("TbMsgPushToCloudNode", "pushes to ThingsBoard Cloud from an Edge; Sluice has no cloud link"),
     ("TbMsgPushToEdgeNode", "pushes to a ThingsBoard Edge; Sluice has no edge link"),
     ("TbCreateRelationNode", "entity relations live in ThingsBoard's database"),
@@ -311,11 +311,6 @@ pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
 /// What to use instead of a node whose reason in [`UNSUPPORTED`] is a ThingsBoard platform
 /// service (the rows added since give it in their reason).
 const INSTEAD: &[(&str, &str)] = &[
-    (
-        "TbSendRPCRequestNode",
-        "`mqtt-action` to the device's RPC topic (`v1/devices/me/rpc/request/{id}` on a broker it listens to)",
-    ),
-    ("TbSendRPCReplyNode", "`mqtt-action` to the device's response topic (`v1/devices/me/rpc/response/{id}`)"),
     ("TbMsgPushToCloudNode", "`kafka-action` or `mqtt-action` to where the data should go"),
     ("TbMsgPushToEdgeNode", "`kafka-action` or `mqtt-action` to where the data should go"),
     ("TbSendEmailNode", "`rest-action` to a mail HTTP API (SendGrid, Mailgun, SES)"),
@@ -360,8 +355,6 @@ const BUILT_IN: &[&str] = &[
     "TbPubSubNode",
     "TbRabbitMqNode",
     "TbSaveToCustomCassandraTableNode",
-    "TbSendRPCReplyNode",
-    "TbSendRPCRequestNode",
     "TbSnsNode",
     "TbSplitArrayMsgNode",
     "TbSqsNode",

@@ -1,10 +1,12 @@
 //! Converters for the ThingsBoard classes that became Sluice rules in issue 20: math, calculate
-//! delta, create / clear alarm, device profile. Kept apart from [`super::thingsboard`] so that
+//! delta, create / clear alarm, device profile, RPC request / reply. Kept apart from [`super::thingsboard`] so that
 //! its class table only gains one row per class here.
 
 use serde_json::{Map, Value, json};
 
-use super::draft::{Fragment, Part};
+use sluice_core::spec::{CallPolicySpec, ConnectorKind, ConnectorSpec, MqttConnection};
+
+use super::draft::{Fragment, Part, Want};
 use super::error::ImportError;
 use super::thingsboard::{Ctx, Outcome};
 
@@ -188,4 +190,55 @@ pub(crate) fn device_profile(c: &Ctx) -> Result<Outcome, ImportError> {
             "passes every message on Success; the device profile's alarm rules are not in the export: put its `profileData.alarms` in the node's `config.alarms` to evaluate them",
         )
     }))
+}
+
+/// The MQTT connector the RPC nodes publish through: a ThingsBoard export names no broker (the
+/// device sessions are ThingsBoard's own), so `${MQTT_URL}`, default a local broker; the call
+/// timeout (no PUBACK in time → `Failure`) from `timeoutInSeconds` when given.
+fn rpc_connector(timeout_s: Option<u64>) -> Want {
+    Want {
+        base: "mqtt",
+        build: Box::new(move |env| ConnectorSpec {
+            kind: ConnectorKind::Mqtt(MqttConnection {
+                url: format!("${{{env}_URL:-{RPC_BROKER}}}"),
+                client_id: None,
+                username: None,
+                password: None,
+                ca_file: None,
+                keep_alive_s: None,
+                protocol_version: None,
+            }),
+            policy: CallPolicySpec { timeout_ms: timeout_s.map(|s| s.saturating_mul(1000)), ..Default::default() },
+        }),
+    }
+}
+
+/// The broker the RPC nodes' connector defaults to.
+pub(crate) const RPC_BROKER: &str = "mqtt://localhost:1883";
+
+/// `TbSendRPCRequestNode` → `rpc-request` (one-way) with an MQTT connector.
+pub(crate) fn rpc_request(c: &Ctx) -> Result<Outcome, ImportError> {
+    let timeout = c.cfg.opt_u64("timeoutInSeconds")?.filter(|s| *s > 0);
+    let part = Part::module("rpc-request", json!({})).granted(rpc_connector(timeout));
+    let timeout = match timeout {
+        Some(s) => format!("timeoutInSeconds {s} -> the connector's timeoutMs (no PUBACK in time -> Failure)"),
+        None => "no timeoutInSeconds: the connector's default timeout applies".into(),
+    };
+    Ok(Ok(Fragment::one(part)
+        .note(format!(
+            "one-way only: publishes {{\"method\", \"params\"}} on `v1/devices/${{deviceName}}/rpc/request/${{requestId}}` through the MQTT connector (${{MQTT_URL:-{RPC_BROKER}}}) and sends data {{}} on Success once the broker acknowledged it; a two-way call's answer is not waited for (the connector publishes, it does not subscribe to the device's response topic); set `mode: gateway` for devices behind a ThingsBoard gateway (`v1/gateway/rpc`)"
+        ))
+        .note(timeout)))
+}
+
+/// `TbSendRPCReplyNode` → `rpc-reply` with an MQTT connector.
+pub(crate) fn rpc_reply(c: &Ctx) -> Result<Outcome, ImportError> {
+    let mut config = json!({});
+    if let Some(key) = c.cfg.opt_str("requestIdMetaDataAttribute")?.filter(|k| !k.is_empty() && *k != "requestId") {
+        config["requestIdMetaDataAttribute"] = json!(key);
+    }
+    let part = Part::module("rpc-reply", config).granted(rpc_connector(None));
+    Ok(Ok(Fragment::one(part).note(format!(
+        "publishes the data as the reply on `v1/devices/${{deviceName}}/rpc/response/${{requestId}}` through the MQTT connector (${{MQTT_URL:-{RPC_BROKER}}}); the serviceId / sessionId metadata (ThingsBoard's device session) are not needed"
+    ))))
 }

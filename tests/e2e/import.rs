@@ -123,9 +123,13 @@ fn all_fixtures_import_together_with_distinct_file_names() {
 #[test]
 fn strict_refuses_placeholders_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let result = import(&["tb-root_rule_chain.json"], dir.path(), &["--strict"]);
+    let result = import(&["tb-edge_root_rule_chain.json"], dir.path(), &["--strict"]);
     assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
-    assert!(stderr(&result).contains("tb-root_rule_chain.json: node 5 TbSendRPCRequestNode"), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("tb-edge_root_rule_chain.json: node 6 TbMsgPushToCloudNode"),
+        "{}",
+        stderr(&result)
+    );
     assert!(imported_chains(dir.path()).is_empty());
     // A chain Sluice fully supports imports under --strict.
     let result = import(&["tbdocs-transformation-rule-chain.json"], dir.path(), &["--strict"]);
@@ -261,7 +265,8 @@ fn the_root_chain_routes_by_message_type_as_thingsboard_does() {
     }
     let switch = &stats["n2-message-type-switch"];
     assert_eq!(switch["dropped"], json!({"Connect Event": 1, "Entity Created": 1}), "{stats}");
-    // The RPC call is a placeholder: its message fails, naming the class.
+    // The RPC call (`rpc-request`): its message has no `params`, so it fails as
+    // `TbSendRPCRequestNode.onMsg` fails it, before anything is published.
     assert_eq!(stats["n5-rpc-call-request"]["failures"], 1, "{stats}");
 }
 
@@ -636,9 +641,9 @@ fn every_fixture_imports_validates_every_set_links_and_most_nodes_map() {
         nodes - placeholders,
         share * 100.0
     );
-    // 135 of 170 today. The 90 % needs the RPC nodes (12 of the 35 placeholders), 1.x
-    // alarm deduplication (4) and entity relations (6): not built yet.
-    assert!(share >= 0.79, "{share}");
+    // 151 of 170 today (the RPC nodes and 1.x alarm deduplication mapped). The 90 %
+    // needs entity relations (6): not built yet.
+    assert!(share >= 0.88, "{share}");
 }
 
 /// The root of set A, 3.x style: its jump into the nested chain is a `TbRuleChainInputNode`
@@ -963,4 +968,35 @@ fn basic_credentials_of_a_rest_call_are_sent_with_the_password_from_the_environm
     let expected = base64::engine::general_purpose::STANDARD.encode("tenant:s3cret-pw").to_ascii_lowercase();
     assert!(head.starts_with("post /api/t-1 http/1.1"), "{head}");
     assert!(head.contains(&format!("authorization: basic {expected}")), "{head}");
+}
+
+/// ThingsBoard 1.x `AlarmDeduplicationProcessor.process`: the rule's action runs for a new
+/// alarm id only (`isNewAlarm`, `SendMailAction`'s `sendFlag`); a known one passes nothing on.
+/// Imported as `create-alarm`, the action (here a mail placeholder) is entered on `Created`:
+/// once per device for repeated high temperatures.
+#[test]
+fn the_1x_alarm_deduplication_passes_each_new_alarm_once() {
+    let telemetry =
+        |id: &str, device: &str, t: f64| tb_msg(id, "POST_TELEMETRY_REQUEST", device, json!({"temperature": t}));
+    let input = vec![
+        tb_msg("a1", "POST_ATTRIBUTES_REQUEST", "T-1", json!({"serialNumber": "SN-1", "model": "M1"})),
+        tb_msg("a3", "POST_ATTRIBUTES_REQUEST", "T-3", json!({"serialNumber": "SN-3", "model": "M3"})),
+        telemetry("t1", "T-1", 120.0),
+        telemetry("t2", "T-1", 130.0),
+        telemetry("t3", "T-1", 50.0),
+        telemetry("t4", "T-3", 140.0),
+    ];
+    let (_, stats, chain) = run_imported("tb-v1.4-demo_alarm_rule.json", &input, None);
+    let node = |module: &str| {
+        let node = chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == module);
+        node.unwrap_or_else(|| panic!("{chain:#}"))["id"].as_str().unwrap().to_string()
+    };
+    let (dedup, mail) = (node("create-alarm"), node("unsupported"));
+    assert_eq!(
+        chain["nodes"].as_array().unwrap().iter().find(|n| n["id"] == dedup.as_str()).unwrap()["config"]["alarmType"],
+        "Device ${cs_serialNumber}(${cs_model}) temperature is high!"
+    );
+    // Three high readings reach the deduplication; two new alarms (T-1, T-3) reach the action.
+    assert_eq!(received(&stats, &dedup), 3, "{stats}");
+    assert_eq!(received(&stats, &mail), 2, "{stats}");
 }

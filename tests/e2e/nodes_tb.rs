@@ -514,3 +514,167 @@ fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
     stream.read_to_string(&mut answer).ok()?;
     answer.split_whitespace().nth(1).and_then(|s| s.parse().ok())
 }
+
+/// A subscriber on `broker` to `filters`; returns once the broker acknowledged the
+/// subscriptions, with a channel of what arrives (topic, payload as JSON).
+fn subscriber(broker: &crate::brokers::Mosquitto, filters: &[&str]) -> std::sync::mpsc::Receiver<(String, Value)> {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new("rpc-device", "127.0.0.1", broker.port);
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    let (client, mut connection) = Client::new(options, 100);
+    for filter in filters {
+        client.subscribe(*filter, QoS::AtLeastOnce).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let mut acks = filters.len();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    acks -= 1;
+                    if acks == 0 {
+                        let _ = subscribed_tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let payload = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    if tx.send((p.topic.clone(), payload)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    subscribed.recv_timeout(std::time::Duration::from_secs(30)).expect("subscribed");
+    rx
+}
+
+/// A one-node chain: `module` with `config`, granted an MQTT connector at `url`, `Success` and
+/// `Failure` to the output.
+fn mqtt_chain(module: &str, config: Value, url: &str) -> Value {
+    json!({
+        "entry": "rpc",
+        "connectors": {"mqtt": {"type": "mqtt", "url": url, "timeoutMs": 2000, "retries": 0}},
+        "nodes": [
+            {"id": "rpc", "module": module, "connector": "mqtt", "config": config},
+            {"id": "out", "sink": "output"}
+        ],
+        "connections": [
+            {"from": "rpc", "to": "out", "relation": "Success"},
+            {"from": "rpc", "to": "out", "relation": "Failure"}
+        ]
+    })
+}
+
+fn rpc_msg(id: &str, msg_type: &str, device: &str, data: Value) -> TbMsg {
+    let mut msg = TbMsg::telemetry(device, data).with_id(id).with_ts(T0);
+    msg.msg_type = msg_type.into();
+    msg
+}
+
+/// `TbSendRPCRequestNode.onMsg`: `method` and `params` (and `requestId`) from the data, the
+/// device gets `{"method", "params"}` (ThingsBoard's `JsonMqttAdaptor.convertToDevicePublish`);
+/// a one-way send → `Success` with data `{}` (`processRpcResponse`, `EMPTY_JSON_OBJECT`); no
+/// `params` → `Failure`, `Params are not present in the message!`, nothing published. In
+/// gateway mode the gateway gets `{"device", "data": {"id", "method", "params"}}` on
+/// `v1/gateway/rpc` (`convertToGatewayPublish`). Run in wasm against mosquitto.
+#[test]
+fn rpc_request_publishes_to_the_device_and_the_gateway_through_mosquitto() {
+    let broker = crate::brokers::Mosquitto::start();
+    let received = subscriber(&broker, &["v1/devices/+/rpc/request/+", "v1/gateway/rpc"]);
+    let msgs = [
+        rpc_msg(
+            "r1",
+            "RPC_CALL_FROM_SERVER_TO_DEVICE",
+            "Valve-7",
+            json!({"method": "setOpen", "params": {"open": true}, "requestId": 42}),
+        ),
+        rpc_msg("r2", "RPC_CALL_FROM_SERVER_TO_DEVICE", "Valve-7", json!({"method": "reboot"})),
+    ];
+    let out = run_chain(&mqtt_chain("rpc-request", json!({}), &broker.url()), &msgs);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let (ok, failed) = (out.iter().find(|m| m.id == "r1").unwrap(), out.iter().find(|m| m.id == "r2").unwrap());
+    assert_eq!((ok.data.clone(), ok.meta("requestId")), (json!({}), Some("42")));
+    assert_eq!(failed.meta("error"), Some("Params are not present in the message!"));
+    let got = received.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        got,
+        ("v1/devices/Valve-7/rpc/request/42".to_string(), json!({"method": "setOpen", "params": {"open": true}}))
+    );
+
+    let msg = rpc_msg(
+        "g1",
+        "RPC_CALL_FROM_SERVER_TO_DEVICE",
+        "Pump 3",
+        json!({"method": "stop", "params": 5, "requestId": 7}),
+    );
+    let out = run_chain(&mqtt_chain("rpc-request", json!({"mode": "gateway"}), &broker.url()), &[msg]);
+    assert_eq!(out[0].data, json!({}));
+    let got = received.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        got,
+        ("v1/gateway/rpc".to_string(), json!({"device": "Pump 3", "data": {"id": 7, "method": "stop", "params": 5}}))
+    );
+    assert!(received.try_recv().is_err(), "nothing else was published");
+}
+
+/// `TbSendRPCReplyNode.onMsg`: the `requestId` metadata names the request, `msg.getData()` is
+/// the reply; the message goes on unchanged on `Success`; no request id → `Failure`, `Request
+/// id is not present in the metadata!`. Run in wasm against mosquitto.
+#[test]
+fn rpc_reply_answers_the_device_through_mosquitto() {
+    let broker = crate::brokers::Mosquitto::start();
+    let received = subscriber(&broker, &["v1/devices/+/rpc/response/+"]);
+    let msgs = [
+        rpc_msg("a1", "TO_SERVER_RPC_REQUEST", "Thermostat-1", json!({"time": T0})).with_meta("requestId", "17"),
+        rpc_msg("a2", "TO_SERVER_RPC_REQUEST", "Thermostat-1", json!({"time": T0})),
+    ];
+    let out = run_chain(&mqtt_chain("rpc-reply", json!({}), &broker.url()), &msgs);
+    let ok = out.iter().find(|m| m.id == "a1").unwrap();
+    assert_eq!((ok.data.clone(), ok.meta("error")), (json!({"time": T0}), None));
+    let failed = out.iter().find(|m| m.id == "a2").unwrap();
+    assert_eq!(failed.meta("error"), Some("Request id is not present in the metadata!"));
+    let got = received.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(got, ("v1/devices/Thermostat-1/rpc/response/17".to_string(), json!({"time": T0})));
+    assert!(received.try_recv().is_err(), "nothing else was published");
+}
+
+/// No broker: the connector's failure (no connection / no PUBACK before `timeoutMs`) sends the
+/// request on `Failure` with the reason — ThingsBoard's `TIMEOUT` / `NO_ACTIVE_CONNECTION`.
+#[test]
+fn rpc_request_without_a_broker_fails_with_the_reason() {
+    let port = crate::brokers::free_port();
+    let mut chain = mqtt_chain("rpc-request", json!({}), &format!("mqtt://127.0.0.1:{port}"));
+    chain["connectors"]["mqtt"]["timeoutMs"] = json!(300);
+    let msg = rpc_msg("t1", "RPC_CALL_FROM_SERVER_TO_DEVICE", "D", json!({"method": "m", "params": {}}));
+    let out = run_chain(&chain, &[msg]);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].meta("error").is_some_and(|e| !e.is_empty()), "{:?}", out[0].metadata);
+    assert_eq!(out[0].data, json!({"method": "m", "params": {}}), "the request itself goes on Failure");
+}
+
+/// ThingsBoard exports with the RPC nodes import to `rpc-request` / `rpc-reply` with an MQTT
+/// connector from `${MQTT_URL}`, the request's `timeoutInSeconds` as its timeout, and notes.
+#[test]
+fn tb_rpc_nodes_import_with_an_mqtt_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = json!({"timeoutInSeconds": 60});
+    let (report, chain) = import(dir.path(), &export(&[("rpc.TbSendRPCRequestNode", request)], &[]));
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert!(report.contains("one-way only"), "{report}");
+    let node = node_of(&chain, "rpc-request");
+    let connector = &chain["connectors"][node["connector"].as_str().unwrap()];
+    assert_eq!(connector["url"], "${MQTT_URL:-mqtt://localhost:1883}");
+    assert_eq!(connector["timeoutMs"], 60_000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let reply = json!({"serviceIdMetaDataAttribute": "serviceId", "sessionIdMetaDataAttribute": "sessionId",
+                       "requestIdMetaDataAttribute": "requestId"});
+    let (report, chain) = import(dir.path(), &export(&[("rpc.TbSendRPCReplyNode", reply)], &[]));
+    assert!(report.contains(" 0 placeholders"), "{report}");
+    assert_eq!(node_of(&chain, "rpc-reply")["config"], json!({}));
+}

@@ -34,6 +34,8 @@ pub const BUILT_IN_RULES: &[&str] = &[
     "originator-attributes",
     "rename-keys",
     "rest-action",
+    "rpc-reply",
+    "rpc-request",
     "script",
     "table-writer",
     "threshold",
