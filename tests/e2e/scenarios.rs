@@ -284,11 +284,14 @@ fn solar_input() -> &'static (PathBuf, Vec<Reading>) {
 }
 
 /// (panel, window start, module) → z of every anomalous module, and late events.
+/// A member of a panel's window: (panel, window start, module).
+type Member = (String, i64, String);
+
 /// The anomalies (z > 1), the members whose z is 1 to within float noise (a window two modules
 /// reported: both are exactly one deviation from their average, so whether a float z lands just
 /// above or just below 1 depends on the order the sums were rounded in — the chain sums exactly,
 /// this reference left to right — and either answer is right), and the late readings.
-fn solar_reference(events: &[Reading]) -> (BTreeMap<(String, i64, String), f64>, BTreeSet<(String, i64, String)>, u64) {
+fn solar_reference(events: &[Reading]) -> (BTreeMap<Member, f64>, BTreeSet<Member>, u64) {
     let mut watermark = i64::MIN;
     let mut late = 0;
     // (panel, start) → module → sum of power
