@@ -121,16 +121,23 @@ pub fn modules_built() -> bool {
     load_setup().modules.iter().any(|d| d.join("check_fields.wasm").is_file())
 }
 
-/// Keeps a fuzzed chain from reaching outside its temp dir: no connectors (they would open
-/// brokers and files named by the input) and no absolute or parent paths for modules and nested
-/// chains (a path like `/dev/zero` would be read forever).
+/// Keeps a fuzzed chain from reaching outside its temp dir: every connector becomes a file
+/// connector next to the chain (a Kafka or MQTT one would start clients for brokers the input
+/// names; a file one names its own path), under the same name — so action nodes stay granted one,
+/// as the loader requires — and no absolute or parent paths for modules and nested chains (a
+/// path like `/dev/zero` would be read forever).
 fn defang_chain(value: &mut Value) {
     let Value::Object(chain) = value else { return };
-    chain.remove("connectors");
+    if let Some(Value::Object(connectors)) = chain.get_mut("connectors") {
+        for spec in connectors.values_mut() {
+            *spec = serde_json::json!({"type": "file", "path": "{chainDir}/connector.jsonl"});
+        }
+    } else {
+        chain.remove("connectors");
+    }
     let Some(Value::Array(nodes)) = chain.get_mut("nodes") else { return };
     for node in nodes {
         let Value::Object(node) = node else { continue };
-        node.remove("connector");
         for key in ["module", "chain"] {
             if let Some(Value::String(path)) = node.get_mut(key)
                 && (path.starts_with('/') || path.contains("..") || path.starts_with('~') || path.contains('\\'))
