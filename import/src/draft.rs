@@ -207,6 +207,11 @@ impl Draft {
         self.add(base, name, debug, Fragment::one(part))
     }
 
+    /// The module of the node `id`, if it is a rule node.
+    pub fn module_of(&self, id: &str) -> Option<&str> {
+        self.nodes.iter().find(|n| n.id == id).and_then(|n| n.module.as_deref())
+    }
+
     pub fn connect(&mut self, from: &str, to: &str, relation: &str) {
         let c = ConnectionSpec { from: from.into(), to: to.into(), relation: relation.into() };
         if !self.connections.contains(&c) {

@@ -253,6 +253,45 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("TbSendRPCReplyNode", super::thingsboard_rules::rpc_reply),
 ];
 
+/// The relations each built-in module sends on besides `Failure`, as its manifest declares them
+/// (`#[node(relations = …)]`): a connection on any other relation would be refused at load, and
+/// never carried a message in ThingsBoard either (the mapped node sends on the relations
+/// ThingsBoard's does), so the importer drops it with a note. Modules whose relations also come
+/// from their config or their code (`script`, `msg-type-switch`, windows, `unsupported`…) are not
+/// listed: any relation may be right. The e2e tests check this table against the built modules'
+/// manifests.
+pub const EMITS: &[(&str, &[&str])] = &[
+    ("attribute-filter", &["True", "False"]),
+    ("check-fields", &["True", "False"]),
+    ("expression-filter", &["True", "False"]),
+    ("transform", &["Success"]),
+    ("rename-keys", &["Success"]),
+    ("calculate-delta", &["Success", "Other"]),
+    ("change-originator", &["Success"]),
+    ("clear-alarm", &["Cleared", "False"]),
+    ("create-alarm", &["Created", "Updated", "False"]),
+    ("delay", &["Success"]),
+    ("device-profile", &["Success", "Alarm Created", "Alarm Updated", "Alarm Severity Updated", "Alarm Cleared"]),
+    ("generator", &["Success"]),
+    ("json-decoder", &["Success"]),
+    ("kafka-action", &["Success"]),
+    ("log", &["Success"]),
+    ("math", &["Success"]),
+    ("mqtt-action", &["Success"]),
+    ("originator-attributes", &["Success"]),
+    ("rest-action", &["Success"]),
+    ("rpc-reply", &["Success"]),
+    ("rpc-request", &["Success"]),
+    ("table-writer", &["Success"]),
+    ("threshold", &["Anomaly", "Normal"]),
+    ("uplink-decoder", &["Success"]),
+];
+
+/// The relations `module` sends on besides `Failure`, when they are fixed ([`EMITS`]).
+fn emits(module: &str) -> Option<&'static [&'static str]> {
+    EMITS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
+}
+
 /// Why the classes Sluice knows it cannot run yet are placeholders.
 pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
     ("TbMsgPushToCloudNode", "pushes to ThingsBoard Cloud from an Edge; Sluice has no cloud link"),
@@ -922,7 +961,25 @@ pub(crate) fn convert(
         });
     }
     for c in &chain.connections {
-        draft.connect_placed(&placed[c.from].clone(), &placed[c.to].clone(), &c.relation);
+        let from = placed[c.from].clone();
+        let emits = draft.module_of(&from.exit).and_then(emits);
+        if c.relation != crate::FAILURE
+            && let Some(emits) = emits.filter(|e| !e.contains(&c.relation.as_str()))
+        {
+            let node = &chain.nodes[c.from];
+            let module = draft.module_of(&from.exit).unwrap_or_default().to_string();
+            let text = format!(
+                "connection on `{}` to node {} dropped: `{module}` sends only on {} and Failure, as ThingsBoard's {} does, \
+                 so it never carried a message",
+                c.relation,
+                c.to,
+                emits.join(", "),
+                node.short()
+            );
+            draft.note(&format!("node {}", c.from), node.short(), &node.name, text);
+            continue;
+        }
+        draft.connect_placed(&from, &placed[c.to].clone(), &c.relation);
     }
     // Legacy jumps into other chains: one nested chain node per target.
     let mut targets: Vec<(String, Placed)> = Vec::new();

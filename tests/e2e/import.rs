@@ -1000,3 +1000,49 @@ fn the_1x_alarm_deduplication_passes_each_new_alarm_once() {
     assert_eq!(received(&stats, &dedup), 3, "{stats}");
     assert_eq!(received(&stats, &mail), 2, "{stats}");
 }
+
+/// The importer's table of the relations each built-in module sends on (it drops a connection
+/// on any other, which the loader would refuse) is what the built modules' manifests declare.
+#[test]
+fn the_importers_relation_table_matches_the_modules_manifests() {
+    for (module, relations) in sluice::import::thingsboard::EMITS {
+        let out = crate::support::sluice(&["rules", "describe", module, "--json"]);
+        assert!(out.status.success(), "{module}: {}", stderr(&out));
+        let described: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut declared: Vec<String> = serde_json::from_value(described["manifest"]["relations"].clone()).unwrap();
+        declared.retain(|r| r != "Failure");
+        assert_eq!(declared, *relations, "{module}: the manifest declares {declared:?}");
+    }
+}
+
+/// A connection on a relation the mapped node never sends on (a save-attributes node wired on
+/// `Post telemetry`, found by the fuzzer) is dropped with a note: ThingsBoard's node never sent
+/// on it either, and the loader would refuse it.
+#[test]
+fn a_connection_the_node_never_sends_on_is_dropped_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = json!({
+        "ruleChain": {"name": "odd wiring"},
+        "metadata": {
+            "firstNodeIndex": 0,
+            "nodes": [
+                {"type": "org.thingsboard.rule.engine.telemetry.TbMsgAttributesNode", "name": "save",
+                 "configuration": {"scope": "CLIENT_SCOPE"}},
+                {"type": "org.thingsboard.rule.engine.action.TbLogNode", "name": "log",
+                 "configuration": {"jsScript": "return msg;"}}
+            ],
+            "connections": [
+                {"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
+                {"fromIndex": 0, "toIndex": 1, "type": "Success"}
+            ]
+        }
+    });
+    let file = dir.path().join("odd.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out_dir = dir.path().join("out");
+    let result = import(&[file.to_str().unwrap()], &out_dir, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    assert!(report.contains("connection on `Post telemetry` to node 1 dropped"), "{report}");
+    validate(&imported_chains(&out_dir));
+}

@@ -95,7 +95,23 @@ impl ModuleInfo {
                 Some(violation) => Err(violation),
             };
         }
+        // A number no f64 holds (`1001e+400`: numbers keep their text) makes the validator
+        // panic; it is refused here, naming its field, before the validator sees it.
+        if let Some(field) = unrepresentable(config, String::new()) {
+            return Err(SchemaViolation { field, message: "a number too large for a 64-bit float".into() });
+        }
         first_violation(validator, config).map_or(Ok(()), Err)
+    }
+}
+
+/// The path of the first number in `value` that is not a finite f64, if any.
+fn unrepresentable(value: &Value, path: String) -> Option<String> {
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match value {
+        Value::Number(n) => (!n.as_f64().is_some_and(f64::is_finite)).then_some(path),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| unrepresentable(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| unrepresentable(v, join(k))),
+        _ => None,
     }
 }
 
@@ -187,6 +203,17 @@ pub fn read_manifest(bytes: &[u8]) -> Result<Option<Manifest>, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_number_no_float_holds_is_refused_naming_its_field() {
+        let m = ModuleInfo::new(None, std::iter::empty(), Some(json!({"type": "object"}))).unwrap();
+        let config: Value = serde_json::from_str(r#"{"window": {"sizeMs": 1001e+400}}"#).unwrap();
+        let err = m.check_config(&config).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("window.sizeMs", "a number too large for a 64-bit float")
+        );
+    }
 
     fn info(schema: Value) -> ModuleInfo {
         ModuleInfo::new(None, std::iter::empty(), Some(schema)).unwrap()
