@@ -287,6 +287,24 @@ pub const EMITS: &[(&str, &[&str])] = &[
     ("uplink-decoder", &["Success"]),
 ];
 
+/// Whether node `from`'s connection on `relation` (to `to`, for the note) is one its module never
+/// sends on ([`EMITS`]): then it is left out, with a note.
+fn never_sent(draft: &mut Draft, chain: &RuleChain, placed: &[Placed], from: usize, relation: &str, to: &str) -> bool {
+    let Some(module) = draft.module_of(&placed[from].exit).map(str::to_string) else { return false };
+    let Some(sends) = emits(&module).filter(|e| relation != crate::FAILURE && !e.contains(&relation)) else {
+        return false;
+    };
+    let node = &chain.nodes[from];
+    let text = format!(
+        "connection on `{relation}` to {to} dropped: `{module}` sends only on {} and Failure, as ThingsBoard's {} does, \
+         so it never carried a message",
+        sends.join(", "),
+        node.short()
+    );
+    draft.note(&format!("node {from}"), node.short(), &node.name, text);
+    true
+}
+
 /// The relations `module` sends on besides `Failure`, when they are fixed ([`EMITS`]).
 fn emits(module: &str) -> Option<&'static [&'static str]> {
     EMITS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
@@ -961,25 +979,9 @@ pub(crate) fn convert(
         });
     }
     for c in &chain.connections {
-        let from = placed[c.from].clone();
-        let emits = draft.module_of(&from.exit).and_then(emits);
-        if c.relation != crate::FAILURE
-            && let Some(emits) = emits.filter(|e| !e.contains(&c.relation.as_str()))
-        {
-            let node = &chain.nodes[c.from];
-            let module = draft.module_of(&from.exit).unwrap_or_default().to_string();
-            let text = format!(
-                "connection on `{}` to node {} dropped: `{module}` sends only on {} and Failure, as ThingsBoard's {} does, \
-                 so it never carried a message",
-                c.relation,
-                c.to,
-                emits.join(", "),
-                node.short()
-            );
-            draft.note(&format!("node {}", c.from), node.short(), &node.name, text);
-            continue;
+        if !never_sent(&mut draft, chain, &placed, c.from, &c.relation, &format!("node {}", c.to)) {
+            draft.connect_placed(&placed[c.from].clone(), &placed[c.to].clone(), &c.relation);
         }
-        draft.connect_placed(&from, &placed[c.to].clone(), &c.relation);
     }
     // Legacy jumps into other chains: one nested chain node per target.
     let mut targets: Vec<(String, Placed)> = Vec::new();
@@ -1008,7 +1010,9 @@ pub(crate) fn convert(
                 p
             }
         };
-        draft.connect_placed(&placed[link.from].clone(), &target, &link.relation);
+        if !never_sent(&mut draft, chain, &placed, link.from, &link.relation, "a rule chain") {
+            draft.connect_placed(&placed[link.from].clone(), &target, &link.relation);
+        }
     }
     let entry = match chain.first {
         Some(first) => placed[first].entry.clone(),
