@@ -48,6 +48,8 @@ pub(crate) struct Names {
     pub chains: Vec<(String, String)>,
     /// `--link UUID=FILE`: the id → the file FILE's (first) chain becomes.
     pub links: BTreeMap<String, String>,
+    /// `--profiles FILE`: the device profiles whose alarm rules the device profile nodes get.
+    pub profiles: Vec<crate::profiles::Profile>,
 }
 
 /// How a link into another chain (a `TbRuleChainInputNode`, a 2.x `ruleChainConnections` entry)
@@ -180,6 +182,35 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
 /// Imports `files`, linking chains by `links` (`--link`) where id and name do not: each link's
 /// file is imported too when it is not among `files`.
 pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Imported, ImportError> {
+    import_thingsboard_with(files, links, &[])
+}
+
+/// Imports `files` as [`import_thingsboard_linked`] does, and gives every device profile node
+/// the alarm rules of the device profile exports in `profiles` (`--profiles`).
+pub fn import_thingsboard_with(
+    files: &[PathBuf],
+    links: &[Link],
+    profiles: &[PathBuf],
+) -> Result<Imported, ImportError> {
+    let mut profile_reports = Vec::new();
+    let mut all_profiles = Vec::new();
+    for path in profiles {
+        let read = crate::profiles::read(path, &read_json(path)?)?;
+        let listed: Vec<String> = read
+            .iter()
+            .map(|p| {
+                format!("{} ({} alarm rule(s){})", p.name, p.alarms.len(), if p.default { ", default" } else { "" })
+            })
+            .collect();
+        profile_reports.push(FileReport {
+            file: path.display().to_string(),
+            shape: format!("ThingsBoard device profiles ({}): {}", read.len(), listed.join(", ")),
+            notes: Vec::new(),
+            chains: Vec::new(),
+        });
+        all_profiles.extend(read);
+    }
+    crate::profiles::check_unique(&all_profiles)?;
     let mut files = files.to_vec();
     for link in links {
         if !files.iter().any(|f| same_file(f, &link.file)) {
@@ -192,7 +223,7 @@ pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Im
         sources.push((file.clone(), classify(file, &value)?));
     }
     // Pass 1: names for every chain, ids of ThingsBoard chains, and the 1.x plugins by token.
-    let mut names = Names::default();
+    let mut names = Names { profiles: all_profiles, ..Names::default() };
     let mut out_names: Vec<Vec<String>> = Vec::new();
     let mut plugins: BTreeMap<String, legacy::Plugin> = BTreeMap::new();
     for (_, source) in &sources {
@@ -299,6 +330,17 @@ pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Im
         if let Source::Plugin(plugin) = source {
             file_report.notes.push(legacy::plugin_note(plugin, used_tokens.contains(&plugin.token)));
         }
+    }
+    if !profile_reports.is_empty() {
+        let uses = chains.iter().flat_map(|c| &c.spec.nodes).any(|n| n.module.as_deref() == Some("device-profile"));
+        if !uses {
+            for file_report in &mut profile_reports {
+                file_report
+                    .notes
+                    .push("no device profile node in the imported chains: these profiles are not used".into());
+            }
+        }
+        report.files.extend(profile_reports);
     }
     Ok(Imported { chains, report })
 }

@@ -177,6 +177,24 @@ fn alarm_fragment(c: &Ctx, module: &'static str, config: &mut Value, create: boo
 /// profiles, which a rule chain export does not carry: the node passes every message on
 /// `Success` (what the entry of most 3.2+ root chains must do) until `alarms` is filled in.
 pub(crate) fn device_profile(c: &Ctx) -> Result<Outcome, ImportError> {
+    let profiles = &c.names.profiles;
+    if !profiles.is_empty() {
+        let config = json!({"profiles": profiles.iter().map(|p| p.config()).collect::<Vec<_>>()});
+        let listed: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+        let fallback = match profiles.iter().find(|p| p.default) {
+            Some(p) => format!("; a device of a profile not listed gets the default profile {:?}", p.name),
+            None if profiles.len() == 1 => "; a message without `deviceType` gets it too".to_string(),
+            None => "; a device of a profile not listed is only passed on (no default profile given)".to_string(),
+        };
+        let mut fragment = Fragment::one(Part::module("device-profile", config)).note(format!(
+            "alarm rules of the device profile(s) {} (--profiles), picked by the message's `deviceType` metadata (the device's profile name){fallback}",
+            listed.join(", ")
+        ));
+        if c.cfg.get("alarms").is_some() {
+            fragment = fragment.note("the node's own `alarms` are replaced by the --profiles given");
+        }
+        return Ok(Ok(fragment));
+    }
     let config = match c.cfg.get("alarms") {
         // A hand-edited export may carry the profile's `profileData.alarms`.
         Some(alarms @ Value::Array(_)) => json!({ "alarms": alarms }),
@@ -187,7 +205,7 @@ pub(crate) fn device_profile(c: &Ctx) -> Result<Outcome, ImportError> {
         fragment
     } else {
         fragment.note(
-            "passes every message on Success; the device profile's alarm rules are not in the export: put its `profileData.alarms` in the node's `config.alarms` to evaluate them",
+            "passes every message on Success; the device profile's alarm rules are not in the export: give the device profile export with --profiles FILE (or put its `profileData.alarms` in the node's `config.alarms`) to evaluate them",
         )
     }))
 }

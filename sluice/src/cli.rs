@@ -155,6 +155,11 @@ pub enum ImportCommand {
         /// them. Repeatable.
         #[arg(long = "link", value_name = "UUID=FILE")]
         links: Vec<sluice::import::Link>,
+        /// ThingsBoard device profile exports (one, a list, or a `/api/deviceProfiles` page):
+        /// the device profile nodes evaluate their alarm rules, picked by each message's
+        /// `deviceType`. Repeatable.
+        #[arg(long = "profiles", value_name = "FILE")]
+        profiles: Vec<PathBuf>,
     },
 }
 
@@ -293,8 +298,8 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Import(ImportCommand::Thingsboard { files, out, strict, links }) => {
-            import_thingsboard(&files, &links, &out, strict)
+        Command::Import(ImportCommand::Thingsboard { files, out, strict, links, profiles }) => {
+            import_thingsboard(&files, &links, &profiles, &out, strict)
         }
         Command::Fmt { chains, check } => fmt_chains(&chains, check),
         Command::Diff { files, admin: Some(admin), token } => {
@@ -558,10 +563,11 @@ fn admin_call(admin: &AdminClient, method: &str, path: &str) -> anyhow::Result<i
 fn import_thingsboard(
     files: &[PathBuf],
     links: &[sluice::import::Link],
+    profiles: &[PathBuf],
     out: &Path,
     strict: bool,
 ) -> anyhow::Result<i32> {
-    let imported = sluice::import::import_thingsboard_linked(files, links)?;
+    let imported = sluice::import::import_thingsboard_with(files, links, profiles)?;
     print!("{}", imported.report);
     if strict && let Err(err) = imported.check_strict() {
         eprintln!("error: {err}");

@@ -11,6 +11,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = cli::Cli::parse();
+    // Rust ignores SIGPIPE, so `sluice schema | head` would panic on the closed pipe ("failed
+    // printing to stdout"). The commands that print a result end quietly instead, as Unix tools
+    // do; `run` keeps it ignored: its sinks see the write error and account for the loss.
+    #[cfg(unix)]
+    if !matches!(cli.command, cli::Command::Run(_)) {
+        // SAFETY: restoring the default disposition of one signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // A chain test provokes failures on purpose: its report says what happened, the engine's
     // warnings about them would only bury it (SLUICE_LOG=warn shows them).
     let default = if matches!(cli.command, cli::Command::Test { .. }) { "error" } else { "info" };

@@ -416,6 +416,173 @@ fn device_profile_node_imports_as_a_pass_through() {
     assert_eq!(out, msgs);
 }
 
+/// ThingsBoard's own demo thermostat profile, as `DefaultSystemDataLoaderService.loadDemoData`
+/// builds it, in the JSON shape of a device profile export (`GET /api/deviceProfile/{id}`):
+/// "High Temperature" MAJOR when the attribute `temperatureAlarmFlag` is true and
+/// `temperature > 25`, cleared when `temperature <= 25`; "Low Humidity" MINOR when
+/// `humidityAlarmFlag` is true and `humidity < 60`, cleared when `humidity >= 60`. (The thresholds' dynamic values,
+/// `CURRENT_DEVICE` attributes the test never sets, fall back to the default value there too.)
+fn thermostat_profile_export() -> Value {
+    let filter = |kind: &str, key: &str, value_type: &str, predicate: Value| json!({"key": {"type": kind, "key": key}, "valueType": value_type, "value": null, "predicate": predicate});
+    let numeric = |op: &str, v: f64, attr: &str| {
+        json!({"type": "NUMERIC", "operation": op, "value": {"defaultValue": v, "userValue": null,
+               "dynamicValue": {"sourceType": "CURRENT_DEVICE", "sourceAttribute": attr, "inherit": false}}})
+    };
+    let flag = |attr: &str| {
+        filter(
+            "ATTRIBUTE",
+            attr,
+            "BOOLEAN",
+            json!({"type": "BOOLEAN", "operation": "EQUAL",
+            "value": {"defaultValue": true, "userValue": null, "dynamicValue": null}}),
+        )
+    };
+    let rule = |filters: Vec<Value>, details: &str| {
+        json!({"condition": {"condition": filters, "spec": {"type": "SIMPLE"}}, "schedule": null,
+               "alarmDetails": details, "dashboardId": null})
+    };
+    let temp = "Current temperature = ${temperature}";
+    let hum = "Current humidity = ${humidity}";
+    json!({
+        "id": {"entityType": "DEVICE_PROFILE", "id": "b5f1e0a0-0000-11eb-8000-000000000001"},
+        "name": "thermostat", "description": "Thermostat device profile", "type": "DEFAULT",
+        "transportType": "DEFAULT", "provisionType": "DISABLED", "default": false,
+        "profileData": {
+            "configuration": {"type": "DEFAULT"}, "transportConfiguration": {"type": "DEFAULT"},
+            "provisionConfiguration": {"type": "DISABLED", "provisionDeviceSecret": null},
+            "alarms": [
+                {"id": "highTemperatureAlarmID", "alarmType": "High Temperature",
+                 "createRules": {"MAJOR": rule(vec![flag("temperatureAlarmFlag"),
+                     filter("TIME_SERIES", "temperature", "NUMERIC", numeric("GREATER", 25.0, "temperatureAlarmThreshold"))], temp)},
+                 "clearRule": rule(vec![filter("TIME_SERIES", "temperature", "NUMERIC",
+                     numeric("LESS_OR_EQUAL", 25.0, "temperatureAlarmThreshold"))], temp),
+                 "propagate": false, "propagateToOwner": false, "propagateToTenant": false, "propagateRelationTypes": null},
+                {"id": "lowHumidityAlarmID", "alarmType": "Low Humidity",
+                 "createRules": {"MINOR": rule(vec![flag("humidityAlarmFlag"),
+                     filter("TIME_SERIES", "humidity", "NUMERIC", numeric("LESS", 60.0, "humidityAlarmThreshold"))], hum)},
+                 "clearRule": rule(vec![filter("TIME_SERIES", "humidity", "NUMERIC",
+                     numeric("GREATER_OR_EQUAL", 60.0, "humidityAlarmThreshold"))], hum),
+                 "propagate": false, "propagateToOwner": false, "propagateToTenant": false, "propagateRelationTypes": null}
+            ]
+        }
+    })
+}
+
+/// `sluice import thingsboard --profiles`: ThingsBoard's demo thermostat chain (whose entry is
+/// `TbDeviceProfileNode`) with the demo thermostat profile. As `TbDeviceProfileNode` evaluates
+/// the rules of the device's own profile (`DeviceProfileCache`) with `DeviceState` /
+/// `AlarmState.createOrClearAlarms`: a thermostat raises "High Temperature" (MAJOR) once its
+/// flag attribute is set and `temperature` > 25, updates it, and clears it at <= 25; "Low
+/// Humidity" (MINOR) at `humidity` < 60; a device of another profile raises nothing.
+#[test]
+fn device_profile_alarms_from_a_profile_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("thermostat-profile.json");
+    std::fs::write(&profiles, serde_json::to_string_pretty(&thermostat_profile_export()).unwrap()).unwrap();
+    let export = crate::support::repo().join("tests/fixtures/thingsboard/tb-v3-demo-thermostat_rule_chain.json");
+    let out = dir.path().join("chains");
+    let result = sluice(&[
+        "import",
+        "thingsboard",
+        export.to_str().unwrap(),
+        "--profiles",
+        profiles.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout);
+    assert!(report.contains("ThingsBoard device profiles (1): thermostat (2 alarm rule(s))"), "{report}");
+    assert!(report.contains("alarm rules of the device profile(s) thermostat (--profiles)"), "{report}");
+    let file = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"));
+    let mut chain: Value = serde_json::from_slice(&std::fs::read(file.unwrap()).unwrap()).unwrap();
+    // The alarms leave through an output; the demo chain sends them nowhere.
+    let profile_id = node_of(&chain, "device-profile")["id"].clone();
+    chain["nodes"].as_array_mut().unwrap().push(json!({"id": "alarms", "sink": "output"}));
+    for relation in ["Alarm Created", "Alarm Updated", "Alarm Severity Updated", "Alarm Cleared"] {
+        chain["connections"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"from": profile_id, "to": "alarms", "relation": relation}));
+    }
+    let thermostat = |id: &str, dt: i64, data: Value| {
+        reading(id, "Thermostat T1", T0 + dt, data).with_meta("deviceType", "thermostat")
+    };
+    let mut flags = thermostat("a", 0, json!({"temperatureAlarmFlag": true, "humidityAlarmFlag": true}));
+    flags.msg_type = "POST_ATTRIBUTES_REQUEST".into();
+    let msgs = [
+        flags,
+        thermostat("b", 1_000, json!({"temperature": 30, "humidity": 70})),
+        thermostat("c", 2_000, json!({"temperature": 26, "humidity": 40})),
+        reading("d", "Meter M1", T0 + 2_500, json!({"temperature": 99, "humidity": 1}))
+            .with_meta("deviceType", "meter"),
+        thermostat("e", 3_000, json!({"temperature": 20})),
+    ];
+    let alarms: Vec<TbMsg> = run_chain(&chain, &msgs).into_iter().filter(|m| m.msg_type == "ALARM").collect();
+    let seen: Vec<(&str, &str, &str, &str)> = alarms
+        .iter()
+        .map(|m| {
+            (
+                m.data["type"].as_str().unwrap(),
+                m.data["severity"].as_str().unwrap(),
+                m.data["status"].as_str().unwrap(),
+                m.data["details"]["data"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("High Temperature", "MAJOR", "ACTIVE_UNACK", "Current temperature = 30"),
+            ("High Temperature", "MAJOR", "ACTIVE_UNACK", "Current temperature = 26"),
+            ("Low Humidity", "MINOR", "ACTIVE_UNACK", "Current humidity = 40"),
+            ("High Temperature", "MAJOR", "CLEARED_UNACK", "Current temperature = 20"),
+        ],
+        "{alarms:#?}"
+    );
+    assert!(alarms.iter().all(|m| m.originator.name == "Thermostat T1"));
+    assert_eq!(alarms[0].meta("isNewAlarm"), Some("true"));
+    assert_eq!(alarms[1].meta("isExistingAlarm"), Some("true"));
+    assert_eq!(alarms[3].meta("isClearedAlarm"), Some("true"));
+}
+
+/// A file that is not a device profile export is refused, naming the file, the entry and the
+/// field; nothing is written.
+#[test]
+fn a_bad_profile_export_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.json");
+    std::fs::write(
+        &profiles,
+        json!([thermostat_profile_export(), {"name": "meter", "profileData": {"alarms": {}}}]).to_string(),
+    )
+    .unwrap();
+    let export = crate::support::repo().join("tests/fixtures/thingsboard/tb-v3-demo-thermostat_rule_chain.json");
+    let out = dir.path().join("chains");
+    let result = sluice(&[
+        "import",
+        "thingsboard",
+        export.to_str().unwrap(),
+        "--profiles",
+        profiles.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!result.status.success());
+    let err = stderr(&result);
+    assert!(
+        err.contains(&format!(
+            "{}: [1]: field `profileData.alarms`: device profile \"meter\": `alarms` must be a list",
+            profiles.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
 /// The acceptance test of issue 20: `sluice run` as an HTTP service with a state dir; a DURATION
 /// alarm is raised and updated, the service is killed with SIGKILL, and after the restart the
 /// alarm is updated and cleared with the same identity (`AlarmState.calculateAlarmResult` finds

@@ -7,6 +7,15 @@
 //! profiles apart from rule chains) it is a pass-through: the entry node of most ThingsBoard
 //! 3.2+ root chains, which must let messages on.
 //!
+//! `profiles` lists device profiles — what `sluice import thingsboard --profiles FILE` writes
+//! from ThingsBoard's device profile exports — each `{"name", "default", "alarms"}`. As
+//! `TbDeviceProfileNode` evaluates the rules of the message's device's profile
+//! (`DeviceProfileCache`), the node picks the profile named by the message's `deviceType`
+//! metadata (ThingsBoard's transports set it to the device's profile name); else the profile
+//! marked `default` (the tenant's default profile, which devices get when created without one);
+//! else, when only one profile is given and the message has no `deviceType`, that one; else the
+//! message is only passed on. `alarms` alone (no `profiles`) applies to every device.
+//!
 //! `alarms` is ThingsBoard's `profileData.alarms` as a device profile export holds it:
 //! ```json
 //! {"alarms": [{"alarmType": "High Temperature", "propagate": false,
@@ -66,14 +75,29 @@ pub const SEVERITIES: &[&str] = &["CRITICAL", "MAJOR", "MINOR", "WARNING", "INDE
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
-    /// ThingsBoard's `profileData.alarms`.
+    /// ThingsBoard's `profileData.alarms`, for every device.
     #[serde(default)]
     pub alarms: Vec<AlarmDef>,
+    /// Device profiles, picked per message by `deviceType` (instead of `alarms`).
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
     /// ThingsBoard's node settings, accepted and unused: the rule state is always kept.
     #[serde(default)]
     pub persist_alarm_rules_state: Option<bool>,
     #[serde(default)]
     pub fetch_alarm_rules_state_on_start: Option<bool>,
+}
+
+/// A device profile: its name (what `deviceType` names), whether it is the default, its alarm
+/// rules.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Profile {
+    pub name: String,
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub alarms: Vec<AlarmDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -372,6 +396,22 @@ pub struct DeviceProfile {
 }
 
 impl DeviceProfile {
+    /// The alarm rules that apply to `msg`'s device: `alarms`, or the profile its `deviceType`
+    /// names, else the default profile, else the only profile when the message names none.
+    fn alarms_for(&self, msg: &Msg) -> &[AlarmDef] {
+        let profiles = &self.config.profiles;
+        if profiles.is_empty() {
+            return &self.config.alarms;
+        }
+        let device_type = msg.meta("deviceType");
+        let named = device_type.and_then(|t| profiles.iter().find(|p| p.name == t));
+        let chosen = named.or_else(|| profiles.iter().find(|p| p.default)).or_else(|| match profiles.as_slice() {
+            [only] if device_type.is_none() => Some(only),
+            _ => None,
+        });
+        chosen.map_or(&[], |p| &p.alarms)
+    }
+
     fn alarm_msg(incoming: &Msg, alarm: &Value, flags: &[&str]) -> Msg {
         let mut out = Msg::new("ALARM", incoming.originator().clone(), alarm.clone()).with_ts(incoming.ts());
         out.set_metadata(incoming.metadata().clone());
@@ -389,17 +429,35 @@ impl Node for DeviceProfile {
     type Config = Config;
 
     fn init(config: Config) -> Result<Self> {
-        for (i, alarm) in config.alarms.iter().enumerate() {
-            if alarm.alarm_type.is_empty() {
-                bail_config!(format!("alarms[{i}].alarmType"), "must not be empty");
+        if !config.alarms.is_empty() && !config.profiles.is_empty() {
+            bail_config!("profiles", "give either `alarms` (for every device) or `profiles`, not both");
+        }
+        let mut lists = vec![(String::new(), &config.alarms)];
+        for (p, profile) in config.profiles.iter().enumerate() {
+            if profile.name.is_empty() {
+                bail_config!(format!("profiles[{p}].name"), "must not be empty");
             }
-            for severity in alarm.create_rules.keys() {
-                if !SEVERITIES.contains(&severity.as_str()) {
-                    bail_config!(
-                        format!("alarms[{i}].createRules.{severity}"),
-                        "not a severity ({})",
-                        SEVERITIES.join(", ")
-                    );
+            if config.profiles[..p].iter().any(|q| q.name == profile.name) {
+                bail_config!(format!("profiles[{p}].name"), "profile {:?} is listed twice", profile.name);
+            }
+            if profile.default && config.profiles[..p].iter().any(|q| q.default) {
+                bail_config!(format!("profiles[{p}].default"), "only one profile can be the default");
+            }
+            lists.push((format!("profiles[{p}]."), &profile.alarms));
+        }
+        for (prefix, alarms) in lists {
+            for (i, alarm) in alarms.iter().enumerate() {
+                if alarm.alarm_type.is_empty() {
+                    bail_config!(format!("{prefix}alarms[{i}].alarmType"), "must not be empty");
+                }
+                for severity in alarm.create_rules.keys() {
+                    if !SEVERITIES.contains(&severity.as_str()) {
+                        bail_config!(
+                            format!("{prefix}alarms[{i}].createRules.{severity}"),
+                            "not a severity ({})",
+                            SEVERITIES.join(", ")
+                        );
+                    }
                 }
             }
         }
@@ -408,7 +466,8 @@ impl Node for DeviceProfile {
 
     fn on_msg(&mut self, msg: Msg, out: &mut Outputs) -> Result<()> {
         out.forward(relation::SUCCESS);
-        if self.config.alarms.is_empty() {
+        let alarms = self.alarms_for(&msg);
+        if alarms.is_empty() {
             return Ok(());
         }
         let telemetry = msg.msg_type() == sluice_sdk::msg_type::POST_TELEMETRY_REQUEST;
@@ -448,7 +507,7 @@ impl Node for DeviceProfile {
                     device.attributes.insert(k, v);
                 }
             }
-            for def in &self.config.alarms {
+            for def in alarms {
                 let alarm_key = format!("{}/{}/{}", originator.entity_type, originator.name, def.alarm_type);
                 let mut current = table::get::<Value>(ALARMS, &alarm_key)?.filter(|a| a["cleared"] != json!(true));
                 let mut states = device.rules.remove(&def.alarm_type).unwrap_or_default();
@@ -631,5 +690,50 @@ mod tests {
         assert_eq!(out.relations(), ["Success", "Alarm Created"]);
         assert_eq!(out.messages()[1].meta("alarmConditionRepeats"), Some("2"));
         Ok(())
+    }
+
+    /// `TbDeviceProfileNode` evaluates the rules of the device's own profile
+    /// (`DeviceProfileCache.get(tenantId, deviceId)`): a device of profile `thermostat` raises
+    /// its alarm, one of profile `meter` does not; a device of an unlisted profile gets the
+    /// default profile.
+    #[test]
+    fn picks_the_profile_by_device_type() -> Result<()> {
+        let alarms = profile()["alarms"].clone();
+        let config = json!({"profiles": [
+            {"name": "thermostat", "alarms": alarms},
+            {"name": "meter", "default": true, "alarms": []},
+        ]});
+        let mut d = TestDriver::node_from_json::<DeviceProfile>(&config.to_string()).unwrap();
+        let of = |id: &str, device_type: &str| t(id, 2_000, 26.0).with_meta("deviceType", device_type);
+        assert_eq!(d.send(of("a", "meter"))?.relations(), ["Success"]);
+        assert_eq!(d.send(of("b", "thermostat"))?.relations(), ["Success", "Alarm Created"]);
+        // An unlisted profile gets the default (`meter`: no rules).
+        let other = Msg::telemetry("T-2", json!({"temperature": 40.0})).with_meta("deviceType", "boiler");
+        assert_eq!(d.send(other)?.relations(), ["Success"]);
+
+        // One profile and no default: a message naming no profile gets it, one naming another does not.
+        let config = json!({"profiles": [{"name": "thermostat", "alarms": profile()["alarms"].clone()}]});
+        let mut d = TestDriver::node_from_json::<DeviceProfile>(&config.to_string()).unwrap();
+        let other = Msg::telemetry("T-3", json!({"temperature": 26.0})).with_meta("deviceType", "boiler");
+        assert_eq!(d.send(other)?.relations(), ["Success"]);
+        assert_eq!(d.send(t("c", 2_000, 26.0))?.relations(), ["Success", "Alarm Created"]);
+        Ok(())
+    }
+
+    #[test]
+    fn profiles_config_errors_name_the_field() {
+        let err = |config: Value| {
+            TestDriver::node_from_json::<DeviceProfile>(&config.to_string()).err().expect("refused").to_string()
+        };
+        let both = err(json!({"alarms": profile()["alarms"].clone(), "profiles": [{"name": "a"}]}));
+        assert!(both.contains("profiles") && both.contains("not both"), "{both}");
+        let twice = err(json!({"profiles": [{"name": "a"}, {"name": "a"}]}));
+        assert!(twice.contains("profiles[1].name"), "{twice}");
+        let defaults = err(json!({"profiles": [{"name": "a", "default": true}, {"name": "b", "default": true}]}));
+        assert!(defaults.contains("profiles[1].default"), "{defaults}");
+        let bad = err(
+            json!({"profiles": [{"name": "a", "alarms": [{"alarmType": "x", "createRules": {"HUGE": {"condition": {"condition": []}}}}]}]}),
+        );
+        assert!(bad.contains("profiles[0].alarms[0].createRules.HUGE"), "{bad}");
     }
 }
