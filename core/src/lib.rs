@@ -24,7 +24,7 @@ pub mod metrics;
 pub mod sink;
 pub mod spec;
 
-pub use ack::{Ack, AckCounter, AckTarget};
+pub use ack::{Ack, AckCounter, AckGroup, AckTarget};
 pub use clock::Clock;
 pub use connector::{Call, Connector, ConnectorError};
 pub use message::Message;

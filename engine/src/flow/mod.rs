@@ -354,7 +354,7 @@ impl Batcher {
     /// returns the worker. A source that stamps envelopes under a lock (the feed) enqueues
     /// under it too, so that the batch's token is issued before any later stamp can be.
     pub fn enqueue(&mut self, mut envelope: Envelope) -> usize {
-        let i = (envelope.key % self.inboxes.len() as u64) as usize;
+        let i = self.worker_of(envelope.key);
         if self.pending[i].is_empty() {
             if envelope.progress.is_none() {
                 envelope.progress = Some(self.progress.issue(envelope.watermark));
@@ -365,6 +365,16 @@ impl Batcher {
         }
         self.pending[i].push(envelope);
         i
+    }
+
+    /// How many workers (and batches) there are.
+    pub fn workers(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// The worker whose batch takes messages of `key`.
+    pub fn worker_of(&self, key: u64) -> usize {
+        (key % self.inboxes.len() as u64) as usize
     }
 
     /// Whether worker `i`'s batch is full: time to [`Batcher::send`] it.

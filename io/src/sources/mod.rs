@@ -40,9 +40,9 @@ use tokio::sync::watch;
 
 use sluice_core::message::Message;
 
-use sluice_core::Ack;
 use sluice_core::Clock;
 use sluice_core::Metrics;
+use sluice_core::{Ack, AckGroup};
 use sluice_engine::chain::Chain;
 use sluice_engine::flow::{Closed, Envelope, PipelineSender};
 use std::collections::{BTreeMap, BTreeSet};
@@ -354,7 +354,9 @@ impl Feed {
 
     /// Hands messages over in batches, for a source that has many at hand (see [`FeedBatcher`]).
     pub fn batcher(&self) -> FeedBatcher {
-        FeedBatcher { feed: self.clone(), batcher: self.shared.sender.batcher() }
+        let batcher = self.shared.sender.batcher();
+        let groups = (0..batcher.workers()).map(|_| None).collect();
+        FeedBatcher { feed: self.clone(), batcher, groups }
     }
 
     /// How flat JSON records become messages (the chain's `input`).
@@ -390,14 +392,21 @@ impl WeakFeed {
 pub struct FeedBatcher {
     feed: Feed,
     batcher: sluice_engine::flow::Batcher,
+    /// Per worker, the ack handle its pending batch's counted messages share
+    /// ([`FeedBatcher::push_counted_at`]): closed when the batch is handed over.
+    groups: Vec<Option<AckGroup>>,
 }
 
 impl FeedBatcher {
     /// Stamps `msg` and adds it to its worker's batch; returns the worker when that batch is
     /// full. Stamp and enqueue happen under the watermark lock, as in [`Feed::envelope`].
     fn enqueue(&mut self, msg: Message, partition: u32, ack: Ack, now: i64) -> Option<usize> {
-        let shared = &self.feed.shared;
         let key = Envelope::key_of(msg.entity_type(), msg.name());
+        self.enqueue_keyed(msg, key, partition, ack, now)
+    }
+
+    fn enqueue_keyed(&mut self, msg: Message, key: u64, partition: u32, ack: Ack, now: i64) -> Option<usize> {
+        let shared = &self.feed.shared;
         let event_time = shared.time_field.event_time(&msg, now);
         let mut watermarks = self.feed.lock();
         let stamp = watermarks.stamp(partition, msg.name(), event_time, now);
@@ -423,6 +432,31 @@ impl FeedBatcher {
         }
     }
 
+    /// [`FeedBatcher::push_at`] for a source whose acks are only counted (a file's): the
+    /// messages of one worker's batch share one ack handle ([`AckGroup`]) instead of each
+    /// allocating its own, and only that worker touches it. `position` is the message's (the
+    /// group reports its first).
+    pub async fn push_counted_at(
+        &mut self,
+        msg: impl Into<Message>,
+        target: &Arc<sluice_core::AckCounter>,
+        position: u64,
+        now: i64,
+    ) -> Result<(), Closed> {
+        let msg = msg.into();
+        let key = Envelope::key_of(msg.entity_type(), msg.name());
+        let worker = self.batcher.worker_of(key);
+        let group = self.groups[worker].get_or_insert_with(|| AckGroup::new(target.clone(), position));
+        let ack = group.join();
+        match self.enqueue_keyed(msg, key, 0, ack, now) {
+            Some(i) => {
+                self.groups[i] = None;
+                self.batcher.send(i).await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// [`FeedBatcher::push`] from a thread outside the async runtime (the Kafka consumer's).
     pub fn push_blocking(&mut self, msg: impl Into<Message>, partition: u32, ack: Ack) -> Result<(), Closed> {
         let now = self.feed.now_ms();
@@ -434,11 +468,13 @@ impl FeedBatcher {
 
     /// Hands every partial batch over.
     pub async fn flush(&mut self) -> Result<(), Closed> {
+        self.groups.iter_mut().for_each(|g| *g = None);
         self.batcher.flush().await
     }
 
     /// [`FeedBatcher::flush`] from a thread outside the async runtime.
     pub fn flush_blocking(&mut self) -> Result<(), Closed> {
+        self.groups.iter_mut().for_each(|g| *g = None);
         self.batcher.flush_blocking()
     }
 

@@ -28,7 +28,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use super::{FeedBatcher, Source, SourceContext, SourceError, SourceFuture, SourceReport};
-use sluice_core::{Ack, AckCounter, Metrics};
+use sluice_core::{AckCounter, Metrics};
 
 /// Where lines come from (or go to): a file, or stdin/stdout (`-`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,8 +282,7 @@ impl Reading {
                         msg.set_uuid(ids.uuid(line));
                     }
                     report.records += 1;
-                    let ack = Ack::new(self.cx.acks.clone(), line);
-                    if self.batcher.push_at(msg, 0, ack, now).await.is_err() {
+                    if self.batcher.push_counted_at(msg, &self.cx.acks, line, now).await.is_err() {
                         return Ok(());
                     }
                 }
