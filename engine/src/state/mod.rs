@@ -4,6 +4,7 @@
 //! - [`time`]: event time and watermarks (per source partition, combined as the minimum);
 //! - [`window`]: tumbling, hopping and session windows per key, with a grace period;
 //! - [`table`]: keyed latest-value tables shared by a chain's nodes (enrichment);
+//! - [`series`]: bounded telemetry histories the chain saved, queried by interval;
 //! - [`kv`]: plain keyed state of one node;
 //! - [`checkpoint`]: all of it, with the source position it reflects, in one redb transaction;
 //! - [`partition`]: one source partition's share of it, which moves on a rebalance.
@@ -30,6 +31,7 @@
 pub mod checkpoint;
 pub mod kv;
 pub mod partition;
+pub mod series;
 pub mod table;
 pub mod time;
 pub mod window {
