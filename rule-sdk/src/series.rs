@@ -137,6 +137,18 @@ fn numeric(text: &str) -> KvValue {
     }
 }
 
+/// The entity a history belongs to: the originator as `ENTITY_TYPE/name` (`DEVICE/th-1`).
+pub fn entity_of(originator: &crate::Originator) -> String {
+    format!("{}/{}", originator.entity_type, originator.name)
+}
+
+/// The ts ThingsBoard's `TbMsgTimeseriesNode.computeTs` saves telemetry at (without
+/// `useServerTs`): `TbMsg.getMetaDataTs()` — the metadata `ts` when it is a whole number, else the
+/// message's ts.
+pub fn metadata_ts(msg: &crate::Msg) -> i64 {
+    msg.meta("ts").and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or_else(|| msg.ts())
+}
+
 /// A point as saved and as answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
