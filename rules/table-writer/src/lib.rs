@@ -33,9 +33,12 @@
 //!   message's metadata `ts` (`TbMsg.getMetaDataTs`, else the message `ts`), the fields of
 //!   `{"ts": …, "values": {…}}` at its own `ts`, or a list of either; typed as ThingsBoard types
 //!   them (integral → long, `1.5` → double, `"22.5"` → double, booleans, strings, JSON). They
-//!   belong to the originator (`DEVICE/name`), whatever `key` is. Data that is no object or list
-//!   of objects, or that holds no value, goes to `Failure` and writes nothing ("Msg body is
-//!   empty", as ThingsBoard). Without `series` the node never calls the history at all.
+//!   belong to the originator (`DEVICE/name`), whatever `key` is. Data that is no telemetry (not
+//!   an object or a list of objects, or no value in it) adds no point, and the message is stored
+//!   and routed as without `series` — ThingsBoard's node would send it to `Failure` ("Msg body is
+//!   empty"), but the table write decides the route here, so that adding the history to a chain
+//!   changes no message's route (a REST answer `{}` saved after a call still goes on). Without
+//!   `series` the node never calls the history at all.
 use sluice_sdk::prelude::*;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -104,20 +107,11 @@ impl Node for TableWriter {
             _ => bail!("no table key: the message has no `{}`", path_name(&self.cfg.key)),
         };
         let deleting = self.cfg.delete.as_ref().is_some_and(|d| d.field.text(&msg).as_deref() == Some(&d.equals));
-        // The points first: telemetry that cannot be saved writes nothing at all.
-        let points = match &self.cfg.series {
-            Some(_) if !deleting => {
-                let points = series::telemetry_points(msg.data(), series::metadata_ts(&msg))
-                    .map_err(|e| Error::new(format!("telemetry cannot be saved: {e}")))?;
-                if points.is_empty() {
-                    bail!("Msg body is empty: {}", msg.data());
-                }
-                points
+        if let Some(name) = self.cfg.series.as_ref().filter(|_| !deleting) {
+            match series::telemetry_points(msg.data(), series::metadata_ts(&msg)) {
+                Ok(points) => series::append(name, &series::entity_of(msg.originator()), &points)?,
+                Err(e) => log::debug(&format!("no telemetry history point: {e}")),
             }
-            _ => Vec::new(),
-        };
-        if let Some(name) = &self.cfg.series {
-            series::append(name, &series::entity_of(msg.originator()), &points)?;
         }
         if deleting {
             table::delete(&self.cfg.table, &key);
@@ -401,13 +395,15 @@ mod tests {
     }
 
     #[test]
-    fn series_refuses_what_is_not_telemetry_and_writes_nothing() -> Result<()> {
+    fn what_is_not_telemetry_adds_no_point_and_keeps_its_route() -> Result<()> {
         let mut d = driver(r#"{"table": "timeseries", "series": "timeseries"}"#);
         for data in [json!(5), json!({}), json!([1]), json!({"ts": 1, "values": 2})] {
             let out = d.send(Msg::telemetry("th-1", data.clone()))?;
-            assert_eq!(out.relations(), ["Failure"], "{data}");
+            assert_eq!(out.relations(), ["Success"], "{data}");
+            assert_eq!(read(&mut d, "timeseries", "th-1"), data, "the table is written as without `series`");
         }
-        assert_eq!(read(&mut d, "timeseries", "th-1"), Value::Null);
+        assert!(d.series("timeseries", "DEVICE/th-1", "ts").is_empty());
+        assert!(d.series("timeseries", "DEVICE/th-1", "values").is_empty());
         // Without `series`, nothing is appended.
         let mut d = driver(r#"{"table": "timeseries"}"#);
         d.send(Msg::telemetry("th-1", json!({"t": 1})))?;
