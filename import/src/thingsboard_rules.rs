@@ -107,6 +107,8 @@ pub(crate) fn get_telemetry(c: &Ctx) -> Result<Outcome, ImportError> {
     if mode != "ALL" {
         config.remove("orderBy");
         config.remove("aggregation");
+    } else if config.get("orderBy").and_then(Value::as_str).is_some_and(|o| o.trim().is_empty()) {
+        config.insert("orderBy".into(), json!("ASC"));
     }
     let mut fragment = Fragment::one(Part::module("get-telemetry", Value::Object(config))).note(
         "reads the telemetry history this chain's save-timeseries nodes keep (the newest `[state]` seriesMaxPoints \

@@ -222,3 +222,35 @@ fn the_history_survives_a_restart_and_keeps_its_bound() {
     // Restored 2, 3, 4; the fifth saved evicts 2: readings 3 and 4, saved before the restart.
     assert_eq!(answers("after.jsonl"), [format!("[{},{}]", point(2), point(3))]);
 }
+
+/// A version-0 export (`fetchMode` ALL with `orderBy` "" and `aggregation` null, no `limit`)
+/// imports as `TbGetTelemetryNode.upgrade` upgrades it — ASC, NONE, 1000 — and loads; an unknown
+/// fetch mode becomes LAST, with a note.
+#[test]
+fn an_old_get_telemetry_config_is_upgraded_on_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = |name: &str, cfg: Value| {
+        json!({"type": "org.thingsboard.rule.engine.metadata.TbGetTelemetryNode", "name": name, "configuration": cfg})
+    };
+    let all = json!({"latestTsKeyNames": ["t"], "fetchMode": "ALL", "orderBy": "", "aggregation": null,
+                     "startInterval": 2, "startIntervalTimeUnit": "MINUTES", "endInterval": 1,
+                     "endIntervalTimeUnit": "MINUTES"});
+    let odd = json!({"latestTsKeyNames": ["t"], "fetchMode": "SOMETIMES", "orderBy": "ASC", "aggregation": "SUM"});
+    let export = json!({"ruleChain": {"name": "old"}, "metadata": {"firstNodeIndex": 0,
+        "nodes": [node("All", all), node("Odd", odd)], "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Success"}]}});
+    let file = dir.path().join("export.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out_dir = dir.path().join("chains");
+    let result = sluice(&["import", "thingsboard", file.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let report = String::from_utf8_lossy(&result.stdout).into_owned();
+    assert!(report.contains("fetchMode `SOMETIMES` is not FIRST, LAST or ALL: LAST"), "{report}");
+    let path = out_dir.join("old.json");
+    let chain: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let configs: Vec<&Value> =
+        chain["nodes"].as_array().unwrap().iter().filter(|n| n["module"] == "get-telemetry").map(|n| &n["config"]).collect();
+    assert_eq!(configs[0]["orderBy"], "ASC");
+    assert!(configs[0].get("aggregation").is_none() && configs[0].get("limit").is_none(), "{:#}", configs[0]);
+    assert_eq!(configs[1], &json!({"latestTsKeyNames": ["t"], "fetchMode": "LAST"}));
+    crate::support::load_chain(&chain).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -31,8 +31,9 @@
 //!
 //! ThingsBoard's configuration has no `fetchTo` (results always go to metadata) and no
 //! `interval` object: checked against `TbGetTelemetryNodeConfiguration` up to 4.x. Older
-//! exports (version 0/1) are upgraded as `TbGetTelemetryNode.upgrade` does: a missing or empty
-//! `orderBy` is `ASC`, a missing `aggregation` `NONE`, a missing `limit` 1000.
+//! exports (version 0/1) are upgraded as `TbGetTelemetryNode.upgrade` does: a missing (or null)
+//! `orderBy` is `ASC`, `aggregation` `NONE`, `limit` 1000; the importer also turns an empty
+//! `orderBy` into `ASC` and an unknown fetch mode into `LAST`.
 //!
 //! Config (ThingsBoard's names and defaults, plus `series` and `useServerTime`):
 //! ```json
@@ -92,8 +93,8 @@ pub struct Config {
     #[serde(default)]
     pub latest_ts_key_names: Vec<String>,
     pub fetch_mode: Option<FetchMode>,
-    /// `ASC` or `DESC` (`ALL` only); empty or absent is `ASC`.
-    #[serde(default, deserialize_with = "order_or_empty")]
+    /// `ASC` or `DESC` (`ALL` only; absent is `ASC`).
+    #[serde(default)]
     pub order_by: Option<Order>,
     #[serde(default)]
     pub aggregation: Option<Aggregation>,
@@ -119,15 +120,6 @@ pub struct Config {
     /// Measure the interval from the host clock, as ThingsBoard, instead of the message's ts.
     #[serde(default)]
     pub use_server_time: bool,
-}
-
-fn order_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Order>, D::Error> {
-    match Option::<String>::deserialize(d)?.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some("ASC") => Ok(Some(Order::Asc)),
-        Some("DESC") => Ok(Some(Order::Desc)),
-        Some(other) => Err(serde::de::Error::custom(format!("expected ASC or DESC, got {other}"))),
-    }
 }
 
 fn two() -> i64 {
@@ -466,10 +458,10 @@ mod tests {
         assert_eq!(error(json!({"latestTsKeyNames": ["t"], "fetchMode": "ALL", "orderBy": "UP"})).field, "orderBy");
         let unit = error(json!({"latestTsKeyNames": ["t"], "fetchMode": "ALL", "startIntervalTimeUnit": "WEEKS"}));
         assert_eq!(unit.field, "startIntervalTimeUnit");
-        // Upgraded as `upgrade` does: empty orderBy, absent aggregation and limit.
+        // Upgraded as `upgrade` does: absent or null orderBy, aggregation and limit.
         assert!(
             TestDriver::node_from_json::<GetTelemetry>(
-                r#"{"latestTsKeyNames": ["t"], "fetchMode": "ALL", "orderBy": "", "aggregation": null}"#
+                r#"{"latestTsKeyNames": ["t"], "fetchMode": "ALL", "orderBy": null, "aggregation": null}"#
             )
             .is_ok()
         );
