@@ -376,24 +376,25 @@ pub mod series {
         }
         let bytes = serde_json::to_vec(points)?;
         #[cfg(target_arch = "wasm32")]
-        let result = {
-            // SAFETY: all three pointer/length pairs describe live slices.
-            let n = unsafe {
-                crate::abi::imports::series_append(
-                    name.as_ptr(),
-                    name.len(),
-                    entity.as_ptr(),
-                    entity.len(),
-                    bytes.as_ptr(),
-                    bytes.len(),
-                )
+        let result =
+            {
+                // SAFETY: all three pointer/length pairs describe live slices.
+                let n = unsafe {
+                    crate::abi::imports::series_append(
+                        name.as_ptr(),
+                        name.len(),
+                        entity.as_ptr(),
+                        entity.len(),
+                        bytes.as_ptr(),
+                        bytes.len(),
+                    )
+                };
+                match n {
+                    0.. => Ok(()),
+                    n => Err(String::from_utf8_lossy(&crate::abi::imports::take_staged(n.unsigned_abs() as usize))
+                        .into_owned()),
+                }
             };
-            match n {
-                0.. => Ok(()),
-                n => Err(String::from_utf8_lossy(&crate::abi::imports::take_staged(n.unsigned_abs() as usize))
-                    .into_owned()),
-            }
-        };
         #[cfg(not(target_arch = "wasm32"))]
         let result = crate::testing::native::series_append(name, entity, &bytes);
         result.map_err(|e| crate::Error::new(format!("series `{name}`: {e}")))

@@ -290,7 +290,8 @@ pub fn aggregate<'a>(values: impl Iterator<Item = &'a KvValue>, aggregation: Agg
     if values.is_empty() {
         return None;
     }
-    let longs: Vec<i64> = values.iter().filter_map(|v| if let KvValue::Long(l) = v { Some(*l) } else { None }).collect();
+    let longs: Vec<i64> =
+        values.iter().filter_map(|v| if let KvValue::Long(l) = v { Some(*l) } else { None }).collect();
     let doubles: Vec<f64> =
         values.iter().filter_map(|v| if let KvValue::Double(d) = v { Some(*d) } else { None }).collect();
     let count = |f: fn(&KvValue) -> bool| values.iter().filter(|v| f(v)).count() as i64;
@@ -423,7 +424,10 @@ mod tests {
     #[test]
     fn the_bound_evicts_the_oldest_points() {
         let limits = Limits { max_points: 3, max_age_ms: None };
-        let h = history(&[(5, KvValue::Long(5)), (1, KvValue::Long(1)), (3, KvValue::Long(3)), (9, KvValue::Long(9))], limits);
+        let h = history(
+            &[(5, KvValue::Long(5)), (1, KvValue::Long(1)), (3, KvValue::Long(3)), (9, KvValue::Long(9))],
+            limits,
+        );
         let all = h.query(&query(0, 100, 10, Order::Asc, Aggregation::None));
         assert_eq!(all.iter().map(|p| p.ts).collect::<Vec<_>>(), [3, 5, 9]);
         let aged = history(

@@ -159,9 +159,10 @@ impl StateSpec {
         }
         let max_age_ms = match self.series_max_age_ms {
             None => None,
-            Some(ms) => Some(i64::try_from(ms).map_err(|_| {
-                StateSpecError(format!("`state.seriesMaxAgeMs` {ms} is more than any time span"))
-            })?),
+            Some(ms) => Some(
+                i64::try_from(ms)
+                    .map_err(|_| StateSpecError(format!("`state.seriesMaxAgeMs` {ms} is more than any time span")))?,
+            ),
         };
         Ok(crate::state::series::Limits { max_points: self.series_max_points, max_age_ms })
     }

@@ -83,8 +83,12 @@ fn all_reads_points_in_order_up_to_the_limit() {
                      "aggregation": "NONE", "startInterval": 300, "startIntervalTimeUnit": "SECONDS",
                      "endInterval": 0, "endIntervalTimeUnit": "SECONDS"});
     let out = run_chain(&save_then_query(cfg), &readings());
-    let expected =
-        format!(r#"[{{"ts":{},"value":24.5}},{{"ts":{},"value":22}},{{"ts":{},"value":23}}]"#, T0 + 4 * MIN, T0 + 3 * MIN, T0 + 2 * MIN);
+    let expected = format!(
+        r#"[{{"ts":{},"value":24.5}},{{"ts":{},"value":22}},{{"ts":{},"value":23}}]"#,
+        T0 + 4 * MIN,
+        T0 + 3 * MIN,
+        T0 + 2 * MIN
+    );
     assert_eq!(answer(&out, "a5"), Some(expected));
 }
 
@@ -132,9 +136,13 @@ fn tb_get_telemetry_node_imports_and_runs() {
     assert!(report.contains(" 0 placeholders"), "{report}");
     assert!(report.contains("TTL 3600 s is not kept: the telemetry history keeps the newest points"), "{report}");
     assert!(report.contains("the interval is measured from each message's ts"), "{report}");
-    let path = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "json"));
+    let path = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"));
     let mut chain: Value = serde_json::from_slice(&std::fs::read(path.unwrap()).unwrap()).unwrap();
-    let node = |module: &str| chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == module).cloned().unwrap();
+    let node =
+        |module: &str| chain["nodes"].as_array().unwrap().iter().find(|n| n["module"] == module).cloned().unwrap();
     assert_eq!(node("table-writer")["config"], json!({"table": "timeseries", "merge": true, "series": "timeseries"}));
     let get_node = node("get-telemetry");
     // LAST ignores orderBy and aggregation (`TbGetTelemetryNode.init`): not carried over.
@@ -145,7 +153,8 @@ fn tb_get_telemetry_node_imports_and_runs() {
     // The last reading asks for [T0 + 1 min, T0 + 3 min): LAST is the reading at T0 + 2 min.
     let mut msgs = readings();
     let last = msgs.len() - 2;
-    msgs[last] = msgs[last].clone().with_meta("from", (T0 + MIN).to_string()).with_meta("to", (T0 + 3 * MIN).to_string());
+    msgs[last] =
+        msgs[last].clone().with_meta("from", (T0 + MIN).to_string()).with_meta("to", (T0 + 3 * MIN).to_string());
     let out = run_chain(&chain, &msgs);
     let asked: Vec<&TbMsg> = out.iter().filter(|m| m.id == "a5" && m.meta("temperature").is_some()).collect();
     assert_eq!(asked.len(), 1, "{out:#?}");
@@ -163,7 +172,11 @@ fn the_history_survives_a_restart_and_keeps_its_bound() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let port = crate::tansu::free_port();
-    crate::kafka::write(dir.path(), "tokens.json", r#"{"TOKEN-1": {"deviceName": "th-1", "deviceType": "Thermometer"}}"#);
+    crate::kafka::write(
+        dir.path(),
+        "tokens.json",
+        r#"{"TOKEN-1": {"deviceName": "th-1", "deviceType": "Thermometer"}}"#,
+    );
     let query = json!({"latestTsKeyNames": ["temperature"], "fetchMode": "ALL", "orderBy": "ASC", "limit": 1000,
                        "aggregation": "NONE", "startInterval": 1, "startIntervalTimeUnit": "HOURS",
                        "endInterval": 0, "endIntervalTimeUnit": "HOURS"});
@@ -190,7 +203,9 @@ fn the_history_survives_a_restart_and_keeps_its_bound() {
         std::fs::read_to_string(dir.path().join(name))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["metadata"]["temperature"].as_str().unwrap_or("").to_string())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["metadata"]["temperature"].as_str().unwrap_or("").to_string()
+            })
             .collect()
     };
     let point = |i: i64| format!(r#"{{"ts":{},"value":{}}}"#, T0 + i * MIN, i + 1);
@@ -212,7 +227,15 @@ fn the_history_survives_a_restart_and_keeps_its_bound() {
     first.stop_ok();
     // Each reading sees the ones before it; the fourth, after 4 saves with a bound of 3, no
     // longer the first (evicted) — only readings 2 and 3 (its own is at `now`, excluded).
-    assert_eq!(answers("before.jsonl"), ["".to_string(), format!("[{}]", point(0)), format!("[{},{}]", point(0), point(1)), format!("[{},{}]", point(1), point(2))]);
+    assert_eq!(
+        answers("before.jsonl"),
+        [
+            "".to_string(),
+            format!("[{}]", point(0)),
+            format!("[{},{}]", point(0), point(1)),
+            format!("[{},{}]", point(1), point(2))
+        ]
+    );
 
     let second = crate::kafka::Service::start(dir.path(), &chain, &config("after"), "state");
     second.wait_for_log("HTTP device API listening", Duration::from_secs(60));
@@ -229,9 +252,7 @@ fn the_history_survives_a_restart_and_keeps_its_bound() {
 #[test]
 fn an_old_get_telemetry_config_is_upgraded_on_import() {
     let dir = tempfile::tempdir().unwrap();
-    let node = |name: &str, cfg: Value| {
-        json!({"type": "org.thingsboard.rule.engine.metadata.TbGetTelemetryNode", "name": name, "configuration": cfg})
-    };
+    let node = |name: &str, cfg: Value| json!({"type": "org.thingsboard.rule.engine.metadata.TbGetTelemetryNode", "name": name, "configuration": cfg});
     let all = json!({"latestTsKeyNames": ["t"], "fetchMode": "ALL", "orderBy": "", "aggregation": null,
                      "startInterval": 2, "startIntervalTimeUnit": "MINUTES", "endInterval": 1,
                      "endIntervalTimeUnit": "MINUTES"});
@@ -247,8 +268,13 @@ fn an_old_get_telemetry_config_is_upgraded_on_import() {
     assert!(report.contains("fetchMode `SOMETIMES` is not FIRST, LAST or ALL: LAST"), "{report}");
     let path = out_dir.join("old.json");
     let chain: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let configs: Vec<&Value> =
-        chain["nodes"].as_array().unwrap().iter().filter(|n| n["module"] == "get-telemetry").map(|n| &n["config"]).collect();
+    let configs: Vec<&Value> = chain["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["module"] == "get-telemetry")
+        .map(|n| &n["config"])
+        .collect();
     assert_eq!(configs[0]["orderBy"], "ASC");
     assert!(configs[0].get("aggregation").is_none() && configs[0].get("limit").is_none(), "{:#}", configs[0]);
     assert_eq!(configs[1], &json!({"latestTsKeyNames": ["t"], "fetchMode": "LAST"}));

@@ -205,11 +205,8 @@ mod tests {
         node.timers.set("dev-7", 99, 7);
         a.tables().put("registry", "dev-7", json!({"zone": "A"}), 7);
         a.tables().put("registry", "dev-8", json!({"zone": "B"}), 8);
-        let point = |ts| sluice_sdk::series::KeyPoint {
-            key: "t".into(),
-            ts,
-            value: sluice_sdk::series::KvValue::Long(ts),
-        };
+        let point =
+            |ts| sluice_sdk::series::KeyPoint { key: "t".into(), ts, value: sluice_sdk::series::KvValue::Long(ts) };
         a.series().append("timeseries", "DEVICE/dev-7", vec![point(1), point(2)], 7);
         a.series().append("timeseries", "DEVICE/dev-8", vec![point(3)], 8);
 

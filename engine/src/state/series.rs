@@ -161,7 +161,14 @@ mod tests {
     }
 
     fn query(keys: &[&str], start: i64, end: i64, limit: usize, order: Order, aggregation: Aggregation) -> Query {
-        Query { keys: keys.iter().map(|k| k.to_string()).collect(), start_ts: start, end_ts: end, limit, order, aggregation }
+        Query {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            start_ts: start,
+            end_ts: end,
+            limit,
+            order,
+            aggregation,
+        }
     }
 
     #[test]
@@ -172,7 +179,8 @@ mod tests {
         s.append("timeseries", "DEVICE/a", vec![point("t", 20, 2)], 1);
         s.append("timeseries", "DEVICE/b", vec![point("t", 15, 100)], 2);
         s.append("other", "DEVICE/a", vec![point("t", 15, 200)], 1);
-        let answer = s.query("timeseries", "DEVICE/a", &query(&["t", "h", "none"], 0, 100, 10, Order::Asc, Aggregation::None));
+        let answer =
+            s.query("timeseries", "DEVICE/a", &query(&["t", "h", "none"], 0, 100, 10, Order::Asc, Aggregation::None));
         let ts: Vec<i64> = answer["t"].iter().map(|p| p.ts).collect();
         assert_eq!(ts, [10, 20, 30]);
         assert_eq!(answer["h"], [Point { ts: 30, value: KvValue::Long(9) }]);

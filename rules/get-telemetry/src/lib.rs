@@ -169,9 +169,10 @@ impl Node for GetTelemetry {
             FetchMode::Last => (1, Order::Desc, Aggregation::None),
         };
         if cfg.use_metadata_interval_patterns {
-            for (field, pattern) in
-                [("startIntervalPattern", &cfg.start_interval_pattern), ("endIntervalPattern", &cfg.end_interval_pattern)]
-            {
+            for (field, pattern) in [
+                ("startIntervalPattern", &cfg.start_interval_pattern),
+                ("endIntervalPattern", &cfg.end_interval_pattern),
+            ] {
                 if pattern.trim().is_empty() {
                     bail_config!(field, "must be a pattern such as `${{startTs}}` with useMetadataIntervalPatterns");
                 }
@@ -231,9 +232,7 @@ impl GetTelemetry {
             let text = match self.fetch_mode {
                 FetchMode::All => array_text(points),
                 // `processSingle` keeps the last entry of the key; there is one.
-                FetchMode::First | FetchMode::Last => {
-                    Value::String(points[points.len() - 1].value.text()).to_string()
-                }
+                FetchMode::First | FetchMode::Last => Value::String(points[points.len() - 1].value.text()).to_string(),
             };
             msg.set_meta(key.clone(), text);
         }
@@ -390,7 +389,11 @@ mod tests {
         let mid = NOW - 3 * MIN;
         for (agg, value) in [("AVG", "21.75"), ("MIN", "20.0"), ("MAX", "23.5"), ("SUM", "87.0"), ("COUNT", "4")] {
             let (_, out) = run(cfg(agg), msg())?;
-            assert_eq!(out.meta("temperature"), Some(format!("[{{\"ts\":{mid},\"value\":{value}}}]").as_str()), "{agg}");
+            assert_eq!(
+                out.meta("temperature"),
+                Some(format!("[{{\"ts\":{mid},\"value\":{value}}}]").as_str()),
+                "{agg}"
+            );
         }
         Ok(())
     }
