@@ -50,23 +50,6 @@ pub fn round_half_up(v: f64, scale: u32) -> Option<f64> {
     Some(if v < 0.0 { -number } else { number })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rounds_the_decimal_text_half_up() {
-        // Java: BigDecimal.valueOf(2.675).setScale(2, RoundingMode.HALF_UP) is 2.68.
-        assert_eq!(round_half_up(2.675, 2), Some(2.68));
-        assert_eq!(round_half_up(-2.5, 0), Some(-3.0));
-        assert_eq!(round_half_up(0.0004, 2), Some(0.0));
-        assert_eq!(round_half_up(9.996, 2), Some(10.0));
-        assert_eq!(round_half_up(0.35, 1), Some(0.4));
-        assert_eq!(round_half_up(12.5, 3), Some(12.5));
-        assert_eq!(round_half_up(f64::NAN, 1), None);
-    }
-}
-
 /// Java's `Double.toString(d)`: `2.0`, `0.001`, `1.0E7`, `1.0E-4`, `NaN`, `Infinity`.
 pub fn double_text(d: f64) -> String {
     if d.is_nan() {
@@ -84,4 +67,29 @@ pub fn double_text(d: f64) -> String {
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let mantissa = if mantissa.contains('.') { mantissa.to_string() } else { format!("{mantissa}.0") };
     format!("{mantissa}E{exp}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_the_decimal_text_half_up() {
+        // Java: BigDecimal.valueOf(2.675).setScale(2, RoundingMode.HALF_UP) is 2.68.
+        assert_eq!(round_half_up(2.675, 2), Some(2.68));
+        assert_eq!(round_half_up(-2.5, 0), Some(-3.0));
+        assert_eq!(round_half_up(0.0004, 2), Some(0.0));
+        assert_eq!(round_half_up(9.996, 2), Some(10.0));
+        assert_eq!(round_half_up(0.35, 1), Some(0.4));
+        assert_eq!(round_half_up(12.5, 3), Some(12.5));
+        assert_eq!(round_half_up(f64::NAN, 1), None);
+    }
+
+    #[test]
+    fn doubles_are_written_as_java_writes_them() {
+        assert_eq!(super::double_text(2.0), "2.0");
+        assert_eq!(super::double_text(1e7), "1.0E7");
+        assert_eq!(super::double_text(1e-4), "1.0E-4");
+        assert_eq!(super::double_text(22.2), "22.2");
+    }
 }
