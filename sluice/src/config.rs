@@ -265,6 +265,18 @@ mod tests {
             matches!(&config.connectors["alerts"], ConnectorSpec { kind: ConnectorKind::Mqtt(c), .. } if c.username.as_deref() == Some("u"))
         );
         assert_eq!(config.state.checkpoint_ms, 1000);
+        assert_eq!(config.state.series_limits().unwrap(), crate::state::series::Limits::default());
+    }
+
+    #[test]
+    fn telemetry_history_bounds() {
+        let config = Config::parse("[state]\nseriesMaxPoints = 50\nseriesMaxAgeMs = 3600000\n").unwrap();
+        let limits = config.state.series_limits().unwrap();
+        assert_eq!((limits.max_points, limits.max_age_ms), (50, Some(3_600_000)));
+        let zero = Config::parse("[state]\nseriesMaxPoints = 0\n").unwrap();
+        assert!(zero.state.series_limits().unwrap_err().to_string().contains("state.seriesMaxPoints"));
+        let negative = Config::parse("[state]\nseriesMaxAgeMs = -1\n").unwrap_err();
+        assert!(negative.contains("seriesMaxAgeMs"), "{negative}");
     }
 
     #[test]
