@@ -14,8 +14,9 @@
 //!
 //! # Scale-out contract
 //!
-//! Every entry is keyed by (node id, window or table name, key) — a telemetry history by (series, entity, key). Several Sluice instances in one
-//! Kafka consumer group split the input partitions; each holds the state of the keys its
+//! Every entry is keyed by (node id, window or table name, key) — a telemetry history by
+//! (series, entity, key). Several Sluice instances in one Kafka consumer group split the input
+//! partitions; each holds the state of the keys its
 //! partitions carry. So a stateful node's key must be the partitioning key of its input (the
 //! message key, the originator by default), or the chain must re-key its input through a topic
 //! keyed by the node's key, as Kafka Streams' repartition topics do. Watermarks are tracked per
