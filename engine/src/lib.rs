@@ -8,7 +8,7 @@
 //!   errors that name the file, node and field;
 //! - [`runtime`] runs each node's WebAssembly module in a sandbox (fuel-free deadlines, memory
 //!   caps), with the [`host`] services as its only imports;
-//! - [`state`] is what the host keeps for nodes: keyed state, windows, tables, timers, the
+//! - [`state`] is what the host keeps for nodes: keyed state, windows, tables, telemetry histories, timers, the
 //!   event-time watermarks, and the checkpoints they are restored from.
 //!
 //! Where messages come from and go to is a crate above this one (`sluice-io`); what an action

@@ -251,6 +251,7 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("TbDeviceProfileNode", super::thingsboard_rules::device_profile),
     ("TbSendRPCRequestNode", super::thingsboard_rules::rpc_request),
     ("TbSendRPCReplyNode", super::thingsboard_rules::rpc_reply),
+    ("TbGetTelemetryNode", super::thingsboard_rules::get_telemetry),
 ];
 
 /// The relations each built-in module sends on besides `Failure`, as its manifest declares them
@@ -273,6 +274,7 @@ pub const EMITS: &[(&str, &[&str])] = &[
     ("delay", &["Success"]),
     ("device-profile", &["Success", "Alarm Created", "Alarm Updated", "Alarm Severity Updated", "Alarm Cleared"]),
     ("generator", &["Success"]),
+    ("get-telemetry", &["Success"]),
     ("json-decoder", &["Success"]),
     ("kafka-action", &["Success"]),
     ("log", &["Success"]),
@@ -399,7 +401,6 @@ const BUILT_IN: &[&str] = &[
     "TbGetDeviceAttrNode",
     "TbGetEntityDetailsNode",
     "TbGetOriginatorFieldsNode",
-    "TbGetTelemetryNode",
     "TbGetTenantDetailsNode",
     "TbGpsGeofencingActionNode",
     "TbGpsGeofencingFilterNode",
@@ -651,10 +652,21 @@ fn save(table: &str) -> Fragment {
         .also("Success", Part::output().named("stored (the run's output)"))
 }
 
+/// `TbMsgTimeseriesNode` → `table-writer`: the latest values into table `timeseries` (what
+/// originator-attributes and math read), and every point into the telemetry history of the same
+/// name (what get-telemetry reads).
 fn save_timeseries(c: &Ctx) -> Result<Outcome, ImportError> {
-    let mut fragment = save(TIMESERIES_TABLE);
+    let config = json!({"table": TIMESERIES_TABLE, "merge": true, "series": TIMESERIES_TABLE});
+    let mut fragment = Fragment::one(Part::module("table-writer", config))
+        .also("Success", Part::output().named("stored (the run's output)"));
     if let Some(ttl) = c.cfg.opt_u64("defaultTTL")?.filter(|t| *t > 0) {
-        fragment = fragment.note(format!("TTL {ttl} s is not kept: Sluice has no timeseries store"));
+        fragment = fragment.note(format!(
+            "TTL {ttl} s is not kept: the telemetry history keeps the newest points of each key instead \
+             (`[state]` seriesMaxPoints in sluice.toml, default 1000; seriesMaxAgeMs for an age limit)"
+        ));
+    }
+    if c.cfg.opt_bool("useServerTs")? == Some(true) {
+        fragment = fragment.note("useServerTs is not kept: points are saved at the message's ts (replayable)");
     }
     Ok(Ok(fragment))
 }

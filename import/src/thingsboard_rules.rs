@@ -76,6 +76,51 @@ pub(crate) fn calculate_delta(c: &Ctx) -> Result<Outcome, ImportError> {
     Ok(Ok(fragment))
 }
 
+/// `TbGetTelemetryNode` → `get-telemetry`: ThingsBoard's configuration keys, upgraded as
+/// `TbGetTelemetryNode.upgrade` does (version 0: a fetch mode other than FIRST, LAST or ALL becomes LAST;
+/// FIRST/LAST ignore `orderBy` and `aggregation`).
+pub(crate) fn get_telemetry(c: &Ctx) -> Result<Outcome, ImportError> {
+    if c.cfg.strings("latestTsKeyNames")?.is_empty() {
+        return Ok(Err("no telemetry keys: ThingsBoard refuses this node (\"Telemetry should be specified!\")".into()));
+    }
+    let keys = [
+        "latestTsKeyNames",
+        "fetchMode",
+        "orderBy",
+        "aggregation",
+        "limit",
+        "startInterval",
+        "startIntervalTimeUnit",
+        "endInterval",
+        "endIntervalTimeUnit",
+        "useMetadataIntervalPatterns",
+        "startIntervalPattern",
+        "endIntervalPattern",
+    ];
+    let mut config = pick(Some(c.cfg.value), &keys);
+    let mut notes = Vec::new();
+    let mode = c.cfg.opt_str("fetchMode")?.unwrap_or("");
+    if !matches!(mode, "FIRST" | "LAST" | "ALL") {
+        notes.push(format!("fetchMode `{mode}` is not FIRST, LAST or ALL: LAST, as ThingsBoard upgrades it"));
+        config.insert("fetchMode".into(), json!("LAST"));
+    }
+    if mode != "ALL" {
+        config.remove("orderBy");
+        config.remove("aggregation");
+    } else if config.get("orderBy").and_then(Value::as_str).is_some_and(|o| o.trim().is_empty()) {
+        config.insert("orderBy".into(), json!("ASC"));
+    }
+    let mut fragment = Fragment::one(Part::module("get-telemetry", Value::Object(config))).note(
+        "reads the telemetry history this chain's save-timeseries nodes keep (the newest `[state]` seriesMaxPoints \
+         points of each key, default 1000), not ThingsBoard's database; the interval is measured from each \
+         message's ts (ThingsBoard: the server clock; `useServerTime: true` for that)",
+    );
+    for note in notes {
+        fragment = fragment.note(note);
+    }
+    Ok(Ok(fragment))
+}
+
 /// The metadata key the importer's details script writes for the alarm node after it.
 const DETAILS_KEY: &str = "alarmDetails";
 

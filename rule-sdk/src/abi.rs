@@ -102,6 +102,22 @@ pub(crate) mod imports {
             val_len: usize,
         );
         pub fn table_delete(name_ptr: *const u8, name_len: usize, key_ptr: *const u8, key_len: usize);
+        pub fn series_append(
+            name_ptr: *const u8,
+            name_len: usize,
+            entity_ptr: *const u8,
+            entity_len: usize,
+            points_ptr: *const u8,
+            points_len: usize,
+        ) -> i32;
+        pub fn series_query(
+            name_ptr: *const u8,
+            name_len: usize,
+            entity_ptr: *const u8,
+            entity_len: usize,
+            query_ptr: *const u8,
+            query_len: usize,
+        ) -> i64;
         pub fn timer_set(key_ptr: *const u8, key_len: usize, at_ms: i64);
         pub fn timer_cancel(key_ptr: *const u8, key_len: usize);
         pub fn action_call(req_ptr: *const u8, req_len: usize) -> i64;

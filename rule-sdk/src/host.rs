@@ -361,6 +361,71 @@ pub mod table {
     }
 }
 
+/// Telemetry history kept by the host (ABI.md §13b): per series name (`timeseries` for what a
+/// chain's save-timeseries nodes write), entity and key, the points saved, bounded per key. One
+/// node appends (`table-writer` with `series`), another queries (`get-telemetry`); the types and
+/// the query semantics are in [`crate::series`].
+pub mod series {
+    use crate::series::{Answer, KeyPoint, Query};
+
+    /// Saves `points` of `entity` (an originator, `DEVICE/name`) in series `name`; the host
+    /// evicts the oldest points of a key past its bound.
+    pub fn append(name: &str, entity: &str, points: &[KeyPoint]) -> crate::Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(points)?;
+        #[cfg(target_arch = "wasm32")]
+        let result =
+            {
+                // SAFETY: all three pointer/length pairs describe live slices.
+                let n = unsafe {
+                    crate::abi::imports::series_append(
+                        name.as_ptr(),
+                        name.len(),
+                        entity.as_ptr(),
+                        entity.len(),
+                        bytes.as_ptr(),
+                        bytes.len(),
+                    )
+                };
+                match n {
+                    0.. => Ok(()),
+                    n => Err(String::from_utf8_lossy(&crate::abi::imports::take_staged(n.unsigned_abs() as usize))
+                        .into_owned()),
+                }
+            };
+        #[cfg(not(target_arch = "wasm32"))]
+        let result = crate::testing::native::series_append(name, entity, &bytes);
+        result.map_err(|e| crate::Error::new(format!("series `{name}`: {e}")))
+    }
+
+    /// Reads `entity`'s keys of series `name` as `query` asks.
+    pub fn query(name: &str, entity: &str, query: &Query) -> crate::Result<Answer> {
+        let bytes = serde_json::to_vec(query)?;
+        #[cfg(target_arch = "wasm32")]
+        let result = {
+            // SAFETY: all three pointer/length pairs describe live slices.
+            let n = unsafe {
+                crate::abi::imports::series_query(
+                    name.as_ptr(),
+                    name.len(),
+                    entity.as_ptr(),
+                    entity.len(),
+                    bytes.as_ptr(),
+                    bytes.len(),
+                )
+            };
+            let staged = crate::abi::imports::take_staged(n.unsigned_abs() as usize);
+            if n >= 0 { Ok(staged) } else { Err(String::from_utf8_lossy(&staged).into_owned()) }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let result = crate::testing::native::series_query(name, entity, &bytes);
+        let answer = result.map_err(|e| crate::Error::new(format!("series `{name}`: {e}")))?;
+        Ok(serde_json::from_slice(&answer)?)
+    }
+}
+
 /// Processing-time timers: `set(key, at_ms)` asks for [`crate::Node::on_timer`] once the host's
 /// clock reaches `at_ms` (a key set again moves its timer). Timers are kept by the host with the
 /// node's state, so they survive crashes, reloads and restarts.

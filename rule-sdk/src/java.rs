@@ -50,6 +50,25 @@ pub fn round_half_up(v: f64, scale: u32) -> Option<f64> {
     Some(if v < 0.0 { -number } else { number })
 }
 
+/// Java's `Double.toString(d)`: `2.0`, `0.001`, `1.0E7`, `1.0E-4`, `NaN`, `Infinity`.
+pub fn double_text(d: f64) -> String {
+    if d.is_nan() {
+        return "NaN".into();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    let a = d.abs();
+    if a == 0.0 || (1e-3..1e7).contains(&a) {
+        let text = format!("{d:?}");
+        return if text.contains('.') { text } else { format!("{text}.0") };
+    }
+    let sci = format!("{d:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let mantissa = if mantissa.contains('.') { mantissa.to_string() } else { format!("{mantissa}.0") };
+    format!("{mantissa}E{exp}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +83,13 @@ mod tests {
         assert_eq!(round_half_up(0.35, 1), Some(0.4));
         assert_eq!(round_half_up(12.5, 3), Some(12.5));
         assert_eq!(round_half_up(f64::NAN, 1), None);
+    }
+
+    #[test]
+    fn doubles_are_written_as_java_writes_them() {
+        assert_eq!(super::double_text(2.0), "2.0");
+        assert_eq!(super::double_text(1e7), "1.0E7");
+        assert_eq!(super::double_text(1e-4), "1.0E-4");
+        assert_eq!(super::double_text(22.2), "22.2");
     }
 }

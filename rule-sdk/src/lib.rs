@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod msg;
 pub mod node;
 pub mod relation;
+pub mod series;
 pub mod template;
 /// The native harness: for `cargo test`, never compiled into a module.
 #[cfg(not(target_arch = "wasm32"))]
@@ -57,6 +58,7 @@ pub mod prelude {
     pub use crate::host::window::{Added, Window};
     pub use crate::host::{action, clock, log, state, table, timer, window};
     pub use crate::relation;
+    pub use crate::series;
     pub use crate::windows::Timer;
     pub use crate::{
         ClosedWindow, Error, FieldPath, Metadata, Msg, NoConfig, Node, Originator, Outputs, Result, Template, bail,

@@ -273,6 +273,35 @@ impl TestDriver {
         &self.host.state
     }
 
+    /// Bounds the telemetry histories as the host's `[state]` settings would.
+    pub fn with_series_limits(mut self, limits: crate::series::Limits) -> Self {
+        self.host.series_limits = limits;
+        self
+    }
+
+    /// Saves points as another node of the chain would (a save-timeseries `table-writer`).
+    pub fn put_series(&mut self, name: &str, entity: &str, points: &[crate::series::KeyPoint]) {
+        let limits = self.host.series_limits;
+        let keys = self.host.series.entry((name.to_string(), entity.to_string())).or_default();
+        for p in points {
+            keys.entry(p.key.clone()).or_default().insert(p.ts, p.value.clone(), &limits);
+        }
+    }
+
+    /// Every point the host holds of `key` of `entity` in series `name`, oldest first.
+    pub fn series(&self, name: &str, entity: &str, key: &str) -> Vec<crate::series::Point> {
+        let all = crate::series::Query {
+            keys: vec![key.to_string()],
+            start_ts: i64::MIN,
+            end_ts: i64::MAX,
+            limit: usize::MAX,
+            order: crate::series::Order::Asc,
+            aggregation: crate::series::Aggregation::None,
+        };
+        let keys = self.host.series.get(&(name.to_string(), entity.to_string()));
+        keys.and_then(|k| k.get(key)).map(|h| h.query(&all)).unwrap_or_default()
+    }
+
     /// Writes a table entry as another node of the chain would (tables are shared by name).
     pub fn put_table<T: serde::Serialize>(&mut self, table: &str, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value)?;
@@ -299,6 +328,9 @@ pub(crate) mod native {
         pub windows: Vec<WindowStore>,
         pub early: Vec<Closed>,
         pub tables: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+        /// Telemetry histories: (series, entity) → key → points, bounded by `series_limits`.
+        pub series: BTreeMap<(String, String), BTreeMap<String, crate::series::History>>,
+        pub series_limits: crate::series::Limits,
         pub timers: BTreeMap<String, i64>,
         /// Every action request the node made, in order.
         pub actions: Vec<serde_json::Value>,
@@ -470,5 +502,37 @@ pub(crate) mod native {
 
     pub fn table_delete(table: &str, key: &str) {
         with(|h| h.tables.get_mut(table).map(|t| t.remove(key)));
+    }
+
+    pub fn series_append(name: &str, entity: &str, points: &[u8]) -> Result<(), String> {
+        let points: Vec<crate::series::KeyPoint> =
+            serde_json::from_slice(points).map_err(|e| format!("points are not a JSON list of points: {e}"))?;
+        with(|h| {
+            let limits = h.series_limits;
+            let keys = h.series.entry((name.to_string(), entity.to_string())).or_default();
+            for p in points {
+                keys.entry(p.key).or_default().insert(p.ts, p.value, &limits);
+            }
+        })
+        .ok_or_else(|| "series need a TestDriver".to_string())
+    }
+
+    pub fn series_query(name: &str, entity: &str, query: &[u8]) -> Result<Vec<u8>, String> {
+        let query: crate::series::Query =
+            serde_json::from_slice(query).map_err(|e| format!("query is not a series query: {e}"))?;
+        let answer = with(|h| {
+            let mut answer = crate::series::Answer::new();
+            if let Some(keys) = h.series.get(&(name.to_string(), entity.to_string())) {
+                for key in &query.keys {
+                    let points = keys.get(key).map(|history| history.query(&query)).unwrap_or_default();
+                    if !points.is_empty() {
+                        answer.insert(key.clone(), points);
+                    }
+                }
+            }
+            answer
+        })
+        .ok_or_else(|| "series need a TestDriver".to_string())?;
+        serde_json::to_vec(&answer).map_err(|e| format!("the answer cannot be serialized: {e}"))
     }
 }

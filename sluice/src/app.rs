@@ -62,6 +62,9 @@ pub struct AppOptions {
     pub state_dir: Option<PathBuf>,
     /// How often a running source is checkpointed.
     pub checkpoint_every: Duration,
+    /// How much telemetry history each key keeps (`[state]` `seriesMaxPoints`,
+    /// `seriesMaxAgeMs`).
+    pub series_limits: crate::state::series::Limits,
     /// Ignore any checkpoint and start over.
     pub fresh: bool,
     /// Where the `output` sink writes.
@@ -90,6 +93,7 @@ impl AppOptions {
             pipeline: PipelineConfig::default(),
             state_dir: None,
             checkpoint_every: Duration::from_secs(1),
+            series_limits: Default::default(),
             fresh: false,
             output: OutputSpec::stdout(),
             dead_letter: None,
@@ -169,7 +173,7 @@ pub async fn run(
         })?;
     }
     let chain = Arc::new(chain);
-    let state = StateStore::default();
+    let state = StateStore::with_series_limits(options.series_limits);
     let id = source.id();
     let finite = source.finite();
 

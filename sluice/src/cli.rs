@@ -775,6 +775,7 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         checkpoint_every: std::time::Duration::from_millis(
             args.checkpoint_ms.unwrap_or(config.state.checkpoint_ms).max(1),
         ),
+        series_limits: config.state.series_limits()?,
         fresh: args.fresh,
         output,
         dead_letter: config.dead_letter,

@@ -130,12 +130,51 @@ pub struct StateSpec {
     /// Time between checkpoints (and Kafka offset commits), ms (default 1000).
     #[serde(default = "default_checkpoint_ms")]
     pub checkpoint_ms: u64,
+    /// Telemetry history points kept per (entity, key) for `get-telemetry` (default 1000); the
+    /// oldest are evicted past it.
+    #[serde(default = "default_series_max_points")]
+    pub series_max_points: usize,
+    /// With a value, history points older than their key's newest point minus this many ms are
+    /// evicted too (default: no age limit).
+    #[serde(default)]
+    pub series_max_age_ms: Option<u64>,
 }
 
 impl Default for StateSpec {
     fn default() -> Self {
-        StateSpec { dir: None, checkpoint_ms: default_checkpoint_ms() }
+        StateSpec {
+            dir: None,
+            checkpoint_ms: default_checkpoint_ms(),
+            series_max_points: default_series_max_points(),
+            series_max_age_ms: None,
+        }
     }
+}
+
+impl StateSpec {
+    /// The telemetry history's bound, checked: at least one point, an age that fits.
+    pub fn series_limits(&self) -> Result<crate::state::series::Limits, StateSpecError> {
+        if self.series_max_points == 0 {
+            return Err(StateSpecError("`state.seriesMaxPoints` must be at least 1".into()));
+        }
+        let max_age_ms = match self.series_max_age_ms {
+            None => None,
+            Some(ms) => Some(
+                i64::try_from(ms)
+                    .map_err(|_| StateSpecError(format!("`state.seriesMaxAgeMs` {ms} is more than any time span")))?,
+            ),
+        };
+        Ok(crate::state::series::Limits { max_points: self.series_max_points, max_age_ms })
+    }
+}
+
+/// A `[state]` setting out of range, naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("sluice.toml: {0}")]
+pub struct StateSpecError(pub String);
+
+fn default_series_max_points() -> usize {
+    sluice_sdk::series::Limits::default().max_points
 }
 
 fn default_checkpoint_ms() -> u64 {
@@ -226,6 +265,18 @@ mod tests {
             matches!(&config.connectors["alerts"], ConnectorSpec { kind: ConnectorKind::Mqtt(c), .. } if c.username.as_deref() == Some("u"))
         );
         assert_eq!(config.state.checkpoint_ms, 1000);
+        assert_eq!(config.state.series_limits().unwrap(), crate::state::series::Limits::default());
+    }
+
+    #[test]
+    fn telemetry_history_bounds() {
+        let config = Config::parse("[state]\nseriesMaxPoints = 50\nseriesMaxAgeMs = 3600000\n").unwrap();
+        let limits = config.state.series_limits().unwrap();
+        assert_eq!((limits.max_points, limits.max_age_ms), (50, Some(3_600_000)));
+        let zero = Config::parse("[state]\nseriesMaxPoints = 0\n").unwrap();
+        assert!(zero.state.series_limits().unwrap_err().to_string().contains("state.seriesMaxPoints"));
+        let negative = Config::parse("[state]\nseriesMaxAgeMs = -1\n").unwrap_err();
+        assert!(negative.contains("seriesMaxAgeMs"), "{negative}");
     }
 
     #[test]

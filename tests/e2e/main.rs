@@ -15,6 +15,7 @@ mod nodes_actions;
 mod nodes_decoder;
 mod nodes_enrich;
 mod nodes_filters;
+mod nodes_history;
 mod nodes_script;
 mod nodes_tb;
 mod nodes_timers;

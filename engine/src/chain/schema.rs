@@ -24,6 +24,7 @@ pub const BUILT_IN_RULES: &[&str] = &[
     "device-profile",
     "expression-filter",
     "generator",
+    "get-telemetry",
     "group-deviation",
     "json-decoder",
     "kafka-action",

@@ -17,6 +17,7 @@ pub mod emit;
 pub mod log;
 pub mod msg;
 pub mod sandbox;
+pub mod series;
 pub mod state;
 pub mod table;
 pub mod timer;
@@ -129,7 +130,7 @@ impl HostState {
         }
     }
 
-    /// The projection of state, tables and timers: the node's state, and the call (its
+    /// The projection of state, tables, series and timers: the node's state, and the call (its
     /// partition owns what is written; a read is staged in it).
     fn keyed(&mut self) -> (&NodeHandles, &mut Call) {
         (&self.state, &mut self.call)
@@ -162,6 +163,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     msg::add_to_linker(linker, |s: &mut HostState| &mut s.call)?;
     state::add_to_linker(linker, HostState::keyed)?;
     table::add_to_linker(linker, HostState::keyed)?;
+    series::add_to_linker(linker, HostState::keyed)?;
     timer::add_to_linker(linker, HostState::keyed)?;
     window::add_to_linker(linker, HostState::windows)?;
     action::add_to_linker(linker, HostState::actions)?;

@@ -41,6 +41,8 @@ pub const HOST_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("table_get", &[I32, I32, I32, I32], &[I64]),
     ("table_put", &[I32, I32, I32, I32, I32, I32], &[]),
     ("table_delete", &[I32, I32, I32, I32], &[]),
+    ("series_append", &[I32, I32, I32, I32, I32, I32], &[I32]),
+    ("series_query", &[I32, I32, I32, I32, I32, I32], &[I64]),
     ("timer_set", &[I32, I32, I64], &[]),
     ("timer_cancel", &[I32, I32], &[]),
     ("action_call", &[I32, I32], &[I64]),

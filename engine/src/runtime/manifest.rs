@@ -3,7 +3,7 @@
 //! Three sources, each the honest one for what it tells:
 //! - the **manifest** (custom section `sluice:manifest`, written by the SDK's attributes from the
 //!   rule's code): the description and the relations the node emits;
-//! - the **imports**: the host capabilities the module uses (state, windows, tables, timers,
+//! - the **imports**: the host capabilities the module uses (state, windows, tables, series, timers,
 //!   actions). They are what the module can actually call, for any guest — WAT included — so
 //!   the loader's "uses actions but has no connector" check reads them, not the manifest;
 //! - the export **`sluice_config_schema`**: the config's JSON Schema, which `schemars` builds when
@@ -22,6 +22,7 @@ pub const CAPABILITIES: &[(&str, &[&str])] = &[
     ("state", &["state_get", "state_put", "state_delete"]),
     ("windows", &["window_define", "window_add", "window_item", "window_fold_get", "window_fold_put", "watermark"]),
     ("tables", &["table_get", "table_put", "table_delete"]),
+    ("series", &["series_append", "series_query"]),
     ("timers", &["timer_set", "timer_cancel"]),
     ("actions", &["action_call"]),
 ];

@@ -9,7 +9,7 @@
 //! checkpoints).
 //!
 //! What a checkpoint holds: each node's windows (per window definition), each node's keyed
-//! state, the tables, and the source's position and watermarks. Restoring it and replaying the
+//! state, the tables, the telemetry histories, and the source's position and watermarks. Restoring it and replaying the
 //! input from that position gives the same results as a run that never stopped; results already
 //! written after the checkpoint are written again, with the same deterministic ids.
 
@@ -29,8 +29,11 @@ const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("windows");
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
 const TIMERS: TableDefinition<&str, i64> = TableDefinition::new("timers");
-/// The partition of each owned entry of `kv` (`k` + key), `timers` (`t` + key) and `tables`
-/// (`b` + key); windows carry theirs inside. Entries not listed are unowned (older checkpoints).
+/// Telemetry histories: `series\0entity` → the entity's keys and their points (JSON).
+const SERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("series");
+/// The partition of each owned entry of `kv` (`k` + key), `timers` (`t` + key), `tables`
+/// (`b` + key) and `series` (`s` + key); windows carry theirs inside. Entries not listed are
+/// unowned (older checkpoints).
 const OWNERS: TableDefinition<&[u8], u32> = TableDefinition::new("owners");
 
 /// Where the source was when the checkpoint was taken.
@@ -68,6 +71,7 @@ pub struct Captured {
     kv: Vec<(Vec<u8>, Vec<u8>)>,
     timers: Vec<(String, i64)>,
     tables: Vec<(String, Vec<u8>)>,
+    series: Vec<(String, Vec<u8>)>,
     owners: Vec<(Vec<u8>, Owner)>,
     /// The state of the source partitions the source asked for, taken at the same instant
     /// (for the Kafka source's changelog).
@@ -116,6 +120,15 @@ impl Captured {
                 captured.tables.push((key, serde_json::to_vec(&v)?));
             }
         }
+        for (name, entities) in state.series().snapshot() {
+            for (entity, (keys, owner)) in entities {
+                let key = format!("{name}\0{entity}");
+                if owner != UNOWNED {
+                    captured.owners.push((owner_key(b's', key.as_bytes()), owner));
+                }
+                captured.series.push((key, serde_json::to_vec(&keys)?));
+            }
+        }
         Ok(captured)
     }
 }
@@ -149,7 +162,7 @@ impl Checkpoints {
     /// Writes a captured checkpoint, replacing the previous one atomically.
     pub fn write(&self, captured: &Captured) -> Result<(), CheckpointError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        for def in [WINDOWS, TABLES] {
+        for def in [WINDOWS, TABLES, SERIES] {
             txn.delete_table(def).map_err(|e| self.err(e))?;
         }
         txn.delete_table(KV).map_err(|e| self.err(e))?;
@@ -173,6 +186,10 @@ impl Checkpoints {
             let mut tables = txn.open_table(TABLES).map_err(|e| self.err(e))?;
             for (key, value) in &captured.tables {
                 tables.insert(key.as_str(), value.as_slice()).map_err(|e| self.err(e))?;
+            }
+            let mut series = txn.open_table(SERIES).map_err(|e| self.err(e))?;
+            for (key, value) in &captured.series {
+                series.insert(key.as_str(), value.as_slice()).map_err(|e| self.err(e))?;
             }
             let mut owners = txn.open_table(OWNERS).map_err(|e| self.err(e))?;
             for (key, owner) in &captured.owners {
@@ -253,6 +270,17 @@ impl Checkpoints {
             }
             state.tables().restore(all);
         }
+        if let Ok(series) = txn.open_table(SERIES) {
+            let mut all: super::series::SeriesRows = Default::default();
+            for entry in series.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let owner = owner_of(b's', k.value().as_bytes());
+                let (name, entity) = k.value().split_once('\0').unwrap_or((k.value(), ""));
+                let keys = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+                all.entry(name.to_string()).or_default().insert(entity.to_string(), (keys, owner));
+            }
+            state.series().restore(all);
+        }
         Ok(())
     }
 }
@@ -290,6 +318,12 @@ mod tests {
         node.kv.put(b"old", b"v", UNOWNED);
         node.timers.set("tick", 99, 4);
         state.tables().put("registry", "d1", serde_json::json!({"region": "north"}), 4);
+        let point = |ts, v| sluice_sdk::series::KeyPoint {
+            key: "temperature".into(),
+            ts,
+            value: sluice_sdk::series::KvValue::Double(v),
+        };
+        state.series().append("timeseries", "DEVICE/d1", vec![point(20, 21.5), point(10, 20.0)], 4);
         let position = SourcePosition {
             source: "in.jsonl".into(),
             position: 42,
@@ -315,6 +349,8 @@ mod tests {
         assert_eq!(node.timers.take_due(100), vec![(99, "tick".to_string(), 4)]);
         assert_eq!(restored.tables().get("registry", "d1"), Some(serde_json::json!({"region": "north"})));
         assert_eq!(restored.tables().snapshot()["registry"]["d1"].1, 4, "owners survive a checkpoint");
+        assert_eq!(restored.series().snapshot(), state.series().snapshot(), "histories and their owners");
+        assert_eq!(restored.series().points(), 2);
         let closed = node.windows.lock()[0].due(i64::MAX);
         assert_eq!((closed[0].key.as_str(), closed[0].acc.sum, closed[0].owner), ("zone", 2.5, 4));
     }

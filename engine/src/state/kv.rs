@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::series::{Limits, Series};
 use super::table::Tables;
 use super::window::{Owner, WindowSpec, WindowStore};
 
@@ -184,6 +185,8 @@ pub struct NodeHandles {
     pub windows: NodeWindows,
     pub timers: NodeTimers,
     pub tables: Tables,
+    /// The chain's telemetry histories.
+    pub series: Series,
 }
 
 /// One node's state: keyed values, windows, timers.
@@ -194,6 +197,7 @@ type NodeEntry = (NodeState, NodeWindows, NodeTimers);
 pub struct StateStore {
     nodes: Arc<Mutex<HashMap<String, NodeEntry>>>,
     tables: Tables,
+    series: Series,
 }
 
 impl StateStore {
@@ -205,11 +209,20 @@ impl StateStore {
     pub fn node(&self, node: &str) -> NodeHandles {
         let mut nodes = self.lock();
         let (kv, windows, timers) = nodes.entry(node.to_string()).or_default().clone();
-        NodeHandles { kv, windows, timers, tables: self.tables.clone() }
+        NodeHandles { kv, windows, timers, tables: self.tables.clone(), series: self.series.clone() }
+    }
+
+    /// An empty store whose telemetry histories keep `limits` (`[state]` in `sluice.toml`).
+    pub fn with_series_limits(limits: Limits) -> Self {
+        StateStore { series: Series::new(limits), ..Default::default() }
     }
 
     pub fn tables(&self) -> &Tables {
         &self.tables
+    }
+
+    pub fn series(&self) -> &Series {
+        &self.series
     }
 
     /// Timers waiting to fire, over every node. A finite run stays alive while this is not zero

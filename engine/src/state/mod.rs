@@ -4,6 +4,7 @@
 //! - [`time`]: event time and watermarks (per source partition, combined as the minimum);
 //! - [`window`]: tumbling, hopping and session windows per key, with a grace period;
 //! - [`table`]: keyed latest-value tables shared by a chain's nodes (enrichment);
+//! - [`series`]: bounded telemetry histories the chain saved, queried by interval;
 //! - [`kv`]: plain keyed state of one node;
 //! - [`checkpoint`]: all of it, with the source position it reflects, in one redb transaction;
 //! - [`partition`]: one source partition's share of it, which moves on a rebalance.
@@ -13,8 +14,9 @@
 //!
 //! # Scale-out contract
 //!
-//! Every entry is keyed by (node id, window or table name, key). Several Sluice instances in one
-//! Kafka consumer group split the input partitions; each holds the state of the keys its
+//! Every entry is keyed by (node id, window or table name, key) — a telemetry history by
+//! (series, entity, key). Several Sluice instances in one Kafka consumer group split the input
+//! partitions; each holds the state of the keys its
 //! partitions carry. So a stateful node's key must be the partitioning key of its input (the
 //! message key, the originator by default), or the chain must re-key its input through a topic
 //! keyed by the node's key, as Kafka Streams' repartition topics do. Watermarks are tracked per
@@ -30,6 +32,7 @@
 pub mod checkpoint;
 pub mod kv;
 pub mod partition;
+pub mod series;
 pub mod table;
 pub mod time;
 pub mod window {

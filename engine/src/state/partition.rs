@@ -1,7 +1,8 @@
 //! One source partition's share of the state: what moves between instances when a consumer
 //! group rebalances.
 //!
-//! Every entry of every store — a key's windows, a node's keyed value, a timer, a table row —
+//! Every entry of every store — a key's windows, a node's keyed value, a timer, a table row, an
+//! entity's telemetry history —
 //! belongs to the source partition of the message that last wrote it (windows and timers pass
 //! their partition on to what they emit). When the scale-out contract holds (a stateful node
 //! keys by its input's partitioning key), a key's entries always come from one partition, so
@@ -34,6 +35,9 @@ pub struct PartitionState {
     /// Table → rows.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tables: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Series → entity → its telemetry histories.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub series: BTreeMap<String, BTreeMap<String, super::series::Keys>>,
 }
 
 impl PartitionState {
@@ -44,6 +48,7 @@ impl PartitionState {
             + self.kv.values().map(Vec::len).sum::<usize>()
             + self.timers.values().map(Vec::len).sum::<usize>()
             + self.tables.values().map(BTreeMap::len).sum::<usize>()
+            + self.series.values().map(BTreeMap::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -87,6 +92,13 @@ impl StateStore {
             for (key, (value, owner)) in rows {
                 if let Some(state) = out.get_mut(&owner) {
                     state.tables.entry(name.clone()).or_default().insert(key, value);
+                }
+            }
+        }
+        for (name, entities) in self.series().snapshot() {
+            for (entity, (keys, owner)) in entities {
+                if let Some(state) = out.get_mut(&owner) {
+                    state.series.entry(name.clone()).or_default().insert(entity, keys);
                 }
             }
         }
@@ -138,6 +150,12 @@ impl StateStore {
             .map(|(name, rows)| (name, rows.into_iter().map(|(k, v)| (k, (v, owner))).collect()))
             .collect();
         self.tables().restore(rows);
+        let series = state
+            .series
+            .into_iter()
+            .map(|(name, entities)| (name, entities.into_iter().map(|(e, keys)| (e, (keys, owner))).collect()))
+            .collect();
+        self.series().restore(series);
         Ok(())
     }
 
@@ -151,7 +169,7 @@ impl StateStore {
             dropped += handles.kv.drop_owner(owner);
             dropped += handles.timers.drop_owner(owner);
         }
-        dropped + self.tables().drop_owner(owner)
+        dropped + self.tables().drop_owner(owner) + self.series().drop_owner(owner)
     }
 }
 
@@ -187,13 +205,17 @@ mod tests {
         node.timers.set("dev-7", 99, 7);
         a.tables().put("registry", "dev-7", json!({"zone": "A"}), 7);
         a.tables().put("registry", "dev-8", json!({"zone": "B"}), 8);
+        let point =
+            |ts| sluice_sdk::series::KeyPoint { key: "t".into(), ts, value: sluice_sdk::series::KvValue::Long(ts) };
+        a.series().append("timeseries", "DEVICE/dev-7", vec![point(1), point(2)], 7);
+        a.series().append("timeseries", "DEVICE/dev-8", vec![point(3)], 8);
 
         let mut parts = a.split(&BTreeSet::from([7, 9]));
         assert!(parts[&9].is_empty(), "partition 9 owns nothing");
         let moved: PartitionState =
             serde_json::from_str(&serde_json::to_string(&parts.remove(&7).unwrap()).unwrap()).unwrap();
-        assert_eq!(moved.len(), 4);
-        assert_eq!(a.drop_owner(7), 4);
+        assert_eq!(moved.len(), 5);
+        assert_eq!(a.drop_owner(7), 5);
 
         let b = StateStore::default();
         b.absorb(7, moved).unwrap();
@@ -208,6 +230,8 @@ mod tests {
         assert_eq!(node_b.timers.take_due(100), vec![(99, "dev-7".to_string(), 7)]);
         assert_eq!(b.tables().get("registry", "dev-7"), Some(json!({"zone": "A"})));
         assert_eq!(b.tables().get("registry", "dev-8"), None);
+        assert_eq!(b.series().points(), 2, "dev-7's history moved, dev-8's did not");
+        assert_eq!(a.series().points(), 1);
 
         let left = a.node("avg");
         assert_eq!(left.kv.get(b"dev-7"), None);

@@ -229,23 +229,10 @@ pub fn round_half_up(v: f64, scale: u32) -> Result<f64> {
         .ok_or_else(|| Error::new(format!("cannot round {v}: not a finite number")))
 }
 
-/// Java's `Double.toString(d)`: `2.0`, `0.001`, `1.0E7`, `1.0E-4`.
+/// Java's `Double.toString(d)`: `2.0`, `0.001`, `1.0E7`, `1.0E-4`
+/// ([`sluice_sdk::java::double_text`]).
 pub fn java_double_text(d: f64) -> String {
-    if d.is_nan() {
-        return "NaN".into();
-    }
-    if d.is_infinite() {
-        return if d > 0.0 { "Infinity".into() } else { "-Infinity".into() };
-    }
-    let a = d.abs();
-    if a == 0.0 || (1e-3..1e7).contains(&a) {
-        let text = format!("{d:?}");
-        return if text.contains('.') { text } else { format!("{text}.0") };
-    }
-    let sci = format!("{d:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let mantissa = if mantissa.contains('.') { mantissa.to_string() } else { format!("{mantissa}.0") };
-    format!("{mantissa}E{exp}")
+    sluice_sdk::java::double_text(d)
 }
 
 pub struct MathNode {

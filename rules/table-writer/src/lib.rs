@@ -26,6 +26,19 @@
 //!   are merged key by key, recursively; any other value (and a non-object entry) is replaced.
 //! - `delete` (default none): `{"field": <path as for key>, "equals": "<text>"}` — when the
 //!   field's text equals `equals`, the entry is removed instead of written.
+//! - `series` (default none): also append the message's telemetry to the host's telemetry
+//!   history of that name (`timeseries` for ThingsBoard's save-timeseries), which
+//!   `get-telemetry` queries. The points are those ThingsBoard's `TbMsgTimeseriesNode.onMsg`
+//!   saves (`JsonConverter.convertToTelemetry`): every non-null field of a data object at the
+//!   message's metadata `ts` (`TbMsg.getMetaDataTs`, else the message `ts`), the fields of
+//!   `{"ts": …, "values": {…}}` at its own `ts`, or a list of either; typed as ThingsBoard types
+//!   them (integral → long, `1.5` → double, `"22.5"` → double, booleans, strings, JSON). They
+//!   belong to the originator (`DEVICE/name`), whatever `key` is. Data that is no telemetry (not
+//!   an object or a list of objects, or no value in it) adds no point, and the message is stored
+//!   and routed as without `series` — ThingsBoard's node would send it to `Failure` ("Msg body is
+//!   empty"), but the table write decides the route here, so that adding the history to a chain
+//!   changes no message's route (a REST answer `{}` saved after a call still goes on). Without
+//!   `series` the node never calls the history at all.
 use sluice_sdk::prelude::*;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -40,6 +53,8 @@ pub struct Config {
     pub merge: bool,
     #[serde(default)]
     pub delete: Option<DeleteWhen>,
+    #[serde(default)]
+    pub series: Option<String>,
 }
 
 /// When a message removes its entry instead of writing it.
@@ -80,6 +95,9 @@ impl Node for TableWriter {
                 }
             }
         }
+        if cfg.series.as_ref().is_some_and(|s| s.trim().is_empty()) {
+            bail_config!("series", "must name a series, or be left out");
+        }
         Ok(TableWriter { cfg })
     }
 
@@ -89,6 +107,12 @@ impl Node for TableWriter {
             _ => bail!("no table key: the message has no `{}`", path_name(&self.cfg.key)),
         };
         let deleting = self.cfg.delete.as_ref().is_some_and(|d| d.field.text(&msg).as_deref() == Some(&d.equals));
+        if let Some(name) = self.cfg.series.as_ref().filter(|_| !deleting) {
+            match series::telemetry_points(msg.data(), series::metadata_ts(&msg)) {
+                Ok(points) => series::append(name, &series::entity_of(msg.originator()), &points)?,
+                Err(e) => log::debug(&format!("no telemetry history point: {e}")),
+            }
+        }
         if deleting {
             table::delete(&self.cfg.table, &key);
         } else {
@@ -339,6 +363,54 @@ mod tests {
         Ok(())
     }
 
+    /// `TbMsgTimeseriesNode.onMsg` → `JsonConverter.convertToTelemetry`: each field at the
+    /// metadata ts (`getMetaDataTs`), `{"ts", "values"}` at its own ts, lists of both.
+    #[test]
+    fn series_appends_the_telemetry_thingsboard_saves() -> Result<()> {
+        use sluice_sdk::series::{KvValue, Point};
+        let mut d = driver(r#"{"table": "timeseries", "merge": true, "series": "timeseries"}"#);
+        let msg = Msg::telemetry("th-1", json!({"temperature": 21.5, "count": 3, "label": "on", "gone": null}))
+            .with_ts(1_000);
+        assert_eq!(d.send(msg)?.relations(), ["Success"]);
+        // The table is written as before.
+        assert_eq!(read(&mut d, "timeseries", "th-1")["label"], json!("on"));
+        let msg = Msg::telemetry("th-1", json!({"temperature": "22"})).with_ts(2_000).with_meta("ts", "1500");
+        d.send(msg)?;
+        let list = json!([{"ts": 3_000, "values": {"temperature": 23.0}}, {"count": 4}]);
+        d.send(Msg::telemetry("th-1", list).with_ts(2_500))?;
+        assert_eq!(
+            d.series("timeseries", "DEVICE/th-1", "temperature"),
+            [
+                Point { ts: 1_000, value: KvValue::Double(21.5) },
+                Point { ts: 1_500, value: KvValue::Long(22) },
+                Point { ts: 3_000, value: KvValue::Double(23.0) },
+            ]
+        );
+        assert_eq!(
+            d.series("timeseries", "DEVICE/th-1", "count"),
+            [Point { ts: 1_000, value: KvValue::Long(3) }, Point { ts: 2_500, value: KvValue::Long(4) }]
+        );
+        assert!(d.series("timeseries", "DEVICE/th-1", "gone").is_empty(), "null is not saved");
+        Ok(())
+    }
+
+    #[test]
+    fn what_is_not_telemetry_adds_no_point_and_keeps_its_route() -> Result<()> {
+        let mut d = driver(r#"{"table": "timeseries", "series": "timeseries"}"#);
+        for data in [json!(5), json!({}), json!([1]), json!({"ts": 1, "values": 2})] {
+            let out = d.send(Msg::telemetry("th-1", data.clone()))?;
+            assert_eq!(out.relations(), ["Success"], "{data}");
+            assert_eq!(read(&mut d, "timeseries", "th-1"), data, "the table is written as without `series`");
+        }
+        assert!(d.series("timeseries", "DEVICE/th-1", "ts").is_empty());
+        assert!(d.series("timeseries", "DEVICE/th-1", "values").is_empty());
+        // Without `series`, nothing is appended.
+        let mut d = driver(r#"{"table": "timeseries"}"#);
+        d.send(Msg::telemetry("th-1", json!({"t": 1})))?;
+        assert!(d.series("timeseries", "DEVICE/th-1", "t").is_empty());
+        Ok(())
+    }
+
     #[test]
     fn bad_config_names_the_field() {
         let error = |text: &str| TestDriver::node_from_json::<TableWriter>(text).err().expect(text);
@@ -349,6 +421,7 @@ mod tests {
         assert_eq!(error(r#"{"table": "t", "delete": {"field": "data.op"}}"#).field, "delete.equals");
         assert_eq!(error(r#"{"table": "t", "colour": 1}"#).field, "colour");
         assert!(error(r#"{"table": " "}"#).message.contains("`table`"));
+        assert!(error(r#"{"table": "t", "series": ""}"#).message.contains("`series`"));
         assert!(error(r#"{"table": "t", "fields": []}"#).message.contains("`fields`"));
         assert!(error(r#"{"table": "t", "fields": ["a", "b..c"]}"#).message.contains("`fields[1]`"));
     }

@@ -298,3 +298,34 @@ fn action_calls_without_a_connector_do_not_extend_the_deadline() {
     }
     assert_eq!(ran.stats.node("guest").crashes, 2);
 }
+
+/// The telemetry history's functions answer a point list or a query that does not parse with an
+/// error the guest reads (a negative length), not a trap: this guest forwards its message on
+/// `True` only when both calls said so.
+const SERIES_GARBAGE: &str = r#"(module
+  (import "sluice" "series_append" (func $append (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "sluice" "series_query" (func $query (param i32 i32 i32 i32 i32 i32) (result i64)))
+  (import "sluice" "forward" (func $fwd (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "True")
+  (data (i32.const 32) "garbage")
+  (func (export "sluice_abi_version") (result i32) i32.const 2)
+  (func (export "sluice_reserve") (param i32) (result i32) i32.const 1024)
+  (func (export "sluice_init") (param i32) (result i32) i32.const 0)
+  (func (export "sluice_on_msg") (param $h i32) (result i32)
+    (if (i32.and
+          (i32.lt_s (call $append (i32.const 32) (i32.const 3) (i32.const 32) (i32.const 3) (i32.const 32) (i32.const 7)) (i32.const 0))
+          (i64.lt_s (call $query (i32.const 32) (i32.const 3) (i32.const 32) (i32.const 3) (i32.const 32) (i32.const 7)) (i64.const 0)))
+      (then (call $fwd (local.get $h) (i32.const 16) (i32.const 4))))
+    i32.const 0))"#;
+
+#[test]
+fn bad_series_arguments_are_errors_the_guest_reads_not_traps() {
+    let dir = ChainDir::new();
+    dir.write("guest.wat", SERIES_GARBAGE);
+    let path = dir.write_json("chain.json", &chain("guest.wat", json!({})));
+    let ran = crate::support::run_chain_file(&path, &[msg("1", json!({}))], 1);
+    assert_eq!(ran.output.len(), 1, "{:?}", ran.output);
+    assert_eq!(error_of(&ran.output[0]), "", "{:?}", ran.output[0]);
+    assert_eq!(ran.stats.node("guest").crashes, 0);
+}
