@@ -373,3 +373,33 @@ fn sluice_run_waits_for_delayed_messages() {
     assert_eq!(out, input, "both released, unchanged");
     assert!(took >= Duration::from_millis(300), "the run ended before the delay: {took:?}");
 }
+
+// ---------------------------------------------------------------- device profile
+
+/// A thermostat reports 31 once and goes quiet: ThingsBoard's periodic check
+/// (`TbDeviceProfileNode.harvestAlarms` → `AlarmRuleState.eval(ts, data)`: `duration + (ts -
+/// lastEventTs) > required`) raises "High Temperature" without a new message. Through the engine:
+/// the node's host timer fires once the 10 s are exceeded, the alarm carrying the reading's
+/// metadata (`lastMsgMetaData`) and starting at the reading's time (`dataSnapshot.getTs()`).
+#[test]
+fn device_profile_raises_a_duration_alarm_on_time() {
+    let above = json!([{"key": {"type": "TIME_SERIES", "key": "t"}, "valueType": "NUMERIC",
+        "predicate": {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": 30}}}]);
+    let config = json!({"alarms": [{"alarmType": "High Temperature", "createRules": {"CRITICAL":
+        {"condition": {"condition": above, "spec": {"type": "DURATION", "unit": "SECONDS", "predicate": {"defaultValue": 10}}}}}}]});
+    let chain = one_node("device-profile", config, &["Alarm Created"]);
+    let mut run = Timed::start(&chain, 1_000_000);
+    run.send(&reading("T-1", 5_000, "r1", 31.0));
+    assert!(run.settle().is_empty());
+    run.set_time(1_010_000);
+    assert!(run.settle().is_empty(), "10 s is not more than 10 s");
+    run.set_time(1_010_100);
+    let out = run.wait_for(1);
+    assert_eq!(out[0].msg_type, "ALARM");
+    assert_eq!(out[0].originator.name, "T-1");
+    assert_eq!(out[0].data["severity"], "CRITICAL");
+    assert_eq!(out[0].data["startTs"], 5_000);
+    assert_eq!(out[0].meta("seq"), Some("r1"));
+    run.set_time(1_100_000);
+    assert_eq!(run.stop().len(), 1, "raised once");
+}

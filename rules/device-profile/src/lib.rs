@@ -56,8 +56,13 @@
 //!   under the key `create-alarm` and `clear-alarm` use, with an id derived from the message
 //!   that raised it: it keeps its identity across restarts.
 //!
-//! Not done: evaluating `DURATION` on a timer without messages (ThingsBoard also re-checks
-//! periodically), schedules (alarms are always enabled), dynamic values from attributes,
+//! - **On time** (`harvestAlarms` → `AlarmRuleState.eval(ts, snapshot)`): a `DURATION` rule that
+//!   holds, not yet long enough, comes true without a new message once it has held longer than
+//!   its duration. ThingsBoard checks every minute; here a processing-time timer fires when the
+//!   duration is exceeded (the rule is evaluated at the data's time plus the clock's time since).
+//!   The alarm message carries the last message's metadata (`lastMsgMetaData`).
+//!
+//! Not done: schedules (alarms are always enabled), dynamic values from attributes,
 //! `ENTITY_FIELD` keys, and acknowledgement. Times are event times (the message's `ts`), not
 //! the wall clock, so a replay gives the same alarms.
 use std::collections::BTreeMap;
@@ -213,6 +218,23 @@ struct DeviceState {
     attributes: Map<String, Value>,
     /// alarm type → severity (or "clear") → state.
     rules: BTreeMap<String, BTreeMap<String, RuleState>>,
+    /// alarm type → the pending check of a DURATION rule that holds but not yet long enough.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    checks: BTreeMap<String, Check>,
+}
+
+/// A DURATION rule holds but not long enough yet: its timer re-evaluates it when it would
+/// (ThingsBoard's periodic `harvestAlarms`, `AlarmRuleState.eval(ts, snapshot)`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Check {
+    /// The data time when the timer was set, and the clock then: at the clock's `now`, the
+    /// rule is evaluated at `ts + (now - set_at)`.
+    ts: i64,
+    set_at: i64,
+    /// What the alarm message is made from (`lastMsgMetaData`), and the profile the rules came from.
+    originator: Originator,
+    metadata: Metadata,
+    device_type: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -391,6 +413,107 @@ fn condition_meta(rule: &AlarmRule, state: &RuleState, out: &mut Msg) {
     }
 }
 
+/// What an alarm message is made from: the device, the metadata it carries (the message's, or
+/// the device's last one for a timer, as `AlarmState.pushMsg` takes `lastMsgMetaData`), the id a
+/// new alarm's id derives from, and the time.
+struct Origin<'a> {
+    originator: &'a Originator,
+    metadata: &'a Metadata,
+    id: &'a str,
+    /// The alarm's time (the data's, or the timer's reckoning).
+    ts: i64,
+    /// The alarm message's `ts`.
+    msg_ts: i64,
+}
+
+fn alarm_msg(origin: &Origin, alarm: &Value, flags: &[&str]) -> Msg {
+    let mut out = Msg::new("ALARM", origin.originator.clone(), alarm.clone()).with_ts(origin.msg_ts);
+    out.set_metadata(origin.metadata.clone());
+    for flag in flags {
+        out.set_meta(*flag, "true");
+    }
+    out
+}
+
+/// A create rule holds (`AlarmState.calculateAlarmResult` / `pushMsg`): the alarm is created
+/// when there is none, else updated (same or more severe); a less severe rule leaves it alone.
+#[allow(clippy::too_many_arguments)]
+fn raise(
+    def: &AlarmDef,
+    severity: &str,
+    rule: &AlarmRule,
+    rule_state: &RuleState,
+    device: &DeviceState,
+    alarm_key: &str,
+    current: Option<Value>,
+    origin: &Origin,
+    out: &mut Outputs,
+) -> Result<()> {
+    let ts = origin.ts;
+    match current {
+        None => {
+            // `dataSnapshot.getTs()`: the time of the device's latest data.
+            let start = if device.ts > 0 { device.ts.min(ts) } else { ts };
+            let alarm = json!({
+                "id": {"entityType": "ALARM", "id": format!("alarm:{}", origin.id)},
+                "createdTime": ts,
+                "type": def.alarm_type, "name": def.alarm_type,
+                "originator": origin.originator,
+                "severity": severity,
+                "acknowledged": false, "cleared": false, "status": "ACTIVE_UNACK",
+                "startTs": start, "endTs": start, "ackTs": 0, "clearTs": 0,
+                "details": details(rule, device, None),
+                "propagate": def.propagate, "propagateToOwner": def.propagate_to_owner,
+                "propagateToTenant": def.propagate_to_tenant,
+                "propagateRelationTypes": def.propagate_relation_types.clone().unwrap_or_default(),
+            });
+            table::put(ALARMS, alarm_key, &alarm)?;
+            let mut m = alarm_msg(origin, &alarm, &["isNewAlarm"]);
+            condition_meta(rule, rule_state, &mut m);
+            out.emit("Alarm Created", m);
+        }
+        Some(mut alarm) => {
+            let old = alarm["severity"].as_str().unwrap_or("INDETERMINATE").to_string();
+            let rank = |s: &str| SEVERITIES.iter().position(|x| *x == s).unwrap_or(SEVERITIES.len());
+            // A less severe rule does not touch the alarm (`calculateAlarmResult`).
+            if rank(severity) <= rank(&old) {
+                alarm["endTs"] = json!(ts);
+                alarm["details"] = details(rule, device, alarm.get("details"));
+                alarm["severity"] = json!(severity);
+                table::put(ALARMS, alarm_key, &alarm)?;
+                let (relation, flags): (&str, &[&str]) = if severity == old {
+                    ("Alarm Updated", &["isExistingAlarm"])
+                } else {
+                    ("Alarm Severity Updated", &["isExistingAlarm", "isSeverityUpdated"])
+                };
+                let mut m = alarm_msg(origin, &alarm, flags);
+                condition_meta(rule, rule_state, &mut m);
+                out.emit(relation, m);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The time a DURATION rule still needs before it holds (`resolveRequiredDurationInMs` minus
+/// what it has held), when it has started holding and does not hold yet. (One that holds
+/// already raised its alarm; ThingsBoard's minute check would also push an `Alarm Updated`
+/// every minute while it holds, which is left to the device's messages here.)
+fn remaining(rule: &AlarmRule, state: &RuleState) -> Option<i64> {
+    let spec = rule.condition.spec.as_ref().filter(|s| s.kind == "DURATION")?;
+    let left = spec_amount(spec, &spec.value) * unit_ms(spec.unit.as_deref()) - state.duration;
+    (state.last_event_ts > 0 && left >= 0).then_some(left)
+}
+
+/// Between a device's state key and an alarm type in a timer's key (a character neither
+/// ThingsBoard names nor alarm types use).
+const TIMER_SEP: char = '\u{1f}';
+
+/// The timer of a device's alarm type: `<entity type>/<name>␟<alarm type>`.
+fn timer_key(state_key: &str, alarm_type: &str) -> String {
+    format!("{state_key}{TIMER_SEP}{alarm_type}")
+}
+
 pub struct DeviceProfile {
     config: Config,
 }
@@ -399,26 +522,21 @@ impl DeviceProfile {
     /// The alarm rules that apply to `msg`'s device: `alarms`, or the profile its `deviceType`
     /// names, else the default profile, else the only profile when the message names none.
     fn alarms_for(&self, msg: &Msg) -> &[AlarmDef] {
+        self.alarms_of(msg.meta("deviceType"))
+    }
+
+    /// [`DeviceProfile::alarms_for`] a message whose `deviceType` is `device_type`.
+    fn alarms_of(&self, device_type: Option<&str>) -> &[AlarmDef] {
         let profiles = &self.config.profiles;
         if profiles.is_empty() {
             return &self.config.alarms;
         }
-        let device_type = msg.meta("deviceType");
         let named = device_type.and_then(|t| profiles.iter().find(|p| p.name == t));
         let chosen = named.or_else(|| profiles.iter().find(|p| p.default)).or_else(|| match profiles.as_slice() {
             [only] if device_type.is_none() => Some(only),
             _ => None,
         });
         chosen.map_or(&[], |p| &p.alarms)
-    }
-
-    fn alarm_msg(incoming: &Msg, alarm: &Value, flags: &[&str]) -> Msg {
-        let mut out = Msg::new("ALARM", incoming.originator().clone(), alarm.clone()).with_ts(incoming.ts());
-        out.set_metadata(incoming.metadata().clone());
-        for flag in flags {
-            out.set_meta(*flag, "true");
-        }
-        out
     }
 }
 
@@ -529,46 +647,14 @@ impl Node for DeviceProfile {
                 }
                 if let Some((severity, rule, rule_state)) = raised {
                     states.insert("clear".into(), RuleState::default());
-                    match current.take() {
-                        None => {
-                            let alarm = json!({
-                                "id": {"entityType": "ALARM", "id": format!("alarm:{}", msg.id())},
-                                "createdTime": ts,
-                                "type": def.alarm_type, "name": def.alarm_type,
-                                "originator": originator,
-                                "severity": severity,
-                                "acknowledged": false, "cleared": false, "status": "ACTIVE_UNACK",
-                                "startTs": ts, "endTs": ts, "ackTs": 0, "clearTs": 0,
-                                "details": details(rule, &device, None),
-                                "propagate": def.propagate, "propagateToOwner": def.propagate_to_owner,
-                                "propagateToTenant": def.propagate_to_tenant,
-                                "propagateRelationTypes": def.propagate_relation_types.clone().unwrap_or_default(),
-                            });
-                            table::put(ALARMS, &alarm_key, &alarm)?;
-                            let mut m = Self::alarm_msg(&msg, &alarm, &["isNewAlarm"]);
-                            condition_meta(rule, &rule_state, &mut m);
-                            out.emit("Alarm Created", m);
-                        }
-                        Some(mut alarm) => {
-                            let old = alarm["severity"].as_str().unwrap_or("INDETERMINATE").to_string();
-                            let rank = |s: &str| SEVERITIES.iter().position(|x| *x == s).unwrap_or(SEVERITIES.len());
-                            // A less severe rule does not touch the alarm (`calculateAlarmResult`).
-                            if rank(severity) <= rank(&old) {
-                                alarm["endTs"] = json!(ts);
-                                alarm["details"] = details(rule, &device, alarm.get("details"));
-                                alarm["severity"] = json!(severity);
-                                table::put(ALARMS, &alarm_key, &alarm)?;
-                                let (relation, flags): (&str, &[&str]) = if severity == old {
-                                    ("Alarm Updated", &["isExistingAlarm"])
-                                } else {
-                                    ("Alarm Severity Updated", &["isExistingAlarm", "isSeverityUpdated"])
-                                };
-                                let mut m = Self::alarm_msg(&msg, &alarm, flags);
-                                condition_meta(rule, &rule_state, &mut m);
-                                out.emit(relation, m);
-                            }
-                        }
-                    }
+                    let origin = Origin {
+                        originator: &originator,
+                        metadata: msg.metadata(),
+                        id: msg.id(),
+                        ts,
+                        msg_ts: msg.ts(),
+                    };
+                    raise(def, severity, rule, &rule_state, &device, &alarm_key, current.take(), &origin, out)?;
                 } else if let (Some(mut alarm), Some(rule)) = (current, def.clear_rule.as_ref())
                     && touches(rule, &ts_keys, &attr_keys)
                 {
@@ -583,7 +669,14 @@ impl Node for DeviceProfile {
                             alarm["endTs"] = json!(ts);
                             alarm["details"] = details(rule, &device, alarm.get("details"));
                             table::put(ALARMS, &alarm_key, &alarm)?;
-                            let mut m = Self::alarm_msg(&msg, &alarm, &["isClearedAlarm"]);
+                            let origin = Origin {
+                                originator: &originator,
+                                metadata: msg.metadata(),
+                                id: msg.id(),
+                                ts,
+                                msg_ts: msg.ts(),
+                            };
+                            let mut m = alarm_msg(&origin, &alarm, &["isClearedAlarm"]);
                             condition_meta(rule, &rule_state, &mut m);
                             out.emit("Alarm Cleared", m);
                         }
@@ -591,10 +684,79 @@ impl Node for DeviceProfile {
                         Eval::NotYet => {}
                     }
                 }
+                // A DURATION rule that holds, not yet long enough: a timer for when it would.
+                let wait =
+                    def.create_rules.iter().filter_map(|(severity, rule)| remaining(rule, states.get(severity)?)).min();
+                let key = timer_key(&state_key, &def.alarm_type);
+                match wait {
+                    Some(wait) => {
+                        let now = clock::now_ms();
+                        timer::set(&key, now.saturating_add(wait.max(0)).saturating_add(1));
+                        let check = Check {
+                            ts,
+                            set_at: now,
+                            originator: originator.clone(),
+                            metadata: msg.metadata().clone(),
+                            device_type: msg.meta("deviceType").map(str::to_string),
+                        };
+                        device.checks.insert(def.alarm_type.clone(), check);
+                    }
+                    None => {
+                        if device.checks.remove(&def.alarm_type).is_some() {
+                            timer::cancel(&key);
+                        }
+                    }
+                }
                 device.rules.insert(def.alarm_type.clone(), states);
             }
         }
         state::put_json(&state_key, &device)?;
+        Ok(())
+    }
+
+    /// A DURATION rule's check is due: as ThingsBoard's periodic `harvestAlarms` →
+    /// `AlarmState.process(ctx, ts)` → `AlarmRuleState.eval(ts, snapshot)`, only DURATION rules
+    /// can come true without data: one that started holding at `lastEventTs` holds at `ts` when
+    /// `duration + (ts - lastEventTs)` exceeds its duration. The alarm message carries the last
+    /// message's metadata and `alarmConditionDuration` as stored (`eval(ts)` does not update
+    /// the rule's state; neither does this).
+    fn on_timer(&mut self, timer: Timer, out: &mut Outputs) -> Result<()> {
+        let Some((state_key, alarm_type)) = timer.key.rsplit_once(TIMER_SEP) else { return Ok(()) };
+        let Some(mut device) = state::get_json::<DeviceState>(state_key)? else { return Ok(()) };
+        let Some(check) = device.checks.remove(alarm_type) else { return Ok(()) };
+        let alarms = self.alarms_of(check.device_type.as_deref());
+        let Some(def) = alarms.iter().find(|d| d.alarm_type == alarm_type) else {
+            state::put_json(state_key, &device)?;
+            return Ok(());
+        };
+        let ts = check.ts.saturating_add(timer.now.saturating_sub(check.set_at).max(0));
+        let alarm_key = format!("{}/{}/{}", check.originator.entity_type, check.originator.name, def.alarm_type);
+        let current = table::get::<Value>(ALARMS, &alarm_key)?.filter(|a| a["cleared"] != json!(true));
+        let mut states = device.rules.remove(alarm_type).unwrap_or_default();
+        let mut raised = None;
+        let mut wait: Option<i64> = None;
+        for severity in SEVERITIES {
+            let Some(rule) = def.create_rules.get(*severity) else { continue };
+            let Some(state) = states.get(*severity) else { continue };
+            let Some(left) = remaining(rule, state) else { continue };
+            let held = ts - state.last_event_ts;
+            if held > left {
+                raised = Some((*severity, rule, *state));
+                break;
+            }
+            wait = Some(wait.map_or(left - held, |w| w.min(left - held)));
+        }
+        if let Some((severity, rule, rule_state)) = raised {
+            states.insert("clear".into(), RuleState::default());
+            let origin =
+                Origin { originator: &check.originator, metadata: &check.metadata, id: &timer.id, ts, msg_ts: ts };
+            raise(def, severity, rule, &rule_state, &device, &alarm_key, current, &origin, out)?;
+        } else if let Some(wait) = wait {
+            timer::set(&timer.key, timer.now.saturating_add(wait.max(0)).saturating_add(1));
+            device.checks.insert(alarm_type.to_string(), check);
+        }
+        device.rules.insert(alarm_type.to_string(), states);
+        state::put_json(state_key, &device)?;
         Ok(())
     }
 }
@@ -735,5 +897,67 @@ mod tests {
             json!({"profiles": [{"name": "a", "alarms": [{"alarmType": "x", "createRules": {"HUGE": {"condition": {"condition": []}}}}]}]}),
         );
         assert!(bad.contains("profiles[0].alarms[0].createRules.HUGE"), "{bad}");
+    }
+
+    /// CRITICAL while `temperature > 30` for more than 10 s; cleared at `<= 25`.
+    fn duration_only() -> Value {
+        json!({"alarms": [{"alarmType": "High Temperature",
+            "createRules": {"CRITICAL": {"condition": {"condition": [{"key": {"type": "TIME_SERIES", "key": "temperature"},
+                "predicate": {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": 30}}}],
+                "spec": {"type": "DURATION", "unit": "SECONDS", "predicate": {"defaultValue": 10}}}}},
+            "clearRule": {"condition": {"condition": [{"key": {"type": "TIME_SERIES", "key": "temperature"},
+                "predicate": {"type": "NUMERIC", "operation": "LESS_OR_EQUAL", "value": {"defaultValue": 25}}}],
+                "spec": {"type": "SIMPLE"}}}}]})
+    }
+
+    /// A device that reports once above the threshold and then goes quiet: ThingsBoard's
+    /// periodic check (`TbDeviceProfileNode.harvestAlarms` → `AlarmRuleState.eval(ts, data)`:
+    /// `duration + (ts - lastEventTs) > required`) raises the alarm without a new message. Here
+    /// a timer fires when the duration is exceeded; the alarm starts at the data's time
+    /// (`dataSnapshot.getTs()`), carries the last message's metadata and the stored
+    /// `alarmConditionDuration` (0: `eval(ts)` does not update the state).
+    #[test]
+    fn a_duration_rule_comes_true_on_time_without_a_message() -> Result<()> {
+        let mut d = TestDriver::node_from_json::<DeviceProfile>(&duration_only().to_string()).unwrap().at(100_000);
+        let first = t("a", 1_000, 31.0).with_meta("deviceType", "thermostat");
+        assert_eq!(d.send(first)?.relations(), ["Success"]);
+        assert!(d.advance_to(110_000)?.outputs.is_empty(), "10 s is not more than 10 s");
+        let out = d.advance_to(110_001)?;
+        assert_eq!(out.relations(), ["Alarm Created"]);
+        let alarm = out.messages()[0];
+        assert_eq!(alarm.originator().name, "T-1");
+        assert_eq!(alarm.data()["severity"], "CRITICAL");
+        assert_eq!(alarm.data()["startTs"], 1_000);
+        assert_eq!(alarm.meta("deviceType"), Some("thermostat"));
+        assert_eq!(alarm.meta("isNewAlarm"), Some("true"));
+        assert_eq!(alarm.meta("alarmConditionDuration"), Some("0"));
+        let id = alarm.data()["id"]["id"].clone();
+        assert!(d.advance_to(200_000)?.outputs.is_empty(), "raised once");
+        // The clear rule clears the alarm the timer raised.
+        d.set_time(200_000);
+        let out = d.send(t("b", 2_000, 20.0))?;
+        assert_eq!(out.relations(), ["Success", "Alarm Cleared"]);
+        assert_eq!(out.messages()[1].data()["id"]["id"], id);
+        Ok(())
+    }
+
+    /// A reading that breaks the condition resets the rule (`evalDuration` → FALSE →
+    /// `clearAlarmState`): the pending check is dropped and nothing is raised later; a later
+    /// reading that holds moves the check to its own reckoning.
+    #[test]
+    fn a_broken_condition_cancels_the_check() -> Result<()> {
+        let mut d = TestDriver::node_from_json::<DeviceProfile>(&duration_only().to_string()).unwrap().at(0);
+        d.send(t("a", 1_000, 31.0))?;
+        d.set_time(5_000);
+        d.send(t("b", 5_000, 20.0))?;
+        assert!(d.advance_to(60_000)?.outputs.is_empty());
+        // Held from 61 000 (data time) / 61 000 (clock); 70 000: 9 s more; due at 71 001.
+        d.set_time(61_000);
+        d.send(t("c", 61_000, 35.0))?;
+        d.set_time(70_000);
+        assert_eq!(d.send(t("d", 70_000, 36.0))?.relations(), ["Success"]);
+        assert!(d.advance_to(71_000)?.outputs.is_empty());
+        assert_eq!(d.advance_to(71_001)?.relations(), ["Alarm Created"]);
+        Ok(())
     }
 }
