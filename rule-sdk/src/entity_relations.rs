@@ -42,27 +42,46 @@ use crate::{Originator, Result};
 /// The host table relations are kept in.
 pub const TABLE: &str = "relations";
 
-/// An entity, as Sluice names one: its type and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An entity, as Sluice names one: its type and name. Its ThingsBoard id, when known (an
+/// originator that carries one, a seeded relation that gives one), is carried along for
+/// `check-relation`'s `entityId`, but is not part of its identity: equality is type and name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entity {
     #[serde(rename = "entityType")]
     pub entity_type: String,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl PartialEq for Entity {
+    fn eq(&self, other: &Self) -> bool {
+        self.entity_type == other.entity_type && self.name == other.name
+    }
+}
+
+impl Eq for Entity {}
+
+impl std::hash::Hash for Entity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.entity_type.hash(state);
+        self.name.hash(state);
+    }
 }
 
 impl Entity {
     pub fn new(entity_type: impl Into<String>, name: impl Into<String>) -> Self {
-        Entity { entity_type: entity_type.into(), name: name.into() }
+        Entity { entity_type: entity_type.into(), name: name.into(), id: None }
     }
 
-    /// The message's originator as an entity (its id, if any, is not part of it).
+    /// The message's originator as an entity.
     pub fn of(originator: &Originator) -> Self {
-        Entity::new(originator.entity_type.clone(), originator.name.clone())
+        Entity { id: originator.id.clone(), ..Entity::new(originator.entity_type.clone(), originator.name.clone()) }
     }
 
-    /// This entity as an originator (without an id).
+    /// This entity as an originator.
     pub fn into_originator(self) -> Originator {
-        Originator { entity_type: self.entity_type, name: self.name, id: None }
+        Originator { entity_type: self.entity_type, name: self.name, id: self.id }
     }
 }
 
@@ -113,6 +132,18 @@ pub enum Direction {
     #[default]
     From,
     To,
+}
+
+/// The `(from, to)` of a relation between a configured `entity` and the message's `originator`,
+/// as ThingsBoard's relation nodes read their `direction`: `FROM` the entity to the originator,
+/// `TO` the entity from the originator (`TbAbstractRelationActionNode.processSingleSearchDirection`,
+/// `TbCheckRelationNode.processSingle`). Note that a relations *query*'s direction is the other
+/// way round: it is seen from the originator ([`RelationsQuery`]).
+pub fn oriented(direction: Direction, entity: Entity, originator: Entity) -> (Entity, Entity) {
+    match direction {
+        Direction::From => (entity, originator),
+        Direction::To => (originator, entity),
+    }
 }
 
 /// The row of `entity` (empty when it has no relations).
