@@ -19,6 +19,8 @@ pub(crate) const FAILURE: &str = "Failure";
 pub struct Imported {
     pub chains: Vec<ImportedChain>,
     pub report: Report,
+    /// `--relations`: the seed of the chains' relation table, written beside them.
+    pub relations: Option<crate::relations::Relations>,
 }
 
 /// One chain: its file name in the output directory and its content.
@@ -48,6 +50,8 @@ pub(crate) struct Names {
     pub chains: Vec<(String, String)>,
     /// `--link UUID=FILE`: the id → the file FILE's (first) chain becomes.
     pub links: BTreeMap<String, String>,
+    /// `--relations FILE`: entity ids it names resolve `entityId`s of node configurations.
+    pub relations: Option<crate::relations::Relations>,
 }
 
 /// How a link into another chain (a `TbRuleChainInputNode`, a 2.x `ruleChainConnections` entry)
@@ -141,7 +145,7 @@ impl std::str::FromStr for Link {
 }
 
 /// Reads `path` as JSON, with the line and column of a syntax error.
-fn read_json(path: &Path) -> Result<Value, ImportError> {
+pub(crate) fn read_json(path: &Path) -> Result<Value, ImportError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ImportError::new(path, ImportErrorKind::File(FileError::Io(e.to_string()))))?;
     serde_json::from_str(&text)
@@ -180,6 +184,18 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
 /// Imports `files`, linking chains by `links` (`--link`) where id and name do not: each link's
 /// file is imported too when it is not among `files`.
 pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Imported, ImportError> {
+    import_thingsboard_with(files, links, None)
+}
+
+/// Imports `files` as [`import_thingsboard_linked`] does and, with `relations` (`--relations`),
+/// the ThingsBoard entity relations of that file: every chain seeds its `relations` table from
+/// them ([`crate::relations`]).
+pub fn import_thingsboard_with(
+    files: &[PathBuf],
+    links: &[Link],
+    relations: Option<&Path>,
+) -> Result<Imported, ImportError> {
+    let relations = relations.map(crate::relations::Relations::read).transpose()?;
     let mut files = files.to_vec();
     for link in links {
         if !files.iter().any(|f| same_file(f, &link.file)) {
@@ -192,7 +208,7 @@ pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Im
         sources.push((file.clone(), classify(file, &value)?));
     }
     // Pass 1: names for every chain, ids of ThingsBoard chains, and the 1.x plugins by token.
-    let mut names = Names::default();
+    let mut names = Names { relations: relations.clone(), ..Names::default() };
     let mut out_names: Vec<Vec<String>> = Vec::new();
     let mut plugins: BTreeMap<String, legacy::Plugin> = BTreeMap::new();
     for (_, source) in &sources {
@@ -300,7 +316,25 @@ pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Im
             file_report.notes.push(legacy::plugin_note(plugin, used_tokens.contains(&plugin.token)));
         }
     }
-    Ok(Imported { chains, report })
+    if let Some(r) = &relations {
+        for chain in &mut chains {
+            let seed = sluice_core::spec::TableSpec { seed: crate::relations::SEED_FILE.into() };
+            chain.spec.tables.insert(crate::relations::TABLE.into(), seed);
+        }
+        report.files.push(FileReport {
+            file: r.file.display().to_string(),
+            shape: format!(
+                "ThingsBoard entity relations: {} relation(s) of {} entities → {}, the seed of every chain's `{}` table",
+                r.count,
+                r.rows.len(),
+                crate::relations::SEED_FILE,
+                crate::relations::TABLE
+            ),
+            notes: Vec::new(),
+            chains: Vec::new(),
+        });
+    }
+    Ok(Imported { chains, report, relations })
 }
 
 /// Whether `a` and `b` name the same file (as given, or once made canonical).
@@ -321,6 +355,11 @@ impl Imported {
             // The canonical form (`sluice fmt`'s), so that an imported chain diffs cleanly.
             let text = sluice_core::spec::canonical::canonical(&chain.spec).map_err(|e| fail(&path, &e))?;
             std::fs::write(&path, text).map_err(|e| fail(&path, &e))?;
+            written.push(path);
+        }
+        if let Some(relations) = &self.relations {
+            let path = dir.join(crate::relations::SEED_FILE);
+            std::fs::write(&path, relations.seed_text()).map_err(|e| fail(&path, &e))?;
             written.push(path);
         }
         Ok(written)

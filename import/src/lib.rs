@@ -27,6 +27,7 @@ mod error;
 mod fields;
 mod files;
 pub mod legacy;
+pub mod relations;
 mod report;
 mod secrets;
 pub mod thingsboard;
@@ -36,5 +37,6 @@ pub use error::{FileError, ImportError, ImportErrorKind};
 pub(crate) use files::{FAILURE, Names};
 pub use files::{
     Imported, ImportedChain, Link, LinkSyntaxError, LinkedBy, import_thingsboard, import_thingsboard_linked,
+    import_thingsboard_with,
 };
 pub use report::{ChainReport, FileReport, Finding, FindingKind, Report, UNRESOLVED_LINK};

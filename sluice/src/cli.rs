@@ -155,6 +155,11 @@ pub enum ImportCommand {
         /// them. Repeatable.
         #[arg(long = "link", value_name = "UUID=FILE")]
         links: Vec<sluice::import::Link>,
+        /// ThingsBoard entity relations (a JSON array of `EntityRelation`, each end with its
+        /// `name` beside or instead of its `id`): written as `relations.jsonl`, the seed of every
+        /// imported chain's `relations` table, which the relation nodes read.
+        #[arg(long, value_name = "FILE")]
+        relations: Option<PathBuf>,
     },
 }
 
@@ -293,8 +298,8 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Import(ImportCommand::Thingsboard { files, out, strict, links }) => {
-            import_thingsboard(&files, &links, &out, strict)
+        Command::Import(ImportCommand::Thingsboard { files, out, strict, links, relations }) => {
+            import_thingsboard(&files, &links, relations.as_deref(), &out, strict)
         }
         Command::Fmt { chains, check } => fmt_chains(&chains, check),
         Command::Diff { files, admin: Some(admin), token } => {
@@ -558,17 +563,19 @@ fn admin_call(admin: &AdminClient, method: &str, path: &str) -> anyhow::Result<i
 fn import_thingsboard(
     files: &[PathBuf],
     links: &[sluice::import::Link],
+    relations: Option<&Path>,
     out: &Path,
     strict: bool,
 ) -> anyhow::Result<i32> {
-    let imported = sluice::import::import_thingsboard_linked(files, links)?;
+    let imported = sluice::import::import_thingsboard_with(files, links, relations)?;
     print!("{}", imported.report);
     if strict && let Err(err) = imported.check_strict() {
         eprintln!("error: {err}");
         return Ok(1);
     }
     let written = imported.write(out)?;
-    eprintln!("wrote {} chain file(s) to {}", written.len(), out.display());
+    let chains = written.len() - usize::from(imported.relations.is_some());
+    eprintln!("wrote {chains} chain file(s) to {}", out.display());
     Ok(0)
 }
 

@@ -42,7 +42,13 @@ pub fn module_file_name(name: &str) -> String {
 
 impl<'r> Loader<'r> {
     pub fn new(runtime: &'r Runtime, module_dirs: Vec<PathBuf>) -> Self {
-        Loader { runtime, module_dirs, overrides: BTreeMap::new(), files_read: Default::default(), seeds: Default::default() }
+        Loader {
+            runtime,
+            module_dirs,
+            overrides: BTreeMap::new(),
+            files_read: Default::default(),
+            seeds: Default::default(),
+        }
     }
 
     /// Connectors that replace the chain's declarations of the same name (from `sluice.toml`).

@@ -60,7 +60,10 @@ impl TableSeed {
                 let message = strip_position(&e.to_string());
                 if e.is_syntax() || e.is_eof() {
                     // The syntax error says the line itself.
-                    LoadError::new(file, LoadErrorKind::File(FileError::Syntax { line: n, column: e.column(), message }))
+                    LoadError::new(
+                        file,
+                        LoadErrorKind::File(FileError::Syntax { line: n, column: e.column(), message }),
+                    )
                 } else {
                     at(FileError::Invalid(format!("expected {{\"key\": \"…\", \"value\": …}}: {message}")))
                 }
@@ -69,7 +72,9 @@ impl TableSeed {
                 return Err(at(FileError::Invalid("the key is empty".into())).field("key"));
             }
             if let Some(first) = lines.insert(row.key.clone(), n) {
-                return Err(at(FileError::Invalid(format!("key `{}` is already on line {first}", row.key))).field("key"));
+                return Err(
+                    at(FileError::Invalid(format!("key `{}` is already on line {first}", row.key))).field("key")
+                );
             }
             rows.push((row.key, row.value));
         }
@@ -126,6 +131,9 @@ mod tests {
             parse("{\"key\": \"a\", \"value\": 1}\n{\"key\": \"a\", \"value\": 2}").unwrap_err(),
             "seeds/relations.jsonl: line 2: field `key`: key `a` is already on line 1"
         );
-        assert_eq!(parse("{\"key\": \"\", \"value\": 2}").unwrap_err(), "seeds/relations.jsonl: line 1: field `key`: the key is empty");
+        assert_eq!(
+            parse("{\"key\": \"\", \"value\": 2}").unwrap_err(),
+            "seeds/relations.jsonl: line 1: field `key`: the key is empty"
+        );
     }
 }

@@ -247,7 +247,10 @@ mod tests {
                 "ASSET:Building A",
                 json!({"in": [link("Contains", "ASSET", "Site")], "out": [link("Contains", "DEVICE", "T-1")]}),
             ),
-            ("DEVICE:T-1", json!({"in": [link("Contains", "ASSET", "Building A")], "out": [link("Uses", "DEVICE", "Fan-1")]})),
+            (
+                "DEVICE:T-1",
+                json!({"in": [link("Contains", "ASSET", "Building A")], "out": [link("Uses", "DEVICE", "Fan-1")]}),
+            ),
             ("DEVICE:Fan-1", json!({"in": [link("Uses", "DEVICE", "T-1")]})),
         ];
         for (key, row) in rows {
@@ -289,7 +292,10 @@ mod tests {
     fn bad_config_names_the_field() {
         let error = |text: &str| TestDriver::node_from_json::<ChangeOriginator>(text).err().expect(text);
         assert!(error(r#"{"originatorSource": "RELATED"}"#).message.contains("`relationsQuery`"));
-        assert_eq!(error(r#"{"originatorSource": "RELATED", "relationsQuery": {"maxLevel": "x"}}"#).field, "relationsQuery.maxLevel");
+        assert_eq!(
+            error(r#"{"originatorSource": "RELATED", "relationsQuery": {"maxLevel": "x"}}"#).field,
+            "relationsQuery.maxLevel"
+        );
         let error = |text: &str| TestDriver::node_from_json::<ChangeOriginator>(text).err().expect(text);
         assert!(error(r#"{"entityType": "ASSET"}"#).message.contains("`name`"));
         assert_eq!(error(r#"{"name": "${open"}"#).field, "name");

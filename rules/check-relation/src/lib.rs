@@ -144,23 +144,30 @@ mod tests {
     #[test]
     fn single_entity_by_name_and_direction() {
         // TbCheckRelationNode.processSingle: FROM → from = the configured entity, to = the originator.
-        let mut d = seeded(r#"{"checkForSingleEntity": true, "direction": "FROM", "entityType": "ASSET",
-                               "entityName": "${b}", "relationType": "Contains"}"#);
+        let mut d = seeded(
+            r#"{"checkForSingleEntity": true, "direction": "FROM", "entityType": "ASSET",
+                               "entityName": "${b}", "relationType": "Contains"}"#,
+        );
         assert_eq!(check(&mut d, "T-1"), ["True"]);
         assert_eq!(check(&mut d, "T-2"), ["False"]);
         // The other direction, another type, another relation type: no.
-        let mut d = seeded(r#"{"direction": "TO", "entityType": "ASSET", "entityName": "Building A",
-                               "relationType": "Contains"}"#);
+        let mut d = seeded(
+            r#"{"direction": "TO", "entityType": "ASSET", "entityName": "Building A",
+                               "relationType": "Contains"}"#,
+        );
         assert_eq!(check(&mut d, "T-1"), ["False"]);
-        let mut d = seeded(r#"{"direction": "TO", "entityType": "DEVICE", "entityName": "Fan", "relationType": "Uses"}"#);
+        let mut d =
+            seeded(r#"{"direction": "TO", "entityType": "DEVICE", "entityName": "Fan", "relationType": "Uses"}"#);
         assert_eq!(check(&mut d, "T-1"), ["True"]);
     }
 
     #[test]
     fn single_entity_by_id_matches_relations_that_carry_it() {
-        let mut d = seeded(r#"{"direction": "FROM", "entityType": "ASSET", "entityId": "a-1", "relationType": "Contains"}"#);
+        let mut d =
+            seeded(r#"{"direction": "FROM", "entityType": "ASSET", "entityId": "a-1", "relationType": "Contains"}"#);
         assert_eq!(check(&mut d, "T-1"), ["True"]);
-        let mut d = seeded(r#"{"direction": "FROM", "entityType": "ASSET", "entityId": "a-2", "relationType": "Contains"}"#);
+        let mut d =
+            seeded(r#"{"direction": "FROM", "entityType": "ASSET", "entityId": "a-2", "relationType": "Contains"}"#);
         assert_eq!(check(&mut d, "T-1"), ["False"]);
     }
 

@@ -124,8 +124,10 @@ mod tests {
     #[test]
     fn from_the_entity_to_the_originator() -> Result<()> {
         // TbAbstractRelationActionNode.processSingleSearchDirection: FROM → from = entity, to = originator.
-        let mut d = driver(r#"{"direction": "FROM", "entityType": "ASSET", "entityNamePattern": "${building}",
-                               "relationType": "Contains"}"#);
+        let mut d = driver(
+            r#"{"direction": "FROM", "entityType": "ASSET", "entityNamePattern": "${building}",
+                               "relationType": "Contains"}"#,
+        );
         let out = d.send(reading("T-1", "Building A"))?;
         assert_eq!(out.relations(), ["Success"]);
         assert_eq!(out.messages(), [&reading("T-1", "Building A")]);
@@ -145,8 +147,10 @@ mod tests {
 
     #[test]
     fn to_the_entity_changing_the_originator() -> Result<()> {
-        let mut d = driver(r#"{"direction": "TO", "entityType": "ASSET", "entityNamePattern": "$[site]",
-                               "relationType": "LocatedIn", "changeOriginatorToRelatedEntity": true}"#);
+        let mut d = driver(
+            r#"{"direction": "TO", "entityType": "ASSET", "entityNamePattern": "$[site]",
+                               "relationType": "LocatedIn", "changeOriginatorToRelatedEntity": true}"#,
+        );
         let msg = Msg::telemetry("T-1", json!({"site": "Cape"})).with_id("m2");
         let out = d.send(msg.clone())?;
         let mut expected = msg;
@@ -189,7 +193,11 @@ mod tests {
         assert_eq!(error(r#"{"entityNamePattern": "x"}"#).field, "entityType");
         assert_eq!(error(r#"{"entityType": "ASSET"}"#).field, "entityNamePattern");
         assert!(error(r#"{"entityType": "", "entityNamePattern": "x"}"#).message.contains("`entityType`"));
-        assert!(error(r#"{"entityType": "ASSET", "entityNamePattern": "x", "relationType": " "}"#).message.contains("`relationType`"));
+        assert!(
+            error(r#"{"entityType": "ASSET", "entityNamePattern": "x", "relationType": " "}"#)
+                .message
+                .contains("`relationType`")
+        );
         assert_eq!(error(r#"{"entityType": "ASSET", "entityNamePattern": "x", "direction": "UP"}"#).field, "direction");
     }
 }

@@ -57,7 +57,10 @@ impl Node for DeleteRelation {
         }
         let single = if cfg.delete_for_single_entity {
             let Some(entity_type) = cfg.entity_type.clone().filter(|t| !t.trim().is_empty() && !t.contains(':')) else {
-                bail_config!("entityType", "must name an entity type such as ASSET when `deleteForSingleEntity` is set");
+                bail_config!(
+                    "entityType",
+                    "must name an entity type such as ASSET when `deleteForSingleEntity` is set"
+                );
             };
             let Some(name) = cfg.entity_name_pattern.clone() else {
                 bail_config!("entityNamePattern", "is required when `deleteForSingleEntity` is set");
@@ -106,8 +109,10 @@ mod tests {
     fn seeded(config: &str) -> TestDriver {
         let mut d = TestDriver::node_from_json::<DeleteRelation>(config).unwrap();
         let link = |t: &str, e: &str, n: &str| json!({"type": t, "entityType": e, "name": n});
-        d.put_table(relations::TABLE, "ASSET:Building A", &json!({"out": [link("Contains", "DEVICE", "T-1")]})).unwrap();
-        d.put_table(relations::TABLE, "ASSET:Building B", &json!({"out": [link("Contains", "DEVICE", "T-1")]})).unwrap();
+        d.put_table(relations::TABLE, "ASSET:Building A", &json!({"out": [link("Contains", "DEVICE", "T-1")]}))
+            .unwrap();
+        d.put_table(relations::TABLE, "ASSET:Building B", &json!({"out": [link("Contains", "DEVICE", "T-1")]}))
+            .unwrap();
         d.put_table(
             relations::TABLE,
             "DEVICE:T-1",
@@ -160,7 +165,9 @@ mod tests {
     fn bad_config_names_the_field() {
         let error = |text: &str| TestDriver::node_from_json::<DeleteRelation>(text).err().expect(text);
         assert!(error(r#"{"deleteForSingleEntity": true, "entityNamePattern": "x"}"#).message.contains("`entityType`"));
-        assert!(error(r#"{"deleteForSingleEntity": true, "entityType": "ASSET"}"#).message.contains("`entityNamePattern`"));
+        assert!(
+            error(r#"{"deleteForSingleEntity": true, "entityType": "ASSET"}"#).message.contains("`entityNamePattern`")
+        );
         assert!(error(r#"{"relationType": ""}"#).message.contains("`relationType`"));
     }
 }

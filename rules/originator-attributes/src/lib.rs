@@ -402,17 +402,17 @@ mod tests {
                          "related": {"direction": "FROM", "maxLevel": 1,
                                      "filters": [{"relationType": "Uses", "entityTypes": ["DEVICE"]}]}}"#;
         let link = json!({"out": [{"type": "Uses", "entityType": "DEVICE", "name": "Fan-1"}]});
-        let mut d = seeded(
-            config,
-            &[("timeseries", "Fan-1", json!({"windDirection": 42})), ("relations", "DEVICE:T-1", link)],
-        );
+        let mut d =
+            seeded(config, &[("timeseries", "Fan-1", json!({"windDirection": 42})), ("relations", "DEVICE:T-1", link)]);
         let out = d.send(event("T-1"))?;
         assert_eq!(out.messages(), [&event("T-1").with_meta("windDirection", "42")]);
         let out = d.send(event("T-2"))?;
         assert_eq!(out.relations(), ["Failure"]);
         assert_eq!(
             out.messages()[0].meta("error"),
-            Some("Failed to find related entity to message originator using relation query specified in the configuration!")
+            Some(
+                "Failed to find related entity to message originator using relation query specified in the configuration!"
+            )
         );
         Ok(())
     }
@@ -420,7 +420,9 @@ mod tests {
     #[test]
     fn bad_config_names_the_field() {
         let error = |text: &str| TestDriver::node_from_json::<OriginatorAttributes>(text).err().expect(text);
-        assert!(error(r#"{"table": "t", "attributes": ["a"], "key": "data.x", "related": {}}"#).message.contains("`key`"));
+        assert!(
+            error(r#"{"table": "t", "attributes": ["a"], "key": "data.x", "related": {}}"#).message.contains("`key`")
+        );
         let error = |text: &str| TestDriver::node_from_json::<OriginatorAttributes>(text).err().expect(text);
         assert_eq!(error(r#"{"table": "t"}"#).field, "attributes");
         assert_eq!(error(r#"{"attributes": ["a"]}"#).field, "table");
