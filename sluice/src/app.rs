@@ -190,8 +190,6 @@ pub async fn run(
             tracing::info!("the last checkpoint is complete, of another input, or --fresh: starting with empty state");
         }
     }
-    // Seeds go in after the checkpoint: a restored row wins over its seed.
-    crate::chain::seed::apply_all(&chain.seeds, state.tables());
     crate::flow::check_state(&runtime, &chain, &state)?;
 
     // Files: a fresh finite run starts them empty; anything else carries on.

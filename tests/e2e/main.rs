@@ -18,6 +18,7 @@ mod nodes_filters;
 mod nodes_script;
 mod nodes_tb;
 mod nodes_timers;
+mod relations;
 mod reload;
 mod runmode;
 mod scenarios;

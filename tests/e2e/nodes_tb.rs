@@ -501,7 +501,7 @@ fn a_device_profile_alarm_survives_kill_9() {
 }
 
 /// One HTTP/1.1 POST; the answer's status, or `None` when nobody answers yet.
-fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
+pub(crate) fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
