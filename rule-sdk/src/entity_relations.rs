@@ -273,7 +273,10 @@ impl RelationsQuery {
     }
 
     /// The first related entity (ThingsBoard's `EntitiesRelatedEntityIdAsyncLoader.findEntityAsync`:
-    /// `r.get(0).getTo()` searching FROM, `getFrom()` searching TO).
+    /// `r.get(0).getTo()` searching FROM, `getFrom()` searching TO). ThingsBoard collects the
+    /// relations in a `HashSet` (`BaseRelationService.findRelationsRecursively`), so which one is
+    /// first there is unspecified when several match; here it is the nearest level's earliest
+    /// created, which is stable across runs.
     pub fn first(&self, start: &Entity) -> Result<Option<Entity>> {
         Ok(self.find(start)?.into_iter().next())
     }
