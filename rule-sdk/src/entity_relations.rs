@@ -31,6 +31,13 @@
 //! worker, so this needs two originators relating to one entity concurrently. Seed relations
 //! that many originators share (`sluice import --relations`, a chain's `tables` seed) rather
 //! than creating them from concurrent traffic.
+//!
+//! # Partitions
+//! A table row belongs to the source partition whose message last wrote it, and moves with that
+//! partition when several instances share a Kafka topic (see the engine's `state::table`). A
+//! relation row written from messages of several partitions (an asset many devices relate to)
+//! follows only the last writer's; seeded rows belong to no partition and stay on every
+//! instance. So with several instances, seed shared relations; one instance has no such limit.
 use std::collections::{HashSet, VecDeque};
 
 use schemars::JsonSchema;
