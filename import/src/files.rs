@@ -145,7 +145,7 @@ impl std::str::FromStr for Link {
 }
 
 /// Reads `path` as JSON, with the line and column of a syntax error.
-pub(crate) fn read_json(path: &Path) -> Result<Value, ImportError> {
+fn read_json(path: &Path) -> Result<Value, ImportError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ImportError::new(path, ImportErrorKind::File(FileError::Io(e.to_string()))))?;
     serde_json::from_str(&text)

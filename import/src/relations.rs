@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use crate::error::{ImportError, invalid};
+use crate::error::{FileError, ImportError, ImportErrorKind, invalid};
 
 /// The seed file's name in the output directory, and the table it seeds.
 pub const SEED_FILE: &str = "relations.jsonl";
@@ -63,7 +63,10 @@ impl End {
 impl Relations {
     /// Reads `file`; errors name it, the entry (`[3]`) and the field (`from.name`).
     pub fn read(file: &Path) -> Result<Relations, ImportError> {
-        let value = crate::files::read_json(file)?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ImportError::new(file, ImportErrorKind::File(FileError::Io(e.to_string()))))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| ImportError::new(file, ImportErrorKind::File(FileError::syntax(&e, e.to_string()))))?;
         Self::parse(file, &value)
     }
 
