@@ -327,6 +327,7 @@ impl Draft {
             input: None,
             connectors: self.connectors,
             record: None,
+            tables: Default::default(),
             nodes: self.nodes,
             connections: self.connections,
         };

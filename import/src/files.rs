@@ -19,6 +19,8 @@ pub(crate) const FAILURE: &str = "Failure";
 pub struct Imported {
     pub chains: Vec<ImportedChain>,
     pub report: Report,
+    /// `--relations`: the seed of the chains' relation table, written beside them.
+    pub relations: Option<crate::relations::Relations>,
 }
 
 /// One chain: its file name in the output directory and its content.
@@ -50,6 +52,8 @@ pub(crate) struct Names {
     pub links: BTreeMap<String, String>,
     /// `--profiles FILE`: the device profiles whose alarm rules the device profile nodes get.
     pub profiles: Vec<crate::profiles::Profile>,
+    /// `--relations FILE`: entity ids it names resolve `entityId`s of node configurations.
+    pub relations: Option<crate::relations::Relations>,
 }
 
 /// How a link into another chain (a `TbRuleChainInputNode`, a 2.x `ruleChainConnections` entry)
@@ -182,19 +186,30 @@ pub fn import_thingsboard(files: &[PathBuf]) -> Result<Imported, ImportError> {
 /// Imports `files`, linking chains by `links` (`--link`) where id and name do not: each link's
 /// file is imported too when it is not among `files`.
 pub fn import_thingsboard_linked(files: &[PathBuf], links: &[Link]) -> Result<Imported, ImportError> {
-    import_thingsboard_with(files, links, &[])
+    import_thingsboard_with(files, &ImportOptions { links: links.to_vec(), ..ImportOptions::default() })
 }
 
-/// Imports `files` as [`import_thingsboard_linked`] does, and gives every device profile node
-/// the alarm rules of the device profile exports in `profiles` (`--profiles`).
-pub fn import_thingsboard_with(
-    files: &[PathBuf],
-    links: &[Link],
-    profiles: &[PathBuf],
-) -> Result<Imported, ImportError> {
+/// What an import takes besides the export files: `--link`, `--profiles`, `--relations`.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Links into chains whose id and name do not resolve ([`Link`]).
+    pub links: Vec<Link>,
+    /// Device profile exports: every device profile node gets their alarm rules
+    /// ([`crate::profiles`]).
+    pub profiles: Vec<PathBuf>,
+    /// ThingsBoard entity relations: every chain seeds its `relations` table from them
+    /// ([`crate::relations`]).
+    pub relations: Option<PathBuf>,
+}
+
+/// Imports `files` as [`import_thingsboard_linked`] does, with the device profiles and entity
+/// relations of `options`.
+pub fn import_thingsboard_with(files: &[PathBuf], options: &ImportOptions) -> Result<Imported, ImportError> {
+    let links = &options.links[..];
+    let relations = options.relations.as_deref().map(crate::relations::Relations::read).transpose()?;
     let mut profile_reports = Vec::new();
     let mut all_profiles = Vec::new();
-    for path in profiles {
+    for path in &options.profiles {
         let read = crate::profiles::read(path, &read_json(path)?)?;
         let listed: Vec<String> = read
             .iter()
@@ -223,7 +238,7 @@ pub fn import_thingsboard_with(
         sources.push((file.clone(), classify(file, &value)?));
     }
     // Pass 1: names for every chain, ids of ThingsBoard chains, and the 1.x plugins by token.
-    let mut names = Names { profiles: all_profiles, ..Names::default() };
+    let mut names = Names { profiles: all_profiles, relations: relations.clone(), ..Names::default() };
     let mut out_names: Vec<Vec<String>> = Vec::new();
     let mut plugins: BTreeMap<String, legacy::Plugin> = BTreeMap::new();
     for (_, source) in &sources {
@@ -342,7 +357,25 @@ pub fn import_thingsboard_with(
         }
         report.files.extend(profile_reports);
     }
-    Ok(Imported { chains, report })
+    if let Some(r) = &relations {
+        for chain in &mut chains {
+            let seed = sluice_core::spec::TableSpec { seed: crate::relations::SEED_FILE.into() };
+            chain.spec.tables.insert(crate::relations::TABLE.into(), seed);
+        }
+        report.files.push(FileReport {
+            file: r.file.display().to_string(),
+            shape: format!(
+                "ThingsBoard entity relations: {} relation(s) of {} entities → {}, the seed of every chain's `{}` table",
+                r.count,
+                r.rows.len(),
+                crate::relations::SEED_FILE,
+                crate::relations::TABLE
+            ),
+            notes: Vec::new(),
+            chains: Vec::new(),
+        });
+    }
+    Ok(Imported { chains, report, relations })
 }
 
 /// Whether `a` and `b` name the same file (as given, or once made canonical).
@@ -363,6 +396,11 @@ impl Imported {
             // The canonical form (`sluice fmt`'s), so that an imported chain diffs cleanly.
             let text = sluice_core::spec::canonical::canonical(&chain.spec).map_err(|e| fail(&path, &e))?;
             std::fs::write(&path, text).map_err(|e| fail(&path, &e))?;
+            written.push(path);
+        }
+        if let Some(relations) = &self.relations {
+            let path = dir.join(crate::relations::SEED_FILE);
+            std::fs::write(&path, relations.seed_text()).map_err(|e| fail(&path, &e))?;
             written.push(path);
         }
         Ok(written)

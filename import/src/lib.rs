@@ -28,6 +28,7 @@ mod fields;
 mod files;
 pub mod legacy;
 mod profiles;
+pub mod relations;
 mod report;
 mod secrets;
 pub mod thingsboard;
@@ -36,7 +37,7 @@ mod thingsboard_rules;
 pub use error::{FileError, ImportError, ImportErrorKind};
 pub(crate) use files::{FAILURE, Names};
 pub use files::{
-    Imported, ImportedChain, Link, LinkSyntaxError, LinkedBy, import_thingsboard, import_thingsboard_linked,
-    import_thingsboard_with,
+    ImportOptions, Imported, ImportedChain, Link, LinkSyntaxError, LinkedBy, import_thingsboard,
+    import_thingsboard_linked, import_thingsboard_with,
 };
 pub use report::{ChainReport, FileReport, Finding, FindingKind, Report, UNRESOLVED_LINK};

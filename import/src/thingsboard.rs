@@ -234,6 +234,10 @@ pub(crate) const CONVERTERS: &[(&str, Convert)] = &[
     ("TbCheckMessageNode", check_fields),
     ("TbGetAttributesNode", originator_attributes),
     ("TbChangeOriginatorNode", change_originator),
+    ("TbCreateRelationNode", super::thingsboard_rules::create_relation),
+    ("TbDeleteRelationNode", super::thingsboard_rules::delete_relation),
+    ("TbCheckRelationNode", super::thingsboard_rules::check_relation),
+    ("TbGetRelatedAttributeNode", super::thingsboard_rules::related_attributes),
     ("TbMsgTimeseriesNode", save_timeseries),
     ("TbMsgAttributesNode", save_attributes),
     ("TbKafkaNode", kafka),
@@ -269,9 +273,12 @@ pub const EMITS: &[(&str, &[&str])] = &[
     ("rename-keys", &["Success"]),
     ("calculate-delta", &["Success", "Other"]),
     ("change-originator", &["Success"]),
+    ("check-relation", &["True", "False"]),
     ("clear-alarm", &["Cleared", "False"]),
     ("create-alarm", &["Created", "Updated", "False"]),
+    ("create-relation", &["Success"]),
     ("delay", &["Success"]),
+    ("delete-relation", &["Success"]),
     ("device-profile", &["Success", "Alarm Created", "Alarm Updated", "Alarm Severity Updated", "Alarm Cleared"]),
     ("generator", &["Success"]),
     ("get-telemetry", &["Success"]),
@@ -316,11 +323,8 @@ fn emits(module: &str) -> Option<&'static [&'static str]> {
 pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
     ("TbMsgPushToCloudNode", "pushes to ThingsBoard Cloud from an Edge; Sluice has no cloud link"),
     ("TbMsgPushToEdgeNode", "pushes to a ThingsBoard Edge; Sluice has no edge link"),
-    ("TbCreateRelationNode", "entity relations live in ThingsBoard's database"),
-    ("TbDeleteRelationNode", "entity relations live in ThingsBoard's database"),
     ("TbGetCustomerAttributeNode", "reads attributes of the originator's customer, which Sluice does not keep"),
     ("TbGetTenantAttributeNode", "reads attributes of the tenant, which Sluice does not keep"),
-    ("TbGetRelatedAttributeNode", "reads attributes of related entities; Sluice keeps no entity relations"),
     ("TbSendEmailNode", "sends e-mail; Sluice has no mail connector"),
     ("TbMsgToEmailNode", "builds e-mail for the send e-mail node; Sluice has no mail connector"),
     (
@@ -343,7 +347,10 @@ pub(crate) const UNSUPPORTED: &[(&str, &str)] = &[
         "TbDuplicateMsgToGroupNode",
         "duplicates the message to each entity of a ThingsBoard entity group (Professional Edition), which Sluice does not keep; use `change-originator` per known entity, or `kafka-action` to a fan-out service",
     ),
-    ("TbDuplicateMsgToRelatedNode", "duplicates the message to related entities; Sluice keeps no entity relations"),
+    (
+        "TbDuplicateMsgToRelatedNode",
+        "duplicates the message to related entities; Sluice does not fan a message out to them",
+    ),
     (
         "TbAssignToCustomerNode",
         "assigns the originator to a ThingsBoard customer, a platform entity Sluice does not have",
@@ -388,7 +395,6 @@ const BUILT_IN: &[&str] = &[
     "TbAzureIotHubNode",
     "TbCalculatedFieldsNode",
     "TbCheckAlarmStatusNode",
-    "TbCheckRelationNode",
     "TbClearAlarmNode",
     "TbCopyKeysNode",
     "TbCreateAlarmNode",
@@ -638,9 +644,12 @@ fn pass_through(what: &str) -> Fragment {
 
 fn change_originator(c: &Ctx) -> Result<Outcome, ImportError> {
     let source = c.cfg.opt_str("originatorSource")?.unwrap_or("CUSTOMER");
+    if source == "RELATED" {
+        return super::thingsboard_rules::change_originator_related(c);
+    }
     if source != "ENTITY" {
         return Ok(Err(format!(
-            "originator source {source} needs ThingsBoard's entities (customers, tenants, relations, alarms); only ENTITY is supported"
+            "originator source {source} needs ThingsBoard's entities (customers, tenants, alarms); only ENTITY and RELATED are supported"
         )));
     }
     let config = json!({"entityType": c.cfg.str("entityType")?, "name": c.cfg.str("entityNamePattern")?});

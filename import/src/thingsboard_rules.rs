@@ -305,3 +305,141 @@ pub(crate) fn rpc_reply(c: &Ctx) -> Result<Outcome, ImportError> {
         "publishes the data as the reply on `v1/devices/${{deviceName}}/rpc/response/${{requestId}}` through the MQTT connector (${{MQTT_URL:-{RPC_BROKER}}}); the serviceId / sessionId metadata (ThingsBoard's device session) are not needed"
     ))))
 }
+
+// ---- Entity relations: the relation nodes over the chains' `relations` table (see
+// `crate::relations` for the table, `sluice_sdk::entity_relations` for its layout).
+
+/// ThingsBoard's `RelationsQuery` (`direction`, `maxLevel`, `filters` of `relationType` +
+/// `entityTypes`, `fetchLastLevelOnly`), keeping only those keys.
+fn relations_query(c: &Ctx) -> Result<Value, ImportError> {
+    let Some(query @ Value::Object(_)) = c.cfg.get("relationsQuery") else {
+        return Err(c.cfg.error("relationsQuery", "missing: the relations query to search related entities with"));
+    };
+    let mut out = pick(Some(query), &["direction", "maxLevel", "fetchLastLevelOnly"]);
+    let filters: Vec<Value> = match query.get("filters") {
+        Some(Value::Array(filters)) => {
+            filters.iter().map(|f| Value::Object(pick(Some(f), &["relationType", "entityTypes"]))).collect()
+        }
+        _ => Vec::new(),
+    };
+    out.insert("filters".into(), Value::Array(filters));
+    Ok(Value::Object(out))
+}
+
+/// `TbCreateRelationNode` → `create-relation`: ThingsBoard's configuration keys.
+pub(crate) fn create_relation(c: &Ctx) -> Result<Outcome, ImportError> {
+    let keys = [
+        "direction",
+        "entityType",
+        "entityNamePattern",
+        "entityTypePattern",
+        "relationType",
+        "removeCurrentRelations",
+        "changeOriginatorToRelatedEntity",
+        "createEntityIfNotExists",
+        "entityCacheExpiration",
+    ];
+    let config = Value::Object(pick(Some(c.cfg.value), &keys));
+    let mut fragment = Fragment::one(Part::module("create-relation", config));
+    if c.cfg.opt_bool("createEntityIfNotExists")? == Some(true) {
+        fragment = fragment
+            .note("createEntityIfNotExists is moot: Sluice keeps no entity registry, an entity exists by being named");
+    }
+    Ok(Ok(fragment))
+}
+
+/// `TbDeleteRelationNode` → `delete-relation`: ThingsBoard's configuration keys.
+pub(crate) fn delete_relation(c: &Ctx) -> Result<Outcome, ImportError> {
+    let keys = [
+        "deleteForSingleEntity",
+        "direction",
+        "entityType",
+        "entityNamePattern",
+        "relationType",
+        "entityCacheExpiration",
+    ];
+    let config = Value::Object(pick(Some(c.cfg.value), &keys));
+    Ok(Ok(Fragment::one(Part::module("delete-relation", config))))
+}
+
+/// `TbCheckRelationNode` → `check-relation`. ThingsBoard names the single entity by id: when
+/// `--relations` names that id, the node checks by name; otherwise by the id, which only
+/// relations seeded with it carry (noted).
+pub(crate) fn check_relation(c: &Ctx) -> Result<Outcome, ImportError> {
+    let keys = ["checkForSingleEntity", "direction", "entityType", "relationType"];
+    let mut config = pick(Some(c.cfg.value), &keys);
+    let id = c.cfg.opt_str("entityId")?.filter(|id| !id.is_empty());
+    let single = c.cfg.opt_bool("checkForSingleEntity")?.unwrap_or(id.is_some());
+    let mut note = None;
+    if single {
+        let Some(id) = id else {
+            return Err(c.cfg.error("entityId", "missing: the entity to check the relation with"));
+        };
+        match c.names.relations.as_ref().and_then(|r| r.name_of(id)) {
+            Some((_, name)) => {
+                config.insert("entityName".into(), json!(name));
+            }
+            None => {
+                config.insert("entityId".into(), json!(id));
+                note = Some(format!(
+                    "checks the relation with ThingsBoard entity {id} by its id: give it a name in `--relations` \
+                     (an entry with its id and name) to check by name, as Sluice names entities"
+                ));
+            }
+        }
+    } else {
+        config.insert("relationsQuery".into(), relations_query(c)?);
+    }
+    let fragment = Fragment::one(Part::module("check-relation", Value::Object(config)));
+    Ok(Ok(match note {
+        Some(note) => fragment.note(note),
+        None => fragment,
+    }))
+}
+
+/// `TbChangeOriginatorNode` with `originatorSource` RELATED → `change-originator`.
+pub(crate) fn change_originator_related(c: &Ctx) -> Result<Outcome, ImportError> {
+    let config = json!({"originatorSource": "RELATED", "relationsQuery": relations_query(c)?});
+    Ok(Ok(Fragment::one(Part::module("change-originator", config))))
+}
+
+/// `TbGetRelatedAttributeNode` → `originator-attributes` with `related`: the first related
+/// entity's server attributes (`TbEntityGetAttrNode`: `SERVER_SCOPE`) or latest telemetry
+/// (`telemetry: true`, 3.5+'s `dataToFetch: LATEST_TELEMETRY`), into metadata or (`fetchTo`)
+/// data.
+pub(crate) fn related_attributes(c: &Ctx) -> Result<Outcome, ImportError> {
+    let table = match (c.cfg.opt_str("dataToFetch")?, c.cfg.opt_bool("telemetry")?) {
+        (Some("LATEST_TELEMETRY"), _) | (None, Some(true)) => super::thingsboard::TIMESERIES_TABLE,
+        (Some("ATTRIBUTES"), _) | (None, _) => "server_attributes",
+        (Some("FIELDS"), _) => {
+            return Ok(Err(
+                "fetches entity fields (name, type, label…) of the related entity, which Sluice does not keep".into(),
+            ));
+        }
+        (Some(other), _) => {
+            return Err(c
+                .cfg
+                .error("dataToFetch", format!("expected ATTRIBUTES, LATEST_TELEMETRY or FIELDS, got {other}")));
+        }
+    };
+    let field = if c.cfg.get("dataMapping").is_some() { "dataMapping" } else { "attrMapping" };
+    let mapping = c.cfg.string_map(field)?;
+    if mapping.is_empty() {
+        return Err(c.cfg.error(field, "no keys to fetch"));
+    }
+    if mapping.iter().any(|(k, v)| {
+        k.contains("${") || k.contains("$[") || v.as_str().is_some_and(|v| v.contains("${") || v.contains("$["))
+    }) {
+        return Ok(Err(format!("its `{field}` has templates (`${{…}}`), which are not rendered per message")));
+    }
+    let to = match c.cfg.opt_str("fetchTo")? {
+        None | Some("METADATA") => "metadata",
+        Some("DATA") => "data",
+        Some(other) => return Err(c.cfg.error("fetchTo", format!("expected METADATA or DATA, got {other}"))),
+    };
+    let config = json!({"table": table, "attributes": mapping, "to": to, "related": relations_query(c)?});
+    Ok(Ok(Fragment::one(Part::module("originator-attributes", config)).note(format!(
+        "reads the related entity's entry in `{table}`, which the chain's save-{} nodes keep",
+        if table == "server_attributes" { "attributes (server scope)" } else { "timeseries" }
+    ))))
+}

@@ -23,6 +23,7 @@
 
 pub mod abi;
 pub mod config;
+pub mod entity_relations;
 pub mod error;
 pub mod host;
 pub mod java;

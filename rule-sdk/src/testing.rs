@@ -308,6 +308,12 @@ impl TestDriver {
         self.host.tables.entry(table.to_string()).or_default().insert(key.to_string(), bytes);
         Ok(())
     }
+
+    /// A table entry as the node left it (`None` when absent or not JSON).
+    pub fn table(&self, table: &str, key: &str) -> Option<Value> {
+        let bytes = self.host.tables.get(table)?.get(key)?;
+        serde_json::from_slice(bytes).ok()
+    }
 }
 
 /// The host's side natively: what `crate::host` calls when not compiled to wasm.

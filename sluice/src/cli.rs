@@ -160,6 +160,11 @@ pub enum ImportCommand {
         /// `deviceType`. Repeatable.
         #[arg(long = "profiles", value_name = "FILE")]
         profiles: Vec<PathBuf>,
+        /// ThingsBoard entity relations (a JSON array of `EntityRelation`, each end with its
+        /// `name` beside or instead of its `id`): written as `relations.jsonl`, the seed of every
+        /// imported chain's `relations` table, which the relation nodes read.
+        #[arg(long, value_name = "FILE")]
+        relations: Option<PathBuf>,
     },
 }
 
@@ -298,8 +303,9 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Import(ImportCommand::Thingsboard { files, out, strict, links, profiles }) => {
-            import_thingsboard(&files, &links, &profiles, &out, strict)
+        Command::Import(ImportCommand::Thingsboard { files, out, strict, links, profiles, relations }) => {
+            let options = sluice::import::ImportOptions { links, profiles, relations };
+            import_thingsboard(&files, &options, &out, strict)
         }
         Command::Fmt { chains, check } => fmt_chains(&chains, check),
         Command::Diff { files, admin: Some(admin), token } => {
@@ -562,19 +568,19 @@ fn admin_call(admin: &AdminClient, method: &str, path: &str) -> anyhow::Result<i
 /// and nothing is written.
 fn import_thingsboard(
     files: &[PathBuf],
-    links: &[sluice::import::Link],
-    profiles: &[PathBuf],
+    options: &sluice::import::ImportOptions,
     out: &Path,
     strict: bool,
 ) -> anyhow::Result<i32> {
-    let imported = sluice::import::import_thingsboard_with(files, links, profiles)?;
+    let imported = sluice::import::import_thingsboard_with(files, options)?;
     print!("{}", imported.report);
     if strict && let Err(err) = imported.check_strict() {
         eprintln!("error: {err}");
         return Ok(1);
     }
     let written = imported.write(out)?;
-    eprintln!("wrote {} chain file(s) to {}", written.len(), out.display());
+    let chains = written.len() - usize::from(imported.relations.is_some());
+    eprintln!("wrote {chains} chain file(s) to {}", out.display());
     Ok(0)
 }
 

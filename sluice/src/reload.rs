@@ -256,6 +256,8 @@ impl Reloader {
             Ok(chain) => {
                 let old_ids: BTreeSet<&str> = old.nodes.iter().map(|n| n.id.as_str()).collect();
                 let new_ids: BTreeSet<String> = chain.nodes.iter().map(|n| n.id.clone()).collect();
+                // A seed added or grown since adds the rows the tables lack (never replaces one).
+                crate::chain::seed::apply_all(&chain.seeds, self.state.tables());
                 self.handle.reload(Arc::new(chain));
                 let generation = self.handle.generation();
                 {

@@ -19,6 +19,7 @@ mod nodes_history;
 mod nodes_script;
 mod nodes_tb;
 mod nodes_timers;
+mod relations;
 mod reload;
 mod runmode;
 mod scenarios;

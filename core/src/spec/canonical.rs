@@ -20,8 +20,19 @@ use super::{ChainSpec, ConnectionSpec};
 const WIDTH: usize = 100;
 
 /// A chain's keys, and a node's, in the order the chain format documents them.
-const CHAIN_KEYS: &[&str] =
-    &["$schema", "name", "entry", "maxHops", "eventTime", "input", "connectors", "record", "nodes", "connections"];
+const CHAIN_KEYS: &[&str] = &[
+    "$schema",
+    "name",
+    "entry",
+    "maxHops",
+    "eventTime",
+    "input",
+    "connectors",
+    "record",
+    "tables",
+    "nodes",
+    "connections",
+];
 const NODE_KEYS: &[&str] =
     &["id", "name", "module", "chain", "sink", "connector", "config", "limits", "debug", "record"];
 const CONNECTION_KEYS: &[&str] = &["from", "to", "relation"];

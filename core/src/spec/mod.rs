@@ -54,6 +54,12 @@ pub struct ChainSpec {
     /// this chain's nodes (sensitive data), as `"record": false` does for one node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<RecordSpec>,
+    /// Host tables to seed when the chain starts: table name → where its first rows come from
+    /// (a device registry, entity relations from `sluice import --relations`). A seeded row is
+    /// added only when the table does not hold its key — rows restored from a checkpoint, or
+    /// written by nodes before a reload, win.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, TableSpec>,
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub connections: Vec<ConnectionSpec>,
@@ -106,6 +112,17 @@ fn yes() -> bool {
 
 fn is_yes(value: &bool) -> bool {
     *value
+}
+
+/// A table's seed (see [`ChainSpec::tables`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableSpec {
+    /// A JSON Lines file, relative to this chain file: one row a line, `{"key": "T-1",
+    /// "value": {…}}` (the key a string, the value any JSON); blank lines are skipped; a key may
+    /// appear once. Read when the chain loads, so a malformed line refuses the chain, naming the
+    /// file and the line.
+    pub seed: String,
 }
 
 /// The flight recorder's settings (see [`ChainSpec::record`]).

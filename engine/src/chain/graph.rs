@@ -31,6 +31,9 @@ pub struct Chain {
     /// this order, so results of an upstream window reach a downstream one before it closes.
     pub fire_order: Vec<NodeIdx>,
     pub nodes: Vec<GraphNode>,
+    /// The rows to seed host tables with at start (`tables` of the chain file and its nested
+    /// chains), read at load.
+    pub seeds: Vec<super::seed::TableSeed>,
 }
 
 #[derive(Debug)]

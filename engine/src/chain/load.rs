@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::error::{FileError, LoadError, LoadErrorKind};
 use super::graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
+use super::seed::TableSeed;
 use super::spec::{ChainSpec, NodeSpec};
 use crate::runtime::{Limits, Module, NodeErrorKind, Runtime};
 use crate::state::time::TimeField;
@@ -30,6 +31,8 @@ pub struct Loader<'r> {
     overrides: BTreeMap<String, crate::chain::spec::ConnectorSpec>,
     /// The chain files the current `load` has read (the root and its nested chains).
     files_read: std::cell::RefCell<Vec<PathBuf>>,
+    /// The table seeds the current `load` has read.
+    seeds: std::cell::RefCell<Vec<TableSeed>>,
 }
 
 /// The file name cargo gives a rule crate's module: `check-fields` → `check_fields.wasm`.
@@ -39,7 +42,13 @@ pub fn module_file_name(name: &str) -> String {
 
 impl<'r> Loader<'r> {
     pub fn new(runtime: &'r Runtime, module_dirs: Vec<PathBuf>) -> Self {
-        Loader { runtime, module_dirs, overrides: BTreeMap::new(), files_read: Default::default() }
+        Loader {
+            runtime,
+            module_dirs,
+            overrides: BTreeMap::new(),
+            files_read: Default::default(),
+            seeds: Default::default(),
+        }
     }
 
     /// Connectors that replace the chain's declarations of the same name (from `sluice.toml`).
@@ -53,8 +62,10 @@ impl<'r> Loader<'r> {
         let mut nodes = Vec::new();
         let mut including = Vec::new();
         self.files_read.borrow_mut().clear();
+        self.seeds.borrow_mut().clear();
         let (spec, entry) = self.add_chain(file, "", None, &mut including, &mut nodes)?;
         let files = self.files_read.take();
+        let seeds = self.seeds.take();
         let cycle = find_cycle(&nodes);
         let max_hops = match (spec.max_hops, cycle) {
             (Some(0), _) => {
@@ -98,6 +109,7 @@ impl<'r> Loader<'r> {
                 .filter(|&i| matches!(nodes[i].kind, NodeKind::Rule(_)))
                 .collect(),
             nodes,
+            seeds,
         })
     }
 
@@ -186,6 +198,14 @@ impl<'r> Loader<'r> {
         }
         including.push(canonical(file));
         self.files_read.borrow_mut().push(file.to_path_buf());
+        for (table, seed) in &spec.tables {
+            let field = format!("tables.{table}.seed");
+            if table.trim().is_empty() {
+                return Err(invalid("a table name is empty".into()).field("tables"));
+            }
+            let read = TableSeed::read(file, &field, table, &relative_to(file, &seed.seed))?;
+            self.seeds.borrow_mut().push(read);
+        }
         for (i, node) in spec.nodes.iter().enumerate() {
             let idx = base + i;
             nodes[idx].kind = self.resolve_kind(file, node, idx, including, nodes)?;

@@ -5,9 +5,11 @@ pub mod error;
 pub mod graph;
 pub mod load;
 pub mod schema;
+pub mod seed;
 pub mod spec;
 
 pub use error::{FileError, LoadError, LoadErrorKind};
 pub use graph::{Chain, GraphNode, NodeIdx, NodeKind, RuleNode, SinkKind};
 pub use load::Loader;
+pub use seed::TableSeed;
 pub use spec::{ChainSpec, ConnectionSpec, LimitsSpec, NodeSpec};

@@ -453,6 +453,8 @@ impl Pipeline {
     }
 
     /// [`Pipeline::start`] continuing from `progress` (a restored checkpoint's watermark).
+    /// The chain's table seeds go into `state` first, where it lacks their rows: after a
+    /// restored checkpoint, whose rows win.
     pub fn start_with_progress(
         runtime: Arc<Runtime>,
         chain: Arc<Chain>,
@@ -461,6 +463,7 @@ impl Pipeline {
         config: PipelineConfig,
         progress: Arc<Progress>,
     ) -> std::io::Result<Pipeline> {
+        crate::chain::seed::apply_all(&chain.seeds, state.tables());
         let version = Arc::new(ChainVersion::new(chain.clone()));
         let (_, health) = version.current();
         let n = config.workers.max(1);

@@ -264,8 +264,10 @@ impl Worker {
         Self::standalone_with_state(runtime, chain, sinks, StateStore::default())
     }
 
-    /// [`Worker::standalone`] on `state`.
+    /// [`Worker::standalone`] on `state` (seeded with the chain's table seeds where it lacks
+    /// their rows).
     pub fn standalone_with_state(runtime: Arc<Runtime>, chain: Arc<Chain>, sinks: Sinks, state: StateStore) -> Self {
+        crate::chain::seed::apply_all(&chain.seeds, state.tables());
         let health = Arc::new(chain.nodes.iter().map(|_| NodeHealth::default()).collect());
         Worker::new(runtime, chain, health, state, Clock::System, sinks)
     }

@@ -52,6 +52,21 @@ impl Tables {
         }
     }
 
+    /// Adds the rows of `table` whose keys it does not hold, unowned (a seed: rows restored from
+    /// a checkpoint or written since win); returns how many were added.
+    pub fn seed(&self, table: &str, rows: &[(String, Value)]) -> usize {
+        let mut all = self.lock();
+        let t = all.entry(table.to_string()).or_default();
+        let mut added = 0;
+        for (key, value) in rows {
+            if !t.contains_key(key) {
+                t.insert(key.clone(), (value.clone(), super::window::UNOWNED));
+                added += 1;
+            }
+        }
+        added
+    }
+
     /// Forgets the rows `owner` owns; returns how many.
     pub fn drop_owner(&self, owner: Owner) -> usize {
         let mut all = self.lock();
@@ -62,5 +77,23 @@ impl Tables {
             dropped += before - rows.len();
         }
         dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_seed_adds_only_the_keys_the_table_lacks() {
+        let tables = Tables::default();
+        tables.put("relations", "DEVICE:T-1", json!({"restored": true}), 3);
+        let rows = vec![("DEVICE:T-1".to_string(), json!({"seed": 1})), ("ASSET:A".to_string(), json!({"seed": 2}))];
+        assert_eq!(tables.seed("relations", &rows), 1);
+        assert_eq!(tables.get("relations", "DEVICE:T-1"), Some(json!({"restored": true})));
+        assert_eq!(tables.get("relations", "ASSET:A"), Some(json!({"seed": 2})));
+        assert_eq!(tables.snapshot()["relations"]["ASSET:A"].1, super::super::window::UNOWNED);
+        assert_eq!(tables.seed("relations", &rows), 0, "seeding twice adds nothing");
     }
 }

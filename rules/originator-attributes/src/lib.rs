@@ -14,6 +14,17 @@
 //! any listed attribute is absent (the error names them), or when `to` is `data` and the data is
 //! not an object.
 //!
+//! Related entities (ThingsBoard's `TbGetRelatedAttributeNode`): with `related`, a ThingsBoard
+//! `relationsQuery`, the entry read is not the originator's but that of the first entity the
+//! query finds from it in the chain's relation table (`relations`, see
+//! `sluice_sdk::entity_relations`) — as `TbGetRelatedAttributeNode.findEntityAsync` with
+//! `EntitiesRelatedEntityIdAsyncLoader` — looked up by that entity's name. No related entity sends
+//! the message to `Failure` with ThingsBoard's error ("Failed to find related entity to message
+//! originator using relation query specified in the configuration!"). The importer reads
+//! ThingsBoard's server attributes (`TbEntityGetAttrNode.getAttributesAsync`: `SERVER_SCOPE`)
+//! from `server_attributes`, or latest telemetry (`telemetry: true`,
+//! `dataToFetch: LATEST_TELEMETRY`) from `timeseries`.
+//!
 //! Config:
 //! ```json
 //! {"table": "devices", "key": "originator", "attributes": {"location.region": "region"},
@@ -30,10 +41,14 @@
 //! - `to` (default `"metadata"`): `"metadata"` or `"data"` (ThingsBoard's `METADATA`/`DATA` are
 //!   accepted too).
 //! - `prefix` (default `""`): put before every copied name, in metadata or data.
+//! - `related` (default none): a relations query (`direction`, `maxLevel`, `filters`,
+//!   `fetchLastLevelOnly`, as `change-originator`'s `relationsQuery`); `key` must then stay
+//!   `originator`.
 //! - `tellFailureIfAbsent` (default `false`): when `true`, a missing entry or attribute sends
 //!   the message to `Failure` instead of `Success`.
 use std::collections::BTreeSet;
 
+use sluice_sdk::entity_relations::{Entity, RelationsQuery};
 use sluice_sdk::prelude::*;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -49,6 +64,8 @@ pub struct Config {
     pub prefix: String,
     #[serde(default)]
     pub tell_failure_if_absent: bool,
+    #[serde(default)]
+    pub related: Option<RelationsQuery>,
 }
 
 /// The attributes to copy: paths (copied under the path as written) or path → name.
@@ -84,6 +101,7 @@ pub struct OriginatorAttributes {
     copies: Vec<(String, String)>,
     to: Target,
     strict: bool,
+    related: Option<RelationsQuery>,
 }
 
 /// Adds the originator's attributes from a host table to the message.
@@ -110,6 +128,9 @@ impl Node for OriginatorAttributes {
                 pairs
             }
         };
+        if cfg.related.is_some() && !matches!(cfg.key, FieldPath::Originator) {
+            bail_config!("key", "must be `originator` with `related`: the entry is the related entity's");
+        }
         if pairs.is_empty() {
             bail_config!("attributes", "list at least one attribute");
         }
@@ -134,13 +155,23 @@ impl Node for OriginatorAttributes {
             copies,
             to: cfg.to,
             strict: cfg.tell_failure_if_absent,
+            related: cfg.related,
         })
     }
 
     fn on_msg(&mut self, mut msg: Msg, out: &mut Outputs) -> Result<()> {
-        let key = match self.key.text(&msg) {
-            Some(k) if !k.is_empty() => k,
-            _ => bail!("no lookup key: the message has no `{}`", path_name(&self.key)),
+        let key = match &self.related {
+            Some(query) => match query.first(&Entity::of(msg.originator()))? {
+                Some(entity) => entity.name,
+                // TbGetRelatedAttributeNode.RELATED_ENTITY_NOT_FOUND_MESSAGE
+                None => bail!(
+                    "Failed to find related entity to message originator using relation query specified in the configuration!"
+                ),
+            },
+            None => match self.key.text(&msg) {
+                Some(k) if !k.is_empty() => k.to_string(),
+                _ => bail!("no lookup key: the message has no `{}`", path_name(&self.key)),
+            },
         };
         let Some(entry) = table::get::<Value>(&self.table, &key)? else {
             if self.strict {
@@ -364,7 +395,34 @@ mod tests {
     }
 
     #[test]
+    fn related_reads_the_first_related_entity() -> Result<()> {
+        // TbGetRelatedAttributeNode (tutorial "RPC call request"): the thermostat's related fan
+        // (FROM, Uses, DEVICE) and its latest `windDirection`.
+        let config = r#"{"table": "timeseries", "attributes": {"windDirection": "windDirection"},
+                         "related": {"direction": "FROM", "maxLevel": 1,
+                                     "filters": [{"relationType": "Uses", "entityTypes": ["DEVICE"]}]}}"#;
+        let link = json!({"out": [{"type": "Uses", "entityType": "DEVICE", "name": "Fan-1"}]});
+        let mut d =
+            seeded(config, &[("timeseries", "Fan-1", json!({"windDirection": 42})), ("relations", "DEVICE:T-1", link)]);
+        let out = d.send(event("T-1"))?;
+        assert_eq!(out.messages(), [&event("T-1").with_meta("windDirection", "42")]);
+        let out = d.send(event("T-2"))?;
+        assert_eq!(out.relations(), ["Failure"]);
+        assert_eq!(
+            out.messages()[0].meta("error"),
+            Some(
+                "Failed to find related entity to message originator using relation query specified in the configuration!"
+            )
+        );
+        Ok(())
+    }
+
+    #[test]
     fn bad_config_names_the_field() {
+        let error = |text: &str| TestDriver::node_from_json::<OriginatorAttributes>(text).err().expect(text);
+        assert!(
+            error(r#"{"table": "t", "attributes": ["a"], "key": "data.x", "related": {}}"#).message.contains("`key`")
+        );
         let error = |text: &str| TestDriver::node_from_json::<OriginatorAttributes>(text).err().expect(text);
         assert_eq!(error(r#"{"table": "t"}"#).field, "attributes");
         assert_eq!(error(r#"{"attributes": ["a"]}"#).field, "table");
