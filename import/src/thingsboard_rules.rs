@@ -311,6 +311,45 @@ pub(crate) fn rpc_reply(c: &Ctx) -> Result<Outcome, ImportError> {
 
 /// ThingsBoard's `RelationsQuery` (`direction`, `maxLevel`, `filters` of `relationType` +
 /// `entityTypes`, `fetchLastLevelOnly`), keeping only those keys.
+/// `field`, when given, is ThingsBoard's `EntitySearchDirection` the relation rules read
+/// (`FROM`, `TO`).
+fn check_direction(c: &Ctx, field: &str, value: Option<&Value>) -> Result<(), ImportError> {
+    match value.filter(|v| !v.is_null()) {
+        None => Ok(()),
+        Some(v) => serde_json::from_value::<sluice_sdk::entity_relations::Direction>(v.clone())
+            .map(|_| ())
+            .map_err(|_| c.cfg.error(field, format!("expected FROM or TO, got {v}"))),
+    }
+}
+
+/// `field` as a template of the message's `${metadata}` / `$[data]`, as the rule parses it.
+fn check_template(c: &Ctx, field: &str, required: bool) -> Result<(), ImportError> {
+    let text = if required { Some(c.cfg.str(field)?) } else { c.cfg.opt_str(field)? };
+    match text.map(sluice_sdk::Template::parse) {
+        Some(Err(e)) => Err(c.cfg.error(field, format!("not a template: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+/// `field`, when given, is a non-empty text (a relation type: the rules refuse an empty one).
+fn check_nonempty(c: &Ctx, field: &str) -> Result<(), ImportError> {
+    match c.cfg.opt_str(field)? {
+        Some(text) if text.trim().is_empty() => Err(c.cfg.error(field, "must not be empty")),
+        _ => Ok(()),
+    }
+}
+
+/// An entity type the relation rules accept (`ASSET`, `DEVICE`…: not empty, no `:`).
+fn check_entity_type(c: &Ctx, required: bool) -> Result<(), ImportError> {
+    let kind = if required { Some(c.cfg.str("entityType")?) } else { c.cfg.opt_str("entityType")? };
+    match kind {
+        Some(kind) if kind.trim().is_empty() || kind.contains(':') => {
+            Err(c.cfg.error("entityType", "must name an entity type such as ASSET or DEVICE"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn relations_query(c: &Ctx) -> Result<Value, ImportError> {
     let Some(query @ Value::Object(_)) = c.cfg.get("relationsQuery") else {
         return Err(c.cfg.error("relationsQuery", "missing: the relations query to search related entities with"));
@@ -323,7 +362,12 @@ fn relations_query(c: &Ctx) -> Result<Value, ImportError> {
         _ => Vec::new(),
     };
     out.insert("filters".into(), Value::Array(filters));
-    Ok(Value::Object(out))
+    let out = Value::Object(out);
+    // As the rules will read it: a direction, a number of levels, filters of texts.
+    if let Err(e) = serde_json::from_value::<sluice_sdk::entity_relations::RelationsQuery>(out.clone()) {
+        return Err(c.cfg.error("relationsQuery", format!("not a relations query: {e}")));
+    }
+    Ok(out)
 }
 
 /// `TbCreateRelationNode` → `create-relation`: ThingsBoard's configuration keys.
@@ -339,6 +383,15 @@ pub(crate) fn create_relation(c: &Ctx) -> Result<Outcome, ImportError> {
         "createEntityIfNotExists",
         "entityCacheExpiration",
     ];
+    check_direction(c, "direction", c.cfg.get("direction"))?;
+    check_entity_type(c, true)?;
+    check_template(c, "entityNamePattern", true)?;
+    check_nonempty(c, "relationType")?;
+    c.cfg.opt_str("entityTypePattern")?;
+    for flag in ["removeCurrentRelations", "changeOriginatorToRelatedEntity", "createEntityIfNotExists"] {
+        c.cfg.opt_bool(flag)?;
+    }
+    c.cfg.opt_u64("entityCacheExpiration")?;
     let config = Value::Object(pick(Some(c.cfg.value), &keys));
     let mut fragment = Fragment::one(Part::module("create-relation", config));
     if c.cfg.opt_bool("createEntityIfNotExists")? == Some(true) {
@@ -358,6 +411,16 @@ pub(crate) fn delete_relation(c: &Ctx) -> Result<Outcome, ImportError> {
         "relationType",
         "entityCacheExpiration",
     ];
+    let single = c.cfg.opt_bool("deleteForSingleEntity")?.unwrap_or(false);
+    check_direction(c, "direction", c.cfg.get("direction"))?;
+    if single {
+        check_entity_type(c, true)?;
+    } else {
+        c.cfg.opt_str("entityType")?;
+    }
+    check_template(c, "entityNamePattern", single)?;
+    check_nonempty(c, "relationType")?;
+    c.cfg.opt_u64("entityCacheExpiration")?;
     let config = Value::Object(pick(Some(c.cfg.value), &keys));
     Ok(Ok(Fragment::one(Part::module("delete-relation", config))))
 }
@@ -370,6 +433,13 @@ pub(crate) fn check_relation(c: &Ctx) -> Result<Outcome, ImportError> {
     let mut config = pick(Some(c.cfg.value), &keys);
     let id = c.cfg.opt_str("entityId")?.filter(|id| !id.is_empty());
     let single = c.cfg.opt_bool("checkForSingleEntity")?.unwrap_or(id.is_some());
+    check_direction(c, "direction", c.cfg.get("direction"))?;
+    check_nonempty(c, "relationType")?;
+    if single {
+        check_entity_type(c, true)?;
+    } else {
+        c.cfg.opt_str("entityType")?;
+    }
     let mut note = None;
     if single {
         let Some(id) = id else {
@@ -426,6 +496,9 @@ pub(crate) fn related_attributes(c: &Ctx) -> Result<Outcome, ImportError> {
     let mapping = c.cfg.string_map(field)?;
     if mapping.is_empty() {
         return Err(c.cfg.error(field, "no keys to fetch"));
+    }
+    if let Some((key, value)) = mapping.iter().find(|(_, v)| !v.is_string()) {
+        return Err(c.cfg.error(&format!("{field}.{key}"), format!("the target key must be a string, not {value}")));
     }
     if mapping.iter().any(|(k, v)| {
         k.contains("${") || k.contains("$[") || v.as_str().is_some_and(|v| v.contains("${") || v.contains("$["))
