@@ -181,23 +181,11 @@ fn the_history_survives_a_restart_and_keeps_its_bound() {
                        "aggregation": "NONE", "startInterval": 1, "startIntervalTimeUnit": "HOURS",
                        "endInterval": 0, "endIntervalTimeUnit": "HOURS"});
     let chain = crate::kafka::write(dir.path(), "chain.json", &save_then_query(query).to_string());
-    let config = |out: &str| {
-        crate::kafka::write(
-            dir.path(),
-            &format!("{out}.toml"),
-            &format!(
-                "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
-                 [output]\ntype = \"file\"\npath = \"{out}.jsonl\"\n\n[state]\nseriesMaxPoints = 3\n"
-            ),
-        )
-    };
+    let config =
+        |out: &str| crate::support::http_service_config(dir.path(), port, out, "\n[state]\nseriesMaxPoints = 3\n");
     let post = |i: i64| {
         let body = json!({"ts": T0 + i * MIN, "values": {"temperature": i + 1}}).to_string();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while crate::nodes_tb::http_post(port, "/api/v1/TOKEN-1/telemetry", &body) != Some(200) {
-            assert!(Instant::now() < deadline, "the HTTP source did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::support::post_telemetry(port, &body);
     };
     let answers = |name: &str| -> Vec<String> {
         std::fs::read_to_string(dir.path().join(name))

@@ -468,6 +468,14 @@ fn thermostat_profile_export() -> Value {
     })
 }
 
+/// `sluice import thingsboard` of ThingsBoard's demo thermostat chain with `--profiles profiles`
+/// into `out`.
+fn import_thermostat_chain(profiles: &Path, out: &Path) -> std::process::Output {
+    let export = crate::support::repo().join("tests/fixtures/thingsboard/tb-v3-demo-thermostat_rule_chain.json");
+    let (export, profiles, out) = (export.to_str().unwrap(), profiles.to_str().unwrap(), out.to_str().unwrap());
+    sluice(&["import", "thingsboard", export, "--profiles", profiles, "--out", out])
+}
+
 /// `sluice import thingsboard --profiles`: ThingsBoard's demo thermostat chain (whose entry is
 /// `TbDeviceProfileNode`) with the demo thermostat profile. As `TbDeviceProfileNode` evaluates
 /// the rules of the device's own profile (`DeviceProfileCache`) with `DeviceState` /
@@ -479,17 +487,8 @@ fn device_profile_alarms_from_a_profile_export() {
     let dir = tempfile::tempdir().unwrap();
     let profiles = dir.path().join("thermostat-profile.json");
     std::fs::write(&profiles, serde_json::to_string_pretty(&thermostat_profile_export()).unwrap()).unwrap();
-    let export = crate::support::repo().join("tests/fixtures/thingsboard/tb-v3-demo-thermostat_rule_chain.json");
     let out = dir.path().join("chains");
-    let result = sluice(&[
-        "import",
-        "thingsboard",
-        export.to_str().unwrap(),
-        "--profiles",
-        profiles.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let result = import_thermostat_chain(&profiles, &out);
     assert!(result.status.success(), "{}", stderr(&result));
     let report = String::from_utf8_lossy(&result.stdout);
     assert!(report.contains("ThingsBoard device profiles (1): thermostat (2 alarm rule(s))"), "{report}");
@@ -560,17 +559,8 @@ fn a_bad_profile_export_is_refused_naming_the_field() {
         json!([thermostat_profile_export(), {"name": "meter", "profileData": {"alarms": {}}}]).to_string(),
     )
     .unwrap();
-    let export = crate::support::repo().join("tests/fixtures/thingsboard/tb-v3-demo-thermostat_rule_chain.json");
     let out = dir.path().join("chains");
-    let result = sluice(&[
-        "import",
-        "thingsboard",
-        export.to_str().unwrap(),
-        "--profiles",
-        profiles.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let result = import_thermostat_chain(&profiles, &out);
     assert!(!result.status.success());
     let err = stderr(&result);
     assert!(
@@ -599,27 +589,9 @@ fn a_device_profile_alarm_survives_kill_9() {
         r#"{"TOKEN-1": {"deviceName": "T-1", "deviceType": "Thermometer"}}"#,
     );
     let chain = crate::kafka::write(dir.path(), "chain.json", &profile_chain(false).to_string());
-    let config = |out: &str| {
-        crate::kafka::write(
-            dir.path(),
-            &format!("{out}.toml"),
-            &format!(
-                "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
-                 [output]\ntype = \"file\"\npath = \"{out}.jsonl\"\n"
-            ),
-        )
-    };
+    let config = |out: &str| crate::support::http_service_config(dir.path(), port, out, "");
     let post = |dt: i64, v: f64| {
-        let body = json!({"ts": T0 + dt, "values": {"temperature": v}}).to_string();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = http_post(port, "/api/v1/TOKEN-1/telemetry", &body) {
-                assert_eq!(status, 200);
-                return;
-            }
-            assert!(Instant::now() < deadline, "the HTTP source did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::support::post_telemetry(port, &json!({"ts": T0 + dt, "values": {"temperature": v}}).to_string());
     };
     let alarms = |name: &str| -> Vec<Value> {
         std::fs::read_to_string(dir.path().join(name))
@@ -665,21 +637,6 @@ fn a_device_profile_alarm_survives_kill_9() {
         assert_eq!(alarm["data"]["id"]["id"], id);
         assert_eq!(alarm["data"]["startTs"].as_i64(), Some(T0 + 11_000));
     }
-}
-
-/// One HTTP/1.1 POST; the answer's status, or `None` when nobody answers yet.
-pub(crate) fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok())
 }
 
 /// A subscriber on `broker` to `filters`; returns once the broker acknowledged the

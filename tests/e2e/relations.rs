@@ -334,28 +334,8 @@ fn relations_survive_kill_9() {
         ]
     });
     let chain = crate::kafka::write(dir.path(), "chain.json", &chain.to_string());
-    let config = |out: &str| {
-        crate::kafka::write(
-            dir.path(),
-            &format!("{out}.toml"),
-            &format!(
-                "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
-                 [output]\ntype = \"file\"\npath = \"{out}.jsonl\"\n"
-            ),
-        )
-    };
-    let post = |values: Value| {
-        let body = json!({"ts": T0, "values": values}).to_string();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = crate::nodes_tb::http_post(port, "/api/v1/TOKEN-1/telemetry", &body) {
-                assert_eq!(status, 200);
-                return;
-            }
-            assert!(Instant::now() < deadline, "the HTTP source did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let config = |out: &str| crate::support::http_service_config(dir.path(), port, out, "");
+    let post = |values: Value| crate::support::post_telemetry(port, &json!({"ts": T0, "values": values}).to_string());
     let lines = |name: &str| crate::seeds::read_jsonl(&dir.path().join(name));
     let first = crate::kafka::Service::start(dir.path(), &chain, &config("before"), "state");
     first.wait_for_log("HTTP device API listening", Duration::from_secs(60));

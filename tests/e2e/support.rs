@@ -134,3 +134,47 @@ pub fn admin_request(admin: &str, method: &str, path: &str, token: Option<&str>)
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, body.to_string())
 }
+
+/// The `sluice.toml` of an HTTP device API service (`tokens.json` in `dir`) on `port` writing its
+/// output to `OUT.jsonl`, with `extra` TOML after it; written as `dir/OUT.toml`.
+pub fn http_service_config(dir: &Path, port: u16, out: &str, extra: &str) -> PathBuf {
+    crate::kafka::write(
+        dir,
+        &format!("{out}.toml"),
+        &format!(
+            "[source]\ntype = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntokens = \"tokens.json\"\n\n\
+             [output]\ntype = \"file\"\npath = \"{out}.jsonl\"\n{extra}"
+        ),
+    )
+}
+
+/// Posts `body` as `TOKEN-1`'s telemetry to the HTTP device API on `port`, retrying while the
+/// service starts (up to 60 s); the answer must be 200.
+pub fn post_telemetry(port: u16, body: &str) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = http_post(port, "/api/v1/TOKEN-1/telemetry", body) {
+            assert_eq!(status, 200, "{body}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the HTTP source did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP/1.1 POST of JSON `body` to `path` on `port`: the answer's status, or `None` when
+/// nothing answers (yet).
+pub fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
