@@ -403,21 +403,6 @@ fn service_log(dir: &Path) -> String {
     read(&logs.next().expect("a service log"))
 }
 
-/// One HTTP/1.1 POST; the answer's status, or `None` when nobody answers (the service is gone).
-fn try_post(port: u16, path: &str, body: &str) -> Option<u16> {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok())
-}
-
 #[test]
 fn sigterm_on_an_http_service_keeps_every_accepted_message_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -443,7 +428,7 @@ fn sigterm_on_an_http_service_keeps_every_accepted_message_and_counts_them() {
         let mut accepted = 0u64;
         for i in 0.. {
             let body = json!({"ts": 1_700_000_000_000i64 + i, "values": {"temperature": i}}).to_string();
-            match try_post(port, "/api/v1/TOKEN-1/telemetry", &body) {
+            match crate::support::http_post(port, "/api/v1/TOKEN-1/telemetry", &body) {
                 Some(200) => accepted += 1,
                 Some(_) | None => return accepted,
             }
