@@ -625,6 +625,8 @@ impl Node for DeviceProfile {
                     device.attributes.insert(k, v);
                 }
             }
+            let origin =
+                Origin { originator: &originator, metadata: msg.metadata(), id: msg.id(), ts, msg_ts: msg.ts() };
             for def in alarms {
                 let alarm_key = format!("{}/{}/{}", originator.entity_type, originator.name, def.alarm_type);
                 let mut current = table::get::<Value>(ALARMS, &alarm_key)?.filter(|a| a["cleared"] != json!(true));
@@ -647,13 +649,6 @@ impl Node for DeviceProfile {
                 }
                 if let Some((severity, rule, rule_state)) = raised {
                     states.insert("clear".into(), RuleState::default());
-                    let origin = Origin {
-                        originator: &originator,
-                        metadata: msg.metadata(),
-                        id: msg.id(),
-                        ts,
-                        msg_ts: msg.ts(),
-                    };
                     raise(def, severity, rule, &rule_state, &device, &alarm_key, current.take(), &origin, out)?;
                 } else if let (Some(mut alarm), Some(rule)) = (current, def.clear_rule.as_ref())
                     && touches(rule, &ts_keys, &attr_keys)
@@ -669,13 +664,6 @@ impl Node for DeviceProfile {
                             alarm["endTs"] = json!(ts);
                             alarm["details"] = details(rule, &device, alarm.get("details"));
                             table::put(ALARMS, &alarm_key, &alarm)?;
-                            let origin = Origin {
-                                originator: &originator,
-                                metadata: msg.metadata(),
-                                id: msg.id(),
-                                ts,
-                                msg_ts: msg.ts(),
-                            };
                             let mut m = alarm_msg(&origin, &alarm, &["isClearedAlarm"]);
                             condition_meta(rule, &rule_state, &mut m);
                             out.emit("Alarm Cleared", m);
