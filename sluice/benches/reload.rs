@@ -88,8 +88,8 @@ fn main() {
     // Outputs, stamped on arrival: (when, version).
     let outputs = std::thread::spawn(move || {
         let mut seen = Vec::new();
-        for item in rx {
-            if let SinkItem::Msg(bytes, _ack) = item {
+        for (bytes, _ack) in rx.into_iter().flat_map(SinkItem::into_msgs) {
+            {
                 let version = bytes
                     .tb()
                     .data

@@ -117,10 +117,8 @@ pub fn run_loaded(chain: Chain, msgs: &[TbMsg], workers: usize) -> Ran {
     let acks = Arc::new(AckCounter::default());
     let collector = std::thread::spawn(move || {
         let mut out = Vec::new();
-        for item in rx {
-            if let SinkItem::Msg(bytes, _ack) = item {
-                out.push(bytes.to_tb());
-            }
+        for (bytes, _ack) in rx.into_iter().flat_map(SinkItem::into_msgs) {
+            out.push(bytes.to_tb());
         }
         out
     });

@@ -65,7 +65,7 @@ pub fn holds_to_the_contract(sink: Box<dyn Sink>, read_back: impl Fn() -> Vec<Va
     let acks = Arc::new(Acks::default());
     for i in 0..N {
         let ack = Ack::new(acks.clone(), i);
-        output.tx.send(SinkItem::Msg(Arc::new(message(i).into()), ack)).expect("the sink takes messages");
+        output.tx.send(SinkItem::msg(Arc::new(message(i).into()), ack)).expect("the sink takes messages");
     }
     // 3. The flush makes them durable: every one acked, every one readable.
     sluice::sinks::jsonl::flush(&output.tx).unwrap_or_else(|e| panic!("{what}: flush: {e}"));

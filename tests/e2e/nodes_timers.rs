@@ -66,11 +66,8 @@ impl Timed {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
         let collector = std::thread::spawn(move || {
-            for item in rx {
-                if let SinkItem::Msg(bytes, _ack) = item {
-                    let msg = bytes.to_tb();
-                    sink.lock().unwrap().push(msg);
-                }
+            for (bytes, _ack) in rx.into_iter().flat_map(SinkItem::into_msgs) {
+                sink.lock().unwrap().push(bytes.to_tb());
             }
         });
         Timed { pipeline, now, out, collector, acks: Arc::new(AckCounter::default()), sent: 0 }

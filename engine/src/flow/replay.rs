@@ -83,11 +83,7 @@ pub fn replay(
     let key = Envelope::key_of(msg.entity_type(), msg.name());
     worker.process(Envelope::new(Arc::new(msg), key, Ack::none()));
     drop(worker);
-    let sink = rx.try_iter().filter_map(|item| match item {
-        SinkItem::Msg(msg, _) => Some(Body::of(&msg, usize::MAX)),
-        SinkItem::Flush(_) => None,
-    });
-    let sink = sink.collect();
+    let sink = rx.try_iter().flat_map(SinkItem::into_msgs).map(|(msg, _)| Body::of(&msg, usize::MAX)).collect();
     let outputs_of = |id: &str| {
         recorder.events(id).and_then(|e| e.events.into_iter().next()).map(|e| {
             let outputs = e.outputs.into_iter().map(|o| (o.relation, o.msg)).collect::<Vec<_>>();

@@ -77,10 +77,27 @@ pub struct Worker {
     taped: Option<Vec<(Relation, Arc<Message>)>>,
     /// An emptied outputs vector for the next recorded call.
     tape: Vec<(Relation, Arc<Message>)>,
-    /// Processing time of the message being processed (read once per message).
+    /// Processing time of the message being processed, as the recorder shows it (read once per
+    /// batch: a batch is run in microseconds).
     now_ms: i64,
     /// Sees every output of every node as it is routed (see [`Worker::tapping`]).
     tap: Option<Tap>,
+    /// Messages for the output and the dead letters, held until the batch being run is done
+    /// (see [`Worker::send_sinks`]).
+    to_output: Vec<(Arc<Message>, Ack)>,
+    to_dead_letter: Vec<(Arc<Message>, Ack)>,
+    /// Inside [`Worker::run`]'s batch: sink messages wait for its end.
+    batching: bool,
+}
+
+/// At most this many messages wait for a sink in a worker before they are sent anyway.
+const SINK_BATCH: usize = 1024;
+
+impl Drop for Worker {
+    /// Nothing a worker holds for a sink is dropped unsent (its ack would count it written).
+    fn drop(&mut self) {
+        self.send_sinks();
+    }
 }
 
 /// Sees each output of each node as it is routed: (node id, relation, message). `sluice test`
@@ -147,6 +164,9 @@ impl Worker {
             tape: Vec::new(),
             now_ms: 0,
             tap: None,
+            to_output: Vec::new(),
+            to_dead_letter: Vec::new(),
+            batching: false,
         }
     }
 
@@ -283,6 +303,10 @@ impl Worker {
             // has run; then the windows its completion closed fire.
             let mut held = None;
             let covers = batch.iter().any(|e| e.covered);
+            self.batching = true;
+            if self.recorder.is_some() {
+                self.now_ms = self.clock.now_ms();
+            }
             for (k, mut envelope) in batch.into_iter().enumerate() {
                 if k == 0 && covers {
                     held = envelope.progress.take();
@@ -290,6 +314,10 @@ impl Worker {
                 }
                 self.process(envelope);
             }
+            self.batching = false;
+            // What the batch wrote goes to the sinks before its token says it is done: a
+            // checkpoint that waits for the pipeline to be idle then flushes them with it.
+            self.send_sinks();
             if let Some(token) = held {
                 drop(token);
                 self.fire_due();
@@ -377,7 +405,8 @@ impl Worker {
             return;
         }
         let Envelope { msg, ack, watermark, judged_by, partition, progress, covered, .. } = envelope;
-        if self.recorder.is_some() {
+        // The recorder's time of the call: once per batch in [`Worker::run`], else per message.
+        if self.recorder.is_some() && !self.batching {
             self.now_ms = self.clock.now_ms();
         }
         // A message handed straight to a standalone worker is tracked by the worker itself; one
@@ -393,6 +422,9 @@ impl Worker {
         self.spare = self.run_from(pending, &ack);
         for (idx, closed) in std::mem::take(&mut self.early) {
             self.run_window(idx, closed, watermark);
+        }
+        if !self.batching {
+            self.send_sinks();
         }
         drop(progress);
         self.fire_due();
@@ -410,10 +442,11 @@ impl Worker {
             let rule = match &node.kind {
                 NodeKind::Sink(SinkKind::Output) => {
                     self.output_count += 1;
-                    if let Some(out) = &self.sinks.output
-                        && out.send(SinkItem::Msg(msg, ack.clone())).is_err()
-                    {
-                        tracing::error!(node = %node.id, "output sink closed: message not written");
+                    if self.sinks.output.is_some() {
+                        self.to_output.push((msg, ack.clone()));
+                        if self.to_output.len() >= SINK_BATCH {
+                            self.send_sinks();
+                        }
                     }
                     continue;
                 }
@@ -512,11 +545,9 @@ impl Worker {
                     self.stats[idx].unhandled_failures += 1;
                     let error = out_msg.meta("error").unwrap_or_default();
                     tracing::warn!(node = %node.id, %error, "failure with no Failure connection");
-                    if let Some(dead) = &self.sinks.dead_letter {
+                    if self.sinks.dead_letter.is_some() {
                         self.stats[idx].dead_lettered += 1;
-                        if dead.send(SinkItem::Msg(out_msg.clone(), ack.clone())).is_err() {
-                            tracing::error!(node = %node.id, "dead-letter sink closed: message not written");
-                        }
+                        self.to_dead_letter.push((out_msg.clone(), ack.clone()));
                     }
                 }
                 None => *self.stats[idx].dropped.entry_ref(&relation) += 1,
@@ -568,6 +599,8 @@ impl Worker {
                 self.run_window(idx, closed, open_until);
             }
         }
+        // Sent under the gate: a checkpoint takes it, then flushes the sinks.
+        self.send_sinks();
     }
 
     /// Fires the processing-time timers due at `now`, node by node (upstream first).
@@ -580,6 +613,28 @@ impl Worker {
             for (at, key, owner) in self.state.node(id).timers.take_due(now) {
                 let timer = Timer { id: format!("{id}/timer/{key}/{at}"), key, at, now };
                 self.run_timer(idx, timer, owner);
+            }
+        }
+        self.send_sinks();
+    }
+
+    /// Hands the messages waiting for the output and the dead letters to their sinks, one send
+    /// each (see `sluice_core::sink`).
+    fn send_sinks(&mut self) {
+        if !self.to_output.is_empty() {
+            let msgs = std::mem::take(&mut self.to_output);
+            if let Some(out) = &self.sinks.output
+                && out.send(SinkItem::Msgs(msgs)).is_err()
+            {
+                tracing::error!("output sink closed: messages not written");
+            }
+        }
+        if !self.to_dead_letter.is_empty() {
+            let msgs = std::mem::take(&mut self.to_dead_letter);
+            if let Some(dead) = &self.sinks.dead_letter
+                && dead.send(SinkItem::Msgs(msgs)).is_err()
+            {
+                tracing::error!("dead-letter sink closed: messages not written");
             }
         }
     }

@@ -62,13 +62,15 @@ fn write_lines(rx: Receiver<SinkItem>, target: Target, stats: &SinkStats) -> std
     let mut n = 0;
     for item in rx {
         match item {
-            SinkItem::Msg(msg, ack) => {
-                serde_json::to_writer(&mut out, &*msg)?;
-                out.write_all(b"\n")?;
-                n += 1;
+            SinkItem::Msgs(msgs) => {
+                for (msg, ack) in msgs {
+                    serde_json::to_writer(&mut out, &*msg)?;
+                    out.write_all(b"\n")?;
+                    n += 1;
+                    drop(ack);
+                }
                 // The only writer: a store, not a read-modify-write.
                 stats.written.store(n, Ordering::Relaxed);
-                drop(ack);
             }
             SinkItem::Flush(reply) => {
                 let result = out.flush().and_then(|()| file.as_ref().map_or(Ok(()), |f| f.sync_data()));
@@ -100,7 +102,7 @@ mod tests {
     fn special_files_take_lines_and_flushes() {
         let file = open(Path::new("/dev/null"), false).unwrap();
         let (tx, thread) = spawn(Target::File(file), 4, Arc::default()).unwrap();
-        tx.send(SinkItem::Msg(Default::default(), Ack::none())).unwrap();
+        tx.send(SinkItem::msg(Default::default(), Ack::none())).unwrap();
         flush(&tx).unwrap();
         drop(tx);
         assert_eq!(thread.join().unwrap().unwrap(), 1);

@@ -32,13 +32,17 @@ fn produce(rx: Receiver<SinkItem>, producer: &KafkaProducer, topic: &str, stats:
     let mut n = 0;
     for item in rx {
         match item {
-            SinkItem::Msg(msg, ack) => {
-                let payload = serde_json::to_vec(&*msg).map_err(std::io::Error::other)?;
-                let name = msg.name().as_bytes();
-                producer
-                    .send(topic, (!name.is_empty()).then_some(name), None, &payload, Delivery::Ack(ack))
-                    .map_err(std::io::Error::other)?;
-                n += 1;
+            SinkItem::Msgs(msgs) => {
+                let mut payload = Vec::new();
+                for (msg, ack) in msgs {
+                    payload.clear();
+                    serde_json::to_writer(&mut payload, &*msg).map_err(std::io::Error::other)?;
+                    let name = msg.name().as_bytes();
+                    producer
+                        .send(topic, (!name.is_empty()).then_some(name), None, &payload, Delivery::Ack(ack))
+                        .map_err(std::io::Error::other)?;
+                    n += 1;
+                }
                 stats.written.store(n, Ordering::Relaxed);
             }
             SinkItem::Flush(reply) => {

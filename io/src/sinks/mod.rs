@@ -17,8 +17,10 @@ use sluice_core::metrics::Labels;
 use sluice_core::{Metrics, SinkSender};
 use sluice_engine::chain::spec::KafkaConnection;
 
-/// How many messages may wait for a sink's thread before a worker waits for it.
-const CAPACITY: usize = 4096;
+/// How many sends may wait for a sink's thread before a worker waits for it. A send is the
+/// messages one batch of a worker's input produced (see `sluice_core::sink`): typically up to
+/// a batch of 64, at most 1024.
+const CAPACITY: usize = 256;
 
 /// A sink: where the chain's results (the `output`) or its dead letters leave the engine, on a
 /// thread of its own. Sink nodes send [`sluice_core::SinkItem`]s and do not know which sink

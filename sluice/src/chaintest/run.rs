@@ -285,10 +285,7 @@ impl Harness {
     /// What the sinks received, into their lists.
     fn drain(&mut self) {
         for (name, rx) in [("output", &self.output), ("deadLetter", &self.dead_letter)] {
-            let got = rx.try_iter().filter_map(|item| match item {
-                SinkItem::Msg(msg, _) => Some(msg),
-                SinkItem::Flush(_) => None,
-            });
+            let got = rx.try_iter().flat_map(SinkItem::into_msgs).map(|(msg, _)| msg);
             self.sinks.entry(name).or_default().extend(got);
         }
     }

@@ -127,10 +127,8 @@ fn run(per: &str, wait_for_freed: bool) -> (Written, Written) {
     let collector = {
         let out = out.clone();
         std::thread::spawn(move || {
-            for item in rx {
-                if let SinkItem::Msg(bytes, _ack) = item {
-                    out.lock().unwrap().push(bytes.to_tb());
-                }
+            for (bytes, _ack) in rx.into_iter().flat_map(SinkItem::into_msgs) {
+                out.lock().unwrap().push(bytes.to_tb());
             }
         })
     };

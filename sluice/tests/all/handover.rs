@@ -47,12 +47,7 @@ impl Instance {
         .expect("pipeline");
         let feed = Feed::new(pipeline.sender(), chain, Watermarks::new(&chain.event_time), Clock::System);
         let collector = std::thread::spawn(move || {
-            rx.into_iter()
-                .filter_map(|item| match item {
-                    SinkItem::Msg(bytes, _) => Some(bytes.to_tb()),
-                    SinkItem::Flush(_) => None,
-                })
-                .collect()
+            rx.into_iter().flat_map(SinkItem::into_msgs).map(|(bytes, _)| bytes.to_tb()).collect()
         });
         Instance { pipeline, feed, state, collector }
     }

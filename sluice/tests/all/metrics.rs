@@ -87,7 +87,7 @@ fn node_counters_on_metrics_end_equal_to_the_run_stats() {
     let live = pipeline.live_stats();
     let metrics = Metrics::default();
     live.register(&metrics, "zones");
-    let sink = std::thread::spawn(move || rx.into_iter().filter(|i| matches!(i, SinkItem::Msg(..))).count());
+    let sink = std::thread::spawn(move || rx.into_iter().flat_map(SinkItem::into_msgs).count());
 
     let mut watermark = i64::MIN;
     for i in 0..600i64 {

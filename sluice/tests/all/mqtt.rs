@@ -79,14 +79,12 @@ impl SourceRun {
         let collector = {
             let out = out.clone();
             std::thread::spawn(move || {
-                for item in rx {
-                    if let SinkItem::Msg(bytes, ack) = item {
-                        let msg: TbMsg = bytes.to_tb();
-                        out.lock().unwrap().push(msg.clone());
-                        match &hold {
-                            Some(held) => held.send((msg, ack)).expect("the test holds the acks"),
-                            None => drop(ack),
-                        }
+                for (bytes, ack) in rx.into_iter().flat_map(SinkItem::into_msgs) {
+                    let msg: TbMsg = bytes.to_tb();
+                    out.lock().unwrap().push(msg.clone());
+                    match &hold {
+                        Some(held) => held.send((msg, ack)).expect("the test holds the acks"),
+                        None => drop(ack),
                     }
                 }
             })

@@ -34,13 +34,10 @@ fn count_one(pipeline: &Pipeline, rx: &std::sync::mpsc::Receiver<SinkItem>) -> S
         Ack::none(),
     );
     pipeline.send_blocking(envelope).unwrap();
-    match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
-        SinkItem::Msg(bytes, _) => {
-            let out: Value = serde_json::to_value(&*bytes).unwrap();
-            out["metadata"]["count"].as_str().unwrap().to_string()
-        }
-        SinkItem::Flush(_) => panic!("no flush expected"),
-    }
+    let msgs = rx.recv_timeout(Duration::from_secs(30)).unwrap().into_msgs();
+    assert_eq!(msgs.len(), 1, "one output per message");
+    let out: Value = serde_json::to_value(&*msgs[0].0).unwrap();
+    out["metadata"]["count"].as_str().unwrap().to_string()
 }
 
 #[test]

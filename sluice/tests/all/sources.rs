@@ -84,12 +84,10 @@ impl Harness {
         let sink = {
             let (arrived, held) = (arrived.clone(), held.clone());
             std::thread::spawn(move || {
-                for item in rx {
-                    if let SinkItem::Msg(_, ack) = item {
-                        arrived.fetch_add(1, Ordering::SeqCst);
-                        if let Some(held) = held.lock().unwrap().as_mut() {
-                            held.push(ack);
-                        }
+                for (_, ack) in rx.into_iter().flat_map(SinkItem::into_msgs) {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    if let Some(held) = held.lock().unwrap().as_mut() {
+                        held.push(ack);
                     }
                 }
             })

@@ -163,10 +163,8 @@ fn swapping_a_module_keeps_its_open_windows() {
         .unwrap();
         let collector = std::thread::spawn(move || {
             rx.into_iter()
-                .filter_map(|item| match item {
-                    SinkItem::Msg(bytes, _) => Some(serde_json::to_value(&*bytes).unwrap().to_string()),
-                    SinkItem::Flush(_) => None,
-                })
+                .flat_map(SinkItem::into_msgs)
+                .map(|(bytes, _)| serde_json::to_value(&*bytes).unwrap().to_string())
                 .collect::<Vec<_>>()
         });
         let mut watermark = i64::MIN;
@@ -291,7 +289,7 @@ fn processing_time_timers_fire_on_ticks() {
     assert!(rx.try_recv().is_err(), "not due yet at 1 000");
     now.store(1_600, Ordering::SeqCst);
     let fired = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the timer fires on a tick");
-    let SinkItem::Msg(bytes, _) = fired else { panic!("expected a message") };
+    let [(bytes, _)]: [_; 1] = fired.into_msgs().try_into().unwrap_or_else(|_| panic!("expected one message"));
     let timeout: TbMsg = bytes.to_tb();
     assert_eq!(timeout.msg_type, "TIMEOUT");
     assert_eq!(timeout.originator.name, "d1");
