@@ -153,7 +153,7 @@ impl Envelope {
 pub type Batch = Vec<Envelope>;
 
 /// Envelopes per batch a [`Batcher`] collects before it hands them to their worker.
-pub const BATCH: usize = 64;
+pub const BATCH: usize = 256;
 
 /// Where sink nodes write.
 #[derive(Debug, Clone, Default)]

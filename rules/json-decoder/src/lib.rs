@@ -71,6 +71,27 @@ impl Node for JsonDecoder {
             _ => None,
         };
         let ts = msg.ts();
+        let telemetry = payload.remove("telemetry");
+        let attributes = payload.remove("attributes");
+        if telemetry.is_none() && attributes.is_none() {
+            // The common case, one message: the incoming one changed in place, so that only the
+            // parts that change cross back to the host (its metadata is neither read nor sent).
+            // It is a new message all the same, with the id the engine gives a first output.
+            let ts = payload.remove("ts").and_then(|v| v.as_i64()).unwrap_or(ts);
+            let id = sluice_sdk::derived_id(msg.id(), 0);
+            msg.set_id(id);
+            msg.set_msg_type(msg_type::POST_TELEMETRY_REQUEST);
+            msg.set_originator(Originator::device(&device));
+            msg.set_meta("deviceName", device);
+            if let Some(t) = device_type {
+                msg.set_meta("deviceType", t);
+            }
+            msg.set_ts(ts);
+            msg.set_meta("ts", ts.to_string());
+            msg.set_data(Value::Object(payload));
+            out.emit(relation::SUCCESS, msg);
+            return Ok(());
+        }
         let mut metadata = msg.metadata().clone();
         metadata.insert("deviceName".into(), device.clone());
         if let Some(t) = device_type {
@@ -78,14 +99,6 @@ impl Node for JsonDecoder {
         }
         let mut base = Msg::new(msg_type::POST_TELEMETRY_REQUEST, Originator::device(&device), Value::Null).with_ts(ts);
         base.set_metadata(metadata);
-
-        let telemetry = payload.remove("telemetry");
-        let attributes = payload.remove("attributes");
-        if telemetry.is_none() && attributes.is_none() {
-            let ts = payload.remove("ts").and_then(|v| v.as_i64()).unwrap_or(ts);
-            emit_telemetry(out, &base, ts, payload);
-            return Ok(());
-        }
         match telemetry {
             None => {}
             Some(Value::Array(entries)) => {
