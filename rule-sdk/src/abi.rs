@@ -321,13 +321,20 @@ mod glue {
                             // SAFETY: no pointers.
                             unsafe { imports::out_set_ts(draft, msg.ts()) };
                         }
-                        for (bit, code, value) in [
-                            (changed::ORIGINATOR, field::ORIGINATOR, &msg.originator() as &dyn erased::Json),
-                            (changed::METADATA, field::METADATA, &msg.metadata()),
-                            (changed::DATA, field::DATA, &msg.data()),
+                        // Each part is read only when it changed: reading one that did not would load
+                        // it from the host, whole, for nothing.
+                        for (bit, code) in [
+                            (changed::ORIGINATOR, field::ORIGINATOR),
+                            (changed::METADATA, field::METADATA),
+                            (changed::DATA, field::DATA),
                         ] {
                             if parts & bit != 0 {
-                                if let Err(err) = json(&mut buf, value) {
+                                let written = match code {
+                                    field::ORIGINATOR => json(&mut buf, msg.originator()),
+                                    field::METADATA => json(&mut buf, msg.metadata()),
+                                    _ => json(&mut buf, msg.data()),
+                                };
+                                if let Err(err) = written {
                                     fail(&format!("output does not serialize: {err}"));
                                     return STATUS_ERROR;
                                 }

@@ -271,6 +271,16 @@ pub enum Edit {
     Field(String, Option<Value>),
 }
 
+/// Where a key of `data` is read from (see [`Msg::data_key`]).
+enum DataKey<'a> {
+    /// From the host's message, through this handle.
+    Host(u32),
+    /// From its change one by one: its value, or `None` when removed.
+    Changed(Option<&'a Value>),
+    /// From the loaded data.
+    Loaded,
+}
+
 /// Answers of single-key reads. Text answers and their keys live in an arena: a call's few reads
 /// cost one allocation together, not three each. Append-only while shared: an answer, once handed
 /// out as `&str` or `&Value`, stays where it is until the view is borrowed mutably or dropped.
@@ -448,12 +458,27 @@ impl Msg {
         &self.edits
     }
 
-    /// The handle to read single `data` keys through: none once `data` is loaded, or while
-    /// keys of it were changed one by one (a read then sees the loaded part with the changes).
-    fn lazy_data(&self) -> Option<u32> {
-        match self.data.get() {
-            None if !self.edits.iter().any(|e| matches!(e, Edit::Field(..))) => self.handle,
-            _ => None,
+    /// Where `data`'s `key` is read from. A key changed one by one answers from its change, and
+    /// any other top-level key from the host: the host's message is unchanged, and a change to
+    /// one key does not touch another. So a node that renames two keys reads and sends only
+    /// those. A dotted key may reach into a changed key: only the loaded data (with the changes
+    /// applied) can tell, so then it is loaded.
+    fn data_key(&self, key: &str) -> DataKey<'_> {
+        let Some(handle) = self.handle else { return DataKey::Loaded };
+        if self.data.get().is_some() {
+            return DataKey::Loaded;
+        }
+        let mut changes = self.edits.iter().filter_map(|e| match e {
+            Edit::Field(k, v) => Some((k, v)),
+            Edit::Meta(..) => None,
+        });
+        let Some(first) = changes.next() else { return DataKey::Host(handle) };
+        if key.contains('.') {
+            return DataKey::Loaded;
+        }
+        match std::iter::once(first).chain(changes).filter(|(k, _)| *k == key).last() {
+            Some((_, value)) => DataKey::Changed(value.as_ref()),
+            None => DataKey::Host(handle),
         }
     }
 
@@ -562,44 +587,45 @@ impl Msg {
 
     /// A field of `data`: a top-level key, or a dotted path into nested objects (`loc.city`).
     pub fn field(&self, key: &str) -> Option<&Value> {
-        match self.lazy_data() {
-            Some(_) => self.reads.field(key, || self.load_json(field::DATA_JSON, key)),
-            None => data_path(self.data(), key),
+        match self.data_key(key) {
+            DataKey::Host(_) => self.reads.field(key, || self.load_json(field::DATA_JSON, key)),
+            DataKey::Changed(value) => value,
+            DataKey::Loaded => data_path(self.data(), key),
         }
     }
 
     /// A field of `data` read as a number. Numbers sent as strings (`"33"`, as many devices do)
     /// count as numbers too.
     pub fn number(&self, key: &str) -> Option<f64> {
-        match self.lazy_data() {
-            Some(h) => crate::abi::msg_number(h, field::DATA_TEXT, key),
-            None => as_number(self.field(key)?),
+        match self.data_key(key) {
+            DataKey::Host(h) => crate::abi::msg_number(h, field::DATA_TEXT, key),
+            _ => as_number(self.field(key)?),
         }
     }
 
     /// A field of `data` as text: a string as it is, a number or a boolean written out.
     pub fn text(&self, key: &str) -> Option<Cow<'_, str>> {
-        match self.lazy_data() {
-            Some(h) => {
+        match self.data_key(key) {
+            DataKey::Host(h) => {
                 self.reads.text(key, |arena| crate::abi::msg_str_in(h, field::DATA_TEXT, key, arena)).map(Cow::Borrowed)
             }
-            None => value_text(self.field(key)?),
+            _ => value_text(self.field(key)?),
         }
     }
 
     /// Whether `data` has the field (a JSON `null` counts as present).
     pub fn has_field(&self, key: &str) -> bool {
-        match self.lazy_data() {
-            Some(h) => crate::abi::msg_has(h, field::DATA_JSON, key) != crate::abi::HAS_NONE,
-            None => self.field(key).is_some(),
+        match self.data_key(key) {
+            DataKey::Host(h) => crate::abi::msg_has(h, field::DATA_JSON, key) != crate::abi::HAS_NONE,
+            _ => self.field(key).is_some(),
         }
     }
 
     /// Whether `data` has the field with a value other than `null` — without reading the value.
     pub fn has_value(&self, key: &str) -> bool {
-        match self.lazy_data() {
-            Some(h) => crate::abi::msg_has(h, field::DATA_JSON, key) == crate::abi::HAS_VALUE,
-            None => self.field(key).is_some_and(|v| !v.is_null()),
+        match self.data_key(key) {
+            DataKey::Host(h) => crate::abi::msg_has(h, field::DATA_JSON, key) == crate::abi::HAS_VALUE,
+            _ => self.field(key).is_some_and(|v| !v.is_null()),
         }
     }
 
@@ -707,14 +733,18 @@ impl Msg {
     pub fn remove_field(&mut self, key: &str) -> Option<Value> {
         // Key by key while `data` is not loaded; a dotted key may name a nested field, which
         // only the loaded data can tell from a top-level one.
-        if self.lazy_data().is_some() && !key.contains('.') {
-            if !self.has_field(key) {
-                return None;
+        if !key.contains('.') {
+            let value = match self.data_key(key) {
+                DataKey::Host(_) if !self.has_field(key) => return None,
+                DataKey::Host(_) => Some(self.load_json(field::DATA_JSON, key).unwrap_or(Value::Null)),
+                DataKey::Changed(value) => Some(value?.clone()),
+                DataKey::Loaded => None,
+            };
+            if let Some(value) = value {
+                self.reads.forget_data();
+                self.edits.push(Edit::Field(key.to_string(), None));
+                return Some(value);
             }
-            let value = self.load_json(field::DATA_JSON, key).unwrap_or(Value::Null);
-            self.reads.forget_data();
-            self.edits.push(Edit::Field(key.to_string(), None));
-            return Some(value);
         }
         if !self.has_field(key) {
             return None;

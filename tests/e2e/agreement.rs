@@ -117,12 +117,16 @@ fn rename_keys_agrees() {
         TbMsg::telemetry("d", json!("not an object")).with_id("3"),
         TbMsg::telemetry("d", json!({"t": null, "a": {"b": 1}, "a.b": 2})).with_meta("h", "x").with_id("4"),
         TbMsg::telemetry("d", json!({"a": {"b": 1}, "h": 5})).with_meta("t", "1").with_meta("h", "2").with_id("5"),
+        TbMsg::telemetry("d", json!({"0": {"b": 7}, "a": {"b": 1}, "b": 2, "h": 3})).with_id("6"),
     ];
-    // One key (sent back key by key), several, a swap, dotted keys; the same in metadata.
+    // One key (sent back key by key), several, a swap, a chain (a key read after it was set),
+    // dotted keys (one after a change); the same in metadata.
     for config in [
         json!({"renameKeysMapping": {"t": "temperature"}}),
         json!({"renameKeysMapping": {"t": "temperature", "h": "humidity"}}),
         json!({"renameKeysMapping": {"t": "h", "h": "t"}}),
+        json!({"renameKeysMapping": {"a": "b", "b": "c"}}),
+        json!({"renameKeysMapping": {"0": "a", "a.b": "ab"}}),
         json!({"renameKeysMapping": {"a.b": "ab"}}),
         json!({"renameKeysMapping": {"t": "temperature"}, "renameIn": "METADATA"}),
         json!({"renameKeysMapping": {"t": "h", "h": "t"}, "renameIn": "METADATA"}),
