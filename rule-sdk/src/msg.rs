@@ -468,15 +468,19 @@ impl Msg {
         if self.data.get().is_some() {
             return DataKey::Loaded;
         }
-        let mut changes = self.edits.iter().filter_map(|e| match e {
-            Edit::Field(k, v) => Some((k, v)),
-            Edit::Meta(..) => None,
-        });
-        let Some(first) = changes.next() else { return DataKey::Host(handle) };
+        let changes = || {
+            self.edits.iter().filter_map(|e| match e {
+                Edit::Field(k, v) => Some((k, v)),
+                Edit::Meta(..) => None,
+            })
+        };
+        if changes().next().is_none() {
+            return DataKey::Host(handle);
+        }
         if key.contains('.') {
             return DataKey::Loaded;
         }
-        match std::iter::once(first).chain(changes).filter(|(k, _)| *k == key).last() {
+        match changes().rfind(|(k, _)| *k == key) {
             Some((_, value)) => DataKey::Changed(value.as_ref()),
             None => DataKey::Host(handle),
         }

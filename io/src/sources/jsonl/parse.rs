@@ -124,6 +124,16 @@ pub fn parse_message_as(
     if text.is_empty() {
         return Ok(None);
     }
+    // A full message (every Kafka record of a TbMsg topic, a replayed output) in one pass: what
+    // parses as a `TbMsg` has a top-level `originator`, and is exactly what the path below makes
+    // of it, which reads the record once to tell the forms apart and then parses the text again
+    // (and words the errors: anything that does not parse here goes that way).
+    if memchr::memmem::find(text.as_bytes(), b"\"originator\"").is_some()
+        && let Ok(msg) = serde_json::from_str::<TbMsg>(text)
+    {
+        crate::sources::check_depth(&msg).map_err(err)?;
+        return Ok(Some(msg));
+    }
     let record: Record = serde_json::from_str(text).map_err(|e| {
         err(match e.classify() {
             serde_json::error::Category::Data => "not a JSON object".into(),
@@ -315,6 +325,26 @@ mod tests {
         let c = parse_line("in", 4, r#"{"deviceName":"d","x":1}"#, 0).unwrap().unwrap();
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
+    }
+
+    #[test]
+    fn a_full_message_is_read_in_one_pass_and_only_a_top_level_originator_makes_one() {
+        let line = r#"{"id":"m1","ts":5,"type":"X","originator":{"entityType":"ASSET","name":"a"},
+            "metadata":{"k":"v"},"data":{"big":123456789012345678901234567890123456789,"s":"a\"b"}}"#
+            .replace('\n', "");
+        let msg = parse_line("in", 1, &line, 0).unwrap().unwrap();
+        assert_eq!(msg, serde_json::from_str::<TbMsg>(&line).unwrap());
+        assert_eq!(
+            serde_json::to_value(&msg.data).unwrap().to_string(),
+            r#"{"big":123456789012345678901234567890123456789,"s":"a\"b"}"#
+        );
+        // The word in a value, or a nested key, is not a message: the simple form.
+        let simple = r#"{"deviceName":"d","note":"\"originator\"","x":{"originator":{"name":"n"}}}"#;
+        let msg = parse_line("in", 2, simple, 0).unwrap().unwrap();
+        assert_eq!(msg.originator, Originator::device("d"));
+        // A message that does not parse is worded as before.
+        let e = parse_line("in", 3, r#"{"type":"X","originator":{"name":"a"},"extra":1}"#, 0).unwrap_err();
+        assert!(e.message.starts_with("not a message"), "{e}");
     }
 
     #[test]
