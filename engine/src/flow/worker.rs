@@ -100,6 +100,19 @@ impl Drop for Worker {
     }
 }
 
+/// Hands the messages `held` for a sink to it in one send (none: they are only counted).
+fn send(held: &mut Vec<(Arc<Message>, Ack)>, sink: Option<&sluice_core::SinkSender>, name: &str) {
+    if held.is_empty() {
+        return;
+    }
+    let msgs = std::mem::take(held);
+    if let Some(sink) = sink
+        && sink.send(SinkItem::Msgs(msgs)).is_err()
+    {
+        tracing::error!("{name} sink closed: messages not written");
+    }
+}
+
 /// Sees each output of each node as it is routed: (node id, relation, message). `sluice test`
 /// taps a worker to check what a node sent on a relation.
 pub type Tap = Box<dyn FnMut(&str, &str, &Arc<Message>) + Send>;
@@ -621,22 +634,8 @@ impl Worker {
     /// Hands the messages waiting for the output and the dead letters to their sinks, one send
     /// each (see `sluice_core::sink`).
     fn send_sinks(&mut self) {
-        if !self.to_output.is_empty() {
-            let msgs = std::mem::take(&mut self.to_output);
-            if let Some(out) = &self.sinks.output
-                && out.send(SinkItem::Msgs(msgs)).is_err()
-            {
-                tracing::error!("output sink closed: messages not written");
-            }
-        }
-        if !self.to_dead_letter.is_empty() {
-            let msgs = std::mem::take(&mut self.to_dead_letter);
-            if let Some(dead) = &self.sinks.dead_letter
-                && dead.send(SinkItem::Msgs(msgs)).is_err()
-            {
-                tracing::error!("dead-letter sink closed: messages not written");
-            }
-        }
+        send(&mut self.to_output, self.sinks.output.as_ref(), "output");
+        send(&mut self.to_dead_letter, self.sinks.dead_letter.as_ref(), "dead-letter");
     }
 
     /// Hands one window to its node and runs the results down the chain.
