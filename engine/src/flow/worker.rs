@@ -436,7 +436,10 @@ impl Worker {
         for (idx, closed) in std::mem::take(&mut self.early) {
             self.run_window(idx, closed, watermark);
         }
-        if !self.batching {
+        // What it wrote goes to the sinks before the token that tracks it is dropped (a
+        // checkpoint waits for no token, then flushes the sinks); a covered message's outputs
+        // wait for the end of its batch, whose token [`Worker::run`] holds.
+        if !self.batching || progress.is_some() {
             self.send_sinks();
         }
         drop(progress);
