@@ -18,8 +18,7 @@ use sluice_core::{Metrics, SinkSender};
 use sluice_engine::chain::spec::KafkaConnection;
 
 /// How many sends may wait for a sink's thread before a worker waits for it. A send is the
-/// messages one batch of a worker's input produced (see `sluice_core::sink`): typically up to
-/// a batch of 64, at most 1024.
+/// messages one batch of a worker's input produced (see `sluice_core::sink`): at most 1024.
 const CAPACITY: usize = 256;
 
 /// A sink: where the chain's results (the `output`) or its dead letters leave the engine, on a
