@@ -446,7 +446,7 @@ async fn wait_for_timers(state: &StateStore, progress: &Progress, tick: Duration
         if idle && pending == 0 {
             return;
         }
-        if !logged {
+        if !logged && pending > 0 {
             // A generator with `count: 0` (ThingsBoard's `msgCount: 0`) never ends: say how to stop.
             tracing::info!(
                 pending,
@@ -454,7 +454,8 @@ async fn wait_for_timers(state: &StateStore, progress: &Progress, tick: Duration
             );
             logged = true;
         }
-        tokio::time::sleep(tick).await;
+        // Messages still in flight finish in moments; a timer takes its time.
+        tokio::time::sleep(if pending == 0 { Duration::from_millis(1) } else { tick }).await;
     }
 }
 

@@ -498,8 +498,12 @@ impl Pipeline {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tick_tx, every, stopped) = (inboxes[0].clone(), config.tick, stop.clone());
         let ticker = std::thread::Builder::new().name("sluice-ticker".into()).spawn(move || {
-            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(every);
+            loop {
+                // Parked, not asleep: `shutdown` unparks it, so a run does not end up to a tick late.
+                std::thread::park_timeout(every);
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 // Never waits: a busy worker will see the next tick.
                 let _ = tick_tx.try_send(vec![Envelope::tick()]);
             }
@@ -589,6 +593,7 @@ impl Pipeline {
     pub fn shutdown(mut self) -> RunStats {
         if let Some((stop, ticker)) = self.ticker.take() {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            ticker.thread().unpark();
             let _ = ticker.join();
         }
         drop(self.inboxes);
